@@ -1,0 +1,178 @@
+"""The task object PiAPI returns, typed and normalised at the edge.
+
+PiAPI documents statuses capitalised but sends them lowercase, timestamps as Go's zero time
+while unset, usage in points (1 USD = 10,000,000) and three shapes of video output. All of
+that is smoothed here, once, so nothing downstream has to know.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "POINTS_PER_USD",
+    "TERMINAL_STATUSES",
+    "Task",
+    "TaskError",
+    "TaskMeta",
+    "TaskStatus",
+    "Usage",
+    "points_to_usd",
+    "usd_to_points",
+]
+
+POINTS_PER_USD = 10_000_000
+
+
+def points_to_usd(points: int) -> Decimal:
+    """Convert PiAPI usage points to USD (exact)."""
+    return Decimal(points) / POINTS_PER_USD
+
+
+def usd_to_points(usd: Decimal) -> int:
+    """Convert USD to PiAPI usage points, rounding to the nearest point."""
+    return int((usd * POINTS_PER_USD).to_integral_value())
+
+
+class TaskStatus(StrEnum):
+    """A task's lifecycle state; PiAPI's capitalised variants are folded to these."""
+
+    STAGED = "staged"
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+"""No task leaves these states. `cancelled` is undocumented but treated as terminal."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
+
+
+class Usage(_Frozen):
+    """What a task costs: `frozen` is reserved at submit, `consume` is charged at the end."""
+
+    type: str = "point"
+    frozen: int = 0
+    consume: int = 0
+
+    @property
+    def cost_usd(self) -> Decimal:
+        """The charge in USD: what was consumed, else what is still reserved."""
+        return points_to_usd(self.consume or self.frozen)
+
+
+class TaskError(_Frozen):
+    """PiAPI's error block; `code == 0` with empty strings means no error."""
+
+    code: int = 0
+    message: str = ""
+    raw_message: str = ""
+    detail: Any = None
+
+    @property
+    def is_error(self) -> bool:
+        return bool(self.code or self.message or self.raw_message)
+
+    def summary(self) -> str:
+        """One line for people: PiAPI's message, then Kling's raw text, then the code."""
+        parts = [p for p in (self.message, self.raw_message) if p]
+        if self.code:
+            parts.append(f"code {self.code}")
+        return " | ".join(parts)
+
+
+def _zero_time_is_none(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("0001-01-01"):
+        return None
+    return value
+
+
+class TaskMeta(_Frozen):
+    """Timestamps (None while unset) and usage."""
+
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    usage: Usage = Field(default_factory=Usage)
+    is_using_private_pool: bool = False
+
+    _unset = field_validator("created_at", "started_at", "ended_at", mode="before")(
+        _zero_time_is_none
+    )
+
+
+class Task(_Frozen):
+    """A PiAPI task as returned by create, get and webhooks."""
+
+    task_id: str
+    model: str = "kling"
+    task_type: str = "video_generation"
+    status: TaskStatus
+    config: dict[str, Any] | None = None
+    input: dict[str, Any] = Field(default_factory=dict)
+    output: dict[str, Any] | None = None
+    meta: TaskMeta = Field(default_factory=TaskMeta)
+    detail: Any = None
+    logs: list[Any] | None = None
+    error: TaskError = Field(default_factory=TaskError)
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _fold_case(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            folded = value.strip().lower()
+            return "cancelled" if folded == "canceled" else folded
+        return value
+
+    @field_validator("error", mode="before")
+    @classmethod
+    def _null_error(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def video_url(self) -> str | None:
+        """The output video, whichever of PiAPI's output shapes carries it.
+
+        Order (as robust clients do): `output.video`, `output.video_url`, then the first
+        work's `resource_without_watermark`, then its `resource`.
+        """
+        output = self.output or {}
+        for key in ("video", "video_url"):
+            value = output.get(key)
+            if isinstance(value, str) and value:
+                return value
+        works = output.get("works") or []
+        if works and isinstance(works[0], dict):
+            video = works[0].get("video") or {}
+            for key in ("resource_without_watermark", "resource"):
+                value = video.get(key)
+                if isinstance(value, str) and value:
+                    return value
+        return None
+
+    @property
+    def cost_usd(self) -> Decimal:
+        """What the task costs or will cost, from `meta.usage`."""
+        return self.meta.usage.cost_usd
+
+    def public_dict(self) -> dict[str, Any]:
+        """The task as JSON-ready data with the webhook secret removed (for logs and output)."""
+        data = self.model_dump(mode="json")
+        webhook = (data.get("config") or {}).get("webhook_config")
+        if isinstance(webhook, dict) and webhook.get("secret"):
+            webhook["secret"] = "***"
+        return data
