@@ -305,7 +305,9 @@ class KlingVideoRequest(_VideoBase):
             raise _rule("prompt", "is required for text-to-video (no image_url or elements)")
         if v3:
             if self.multi_shots is None and not 3 <= self.duration <= 15:
-                raise _rule("duration", f"must be 3 to 15 seconds for version 3.0, got {self.duration}")
+                raise _rule(
+                    "duration", f"must be 3 to 15 seconds for version 3.0, got {self.duration}"
+                )
         else:
             if self.duration not in (5, 10):
                 raise _rule("duration", f"must be 5 or 10 for version {self.version}")
@@ -586,9 +588,7 @@ class TryOnRequest(KlingRequest):
     lower_input: str | None = None
     batch_size: int = Field(default=1, ge=1, le=4)
 
-    _urls = field_validator("model_input", "dress_input", "upper_input", "lower_input")(
-        _check_url
-    )
+    _urls = field_validator("model_input", "dress_input", "upper_input", "lower_input")(_check_url)
 
     @model_validator(mode="after")
     def _garments(self) -> Self:

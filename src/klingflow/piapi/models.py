@@ -12,11 +12,13 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "POINTS_PER_USD",
     "TERMINAL_STATUSES",
+    "AccountInfo",
+    "ActiveTaskCounts",
     "Task",
     "TaskError",
     "TaskMeta",
@@ -165,6 +167,26 @@ class Task(_Frozen):
         return None
 
     @property
+    def output_urls(self) -> list[str]:
+        """Every file URL in the output (videos, audio, images), `video_url` first."""
+        urls = [self.video_url] if self.video_url else []
+        output = self.output or {}
+        for work in output.get("works") or []:
+            if not isinstance(work, dict):
+                continue
+            for kind in ("video", "audio", "image"):
+                item = work.get(kind) or {}
+                if not isinstance(item, dict):
+                    continue
+                for key in ("resource_without_watermark", "resource"):
+                    value = item.get(key)
+                    if isinstance(value, str) and value:
+                        if value not in urls:
+                            urls.append(value)
+                        break
+        return urls
+
+    @property
     def cost_usd(self) -> Decimal:
         """What the task costs or will cost, from `meta.usage`."""
         return self.meta.usage.cost_usd
@@ -174,5 +196,40 @@ class Task(_Frozen):
         data = self.model_dump(mode="json")
         webhook = (data.get("config") or {}).get("webhook_config")
         if isinstance(webhook, dict) and webhook.get("secret"):
-            webhook["secret"] = "***"
+            webhook["secret"] = "***"  # noqa: S105 - a mask, not a password
         return data
+
+
+class AccountInfo(_Frozen):
+    """The account behind an API key (GET /account/info); unknown fields are kept.
+
+    PiAPI's exact shape is undocumented: `credits` also reads `remaining_credits`, and
+    `equivalent_in_usd` is the usable balance in USD (None when the service does not say).
+    """
+
+    account_name: str = ""
+    account_id: str = ""
+    credits: Decimal | None = Field(
+        default=None, validation_alias=AliasChoices("credits", "remaining_credits")
+    )
+    equivalent_in_usd: Decimal | None = None
+
+    @field_validator("account_id", "account_name", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        return "" if value is None else str(value) if isinstance(value, int) else value
+
+
+class ActiveTaskCounts(_Frozen):
+    """Tasks of one provider not yet finished (GET /account/active_tasks); extras are kept."""
+
+    staged_count: int = 0
+    pending_count: int = 0
+    processing_count: int = 0
+    active_tasks: int = 0
+
+    @field_validator("active_tasks", mode="before")
+    @classmethod
+    def _count_list(cls, value: Any) -> Any:
+        # Some PiAPI pages suggest a list of tasks here rather than a number.
+        return len(value) if isinstance(value, list) else value

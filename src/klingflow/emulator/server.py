@@ -1,0 +1,133 @@
+"""Run the emulator in-process on a free loopback port, for tests, the demo and scripts.
+
+`EmulatorServer` starts uvicorn in a thread, waits until it accepts connections, gives back
+its URL, and stops cleanly. Its helper methods talk to the control API over HTTP, like any
+other client would, so a test drives exactly what a user could drive.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+import uvicorn
+from pydantic_core import to_jsonable_python
+
+from klingflow.emulator.app import create_app
+from klingflow.emulator.config import EmulatorConfig, FaultRule
+
+__all__ = ["EmulatorServer"]
+
+
+class _QuietDrops(logging.Filter):
+    """Injected connection drops are on purpose: don't log them as server errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "without completing response" not in record.getMessage()
+
+
+class EmulatorServer:
+    """The emulator on `http://host:port` in a background thread (port 0 picks a free one)."""
+
+    def __init__(
+        self,
+        config: EmulatorConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        files_dir: Path | None = None,
+        log_level: str = "warning",
+    ) -> None:
+        self.config = config or EmulatorConfig()
+        self.app = create_app(self.config, files_dir=files_dir)
+        self._socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((host, port))
+        self.host, self.port = host, self._socket.getsockname()[1]
+        self._server = uvicorn.Server(
+            uvicorn.Config(self.app, log_level=log_level, access_log=False, lifespan="on")
+        )
+        self._thread: threading.Thread | None = None
+        self._control: httpx.Client | None = None
+        logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self, *, timeout_seconds: float = 10.0) -> Self:
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout_seconds
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the emulator did not start on {self.url}")
+            time.sleep(0.005)
+        self._control = httpx.Client(base_url=self.url, timeout=30.0)
+        return self
+
+    def stop(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        if self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+            self._thread = None
+        self._socket.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- control API helpers (plain HTTP underneath) ----------------------------------------
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        if self._control is None:
+            raise RuntimeError("the emulator is not running: call start() first")
+        response = self._control.request(method, path, json=body)
+        response.raise_for_status()
+        return response.json()
+
+    def configure(self, **patch: Any) -> dict[str, Any]:
+        """Change settings at run time (PATCH /_emulator/config); returns the new config."""
+        result: dict[str, Any] = self._call("PATCH", "/_emulator/config", to_jsonable_python(patch))
+        return result
+
+    def add_fault(self, rule: FaultRule) -> None:
+        """Inject a fault (POST /_emulator/faults)."""
+        self._call("POST", "/_emulator/faults", rule.model_dump(mode="json"))
+
+    def stats(self) -> dict[str, Any]:
+        """What clients really did (GET /_emulator/stats)."""
+        result: dict[str, Any] = self._call("GET", "/_emulator/stats")
+        return result
+
+    def reset(self, *, keep_config: bool = False) -> None:
+        """Forget tasks, stats and faults; restore the starting config unless told otherwise."""
+        self._call("POST", "/_emulator/reset", {"keep_config": keep_config})
+
+    def advance(self, seconds: float) -> None:
+        """Jump the emulated clock forward."""
+        self._call("POST", "/_emulator/time", {"advance_seconds": seconds})
+
+    def tasks(self) -> list[dict[str, Any]]:
+        """Every task of every key, as PiAPI would show it."""
+        result: list[dict[str, Any]] = self._call("GET", "/_emulator/tasks")["tasks"]
+        return result

@@ -1,0 +1,456 @@
+"""The emulated tasks and their lifecycle, on a clock that can run faster than real time.
+
+A task is `staged` while its key is over its concurrency limit, then `pending`, `processing`
+and finally `completed` or `failed`. Transitions are due at known emulated times and are
+applied in time order from a heap, so a jump of the clock (time control, a high time scale)
+gives exactly the history a patient observer would have seen, slots freed and staged tasks
+promoted at the right instants.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+import random
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from klingflow.emulator import media
+from klingflow.emulator.config import EmulatorConfig, GenerationError
+from klingflow.piapi.kling import (
+    ExtendVideoRequest,
+    KlingOmniRequest,
+    KlingRequest,
+    KlingTurboRequest,
+    KlingVideoRequest,
+    LipSyncRequest,
+    SoundRequest,
+    TaskConfig,
+    TryOnRequest,
+)
+from klingflow.piapi.models import TaskStatus, Usage, usd_to_points
+from klingflow.piapi.pricing import estimate_usage
+
+__all__ = ["Clock", "EmulatedTask", "OutputFile", "TaskStore", "Transition", "format_time"]
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+ACTIVE = frozenset({TaskStatus.PENDING, TaskStatus.PROCESSING})
+
+
+def format_time(epoch_seconds: float | None) -> str:
+    """RFC 3339 with nanoseconds in UTC, or Go's zero time when unset (as PiAPI sends)."""
+    if epoch_seconds is None:
+        return ZERO_TIME
+    whole = int(epoch_seconds)
+    nanos = round((epoch_seconds - whole) * 1e9)
+    stamp = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{min(nanos, 999_999_999):09d}Z"
+
+
+class Clock:
+    """Emulated wall-clock time: starts at the real time, runs `time_scale` times faster."""
+
+    def __init__(self, time_scale: float) -> None:
+        self._scale = time_scale
+        self._real_origin = time.monotonic()
+        self._emulated_origin = time.time()
+
+    @property
+    def time_scale(self) -> float:
+        return self._scale
+
+    def now(self) -> float:
+        return self._emulated_origin + (time.monotonic() - self._real_origin) * self._scale
+
+    def set_scale(self, time_scale: float) -> None:
+        self._emulated_origin = self.now()
+        self._real_origin = time.monotonic()
+        self._scale = time_scale
+
+    def advance(self, seconds: float) -> None:
+        """Jump forward: everything due in the next `seconds` happens at once."""
+        self._emulated_origin += seconds
+
+    def real_seconds(self, emulated_seconds: float) -> float:
+        return emulated_seconds / self._scale
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """A file the task produced, rendered on first download."""
+
+    name: str
+    kind: str  # "video" or "image"
+    prompts: tuple[str, ...]
+    shot_seconds: tuple[float, ...]
+    aspect_ratio: str
+    resolution: str
+    has_audio: bool
+    width: int = 0
+    height: int = 0
+
+
+@dataclass
+class EmulatedTask:
+    task_id: str
+    key_id: str
+    request: KlingRequest
+    config: TaskConfig | None
+    raw_input: dict[str, Any]
+    base_url: str
+    created_at: float
+    usage: Usage
+    planned_error: GenerationError | None
+    status: TaskStatus = TaskStatus.PENDING
+    pending_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    error: GenerationError | None = None
+    files: tuple[OutputFile, ...] = ()
+
+    @property
+    def model(self) -> str:
+        return self.request.model
+
+    @property
+    def task_type(self) -> str:
+        return self.request.task_type
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+    @property
+    def has_video_shape(self) -> bool:
+        """Kling 3.0 and omni answer `output.video`; classic versions the `works` list."""
+        return isinstance(self.request, KlingOmniRequest) or (
+            isinstance(self.request, KlingVideoRequest | KlingTurboRequest)
+            and self.request.version.startswith("3.0")
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The task object exactly as PiAPI shapes it."""
+        config = (
+            self.config.model_dump(mode="json")
+            if self.config is not None
+            else {"service_mode": "", "webhook_config": {"endpoint": "", "secret": ""}}
+        )
+        if config.get("webhook_config") is None:
+            config["webhook_config"] = {"endpoint": "", "secret": ""}
+        error = self.error or GenerationError(code=0, message="", raw_message="")
+        return {
+            "task_id": self.task_id,
+            "model": self.model,
+            "task_type": self.task_type,
+            "status": self.status.value,
+            "config": config,
+            "input": dict(sorted(self.raw_input.items())),
+            "output": self._output(),
+            "meta": {
+                "created_at": format_time(self.created_at),
+                "started_at": format_time(self.started_at),
+                "ended_at": format_time(self.ended_at),
+                "usage": self.usage.model_dump(),
+                "is_using_private_pool": config.get("service_mode") == "private",
+            },
+            "detail": None,
+            "logs": [],
+            "error": {**error.model_dump(), "detail": None},
+        }
+
+    def _url(self, name: str) -> str:
+        return f"{self.base_url}/files/{name}"
+
+    def _output(self) -> dict[str, Any] | None:
+        done = self.status == TaskStatus.COMPLETED
+        if self.has_video_shape:
+            return {"video": self._url(self.files[0].name) if done else ""}
+        if not done:
+            return {"type": "", "status": 0, "works": None}
+        kind = f"m2v_{self.task_type}"
+        works = []
+        for file in self.files:
+            width_height = {"height": file.height, "width": file.width}
+            if file.kind == "image":
+                works.append(
+                    {"status": 99, "type": kind, "image": {"resource": self._url(file.name)}}
+                )
+                continue
+            media = {
+                "resource": self._url(file.name),
+                "resource_without_watermark": self._url(file.name),
+                **width_height,
+                "duration": int(sum(file.shot_seconds) * 1000),
+            }
+            works.append(
+                {
+                    "status": 99,
+                    "type": kind,
+                    "cover": {
+                        "resource": self._url(file.name.replace(".mp4", ".png")),
+                        "resource_without_watermark": "",
+                        **width_height,
+                        "duration": 0,
+                    },
+                    "audio" if isinstance(self.request, SoundRequest) else "video": media,
+                }
+            )
+        return {"type": kind, "status": 99, "works": works}
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A status change, reported the moment it is applied (so `task` shows that state)."""
+
+    task: EmulatedTask
+    status: TaskStatus
+
+
+class OverConcurrencyError(Exception):
+    """The key is at its concurrency limit and the emulator is set to reject."""
+
+
+class CreditError(Exception):
+    """The emulated balance cannot cover the task."""
+
+
+class OriginError(Exception):
+    """An extend/lip-sync/sound task names an origin task that is not a finished video."""
+
+
+@dataclass
+class TaskStore:
+    """All tasks of all keys, the per-key queues and the balance."""
+
+    config: EmulatorConfig
+    clock: Clock
+    rng: random.Random
+    on_transition: Callable[[Transition], None] = lambda _t: None
+    tasks: dict[str, EmulatedTask] = field(default_factory=dict)
+    spent_points: int = 0
+    reserved_points: int = 0
+    peak_concurrency: int = 0
+    peak_by_key: dict[str, int] = field(default_factory=dict)
+    _due: list[tuple[float, int, str, TaskStatus]] = field(default_factory=list)
+    _seq: itertools.count[int] = field(default_factory=itertools.count)
+    _staged: dict[str, deque[str]] = field(default_factory=dict)
+    _running: dict[str, int] = field(default_factory=dict)
+
+    # -- creation ---------------------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        key_id: str,
+        request: KlingRequest,
+        config: TaskConfig | None,
+        raw_input: dict[str, Any],
+        base_url: str,
+        planned_error: GenerationError | None,
+    ) -> EmulatedTask:
+        now = self.clock.now()
+        self.advance(now)
+        origin = self._origin_of(request, key_id)
+        usage = estimate_usage(
+            request,
+            prices=self.config.prices,
+            origin_duration_seconds=self._seconds_of(origin) if origin else None,
+        )
+        cost = usage.frozen + usage.consume
+        if self.config.balance_usd is not None:
+            left = usd_to_points(self.config.balance_usd) - self.spent_points - self.reserved_points
+            if cost > left:
+                raise CreditError
+        running = self._running.get(key_id, 0)
+        limit = self.config.concurrency_limit
+        over = limit is not None and running >= limit
+        if over and self.config.over_concurrency == "reject":
+            raise OverConcurrencyError
+        task = EmulatedTask(
+            task_id=str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
+            key_id=key_id,
+            request=request,
+            config=config,
+            raw_input=raw_input,
+            base_url=base_url,
+            created_at=now,
+            usage=usage,
+            planned_error=planned_error,
+            files=self._plan_files(request, origin),
+        )
+        self.tasks[task.task_id] = task
+        self.reserved_points += usage.frozen
+        self.spent_points += usage.consume
+        if over:
+            task.status = TaskStatus.STAGED
+            self._staged.setdefault(key_id, deque()).append(task.task_id)
+        else:
+            self._start_pending(task, now)
+        self.on_transition(Transition(task, task.status))
+        return task
+
+    def _origin_of(self, request: KlingRequest, key_id: str) -> EmulatedTask | None:
+        origin_id = getattr(request, "origin_task_id", None)
+        if origin_id is None:
+            return None
+        origin = self.tasks.get(origin_id)
+        if (
+            origin is None
+            or origin.key_id != key_id
+            or origin.status != TaskStatus.COMPLETED
+            or not origin.files
+            or origin.files[0].kind != "video"
+        ):
+            raise OriginError(origin_id)
+        return origin
+
+    @staticmethod
+    def _seconds_of(task: EmulatedTask) -> int:
+        return round(sum(task.files[0].shot_seconds))
+
+    def _plan_files(
+        self, request: KlingRequest, origin: EmulatedTask | None
+    ) -> tuple[OutputFile, ...]:
+        aspect = str(getattr(request, "aspect_ratio", "16:9"))
+        shots = getattr(request, "multi_shots", None)
+        if shots:
+            prompts = tuple(shot.prompt for shot in shots)
+            seconds = tuple(float(shot.duration) for shot in shots)
+        else:
+            text = getattr(request, "prompt", None) or getattr(request, "tts_text", None)
+            prompts = (text or f"{request.task_type} ({request.model})",)
+            seconds = (float(request.duration_seconds),)
+        if origin is not None:
+            aspect = origin.files[0].aspect_ratio
+            if isinstance(request, ExtendVideoRequest):
+                prompts = (*origin.files[0].prompts, request.prompt or "extension")
+                seconds = (*origin.files[0].shot_seconds, 5.0)
+            elif isinstance(request, LipSyncRequest):
+                prompts = (request.tts_text or "lip sync",)
+                seconds = (float(sum(origin.files[0].shot_seconds)),)
+        if isinstance(request, TryOnRequest):
+            aspect, kind, names = (
+                "9:16",
+                "image",
+                [f"{{id}}-{n}.png" for n in range(request.batch_size)],
+            )
+        elif isinstance(request, SoundRequest):
+            kind, names = "video", [f"{{id}}-{n}.mp4" for n in range(4)]
+        else:
+            kind, names = "video", ["{id}.mp4"]
+        width, height = media.frame_size(
+            aspect, request.resolution, max_height=self.config.video_max_height
+        )
+        return tuple(
+            OutputFile(
+                name,
+                kind,
+                prompts,
+                seconds,
+                aspect,
+                request.resolution,
+                request.has_audio,
+                width,
+                height,
+            )
+            for name in names
+        )
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _start_pending(self, task: EmulatedTask, at: float) -> None:
+        task.status = TaskStatus.PENDING
+        task.pending_at = at
+        self._running[task.key_id] = running = self._running.get(task.key_id, 0) + 1
+        self.peak_by_key[task.key_id] = max(self.peak_by_key.get(task.key_id, 0), running)
+        self.peak_concurrency = max(self.peak_concurrency, sum(self._running.values()))
+        self._schedule(at + self.config.pending_seconds, task, TaskStatus.PENDING)
+
+    def _schedule(self, due: float, task: EmulatedTask, from_status: TaskStatus) -> None:
+        heapq.heappush(self._due, (due, next(self._seq), task.task_id, from_status))
+
+    def advance(self, now: float | None = None) -> None:
+        """Apply every transition due by `now`, in time order."""
+        now = self.clock.now() if now is None else now
+        while self._due and self._due[0][0] <= now:
+            due, _, task_id, from_status = heapq.heappop(self._due)
+            task = self.tasks.get(task_id)
+            if task is None or task.status != from_status:
+                continue  # cancelled or forgotten meanwhile
+            if from_status == TaskStatus.PENDING:
+                task.status = TaskStatus.PROCESSING
+                task.started_at = due
+                self._schedule(due + self.config.processing_seconds, task, TaskStatus.PROCESSING)
+            else:
+                self._finish(task, due)
+            self.on_transition(Transition(task, task.status))
+
+    def _finish(self, task: EmulatedTask, at: float) -> None:
+        task.ended_at = at
+        self.reserved_points -= task.usage.frozen
+        if task.planned_error is None:
+            task.status = TaskStatus.COMPLETED
+            task.files = tuple(
+                dataclasses.replace(f, name=f.name.replace("{id}", task.task_id))
+                for f in task.files
+            )
+            if task.usage.type == "point":
+                task.usage = task.usage.model_copy(update={"consume": task.usage.frozen})
+                self.spent_points += task.usage.frozen
+        else:
+            task.status = TaskStatus.FAILED
+            task.error = task.planned_error
+        self._release(task.key_id, at)
+
+    def _release(self, key_id: str, at: float) -> None:
+        self._running[key_id] -= 1
+        staged = self._staged.get(key_id)
+        limit = self.config.concurrency_limit
+        while staged and (limit is None or self._running[key_id] < limit):
+            task = self.tasks[staged.popleft()]
+            self._start_pending(task, at)
+            self.on_transition(Transition(task, task.status))
+
+    def cancel(self, task: EmulatedTask) -> bool:
+        """Cancel a task that has not started processing; False when it is too late."""
+        self.advance()
+        if task.status not in (TaskStatus.PENDING, TaskStatus.STAGED):
+            return False
+        now = self.clock.now()
+        was_running = task.status == TaskStatus.PENDING
+        if task.status == TaskStatus.STAGED:
+            self._staged[task.key_id].remove(task.task_id)
+        task.status = TaskStatus(self.config.cancelled_status)
+        task.ended_at = now
+        task.error = GenerationError(code=10001, message="task cancelled", raw_message="")
+        self.reserved_points -= task.usage.frozen
+        if was_running:
+            self._release(task.key_id, now)
+        self.on_transition(Transition(task, task.status))
+        return True
+
+    def counts(self, key_id: str) -> dict[str, int]:
+        self.advance()
+        counts = {status: 0 for status in (TaskStatus.STAGED, *ACTIVE)}
+        for task in self.tasks.values():
+            if task.key_id == key_id and task.status in counts:
+                counts[task.status] += 1
+        return {
+            "staged_count": counts[TaskStatus.STAGED],
+            "pending_count": counts[TaskStatus.PENDING],
+            "processing_count": counts[TaskStatus.PROCESSING],
+            "active_tasks": sum(counts.values()),
+        }
+
+    def balance_usd(self) -> Decimal | None:
+        if self.config.balance_usd is None:
+            return None
+        spent = Decimal(self.spent_points + self.reserved_points) / 10_000_000
+        return self.config.balance_usd - spent
