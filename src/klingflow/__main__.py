@@ -1,0 +1,5 @@
+"""`python -m klingflow` is the `klingflow` command."""
+
+from klingflow.cli import main
+
+main()

@@ -1,0 +1,117 @@
+"""What the CLI shows while it works: the client from the environment, live status, progress.
+
+Progress and status go to stderr, results to stdout, so `klingflow video ... --json | jq`
+works. The API key comes only from `PIAPI_API_KEY`: an option would put it in shell history.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TransferSpeedColumn,
+)
+from rich.text import Text
+
+from klingflow.piapi import PiAPI, Task, WaitPolicy
+from klingflow.piapi.downloads import ProgressCallback
+
+__all__ = [
+    "StatusLine",
+    "download_progress",
+    "err",
+    "make_client",
+    "out",
+    "print_json",
+    "usd",
+    "wait_policy",
+]
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def make_client() -> PiAPI:
+    """A client configured from `PIAPI_API_KEY` and `PIAPI_BASE_URL`."""
+    return PiAPI()
+
+
+def wait_policy(poll_seconds: float, deadline_minutes: float) -> WaitPolicy:
+    return WaitPolicy(
+        initial_interval_seconds=poll_seconds,
+        max_interval_seconds=max(poll_seconds, 30.0),
+        deadline_seconds=deadline_minutes * 60,
+    )
+
+
+def usd(amount: Decimal) -> str:
+    """Dollars with cents, and a third decimal only where a price has one ($0.325)."""
+    cents = amount.quantize(Decimal("0.01"))
+    return f"${cents}" if cents == amount else f"${amount.quantize(Decimal('0.001'))}"
+
+
+def print_json(data: Any) -> None:
+    """Machine output on stdout: plain JSON, one document."""
+    out.print_json(json.dumps(data, default=str), highlight=False)
+
+
+class StatusLine:
+    """A live line: task id, status and elapsed time, redrawn as the wait goes on."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.started = time.monotonic()
+
+    def update(self, task: Task) -> None:
+        self.task = task
+
+    def __rich__(self) -> Text:
+        elapsed = int(time.monotonic() - self.started)
+        return Text.assemble(
+            ("⏳ ", ""),
+            (self.task.task_id, "cyan"),
+            "  ",
+            (self.task.status.value, "bold"),
+            f"  {elapsed // 60}:{elapsed % 60:02d} elapsed",
+        )
+
+    @contextmanager
+    def live(self) -> Iterator[StatusLine]:
+        with Live(self, console=err, refresh_per_second=4, transient=True):
+            yield self
+
+
+@contextmanager
+def download_progress(label: str) -> Iterator[ProgressCallback]:
+    """A progress bar for one download, fed by the client's byte callback."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        bar = progress.add_task(label, total=None)
+
+        def on_progress(done: int, total: int | None) -> None:
+            progress.update(bar, completed=done, total=total)
+
+        yield on_progress
+
+
+def describe_file(path: Path) -> str:
+    size = path.stat().st_size
+    return f"{path} ({size / 1_000_000:.1f} MB)" if size >= 100_000 else f"{path} ({size} bytes)"

@@ -1,0 +1,80 @@
+"""`klingflow task get|wait|cancel TASK_ID`: look after a task that already exists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from klingflow.cli._console import make_client, out, print_json, usd
+from klingflow.cli._errors import handles_errors
+from klingflow.cli.videos import AsJson, DeadlineMinutes, PollSeconds, wait_and_download
+from klingflow.piapi import Task
+
+__all__ = ["task_app"]
+
+task_app = typer.Typer(
+    help="Look after an existing task: get it, wait for it (and download), cancel it.",
+    no_args_is_help=True,
+)
+TaskId = Annotated[str, typer.Argument(help="The PiAPI task id.")]
+
+
+def show_task(task: Task, *, as_json: bool) -> None:
+    if as_json:
+        print_json(task.public_dict())
+        return
+    meta = task.meta
+    out.print(f"{task.task_id}  {task.status.value}  ({task.model} {task.task_type})")
+    for label, stamp in (
+        ("created", meta.created_at),
+        ("started", meta.started_at),
+        ("ended", meta.ended_at),
+    ):
+        if stamp is not None:
+            out.print(f"  {label:8} {stamp.isoformat()}")
+    out.print(f"  cost     {usd(task.cost_usd)} ({meta.usage.type})")
+    if task.video_url:
+        out.print(f"  video    {task.video_url}")
+    if task.error.is_error:
+        out.print(f"  error    {task.error.summary()}")
+
+
+@task_app.command("get")
+@handles_errors
+def get(task_id: TaskId, as_json: AsJson = False) -> None:
+    """Show a task as PiAPI sees it now."""
+    with make_client() as client:
+        show_task(client.get(task_id), as_json=as_json)
+
+
+@task_app.command("wait")
+@handles_errors
+def wait(
+    task_id: TaskId,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Also download the video here.")
+    ] = None,
+    as_json: AsJson = False,
+    poll_seconds: PollSeconds = 2.0,
+    deadline_minutes: DeadlineMinutes = 60.0,
+) -> None:
+    """Wait for a task to finish (resume here after a timeout; never resubmit)."""
+    with make_client() as client:
+        wait_and_download(
+            client,
+            client.get(task_id),
+            out_path=out_path,
+            poll_seconds=poll_seconds,
+            deadline_minutes=deadline_minutes,
+            as_json=as_json,
+        )
+
+
+@task_app.command("cancel")
+@handles_errors
+def cancel(task_id: TaskId, as_json: AsJson = False) -> None:
+    """Cancel a task that has not started processing (PiAPI refuses later)."""
+    with make_client() as client:
+        show_task(client.cancel(task_id), as_json=as_json)

@@ -1,0 +1,281 @@
+"""`klingflow video`, `klingflow cost` and `klingflow account`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from klingflow.cli._console import (
+    StatusLine,
+    describe_file,
+    download_progress,
+    err,
+    make_client,
+    out,
+    print_json,
+    usd,
+    wait_policy,
+)
+from klingflow.cli._errors import handles_errors
+from klingflow.errors import InvalidRequestError
+from klingflow.piapi import KlingRequest, KlingVideoRequest, PiAPI, Task, parse_task_request
+from klingflow.piapi.pricing import estimate_cost
+
+__all__ = ["account", "cost", "video"]
+
+Prompt = Annotated[
+    str | None, typer.Argument(help="What to film (optional with --shot or --image).")
+]
+Duration = Annotated[
+    str | None, typer.Option(help="Seconds: 3-15 for Kling 3.0, 5 or 10 before; '5s' works.")
+]
+AspectRatio = Annotated[str, typer.Option("--aspect-ratio", help="16:9, 9:16 or 1:1.")]
+Model = Annotated[
+    str | None, typer.Option("--model", help="Model as the seed action names it: 'Kling V2.1'.")
+]
+Version = Annotated[
+    str | None, typer.Option("--version", help="Kling version: 3.0 (default), 2.6 ... 1.0.")
+]
+Mode = Annotated[str, typer.Option(help="std (720p) or pro (1080p).")]
+Audio = Annotated[bool, typer.Option("--audio/--no-audio", help="Native audio (2.6 and 3.0).")]
+Shots = Annotated[
+    list[str] | None,
+    typer.Option("--shot", help="A multi-shot 'PROMPT:SECONDS' (repeat, Kling 3.0)."),
+]
+Image = Annotated[str | None, typer.Option("--image", help="First frame (image-to-video).")]
+ImageTail = Annotated[str | None, typer.Option("--image-tail", help="Last frame.")]
+Negative = Annotated[str | None, typer.Option("--negative-prompt", help="What to avoid.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+PollSeconds = Annotated[float, typer.Option("--poll-interval", help="First poll pause (s).")]
+DeadlineMinutes = Annotated[float, typer.Option("--deadline", help="Give up waiting after (min).")]
+
+
+def parse_shot(text: str) -> dict[str, Any]:
+    """'a dog runs:3' -> {"prompt": "a dog runs", "duration": 3}."""
+    prompt, sep, seconds = text.rpartition(":")
+    if not sep or not prompt.strip() or not seconds.strip().isdigit():
+        raise InvalidRequestError([("--shot", f"expected 'PROMPT:SECONDS', got {text!r}")])
+    return {"prompt": prompt.strip(), "duration": int(seconds)}
+
+
+def build_video_request(
+    *,
+    prompt: str | None,
+    duration: str | None,
+    aspect_ratio: str,
+    model: str | None,
+    version: str | None,
+    mode: str,
+    audio: bool,
+    shots: list[str] | None,
+    image: str | None,
+    image_tail: str | None,
+    negative_prompt: str | None,
+) -> KlingVideoRequest:
+    """The validated request the flags describe (raises `InvalidRequestError`)."""
+    data: dict[str, Any] = {
+        "prompt": prompt,
+        "duration": duration,
+        "aspect_ratio": aspect_ratio,
+        "model_name": model,
+        "version": version,
+        "mode": mode,
+        "enable_audio": audio,
+        "image_url": image,
+        "image_tail_url": image_tail,
+        "negative_prompt": negative_prompt,
+    }
+    if shots:
+        data["multi_shots"] = [parse_shot(shot) for shot in shots]
+    return KlingVideoRequest.from_input(data)
+
+
+def show_estimate(request: KlingRequest, *, as_json: bool) -> None:
+    body = request.to_body()
+    estimate = estimate_cost(request)
+    if as_json:
+        print_json({"request": body, "estimated_cost_usd": str(estimate)})
+        return
+    out.print_json(json.dumps(body))
+    out.print(f"estimated cost: {usd(estimate)} ({request.duration_seconds} s) — nothing was sent")
+
+
+def wait_and_download(
+    client: PiAPI,
+    task: Task,
+    *,
+    out_path: Path | None,
+    poll_seconds: float,
+    deadline_minutes: float,
+    as_json: bool,
+) -> None:
+    """Wait with a live status line, download with a progress bar, report path and cost."""
+    status = StatusLine(task)
+    with status.live():
+        done = client.wait(
+            task.task_id,
+            policy=wait_policy(poll_seconds, deadline_minutes),
+            on_progress=status.update,
+        )
+    path = None
+    if out_path is not None and done.video_url:
+        with download_progress(f"downloading {done.task_id}") as on_progress:
+            path = client.download(done, out_path, on_progress=on_progress)
+    if as_json:
+        print_json(
+            {
+                "task": done.public_dict(),
+                "path": str(path) if path else None,
+                "cost_usd": str(done.cost_usd),
+            }
+        )
+        return
+    if path is not None:
+        out.print(str(path))
+        err.print(
+            f"✔ {done.task_id} completed · saved {describe_file(path)} · cost {usd(done.cost_usd)}"
+        )
+    else:
+        out.print(done.video_url or "")
+        err.print(f"✔ {done.task_id} completed · cost {usd(done.cost_usd)}")
+
+
+@handles_errors
+def video(
+    prompt: Prompt = None,
+    duration: Duration = None,
+    aspect_ratio: AspectRatio = "16:9",
+    model: Model = None,
+    version: Version = None,
+    mode: Mode = "std",
+    audio: Audio = False,
+    shot: Shots = None,
+    image: Image = None,
+    image_tail: ImageTail = None,
+    negative_prompt: Negative = None,
+    out_path: Annotated[
+        Path, typer.Option("--out", help="File or folder for the MP4 (created if missing).")
+    ] = Path("."),
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Submit and print the task id at once.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and estimate the cost; send nothing.")
+    ] = False,
+    as_json: AsJson = False,
+    poll_seconds: PollSeconds = 2.0,
+    deadline_minutes: DeadlineMinutes = 60.0,
+) -> None:
+    """Make one Kling video: submit, wait with live status, download, print path and cost."""
+    request = build_video_request(
+        prompt=prompt,
+        duration=duration,
+        aspect_ratio=aspect_ratio,
+        model=model,
+        version=version,
+        mode=mode,
+        audio=audio,
+        shots=shot,
+        image=image,
+        image_tail=image_tail,
+        negative_prompt=negative_prompt,
+    )
+    if dry_run:
+        show_estimate(request, as_json=as_json)
+        return
+    with make_client() as client:
+        task = client.submit(request)
+        if no_wait:
+            # The seed action's return shape, so scripts written for it keep working.
+            print_json(
+                {"code": 200, "data": {"status": task.status.value, "task_id": task.task_id}}
+            )
+            return
+        err.print(f"submitted {task.task_id} · estimated {usd(client.estimate_cost(request))}")
+        wait_and_download(
+            client,
+            task,
+            out_path=out_path,
+            poll_seconds=poll_seconds,
+            deadline_minutes=deadline_minutes,
+            as_json=as_json,
+        )
+
+
+@handles_errors
+def cost(
+    prompt: Prompt = None,
+    duration: Duration = None,
+    aspect_ratio: AspectRatio = "16:9",
+    model: Model = None,
+    version: Version = None,
+    mode: Mode = "std",
+    audio: Audio = False,
+    shot: Shots = None,
+    image: Image = None,
+    negative_prompt: Negative = None,
+    body: Annotated[
+        Path | None,
+        typer.Option(help="A whole request {model, task_type, input} (JSON or YAML), any type."),
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Estimate what a video (or any Kling task) costs, before spending anything."""
+    if body is not None:
+        try:
+            data = yaml.safe_load(body.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as error:
+            raise typer.BadParameter(f"cannot read {body}: {error}") from None
+        if not isinstance(data, dict):
+            raise InvalidRequestError([(str(body), "must hold a {model, task_type, input} object")])
+        request, _ = parse_task_request(data)
+    else:
+        request = build_video_request(
+            prompt=prompt,
+            duration=duration,
+            aspect_ratio=aspect_ratio,
+            model=model,
+            version=version,
+            mode=mode,
+            audio=audio,
+            shots=shot,
+            image=image,
+            image_tail=None,
+            negative_prompt=negative_prompt,
+        )
+    if as_json:
+        print_json(
+            {"request": request.to_body(), "estimated_cost_usd": str(estimate_cost(request))}
+        )
+    else:
+        out.print(
+            f"{usd(estimate_cost(request))}  ({request.task_type}, {request.duration_seconds} s)"
+        )
+
+
+@handles_errors
+def account(as_json: AsJson = False) -> None:
+    """Show the account behind PIAPI_API_KEY: balance and unfinished tasks."""
+    with make_client() as client:
+        info = client.account()
+        active = client.active_tasks()
+    if as_json:
+        print_json(
+            {
+                "account": info.model_dump(mode="json"),
+                "active_tasks": {k: v.model_dump(mode="json") for k, v in active.items()},
+            }
+        )
+        return
+    balance = "unknown" if info.equivalent_in_usd is None else usd(info.equivalent_in_usd)
+    out.print(f"account {info.account_name or '?'} ({info.account_id or '?'}) · balance {balance}")
+    for provider, counts in active.items():
+        out.print(
+            f"{provider}: {counts.active_tasks} active "
+            f"({counts.staged_count} staged, {counts.pending_count} pending, "
+            f"{counts.processing_count} processing)"
+        )
