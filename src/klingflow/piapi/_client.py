@@ -1,0 +1,795 @@
+"""`PiAPI` and `AsyncPiAPI`: thin sync and async I/O shells over the sans-I/O core.
+
+Everything that decides (request building, envelope unwrapping, error mapping, retry
+decisions, wait pacing, download checks) lives in `_wire`, `_transport`, `waiting` and
+`downloads`; these classes only move bytes and sleep. The two are kept line-for-line parallel
+(httpx's `Client`/`AsyncClient`), and httpx exceptions are caught here and translated by
+`_wire.transport_error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib.metadata
+import logging
+import os
+import time
+from collections.abc import Callable, Generator, Mapping
+from decimal import Decimal
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+from pydantic import SecretStr
+
+from klingflow.errors import (
+    BadRequestError,
+    DownloadError,
+    PiAPIError,
+    TaskFailedError,
+    TaskNotFoundError,
+    UnexpectedResponseError,
+)
+from klingflow.piapi import _wire
+from klingflow.piapi._transport import DEFAULT_RETRY_POLICY, RetryPolicy, retry_delay
+from klingflow.piapi.downloads import Download, ProgressCallback, resolve_destination, source_of
+from klingflow.piapi.kling import KlingRequest, TaskConfig, WebhookConfig, parse_task_request
+from klingflow.piapi.models import AccountInfo, ActiveTaskCounts, Task, TaskStatus
+from klingflow.piapi.pricing import DEFAULT_PRICES, PriceTable
+from klingflow.piapi.pricing import estimate_cost as _estimate_cost
+from klingflow.piapi.throttle import (
+    AsyncRequestThrottle,
+    AsyncTaskSlots,
+    RateLimit,
+    RequestThrottle,
+    TaskSlots,
+)
+from klingflow.piapi.waiting import (
+    DEFAULT_WAIT_POLICY,
+    AsyncWebhookEvents,
+    WaitClock,
+    WaitPolicy,
+    WebhookEvents,
+)
+
+__all__ = ["AsyncPiAPI", "PiAPI"]
+
+logger = logging.getLogger("klingflow.piapi")
+
+API_KEY_ENV = "PIAPI_API_KEY"
+BASE_URL_ENV = "PIAPI_BASE_URL"
+DEFAULT_TIMEOUT_SECONDS = 30.0
+DEFAULT_MAX_RESUMES = 5
+ProgressHook = Callable[[Task], None]
+RequestInput = KlingRequest | Mapping[str, Any]
+
+
+def _user_agent() -> str:
+    try:
+        version = importlib.metadata.version("klingflow")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - source checkout
+        version = "0"
+    return f"klingflow/{version}"
+
+
+class _KeyAuth(httpx.Auth):
+    """Adds `x-api-key`, only to requests for PiAPI's own origin (never to file hosts)."""
+
+    def __init__(self, api_key: SecretStr, base_url: httpx.URL) -> None:
+        self._api_key = api_key
+        self._origin = (base_url.scheme, base_url.host, base_url.port)
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if (request.url.scheme, request.url.host, request.url.port) == self._origin:
+            request.headers[_wire.API_KEY_HEADER] = self._api_key.get_secret_value()
+        yield request
+
+    def __repr__(self) -> str:
+        return "_KeyAuth(api_key=SecretStr('**********'))"
+
+
+class _BaseClient:
+    """Configuration shared by both clients; no I/O."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        base_url: str | None,
+        timeout_seconds: float,
+        max_retries: int | None,
+        retry_policy: RetryPolicy | None,
+        wait_policy: WaitPolicy | None,
+        rate_limit: RateLimit | None,
+        requests_per_minute: int | None,
+        prices: PriceTable | None,
+    ) -> None:
+        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
+        if not key.strip():
+            raise ValueError(f"no PiAPI key: pass api_key= or set {API_KEY_ENV}")
+        self._api_key = SecretStr(key.strip())
+        url = base_url or os.environ.get(BASE_URL_ENV) or _wire.DEFAULT_BASE_URL
+        self.base_url = url.rstrip("/")
+        self.timeout_seconds = timeout_seconds
+        policy = retry_policy or DEFAULT_RETRY_POLICY
+        if max_retries is not None:
+            policy = dataclasses.replace(policy, max_retries=max_retries)
+        self.retry_policy = policy
+        self.wait_policy = wait_policy or DEFAULT_WAIT_POLICY
+        if rate_limit is not None and requests_per_minute is not None:
+            raise TypeError("pass rate_limit= or requests_per_minute=, not both")
+        if requests_per_minute is not None:
+            rate_limit = RateLimit.per_minute(requests_per_minute)
+        self.rate_limit = rate_limit
+        self.prices = prices or DEFAULT_PRICES
+        self._auth = _KeyAuth(self._api_key, httpx.URL(self.base_url))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    @property
+    def _secrets(self) -> tuple[str]:
+        return (self._api_key.get_secret_value(),)
+
+    def _timeout(self, timeout_seconds: float | None) -> httpx.Timeout:
+        return httpx.Timeout(self.timeout_seconds if timeout_seconds is None else timeout_seconds)
+
+    def _retries(self, max_retries: int | None) -> int:
+        return self.retry_policy.max_retries if max_retries is None else max_retries
+
+    def _client_options(self) -> dict[str, Any]:
+        return {
+            "base_url": self.base_url,
+            "auth": self._auth,
+            "timeout": self._timeout(None),
+            "headers": {"user-agent": _user_agent()},
+        }
+
+    def _delay(
+        self, spec: _wire.RequestSpec, error: PiAPIError, retry_number: int, retries: int
+    ) -> float | None:
+        delay = retry_delay(
+            spec.kind,
+            error,
+            retry_number=retry_number,
+            max_retries=retries,
+            policy=self.retry_policy,
+        )
+        if delay is not None:
+            logger.info(
+                "retrying %s in %.2f s (retry %d of %d) after %s",
+                spec.describe(),
+                delay,
+                retry_number + 1,
+                retries,
+                type(error).__name__,
+            )
+        return delay
+
+    def estimate_cost(self, request: RequestInput) -> Decimal:
+        """The USD price of a request before submitting it (validated first; no I/O)."""
+        typed = request if isinstance(request, KlingRequest) else parse_task_request(request)[0]
+        return _estimate_cost(typed, prices=self.prices)
+
+    @staticmethod
+    def _finished(task: Task, raise_on_failure: bool) -> Task:
+        if raise_on_failure and task.status is not TaskStatus.COMPLETED:
+            raise TaskFailedError(task)
+        return task
+
+    @staticmethod
+    def _tolerable(error: PiAPIError) -> bool:
+        """Errors a long wait rides out (the deadline still bounds it)."""
+        return error.retryable or isinstance(error, UnexpectedResponseError)
+
+
+class PiAPI(_BaseClient):
+    """The PiAPI task API for Kling, synchronous and thread-safe.
+
+    Options are keyword-only; the key and URL default to `PIAPI_API_KEY` and
+    `PIAPI_BASE_URL` (else https://api.piapi.ai). `max_retries` and `retry_policy` govern
+    safe requests (the create POST is retried only when PiAPI provably did not take it);
+    `rate_limit` / `requests_per_minute` and `max_concurrent_tasks` throttle this client
+    across threads. Use it as a context manager, or call `close()`.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        max_retries: int | None = None,
+        retry_policy: RetryPolicy | None = None,
+        wait_policy: WaitPolicy | None = None,
+        rate_limit: RateLimit | None = None,
+        requests_per_minute: int | None = None,
+        max_concurrent_tasks: int | None = None,
+        prices: PriceTable | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(
+            api_key=api_key,
+            base_url=base_url,
+            timeout_seconds=timeout_seconds,
+            max_retries=max_retries,
+            retry_policy=retry_policy,
+            wait_policy=wait_policy,
+            rate_limit=rate_limit,
+            requests_per_minute=requests_per_minute,
+            prices=prices,
+        )
+        self._throttle = RequestThrottle(self.rate_limit) if self.rate_limit else None
+        self._slots = TaskSlots(max_concurrent_tasks) if max_concurrent_tasks else None
+        self._http = httpx.Client(transport=transport, **self._client_options())
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def is_closed(self) -> bool:
+        return self._http.is_closed
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- transport --------------------------------------------------------------------------
+
+    def _send(
+        self,
+        spec: _wire.RequestSpec,
+        *,
+        timeout_seconds: float | None,
+        max_retries: int | None,
+        intent_id: str | None = None,
+    ) -> Any:
+        retries = self._retries(max_retries)
+        retry_number = 0
+        while True:
+            cause: httpx.RequestError | None = None
+            if self._throttle is not None:
+                self._throttle.acquire()
+            try:
+                response = self._http.request(
+                    spec.method,
+                    spec.path,
+                    json=spec.json,
+                    params=spec.params,
+                    timeout=self._timeout(timeout_seconds),
+                )
+            except httpx.RequestError as exc:
+                cause = exc
+            finally:
+                if self._throttle is not None:
+                    self._throttle.release()
+            try:
+                if cause is not None:
+                    raise _wire.transport_error(cause, spec, intent_id=intent_id) from cause
+                return _wire.unwrap(spec, response, secrets=self._secrets, intent_id=intent_id)
+            except PiAPIError as error:
+                delay = self._delay(spec, error, retry_number, retries)
+                if delay is None:
+                    raise
+            time.sleep(delay)
+            retry_number += 1
+
+    def _observe(self, task: Task) -> Task:
+        if self._slots is not None and task.is_terminal:
+            self._slots.finish(task.task_id)
+        return task
+
+    def _reserve_slot(self) -> None:
+        """Block until fewer than `max_concurrent_tasks` of our tasks run, polling them."""
+        if self._slots is None:
+            return
+        pauses = self.wait_policy.intervals()
+        while not self._slots.reserve(next(pauses)):
+            for task_id in self._slots.running():  # oldest first: likeliest to be done
+                try:
+                    if self.get(task_id).is_terminal:
+                        break
+                except TaskNotFoundError:
+                    self._slots.finish(task_id)  # gone from PiAPI: not running any more
+                    break
+                except PiAPIError as error:
+                    if not self._tolerable(error):
+                        raise
+
+    # -- the API ------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        request: RequestInput,
+        *,
+        config: TaskConfig | None = None,
+        webhook: WebhookConfig | None = None,
+        intent_id: str | None = None,
+        timeout_seconds: float | None = None,
+        max_retries: int | None = None,
+    ) -> Task:
+        """Create a paid task and return it (usually `pending`).
+
+        `request` is a `KlingRequest` or a raw `{model, task_type, input[, config]}` body; it
+        is validated first, and a bad one raises `InvalidRequestError` with nothing sent.
+        The POST is resent only when PiAPI provably did not take it (connection refused, 429).
+        When the outcome is unknown, `SubmitUncertainError` carries `intent_id` (generated
+        if not given), which is also added to the webhook endpoint as `?intent_id=`.
+        """
+        plan = _wire.plan_submit(request, config=config, webhook=webhook, intent_id=intent_id)
+        self._reserve_slot()
+        task_id: str | None = None
+        try:
+            data = self._send(
+                plan.spec,
+                timeout_seconds=timeout_seconds,
+                max_retries=max_retries,
+                intent_id=plan.intent_id,
+            )
+            task = _wire.parse_task(data, plan.spec, intent_id=plan.intent_id)
+            task_id = task.task_id
+        finally:
+            if self._slots is not None:
+                self._slots.bind(task_id)
+        return self._observe(task)
+
+    def get(
+        self, task_id: str, *, timeout_seconds: float | None = None, max_retries: int | None = None
+    ) -> Task:
+        """The task as PiAPI sees it now."""
+        spec = _wire.get_spec(task_id)
+        data = self._send(spec, timeout_seconds=timeout_seconds, max_retries=max_retries)
+        return self._observe(_wire.parse_task(data, spec))
+
+    def wait(
+        self,
+        task_id: str,
+        *,
+        policy: WaitPolicy | None = None,
+        on_progress: ProgressHook | None = None,
+        events: WebhookEvents | None = None,
+        raise_on_failure: bool = True,
+        timeout_seconds: float | None = None,
+        max_retries: int | None = None,
+    ) -> Task:
+        """Poll until the task is terminal and return it.
+
+        `on_progress` hears every new version of the task. With `events`, a webhook delivery
+        for the task ends the pause at once (then a GET confirms). Raises `TaskFailedError`
+        when the task fails or is cancelled (unless `raise_on_failure=False`), and
+        `WaitTimeoutError` at the policy's deadline: the task keeps running, so resume the
+        wait; never resubmit. Transient errors are ridden out until the deadline.
+        `timeout_seconds` and `max_retries` apply to each GET.
+        """
+        if events is not None and not isinstance(events, WebhookEvents):
+            raise TypeError("PiAPI.wait takes WebhookEvents (AsyncWebhookEvents is for AsyncPiAPI)")
+        clock = WaitClock(task_id, policy or self.wait_policy)
+        last_error: PiAPIError | None = None
+        while True:
+            try:
+                task = self.get(task_id, timeout_seconds=timeout_seconds, max_retries=max_retries)
+            except PiAPIError as error:
+                if not self._tolerable(error):
+                    raise
+                last_error = error
+            else:
+                if clock.is_news(task) and on_progress is not None:
+                    on_progress(task)
+                if task.is_terminal:
+                    return self._finished(task, raise_on_failure)
+            pause = clock.next_pause()
+            if pause is None:
+                raise clock.timeout_error() from last_error
+            if events is None:
+                time.sleep(pause)
+            elif event := events.wait_for(
+                task_id, timeout_seconds=pause, after_sequence=clock.last_event
+            ):
+                clock.last_event = event.sequence
+
+    def cancel(
+        self, task_id: str, *, timeout_seconds: float | None = None, max_retries: int | None = None
+    ) -> Task:
+        """Cancel a task that has not started processing; return the task afterwards.
+
+        A task that already finished (or was cancelled by an earlier, lost attempt) is
+        returned as it is; a task that is processing raises `BadRequestError`.
+        """
+        spec = _wire.cancel_spec(task_id)
+        try:
+            data = self._send(spec, timeout_seconds=timeout_seconds, max_retries=max_retries)
+        except BadRequestError:
+            task = self.get(task_id)
+            if task.is_terminal:
+                return task
+            raise
+        if isinstance(data, Mapping) and data.get("task_id"):
+            return self._observe(_wire.parse_task(data, spec))
+        return self.get(task_id)
+
+    def account(
+        self, *, timeout_seconds: float | None = None, max_retries: int | None = None
+    ) -> AccountInfo:
+        """The account behind the key, with its remaining credits (GET /account/info)."""
+        spec = _wire.account_spec()
+        data = self._send(spec, timeout_seconds=timeout_seconds, max_retries=max_retries)
+        return _wire.parse_account(data)
+
+    def active_tasks(
+        self, *, timeout_seconds: float | None = None, max_retries: int | None = None
+    ) -> dict[str, ActiveTaskCounts]:
+        """Unfinished task counts per provider, e.g. `["kling"]` (GET /account/active_tasks)."""
+        spec = _wire.active_tasks_spec()
+        data = self._send(spec, timeout_seconds=timeout_seconds, max_retries=max_retries)
+        return _wire.parse_active_tasks(data)
+
+    def download(
+        self,
+        task_or_url: Task | str,
+        dest: Path | str,
+        *,
+        filename: str | None = None,
+        on_progress: ProgressCallback | None = None,
+        sha256: str | None = None,
+        timeout_seconds: float | None = None,
+        max_resumes: int = DEFAULT_MAX_RESUMES,
+    ) -> Path:
+        """Save a task's output (or any http(s) URL) to `dest` and return the file's path.
+
+        `dest` is a file, or a folder (existing, or ending in "/") to put the file in. The
+        transfer goes to a temporary file that is fsynced and renamed into place; it resumes
+        with Range after an interruption (up to `max_resumes` times), and checks length,
+        content type and, if given, the SHA-256. Failures raise `DownloadError`.
+        """
+        url, task_id = source_of(task_or_url)
+        target = resolve_destination(url, dest, task_id=task_id, filename=filename)
+        timeout = self._timeout(timeout_seconds)
+        with Download(
+            url, target, sha256=sha256, on_progress=on_progress, max_resumes=max_resumes
+        ) as job:
+            while True:
+                try:
+                    with self._http.stream(
+                        "GET",
+                        url,
+                        headers=job.request_headers(),
+                        timeout=timeout,
+                        auth=None,  # the API key is for PiAPI, never for file hosts
+                        follow_redirects=True,
+                    ) as response:
+                        job.start(response.status_code, response.headers)
+                        for chunk in response.iter_bytes():
+                            job.feed(chunk)
+                    if job.end():
+                        return job.commit()
+                    job.interrupted(EOFError("the body ended early"))
+                except httpx.RequestError as exc:  # cut mid-body, timeout...: resume
+                    job.interrupted(exc)
+                except DownloadError as error:
+                    if not error.retryable:
+                        raise
+                    job.interrupted(error)
+                time.sleep(self.retry_policy.backoff_seconds(job.resumes - 1))
+
+    def generate(
+        self,
+        request: RequestInput,
+        dest: Path | str,
+        *,
+        config: TaskConfig | None = None,
+        webhook: WebhookConfig | None = None,
+        intent_id: str | None = None,
+        policy: WaitPolicy | None = None,
+        on_progress: ProgressHook | None = None,
+        events: WebhookEvents | None = None,
+        filename: str | None = None,
+        sha256: str | None = None,
+    ) -> tuple[Task, Path]:
+        """Submit, wait for completion, and download the output: `(task, path)`."""
+        task = self.submit(request, config=config, webhook=webhook, intent_id=intent_id)
+        done = self.wait(task.task_id, policy=policy, on_progress=on_progress, events=events)
+        return done, self.download(done, dest, filename=filename, sha256=sha256)
+
+
+class AsyncPiAPI(_BaseClient):
+    """The PiAPI task API for Kling, for asyncio; the same methods as `PiAPI`, awaitable.
+
+    Throttling (`rate_limit`, `max_concurrent_tasks`) is shared by every coroutine using
+    this instance. Use `async with`, or call `aclose()`.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        max_retries: int | None = None,
+        retry_policy: RetryPolicy | None = None,
+        wait_policy: WaitPolicy | None = None,
+        rate_limit: RateLimit | None = None,
+        requests_per_minute: int | None = None,
+        max_concurrent_tasks: int | None = None,
+        prices: PriceTable | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(
+            api_key=api_key,
+            base_url=base_url,
+            timeout_seconds=timeout_seconds,
+            max_retries=max_retries,
+            retry_policy=retry_policy,
+            wait_policy=wait_policy,
+            rate_limit=rate_limit,
+            requests_per_minute=requests_per_minute,
+            prices=prices,
+        )
+        self._throttle = AsyncRequestThrottle(self.rate_limit) if self.rate_limit else None
+        self._slots = AsyncTaskSlots(max_concurrent_tasks) if max_concurrent_tasks else None
+        self._http = httpx.AsyncClient(transport=transport, **self._client_options())
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def is_closed(self) -> bool:
+        return self._http.is_closed
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- transport --------------------------------------------------------------------------
+
+    async def _send(
+        self,
+        spec: _wire.RequestSpec,
+        *,
+        timeout_seconds: float | None,
+        max_retries: int | None,
+        intent_id: str | None = None,
+    ) -> Any:
+        retries = self._retries(max_retries)
+        retry_number = 0
+        while True:
+            cause: httpx.RequestError | None = None
+            if self._throttle is not None:
+                await self._throttle.acquire()
+            try:
+                response = await self._http.request(
+                    spec.method,
+                    spec.path,
+                    json=spec.json,
+                    params=spec.params,
+                    timeout=self._timeout(timeout_seconds),
+                )
+            except httpx.RequestError as exc:
+                cause = exc
+            finally:
+                if self._throttle is not None:
+                    await self._throttle.release()
+            try:
+                if cause is not None:
+                    raise _wire.transport_error(cause, spec, intent_id=intent_id) from cause
+                return _wire.unwrap(spec, response, secrets=self._secrets, intent_id=intent_id)
+            except PiAPIError as error:
+                delay = self._delay(spec, error, retry_number, retries)
+                if delay is None:
+                    raise
+            await asyncio.sleep(delay)
+            retry_number += 1
+
+    def _observe(self, task: Task) -> Task:
+        if self._slots is not None and task.is_terminal:
+            self._slots.finish(task.task_id)
+        return task
+
+    async def _reserve_slot(self) -> None:
+        """Wait until fewer than `max_concurrent_tasks` of our tasks run, polling them."""
+        if self._slots is None:
+            return
+        pauses = self.wait_policy.intervals()
+        while not await self._slots.reserve(next(pauses)):
+            for task_id in self._slots.running():  # oldest first: likeliest to be done
+                try:
+                    if (await self.get(task_id)).is_terminal:
+                        break
+                except TaskNotFoundError:
+                    self._slots.finish(task_id)  # gone from PiAPI: not running any more
+                    break
+                except PiAPIError as error:
+                    if not self._tolerable(error):
+                        raise
+
+    # -- the API ------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        request: RequestInput,
+        *,
+        config: TaskConfig | None = None,
+        webhook: WebhookConfig | None = None,
+        intent_id: str | None = None,
+        timeout_seconds: float | None = None,
+        max_retries: int | None = None,
+    ) -> Task:
+        """Create a paid task and return it; see `PiAPI.submit`."""
+        plan = _wire.plan_submit(request, config=config, webhook=webhook, intent_id=intent_id)
+        await self._reserve_slot()
+        task_id: str | None = None
+        try:
+            data = await self._send(
+                plan.spec,
+                timeout_seconds=timeout_seconds,
+                max_retries=max_retries,
+                intent_id=plan.intent_id,
+            )
+            task = _wire.parse_task(data, plan.spec, intent_id=plan.intent_id)
+            task_id = task.task_id
+        finally:
+            if self._slots is not None:
+                self._slots.bind(task_id)
+        return self._observe(task)
+
+    async def get(
+        self, task_id: str, *, timeout_seconds: float | None = None, max_retries: int | None = None
+    ) -> Task:
+        """The task as PiAPI sees it now."""
+        spec = _wire.get_spec(task_id)
+        data = await self._send(spec, timeout_seconds=timeout_seconds, max_retries=max_retries)
+        return self._observe(_wire.parse_task(data, spec))
+
+    async def wait(
+        self,
+        task_id: str,
+        *,
+        policy: WaitPolicy | None = None,
+        on_progress: ProgressHook | None = None,
+        events: AsyncWebhookEvents | None = None,
+        raise_on_failure: bool = True,
+        timeout_seconds: float | None = None,
+        max_retries: int | None = None,
+    ) -> Task:
+        """Poll until the task is terminal and return it; see `PiAPI.wait`."""
+        if events is not None and not isinstance(events, AsyncWebhookEvents):
+            raise TypeError("AsyncPiAPI.wait takes AsyncWebhookEvents (WebhookEvents is for PiAPI)")
+        clock = WaitClock(task_id, policy or self.wait_policy)
+        last_error: PiAPIError | None = None
+        while True:
+            try:
+                task = await self.get(
+                    task_id, timeout_seconds=timeout_seconds, max_retries=max_retries
+                )
+            except PiAPIError as error:
+                if not self._tolerable(error):
+                    raise
+                last_error = error
+            else:
+                if clock.is_news(task) and on_progress is not None:
+                    on_progress(task)
+                if task.is_terminal:
+                    return self._finished(task, raise_on_failure)
+            pause = clock.next_pause()
+            if pause is None:
+                raise clock.timeout_error() from last_error
+            if events is None:
+                await asyncio.sleep(pause)
+            elif event := await events.wait_for(
+                task_id, timeout_seconds=pause, after_sequence=clock.last_event
+            ):
+                clock.last_event = event.sequence
+
+    async def cancel(
+        self, task_id: str, *, timeout_seconds: float | None = None, max_retries: int | None = None
+    ) -> Task:
+        """Cancel a task that has not started processing; see `PiAPI.cancel`."""
+        spec = _wire.cancel_spec(task_id)
+        try:
+            data = await self._send(spec, timeout_seconds=timeout_seconds, max_retries=max_retries)
+        except BadRequestError:
+            task = await self.get(task_id)
+            if task.is_terminal:
+                return task
+            raise
+        if isinstance(data, Mapping) and data.get("task_id"):
+            return self._observe(_wire.parse_task(data, spec))
+        return await self.get(task_id)
+
+    async def account(
+        self, *, timeout_seconds: float | None = None, max_retries: int | None = None
+    ) -> AccountInfo:
+        """The account behind the key, with its remaining credits (GET /account/info)."""
+        spec = _wire.account_spec()
+        data = await self._send(spec, timeout_seconds=timeout_seconds, max_retries=max_retries)
+        return _wire.parse_account(data)
+
+    async def active_tasks(
+        self, *, timeout_seconds: float | None = None, max_retries: int | None = None
+    ) -> dict[str, ActiveTaskCounts]:
+        """Unfinished task counts per provider (GET /account/active_tasks)."""
+        spec = _wire.active_tasks_spec()
+        data = await self._send(spec, timeout_seconds=timeout_seconds, max_retries=max_retries)
+        return _wire.parse_active_tasks(data)
+
+    async def download(
+        self,
+        task_or_url: Task | str,
+        dest: Path | str,
+        *,
+        filename: str | None = None,
+        on_progress: ProgressCallback | None = None,
+        sha256: str | None = None,
+        timeout_seconds: float | None = None,
+        max_resumes: int = DEFAULT_MAX_RESUMES,
+    ) -> Path:
+        """Save a task's output (or any http(s) URL) to `dest`; see `PiAPI.download`."""
+        url, task_id = source_of(task_or_url)
+        target = resolve_destination(url, dest, task_id=task_id, filename=filename)
+        timeout = self._timeout(timeout_seconds)
+        with Download(
+            url, target, sha256=sha256, on_progress=on_progress, max_resumes=max_resumes
+        ) as job:
+            while True:
+                try:
+                    async with self._http.stream(
+                        "GET",
+                        url,
+                        headers=job.request_headers(),
+                        timeout=timeout,
+                        auth=None,  # the API key is for PiAPI, never for file hosts
+                        follow_redirects=True,
+                    ) as response:
+                        job.start(response.status_code, response.headers)
+                        async for chunk in response.aiter_bytes():
+                            job.feed(chunk)
+                    if job.end():
+                        return job.commit()
+                    job.interrupted(EOFError("the body ended early"))
+                except httpx.RequestError as exc:  # cut mid-body, timeout...: resume
+                    job.interrupted(exc)
+                except DownloadError as error:
+                    if not error.retryable:
+                        raise
+                    job.interrupted(error)
+                await asyncio.sleep(self.retry_policy.backoff_seconds(job.resumes - 1))
+
+    async def generate(
+        self,
+        request: RequestInput,
+        dest: Path | str,
+        *,
+        config: TaskConfig | None = None,
+        webhook: WebhookConfig | None = None,
+        intent_id: str | None = None,
+        policy: WaitPolicy | None = None,
+        on_progress: ProgressHook | None = None,
+        events: AsyncWebhookEvents | None = None,
+        filename: str | None = None,
+        sha256: str | None = None,
+    ) -> tuple[Task, Path]:
+        """Submit, wait for completion, and download the output: `(task, path)`."""
+        task = await self.submit(request, config=config, webhook=webhook, intent_id=intent_id)
+        done = await self.wait(task.task_id, policy=policy, on_progress=on_progress, events=events)
+        return done, await self.download(done, dest, filename=filename, sha256=sha256)

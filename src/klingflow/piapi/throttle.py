@@ -1,0 +1,219 @@
+"""Client-side limits: a request rate, and how many of our tasks may run at once.
+
+Both are shared by everything that uses one client instance (threads for `PiAPI`, coroutines
+for `AsyncPiAPI`). Each comes as a sans-I/O counter plus a thin sync and async shell.
+
+The rate limit is a sliding window that counts a request from the moment it is sent until
+`per_seconds` after its answer arrived. PiAPI stamps a request somewhere between those two
+instants, so no window of `per_seconds` on PiAPI's side ever sees more than `requests` of
+ours, whatever the network latency: a client set to the account's limit never gets a 429
+for going too fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+__all__ = [
+    "AsyncRequestThrottle",
+    "AsyncTaskSlots",
+    "RateLimit",
+    "RequestThrottle",
+    "TaskSlots",
+]
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `requests` API requests in any `per_seconds` (60 for "per minute")."""
+
+    requests: int
+    per_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.requests < 1 or self.per_seconds <= 0:
+            raise ValueError("a rate limit needs requests >= 1 and per_seconds > 0")
+
+    @classmethod
+    def per_minute(cls, requests: int) -> RateLimit:
+        return cls(requests=requests, per_seconds=60.0)
+
+
+class _Window:
+    """The sliding-window bookkeeping; callers hold a lock around it."""
+
+    def __init__(self, limit: RateLimit) -> None:
+        self.limit = limit
+        self._in_flight = 0
+        self._ended: deque[float] = deque()  # answer times, oldest first
+
+    def try_acquire(self, now: float) -> float:
+        """0 when a request may go now (and counts it); else seconds to wait (inf: a release)."""
+        while self._ended and self._ended[0] <= now - self.limit.per_seconds:
+            self._ended.popleft()
+        if self._in_flight + len(self._ended) < self.limit.requests:
+            self._in_flight += 1
+            return 0.0
+        if self._ended:
+            return self._ended[0] + self.limit.per_seconds - now
+        return math.inf
+
+    def release(self, now: float) -> None:
+        self._in_flight -= 1
+        self._ended.append(now)
+
+
+class RequestThrottle:
+    """Blocks threads so that requests stay within a `RateLimit`."""
+
+    def __init__(self, limit: RateLimit) -> None:
+        self.limit = limit
+        self._window = _Window(limit)
+        self._cond = threading.Condition()
+
+    def acquire(self) -> None:
+        with self._cond:
+            while (wait := self._window.try_acquire(time.monotonic())) > 0:
+                self._cond.wait(None if math.isinf(wait) else wait)
+
+    def release(self) -> None:
+        with self._cond:
+            self._window.release(time.monotonic())
+            self._cond.notify_all()
+
+
+class AsyncRequestThrottle:
+    """Suspends coroutines so that requests stay within a `RateLimit`."""
+
+    def __init__(self, limit: RateLimit) -> None:
+        self.limit = limit
+        self._window = _Window(limit)
+        self._cond: asyncio.Condition | None = None
+
+    async def acquire(self) -> None:
+        cond = self._cond = self._cond or asyncio.Condition()
+        async with cond:
+            while (wait := self._window.try_acquire(time.monotonic())) > 0:
+                try:
+                    async with asyncio.timeout(None if math.isinf(wait) else wait):
+                        await cond.wait()
+                except TimeoutError:
+                    pass
+
+    async def release(self) -> None:
+        cond = self._cond = self._cond or asyncio.Condition()
+        async with cond:
+            self._window.release(time.monotonic())
+            cond.notify_all()
+
+
+class _Slots:
+    """Which of our tasks are running, plus reservations for submits under way."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("max_concurrent_tasks must be >= 1")
+        self.limit = limit
+        self.running: dict[str, None] = {}  # insertion-ordered: oldest first
+        self.reserved = 0
+
+    def try_reserve(self) -> bool:
+        if len(self.running) + self.reserved < self.limit:
+            self.reserved += 1
+            return True
+        return False
+
+    def bind(self, task_id: str | None) -> None:
+        """Turn a reservation into a running task (None: the submit did not create one)."""
+        self.reserved -= 1
+        if task_id is not None:
+            self.running[task_id] = None
+
+    def finish(self, task_id: str) -> bool:
+        return self.running.pop(task_id, 0) is None
+
+
+class TaskSlots:
+    """Limits the tasks this client submitted that it has not yet seen finish (threads)."""
+
+    def __init__(self, limit: int) -> None:
+        self._slots = _Slots(limit)
+        self._cond = threading.Condition()
+
+    @property
+    def limit(self) -> int:
+        return self._slots.limit
+
+    def running(self) -> list[str]:
+        """Ids of the tracked tasks not yet seen in a terminal state, oldest first."""
+        with self._cond:
+            return list(self._slots.running)
+
+    def reserve(self, timeout_seconds: float) -> bool:
+        """Take a slot for a submit, waiting up to `timeout_seconds` for one to free up."""
+        deadline = time.monotonic() + timeout_seconds
+        with self._cond:
+            while not self._slots.try_reserve():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def bind(self, task_id: str | None) -> None:
+        with self._cond:
+            self._slots.bind(task_id)
+            self._cond.notify_all()
+
+    def finish(self, task_id: str) -> None:
+        with self._cond:
+            if self._slots.finish(task_id):
+                self._cond.notify_all()
+
+
+class AsyncTaskSlots:
+    """Limits the tasks this client submitted that it has not yet seen finish (asyncio)."""
+
+    def __init__(self, limit: int) -> None:
+        self._slots = _Slots(limit)
+        self._event: asyncio.Event | None = None
+
+    @property
+    def limit(self) -> int:
+        return self._slots.limit
+
+    def running(self) -> list[str]:
+        return list(self._slots.running)
+
+    def _changed(self) -> asyncio.Event:
+        self._event = self._event or asyncio.Event()
+        return self._event
+
+    async def reserve(self, timeout_seconds: float) -> bool:
+        """Take a slot for a submit, waiting up to `timeout_seconds` for one to free up."""
+        deadline = time.monotonic() + timeout_seconds
+        while not self._slots.try_reserve():  # no await between check and take: atomic
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            event = self._changed()
+            event.clear()
+            try:
+                async with asyncio.timeout(left):
+                    await event.wait()
+            except TimeoutError:
+                return False
+        return True
+
+    def bind(self, task_id: str | None) -> None:
+        self._slots.bind(task_id)
+        self._changed().set()
+
+    def finish(self, task_id: str) -> None:
+        if self._slots.finish(task_id):
+            self._changed().set()

@@ -1,0 +1,231 @@
+"""Waiting: adaptive polling, early wake-up by verified webhooks, deadlines that say resume."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from klingflow.emulator import EmulatorServer, FaultRule
+from klingflow.piapi import (
+    AsyncWebhookEvents,
+    KlingVideoRequest,
+    Task,
+    TaskNotFoundError,
+    TaskStatus,
+    WaitPolicy,
+    WaitTimeoutError,
+    WebhookConfig,
+    WebhookDelivery,
+    WebhookEvents,
+)
+
+from .adapter import Api, Receiver, eventually
+
+REQUEST = KlingVideoRequest(prompt="waves at night", duration=3)
+SLOW_POLLING = WaitPolicy(
+    deadline_seconds=30.0, initial_interval_seconds=5.0, max_interval_seconds=5.0, jitter=0.0
+)
+"""Polls every 5 s: a wait that ends much sooner than that was ended by a webhook."""
+
+
+def test_wait_polls_until_completed_and_reports_each_change(api: Api) -> None:
+    """`on_progress` hears each distinct state once, ending with the completed task."""
+    seen: list[Task] = []
+    task = api.submit(REQUEST)
+    done = api.wait(task.task_id, on_progress=seen.append)
+    assert done.status is TaskStatus.COMPLETED
+    statuses = [t.status for t in seen]
+    assert statuses[-1] is TaskStatus.COMPLETED
+    assert all(a != b for a, b in itertools.pairwise(seen))  # only news is reported
+    order = [TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.COMPLETED]
+    assert [order.index(s) for s in statuses] == sorted(order.index(s) for s in statuses)
+
+
+def test_wait_ends_early_on_a_verified_webhook(
+    api: Api, emulator: EmulatorServer, receiver: Receiver
+) -> None:
+    """With 5 s polling, a webhook delivery ends the wait within a fraction of a second."""
+    events = api.events()
+    receiver.events.append(events)
+    hook = WebhookConfig(endpoint=receiver.url, secret=receiver.secret)
+    task = api.submit(REQUEST, webhook=hook, intent_id="intent-hook-1")
+    started = time.monotonic()
+    done = api.wait(task.task_id, policy=SLOW_POLLING, events=events)
+    assert time.monotonic() - started < 2.5
+    assert done.status is TaskStatus.COMPLETED
+    assert [d.task.task_id for d in receiver.deliveries] == [task.task_id]
+    assert receiver.paths == ["/hooks/piapi?intent_id=intent-hook-1"]
+    assert emulator.stats()["tasks"][task.task_id]["gets"] <= 3  # first look + confirmation
+
+
+def test_wait_returns_at_once_when_the_webhook_came_first(
+    api: Api, emulator: EmulatorServer, receiver: Receiver
+) -> None:
+    """A delivery stored before `wait` starts is used: the first GET already confirms it."""
+    events = api.events()
+    receiver.events.append(events)
+    task = api.submit(REQUEST, webhook=WebhookConfig(endpoint=receiver.url, secret=receiver.secret))
+    assert eventually(lambda: bool(receiver.deliveries))
+    assert events.latest(task.task_id) is not None
+    done = api.wait(task.task_id, policy=SLOW_POLLING, events=events)
+    assert done.status is TaskStatus.COMPLETED
+    assert emulator.stats()["tasks"][task.task_id]["gets"] == 1
+
+
+def test_webhook_with_a_wrong_secret_is_ignored_and_polling_finishes(
+    api: Api, receiver: Receiver
+) -> None:
+    """A delivery that fails verification never reaches the waiter; polling still ends the wait."""
+    events = api.events()
+    receiver.events.append(events)
+    hook = WebhookConfig(endpoint=receiver.url, secret="not-the-receivers-secret")
+    task = api.submit(REQUEST, webhook=hook)
+    done = api.wait(task.task_id, events=events)
+    assert done.status is TaskStatus.COMPLETED
+    assert events.latest(task.task_id) is None
+    assert eventually(lambda: receiver.rejected >= 1)
+
+
+def test_deadline_raises_wait_timeout_that_says_resume_not_resubmit(
+    api: Api, emulator: EmulatorServer
+) -> None:
+    """At the deadline WaitTimeoutError names the task, its last status, and says to resume."""
+    emulator.configure(processing_seconds=1_000_000)
+    task = api.submit(REQUEST)
+    policy = WaitPolicy(
+        deadline_seconds=0.3, initial_interval_seconds=0.05, max_interval_seconds=0.1
+    )
+    started = time.monotonic()
+    with pytest.raises(WaitTimeoutError) as caught:
+        api.wait(task.task_id, policy=policy)
+    assert 0.3 <= time.monotonic() - started < 2
+    error = caught.value
+    assert error.task_id == task.task_id
+    assert error.last_status == "processing"
+    message = str(error)
+    assert "resume" in message
+    assert "do not resubmit" in message
+    assert emulator.stats()["creates"] == 1
+
+
+def test_wait_rides_out_transient_errors(
+    make_api: Callable[..., Api], emulator: EmulatorServer
+) -> None:
+    """With retries off, 5xx answers during a wait are tolerated until the task completes."""
+    api = make_api(max_retries=0)
+    task = api.submit(REQUEST)
+    emulator.add_fault(FaultRule(action="error", method="GET", path="/api/v1/task/", times=3))
+    assert api.wait(task.task_id).status is TaskStatus.COMPLETED
+
+
+def test_wait_on_an_unknown_task_fails_at_once(api: Api) -> None:
+    """A 404 is not transient: the wait raises TaskNotFoundError instead of polling on."""
+    started = time.monotonic()
+    with pytest.raises(TaskNotFoundError):
+        api.wait("0c8f2d4e-0000-4000-8000-000000000000")
+    assert time.monotonic() - started < 1
+
+
+def test_wait_policy_intervals_grow_by_factor_to_the_cap() -> None:
+    """Without jitter the pauses are initial x factor^n, capped at max_interval_seconds."""
+    policy = WaitPolicy(initial_interval_seconds=2, max_interval_seconds=10, factor=1.5, jitter=0.0)
+    assert list(itertools.islice(policy.intervals(), 6)) == [2, 3, 4.5, 6.75, 10, 10]
+
+
+def test_wait_policy_jitter_stays_within_bounds() -> None:
+    """Each jittered pause lies within ±jitter of its base."""
+    policy = WaitPolicy(initial_interval_seconds=1, max_interval_seconds=1, jitter=0.2)
+    pauses = list(itertools.islice(policy.intervals(), 200))
+    assert all(0.8 <= p <= 1.2 for p in pauses)
+    assert len(set(pauses)) > 1
+
+
+def test_default_wait_policy_suits_kling() -> None:
+    """The default waits an hour, starting at 2 s and backing off to 30 s."""
+    policy = WaitPolicy()
+    assert (policy.deadline_seconds, policy.initial_interval_seconds) == (3600, 2)
+    assert (policy.max_interval_seconds, policy.factor, policy.jitter) == (30, 1.5, 0.1)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"deadline_seconds": -1},
+        {"initial_interval_seconds": 0},
+        {"factor": 0.5},
+        {"jitter": 1.0},
+        {"initial_interval_seconds": 5, "max_interval_seconds": 1},
+    ],
+)
+def test_wait_policy_rejects_nonsense(options: dict[str, float]) -> None:
+    """Impossible policies are programming mistakes (ValueError)."""
+    with pytest.raises(ValueError, match="must be"):
+        WaitPolicy(**options)
+
+
+def _task(status: str, task_id: str = "t-1") -> Task:
+    return Task.model_validate({"task_id": task_id, "status": status})
+
+
+def test_event_source_drops_duplicate_deliveries() -> None:
+    """The same delivery twice (PiAPI retries) is recorded once; a new status is news."""
+    events = WebhookEvents()
+    first = WebhookDelivery(timestamp=100, task=_task("completed"))
+    assert events.put_delivery(first) is True
+    assert events.put_delivery(first.model_copy()) is False
+    assert events.put_delivery(WebhookDelivery(timestamp=101, task=_task("completed"))) is True
+    event = events.wait_for("t-1", timeout_seconds=0)
+    assert event is not None
+    assert event.sequence == 2
+    assert events.wait_for("t-1", timeout_seconds=0.01, after_sequence=2) is None
+
+
+def test_sync_event_source_wakes_a_waiting_thread() -> None:
+    """`put` from another thread wakes a blocked `wait_for` at once."""
+    events = WebhookEvents()
+    timer = threading.Timer(0.05, lambda: events.put(_task("completed")))
+    timer.start()
+    started = time.monotonic()
+    event = events.wait_for("t-1", timeout_seconds=5)
+    timer.join()
+    assert event is not None
+    assert event.task.status is TaskStatus.COMPLETED
+    assert time.monotonic() - started < 1
+
+
+def test_async_event_source_is_fed_from_another_thread() -> None:
+    """An asyncio waiter wakes when a receiver thread puts a task; others keep waiting."""
+    events = AsyncWebhookEvents()
+
+    async def main() -> tuple[str | None, object]:
+        timer = threading.Timer(0.05, lambda: events.put(_task("failed")))
+        timer.start()
+        other = asyncio.create_task(events.wait_for("t-2", timeout_seconds=0.3))
+        event = await events.wait_for("t-1", timeout_seconds=5)
+        timer.join()
+        return (event.task.status.value if event else None), await other
+
+    assert asyncio.run(main()) == ("failed", None)
+
+
+def test_event_source_forgets_the_oldest_tasks_beyond_its_bound() -> None:
+    """Memory stays bounded: past `max_tasks`, the oldest task's update is dropped."""
+    events = WebhookEvents(max_tasks=2)
+    for n in range(3):
+        events.put(_task("completed", task_id=f"t-{n}"))
+    assert events.latest("t-0") is None
+    assert events.latest("t-2") is not None
+
+
+def test_event_source_of_the_other_flavour_is_a_type_error(api: Api) -> None:
+    """Passing the async event source to the sync client (or vice versa) fails loudly."""
+    wrong = (
+        WebhookEvents() if isinstance(api.events(), AsyncWebhookEvents) else AsyncWebhookEvents()
+    )
+    with pytest.raises(TypeError, match="WebhookEvents"):
+        api.wait("t-1", events=wrong)
