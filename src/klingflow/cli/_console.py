@@ -7,6 +7,7 @@ works. The API key comes only from `PIAPI_API_KEY`: an option would put it in sh
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import typer
 from rich.console import Console
 from rich.live import Live
 from rich.progress import (
@@ -44,7 +46,13 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def make_client() -> PiAPI:
-    """A client configured from `PIAPI_API_KEY` and `PIAPI_BASE_URL`."""
+    """A client configured from `PIAPI_API_KEY` and `PIAPI_BASE_URL` (usage error if no key)."""
+    if not os.environ.get("PIAPI_API_KEY"):
+        err.print(
+            "error: PIAPI_API_KEY is not set: export your PiAPI key, or run `klingflow "
+            "emulator` and point PIAPI_BASE_URL at it (any key works there)"
+        )
+        raise typer.Exit(code=2)
     return PiAPI()
 
 

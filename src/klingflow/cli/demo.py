@@ -65,11 +65,11 @@ def demo(
         video(prompt=prompt, duration="5", audio=True, dry_run=True)
         err.print(f"\n[bold]$ klingflow video {prompt!r} --duration 5 --audio --out {out_dir}/[/]")
         before = set(out_dir.glob("*.mp4"))
-        video(prompt=prompt, duration="5", audio=True, out_path=out_dir, poll_seconds=0.5)
+        video(prompt=prompt, duration="5", audio=True, out_path=f"{out_dir}/", poll_seconds=0.5)
         shots = ["a dog runs along the beach:3", "it stops in front of a cat:2"]
         flags = " ".join(f"--shot {shot!r}" for shot in shots)
         err.print(f"\n[bold]$ klingflow video {flags} --out {out_dir}/[/]")
-        video(shot=shots, out_path=out_dir, poll_seconds=0.5)
+        video(shot=shots, out_path=f"{out_dir}/", poll_seconds=0.5)
         stats = emulator.stats()
     made = sorted(set(out_dir.glob("*.mp4")) - before)
     err.print(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -54,7 +53,8 @@ def get(task_id: TaskId, as_json: AsJson = False) -> None:
 def wait(
     task_id: TaskId,
     out_path: Annotated[
-        Path | None, typer.Option("--out", help="Also download the video here.")
+        str | None,
+        typer.Option("--out", help="Also download the video here (a folder if it ends in /)."),
     ] = None,
     as_json: AsJson = False,
     poll_seconds: PollSeconds = 2.0,

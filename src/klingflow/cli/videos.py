@@ -50,7 +50,10 @@ Image = Annotated[str | None, typer.Option("--image", help="First frame (image-t
 ImageTail = Annotated[str | None, typer.Option("--image-tail", help="Last frame.")]
 Negative = Annotated[str | None, typer.Option("--negative-prompt", help="What to avoid.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
-PollSeconds = Annotated[float, typer.Option("--poll-interval", help="First poll pause (s).")]
+PollSeconds = Annotated[
+    float,
+    typer.Option("--poll-interval", envvar="KLINGFLOW_POLL_INTERVAL", help="First poll pause (s)."),
+]
 DeadlineMinutes = Annotated[float, typer.Option("--deadline", help="Give up waiting after (min).")]
 
 
@@ -108,7 +111,7 @@ def wait_and_download(
     client: PiAPI,
     task: Task,
     *,
-    out_path: Path | None,
+    out_path: str | None,
     poll_seconds: float,
     deadline_minutes: float,
     as_json: bool,
@@ -158,8 +161,9 @@ def video(
     image_tail: ImageTail = None,
     negative_prompt: Negative = None,
     out_path: Annotated[
-        Path, typer.Option("--out", help="File or folder for the MP4 (created if missing).")
-    ] = Path("."),
+        str,
+        typer.Option("--out", help="File, or folder (existing or ending in /), for the MP4."),
+    ] = "./",
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="Submit and print the task id at once.")
     ] = False,
