@@ -13,19 +13,22 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import random
 import re
 import shutil
 import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
 from klingflow.emulator import media
@@ -50,7 +53,10 @@ __all__ = ["Emulator", "create_app", "key_id"]
 
 TICK_SECONDS = 0.02
 TERMINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+GONE_MESSAGE = "file not found (outputs are deleted after the retention period)"
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_MASK = "***"
+_logger = logging.getLogger(__name__)
 
 
 def key_id(api_key: str) -> str:
@@ -62,10 +68,43 @@ def envelope(data: Any, *, status: int = 200, message: str = "success") -> JSONR
     return JSONResponse({"code": status, "data": data, "message": message}, status_code=status)
 
 
-def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse(
         {"code": status, "data": None, "message": message}, status_code=status, headers=headers
     )
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.lower()
+    except ValueError:  # a code HTTP does not name, e.g. 599
+        return "server error"
+
+
+class _UnsatisfiableRangeError(Exception):
+    """The Range header asks for bytes the file does not have (answer 416)."""
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """First and last byte a single-range `Range` header asks for; None for the whole file.
+
+    Headers we do not serve (other units, several ranges, `bytes=-`) are ignored, as RFC
+    9110 allows; ranges that are invalid or past the end raise `_UnsatisfiableRangeError`.
+    """
+    match = _RANGE.match(header.strip())
+    if match is None or match.groups() == ("", ""):
+        return None
+    first, last = match.groups()
+    if first:
+        start = int(first)
+        end = int(last) if last else size - 1
+        if start >= size or end < start:
+            raise _UnsatisfiableRangeError
+        return start, min(end, size - 1)
+    suffix = int(last)  # "bytes=-N": the last N bytes
+    if suffix == 0 or size == 0:
+        raise _UnsatisfiableRangeError
+    return max(0, size - suffix), size - 1
 
 
 @dataclass
@@ -74,6 +113,7 @@ class Counters:
     create_requests: int = 0
     gets: int = 0
     cancels: int = 0
+    account_requests: int = 0
     rate_limited: int = 0
     webhook_deliveries: int = 0
     webhook_failures: int = 0
@@ -98,12 +138,15 @@ class Stats:
 class _CutResponse(Response):
     """Headers promise `body`, then the connection closes after `keep` bytes of it."""
 
-    def __init__(self, body: bytes, *, keep: int, status: int = 200, **headers: str) -> None:
+    def __init__(
+        self, body: bytes, *, keep: int, status: int = 200, headers: dict[str, str]
+    ) -> None:
         super().__init__(status_code=status)
-        self._payload, self._keep, self._extra = body, keep, headers
+        self._payload, self._keep = body, keep
+        self._extra = {k: v for k, v in headers.items() if k.lower() != "content-length"}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = [(k.replace("_", "-").encode(), v.encode()) for k, v in self._extra.items()]
+        headers = [(k.encode(), v.encode()) for k, v in self._extra.items()]
         headers.append((b"content-length", str(len(self._payload)).encode()))
         await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
         await send(
@@ -126,16 +169,27 @@ class Emulator:
         from klingflow.emulator.webhooks import WebhookSender
 
         self.config = config
-        self.rng = random.Random(config.seed)
+        # Separate random streams, so that e.g. a webhook firing between two requests (which
+        # depends on wall-clock timing) cannot change the next task id or fault decision,
+        # and task ids depend only on the seed and how many tasks came before.
+        self.rng = random.Random()  # task ids
+        self._failures = random.Random()  # fail_probability draws
         self.clock = Clock(config.time_scale)
-        self.faults = FaultBook(self.rng)
+        self.faults = FaultBook(random.Random())
         self.faults.load(config.faults)
         self.stats = Stats()
         self.store = TaskStore(config, self.clock, self.rng, on_transition=self._on_transition)
         self.webhooks = WebhookSender(
-            lambda: self.config, self.clock, self.rng, self._on_webhook_attempt
+            lambda: self.config, self.clock, random.Random(), self._on_webhook_attempt
         )
+        self._reseed(config.seed)
         self._windows: dict[str, deque[float]] = {}
+
+    def _reseed(self, seed: int) -> None:
+        self.rng.seed(seed)
+        self._failures.seed(f"failures:{seed}")
+        self.faults.rng.seed(f"faults:{seed}")
+        self.webhooks.rng.seed(f"webhooks:{seed}")
 
     # -- events -----------------------------------------------------------------------------
 
@@ -145,7 +199,7 @@ class Emulator:
         if hook is None or not hook.endpoint:
             return
         if transition.status in TERMINAL or self.config.webhook_on_every_status:
-            self.webhooks.send(hook.endpoint, hook.secret, task.to_json())
+            self.webhooks.send(hook.endpoint, hook.secret, task.to_json(), at=transition.at)
 
     def _on_webhook_attempt(self, task_id: str, ok: bool) -> None:
         task = self.store.tasks.get(task_id)
@@ -165,22 +219,28 @@ class Emulator:
         if not api_key or (self.config.api_keys and api_key not in self.config.api_keys):
             return error(401, "Unauthorized: invalid or missing API key (x-api-key header)")
         assert key is not None
-        fault = self.faults.take(
-            method=request.method, path=request.url.path, actions=REQUEST_FAULTS
-        )
-        if fault is not None and fault.phase == "before":
-            response = await self._apply(fault, None)
+        response = await self._respond(request, key, handler)
+        if response.status_code == 429:
+            self.stats.bump("rate_limited", key=key)
+        return response
+
+    async def _respond(
+        self, request: Request, key: str, handler: Callable[[str], Awaitable[Response]]
+    ) -> Response:
+        method, path = request.method, request.url.path
+        before = self.faults.take(method=method, path=path, actions=REQUEST_FAULTS, phase="before")
+        if before is not None:
+            response = await self._apply(before, None)
             if response is not None:
                 return response
         retry_after = self._over_rate_limit(key)
         if retry_after is not None:
-            self.stats.bump("rate_limited", key=key)
             return error(429, "rate limit exceeded", {"Retry-After": str(retry_after)})
+        # Taken only now, so that a request refused above does not use up an "after" hit.
+        after = self.faults.take(method=method, path=path, actions=REQUEST_FAULTS, phase="after")
         response = await handler(key)
-        if response.status_code == 429:
-            self.stats.bump("rate_limited", key=key)
-        if fault is not None and fault.phase == "after":
-            return await self._apply(fault, response) or response
+        if after is not None:
+            return await self._apply(after, response) or response
         return response
 
     async def _apply(self, fault: FaultRule, response: Response | None) -> Response | None:
@@ -188,20 +248,26 @@ class Emulator:
             await asyncio.sleep(fault.delay_seconds)
             return None
         if fault.action == "error":
-            return error(fault.status, "internal server error (injected)")
+            return error(fault.status, f"{_phrase(fault.status)} (injected)")
         if fault.action == "rate_limit":
             headers = {}
             if fault.retry_after_seconds is not None:
                 headers["Retry-After"] = str(max(0, round(fault.retry_after_seconds)))
             return error(429, "rate limit exceeded (injected)", headers)
         body = bytes(response.body) if response is not None else b'{"code": 200, "data": {}}'
+        status = response.status_code if response is not None else 200
         if fault.action == "malformed":
             return Response(
-                body[: max(1, int(len(body) * fault.fraction))], media_type="application/json"
+                body[: max(1, int(len(body) * fault.fraction))],
+                status_code=status,
+                media_type="application/json",
             )
         assert fault.action == "drop"
         return _CutResponse(
-            body, keep=int(len(body) * fault.fraction), content_type="application/json"
+            body,
+            keep=int(len(body) * fault.fraction),
+            status=status,
+            headers={"content-type": "application/json"},
         )
 
     def _over_rate_limit(self, key: str) -> int | None:
@@ -227,6 +293,7 @@ class Emulator:
             return error(400, "request body must be JSON")
         if not isinstance(body, dict):
             return error(400, "request body must be a JSON object")
+        body = _without_empty_webhook(body)
         try:
             task_request, config = parse_task_request(body)
         except InvalidRequestError as invalid:
@@ -239,7 +306,7 @@ class Emulator:
         )
         planned = fail.error if fail is not None else None
         p_fail = self.config.fail_probability
-        if planned is None and p_fail and self.rng.random() < p_fail:
+        if planned is None and p_fail and self._failures.random() < p_fail:
             planned = self.config.generation_error
         try:
             task = self.store.create(
@@ -295,7 +362,7 @@ class Emulator:
             for task in list(self.store.tasks.values())
             if task.key_id == key
             and task.created_at < int(created_before)
-            and model in ("all", task.model)
+            and model in ("all", task.model, task.model.split("-")[0])
             and self.store.cancel(task)
         ]
         return envelope({"cancelled_task_ids": cancelled, "count": len(cancelled)})
@@ -318,6 +385,16 @@ class Emulator:
     # -- output files -----------------------------------------------------------------------
 
     async def file(self, request: Request, name: str) -> Response:
+        """An output file: GET or HEAD, single byte ranges, 404 once retention is over."""
+        self.store.advance()
+        found = self._find_file(name)
+        if found is None:
+            return error(404, GONE_MESSAGE)
+        task, output = found
+        assert task.ended_at is not None
+        if self.clock.now() > task.ended_at + self.config.retention_seconds:
+            (self.files_dir / name).unlink(missing_ok=True)
+            return error(404, GONE_MESSAGE)
         fault = self.faults.take(
             method=request.method,
             path=request.url.path,
@@ -327,40 +404,32 @@ class Emulator:
             response = await self._apply(fault, None)
             if response is not None:
                 return response
-        self.store.advance()
-        found = self._find_file(name)
-        if found is None:
-            return error(404, "file not found (outputs are deleted after the retention period)")
-        task, output = found
-        assert task.ended_at is not None
-        if self.clock.now() > task.ended_at + self.config.retention_seconds:
-            (self.files_dir / name).unlink(missing_ok=True)
-            return error(404, "file not found (outputs are deleted after the retention period)")
         path = await self._render(name, output)
-        media_type = "image/png" if name.endswith(".png") else "video/mp4"
         data = await asyncio.to_thread(path.read_bytes)
-        start, end, status = 0, len(data) - 1, 200
-        headers = {"accept_ranges": "bytes", "content_type": media_type}
-        if match := _RANGE.match(request.headers.get("range", "")):
-            first, last = match.groups()
-            if first:
-                start, end = int(first), int(last) if last else end
-            elif last:
-                start = max(0, len(data) - int(last))
-            if start > end or start >= len(data):
-                return Response(status_code=416, headers={"content-range": f"bytes */{len(data)}"})
-            end, status = min(end, len(data) - 1), 206
-            headers["content_range"] = f"bytes {start}-{end}/{len(data)}"
-        body = data[start : end + 1] if request.method == "GET" else b""
+        size = len(data)
+        status, start, end = 200, 0, size - 1
+        headers = {
+            "accept-ranges": "bytes",
+            "content-type": "image/png" if name.endswith(".png") else "video/mp4",
+            "etag": f'"{hashlib.sha256(data).hexdigest()[:16]}"',
+        }
+        try:
+            wanted = _byte_range(request.headers.get("range", ""), size)
+        except _UnsatisfiableRangeError:
+            return Response(status_code=416, headers={"content-range": f"bytes */{size}"})
+        if wanted is not None:
+            (start, end), status = wanted, 206
+            headers["content-range"] = f"bytes {start}-{end}/{size}"
+        body = data[start : end + 1]
+        if request.method == "HEAD":
+            # The length of what a GET would send; the server sends no body for HEAD.
+            headers["content-length"] = str(len(body))
+            return Response(b"", status_code=status, headers=headers)
         if fault is not None and fault.action in ("truncate", "drop"):
             return _CutResponse(
-                body, keep=int(len(body) * fault.fraction), status=status, **headers
+                body, keep=int(len(body) * fault.fraction), status=status, headers=headers
             )
-        return Response(
-            body,
-            status_code=status,
-            headers={k.replace("_", "-"): v for k, v in headers.items()},
-        )
+        return Response(body, status_code=status, headers=headers)
 
     def _find_file(self, name: str) -> tuple[EmulatedTask, OutputFile] | None:
         task = self.store.tasks.get(name[:36])
@@ -380,9 +449,8 @@ class Emulator:
         return path
 
     def _render_sync(self, path: Path, output: OutputFile) -> None:
-        width, height = media.frame_size(
-            output.aspect_ratio, output.resolution, max_height=self.config.video_max_height
-        )
+        # The size planned at submit, which the task's `works` already report.
+        width, height = output.width, output.height
         if path.suffix == ".png":
             media.render_cover(path, prompt=output.prompts[0], width=width, height=height)
             return
@@ -403,10 +471,21 @@ class Emulator:
 
     def public_config(self) -> dict[str, Any]:
         data = self.config.model_dump(mode="json")
-        data["api_keys"] = ["***"] * len(self.config.api_keys)  # keys are secrets
+        data["api_keys"] = [_MASK] * len(self.config.api_keys)  # keys are secrets
         return data
 
-    def configure(self, patch: dict[str, Any]) -> None:
+    def configure(self, patch: Any) -> None:
+        """Apply a partial config (top-level fields replaced whole); raise ValueError if bad.
+
+        A new `seed` restarts the random streams; a raised concurrency limit promotes staged
+        tasks at once. `api_keys` made only of the mask GET returns are left unchanged, so
+        GET-then-PATCH round trips keep the keys.
+        """
+        if not isinstance(patch, dict):
+            raise ValueError("the config patch must be a JSON object")
+        keys = patch.get("api_keys")
+        if isinstance(keys, list) and keys and all(k == _MASK for k in keys):
+            patch = {k: v for k, v in patch.items() if k != "api_keys"}
         merged = {**self.config.model_dump(), **patch}
         config = EmulatorConfig.model_validate(merged)
         if config.time_scale != self.clock.time_scale:
@@ -414,14 +493,21 @@ class Emulator:
         if "faults" in patch:
             self.faults.load(config.faults)
         self.config = self.store.config = config
+        if "seed" in patch:
+            self._reseed(config.seed)
+        self.store.promote_all()
 
     async def reset(self, *, keep_config: bool) -> None:
-        await self.webhooks.aclose()
+        """Forget everything but (optionally) the config; in-flight webhooks are cancelled."""
+        old_webhooks = self.webhooks
+        # Swap the state first, with no await in between, so nothing of the old state (a
+        # tick, a delivery) can run against the new one.
+        self._setup(self.config.model_copy(update={"faults": []}) if keep_config
+                    else self.initial_config)  # fmt: skip
         shutil.rmtree(self.files_dir, ignore_errors=True)
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self._render_locks.clear()
-        self._setup(self.config.model_copy(update={"faults": []}) if keep_config
-                    else self.initial_config)  # fmt: skip
+        await old_webhooks.aclose()
 
     def stats_json(self) -> dict[str, Any]:
         self.store.advance()
@@ -452,8 +538,34 @@ class Emulator:
     async def _tick(self) -> None:
         """Move tasks on (and fire their webhooks) even when nobody is asking."""
         while True:
-            self.store.advance()
+            try:
+                self.store.advance()
+            except Exception:  # a bug must not stop the clock for every later task
+                _logger.exception("the emulator's lifecycle tick failed")
             await asyncio.sleep(TICK_SECONDS)
+
+
+def _without_empty_webhook(body: dict[str, Any]) -> dict[str, Any]:
+    """PiAPI's own examples send `webhook_config: {"endpoint": "", ...}` meaning "none"."""
+    config = body.get("config")
+    if not isinstance(config, dict):
+        return body
+    hook = config.get("webhook_config")
+    if isinstance(hook, dict) and hook.get("endpoint") == "":
+        return {**body, "config": {k: v for k, v in config.items() if k != "webhook_config"}}
+    return body
+
+
+async def _json_object(request: Request) -> dict[str, Any] | None:
+    """The request's JSON object body ({} when empty), or None when it is not one."""
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def create_app(config: EmulatorConfig | None = None, *, files_dir: Path | None = None) -> FastAPI:
@@ -465,6 +577,11 @@ def create_app(config: EmulatorConfig | None = None, *, files_dir: Path | None =
         lifespan=emulator.lifespan,
     )
     app.state.emulator = emulator
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> Response:
+        # Unknown paths and wrong methods answer in PiAPI's envelope too.
+        return error(exc.status_code, str(exc.detail), exc.headers)
 
     @app.post("/api/v1/task")
     async def create(request: Request) -> Response:
@@ -491,11 +608,11 @@ def create_app(config: EmulatorConfig | None = None, *, files_dir: Path | None =
 
     @app.get("/account/info")
     async def account(request: Request) -> Response:
-        return await emulator.api(request, "gets", emulator.account_info)
+        return await emulator.api(request, "account_requests", emulator.account_info)
 
     @app.get("/account/active_tasks")
     async def active(request: Request) -> Response:
-        return await emulator.api(request, "gets", emulator.active_tasks)
+        return await emulator.api(request, "account_requests", emulator.active_tasks)
 
     @app.api_route("/files/{name}", methods=["GET", "HEAD"])
     async def files(request: Request, name: str) -> Response:
@@ -514,11 +631,12 @@ def create_app(config: EmulatorConfig | None = None, *, files_dir: Path | None =
         return JSONResponse(emulator.public_config())
 
     @app.post("/_emulator/reset")
-    async def reset(request: Request) -> dict[str, bool]:
-        body = await request.body()
-        keep = bool(json.loads(body).get("keep_config")) if body else False
-        await emulator.reset(keep_config=keep)
-        return {"reset": True}
+    async def reset(request: Request) -> Response:
+        body = await _json_object(request)
+        if body is None:
+            return error(400, 'the reset body must be a JSON object such as {"keep_config": true}')
+        await emulator.reset(keep_config=bool(body.get("keep_config")))
+        return JSONResponse({"reset": True})
 
     @app.get("/_emulator/time")
     async def get_time() -> dict[str, Any]:
@@ -530,14 +648,22 @@ def create_app(config: EmulatorConfig | None = None, *, files_dir: Path | None =
         }
 
     @app.post("/_emulator/time")
-    async def set_time(request: Request) -> dict[str, Any]:
-        body = await request.json()
-        if "time_scale" in body:
-            emulator.configure({"time_scale": float(body["time_scale"])})
-        if "advance_seconds" in body:
-            emulator.clock.advance(float(body["advance_seconds"]))
+    async def set_time(request: Request) -> Response:
+        body = await _json_object(request)
+        if body is None:
+            return error(400, "the time body must be a JSON object")
+        scale, step = body.get("time_scale"), body.get("advance_seconds", 0)
+        if not isinstance(step, int | float) or isinstance(step, bool) or step < 0:
+            return error(400, "advance_seconds: must be a number >= 0 (the clock never goes back)")
+        if scale is not None:
+            try:
+                emulator.configure({"time_scale": scale})
+            except ValueError as invalid:
+                return error(400, f"time_scale: {invalid}")
+        if step:
+            emulator.clock.advance(float(step))
             emulator.store.advance()
-        return await get_time()
+        return JSONResponse(await get_time())
 
     @app.get("/_emulator/stats")
     async def stats() -> dict[str, Any]:
@@ -549,12 +675,14 @@ def create_app(config: EmulatorConfig | None = None, *, files_dir: Path | None =
 
     @app.post("/_emulator/faults")
     async def add_faults(request: Request) -> Response:
-        body = await request.json()
         try:
-            for rule in body if isinstance(body, list) else [body]:
-                emulator.faults.add(FaultRule.model_validate(rule))
+            body = await request.json()
+            items = body if isinstance(body, list) else [body]
+            rules = [FaultRule.model_validate(item) for item in items]
         except ValueError as invalid:
             return error(400, f"invalid fault rule: {invalid}")
+        for rule in rules:  # all or nothing
+            emulator.faults.add(rule)
         return JSONResponse(emulator.faults.rules())
 
     @app.delete("/_emulator/faults")

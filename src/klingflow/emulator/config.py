@@ -65,7 +65,10 @@ class WebhookFaults(_Config):
     delay_seconds: float = Field(default=0.0, ge=0)
     duplicate_probability: float = Field(default=0.0, ge=0, le=1)
     drop_probability: float = Field(default=0.0, ge=0, le=1)
-    reorder: bool = Field(default=False, description="shuffle deliveries by random delays")
+    reorder: bool = Field(
+        default=False,
+        description="hold a task's non-terminal deliveries until after its terminal one",
+    )
 
 
 class EmulatorConfig(_Config):

@@ -53,11 +53,18 @@ class FaultBook:
         path: str,
         actions: Collection[str],
         task_type: str | None = None,
+        phase: str | None = None,
     ) -> FaultRule | None:
-        """The first live rule for this request among `actions`, consuming one hit."""
+        """The first live rule for this request among `actions`, consuming one hit.
+
+        With `phase`, only rules of that phase are considered, so a request can meet one
+        rule before its handler runs and another after it.
+        """
         for armed in self._armed:
             rule = armed.rule
             if rule.action not in actions or armed.remaining == 0:
+                continue
+            if phase is not None and rule.phase != phase:
                 continue
             if rule.method and rule.method.upper() != method.upper():
                 continue

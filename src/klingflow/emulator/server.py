@@ -46,7 +46,13 @@ class EmulatorServer:
     ) -> None:
         self.config = config or EmulatorConfig()
         self.app = create_app(self.config, files_dir=files_dir)
-        self._socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say TCP,
+        # and without it every keep-alive request stalls ~40 ms on Nagle + delayed ACKs.
+        self._socket = socket.socket(
+            socket.AF_INET6 if ":" in host else socket.AF_INET,
+            socket.SOCK_STREAM,
+            socket.IPPROTO_TCP,
+        )
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, port))
         self.host, self.port = host, self._socket.getsockname()[1]
@@ -123,9 +129,17 @@ class EmulatorServer:
         """Forget tasks, stats and faults; restore the starting config unless told otherwise."""
         self._call("POST", "/_emulator/reset", {"keep_config": keep_config})
 
+    def clear_faults(self) -> None:
+        """Remove every injected fault (DELETE /_emulator/faults)."""
+        self._call("DELETE", "/_emulator/faults")
+
     def advance(self, seconds: float) -> None:
         """Jump the emulated clock forward."""
         self._call("POST", "/_emulator/time", {"advance_seconds": seconds})
+
+    def now(self) -> float:
+        """The emulated time, in epoch seconds (GET /_emulator/time)."""
+        return float(self._call("GET", "/_emulator/time")["epoch_seconds"])
 
     def tasks(self) -> list[dict[str, Any]]:
         """Every task of every key, as PiAPI would show it."""

@@ -41,6 +41,7 @@ from klingflow.piapi.pricing import estimate_usage
 __all__ = ["Clock", "EmulatedTask", "OutputFile", "TaskStore", "Transition", "format_time"]
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
+EXTEND_SECONDS = 5.0  # what one extend_video adds (Kling extends by about 5 s)
 ACTIVE = frozenset({TaskStatus.PENDING, TaskStatus.PROCESSING})
 
 
@@ -168,20 +169,31 @@ class EmulatedTask:
     def _url(self, name: str) -> str:
         return f"{self.base_url}/files/{name}"
 
+    @property
+    def work_type(self) -> str:
+        """The `type` of the works shape, in PiAPI's style (`m2v_txt2video_hq`...)."""
+        if isinstance(self.request, KlingVideoRequest | KlingTurboRequest):
+            source = "img2video" if self.request.image_url else "txt2video"
+            return f"m2v_{source}_hq"
+        return f"m2v_{self.task_type}"
+
     def _output(self) -> dict[str, Any] | None:
         done = self.status == TaskStatus.COMPLETED
         if self.has_video_shape:
             return {"video": self._url(self.files[0].name) if done else ""}
         if not done:
             return {"type": "", "status": 0, "works": None}
-        kind = f"m2v_{self.task_type}"
+        kind = self.work_type
         works = []
         for file in self.files:
             width_height = {"height": file.height, "width": file.width}
             if file.kind == "image":
-                works.append(
-                    {"status": 99, "type": kind, "image": {"resource": self._url(file.name)}}
-                )
+                image = {
+                    "resource": self._url(file.name),
+                    "resource_without_watermark": self._url(file.name),
+                    **width_height,
+                }
+                works.append({"status": 99, "type": kind, "image": image})
                 continue
             media = {
                 "resource": self._url(file.name),
@@ -207,10 +219,15 @@ class EmulatedTask:
 
 @dataclass(frozen=True)
 class Transition:
-    """A status change, reported the moment it is applied (so `task` shows that state)."""
+    """A status change, reported the moment it is applied (so `task` shows that state).
+
+    `at` is the emulated time the change happened, which after a jump of the clock can be
+    earlier than now; None means now.
+    """
 
     task: EmulatedTask
     status: TaskStatus
+    at: float | None = None
 
 
 class OverConcurrencyError(Exception):
@@ -270,7 +287,8 @@ class TaskStore:
                 raise CreditError
         running = self._running.get(key_id, 0)
         limit = self.config.concurrency_limit
-        over = limit is not None and running >= limit
+        # A key with tasks already staged queues behind them even if a slot looks free.
+        over = bool(self._staged.get(key_id)) or (limit is not None and running >= limit)
         if over and self.config.over_concurrency == "reject":
             raise OverConcurrencyError
         task = EmulatedTask(
@@ -293,7 +311,7 @@ class TaskStore:
             self._staged.setdefault(key_id, deque()).append(task.task_id)
         else:
             self._start_pending(task, now)
-        self.on_transition(Transition(task, task.status))
+        self.on_transition(Transition(task, task.status, now))
         return task
 
     def _origin_of(self, request: KlingRequest, key_id: str) -> EmulatedTask | None:
@@ -327,14 +345,20 @@ class TaskStore:
             text = getattr(request, "prompt", None) or getattr(request, "tts_text", None)
             prompts = (text or f"{request.task_type} ({request.model})",)
             seconds = (float(request.duration_seconds),)
+        resolution: str = request.resolution
+        has_audio = request.has_audio
         if origin is not None:
-            aspect = origin.files[0].aspect_ratio
+            source = origin.files[0]
+            aspect, resolution = source.aspect_ratio, source.resolution
             if isinstance(request, ExtendVideoRequest):
-                prompts = (*origin.files[0].prompts, request.prompt or "extension")
-                seconds = (*origin.files[0].shot_seconds, 5.0)
+                prompts = (*source.prompts, request.prompt or "extension")
+                seconds = (*source.shot_seconds, EXTEND_SECONDS)
+                has_audio = source.has_audio
             elif isinstance(request, LipSyncRequest):
                 prompts = (request.tts_text or "lip sync",)
-                seconds = (float(sum(origin.files[0].shot_seconds)),)
+                seconds = (float(sum(source.shot_seconds)),)
+        if isinstance(request, LipSyncRequest):
+            has_audio = True  # the speech is the point of a lip sync
         if isinstance(request, TryOnRequest):
             aspect, kind, names = (
                 "9:16",
@@ -346,20 +370,10 @@ class TaskStore:
         else:
             kind, names = "video", ["{id}.mp4"]
         width, height = media.frame_size(
-            aspect, request.resolution, max_height=self.config.video_max_height
+            aspect, resolution, max_height=self.config.video_max_height
         )
         return tuple(
-            OutputFile(
-                name,
-                kind,
-                prompts,
-                seconds,
-                aspect,
-                request.resolution,
-                request.has_audio,
-                width,
-                height,
-            )
+            OutputFile(name, kind, prompts, seconds, aspect, resolution, has_audio, width, height)
             for name in names
         )
 
@@ -388,9 +402,12 @@ class TaskStore:
                 task.status = TaskStatus.PROCESSING
                 task.started_at = due
                 self._schedule(due + self.config.processing_seconds, task, TaskStatus.PROCESSING)
+                self.on_transition(Transition(task, task.status, due))
             else:
                 self._finish(task, due)
-            self.on_transition(Transition(task, task.status))
+                # Report the end before the promotions it allows, as they happened.
+                self.on_transition(Transition(task, task.status, due))
+                self._release(task.key_id, due)
 
     def _finish(self, task: EmulatedTask, at: float) -> None:
         task.ended_at = at
@@ -407,16 +424,31 @@ class TaskStore:
         else:
             task.status = TaskStatus.FAILED
             task.error = task.planned_error
-        self._release(task.key_id, at)
+            self._refund_charge(task)
+
+    def _refund_charge(self, task: EmulatedTask) -> None:
+        """Give back what a task charged up front (turbo) when it never delivered."""
+        self.spent_points -= task.usage.consume
+        task.usage = task.usage.model_copy(update={"consume": 0})
 
     def _release(self, key_id: str, at: float) -> None:
         self._running[key_id] -= 1
+        self.promote(key_id, at)
+
+    def promote(self, key_id: str, at: float) -> None:
+        """Move staged tasks of a key to pending while it has free slots, oldest first."""
         staged = self._staged.get(key_id)
         limit = self.config.concurrency_limit
-        while staged and (limit is None or self._running[key_id] < limit):
+        while staged and (limit is None or self._running.get(key_id, 0) < limit):
             task = self.tasks[staged.popleft()]
             self._start_pending(task, at)
-            self.on_transition(Transition(task, task.status))
+            self.on_transition(Transition(task, task.status, at))
+
+    def promote_all(self) -> None:
+        """Promote staged tasks of every key, e.g. after the concurrency limit was raised."""
+        now = self.clock.now()
+        for key_id in list(self._staged):
+            self.promote(key_id, now)
 
     def cancel(self, task: EmulatedTask) -> bool:
         """Cancel a task that has not started processing; False when it is too late."""
@@ -431,9 +463,10 @@ class TaskStore:
         task.ended_at = now
         task.error = GenerationError(code=10001, message="task cancelled", raw_message="")
         self.reserved_points -= task.usage.frozen
+        self._refund_charge(task)
+        self.on_transition(Transition(task, task.status, now))
         if was_running:
             self._release(task.key_id, now)
-        self.on_transition(Transition(task, task.status))
         return True
 
     def counts(self, key_id: str) -> dict[str, int]:
