@@ -293,7 +293,6 @@ class Emulator:
             return error(400, "request body must be JSON")
         if not isinstance(body, dict):
             return error(400, "request body must be a JSON object")
-        body = _without_empty_webhook(body)
         try:
             task_request, config = parse_task_request(body)
         except InvalidRequestError as invalid:
@@ -543,17 +542,6 @@ class Emulator:
             except Exception:  # a bug must not stop the clock for every later task
                 _logger.exception("the emulator's lifecycle tick failed")
             await asyncio.sleep(TICK_SECONDS)
-
-
-def _without_empty_webhook(body: dict[str, Any]) -> dict[str, Any]:
-    """PiAPI's own examples send `webhook_config: {"endpoint": "", ...}` meaning "none"."""
-    config = body.get("config")
-    if not isinstance(config, dict):
-        return body
-    hook = config.get("webhook_config")
-    if isinstance(hook, dict) and hook.get("endpoint") == "":
-        return {**body, "config": {k: v for k, v in config.items() if k != "webhook_config"}}
-    return body
 
 
 async def _json_object(request: Request) -> dict[str, Any] | None:

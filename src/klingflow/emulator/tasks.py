@@ -357,8 +357,6 @@ class TaskStore:
             elif isinstance(request, LipSyncRequest):
                 prompts = (request.tts_text or "lip sync",)
                 seconds = (float(sum(source.shot_seconds)),)
-        if isinstance(request, LipSyncRequest):
-            has_audio = True  # the speech is the point of a lip sync
         if isinstance(request, TryOnRequest):
             aspect, kind, names = (
                 "9:16",

@@ -87,7 +87,7 @@ def problems_from(error: ValidationError, *, prefix: str = "input") -> list[Prob
         if item["type"] == "extra_forbidden":
             message = "is not a known field for this task type"
         else:
-            message = item["msg"]
+            message = item["msg"].removeprefix("Value error, ")
         problems.append((f"{prefix}.{field}" if prefix and field else field or prefix, message))
     return problems
 
@@ -167,6 +167,14 @@ class TaskConfig(_Strict):
 
     service_mode: Literal["public", "private", ""] = "public"
     webhook_config: WebhookConfig | None = None
+
+    @field_validator("webhook_config", mode="before")
+    @classmethod
+    def _empty_endpoint_is_no_webhook(cls, value: Any) -> Any:
+        # PiAPI's own examples send {"endpoint": "", "secret": ""} to mean "no webhook".
+        if isinstance(value, Mapping) and not value.get("endpoint"):
+            return None
+        return value
 
 
 class KlingRequest(_Strict):
@@ -335,6 +343,10 @@ class KlingVideoRequest(_VideoBase):
                 raise _rule("image_tail_url", "is not supported by version 1.5")
         return self
 
+    @property
+    def resolution(self) -> Resolution:
+        return "1080p" if self.mode == "pro" or self.professional_mode else "720p"
+
     def to_input(self) -> dict[str, Any]:
         data = super().to_input()
         if self.multi_shots is not None:
@@ -409,6 +421,8 @@ class KlingOmniRequest(KlingRequest):
                 raise _rule("multi_shots", f"shot durations must add up to 3-15 s, got {total}")
         elif not self.prompt:
             raise _rule("prompt", "is required (or give multi_shots)")
+        if self.multi_shots is not None:
+            return self  # PiAPI ignores `duration` when the shots are given
         if self.version == "o1" and self.duration not in (5, 10):
             raise _rule("duration", "must be 5 or 10 for version o1")
         if self.version == "3.0" and not 3 <= self.duration <= 15:
@@ -462,6 +476,10 @@ class LipSyncRequest(KlingRequest):
         if not self.tts_text and not self.local_dubbing_url:
             raise _rule("tts_text", "give tts_text or local_dubbing_url (what to say)")
         return self
+
+    @property
+    def has_audio(self) -> bool:
+        return True  # the output speaks
 
 
 class EffectsRequest(KlingRequest):

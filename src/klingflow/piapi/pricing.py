@@ -93,9 +93,9 @@ def estimate_cost(
     audio = "audio" if request.has_audio else "silent"
     match request:
         case KlingVideoRequest(version="3.0"):
-            return seconds * prices.v3_per_second[f"{request.mode}/{audio}"]
+            return seconds * prices.v3_per_second[f"{_mode(request)}/{audio}"]
         case KlingVideoRequest():
-            key = f"{request.version}/{request.mode}"
+            key = f"{request.version}/{_mode(request)}"
             if request.enable_audio:
                 key += "/audio"
             return prices.classic_per_5s[key] * seconds / 5
@@ -138,6 +138,11 @@ def estimate_usage(
     if isinstance(request, KlingTurboRequest):
         return Usage(type="llm", frozen=0, consume=points)
     return Usage(type="point", frozen=points, consume=0)
+
+
+def _mode(request: KlingRequest) -> str:
+    """std or pro, however the request asked for it (`mode`, or HYA's `professional_mode`)."""
+    return "pro" if request.resolution == "1080p" else "std"
 
 
 def actual_cost(usage: Usage) -> Decimal:
