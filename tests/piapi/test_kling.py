@@ -12,7 +12,7 @@ DOC_K3_BODY = {
     "model": "kling",
     "task_type": "video_generation",
     "input": {
-        "prompt": "Close-up, static camera, a woman in swim suit near the sea is introducing herself.",
+        "prompt": "Close-up, static camera, a woman in swim suit near the sea introduces herself.",
         "duration": 5,
         "aspect_ratio": "16:9",
         "enable_audio": False,
