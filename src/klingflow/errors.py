@@ -228,4 +228,3 @@ class DownloadError(PiAPIError):
 
 class WebhookVerificationError(KlingflowError, ValueError):
     """A webhook delivery had a missing or wrong secret, or a malformed body."""
-
