@@ -19,7 +19,18 @@ KlingflowError                          base for everything we raise
 │   ├── TaskFailedError                 the task reached `failed`; .task carries .error
 │   ├── WaitTimeoutError                the deadline passed: resume the task, don't resubmit
 │   └── DownloadError                   an output could not be fetched or failed its checks
-└── WebhookVerificationError(ValueError)  wrong or missing secret, malformed body
+├── WebhookVerificationError(ValueError)  wrong or missing secret, malformed body
+└── WorkflowError                       a workflow file or run went wrong (klingflow.workflows)
+    ├── WorkflowDefinitionError(ValueError)  the file broke the schema or a rule; .problems
+    │                                   (each WorkflowProblem names file, line, node id, field);
+    │                                   .path .line .node_id of the first one
+    ├── WorkflowInputError(InvalidRequestError)  the trigger payload does not fit `inputs:`;
+    │                                   .problems as (inputs.<name>, rule); the run never started
+    ├── TemplateError                   undefined name or bad expression in {{ }}; .node_id .field
+    ├── BudgetExceededError             a submission would exceed budget_usd; nothing was sent
+    ├── HTTPNodeError                   an http.request / ai.chat call failed; .status_code
+    ├── LoopItemsFailedError            some loop items failed; .failed .partial_output
+    └── RecordedError                   an error replayed from a checkpoint; .info
 ```
 
 Each class says through `retryable` whether trying the same call again can help; retry
@@ -29,7 +40,9 @@ on `retryable` alone: see `SubmitUncertainError`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     import httpx
@@ -40,23 +53,32 @@ __all__ = [
     "APIStatusError",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExceededError",
     "DownloadError",
+    "HTTPNodeError",
     "InsufficientCreditsError",
     "InvalidRequestError",
     "KlingflowError",
+    "LoopItemsFailedError",
     "PermissionDeniedError",
     "PiAPIConnectionError",
     "PiAPIError",
     "PiAPITimeoutError",
     "Problem",
     "RateLimitError",
+    "RecordedError",
     "ServerError",
     "SubmitUncertainError",
     "TaskFailedError",
     "TaskNotFoundError",
+    "TemplateError",
     "UnexpectedResponseError",
     "WaitTimeoutError",
     "WebhookVerificationError",
+    "WorkflowDefinitionError",
+    "WorkflowError",
+    "WorkflowInputError",
+    "WorkflowProblem",
 ]
 
 Problem = tuple[str, str]
@@ -228,3 +250,126 @@ class DownloadError(PiAPIError):
 
 class WebhookVerificationError(KlingflowError, ValueError):
     """A webhook delivery had a missing or wrong secret, or a malformed body."""
+
+
+class WorkflowError(KlingflowError):
+    """A workflow definition or run went wrong (see `klingflow.workflows`)."""
+
+
+@dataclass(frozen=True)
+class WorkflowProblem:
+    """One broken rule in a workflow file, located as precisely as the source allows.
+
+    `path` is the file as the caller named it (None for text), `line` is 1-based (None when
+    unknown, e.g. for JSON that YAML could not re-read), `field` is dotted within the node
+    (`with.duration`) or the file (`inputs.prompt.type`).
+    """
+
+    message: str
+    path: str | None = None
+    line: int | None = None
+    node_id: str | None = None
+    field: str = ""
+
+    def __str__(self) -> str:
+        where = self.path or "<workflow>"
+        if self.line is not None:
+            where = f"{where}:{self.line}"
+        if self.node_id is not None:
+            where = f"{where} (node {self.node_id!r})"
+        field = f"{self.field}: " if self.field else ""
+        return f"{where}: {field}{self.message}"
+
+
+class WorkflowDefinitionError(WorkflowError, ValueError):
+    """A workflow file is not valid; `problems` lists every problem found, one per line.
+
+    `path`, `line` and `node_id` repeat the first problem's, for callers that show one.
+    Retrying cannot help: fix the file.
+    """
+
+    def __init__(self, problems: list[WorkflowProblem]) -> None:
+        if not problems:
+            raise ValueError("a WorkflowDefinitionError needs at least one problem")
+        self.problems = list(problems)
+        first = self.problems[0]
+        self.path = first.path
+        self.line = first.line
+        self.node_id = first.node_id
+        super().__init__("\n".join(str(problem) for problem in self.problems))
+
+
+class WorkflowInputError(WorkflowError, InvalidRequestError):
+    """The trigger payload does not fit the workflow's `inputs:`; the run was not started.
+
+    An `InvalidRequestError` too (nothing was sent, nothing was spent), with `problems` as
+    `(inputs.<name>, rule)` pairs.
+    """
+
+    def __init__(self, problems: list[Problem], *, workflow_name: str = "") -> None:
+        self.problems = list(problems)
+        self.workflow_name = workflow_name
+        lines = "; ".join(f"{field}: {rule}" for field, rule in self.problems)
+        name = f" for workflow {workflow_name!r}" if workflow_name else ""
+        Exception.__init__(self, f"invalid inputs{name}, the run was not started: {lines}")
+
+
+class TemplateError(WorkflowError):
+    """A `{{ }}` template could not be rendered: an undefined name, a bad expression, or an
+    access the sandbox refuses. Names the node and the parameter; the original error is chained.
+    """
+
+    def __init__(self, message: str, *, node_id: str | None, field: str) -> None:
+        where = f"node {node_id!r} {field}" if node_id else field
+        super().__init__(f"{where}: {message}")
+        self.node_id = node_id
+        self.field = field
+        self.reason = message
+
+
+class BudgetExceededError(WorkflowError):
+    """A submission's estimate would take the run past its `budget_usd`; nothing was sent."""
+
+    def __init__(self, message: str, *, estimated_usd: Decimal, budget_usd: Decimal) -> None:
+        super().__init__(message)
+        self.estimated_usd = estimated_usd
+        self.budget_usd = budget_usd
+
+
+class HTTPNodeError(WorkflowError):
+    """An `http.request` or `ai.chat` call failed; 429, 5xx and no answer are retryable."""
+
+    def __init__(self, message: str, *, status_code: int | None, retryable: bool) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.retryable = retryable  # type: ignore[misc]  # per instance: a 404 is final
+
+
+class LoopItemsFailedError(WorkflowError):
+    """Some items of a loop failed after their attempts; the others' results are kept."""
+
+    def __init__(
+        self,
+        loop_id: str,
+        *,
+        failed: dict[int, dict[str, Any]],
+        total: int,
+        partial_output: list[Any],
+    ) -> None:
+        first = failed[min(failed)]
+        super().__init__(
+            f"{len(failed)} of {total} items of loop {loop_id!r} failed; first, item "
+            f"{min(failed)} at {first.get('node_path')}: {first.get('message')}"
+        )
+        self.loop_id = loop_id
+        self.failed = failed
+        self.partial_output = partial_output
+
+
+class RecordedError(WorkflowError):
+    """An error replayed from a checkpoint: `info` is the run log's record of the original."""
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        super().__init__(str(info.get("message", "")))
+        self.info = info
+        self.retryable = bool(info.get("retryable"))  # type: ignore[misc]

@@ -10,8 +10,10 @@ import typer
 from klingflow.cli._errors import state
 from klingflow.cli.demo import demo
 from klingflow.cli.emulator import emulator
+from klingflow.cli.runs import run, runs_app, worker
 from klingflow.cli.tasks import task_app
 from klingflow.cli.videos import account, cost, video
+from klingflow.cli.workflows import validate
 
 __all__ = ["app", "main"]
 
@@ -45,6 +47,10 @@ app.command()(video)
 app.add_typer(task_app, name="task")
 app.command()(cost)
 app.command()(account)
+app.command()(validate)
+app.command()(run)
+app.add_typer(runs_app, name="runs")
+app.command()(worker)
 app.command()(emulator)
 app.command()(demo)
 

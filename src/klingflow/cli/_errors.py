@@ -19,6 +19,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 EXIT_CODES: list[tuple[type[errors.KlingflowError], int, str]] = [
+    (errors.WorkflowDefinitionError, 15, "the workflow file is invalid; nothing ran or was spent"),
     (errors.InvalidRequestError, 3, "the request broke a rule; nothing was sent or spent"),
     (errors.AuthenticationError, 4, "the API key is missing or wrong"),
     (errors.InsufficientCreditsError, 5, "the account is out of credits"),

@@ -130,6 +130,11 @@ class _BaseClient:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
 
     @property
+    def api_key(self) -> SecretStr:
+        """The key, masked in every repr; `.get_secret_value()` only where it must go on."""
+        return self._api_key
+
+    @property
     def _secrets(self) -> tuple[str]:
         return (self._api_key.get_secret_value(),)
 

@@ -1,0 +1,458 @@
+"""`klingflow run`, `klingflow worker` and `klingflow runs list|show|retry|skip|cancel`.
+
+Runs execute in whichever process has the engine launched: `klingflow run` (until its runs
+finish or pause), `klingflow worker`, `klingflow serve`, or `runs retry`. A run that paused
+stays paused, durably, until one of them is told what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from klingflow.cli._console import err, out, print_json, usd
+from klingflow.cli._errors import handles_errors
+from klingflow.errors import InvalidRequestError
+from klingflow.settings import Settings
+from klingflow.workflows import load_workflow
+from klingflow.workflows.database import make_engine
+from klingflow.workflows.engine import Command, Engine, describe_paused
+from klingflow.workflows.runlog import NodeRun, NodeStatus, RunLog, RunRecord, RunStatus
+
+__all__ = ["RUN_NOT_COMPLETED", "run", "runs_app", "worker"]
+
+RUN_NOT_COMPLETED = 16
+"""Exit code when a run paused, crashed or was cancelled instead of completing."""
+
+runs_app = typer.Typer(
+    help="Look at runs and steer paused ones: list, show, retry, skip, cancel.",
+    no_args_is_help=True,
+)
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+RunId = Annotated[str, typer.Argument(help="The run id (run-...).")]
+
+
+# -- inputs ------------------------------------------------------------------------------------
+
+
+def read_table(path: Path) -> list[Any]:
+    """Rows of a CSV (as objects), JSON Lines, or a JSON/YAML array."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise InvalidRequestError([(str(path), f"cannot read: {error.strerror}")]) from None
+    if path.suffix == ".csv":
+        return [dict(row) for row in csv.DictReader(text.splitlines())]
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    data = yaml.safe_load(text)
+    if not isinstance(data, list):
+        raise InvalidRequestError([(str(path), "must hold a list of rows")])
+    return data
+
+
+def parse_input(text: str) -> tuple[str, Any]:
+    """`key=value`: JSON when it parses (5, true, [..]), a file's rows for `@file`, else text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise InvalidRequestError([("-i", f"expected key=value, got {text!r}")])
+    if value.startswith("@"):
+        return key, read_table(Path(value[1:]))
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def build_payloads(
+    inputs: list[str] | None, input_file: Path | None, rows: Path | None
+) -> list[dict[str, Any]]:
+    """One payload per run: the file, then -i pairs; with --rows, one run per row."""
+    base: dict[str, Any] = {}
+    if input_file is not None:
+        data = yaml.safe_load(input_file.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise InvalidRequestError([(str(input_file), "must hold an object of inputs")])
+        base.update(data)
+    base.update(parse_input(item) for item in inputs or [])
+    if rows is None:
+        return [base]
+    table = read_table(rows)
+    if not all(isinstance(row, dict) for row in table):
+        raise InvalidRequestError([(str(rows), "each row must be an object")])
+    return [{**base, **row} for row in table]
+
+
+# -- showing runs --------------------------------------------------------------------------------
+
+
+def video_paths(value: Any) -> Iterator[str]:
+    """Every downloaded file a run's outputs mention."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key in ("path", "paths") and inner:
+                yield from [inner] if isinstance(inner, str) else inner
+            else:
+                yield from video_paths(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from video_paths(inner)
+
+
+STATUS_STYLE = {
+    "completed": "green", "succeeded": "green", "running": "cyan", "queued": "dim",
+    "paused": "yellow", "failed": "red", "crashed": "red", "cancelled": "magenta",
+    "skipped": "dim",
+}  # fmt: skip
+
+
+def progress_view(runlog: RunLog, records: list[RunRecord]) -> Group:
+    """A live picture: each run's status and spend, each node, a bar per loop."""
+    parts: list[Any] = []
+    for run in records:
+        parts.append(
+            Text.assemble(
+                (f"{run.run_id} ", "bold"),
+                (run.status.value, STATUS_STYLE.get(run.status.value, "")),
+                f"  spent {usd(run.spent_usd)}",
+            )
+        )
+        nodes = runlog.nodes(run.run_id, run.epoch)
+        top = [n for n in nodes if "[" not in n.node_path]
+        for node in top:
+            items = [n for n in nodes if n.node_path.startswith(node.node_path + "[")]
+            line = Text.assemble(
+                f"  {node.node_id:<16}", (node.status.value, STATUS_STYLE.get(node.status, ""))
+            )
+            parts.append(line)
+            if node.node_type == "loop" and items:
+                finished = {_item(n) for n in items if n.status == NodeStatus.SUCCEEDED}
+                total = _loop_total(run, node)
+                parts.append(
+                    Group(
+                        ProgressBar(total=max(total, 1), completed=len(finished), width=40),
+                        Text(f"  {len(finished)}/{total} items"),
+                    )
+                )
+    return Group(*parts)
+
+
+def _item(node: NodeRun) -> int | None:
+    return node.item_index
+
+
+def _loop_total(run: RunRecord, loop: NodeRun) -> int:
+    items = (loop.inputs or {}).get("items")
+    return len(items) if isinstance(items, list) else 0
+
+
+def run_files(runlog: RunLog, run: RunRecord) -> list[str]:
+    """The files a run's nodes downloaded (this epoch), in node order, each once."""
+    nodes = runlog.nodes(run.run_id, run.epoch)
+    return list(dict.fromkeys(path for node in nodes for path in video_paths(node.output)))
+
+
+def summarize(runlog: RunLog, run: RunRecord) -> None:
+    """The end of a run, for people: status, files, cost; or what to do next."""
+    style = STATUS_STYLE.get(run.status.value, "")
+    spent = f" · spent {usd(run.spent_usd)}"
+    err.print(Text.assemble((f"{run.run_id} ", "bold"), (run.status.value, style), spent))
+    if run.status == RunStatus.PAUSED:
+        err.print(Text(describe_paused(run), style="yellow"))
+    elif run.status != RunStatus.COMPLETED and run.message:
+        err.print(Text(run.message, style="red"))
+    for path in run_files(runlog, run):
+        out.print(path)
+
+
+def _time(stamp: float | None) -> str:
+    if stamp is None:
+        return ""
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def open_runlog() -> RunLog:
+    return RunLog(make_engine(Settings().resolved_database_url()))
+
+
+def _exit_for(records: list[RunRecord]) -> None:
+    if any(run.status != RunStatus.COMPLETED for run in records):
+        raise typer.Exit(code=RUN_NOT_COMPLETED)
+
+
+async def _watch(engine: Engine, run_ids: list[str], *, as_json: bool) -> list[RunRecord]:
+    if as_json:
+        return await engine.wait(run_ids)
+    with Live(console=err, refresh_per_second=8, transient=True) as live:
+
+        def show(records: list[RunRecord]) -> None:
+            live.update(progress_view(engine.runlog, records))
+
+        return await engine.wait(run_ids, on_poll=show)
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+@handles_errors
+def run(
+    file: Annotated[Path, typer.Argument(help="The workflow file (YAML or JSON).")],
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option("-i", "--input", help="key=value (JSON values; @file.csv for rows)."),
+    ] = None,
+    input_file: Annotated[
+        Path | None, typer.Option("--input-file", help="A JSON/YAML object of inputs.")
+    ] = None,
+    rows: Annotated[
+        Path | None,
+        typer.Option("--rows", help="CSV or JSONL: start one run per row (the row trigger)."),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option("--idempotency-key", help="The same key always means the same run."),
+    ] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Queue the runs and return; a worker runs them.")
+    ] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Run a workflow durably: live progress, then the run id, outputs and video paths."""
+    workflow = load_workflow(file)
+    payloads = build_payloads(inputs, input_file, rows)
+
+    async def main() -> list[RunRecord]:
+        async with Engine() as engine:
+            started = []
+            for number, payload in enumerate(payloads):
+                key = idempotency_key and (
+                    idempotency_key if len(payloads) == 1 else f"{idempotency_key}:{number}"
+                )
+                started.append(await engine.start_run(workflow, payload, idempotency_key=key))
+            if detach:
+                return started
+            return await _watch(engine, [r.run_id for r in started], as_json=as_json)
+
+    records = asyncio.run(main())
+    if as_json:
+        print_json([record.public_dict() for record in records])
+    elif detach:
+        for record in records:
+            out.print(record.run_id)
+        err.print("queued; `klingflow worker` (or `klingflow serve`) runs them")
+    else:
+        runlog = open_runlog()
+        for record in records:
+            summarize(runlog, record)
+    if not detach:
+        _exit_for(records)
+
+
+@handles_errors
+def worker() -> None:
+    """Run queued and recovered runs until interrupted (Ctrl-C)."""
+
+    async def main() -> None:
+        async with Engine() as engine:
+            err.print(f"klingflow worker {engine.executor_id} on {engine.database_url}")
+            while True:
+                await asyncio.sleep(3600)
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        err.print("stopped")
+
+
+@runs_app.command("list")
+@handles_errors
+def list_runs(
+    status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
+    workflow: Annotated[str | None, typer.Option(help="Only runs of this workflow.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    as_json: AsJson = False,
+) -> None:
+    """The newest runs, with their status and spend."""
+    runlog = open_runlog()
+    records = runlog.list_runs(
+        status=RunStatus(status) if status else None, workflow_name=workflow, limit=limit
+    )
+    if as_json:
+        print_json([record.public_dict() for record in records])
+        return
+    table = Table("run", "workflow", "status", "spent", "created", "paused on / message")
+    table.columns[0].no_wrap = True
+    for record in records:
+        table.add_row(
+            record.run_id,
+            record.workflow_name,
+            Text(record.status.value, style=STATUS_STYLE.get(record.status.value, "")),
+            usd(record.spent_usd),
+            _time(record.created_at),
+            record.paused_node or (record.message or ""),
+        )
+    out.print(table)
+
+
+@runs_app.command("show")
+@handles_errors
+def show(run_id: RunId, as_json: AsJson = False) -> None:
+    """A run in full: nodes with inputs, outputs, errors, attempts and PiAPI tasks."""
+    runlog = open_runlog()
+    record = runlog.get_run(run_id)
+    if record is None:
+        raise InvalidRequestError([("run_id", f"no run {run_id}")])
+    nodes = runlog.nodes(run_id)
+    attempts = runlog.attempts(run_id)
+    intents = runlog.intents(run_id)
+    if as_json:
+        print_json(
+            {
+                "run": record.public_dict(),
+                "nodes": [node.public_dict() for node in nodes],
+                "attempts": [a.__dict__ for a in attempts],
+                "submissions": [
+                    {**i.__dict__, "state": i.state.value, "estimated_usd": str(i.estimated_usd)}
+                    for i in intents
+                ],
+            }
+        )
+        return
+    out.print(
+        f"[bold]{record.run_id}[/] {record.workflow_name} ({record.workflow_hash[:12]}) "
+        f"[{STATUS_STYLE.get(record.status.value, '')}]{record.status.value}[/]"
+    )
+    budget = "none" if record.budget_usd is None else usd(record.budget_usd)
+    out.print(
+        f"  spent {usd(record.spent_usd)} · reserved {usd(record.reserved_usd)} · "
+        f"budget {budget} · created {_time(record.created_at)}"
+    )
+    if record.message:
+        out.print(f"  {record.message}")
+    table = Table("node", "status", "attempts", "task", "cost", "error")
+    for node in nodes:
+        table.add_row(
+            node.node_path
+            if node.epoch == record.epoch
+            else f"{node.node_path} (epoch {node.epoch})",
+            Text(node.status.value, style=STATUS_STYLE.get(node.status.value, "")),
+            str(node.attempts),
+            node.task_id or "",
+            "" if node.cost_usd is None else usd(node.cost_usd),
+            (node.error or {}).get("message", "")[:120],
+        )
+    out.print(table)
+    failures = [a for a in attempts if a.error]
+    if failures:
+        out.print("attempts that failed:")
+        for attempt in failures:
+            error = attempt.error or {}
+            retry = (
+                f" -> retry in {attempt.retry_in_seconds:.1f} s" if attempt.retry_in_seconds else ""
+            )
+            code = f" [code {error.get('code')}]" if error.get("code") else ""
+            out.print(
+                f"  {attempt.node_path} #{attempt.number}: {error.get('type')}{code}: "
+                f"{error.get('message', '')[:160]}{retry}"
+            )
+    for path in run_files(runlog, record):
+        out.print(path)
+
+
+def _steer(run_ids: list[str], command: Command, *, wait: bool, as_json: bool) -> None:
+    async def main() -> list[RunRecord]:
+        async with Engine() as engine:
+            for run_id in run_ids:
+                await engine.command(run_id, command)
+            if not wait:
+                return [r for r in map(engine.runlog.get_run, run_ids) if r is not None]
+            # Give the (recovered) workflow a moment to pick the message up.
+            started = time.monotonic()
+            records = await engine.wait(run_ids, timeout_seconds=0.5)
+            while any(r.status == RunStatus.QUEUED for r in records):
+                if time.monotonic() - started > 30:
+                    break
+                records = await engine.wait(run_ids, timeout_seconds=0.5)
+            return await _watch(engine, run_ids, as_json=as_json)
+
+    records = asyncio.run(main())
+    if as_json:
+        print_json([record.public_dict() for record in records])
+    else:
+        runlog = open_runlog()
+        for record in records:
+            summarize(runlog, record)
+    if wait:
+        _exit_for(records)
+
+
+@runs_app.command("retry")
+@handles_errors
+def retry(
+    run_id: Annotated[str | None, typer.Argument(help="The paused run.")] = None,
+    from_start: Annotated[
+        bool, typer.Option("--from-start", help="Re-run every node, not just the failed one.")
+    ] = False,
+    resubmit: Annotated[
+        bool,
+        typer.Option("--resubmit", help="An uncertain submission may be paid again: accept it."),
+    ] = False,
+    task_id: Annotated[
+        str | None,
+        typer.Option("--task-id", help="The PiAPI task an uncertain submission created."),
+    ] = None,
+    all_paused: Annotated[
+        bool, typer.Option("--all-paused", help="Retry every paused run (of --workflow).")
+    ] = False,
+    workflow: Annotated[str | None, typer.Option(help="With --all-paused: only this one.")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the run.")] = True,
+    as_json: AsJson = False,
+) -> None:
+    """Resume a paused run from its failed node (finished nodes are reused)."""
+    if all_paused:
+        paused = open_runlog().list_runs(
+            status=RunStatus.PAUSED, workflow_name=workflow, limit=10_000
+        )
+        run_ids = [record.run_id for record in paused]
+        if not run_ids:
+            err.print("no paused runs")
+            return
+    elif run_id is None:
+        raise InvalidRequestError([("RUN_ID", "give a run id, or --all-paused")])
+    else:
+        run_ids = [run_id]
+    action = "restart" if from_start else "retry"
+    _steer(
+        run_ids,
+        Command(action=action, resubmit=resubmit, task_id=task_id),
+        wait=wait,
+        as_json=as_json,
+    )
+
+
+@runs_app.command("skip")
+@handles_errors
+def skip(run_id: RunId, as_json: AsJson = False) -> None:
+    """Skip the node a run paused on (its output becomes null) and go on."""
+    _steer([run_id], Command(action="skip"), wait=True, as_json=as_json)
+
+
+@runs_app.command("cancel")
+@handles_errors
+def cancel(run_id: RunId, as_json: AsJson = False) -> None:
+    """Stop a run for good (tasks already submitted keep running at PiAPI)."""
+    _steer([run_id], Command(action="cancel"), wait=False, as_json=as_json)

@@ -1,0 +1,57 @@
+"""Deployment settings from `KLINGFLOW_*` environment variables (the client reads `PIAPI_*`).
+
+Secrets are `SecretStr`, so a settings object can be printed or logged without leaking them.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Where runs are stored and how hard PiAPI may be pushed."""
+
+    model_config = SettingsConfigDict(env_prefix="KLINGFLOW_", extra="ignore")
+
+    home: Path = Field(
+        default_factory=lambda: Path.home() / ".klingflow",
+        description="Data folder: the SQLite database and the run outputs.",
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL (postgresql://...); default: SQLite in home."
+    )
+    executor_id: str | None = Field(
+        default=None,
+        description="Stable, unique id of this worker process; default: a free local slot.",
+    )
+    concurrency: int = Field(default=5, ge=1, description="PiAPI tasks running at once.")
+    requests_per_minute: int = Field(default=60, ge=1, description="PiAPI requests per minute.")
+    poll_seconds: float = Field(
+        default=5.0, gt=0, description="First pause between status checks of a PiAPI task."
+    )
+    max_runs: int = Field(default=20, ge=1, description="Runs executing at once.")
+    chat_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint for ai.chat; default: PiAPI's."
+    )
+    public_url: str | None = Field(
+        default=None, description="Where PiAPI can reach this service (enables webhooks)."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="Secret PiAPI echoes in x-webhook-secret."
+    )
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.home / "runs"
+
+    def resolved_database_url(self) -> str:
+        """The run database: the given URL, else `home/klingflow.sqlite`."""
+        if self.database_url:
+            return re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", self.database_url)
+        return f"sqlite:///{self.home / 'klingflow.sqlite'}"

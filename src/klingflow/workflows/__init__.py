@@ -1,0 +1,87 @@
+"""Durable workflows of Kling videos, described in YAML (or JSON) files.
+
+```python
+from klingflow.workflows import load_workflow, template_context
+
+workflow = load_workflow("examples/seed-action.yaml")  # raises WorkflowDefinitionError
+inputs = workflow.resolve_inputs({"prompt": "a red fox"})  # raises WorkflowInputError
+context = template_context(trigger={"prompt": "a red fox"}, inputs=inputs, outputs={})
+params = workflow.nodes[0].render_params(context)  # typed, e.g. KlingGenerateVideoParams
+```
+
+`spec` holds the models, `loading` reads files, `templates` renders `{{ }}` in a sandbox, and
+`validation` finds every problem before a run spends anything.
+"""
+
+from klingflow.workflows.loading import load_workflow, load_workflow_text
+from klingflow.workflows.spec import (
+    NODE_TYPES,
+    AIChatNode,
+    AIChatParams,
+    BodyNodeSpec,
+    ChatMessage,
+    DownloadNode,
+    DownloadParams,
+    HTTPRequestNode,
+    HTTPRequestParams,
+    InputSpec,
+    KlingGenerateVideoNode,
+    KlingGenerateVideoParams,
+    KlingVideoNode,
+    KlingVideoParams,
+    KlingWaitNode,
+    KlingWaitParams,
+    LoopNode,
+    LoopParams,
+    NodeParams,
+    NodeSpec,
+    PiAPITaskNode,
+    PiAPITaskParams,
+    SetNode,
+    SetParams,
+    Workflow,
+    WorkflowRetry,
+)
+from klingflow.workflows.templates import (
+    is_template,
+    references,
+    render,
+    template_context,
+)
+from klingflow.workflows.validation import validate_workflow
+
+__all__ = [
+    "NODE_TYPES",
+    "AIChatNode",
+    "AIChatParams",
+    "BodyNodeSpec",
+    "ChatMessage",
+    "DownloadNode",
+    "DownloadParams",
+    "HTTPRequestNode",
+    "HTTPRequestParams",
+    "InputSpec",
+    "KlingGenerateVideoNode",
+    "KlingGenerateVideoParams",
+    "KlingVideoNode",
+    "KlingVideoParams",
+    "KlingWaitNode",
+    "KlingWaitParams",
+    "LoopNode",
+    "LoopParams",
+    "NodeParams",
+    "NodeSpec",
+    "PiAPITaskNode",
+    "PiAPITaskParams",
+    "SetNode",
+    "SetParams",
+    "Workflow",
+    "WorkflowRetry",
+    "is_template",
+    "load_workflow",
+    "load_workflow_text",
+    "references",
+    "render",
+    "template_context",
+    "validate_workflow",
+]

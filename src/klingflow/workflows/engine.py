@@ -1,0 +1,587 @@
+"""The durable engine: runs are DBOS workflows. The only module that imports `dbos`.
+
+Each run is one DBOS workflow whose id is the run id (an idempotency key maps to one run).
+Its nodes call `Durable.step` (a DBOS step: recorded, not repeated after a crash) and
+`Durable.sleep` (a durable sleep, or a `recv` a webhook can cut short). A paused run stays
+alive in a durable `recv` on its control topic, so retry, skip, restart and cancel are
+messages, and a restart of the process finds the run exactly where it was.
+
+Loops fan out over the `klingflow-piapi` queue in chunks: one child workflow runs many items
+(each with its own journal entries in the run log), so 1,000 videos cost tens of DBOS
+workflows rather than thousands of steps.
+
+The traps of shared/dbos-notes.md, and what we do about each:
+- steps run at least once -> paid submissions are guarded by the run log's intents;
+- a code edit strands in-flight runs -> `application_version` is pinned (ENGINE_VERSION);
+- two processes with one executor id run steps twice -> each process locks its own slot;
+- unbounded thread pool -> `max_executor_threads`;
+- pickle by default, secrets in arguments -> portable JSON, and only ids are arguments;
+- attempts are not stored -> the run log stores every attempt;
+- Python >= 3.12 with SQLite < 3.42 cannot launch -> refused with a clear message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import socket
+import sqlite3
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import IO, Any, Self
+
+from dbos import DBOS, DBOSPortableJSONSerializer, SetWorkflowID
+
+from klingflow.errors import KlingflowError, LoopItemsFailedError, RecordedError, WorkflowError
+from klingflow.piapi import AsyncPiAPI, AsyncWebhookEvents, Task, WaitPolicy
+from klingflow.settings import Settings
+from klingflow.workflows.database import is_sqlite, make_engine
+from klingflow.workflows.executor import (
+    NodePaused,
+    RunState,
+    describe_error,
+    execute_items,
+    execute_run,
+)
+from klingflow.workflows.nodes import Services
+from klingflow.workflows.runlog import (
+    TERMINAL_RUN_STATUSES,
+    IntentState,
+    NodeStatus,
+    RunLog,
+    RunRecord,
+    RunStatus,
+)
+from klingflow.workflows.spec import LoopNode, LoopParams, Workflow
+
+__all__ = ["ENGINE_VERSION", "Engine"]
+
+ENGINE_VERSION = "klingflow-engine-1"
+"""DBOS application version: change it only with a migration plan for in-flight runs."""
+
+RUNS_QUEUE = "klingflow-runs"
+PIAPI_QUEUE = "klingflow-piapi"
+CONTROL_TOPIC = "control"
+CHUNK_SIZE = 50
+PAUSED_WAIT_SECONDS = 24 * 3600.0
+
+_engine: Engine | None = None
+
+
+def _current() -> Engine:
+    if _engine is None:
+        raise RuntimeError("no klingflow Engine is running in this process")
+    return _engine
+
+
+# -- durability ------------------------------------------------------------------------------
+
+
+@DBOS.step(name="klingflow.step")
+async def _durable_step(name: str, fn: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
+    """Run `fn` as a checkpointed step; our errors are recorded as data, not exceptions."""
+    try:
+        return {"ok": await fn()}
+    except KlingflowError as error:
+        return {"err": describe_error(error), "step": name}
+
+
+class _WorkflowDurable:
+    """Durability at the top level of a run: DBOS steps, durable sleeps and receives."""
+
+    async def step(self, name: str, fn: Callable[[], Awaitable[Any]]) -> Any:
+        result = await _durable_step(name, fn)
+        if "err" in result:
+            raise RecordedError(result["err"])
+        return result["ok"]
+
+    async def sleep(self, seconds: float, *, wake_topic: str | None = None) -> None:
+        if wake_topic is None:
+            await DBOS.sleep_async(seconds)
+        else:
+            await DBOS.recv_async(wake_topic, timeout_seconds=seconds)
+
+
+class _InlineDurable:
+    """Durability inside a loop chunk: the chunk is one step; the run log's intents and node
+    records make each item's work exactly-once when the chunk is run again."""
+
+    def __init__(self, events: AsyncWebhookEvents) -> None:
+        self.events = events
+
+    async def step(self, name: str, fn: Callable[[], Awaitable[Any]]) -> Any:
+        return await fn()
+
+    async def sleep(self, seconds: float, *, wake_topic: str | None = None) -> None:
+        if wake_topic is not None and wake_topic.startswith("task:"):
+            await self.events.wait_for(wake_topic.removeprefix("task:"), timeout_seconds=seconds)
+        else:
+            await asyncio.sleep(seconds)
+
+
+# -- the DBOS workflows ----------------------------------------------------------------------
+
+
+@DBOS.workflow(name="klingflow.run", max_recovery_attempts=50)
+async def _run_workflow(run_id: str) -> dict[str, Any]:
+    engine = _current()
+    try:
+        return await engine._run(run_id)
+    except Exception as error:  # recorded as `crashed` (a bug, not a node failure), re-raised
+        engine.runlog.set_status(
+            run_id, RunStatus.CRASHED, message=f"{type(error).__name__}: {error}"
+        )
+        raise
+
+
+@DBOS.workflow(name="klingflow.loop_chunk", max_recovery_attempts=50)
+async def _chunk_workflow(
+    run_id: str,
+    epoch: int,
+    loop_id: str,
+    indices: list[int],
+    items: list[Any],
+    length: int,
+    outer: dict[str, Any],
+    concurrency: int,
+) -> dict[str, Any]:
+    return await _current()._chunk(
+        run_id, epoch, loop_id, dict(zip(indices, items, strict=True)), length, outer, concurrency
+    )
+
+
+# -- the engine ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Command:
+    """What a paused run is told to do."""
+
+    action: str  # retry | skip | restart | cancel
+    resubmit: bool = False
+    task_id: str | None = None
+
+
+class Engine:
+    """DBOS launched in this process, with the shared client, run log and queues.
+
+    Use `async with Engine(settings) as engine:` inside the event loop that will run the
+    workflows (DBOS binds async workflows to the loop it is launched in).
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        client: AsyncPiAPI | None = None,
+        wait_policy: WaitPolicy | None = None,
+        chunk_size: int = CHUNK_SIZE,
+        chat_api_key: str | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.database_url = self.settings.resolved_database_url()
+        self._own_client = client is None
+        self.client = client or AsyncPiAPI(
+            max_concurrent_tasks=self.settings.concurrency,
+            requests_per_minute=self.settings.requests_per_minute,
+        )
+        self.wait_policy = wait_policy or WaitPolicy(
+            initial_interval_seconds=self.settings.poll_seconds,
+            max_interval_seconds=max(30.0, self.settings.poll_seconds),
+        )
+        self.chunk_size = chunk_size
+        self.chat_api_key = chat_api_key or os.environ.get("PIAPI_API_KEY")
+        self.events = AsyncWebhookEvents()
+        self._slot: IO[str] | None = None
+        self._semaphores: dict[tuple[str, int, str], asyncio.Semaphore] = {}
+        self.executor_id = ""
+        self.runlog: RunLog
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.launch()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def launch(self) -> None:
+        global _engine
+        if _engine is not None:
+            raise RuntimeError("an Engine is already running in this process")
+        if is_sqlite(self.database_url) and sys.version_info >= (3, 12):
+            if sqlite3.sqlite_version_info < (3, 42):  # DBOS needs unixepoch('subsec')
+                raise RuntimeError(
+                    f"SQLite {sqlite3.sqlite_version} is too old for DBOS on Python "
+                    f"{sys.version_info.major}.{sys.version_info.minor}: use Python 3.11, "
+                    "SQLite >= 3.42, or Postgres (KLINGFLOW_DATABASE_URL)"
+                )
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(self.database_url)
+        secrets = (
+            self.client.api_key.get_secret_value(),
+            self.chat_api_key or "",
+            self.settings.webhook_secret.get_secret_value() if self.settings.webhook_secret else "",
+        )
+        self.runlog = RunLog(engine, secrets=secrets)
+        self.executor_id = self.settings.executor_id or self._claim_slot()
+        DBOS(
+            config={
+                "name": "klingflow",
+                "system_database_url": self.database_url,
+                "system_database_engine": engine,
+                "serializer": DBOSPortableJSONSerializer(),
+                "application_version": ENGINE_VERSION,
+                "executor_id": self.executor_id,
+                "log_level": "ERROR",  # its warnings (e.g. on shutdown) are not users' business
+                "max_executor_threads": 32,
+                "notification_listener_polling_interval_sec": 0.1,
+            }
+        )
+        _engine = self
+        try:
+            DBOS.launch()
+            await DBOS.register_queue_async(
+                RUNS_QUEUE, global_concurrency=self.settings.max_runs, polling_interval_sec=0.2
+            )
+            await DBOS.register_queue_async(
+                PIAPI_QUEUE,
+                global_concurrency=self.settings.concurrency,
+                limiter={"limit": self.settings.requests_per_minute, "period": 60},
+                polling_interval_sec=0.2,
+            )
+            self._recover_abandoned_slots()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        global _engine
+        if _engine is self:
+            DBOS.destroy()
+            _engine = None
+            # DBOS leaves its shut-down pool as the loop's default executor (dbos-notes §1).
+            asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor())
+        if self._own_client:
+            await self.client.aclose()
+        if self._slot is not None:
+            self._slot.close()
+            self._slot = None
+
+    def _slot_prefix(self) -> str:
+        return "local" if is_sqlite(self.database_url) else f"{socket.gethostname()}-local"
+
+    def _claim_slot(self) -> str:
+        """A unique, stable executor id: the first free local slot (lock file in home)."""
+        for number in range(64):
+            handle = (self.settings.home / f"executor-{number}.lock").open("a")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                continue
+            self._slot = handle
+            return self._slot_prefix() if number == 0 else f"{self._slot_prefix()}-{number}"
+        raise RuntimeError("64 klingflow processes already share this home folder")
+
+    def _recover_abandoned_slots(self) -> None:
+        """Take over the runs of local slots whose process died (their lock is free)."""
+        if self.settings.executor_id:
+            return
+        for number in range(64):
+            executor_id = self._slot_prefix() if number == 0 else f"{self._slot_prefix()}-{number}"
+            if executor_id == self.executor_id:
+                continue
+            path = self.settings.home / f"executor-{number}.lock"
+            if not path.exists():
+                continue
+            with path.open("a") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # alive
+                DBOS._recover_pending_workflows([executor_id])
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def services(self) -> Services:
+        base_url = str(self.client.base_url)
+        return Services(
+            client=self.client,
+            runlog=self.runlog,
+            wait_policy=self.wait_policy,
+            events=self.events,
+            chat_base_url=self.settings.chat_base_url or base_url,
+            chat_api_key=self.chat_api_key,
+            webhook_url=self.settings.public_url and f"{self.settings.public_url}/hooks/piapi",
+            webhook_secret=(
+                self.settings.webhook_secret.get_secret_value()
+                if self.settings.webhook_secret
+                else None
+            ),
+        )
+
+    # -- starting and steering runs ----------------------------------------------------------
+
+    async def start_run(
+        self,
+        workflow: Workflow,
+        payload: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+    ) -> RunRecord:
+        """Create the run (or find the key's run) and queue it; inputs are checked first."""
+        inputs = workflow.resolve_inputs(payload)
+        run, created = self.runlog.create_run(
+            workflow_name=workflow.name,
+            workflow_hash=workflow.content_hash,
+            workflow=workflow.model_dump(mode="json", by_alias=True, exclude_unset=True),
+            source_path=workflow.source_path,
+            trigger=payload,
+            inputs=inputs,
+            output_root=str(self.settings.outputs_dir),
+            budget_usd=workflow.budget_usd,
+            idempotency_key=idempotency_key,
+        )
+        if created:
+            queue = await DBOS.retrieve_queue_async(RUNS_QUEUE)
+            assert queue is not None
+            with SetWorkflowID(run.run_id):
+                await queue.enqueue_async(_run_workflow, run.run_id)
+        return run
+
+    async def wait(
+        self,
+        run_ids: Sequence[str],
+        *,
+        poll_seconds: float = 0.2,
+        timeout_seconds: float | None = None,
+        on_poll: Callable[[list[RunRecord]], None] | None = None,
+    ) -> list[RunRecord]:
+        """Until every run is finished or paused; `on_poll` sees each look."""
+        deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
+        while True:
+            runs = [self.runlog.get_run(run_id) for run_id in run_ids]
+            records = [run for run in runs if run is not None]
+            if on_poll is not None:
+                on_poll(records)
+            settled = TERMINAL_RUN_STATUSES | {RunStatus.PAUSED}
+            if all(run.status in settled for run in records):
+                return records
+            if deadline is not None and time.monotonic() > deadline:
+                return records
+            await asyncio.sleep(poll_seconds)
+
+    async def command(self, run_id: str, command: Command) -> RunRecord:
+        """Tell a paused run what to do (cancel also stops a running one)."""
+        run = self.runlog.get_run(run_id)
+        if run is None:
+            raise WorkflowError(f"no run {run_id} in {self.database_url}")
+        if command.action == "cancel" and run.status not in (RunStatus.PAUSED,):
+            if run.status not in TERMINAL_RUN_STATUSES:
+                await DBOS.cancel_workflow_async(run_id, cancel_children=True)
+                self.runlog.set_status(run_id, RunStatus.CANCELLED, message="cancelled")
+            return self.runlog.get_run(run_id) or run
+        if run.status != RunStatus.PAUSED:
+            raise WorkflowError(
+                f"run {run_id} is {run.status.value}, not paused: there is nothing to "
+                f"{command.action}"
+            )
+        self.runlog.set_status(run_id, RunStatus.QUEUED, message=f"{command.action} requested")
+        await DBOS.send_async(run_id, command.__dict__, topic=CONTROL_TOPIC)
+        return self.runlog.get_run(run_id) or run
+
+    async def deliver_webhook(self, task: Task) -> None:
+        """A verified webhook: wake whatever waits for this task, here or in a run."""
+        self.events.put(task)
+        found = self.runlog.intent_for_task(task.task_id)
+        if found is not None:
+            with contextlib.suppress(Exception):  # the run may have finished meanwhile
+                await DBOS.send_async(found[0], task.task_id, topic=f"task:{task.task_id}")
+
+    # -- inside the workflows ----------------------------------------------------------------
+
+    async def _run(self, run_id: str) -> dict[str, Any]:
+        durable = _WorkflowDurable()
+        runlog = self.runlog
+
+        async def load_epoch() -> int:
+            run = runlog.get_run(run_id)
+            assert run is not None, f"run {run_id} is not in the run log"
+            return run.epoch
+
+        epoch: int = await durable.step("run.epoch", load_epoch)
+        run = runlog.get_run(run_id)
+        assert run is not None
+        workflow = Workflow.model_validate(run.workflow)
+
+        def status(value: RunStatus, **fields: Any) -> Callable[[], Awaitable[None]]:
+            async def write() -> None:
+                runlog.set_status(run_id, value, **fields)
+
+            return write
+
+        # Status writes are steps: a replay after a crash must not flip them back.
+        await durable.step("run.status", status(RunStatus.RUNNING))
+        while True:
+            state = RunState(run, epoch, workflow, self.services(), durable)
+            try:
+                outputs = await execute_run(state, loop_runner=self._loop)
+            except NodePaused as paused:
+                await durable.step(
+                    "run.status",
+                    status(
+                        RunStatus.PAUSED,
+                        message=paused.error["message"],
+                        paused_node=paused.node_path,
+                    ),
+                )
+                command = await self._next_command()
+                if command.action == "cancel":
+                    message = "cancelled while paused"
+                    await durable.step("run.status", status(RunStatus.CANCELLED, message=message))
+                    return {"cancelled": True}
+                if command.action == "restart":
+                    epoch = await durable.step("run.restart", self._new_epoch(run_id))
+                else:
+                    await durable.step(
+                        f"run.{command.action}", self._resolve(run_id, epoch, paused, command)
+                    )
+                await durable.step("run.status", status(RunStatus.RUNNING))
+                continue
+            await durable.step("run.status", status(RunStatus.COMPLETED, outputs=outputs))
+            return outputs
+
+    async def _next_command(self) -> Command:
+        while True:
+            message = await DBOS.recv_async(CONTROL_TOPIC, timeout_seconds=PAUSED_WAIT_SECONDS)
+            if isinstance(message, dict) and message.get("action"):
+                return Command(**message)
+
+    def _new_epoch(self, run_id: str) -> Callable[[], Awaitable[int]]:
+        async def bump() -> int:
+            return self.runlog.new_epoch(run_id)
+
+        return bump
+
+    def _resolve(
+        self, run_id: str, epoch: int, paused: NodePaused, command: Command
+    ) -> Callable[[], Awaitable[bool]]:
+        """Apply retry's or skip's decisions to the run log before the next pass."""
+
+        async def apply() -> bool:
+            runlog = self.runlog
+            prefix = paused.node_path
+            uncertain = [
+                intent
+                for intent in runlog.intents(run_id, epoch=epoch)
+                if intent.state == IntentState.UNCERTAIN
+                and (intent.node_path == prefix or intent.node_path.startswith(prefix + "["))
+            ]
+            for intent in uncertain:
+                if command.task_id and len(uncertain) == 1:
+                    runlog.update_intent(
+                        intent.intent_id,
+                        IntentState.ACCEPTED,
+                        task_id=command.task_id,
+                        note="task id given by the user",
+                    )
+                elif command.resubmit:
+                    runlog.abandon_intent(intent.intent_id, note="user chose to resubmit")
+            if command.action == "skip":
+                partial = paused.error.get("partial_output")
+                runlog.node_finished(
+                    run_id, epoch, prefix, status=NodeStatus.SKIPPED, output=partial
+                )
+            return True
+
+        return apply
+
+    async def _loop(
+        self,
+        run: RunRecord,
+        epoch: int,
+        loop: LoopNode,
+        params: LoopParams,
+        context: dict[str, Any],
+    ) -> list[Any]:
+        """Fan the items out over the PiAPI queue in chunks; outputs come back in item order."""
+        durable = _WorkflowDurable()
+
+        async def new_generation() -> str:
+            return uuid.uuid4().hex[:8]
+
+        generation: str = await durable.step("loop.generation", new_generation)
+        items = params.items
+        outer = {node_id: value["output"] for node_id, value in context["nodes"].items()}
+        queue = await DBOS.retrieve_queue_async(PIAPI_QUEUE)
+        assert queue is not None
+        handles = []
+        for start in range(0, len(items), self.chunk_size):
+            indices = list(range(start, min(start + self.chunk_size, len(items))))
+            with SetWorkflowID(f"{run.run_id}.{loop.id}.{generation}.{start}"):
+                handles.append(
+                    await queue.enqueue_async(
+                        _chunk_workflow,
+                        run.run_id,
+                        epoch,
+                        loop.id,
+                        indices,
+                        [items[i] for i in indices],
+                        len(items),
+                        outer,
+                        params.concurrency,
+                    )
+                )
+        outputs: dict[str, Any] = {}
+        failed: dict[str, Any] = {}
+        for handle in handles:
+            result = await handle.get_result(polling_interval_sec=0.1)
+            outputs.update(result["outputs"])
+            failed.update(result["failed"])
+        ordered = [outputs.get(str(index)) for index in range(len(items))]
+        if failed:
+            raise LoopItemsFailedError(
+                loop.id, failed={int(k): v for k, v in failed.items()}, total=len(items),
+                partial_output=ordered,
+            )  # fmt: skip
+        return ordered
+
+    async def _chunk(
+        self,
+        run_id: str,
+        epoch: int,
+        loop_id: str,
+        items: dict[int, Any],
+        length: int,
+        outer: dict[str, Any],
+        concurrency: int,
+    ) -> dict[str, Any]:
+        run = self.runlog.get_run(run_id)
+        assert run is not None
+        workflow = Workflow.model_validate(run.workflow)
+        loop = workflow.node(loop_id)
+        assert isinstance(loop, LoopNode)
+        key = (run_id, epoch, loop_id)
+        semaphore = self._semaphores.setdefault(key, asyncio.Semaphore(concurrency))
+        state = RunState(run, epoch, workflow, self.services(), _InlineDurable(self.events))
+
+        async def run_items() -> dict[str, Any]:
+            return await execute_items(state, loop, items, length, outer, semaphore)
+
+        result: dict[str, Any] = (await _durable_step("loop.items", run_items))["ok"]
+        return result
+
+
+def describe_paused(run: RunRecord) -> str:
+    """One line for a paused run: where and why, and what to type next."""
+    return (
+        f"run {run.run_id} paused on {run.paused_node}: {run.message}. "
+        f"Retry with `klingflow runs retry {run.run_id}` (or skip / cancel)."
+    )

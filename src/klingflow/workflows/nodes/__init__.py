@@ -1,0 +1,66 @@
+"""What a node runs with, and the registry of node runners by node type.
+
+A runner is `async (Runtime, params) -> output`. Every side effect it wants remembered across
+a crash goes through `runtime.durable.step(...)`; every pause through `runtime.durable.sleep`.
+At the top level of a run these are DBOS steps and durable sleeps; inside a loop's chunk
+they run inline, and the submission journal in the run log keeps them exactly-once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from klingflow.piapi import AsyncPiAPI, AsyncWebhookEvents, WaitPolicy, WebhookConfig
+from klingflow.workflows.runlog import RunLog
+
+__all__ = ["Durable", "Runner", "Runtime", "Services"]
+
+
+class Durable(Protocol):
+    """How a runner makes progress that survives a crash."""
+
+    async def step(self, name: str, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """Run `fn` once; after a crash, return what it returned instead of running it again."""
+        ...
+
+    async def sleep(self, seconds: float, *, wake_topic: str | None = None) -> None:
+        """Pause; a message on `wake_topic` (a webhook for the task) may end it early."""
+        ...
+
+
+@dataclass
+class Services:
+    """Process-wide resources shared by every run: one client, one run log."""
+
+    client: AsyncPiAPI
+    runlog: RunLog
+    wait_policy: WaitPolicy
+    events: AsyncWebhookEvents
+    chat_base_url: str
+    chat_api_key: str | None
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+
+    def webhook_for(self, intent_id: str) -> WebhookConfig | None:
+        """Where PiAPI should report this submission (None without a public URL)."""
+        if not self.webhook_url:
+            return None
+        return WebhookConfig(endpoint=self.webhook_url, secret=self.webhook_secret or "")
+
+
+@dataclass
+class Runtime:
+    """One node execution: which run and node, and how to be durable there."""
+
+    run_id: str
+    epoch: int
+    node_path: str
+    output_dir: Path
+    services: Services
+    durable: Durable
+
+
+Runner = Callable[[Runtime, Any], Awaitable[Any]]

@@ -1,0 +1,757 @@
+"""The persisted run log: runs, node executions, attempts and PiAPI submission intents.
+
+DBOS keeps checkpoints; this log keeps what people and the UI ask about (what ran, with
+which inputs, what failed and how often, what it cost), and the one thing DBOS cannot give:
+a record of each paid submission *before* it is sent. Amounts are stored in PiAPI points
+(1 USD = 10,000,000) so budget reservations are atomic integer updates.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+
+from klingflow.piapi.models import points_to_usd, usd_to_points
+
+__all__ = [
+    "Attempt",
+    "Intent",
+    "IntentState",
+    "NodeRun",
+    "NodeStatus",
+    "RunLog",
+    "RunRecord",
+    "RunStatus",
+    "redact",
+    "redact_values",
+]
+
+metadata = sa.MetaData()
+
+runs = sa.Table(
+    "kf_runs",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("idempotency_key", sa.String(255), unique=True, nullable=True),
+    sa.Column("workflow_name", sa.String(128), nullable=False, index=True),
+    sa.Column("workflow_hash", sa.String(64), nullable=False),
+    sa.Column("workflow", sa.JSON, nullable=False),
+    sa.Column("source_path", sa.Text, nullable=True),
+    sa.Column("trigger", sa.JSON, nullable=False),
+    sa.Column("inputs", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Column("paused_node", sa.String(255), nullable=True),
+    sa.Column("epoch", sa.Integer, nullable=False, default=0),
+    sa.Column("outputs", sa.JSON, nullable=True),
+    sa.Column("output_dir", sa.Text, nullable=False),
+    sa.Column("budget_points", sa.BigInteger, nullable=True),
+    sa.Column("reserved_points", sa.BigInteger, nullable=False, default=0),
+    sa.Column("spent_points", sa.BigInteger, nullable=False, default=0),
+    sa.Column("estimated_points", sa.BigInteger, nullable=False, default=0),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float, nullable=True),
+)
+
+node_runs = sa.Table(
+    "kf_node_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("kf_runs.run_id"), nullable=False),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("node_path", sa.String(255), nullable=False),
+    sa.Column("node_id", sa.String(64), nullable=False),
+    sa.Column("node_type", sa.String(64), nullable=False),
+    sa.Column("item_index", sa.Integer, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("inputs", sa.JSON, nullable=True),
+    sa.Column("output", sa.JSON, nullable=True),
+    sa.Column("error", sa.JSON, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("task_id", sa.String(64), nullable=True),
+    sa.Column("cost_points", sa.BigInteger, nullable=True),
+    sa.Column("started_at", sa.Float, nullable=True),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.UniqueConstraint("run_id", "epoch", "node_path"),
+)
+
+attempts = sa.Table(
+    "kf_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("kf_runs.run_id"), nullable=False),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("node_path", sa.String(255), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float, nullable=False),
+    sa.Column("error", sa.JSON, nullable=True),
+    sa.Column("retry_in_seconds", sa.Float, nullable=True),
+    sa.Index("ix_kf_attempts_node", "run_id", "epoch", "node_path"),
+)
+
+intents = sa.Table(
+    "kf_intents",
+    metadata,
+    sa.Column("intent_id", sa.String(64), primary_key=True),
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("kf_runs.run_id"), nullable=False),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("node_path", sa.String(255), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("task_id", sa.String(64), nullable=True, index=True),
+    sa.Column("request", sa.JSON, nullable=False),
+    sa.Column("estimated_points", sa.BigInteger, nullable=False),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("ix_kf_intents_node", "run_id", "epoch", "node_path"),
+)
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    CRASHED = "crashed"
+
+
+TERMINAL_RUN_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.CANCELLED, RunStatus.CRASHED})
+
+
+class NodeStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class IntentState(StrEnum):
+    """A paid submission's state: `sent` is written *before* the POST leaves."""
+
+    SENT = "sent"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    UNCERTAIN = "uncertain"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    ABANDONED = "abandoned"
+
+
+_SECRET_NAME = re.compile(
+    r"(secret|token|password|passwd|authorization|cookie|(^|[-_])key$|api[-_]?key)", re.I
+)
+
+
+def redact_values(value: Any, secrets: tuple[str, ...]) -> Any:
+    """A copy of `value` with known secret strings masked wherever they appear."""
+    if isinstance(value, Mapping):
+        return {k: redact_values(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_values(v, secrets) for v in value]
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, "***")
+    return value
+
+
+def redact(value: Any, secrets: tuple[str, ...] = ()) -> Any:
+    """A copy of `value` with secret-looking keys' values and known secret strings masked."""
+    if isinstance(value, Mapping):
+        return {
+            k: "***" if _SECRET_NAME.search(str(k)) and v else redact(v, secrets)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact(v, secrets) for v in value]
+    return redact_values(value, secrets)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    idempotency_key: str | None
+    workflow_name: str
+    workflow_hash: str
+    workflow: dict[str, Any]
+    source_path: str | None
+    trigger: dict[str, Any]
+    inputs: dict[str, Any]
+    status: RunStatus
+    message: str | None
+    paused_node: str | None
+    epoch: int
+    outputs: Any
+    output_dir: str
+    budget_usd: Decimal | None
+    reserved_usd: Decimal
+    spent_usd: Decimal
+    estimated_usd: Decimal
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+    @classmethod
+    def from_row(cls, row: sa.Row[Any]) -> RunRecord:
+        m = row._mapping
+        return cls(
+            run_id=m["run_id"],
+            idempotency_key=m["idempotency_key"],
+            workflow_name=m["workflow_name"],
+            workflow_hash=m["workflow_hash"],
+            workflow=m["workflow"],
+            source_path=m["source_path"],
+            trigger=m["trigger"],
+            inputs=m["inputs"],
+            status=RunStatus(m["status"]),
+            message=m["message"],
+            paused_node=m["paused_node"],
+            epoch=m["epoch"],
+            outputs=m["outputs"],
+            output_dir=m["output_dir"],
+            budget_usd=None if m["budget_points"] is None else points_to_usd(m["budget_points"]),
+            reserved_usd=points_to_usd(m["reserved_points"]),
+            spent_usd=points_to_usd(m["spent_points"]),
+            estimated_usd=points_to_usd(m["estimated_points"]),
+            created_at=m["created_at"],
+            updated_at=m["updated_at"],
+            finished_at=m["finished_at"],
+        )
+
+    def public_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if k != "workflow"}
+        for key in ("budget_usd", "reserved_usd", "spent_usd", "estimated_usd"):
+            data[key] = None if data[key] is None else str(data[key])
+        data["status"] = self.status.value
+        return data
+
+
+@dataclass(frozen=True)
+class NodeRun:
+    run_id: str
+    epoch: int
+    node_path: str
+    node_id: str
+    node_type: str
+    item_index: int | None
+    status: NodeStatus
+    inputs: Any
+    output: Any
+    error: dict[str, Any] | None
+    attempts: int
+    task_id: str | None
+    cost_usd: Decimal | None
+    started_at: float | None
+    finished_at: float | None
+
+    @classmethod
+    def from_row(cls, row: sa.Row[Any]) -> NodeRun:
+        m = row._mapping
+        cost = m["cost_points"]
+        return cls(
+            run_id=m["run_id"],
+            epoch=m["epoch"],
+            node_path=m["node_path"],
+            node_id=m["node_id"],
+            node_type=m["node_type"],
+            item_index=m["item_index"],
+            status=NodeStatus(m["status"]),
+            inputs=m["inputs"],
+            output=m["output"],
+            error=m["error"],
+            attempts=m["attempts"],
+            task_id=m["task_id"],
+            cost_usd=None if cost is None else points_to_usd(cost),
+            started_at=m["started_at"],
+            finished_at=m["finished_at"],
+        )
+
+    def public_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["status"] = self.status.value
+        data["cost_usd"] = None if self.cost_usd is None else str(self.cost_usd)
+        return data
+
+
+@dataclass(frozen=True)
+class Attempt:
+    node_path: str
+    number: int
+    started_at: float
+    ended_at: float
+    error: dict[str, Any] | None
+    retry_in_seconds: float | None
+
+
+@dataclass(frozen=True)
+class Intent:
+    intent_id: str
+    node_path: str
+    state: IntentState
+    task_id: str | None
+    estimated_usd: Decimal
+    note: str | None
+
+
+class RunLog:
+    """Reads and writes the run log; every write is its own short transaction."""
+
+    def __init__(self, engine: sa.Engine, *, secrets: tuple[str, ...] = ()) -> None:
+        self.engine = engine
+        self.secrets = tuple(s for s in secrets if len(s) >= 4)
+        metadata.create_all(engine)
+
+    def _clean(self, value: Any) -> Any:
+        """What may be stored: secret-looking keys and known secret values masked."""
+        return redact(value, self.secrets)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sa.Connection]:
+        with self.engine.begin() as connection:
+            yield connection
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        *,
+        workflow_name: str,
+        workflow_hash: str,
+        workflow: dict[str, Any],
+        source_path: str | None,
+        trigger: dict[str, Any],
+        inputs: dict[str, Any],
+        output_root: str,
+        budget_usd: Decimal | None,
+        idempotency_key: str | None = None,
+    ) -> tuple[RunRecord, bool]:
+        """A new queued run, or the existing run of `idempotency_key`: (run, created)."""
+        if idempotency_key is not None:
+            existing = self.find_by_key(idempotency_key)
+            if existing is not None:
+                return existing, False
+        run_id = "run-" + uuid.uuid4().hex[:16]
+        now = time.time()
+        values = {
+            "run_id": run_id,
+            "idempotency_key": idempotency_key,
+            "workflow_name": workflow_name,
+            "workflow_hash": workflow_hash,
+            "workflow": workflow,
+            "source_path": source_path,
+            "trigger": redact_values(trigger, self.secrets),
+            "inputs": inputs,
+            "status": RunStatus.QUEUED.value,
+            "epoch": 0,
+            "output_dir": f"{output_root}/{run_id}",
+            "budget_points": None if budget_usd is None else usd_to_points(budget_usd),
+            "reserved_points": 0,
+            "spent_points": 0,
+            "estimated_points": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            with self._tx() as tx:
+                tx.execute(runs.insert().values(**values))
+        except sa.exc.IntegrityError:
+            if idempotency_key is None:
+                raise
+            existing = self.find_by_key(idempotency_key)
+            assert existing is not None  # the conflicting insert was this key's run
+            return existing, False
+        run = self.get_run(run_id)
+        assert run is not None
+        return run, True
+
+    def find_by_key(self, idempotency_key: str) -> RunRecord | None:
+        with self.engine.connect() as c:
+            row = c.execute(runs.select().where(runs.c.idempotency_key == idempotency_key)).first()
+        return RunRecord.from_row(row) if row else None
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        with self.engine.connect() as c:
+            row = c.execute(runs.select().where(runs.c.run_id == run_id)).first()
+        return RunRecord.from_row(row) if row else None
+
+    def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        workflow_name: str | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]:
+        query = runs.select().order_by(runs.c.created_at.desc()).limit(limit)
+        if status is not None:
+            query = query.where(runs.c.status == status.value)
+        if workflow_name is not None:
+            query = query.where(runs.c.workflow_name == workflow_name)
+        with self.engine.connect() as c:
+            return [RunRecord.from_row(row) for row in c.execute(query)]
+
+    def set_status(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        message: str | None = None,
+        paused_node: str | None = None,
+        outputs: Any = None,
+    ) -> None:
+        now = time.time()
+        values: dict[str, Any] = {
+            "status": status.value,
+            "message": self._clean(message),
+            "paused_node": paused_node,
+            "updated_at": now,
+        }
+        if status in TERMINAL_RUN_STATUSES:
+            values["finished_at"] = now
+        if outputs is not None:
+            values["outputs"] = self._clean(outputs)
+        with self._tx() as tx:
+            tx.execute(runs.update().where(runs.c.run_id == run_id).values(**values))
+
+    def new_epoch(self, run_id: str) -> int:
+        """Start the run over (retry --from-start): earlier node results are kept, unused."""
+        with self._tx() as tx:
+            tx.execute(
+                runs.update()
+                .where(runs.c.run_id == run_id)
+                .values(epoch=runs.c.epoch + 1, updated_at=time.time())
+            )
+            epoch: int = tx.execute(
+                sa.select(runs.c.epoch).where(runs.c.run_id == run_id)
+            ).scalar_one()
+        return epoch
+
+    # -- budget -----------------------------------------------------------------------------
+
+    def reserve(self, run_id: str, amount_usd: Decimal) -> bool:
+        """Atomically set aside `amount_usd` unless that would exceed the run's budget."""
+        points = usd_to_points(amount_usd)
+        with self._tx() as tx:
+            result = tx.execute(
+                runs.update()
+                .where(runs.c.run_id == run_id)
+                .where(
+                    sa.or_(
+                        runs.c.budget_points.is_(None),
+                        runs.c.spent_points + runs.c.reserved_points + points
+                        <= runs.c.budget_points,
+                    )
+                )
+                .values(
+                    reserved_points=runs.c.reserved_points + points,
+                    estimated_points=runs.c.estimated_points + points,
+                )
+            )
+        return result.rowcount == 1
+
+    def settle(self, run_id: str, *, reserved_usd: Decimal, spent_usd: Decimal) -> None:
+        """Release a reservation and record what was really charged."""
+        with self._tx() as tx:
+            tx.execute(
+                runs.update()
+                .where(runs.c.run_id == run_id)
+                .values(
+                    reserved_points=runs.c.reserved_points - usd_to_points(reserved_usd),
+                    spent_points=runs.c.spent_points + usd_to_points(spent_usd),
+                )
+            )
+
+    # -- nodes ------------------------------------------------------------------------------
+
+    def node_started(
+        self,
+        run_id: str,
+        epoch: int,
+        node_path: str,
+        *,
+        node_id: str,
+        node_type: str,
+        item_index: int | None,
+        inputs: Any,
+    ) -> None:
+        values = {
+            "status": NodeStatus.RUNNING.value,
+            "inputs": self._clean(inputs),
+            "started_at": time.time(),
+            "error": None,
+        }
+        with self._tx() as tx:
+            updated = tx.execute(
+                node_runs.update()
+                .where(node_runs.c.run_id == run_id)
+                .where(node_runs.c.epoch == epoch)
+                .where(node_runs.c.node_path == node_path)
+                .values(**values)
+            )
+            if updated.rowcount == 0:
+                tx.execute(
+                    node_runs.insert().values(
+                        run_id=run_id,
+                        epoch=epoch,
+                        node_path=node_path,
+                        node_id=node_id,
+                        node_type=node_type,
+                        item_index=item_index,
+                        attempts=0,
+                        **values,
+                    )
+                )
+
+    def node_finished(
+        self,
+        run_id: str,
+        epoch: int,
+        node_path: str,
+        *,
+        status: NodeStatus,
+        output: Any = None,
+        error: dict[str, Any] | None = None,
+        attempts: int | None = None,
+        task_id: str | None = None,
+        cost_usd: Decimal | None = None,
+    ) -> None:
+        values: dict[str, Any] = {
+            "status": status.value,
+            "output": self._clean(output),
+            "error": self._clean(error),
+            "finished_at": time.time(),
+        }
+        if attempts is not None:
+            values["attempts"] = attempts
+        if task_id is not None:
+            values["task_id"] = task_id
+        if cost_usd is not None:
+            values["cost_points"] = usd_to_points(cost_usd)
+        with self._tx() as tx:
+            tx.execute(
+                node_runs.update()
+                .where(node_runs.c.run_id == run_id)
+                .where(node_runs.c.epoch == epoch)
+                .where(node_runs.c.node_path == node_path)
+                .values(**values)
+            )
+
+    def set_node_task(self, run_id: str, epoch: int, node_path: str, task_id: str) -> None:
+        with self._tx() as tx:
+            tx.execute(
+                node_runs.update()
+                .where(node_runs.c.run_id == run_id)
+                .where(node_runs.c.epoch == epoch)
+                .where(node_runs.c.node_path == node_path)
+                .values(task_id=task_id)
+            )
+
+    def nodes(self, run_id: str, epoch: int | None = None) -> list[NodeRun]:
+        query = node_runs.select().where(node_runs.c.run_id == run_id)
+        if epoch is not None:
+            query = query.where(node_runs.c.epoch == epoch)
+        query = query.order_by(node_runs.c.id)
+        with self.engine.connect() as c:
+            return [NodeRun.from_row(row) for row in c.execute(query)]
+
+    def finished_nodes(self, run_id: str, epoch: int) -> dict[str, NodeRun]:
+        """Succeeded or skipped nodes of this epoch, by path: what a retry reuses."""
+        done = {NodeStatus.SUCCEEDED, NodeStatus.SKIPPED}
+        return {n.node_path: n for n in self.nodes(run_id, epoch) if n.status in done}
+
+    def add_attempt(
+        self,
+        run_id: str,
+        epoch: int,
+        node_path: str,
+        *,
+        number: int,
+        started_at: float,
+        error: dict[str, Any] | None,
+        retry_in_seconds: float | None,
+    ) -> None:
+        with self._tx() as tx:
+            tx.execute(
+                attempts.insert().values(
+                    run_id=run_id,
+                    epoch=epoch,
+                    node_path=node_path,
+                    number=number,
+                    started_at=started_at,
+                    ended_at=time.time(),
+                    error=self._clean(error),
+                    retry_in_seconds=retry_in_seconds,
+                )
+            )
+            tx.execute(
+                node_runs.update()
+                .where(node_runs.c.run_id == run_id)
+                .where(node_runs.c.epoch == epoch)
+                .where(node_runs.c.node_path == node_path)
+                .values(attempts=node_runs.c.attempts + 1)
+            )
+
+    def attempts(self, run_id: str) -> list[Attempt]:
+        query = attempts.select().where(attempts.c.run_id == run_id).order_by(attempts.c.id)
+        with self.engine.connect() as c:
+            return [
+                Attempt(
+                    node_path=row.node_path,
+                    number=row.number,
+                    started_at=row.started_at,
+                    ended_at=row.ended_at,
+                    error=row.error,
+                    retry_in_seconds=row.retry_in_seconds,
+                )
+                for row in c.execute(query)
+            ]
+
+    # -- submission intents -----------------------------------------------------------------
+
+    def current_intent(self, run_id: str, epoch: int, node_path: str) -> Intent | None:
+        """The node's live submission, if any. Rejected (nothing created), failed (the task is
+        over: trying again means a new task) and abandoned intents do not count."""
+        query = (
+            intents.select()
+            .where(intents.c.run_id == run_id)
+            .where(intents.c.epoch == epoch)
+            .where(intents.c.node_path == node_path)
+            .where(
+                intents.c.state.notin_(
+                    [
+                        s.value
+                        for s in (IntentState.REJECTED, IntentState.FAILED, IntentState.ABANDONED)
+                    ]
+                )
+            )
+            .order_by(intents.c.created_at.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as c:
+            row = c.execute(query).first()
+        return None if row is None else _intent(row)
+
+    def record_intent(
+        self,
+        run_id: str,
+        epoch: int,
+        node_path: str,
+        *,
+        request: dict[str, Any],
+        estimated_usd: Decimal,
+    ) -> str:
+        """Write the intent *before* sending; from now on a crash cannot lose track of it."""
+        intent_id = uuid.uuid4().hex
+        now = time.time()
+        with self._tx() as tx:
+            tx.execute(
+                intents.insert().values(
+                    intent_id=intent_id,
+                    run_id=run_id,
+                    epoch=epoch,
+                    node_path=node_path,
+                    state=IntentState.SENT.value,
+                    request=self._clean(request),
+                    estimated_points=usd_to_points(estimated_usd),
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        return intent_id
+
+    def update_intent(
+        self,
+        intent_id: str,
+        state: IntentState,
+        *,
+        task_id: str | None = None,
+        note: str | None = None,
+    ) -> None:
+        values: dict[str, Any] = {"state": state.value, "updated_at": time.time()}
+        if task_id is not None:
+            values["task_id"] = task_id
+        if note is not None:
+            values["note"] = self._clean(note)
+        with self._tx() as tx:
+            tx.execute(intents.update().where(intents.c.intent_id == intent_id).values(**values))
+
+    def intents(self, run_id: str, *, epoch: int | None = None) -> list[Intent]:
+        query = intents.select().where(intents.c.run_id == run_id)
+        if epoch is not None:
+            query = query.where(intents.c.epoch == epoch)
+        with self.engine.connect() as c:
+            return [_intent(row) for row in c.execute(query.order_by(intents.c.created_at))]
+
+    def intent_for_task(self, task_id: str) -> tuple[str, Intent] | None:
+        """(run_id, intent) of the submission that created `task_id`."""
+        with self.engine.connect() as c:
+            row = c.execute(intents.select().where(intents.c.task_id == task_id)).first()
+        return None if row is None else (row.run_id, _intent(row))
+
+    def intent_by_id(self, intent_id: str) -> tuple[str, Intent] | None:
+        """(run_id, intent) for a webhook that names an intent."""
+        with self.engine.connect() as c:
+            row = c.execute(intents.select().where(intents.c.intent_id == intent_id)).first()
+        return None if row is None else (row.run_id, _intent(row))
+
+    def finish_intent(self, task_id: str, state: IntentState, *, spent_points: int) -> bool:
+        """Close an accepted submission and settle its reservation, once (False if done)."""
+        with self._tx() as tx:
+            row = tx.execute(intents.select().where(intents.c.task_id == task_id)).first()
+            if row is None or row.state != IntentState.ACCEPTED.value:
+                return False
+            tx.execute(
+                intents.update()
+                .where(intents.c.intent_id == row.intent_id)
+                .values(state=state.value, updated_at=time.time())
+            )
+            tx.execute(
+                runs.update()
+                .where(runs.c.run_id == row.run_id)
+                .values(
+                    reserved_points=runs.c.reserved_points - row.estimated_points,
+                    spent_points=runs.c.spent_points + spent_points,
+                )
+            )
+        return True
+
+    def abandon_intent(self, intent_id: str, *, note: str) -> None:
+        """Give up on an uncertain submission; its reservation counts as spent (it may be)."""
+        with self._tx() as tx:
+            row = tx.execute(intents.select().where(intents.c.intent_id == intent_id)).first()
+            if row is None or row.state != IntentState.UNCERTAIN.value:
+                return
+            tx.execute(
+                intents.update()
+                .where(intents.c.intent_id == intent_id)
+                .values(state=IntentState.ABANDONED.value, note=note, updated_at=time.time())
+            )
+            tx.execute(
+                runs.update()
+                .where(runs.c.run_id == row.run_id)
+                .values(
+                    reserved_points=runs.c.reserved_points - row.estimated_points,
+                    spent_points=runs.c.spent_points + row.estimated_points,
+                )
+            )
+
+
+def _intent(row: sa.Row[Any]) -> Intent:
+    return Intent(
+        intent_id=row.intent_id,
+        node_path=row.node_path,
+        state=IntentState(row.state),
+        task_id=row.task_id,
+        estimated_usd=points_to_usd(row.estimated_points),
+        note=row.note,
+    )

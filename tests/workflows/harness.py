@@ -1,0 +1,81 @@
+"""Runs workflows on a real Engine (DBOS on SQLite in tmp_path) against the test emulator."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from klingflow.emulator import EmulatorServer
+from klingflow.piapi import AsyncPiAPI, RetryPolicy, WaitPolicy
+from klingflow.settings import Settings
+from klingflow.workflows import Workflow, load_workflow_text
+from klingflow.workflows.engine import Command, Engine
+from klingflow.workflows.runlog import RunRecord
+
+T = TypeVar("T")
+
+FAST_WAIT = WaitPolicy(initial_interval_seconds=0.02, max_interval_seconds=0.1, jitter=0)
+FAST_RETRY = RetryPolicy(max_retries=2, initial_delay_seconds=0.01, max_delay_seconds=0.05)
+
+
+@dataclass
+class Harness:
+    """An emulator and a data folder; `session` launches an Engine for one block of work."""
+
+    emulator: EmulatorServer
+    home: Path
+    api_key: str
+    database_url: str | None = None
+
+    def settings(self, **overrides: Any) -> Settings:
+        url = self.database_url or f"sqlite:///{self.home / 'klingflow.sqlite'}"
+        values: dict[str, Any] = {"home": self.home, "database_url": url, "executor_id": None}
+        values.update(overrides)
+        return Settings(**values)
+
+    def session(
+        self, work: Callable[[Engine], Awaitable[T]], *, chunk_size: int = 50, **settings: Any
+    ) -> T:
+        async def main() -> T:
+            client = AsyncPiAPI(
+                api_key=self.api_key, base_url=self.emulator.url, retry_policy=FAST_RETRY
+            )
+            async with (
+                client,
+                Engine(
+                    self.settings(**settings),
+                    client=client,
+                    wait_policy=FAST_WAIT,
+                    chunk_size=chunk_size,
+                    chat_api_key=self.api_key,
+                ) as engine,
+            ):
+                return await work(engine)
+
+        return asyncio.run(main())
+
+    def run(
+        self, workflow: Workflow | str, payload: dict[str, Any] | None = None, **kw: Any
+    ) -> RunRecord:
+        """Start one run and wait until it completes or pauses."""
+        spec = load_workflow_text(workflow) if isinstance(workflow, str) else workflow
+
+        async def work(engine: Engine) -> RunRecord:
+            run = await engine.start_run(spec, payload or {}, **kw)
+            [record] = await engine.wait([run.run_id], timeout_seconds=60)
+            return record
+
+        return self.session(work)
+
+    def steer(self, run_id: str, command: Command) -> RunRecord:
+        """Send a paused run a command (in a new process-like session) and wait for it."""
+
+        async def work(engine: Engine) -> RunRecord:
+            await engine.command(run_id, command)
+            [record] = await engine.wait([run_id], timeout_seconds=60)
+            return record
+
+        return self.session(work)

@@ -1,0 +1,257 @@
+"""Workflows run end to end on DBOS (SQLite) against the emulator: what a user checks."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import av
+import pytest
+
+from klingflow.emulator import EmulatorServer, FaultRule, GenerationError
+from klingflow.errors import WorkflowInputError
+from klingflow.workflows import load_workflow
+from klingflow.workflows.database import make_engine
+from klingflow.workflows.engine import Command
+from klingflow.workflows.runlog import IntentState, NodeStatus, RunLog, RunStatus
+
+from .harness import Harness
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+@pytest.fixture
+def harness(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Harness:
+    return Harness(emulator=emulator, home=tmp_path, api_key=api_key)
+
+
+def runlog_of(harness: Harness) -> RunLog:
+    return RunLog(make_engine(harness.settings().resolved_database_url()))
+
+
+def rows() -> list[dict[str, str]]:
+    with (EXAMPLES / "prompts.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_seed_action_maps_trigger_fields_into_the_request(
+    harness: Harness, emulator: EmulatorServer
+) -> None:
+    """`{{ trigger.* }}` templates fill the seed's inputs; the run downloads the video."""
+    payload = {
+        "prompt": "a red fox",
+        "duration": "10s",
+        "model_name": "Kling V2.1",
+        "aspect_ratio": "9:16",
+    }
+    run = harness.run(load_workflow(EXAMPLES / "seed-action.yaml"), payload)
+    assert run.status == RunStatus.COMPLETED, run.message
+    [task] = emulator.tasks()
+    assert task["input"]["version"] == "2.1"
+    assert task["input"]["duration"] == 10
+    assert task["input"]["aspect_ratio"] == "9:16"
+    nodes = {n.node_id: n for n in runlog_of(harness).nodes(run.run_id)}
+    assert nodes["generate"].output["data"]["task_id"] == task["task_id"]
+    assert nodes["generate"].inputs["request"]["prompt"] == "a red fox"
+    assert str(run.spent_usd) == "0.52"
+
+
+def test_batch_loop_makes_one_video_per_row_in_order(
+    harness: Harness, emulator: EmulatorServer
+) -> None:
+    """The loop runs every row, keeps item order, names files by row and stays in budget."""
+    run = harness.run(load_workflow(EXAMPLES / "batch-from-csv.yaml"), {"rows": rows()})
+    assert run.status == RunStatus.COMPLETED, run.message
+    videos = run.outputs["videos"]
+    assert [Path(v["video"]["path"]).name for v in videos] == [
+        f"{n}-{row['slug']}.mp4" for n, row in enumerate(rows(), start=1)
+    ]
+    for video in videos:
+        with av.open(video["video"]["path"]) as container:
+            assert container.duration is not None
+            assert round(container.duration / av.time_base) == 5
+    assert emulator.stats()["creates"] == len(rows())
+    assert emulator.stats()["peak_concurrency"] <= 5
+    assert str(run.spent_usd) == "2.5"
+
+
+def test_one_failed_item_pauses_the_loop_and_retry_redoes_only_that_item(
+    harness: Harness, emulator: EmulatorServer
+) -> None:
+    """Other items finish; the run pauses on the loop; a retry pays for the failed item only."""
+    emulator.add_fault(
+        FaultRule(
+            action="fail_task",
+            error=GenerationError(code=10002, message="content moderation", raw_message="nsfw"),
+        )
+    )
+    workflow = load_workflow(EXAMPLES / "batch-from-csv.yaml")
+    run = harness.run(workflow, {"rows": rows()})
+    assert run.status == RunStatus.PAUSED
+    assert run.paused_node == "each"
+    assert "1 of 5 items" in (run.message or "")
+    runlog = runlog_of(harness)
+    failed = [
+        n for n in runlog.nodes(run.run_id) if n.status == NodeStatus.FAILED and "[" in n.node_path
+    ]
+    assert len(failed) == 1
+    assert failed[0].error is not None
+    assert failed[0].error["code"] == 10002
+    assert failed[0].error["raw_message"] == "nsfw"
+    assert emulator.stats()["creates"] == 5
+
+    resumed = harness.steer(run.run_id, Command(action="retry"))
+    assert resumed.status == RunStatus.COMPLETED, resumed.message
+    assert emulator.stats()["creates"] == 6
+    assert all(v["video"]["status"] == "completed" for v in resumed.outputs["videos"])
+
+
+def test_inputs_are_checked_before_anything_runs(
+    harness: Harness, emulator: EmulatorServer
+) -> None:
+    """A payload missing a required input is refused with a clear error; nothing is spent."""
+    workflow = load_workflow(EXAMPLES / "batch-from-csv.yaml")
+    with pytest.raises(WorkflowInputError, match=r"inputs\.rows: is required"):
+        harness.run(workflow, {})
+    assert emulator.stats()["create_requests"] == 0
+
+
+def test_budget_pauses_the_run_before_paying_past_it(
+    harness: Harness, emulator: EmulatorServer
+) -> None:
+    """With $1 of budget, the third $0.50 video is never submitted; the run says why."""
+    text = (EXAMPLES / "batch-from-csv.yaml").read_text().replace("budget_usd: 5", "budget_usd: 1")
+    workflow_text = text.replace("concurrency: 5", "concurrency: 1")
+    run = harness.run(workflow_text, {"rows": rows()})
+    assert run.status == RunStatus.PAUSED
+    assert emulator.stats()["creates"] == 2
+    assert "budget" in (run.message or "")
+    assert str(run.spent_usd) == "1"
+
+
+RETRYING = """
+name: retrying
+retry: {attempts: 3, initial_delay_seconds: 0.05, factor: 2, max_delay_seconds: 1}
+nodes:
+  - id: call
+    type: http.request
+    with:
+      url: "{{ trigger.url }}/account/info"
+      headers: {x-api-key: node-secret-0042}
+"""
+
+
+def test_retryable_errors_back_off_and_every_attempt_is_logged(
+    harness: Harness, emulator: EmulatorServer, api_key: str
+) -> None:
+    """Two 503s then success: three attempts, growing delays, errors kept, key redacted."""
+    emulator.configure(api_keys=[api_key, "node-secret-0042"])
+    emulator.add_fault(FaultRule(action="error", status=503, path="/account/info", times=2))
+    run = harness.run(RETRYING, {"url": emulator.url})
+    assert run.status == RunStatus.COMPLETED, run.message
+    attempts = runlog_of(harness).attempts(run.run_id)
+    assert [a.number for a in attempts] == [1, 2, 3]
+    assert [a.error is not None for a in attempts] == [True, True, False]
+    first, second = (a.retry_in_seconds or 0 for a in attempts[:2])
+    assert 0.025 <= first <= 0.05
+    assert 0.05 <= second <= 0.1
+    assert attempts[0].error is not None
+    assert attempts[0].error["code"] == 503
+    node = runlog_of(harness).nodes(run.run_id)[0]
+    assert node.inputs["headers"]["x-api-key"] == "***"
+    assert "node-secret-0042" not in str(runlog_of(harness).nodes(run.run_id))
+
+
+def test_out_of_attempts_pauses_then_skip_goes_on(
+    harness: Harness, emulator: EmulatorServer, api_key: str
+) -> None:
+    """A node that keeps failing pauses the run; `skip` sets its output to null and goes on."""
+    emulator.configure(api_keys=[api_key, "node-secret-0042"])
+    emulator.add_fault(FaultRule(action="error", status=503, path="/account/info", times=None))
+    run = harness.run(RETRYING, {"url": emulator.url})
+    assert run.status == RunStatus.PAUSED
+    assert run.paused_node == "call"
+    assert len(runlog_of(harness).attempts(run.run_id)) == 3
+    emulator.reset(keep_config=True)
+    skipped = harness.steer(run.run_id, Command(action="skip"))
+    assert skipped.status == RunStatus.COMPLETED
+    assert runlog_of(harness).nodes(skipped.run_id)[0].status == NodeStatus.SKIPPED
+
+
+def test_failed_generation_is_resubmitted_only_when_the_policy_says_so(
+    harness: Harness, emulator: EmulatorServer
+) -> None:
+    """retry_failed_generations: a failed task is paid again, and the run log shows both."""
+    emulator.add_fault(FaultRule(action="fail_task"))
+    text = (
+        "name: regen\nretry: {attempts: 2, initial_delay_seconds: 0.01, "
+        "retry_failed_generations: true}\nnodes:\n"
+        "  - {id: clip, type: kling.video, with: {prompt: a fox, download: false}}\n"
+    )
+    run = harness.run(text)
+    assert run.status == RunStatus.COMPLETED, run.message
+    assert emulator.stats()["creates"] == 2
+    intents = runlog_of(harness).intents(run.run_id)
+    assert [i.state for i in intents] == [IntentState.FAILED, IntentState.COMPLETED]
+
+
+def test_lost_create_response_pauses_as_uncertain_and_is_never_resent(
+    harness: Harness, emulator: EmulatorServer
+) -> None:
+    """PiAPI took the task but the answer was lost: pause, then settle with the task id."""
+    emulator.add_fault(FaultRule(action="drop", method="POST", path="/api/v1/task", phase="after"))
+    text = "name: once\nnodes:\n  - {id: clip, type: kling.video, with: {prompt: a fox}}\n"
+    run = harness.run(text)
+    assert run.status == RunStatus.PAUSED
+    assert "may have been created" in (run.message or "")
+    assert emulator.stats()["creates"] == 1
+    [intent] = runlog_of(harness).intents(run.run_id)
+    assert intent.state == IntentState.UNCERTAIN
+
+    again = harness.steer(run.run_id, Command(action="retry"))
+    assert again.status == RunStatus.PAUSED
+    assert "will not pay twice" in (again.message or "")
+    assert emulator.stats()["creates"] == 1
+
+    [task] = emulator.tasks()
+    done = harness.steer(run.run_id, Command(action="retry", task_id=task["task_id"]))
+    assert done.status == RunStatus.COMPLETED, done.message
+    assert emulator.stats()["creates"] == 1
+
+
+def test_idempotency_key_maps_to_one_run(harness: Harness, emulator: EmulatorServer) -> None:
+    """Starting twice with the same key returns the first run and pays once."""
+    text = "name: keyed\nnodes:\n  - {id: clip, type: kling.video, with: {prompt: a fox}}\n"
+    first = harness.run(text, idempotency_key="order-17")
+    second = harness.run(text, idempotency_key="order-17")
+    assert first.run_id == second.run_id
+    assert emulator.stats()["creates"] == 1
+
+
+def test_restart_from_the_start_reruns_every_node(
+    harness: Harness, emulator: EmulatorServer
+) -> None:
+    """--from-start runs everything again in a new epoch (and pays again)."""
+    text = (
+        "name: two\nnodes:\n"
+        "  - {id: first, type: kling.video, with: {prompt: one, download: false}}\n"
+        "  - {id: second, type: kling.video, with: {prompt: two, download: false}}\n"
+    )
+    emulator.add_fault(FaultRule(action="fail_task", times=1))
+    run = harness.run(text)
+    assert run.status == RunStatus.PAUSED
+    assert run.paused_node == "first"
+    restarted = harness.steer(run.run_id, Command(action="restart"))
+    assert restarted.status == RunStatus.COMPLETED, restarted.message
+    assert restarted.epoch == 1
+    assert emulator.stats()["creates"] == 3
+
+
+def test_cancel_ends_a_paused_run(harness: Harness, emulator: EmulatorServer) -> None:
+    """A paused run can be cancelled for good."""
+    emulator.add_fault(FaultRule(action="fail_task"))
+    text = "name: cancelme\nnodes:\n  - {id: clip, type: kling.video, with: {prompt: a fox}}\n"
+    run = harness.run(text)
+    assert run.status == RunStatus.PAUSED
+    cancelled = harness.steer(run.run_id, Command(action="cancel"))
+    assert cancelled.status == RunStatus.CANCELLED
