@@ -18,8 +18,8 @@ V3: dict[str, Any] = {
     "input": {"prompt": "an owl", "version": "3.0", "duration": 3},
 }
 COUNTERS = {
-    "creates", "create_requests", "gets", "cancels", "account_requests", "rate_limited",
-    "webhook_deliveries", "webhook_failures",
+    "creates", "create_requests", "gets", "cancels", "account_requests", "chat_requests",
+    "rate_limited", "webhook_deliveries", "webhook_failures",
 }  # fmt: skip
 
 

@@ -27,6 +27,7 @@ def test_emulator_docs_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
     assert lines[0].startswith("pending {'type': 'point', 'frozen': 5000000")
     assert re.match(r"completed http://127\.0\.0\.1:\d+/files/[0-9a-f-]{36}\.mp4$", lines[1])
     assert lines[2:] == [
+        "A cinematic shot of lighthouse at dusk, soft light, slow camera push-in",
         "the connection dropped after the task was accepted",
         "2 2",
         "['pending', 'staged']",

@@ -97,6 +97,21 @@ def test_timestamps_are_zero_until_set_then_exact(
     assert _seconds(_at(task, "ended_at"), _at(task, "started_at")) == pytest.approx(60, abs=0.01)
 
 
+def test_zero_latency_task_is_completed_on_the_next_get(
+    paused: EmulatorServer, client: httpx.Client
+) -> None:
+    """With pending_seconds and processing_seconds 0 a new task is completed by the next GET."""
+    paused.configure(pending_seconds=0, processing_seconds=0)
+    created = client.post("/api/v1/task", json=V3_STD_5S).json()["data"]
+    assert created["status"] == "pending"  # the create answer shows the state it was made in
+    task = _task(client, created["task_id"])
+    assert task.status == "completed"
+    assert _at(task, "started_at") == _at(task, "created_at")
+    assert _at(task, "ended_at") == _at(task, "started_at")
+    assert task.video_url is not None
+    assert client.get(task.video_url).status_code == 200
+
+
 def test_tasks_finish_on_their_own_at_a_high_time_scale(
     emulator: EmulatorServer, client: httpx.Client
 ) -> None:

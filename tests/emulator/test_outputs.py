@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from klingflow.emulator import EmulatorServer
+from klingflow.emulator import EmulatorConfig, EmulatorServer
 from klingflow.emulator.media import frame_size
 from klingflow.piapi.models import Task
 
@@ -323,6 +323,65 @@ def test_outputs_expire_after_the_retention_period(
     assert client.head(url).status_code == 404
     # The task itself is still there, pointing at the expired file.
     assert client.get(f"/api/v1/task/{task['task_id']}").json()["data"]["output"]["video"] == url
+
+
+def _fetch(client: httpx.Client, url: str) -> tuple[bytes, str]:
+    response = client.get(url)
+    assert response.status_code == 200, response.text
+    return response.content, response.headers["etag"]
+
+
+def test_reuse_renders_shares_one_file_per_output_shape(
+    emulator: EmulatorServer, client: httpx.Client, tmp_path: Path
+) -> None:
+    """With reuse_renders, same-shape videos of different prompts serve the same bytes."""
+    emulator.configure(reuse_renders=True)
+    owl = _complete(emulator, client, _v3(prompt="an owl", duration=3))["output"]["video"]
+    fox = _complete(emulator, client, _v3(prompt="a fox", duration=3))["output"]["video"]
+    longer = _complete(emulator, client, _v3(prompt="an owl", duration=4))["output"]["video"]
+    assert len({owl, fox, longer}) == 3  # every task keeps its own URL
+    assert _fetch(client, owl) == _fetch(client, fox)
+    assert _fetch(client, longer)[1] != _fetch(client, owl)[1]
+    probe = _probe(_download(client, longer, tmp_path / "longer.mp4"))
+    assert probe.duration_seconds == pytest.approx(4, abs=0.3)
+
+
+def test_reuse_renders_keeps_a_render_per_shape_on_disk(tmp_path: Path, api_key: str) -> None:
+    """A thousand-task benchmark costs one render per shape: the files folder holds one MP4."""
+    config = EmulatorConfig(
+        api_keys=[api_key],
+        reuse_renders=True,
+        pending_seconds=0,
+        processing_seconds=0,
+        video_max_height=MAX_HEIGHT,
+        video_fps=FPS,
+    )
+    with (
+        EmulatorServer(config, files_dir=tmp_path) as server,
+        httpx.Client(base_url=server.url, headers={"x-api-key": api_key}) as http,
+    ):
+        for n in range(5):
+            created = http.post("/api/v1/task", json=_v3(prompt=f"shot {n}")).json()["data"]
+            task = http.get(f"/api/v1/task/{created['task_id']}").json()["data"]
+            assert http.get(task["output"]["video"]).status_code == 200
+        assert len(list(tmp_path.glob("*.mp4"))) == 1
+
+
+def test_reuse_renders_still_expires_each_task_on_its_own(
+    paused: EmulatorServer, client: httpx.Client
+) -> None:
+    """One task's output expiring leaves the shared render to a task still within retention."""
+    paused.configure(reuse_renders=True, retention_seconds=100)
+    first = client.post("/api/v1/task", json=_v3()).json()["data"]["task_id"]
+    paused.advance(62)
+    first_url = client.get(f"/api/v1/task/{first}").json()["data"]["output"]["video"]
+    body = _fetch(client, first_url)
+    second = client.post("/api/v1/task", json=_v3()).json()["data"]["task_id"]
+    paused.advance(62)
+    second_url = client.get(f"/api/v1/task/{second}").json()["data"]["output"]["video"]
+    paused.advance(70)  # the first ended 132 s ago, the second 70 s ago
+    assert client.get(first_url).status_code == 404
+    assert _fetch(client, second_url) == body
 
 
 def test_files_of_unfinished_tasks_are_404(paused: EmulatorServer, client: httpx.Client) -> None:

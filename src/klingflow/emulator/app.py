@@ -1,9 +1,10 @@
 """PiAPI's task API for Kling over real HTTP, plus the `/_emulator/` control API.
 
 Routes mirror PiAPI (`/api/v1/task`, `/account/*`) and answer in its `{code, data, message}`
-envelope. Every API request passes, in order: the key check (401), the injected faults of
-phase "before", the per-key rate limit (429 + Retry-After), the handler, then the faults of
-phase "after". `/_emulator/stats` counts what clients really did: it is the witness tests
+envelope; the OpenAI-compatible `/v1/chat/completions` (see `chat`) answers in OpenAI's
+shape instead. Every API request passes, in order: the key check (401), the injected faults
+of phase "before", the per-key rate limit (429 + Retry-After), the handler, then the faults
+of phase "after". `/_emulator/stats` counts what clients really did: it is the witness tests
 and benchmarks read.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -31,7 +33,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
-from klingflow.emulator import media
+from klingflow.emulator import chat, media
 from klingflow.emulator.config import EmulatorConfig, FaultRule
 from klingflow.emulator.faults import REQUEST_FAULTS, FaultBook
 from klingflow.emulator.tasks import (
@@ -56,6 +58,8 @@ TERMINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCEL
 GONE_MESSAGE = "file not found (outputs are deleted after the retention period)"
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _MASK = "***"
+REUSED_LABEL = "emulated video"
+"""What shared renders (`reuse_renders`) show in place of a prompt."""
 _logger = logging.getLogger(__name__)
 
 
@@ -72,6 +76,33 @@ def error(status: int, message: str, headers: Mapping[str, str] | None = None) -
     return JSONResponse(
         {"code": status, "data": None, "message": message}, status_code=status, headers=headers
     )
+
+
+ErrorRenderer = Callable[[int, str, Mapping[str, str] | None], Response]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How a family of API routes takes its key and words its errors."""
+
+    read_key: Callable[[Request], str]
+    error: ErrorRenderer
+    unauthorized: str
+    placeholder: bytes  # the body a drop/malformed fault cuts when the handler never ran
+
+
+PIAPI = Dialect(
+    read_key=lambda request: request.headers.get("x-api-key", ""),
+    error=error,
+    unauthorized="Unauthorized: invalid or missing API key (x-api-key header)",
+    placeholder=b'{"code": 200, "data": {}}',
+)
+OPENAI = Dialect(
+    read_key=chat.bearer_key,
+    error=chat.openai_error,
+    unauthorized=chat.UNAUTHORIZED,
+    placeholder=chat.PLACEHOLDER,
+)
 
 
 def _phrase(status: int) -> str:
@@ -114,6 +145,7 @@ class Counters:
     gets: int = 0
     cancels: int = 0
     account_requests: int = 0
+    chat_requests: int = 0
     rate_limited: int = 0
     webhook_deliveries: int = 0
     webhook_failures: int = 0
@@ -173,6 +205,7 @@ class Emulator:
         # depends on wall-clock timing) cannot change the next task id or fault decision,
         # and task ids depend only on the seed and how many tasks came before.
         self.rng = random.Random()  # task ids
+        self._chat_ids = random.Random()  # chat completion ids
         self._failures = random.Random()  # fail_probability draws
         self.clock = Clock(config.time_scale)
         self.faults = FaultBook(random.Random())
@@ -188,6 +221,7 @@ class Emulator:
     def _reseed(self, seed: int) -> None:
         self.rng.seed(seed)
         self._failures.seed(f"failures:{seed}")
+        self._chat_ids.seed(f"chat:{seed}")
         self.faults.rng.seed(f"faults:{seed}")
         self.webhooks.rng.seed(f"webhooks:{seed}")
 
@@ -211,50 +245,61 @@ class Emulator:
     # -- the request pipeline ---------------------------------------------------------------
 
     async def api(
-        self, request: Request, counter: str, handler: Callable[[str], Awaitable[Response]]
+        self,
+        request: Request,
+        counter: str,
+        handler: Callable[[str], Awaitable[Response]],
+        *,
+        dialect: Dialect = PIAPI,
     ) -> Response:
-        api_key = request.headers.get("x-api-key", "")
+        api_key = dialect.read_key(request)
         key = key_id(api_key) if api_key else None
         self.stats.bump(counter, key=key, task_id=request.path_params.get("task_id"))
         if not api_key or (self.config.api_keys and api_key not in self.config.api_keys):
-            return error(401, "Unauthorized: invalid or missing API key (x-api-key header)")
+            return dialect.error(401, dialect.unauthorized, None)
         assert key is not None
-        response = await self._respond(request, key, handler)
+        response = await self._respond(request, key, handler, dialect)
         if response.status_code == 429:
             self.stats.bump("rate_limited", key=key)
         return response
 
     async def _respond(
-        self, request: Request, key: str, handler: Callable[[str], Awaitable[Response]]
+        self,
+        request: Request,
+        key: str,
+        handler: Callable[[str], Awaitable[Response]],
+        dialect: Dialect,
     ) -> Response:
         method, path = request.method, request.url.path
         before = self.faults.take(method=method, path=path, actions=REQUEST_FAULTS, phase="before")
         if before is not None:
-            response = await self._apply(before, None)
+            response = await self._apply(before, None, dialect)
             if response is not None:
                 return response
         retry_after = self._over_rate_limit(key)
         if retry_after is not None:
-            return error(429, "rate limit exceeded", {"Retry-After": str(retry_after)})
+            return dialect.error(429, "rate limit exceeded", {"Retry-After": str(retry_after)})
         # Taken only now, so that a request refused above does not use up an "after" hit.
         after = self.faults.take(method=method, path=path, actions=REQUEST_FAULTS, phase="after")
         response = await handler(key)
         if after is not None:
-            return await self._apply(after, response) or response
+            return await self._apply(after, response, dialect) or response
         return response
 
-    async def _apply(self, fault: FaultRule, response: Response | None) -> Response | None:
+    async def _apply(
+        self, fault: FaultRule, response: Response | None, dialect: Dialect
+    ) -> Response | None:
         if fault.action == "slow":
             await asyncio.sleep(fault.delay_seconds)
             return None
         if fault.action == "error":
-            return error(fault.status, f"{_phrase(fault.status)} (injected)")
+            return dialect.error(fault.status, f"{_phrase(fault.status)} (injected)", None)
         if fault.action == "rate_limit":
             headers = {}
             if fault.retry_after_seconds is not None:
                 headers["Retry-After"] = str(max(0, round(fault.retry_after_seconds)))
-            return error(429, "rate limit exceeded (injected)", headers)
-        body = bytes(response.body) if response is not None else b'{"code": 200, "data": {}}'
+            return dialect.error(429, "rate limit exceeded (injected)", headers)
+        body = bytes(response.body) if response is not None else dialect.placeholder
         status = response.status_code if response is not None else 200
         if fault.action == "malformed":
             return Response(
@@ -381,6 +426,20 @@ class Emulator:
     async def active_tasks(self, key: str) -> Response:
         return envelope({"kling": self.store.counts(key)})
 
+    # -- the OpenAI-compatible chat endpoint ------------------------------------------------
+
+    async def chat_completion(self, request: Request, _key: str) -> Response:
+        try:
+            chat_request = chat.parse_chat_request(await request.body())
+        except chat.ChatRequestError as invalid:
+            return chat.openai_error(400, invalid.message, param=invalid.param, code=invalid.code)
+        completion_id = f"chatcmpl-{self._chat_ids.getrandbits(96):024x}"
+        return JSONResponse(
+            chat.completion(
+                chat_request, completion_id=completion_id, created=int(self.clock.now())
+            )
+        )
+
     # -- output files -----------------------------------------------------------------------
 
     async def file(self, request: Request, name: str) -> Response:
@@ -400,7 +459,7 @@ class Emulator:
             actions={"error", "slow", "drop", "truncate"},
         )
         if fault is not None and fault.action in ("error", "slow"):
-            response = await self._apply(fault, None)
+            response = await self._apply(fault, None, PIAPI)
             if response is not None:
                 return response
         path = await self._render(name, output)
@@ -440,12 +499,29 @@ class Emulator:
         return None
 
     async def _render(self, name: str, output: OutputFile) -> Path:
+        if self.config.reuse_renders:
+            name, output = self._shared_render(name, output)
         path = self.files_dir / name
         lock = self._render_locks.setdefault(name, asyncio.Lock())
         async with lock:
             if not path.exists():
                 await asyncio.to_thread(self._render_sync, path, output)
         return path
+
+    def _shared_render(self, name: str, output: OutputFile) -> tuple[str, OutputFile]:
+        """The file name and label-only output that every file of this shape shares.
+
+        The shape is what the pixels and samples depend on once prompts are not drawn:
+        shot durations (and so their number), frame size, fps and audio; covers only
+        depend on the frame size.
+        """
+        suffix = Path(name).suffix
+        shape: tuple[object, ...] = (suffix, output.width, output.height)
+        if suffix == ".mp4":
+            shape += (output.shot_seconds, self.config.video_fps, output.has_audio)
+        digest = hashlib.sha256(repr(shape).encode()).hexdigest()[:16]
+        labels = (REUSED_LABEL,) * len(output.prompts)
+        return f"shared-{digest}{suffix}", dataclasses.replace(output, prompts=labels)
 
     def _render_sync(self, path: Path, output: OutputFile) -> None:
         # The size planned at submit, which the task's `works` already report.
@@ -567,9 +643,11 @@ def create_app(config: EmulatorConfig | None = None, *, files_dir: Path | None =
     app.state.emulator = emulator
 
     @app.exception_handler(HTTPException)
-    async def http_error(_request: Request, exc: HTTPException) -> Response:
-        # Unknown paths and wrong methods answer in PiAPI's envelope too.
-        return error(exc.status_code, str(exc.detail), exc.headers)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        # Unknown paths and wrong methods answer in PiAPI's envelope too, or in OpenAI's
+        # error shape under the OpenAI-compatible /v1/.
+        dialect = OPENAI if request.url.path.startswith("/v1/") else PIAPI
+        return dialect.error(exc.status_code, str(exc.detail), exc.headers)
 
     @app.post("/api/v1/task")
     async def create(request: Request) -> Response:
@@ -601,6 +679,15 @@ def create_app(config: EmulatorConfig | None = None, *, files_dir: Path | None =
     @app.get("/account/active_tasks")
     async def active(request: Request) -> Response:
         return await emulator.api(request, "account_requests", emulator.active_tasks)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await emulator.api(
+            request,
+            "chat_requests",
+            lambda key: emulator.chat_completion(request, key),
+            dialect=OPENAI,
+        )
 
     @app.api_route("/files/{name}", methods=["GET", "HEAD"])
     async def files(request: Request, name: str) -> Response:

@@ -91,6 +91,10 @@ class EmulatorConfig(_Config):
     retention_seconds: float = Field(default=86_400.0, gt=0, description="then outputs 404")
     video_max_height: int | None = Field(default=360, ge=16, description="None = full size")
     video_fps: int = Field(default=8, ge=1, le=60)
+    reuse_renders: bool = Field(
+        default=False,
+        description="benchmarks: one render per output shape, showing a label, not the prompt",
+    )
     webhook_on_every_status: bool = False
     webhook_max_attempts: int = Field(default=3, ge=1)
     webhook_retry_seconds: float = Field(default=5.0, ge=0)
