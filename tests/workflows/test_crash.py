@@ -1,0 +1,166 @@
+"""SIGKILL a real `klingflow run` mid-batch, run the same command again: nothing is paid twice.
+
+The batch runs in a subprocess against the test emulator over HTTP. Each test waits until the
+emulator shows the batch at a chosen point (a download under way, a create accepted but not
+yet answered, every task submitted and generating), kills the process with SIGKILL, then
+runs the very same command (same idempotency key, so the same run) to the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from klingflow.emulator import EmulatorServer, FaultRule
+
+PROMPTS = ["a red fox in snow", "a paper boat at sea", "sunflowers at dawn"]
+WORKFLOW = """
+name: crash-batch
+inputs:
+  prompts: {type: array, required: true}
+nodes:
+  - id: each
+    type: loop
+    with: {items: "{{ inputs.prompts }}", concurrency: 1}
+    nodes:
+      - id: video
+        type: kling.video
+        with: {prompt: "{{ item }}", duration: 5, name: "{{ loop.number }}.mp4"}
+"""
+
+
+class Batch:
+    """The command, its environment, and ways to run or kill it."""
+
+    def __init__(self, tmp_path: Path, emulator: EmulatorServer, api_key: str) -> None:
+        self.file = tmp_path / "batch.yaml"
+        self.file.write_text(WORKFLOW)
+        self.home = tmp_path / "home"
+        self.emulator = emulator
+        self.env = {
+            **os.environ,
+            "KLINGFLOW_HOME": str(self.home),
+            "PIAPI_BASE_URL": emulator.url,
+            "PIAPI_API_KEY": api_key,
+            "KLINGFLOW_POLL_SECONDS": "0.05",
+        }
+        self.env.pop("KLINGFLOW_DATABASE_URL", None)
+        self.command = [
+            sys.executable, "-m", "klingflow", "run", str(self.file),
+            "-i", f"prompts={json.dumps(PROMPTS)}", "--idempotency-key", "batch-1", "--json",
+        ]  # fmt: skip
+
+    def start(self) -> subprocess.Popen[bytes]:
+        log = self.home.parent / "killed.log"
+        with log.open("wb") as output:
+            return subprocess.Popen(self.command, env=self.env, stdout=output, stderr=output)
+
+    def kill_when(self, process: subprocess.Popen[bytes], ready: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 60
+        while not ready():
+            log = (self.home.parent / "killed.log").read_text()
+            assert process.poll() is None, f"the batch ended before the crash point:\n{log}"
+            assert time.monotonic() < deadline, "the batch never reached the crash point"
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGKILL)
+        assert process.wait(timeout=10) == -signal.SIGKILL
+
+    def finish(self, *extra: str) -> tuple[int, list[dict[str, Any]], str]:
+        result = subprocess.run(
+            [*self.command[:3], *extra] if extra else self.command,
+            env=self.env,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        out = result.stdout.decode()
+        return result.returncode, json.loads(out) if out.strip() else [], result.stderr.decode()
+
+    def files(self) -> list[str]:
+        return sorted(path.name for path in self.home.glob("runs/*/*.mp4"))
+
+
+@pytest.fixture
+def batch(tmp_path: Path, emulator: EmulatorServer, api_key: str) -> Batch:
+    return Batch(tmp_path, emulator, api_key)
+
+
+def assert_each_video_paid_once(emulator: EmulatorServer, batch: Batch) -> None:
+    tasks = emulator.tasks()
+    assert sorted(t["input"]["prompt"] for t in tasks) == sorted(PROMPTS)
+    assert emulator.stats()["creates"] == len(PROMPTS)
+    assert all(t["status"] == "completed" for t in tasks)
+    assert batch.files() == ["1.mp4", "2.mp4", "3.mp4"]
+
+
+def fault_used(emulator: EmulatorServer) -> bool:
+    rules: list[dict[str, Any]] = emulator._call("GET", "/_emulator/faults")
+    return any(rule["remaining"] == 0 for rule in rules)
+
+
+def test_killed_during_a_download_before_later_submissions(
+    batch: Batch, emulator: EmulatorServer
+) -> None:
+    """Item 1 is downloading, items 2-3 not yet submitted: the rerun finishes all, once each."""
+    emulator.add_fault(FaultRule(action="slow", method="GET", path="/files/", delay_seconds=30))
+    process = batch.start()
+    batch.kill_when(process, lambda: fault_used(emulator))
+    assert emulator.stats()["creates"] == 1
+    emulator.clear_faults()
+
+    code, [run], _ = batch.finish()
+    assert code == 0
+    assert run["status"] == "completed"
+    assert_each_video_paid_once(emulator, batch)
+
+
+def test_killed_while_every_task_is_generating(batch: Batch, emulator: EmulatorServer) -> None:
+    """Killed mid-wait: the rerun resumes the recorded task ids instead of submitting again."""
+    emulator.configure(processing_seconds=3_000)  # 3 s of real time per video at x1000
+    process = batch.start()
+    batch.kill_when(process, lambda: emulator.stats()["creates"] == 1)
+    emulator.configure(processing_seconds=1)
+
+    code, [run], _ = batch.finish()
+    assert code == 0
+    assert run["status"] == "completed"
+    assert_each_video_paid_once(emulator, batch)
+
+
+def test_killed_after_piapi_took_the_task_but_before_it_answered(
+    batch: Batch, emulator: EmulatorServer
+) -> None:
+    """The lost answer is the honest limit: the run pauses instead of paying twice."""
+    emulator.add_fault(
+        FaultRule(
+            action="slow", method="POST", path="/api/v1/task", phase="after", delay_seconds=30
+        )
+    )
+    process = batch.start()
+    batch.kill_when(process, lambda: emulator.stats()["creates"] == 1)
+    emulator.clear_faults()
+
+    code, [run], _ = batch.finish()
+    assert code == 16
+    assert run["status"] == "paused"
+    assert "may have created a paid task" in run["message"]
+    # The other items went on; the uncertain one was not submitted again.
+    assert emulator.stats()["creates"] == len(PROMPTS)
+
+    # What a user finds in PiAPI's task list for the first prompt:
+    [task] = [t for t in emulator.tasks() if t["input"]["prompt"] == PROMPTS[0]]
+    code, [run], _ = batch.finish(
+        "runs", "retry", run["run_id"], "--task-id", task["task_id"], "--json"
+    )
+    assert code == 0
+    assert run["status"] == "completed"
+    assert_each_video_paid_once(emulator, batch)
