@@ -342,7 +342,7 @@ def show(run_id: RunId, as_json: AsJson = False) -> None:
         f"budget {budget} · created {_time(record.created_at)}"
     )
     if record.message:
-        out.print(f"  {record.message}")
+        out.print(f"  {record.message}", markup=False)
     table = Table("node", "status", "attempts", "task", "cost", "error")
     for node in nodes:
         table.add_row(
@@ -367,7 +367,8 @@ def show(run_id: RunId, as_json: AsJson = False) -> None:
             code = f" [code {error.get('code')}]" if error.get("code") else ""
             out.print(
                 f"  {attempt.node_path} #{attempt.number}: {error.get('type')}{code}: "
-                f"{error.get('message', '')[:160]}{retry}"
+                f"{error.get('message', '')[:160]}{retry}",
+                markup=False,
             )
     for path in run_files(runlog, record):
         out.print(path)

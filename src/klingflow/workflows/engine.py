@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import socket
 import sqlite3
@@ -232,6 +233,12 @@ class Engine:
         )
         self.runlog = RunLog(engine, secrets=secrets)
         self.executor_id = self.settings.executor_id or self._claim_slot()
+        for handler in logging.getLogger("dbos").handlers:
+            # DBOS keeps the handler it made the first time; follow today's stderr instead.
+            # (setStream would flush the old stream, which may be closed by now.)
+            if handler.name == "__dbos_console_log_handler__":
+                assert isinstance(handler, logging.StreamHandler)
+                handler.stream = sys.stderr
         DBOS(
             config={
                 "name": "klingflow",
@@ -379,23 +386,26 @@ class Engine:
             await asyncio.sleep(poll_seconds)
 
     async def command(self, run_id: str, command: Command) -> RunRecord:
-        """Tell a paused run what to do (cancel also stops a running one)."""
+        """Tell a paused run what to do; `cancel` also stops a queued or running one."""
         run = self.runlog.get_run(run_id)
         if run is None:
             raise WorkflowError(f"no run {run_id} in {self.database_url}")
-        if command.action == "cancel" and run.status not in (RunStatus.PAUSED,):
-            if run.status not in TERMINAL_RUN_STATUSES:
-                await DBOS.cancel_workflow_async(run_id, cancel_children=True)
-                self.runlog.set_status(run_id, RunStatus.CANCELLED, message="cancelled")
-            return self.runlog.get_run(run_id) or run
-        if run.status != RunStatus.PAUSED:
+        if command.action == "cancel":
+            if run.status in TERMINAL_RUN_STATUSES:
+                raise WorkflowError(f"run {run_id} is already {run.status.value}")
+            await DBOS.cancel_workflow_async(run_id, cancel_children=True)
+            self.runlog.set_status(run_id, RunStatus.CANCELLED, message="cancelled by the user")
+        elif run.status != RunStatus.PAUSED:
             raise WorkflowError(
                 f"run {run_id} is {run.status.value}, not paused: there is nothing to "
                 f"{command.action}"
             )
-        self.runlog.set_status(run_id, RunStatus.QUEUED, message=f"{command.action} requested")
-        await DBOS.send_async(run_id, command.__dict__, topic=CONTROL_TOPIC)
-        return self.runlog.get_run(run_id) or run
+        else:
+            self.runlog.set_status(run_id, RunStatus.QUEUED, message=f"{command.action} requested")
+            await DBOS.send_async(run_id, command.__dict__, topic=CONTROL_TOPIC)
+        record = self.runlog.get_run(run_id)
+        assert record is not None
+        return record
 
     async def deliver_webhook(self, task: Task) -> None:
         """A verified webhook: wake whatever waits for this task, here or in a run."""
