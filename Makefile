@@ -7,6 +7,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit clean
 
+# Postgres tests use this server (skipped, with the reason, when it does not answer).
+KLINGFLOW_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+export KLINGFLOW_TEST_POSTGRES_URL
+
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "klingflow needs Python >= 3.11")'
 	$(PYTHON) -m venv $(VENV)

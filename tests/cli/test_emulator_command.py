@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
 from klingflow.cli import app
@@ -60,15 +61,19 @@ def test_emulator_command_rejects_a_bad_config_file(tmp_path: Path) -> None:
     assert "time_scale" in result.output
 
 
-def test_demo_makes_two_playable_videos(tmp_path: Path) -> None:
-    """The demo runs real commands on its own emulator and lists the MP4s it made."""
+def test_demo_runs_the_batch_example_to_five_playable_videos(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo runs the batch workflow on its own emulator and lists the MP4s it made."""
+    monkeypatch.delenv("KLINGFLOW_DATABASE_URL", raising=False)
     result = CliRunner().invoke(
         app, ["demo", "--out", str(tmp_path), "--time-scale", "1000"], catch_exceptions=False
     )
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stdout.splitlines() if ".mp4  (" in line]
-    assert len(lines) == 2
-    assert "5.0 s, 640x360, h264 + aac" in lines[0] or "5.0 s, 640x360, h264 + aac" in lines[1]
-    assert "2 paid submissions" in result.stderr
+    assert len(lines) == 5
+    assert all("5.0 s, 640x360, h264" in line for line in lines)
+    assert "5 videos, 5 paid submissions" in result.stderr
+    assert "estimated cost: $0.75" in result.stdout
     for line in lines:
         assert Path(line.split("  (")[0]).is_file()

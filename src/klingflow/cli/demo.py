@@ -1,7 +1,9 @@
-"""`klingflow demo` (what `make demo` runs): real commands against the in-process emulator.
+"""`klingflow demo` (what `make demo` runs): the batch example, durably, on a local emulator.
 
-No key and no money: the emulator runs on a loopback port, 30 times faster than PiAPI, and
-the same `klingflow video` code that talks to PiAPI talks to it over HTTP.
+No key and no money: the emulator runs in-process on a loopback port, 30 times faster than
+PiAPI, and the same `klingflow` commands that talk to PiAPI talk to it over HTTP. Runs are
+kept in `./klingflow-demo/home`, so `klingflow runs show` works afterwards with
+KLINGFLOW_HOME pointing there.
 """
 
 from __future__ import annotations
@@ -15,19 +17,24 @@ from typing import Annotated
 import av
 import typer
 
+import klingflow
 from klingflow.cli._console import err, out
+from klingflow.cli.runs import run, show
 from klingflow.cli.videos import video
 from klingflow.emulator import EmulatorConfig, EmulatorServer
+from klingflow.workflows.database import make_engine
+from klingflow.workflows.runlog import RunLog
 
 __all__ = ["demo"]
 
 DEMO_KEY = "demo-key"
+EXAMPLES = Path(klingflow.__file__).resolve().parents[2] / "examples"
 
 
 @contextmanager
-def _pointed_at(url: str) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in ("PIAPI_BASE_URL", "PIAPI_API_KEY")}
-    os.environ.update(PIAPI_BASE_URL=url, PIAPI_API_KEY=DEMO_KEY)
+def _environment(**values: str) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:
@@ -42,39 +49,53 @@ def describe_mp4(path: Path) -> str:
     """Duration, frame size and streams, read back with PyAV: proof the file plays."""
     with av.open(str(path)) as container:
         video_stream = container.streams.video[0]
-        kinds = [video_stream.codec_context.name] + [
-            a.codec_context.name for a in container.streams.audio
-        ]
+        codecs = [video_stream.codec_context.name]
+        codecs += [audio.codec_context.name for audio in container.streams.audio]
         seconds = float(container.duration or 0) / av.time_base
-        return f"{seconds:.1f} s, {video_stream.width}x{video_stream.height}, {' + '.join(kinds)}"
+        return f"{seconds:.1f} s, {video_stream.width}x{video_stream.height}, {' + '.join(codecs)}"
 
 
 def demo(
-    out_dir: Annotated[Path, typer.Option("--out", help="Where to put the videos.")] = Path(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the demo keeps its runs.")] = Path(
         "klingflow-demo"
     ),
     time_scale: Annotated[float, typer.Option(help="Emulated clock speed-up.")] = 30.0,
 ) -> None:
-    """Make two Kling 3.0 videos on the local emulator and show where they are."""
+    """Price a video, then run the batch example (5 videos) durably and show its run log."""
+    workflow = EXAMPLES / "batch-from-csv.yaml"
+    if not workflow.exists():
+        raise typer.BadParameter(f"the demo runs {workflow}: run it from a klingflow checkout")
+    home = (out_dir / "home").resolve()
     config = EmulatorConfig(api_keys=[DEMO_KEY], time_scale=time_scale, video_max_height=360)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with EmulatorServer(config) as emulator, _pointed_at(emulator.url):
+    with (
+        EmulatorServer(config) as emulator,
+        _environment(
+            PIAPI_BASE_URL=emulator.url,
+            PIAPI_API_KEY=DEMO_KEY,
+            KLINGFLOW_HOME=str(home),
+            KLINGFLOW_POLL_SECONDS="0.5",
+        ),
+    ):
         err.print(f"[bold]PiAPI emulator[/] on {emulator.url} (x{time_scale:g} speed)\n")
         prompt = "a lighthouse at dusk, waves crashing on the rocks"
         err.print(f"[bold]$ klingflow video {prompt!r} --duration 5 --audio --dry-run[/]")
         video(prompt=prompt, duration="5", audio=True, dry_run=True)
-        err.print(f"\n[bold]$ klingflow video {prompt!r} --duration 5 --audio --out {out_dir}/[/]")
-        before = set(out_dir.glob("*.mp4"))
-        video(prompt=prompt, duration="5", audio=True, out_path=f"{out_dir}/", poll_seconds=0.5)
-        shots = ["a dog runs along the beach:3", "it stops in front of a cat:2"]
-        flags = " ".join(f"--shot {shot!r}" for shot in shots)
-        err.print(f"\n[bold]$ klingflow video {flags} --out {out_dir}/[/]")
-        video(shot=shots, out_path=f"{out_dir}/", poll_seconds=0.5)
+        rows = EXAMPLES / "prompts.csv"
+        err.print(f"\n[bold]$ klingflow run {workflow.name} -i rows=@{rows.name}[/]")
+        try:
+            run(file=workflow, inputs=[f"rows=@{rows}"])
+        except typer.Exit as done:
+            if done.exit_code:
+                raise
+        runlog = RunLog(make_engine(f"sqlite:///{home / 'klingflow.sqlite'}"))
+        [record] = runlog.list_runs(limit=1)
+        err.print(f"\n[bold]$ klingflow runs show {record.run_id}[/]")
+        show(run_id=record.run_id)
         stats = emulator.stats()
-    made = sorted(set(out_dir.glob("*.mp4")) - before)
+    made = sorted(Path(record.output_dir).glob("*.mp4"))
     err.print(
         f"\n[bold green]done:[/] {len(made)} videos, {stats['creates']} paid submissions, "
-        f"{stats['gets']} status checks"
+        f"{stats['gets']} status checks; run log in {home}"
     )
     for path in made:
         out.print(f"{path}  ({describe_mp4(path)})")

@@ -276,6 +276,7 @@ class Engine:
             _engine = None
             # DBOS leaves its shut-down pool as the loop's default executor (dbos-notes §1).
             asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor())
+            self.runlog.engine.dispose()
         if self._own_client:
             await self.client.aclose()
         if self._slot is not None:
