@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     chat_base_url: str | None = Field(
         default=None, description="OpenAI-compatible endpoint for ai.chat; default: PiAPI's."
     )
+    chat_api_key: SecretStr | None = Field(
+        default=None,
+        description="Bearer key for a chat endpoint that is not PiAPI (PiAPI's key never leaves "
+        "for another host).",
+    )
     public_url: str | None = Field(
         default=None, description="Where PiAPI can reach this service (enables webhooks)."
     )

@@ -50,7 +50,6 @@ class Harness:
                     client=client,
                     wait_policy=FAST_WAIT,
                     chunk_size=chunk_size,
-                    chat_api_key=self.api_key,
                 ) as engine,
             ):
                 return await work(engine)

@@ -396,10 +396,11 @@ def test_piapi_download_needs_wait() -> None:
 
 
 def test_download_names_cannot_escape_the_output_folder() -> None:
-    """Absolute paths, `..` and backslashes are refused; subfolders are fine."""
-    for name in ("../x.mp4", "/tmp/x.mp4", "a/../../x.mp4", "C:\\x.mp4", "~/x.mp4"):
+    """Absolute paths, `..`, backslashes and subfolders are refused: downloads land in the
+    run's folder itself, so `validate` refuses what the download would refuse after paying."""
+    for name in ("../x.mp4", "/tmp/x.mp4", "a/../../x.mp4", "C:\\x.mp4", "~/x.mp4", "clips/x.mp4"):
         assert "name" in messages("download", {"url": "https://x/y.mp4", "name": name}), name
-    assert messages("download", {"url": "https://x/y.mp4", "name": "clips/1-fox.mp4"}) == {}
+    assert messages("download", {"url": "https://x/y.mp4", "name": "1-fox.mp4"}) == {}
 
 
 def test_ai_chat_takes_a_prompt_or_messages() -> None:

@@ -1,8 +1,8 @@
 """`klingflow run`, `klingflow worker` and `klingflow runs list|show|retry|skip|cancel`.
 
 Runs execute in whichever process has the engine launched: `klingflow run` (until its runs
-finish or pause), `klingflow worker`, `klingflow serve`, or `runs retry`. A run that paused
-stays paused, durably, until one of them is told what to do.
+finish or pause), `klingflow worker`, or `runs retry`. A run that paused stays paused,
+durably, until it is told what to do.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from klingflow.cli._console import err, out, print_json, usd
+from klingflow.cli._console import err, make_client, out, print_json, usd
 from klingflow.cli._errors import handles_errors
 from klingflow.errors import InvalidRequestError
 from klingflow.settings import Settings
-from klingflow.workflows import load_workflow
+from klingflow.workflows import Workflow, load_workflow
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.engine import Command, Engine, describe_paused
 from klingflow.workflows.runlog import NodeRun, NodeStatus, RunLog, RunRecord, RunStatus
@@ -55,11 +55,14 @@ def read_table(path: Path) -> list[Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise InvalidRequestError([(str(path), f"cannot read: {error.strerror}")]) from None
-    if path.suffix == ".csv":
-        return [dict(row) for row in csv.DictReader(text.splitlines())]
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    data = yaml.safe_load(text)
+    try:
+        if path.suffix == ".csv":
+            return [dict(row) for row in csv.DictReader(text.splitlines())]
+        if path.suffix == ".jsonl":
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        data = yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as error:
+        raise InvalidRequestError([(str(path), f"cannot be parsed: {error}")]) from None
     if not isinstance(data, list):
         raise InvalidRequestError([(str(path), "must hold a list of rows")])
     return data
@@ -84,7 +87,10 @@ def build_payloads(
     """One payload per run: the file, then -i pairs; with --rows, one run per row."""
     base: dict[str, Any] = {}
     if input_file is not None:
-        data = yaml.safe_load(input_file.read_text(encoding="utf-8"))
+        try:
+            data = yaml.safe_load(input_file.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as error:
+            raise InvalidRequestError([(str(input_file), f"cannot be read: {error}")]) from None
         if not isinstance(data, dict):
             raise InvalidRequestError([(str(input_file), "must hold an object of inputs")])
         base.update(data)
@@ -95,6 +101,26 @@ def build_payloads(
     if not all(isinstance(row, dict) for row in table):
         raise InvalidRequestError([(str(rows), "each row must be an object")])
     return [{**base, **row} for row in table]
+
+
+def coerce_row(workflow: Workflow, payload: dict[str, Any]) -> dict[str, Any]:
+    """CSV cells are text: read them as the declared input types (integer, number, boolean)."""
+    coerced = dict(payload)
+    for name, spec in workflow.inputs.items():
+        value = coerced.get(name)
+        if not isinstance(value, str) or spec.type in ("string", "array", "object"):
+            continue
+        try:
+            parsed = json.loads(value.strip().lower() if spec.type == "boolean" else value)
+        except ValueError:
+            continue  # left as text: resolve_inputs names the problem
+        coerced[name] = parsed
+    return coerced
+
+
+def require_key() -> None:
+    """Engines talk to PiAPI: without a key, say so (exit 2) instead of a traceback."""
+    make_client().close()
 
 
 # -- showing runs --------------------------------------------------------------------------------
@@ -233,7 +259,10 @@ def run(
 ) -> None:
     """Run a workflow durably: live progress, then the run id, outputs and video paths."""
     workflow = load_workflow(file)
-    payloads = build_payloads(inputs, input_file, rows)
+    payloads = [coerce_row(workflow, p) for p in build_payloads(inputs, input_file, rows)]
+    for payload in payloads:  # every row is checked before the first run starts
+        workflow.resolve_inputs(payload)
+    require_key()
 
     async def main() -> list[RunRecord]:
         async with Engine() as engine:
@@ -253,7 +282,7 @@ def run(
     elif detach:
         for record in records:
             out.print(record.run_id)
-        err.print("queued; `klingflow worker` (or `klingflow serve`) runs them")
+        err.print("queued; `klingflow worker` runs them (or the next `klingflow run`)")
     else:
         runlog = open_runlog()
         for record in records:
@@ -266,8 +295,11 @@ def run(
 def worker() -> None:
     """Run queued and recovered runs until interrupted (Ctrl-C)."""
 
+    settings = Settings()
+    require_key()
+
     async def main() -> None:
-        async with Engine() as engine:
+        async with Engine(settings, executor_id=settings.executor_id) as engine:
             err.print(f"klingflow worker {engine.executor_id} on {engine.database_url}")
             while True:
                 await asyncio.sleep(3600)
@@ -281,16 +313,14 @@ def worker() -> None:
 @runs_app.command("list")
 @handles_errors
 def list_runs(
-    status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
+    status: Annotated[RunStatus | None, typer.Option(help="Only runs with this status.")] = None,
     workflow: Annotated[str | None, typer.Option(help="Only runs of this workflow.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
     as_json: AsJson = False,
 ) -> None:
     """The newest runs, with their status and spend."""
     runlog = open_runlog()
-    records = runlog.list_runs(
-        status=RunStatus(status) if status else None, workflow_name=workflow, limit=limit
-    )
+    records = runlog.list_runs(status=status, workflow_name=workflow, limit=limit)
     if as_json:
         print_json([record.public_dict() for record in records])
         return
@@ -375,6 +405,8 @@ def show(run_id: RunId, as_json: AsJson = False) -> None:
 
 
 def _steer(run_ids: list[str], command: Command, *, wait: bool, as_json: bool) -> None:
+    require_key()
+
     async def main() -> list[RunRecord]:
         async with Engine() as engine:
             for run_id in run_ids:
@@ -424,6 +456,8 @@ def retry(
     as_json: AsJson = False,
 ) -> None:
     """Resume a paused run from its failed node (finished nodes are reused)."""
+    if task_id and all_paused:
+        raise InvalidRequestError([("--task-id", "settles one run's submission: give one run id")])
     if all_paused:
         paused = open_runlog().list_runs(
             status=RunStatus.PAUSED, workflow_name=workflow, limit=10_000

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import fcntl
 import logging
-import os
 import socket
 import sqlite3
 import sys
@@ -39,7 +38,13 @@ from typing import IO, Any, Self
 
 from dbos import DBOS, DBOSPortableJSONSerializer, SetWorkflowID
 
-from klingflow.errors import KlingflowError, LoopItemsFailedError, RecordedError, WorkflowError
+from klingflow.errors import (
+    KlingflowError,
+    LoopItemsFailedError,
+    PiAPIError,
+    RecordedError,
+    WorkflowError,
+)
 from klingflow.piapi import AsyncPiAPI, AsyncWebhookEvents, Task, WaitPolicy
 from klingflow.settings import Settings
 from klingflow.workflows.database import is_sqlite, make_engine
@@ -183,7 +188,7 @@ class Engine:
         client: AsyncPiAPI | None = None,
         wait_policy: WaitPolicy | None = None,
         chunk_size: int = CHUNK_SIZE,
-        chat_api_key: str | None = None,
+        executor_id: str | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.database_url = self.settings.resolved_database_url()
@@ -197,7 +202,7 @@ class Engine:
             max_interval_seconds=max(30.0, self.settings.poll_seconds),
         )
         self.chunk_size = chunk_size
-        self.chat_api_key = chat_api_key or os.environ.get("PIAPI_API_KEY")
+        self.requested_executor_id = executor_id
         self.events = AsyncWebhookEvents()
         self._slot: IO[str] | None = None
         self._semaphores: dict[tuple[str, int, str], asyncio.Semaphore] = {}
@@ -226,13 +231,17 @@ class Engine:
                 )
         self.settings.home.mkdir(parents=True, exist_ok=True)
         engine = make_engine(self.database_url)
-        secrets = (
-            self.client.api_key.get_secret_value(),
-            self.chat_api_key or "",
-            self.settings.webhook_secret.get_secret_value() if self.settings.webhook_secret else "",
+        secrets = tuple(
+            secret.get_secret_value()
+            for secret in (
+                self.client.api_key,
+                self.settings.chat_api_key,
+                self.settings.webhook_secret,
+            )
+            if secret is not None
         )
         self.runlog = RunLog(engine, secrets=secrets)
-        self.executor_id = self.settings.executor_id or self._claim_slot()
+        self.executor_id = self.requested_executor_id or self._claim_slot()
         for handler in logging.getLogger("dbos").handlers:
             # DBOS keeps the handler it made the first time; follow today's stderr instead.
             # (setStream would flush the old stream, which may be closed by now.)
@@ -301,7 +310,7 @@ class Engine:
 
     def _recover_abandoned_slots(self) -> None:
         """Take over the runs of local slots whose process died (their lock is free)."""
-        if self.settings.executor_id:
+        if self.requested_executor_id:
             return
         for number in range(64):
             executor_id = self._slot_prefix() if number == 0 else f"{self._slot_prefix()}-{number}"
@@ -326,7 +335,12 @@ class Engine:
             wait_policy=self.wait_policy,
             events=self.events,
             chat_base_url=self.settings.chat_base_url or base_url,
-            chat_api_key=self.chat_api_key,
+            chat_api_key=(
+                self.settings.chat_api_key.get_secret_value()
+                if self.settings.chat_api_key
+                else None
+            ),
+            piapi_api_key=self.client.api_key.get_secret_value(),
             webhook_url=self.settings.public_url and f"{self.settings.public_url}/hooks/piapi",
             webhook_secret=(
                 self.settings.webhook_secret.get_secret_value()
@@ -445,25 +459,30 @@ class Engine:
             try:
                 outputs = await execute_run(state, loop_runner=self._loop)
             except NodePaused as paused:
-                await durable.step(
-                    "run.status",
-                    status(
-                        RunStatus.PAUSED,
-                        message=paused.error["message"],
-                        paused_node=paused.node_path,
-                    ),
-                )
-                command = await self._next_command()
-                if command.action == "cancel":
-                    message = "cancelled while paused"
-                    await durable.step("run.status", status(RunStatus.CANCELLED, message=message))
-                    return {"cancelled": True}
-                if command.action == "restart":
-                    epoch = await durable.step("run.restart", self._new_epoch(run_id))
-                else:
+                message, node = paused.error["message"], paused.node_path
+                while True:  # until a command the run can act on
                     await durable.step(
+                        "run.status", status(RunStatus.PAUSED, message=message, paused_node=node)
+                    )
+                    command = await self._next_command()
+                    if command.action == "cancel":
+                        message = "cancelled while paused"
+                        await durable.step(
+                            "run.status", status(RunStatus.CANCELLED, message=message)
+                        )
+                        return {"cancelled": True}
+                    if command.action == "skip" and node == "outputs":
+                        await durable.step("run.status", status(RunStatus.COMPLETED, outputs={}))
+                        return {}
+                    if command.action == "restart":
+                        epoch = await durable.step("run.restart", self._new_epoch(run_id))
+                        break
+                    refusal: str | None = await durable.step(
                         f"run.{command.action}", self._resolve(run_id, epoch, paused, command)
                     )
+                    if refusal is None:
+                        break
+                    message = refusal
                 await durable.step("run.status", status(RunStatus.RUNNING))
                 continue
             await durable.step("run.status", status(RunStatus.COMPLETED, outputs=outputs))
@@ -483,10 +502,10 @@ class Engine:
 
     def _resolve(
         self, run_id: str, epoch: int, paused: NodePaused, command: Command
-    ) -> Callable[[], Awaitable[bool]]:
-        """Apply retry's or skip's decisions to the run log before the next pass."""
+    ) -> Callable[[], Awaitable[str | None]]:
+        """Apply retry's or skip's decisions to the run log; a refusal says why not."""
 
-        async def apply() -> bool:
+        async def apply() -> str | None:
             runlog = self.runlog
             prefix = paused.node_path
             uncertain = [
@@ -495,22 +514,31 @@ class Engine:
                 if intent.state == IntentState.UNCERTAIN
                 and (intent.node_path == prefix or intent.node_path.startswith(prefix + "["))
             ]
-            for intent in uncertain:
-                if command.task_id and len(uncertain) == 1:
-                    runlog.update_intent(
-                        intent.intent_id,
-                        IntentState.ACCEPTED,
-                        task_id=command.task_id,
-                        note="task id given by the user",
+            if command.task_id:
+                if len(uncertain) != 1:
+                    return (
+                        f"--task-id needs exactly one uncertain submission on {prefix}, found "
+                        f"{len(uncertain)}; nothing was changed ({paused.error['message']})"
                     )
-                elif command.resubmit:
+                try:
+                    await self.client.get(command.task_id)
+                except PiAPIError as error:
+                    return f"task {command.task_id} not confirmed ({error}); nothing was changed"
+                runlog.update_intent(
+                    uncertain[0].intent_id,
+                    IntentState.ACCEPTED,
+                    task_id=command.task_id,
+                    note="task id given by the user, confirmed at PiAPI",
+                )
+            elif command.resubmit:
+                for intent in uncertain:
                     runlog.abandon_intent(intent.intent_id, note="user chose to resubmit")
             if command.action == "skip":
                 partial = paused.error.get("partial_output")
                 runlog.node_finished(
                     run_id, epoch, prefix, status=NodeStatus.SKIPPED, output=partial
                 )
-            return True
+            return None
 
         return apply
 
@@ -556,6 +584,7 @@ class Engine:
             result = await handle.get_result(polling_interval_sec=0.1)
             outputs.update(result["outputs"])
             failed.update(result["failed"])
+        self._semaphores.pop((run.run_id, epoch, loop.id), None)
         ordered = [outputs.get(str(index)) for index in range(len(items))]
         if failed:
             raise LoopItemsFailedError(

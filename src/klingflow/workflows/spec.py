@@ -19,7 +19,6 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
 from functools import cached_property
-from pathlib import PurePosixPath
 from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar, get_args
 
 from pydantic import (
@@ -183,21 +182,18 @@ def check_url(value: str | None) -> str | None:
 
 
 def check_file_name(value: str | None) -> str | None:
-    """A file name under the run's output folder: relative, no `..`, no drive or backslash."""
+    """A plain file name in the run's output folder: no folders, `..`, drive or backslash."""
     if value is None:
         return None
-    parts = PurePosixPath(value).parts
     if (
         not value.strip()
-        or value.startswith(("/", "~"))
-        or "\\" in value
-        or ":" in value
-        or "\x00" in value
-        or ".." in parts
+        or value.startswith("~")
+        or any(mark in value for mark in ("/", "\\", ":", "\x00"))
+        or value in (".", "..")
     ):
         raise ValueError(
-            f"{value!r} must be a relative file name inside the run's output folder "
-            "(no '..', '/', '~', ':' or '\\')"
+            f"{value!r} must be a plain file name in the run's output folder "
+            "(no '/', '..', '~', ':' or '\\')"
         )
     return value
 
@@ -314,7 +310,7 @@ class KlingVideoParams(_VideoParams):
     The `kling.generate_video` fields plus `download` (default true), `name` (the file name
     under the run's output folder; default: the task id) and `deadline_seconds` for the wait.
     Output: the finished task (`task_id`, `status`, `video_url`, `usage`, `cost_usd`) and
-    `path`, the downloaded file relative to the run's output folder (None without download).
+    `path`, the downloaded file's absolute path (None without download).
     """
 
     download: bool = True

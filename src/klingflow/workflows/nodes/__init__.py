@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import httpx
+
 from klingflow.piapi import AsyncPiAPI, AsyncWebhookEvents, WaitPolicy, WebhookConfig
 from klingflow.workflows.runlog import RunLog
 
@@ -41,8 +43,15 @@ class Services:
     events: AsyncWebhookEvents
     chat_base_url: str
     chat_api_key: str | None
+    piapi_api_key: str | None = None
     webhook_url: str | None = None
     webhook_secret: str | None = None
+
+    def chat_key_for(self, base_url: str) -> str | None:
+        """The bearer key for a chat endpoint: PiAPI's key goes to PiAPI's host only."""
+        if httpx.URL(base_url).host == httpx.URL(str(self.client.base_url)).host:
+            return self.piapi_api_key
+        return self.chat_api_key
 
     def webhook_for(self, intent_id: str) -> WebhookConfig | None:
         """Where PiAPI should report this submission (None without a public URL)."""

@@ -59,8 +59,8 @@ async def ai_chat(rt: Runtime, params: AIChatParams) -> dict[str, Any]:
 
     async def complete() -> dict[str, Any]:
         headers = {}
-        if services.chat_api_key:
-            headers["authorization"] = f"Bearer {services.chat_api_key}"
+        if key := services.chat_key_for(base_url):
+            headers["authorization"] = f"Bearer {key}"
         async with httpx.AsyncClient(timeout=120) as http:
             try:
                 response = await http.post(

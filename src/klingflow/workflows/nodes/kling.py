@@ -73,7 +73,7 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
             raise BudgetExceededError(
                 f"node {rt.node_path} would cost ${estimate} but the run's budget of "
                 f"${run.budget_usd} has ${run.budget_usd - run.spent_usd - run.reserved_usd} "
-                "left; raise budget_usd or skip the node",
+                "left: skip the node or cancel the run (a run keeps the budget it started with)",
                 estimated_usd=estimate,
                 budget_usd=run.budget_usd,
             )
