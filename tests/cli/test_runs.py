@@ -141,3 +141,20 @@ def test_validate_reports_problems_with_exit_code_15(klingflow: Invoke, tmp_path
     assert result.exit_code == 15
     assert "bad.yaml:3 (node 'clip')" in result.stderr
     assert klingflow("validate", BATCH).exit_code == 0
+
+
+def test_bulk_retry_resumes_every_paused_run_of_a_workflow(
+    klingflow: Invoke, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """`runs retry --all-paused --workflow NAME` resumes each paused run of that workflow."""
+    workflow = tmp_path / "single.yaml"
+    workflow.write_text(
+        "name: single\nnodes:\n  - {id: clip, type: kling.video, with: {prompt: x}}\n"
+    )
+    emulator.add_fault(FaultRule(action="fail_task", times=2))
+    assert klingflow("run", str(workflow)).exit_code == 16
+    assert klingflow("run", str(workflow)).exit_code == 16
+    result = klingflow("runs", "retry", "--all-paused", "--workflow", "single", "--json")
+    assert result.exit_code == 0, result.output
+    assert [r["status"] for r in json.loads(result.stdout)] == ["completed", "completed"]
+    assert emulator.stats()["creates"] == 4

@@ -37,11 +37,19 @@ class Harness:
         return Settings(**values)
 
     def session(
-        self, work: Callable[[Engine], Awaitable[T]], *, chunk_size: int = 50, **settings: Any
+        self,
+        work: Callable[[Engine], Awaitable[T]],
+        *,
+        chunk_size: int = 50,
+        client_limits: dict[str, Any] | None = None,
+        **settings: Any,
     ) -> T:
         async def main() -> T:
             client = AsyncPiAPI(
-                api_key=self.api_key, base_url=self.emulator.url, retry_policy=FAST_RETRY
+                api_key=self.api_key,
+                base_url=self.emulator.url,
+                retry_policy=FAST_RETRY,
+                **(client_limits or {}),
             )
             async with (
                 client,
@@ -57,7 +65,12 @@ class Harness:
         return asyncio.run(main())
 
     def run(
-        self, workflow: Workflow | str, payload: dict[str, Any] | None = None, **kw: Any
+        self,
+        workflow: Workflow | str,
+        payload: dict[str, Any] | None = None,
+        *,
+        client_limits: dict[str, Any] | None = None,
+        **kw: Any,
     ) -> RunRecord:
         """Start one run and wait until it completes or pauses."""
         spec = load_workflow_text(workflow) if isinstance(workflow, str) else workflow
@@ -67,7 +80,7 @@ class Harness:
             [record] = await engine.wait([run.run_id], timeout_seconds=60)
             return record
 
-        return self.session(work)
+        return self.session(work, client_limits=client_limits)
 
     def steer(self, run_id: str, command: Command) -> RunRecord:
         """Send a paused run a command (in a new process-like session) and wait for it."""

@@ -10,10 +10,11 @@ import pytest
 
 from klingflow.emulator import EmulatorServer, FaultRule, GenerationError
 from klingflow.errors import WorkflowInputError
+from klingflow.piapi import Task
 from klingflow.workflows import load_workflow
 from klingflow.workflows.database import make_engine
-from klingflow.workflows.engine import Command
-from klingflow.workflows.runlog import IntentState, NodeStatus, RunLog, RunStatus
+from klingflow.workflows.engine import Command, Engine
+from klingflow.workflows.runlog import IntentState, NodeStatus, RunLog, RunRecord, RunStatus
 
 from .harness import Harness
 
@@ -255,3 +256,52 @@ def test_cancel_ends_a_paused_run(harness: Harness, emulator: EmulatorServer) ->
     assert run.status == RunStatus.PAUSED
     cancelled = harness.steer(run.run_id, Command(action="cancel"))
     assert cancelled.status == RunStatus.CANCELLED
+
+
+def test_webhook_with_the_intent_id_settles_a_lost_answer(
+    harness: Harness, emulator: EmulatorServer
+) -> None:
+    """PiAPI's webhook names the intent; the paused run takes that task and pays nothing more."""
+    emulator.add_fault(FaultRule(action="drop", method="POST", path="/api/v1/task", phase="after"))
+    text = "name: hooked\nnodes:\n  - {id: clip, type: kling.video, with: {prompt: a fox}}\n"
+    run = harness.run(text)
+    assert run.status == RunStatus.PAUSED
+    [intent] = runlog_of(harness).intents(run.run_id)
+    [created] = emulator.tasks()
+
+    async def webhook_arrives(engine: Engine) -> RunRecord:
+        await engine.deliver_webhook(Task.model_validate(created), intent_id=intent.intent_id)
+        [record] = await engine.wait([run.run_id], timeout_seconds=60)
+        return record
+
+    done = harness.session(webhook_arrives)
+    assert done.status == RunStatus.COMPLETED, done.message
+    assert emulator.stats()["creates"] == 1
+    [settled] = runlog_of(harness).intents(run.run_id)
+    assert settled.note == "reconciled by PiAPI's webhook"
+
+
+def test_auth_errors_stop_at_once_without_retrying(
+    harness: Harness, emulator: EmulatorServer
+) -> None:
+    """A rejected key is not retryable: one attempt, then the run pauses."""
+    emulator.configure(api_keys=["some-other-key"])
+    text = (
+        "name: auth\nretry: {attempts: 5, initial_delay_seconds: 0.01}\nnodes:\n"
+        "  - {id: clip, type: kling.video, with: {prompt: a fox}}\n"
+    )
+    run = harness.run(text)
+    assert run.status == RunStatus.PAUSED
+    [attempt] = runlog_of(harness).attempts(run.run_id)
+    assert attempt.error is not None
+    assert attempt.error["type"] == "AuthenticationError"
+
+
+def test_a_batch_never_trips_the_account_limits(harness: Harness, emulator: EmulatorServer) -> None:
+    """With the account's limits configured, the emulator rejects nothing and never sees more."""
+    emulator.configure(concurrency_limit=2, over_concurrency="reject")
+    text = (EXAMPLES / "batch-from-csv.yaml").read_text()
+    run = harness.run(text, {"rows": rows()}, client_limits={"max_concurrent_tasks": 2})
+    assert run.status == RunStatus.COMPLETED, run.message
+    assert emulator.stats()["rate_limited"] == 0
+    assert emulator.stats()["peak_concurrency"] == 2

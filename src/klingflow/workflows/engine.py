@@ -422,13 +422,30 @@ class Engine:
         assert record is not None
         return record
 
-    async def deliver_webhook(self, task: Task) -> None:
-        """A verified webhook: wake whatever waits for this task, here or in a run."""
+    async def deliver_webhook(self, task: Task, *, intent_id: str | None = None) -> None:
+        """A verified webhook: wake whatever waits for the task, and settle a lost answer.
+
+        `intent_id` comes from the webhook URL klingflow gave PiAPI. When that submission is
+        uncertain (its answer was lost), the webhook proves which task it created: the run
+        records the task id and, if it paused over it, resumes without paying again.
+        """
         self.events.put(task)
-        found = self.runlog.intent_for_task(task.task_id)
-        if found is not None:
+        if intent_id is not None and (found := self.runlog.intent_by_id(intent_id)):
+            run_id, intent = found
+            if intent.state == IntentState.UNCERTAIN:
+                self.runlog.update_intent(
+                    intent_id,
+                    IntentState.ACCEPTED,
+                    task_id=task.task_id,
+                    note="reconciled by PiAPI's webhook",
+                )
+                run = self.runlog.get_run(run_id)
+                if run is not None and run.status == RunStatus.PAUSED:
+                    await self.command(run_id, Command(action="retry"))
+        owner = self.runlog.intent_for_task(task.task_id)
+        if owner is not None:
             with contextlib.suppress(Exception):  # the run may have finished meanwhile
-                await DBOS.send_async(found[0], task.task_id, topic=f"task:{task.task_id}")
+                await DBOS.send_async(owner[0], task.task_id, topic=f"task:{task.task_id}")
 
     # -- inside the workflows ----------------------------------------------------------------
 
