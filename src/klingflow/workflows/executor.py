@@ -186,11 +186,11 @@ async def run_node(
                 await record(state, attempted(attempt, began, info, delay))
                 await state.durable.sleep(delay)
                 continue
-            await record(state, attempted(attempt, began, info, None))
-            failed = partial(runlog.node_finished, status=NodeStatus.FAILED, error=info)
+            failed = partial(
+                runlog.node_finished, status=NodeStatus.FAILED, error=info, attempt=(attempt, began)
+            )
             await record(state, partial(failed, run_id, epoch, node_path))
             raise NodePaused(node_path, info) from None
-        await record(state, attempted(attempt, began, None, None))
         summary = output if isinstance(output, dict) else {}
         cost = summary.get("cost_usd")
         succeeded = partial(
@@ -199,6 +199,7 @@ async def run_node(
             output=output,
             task_id=summary.get("task_id"),
             cost_usd=None if cost is None else Decimal(cost),
+            attempt=(attempt, began),
         )
         await record(state, partial(succeeded, run_id, epoch, node_path))
         return output

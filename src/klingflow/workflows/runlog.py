@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from klingflow.piapi.models import points_to_usd, usd_to_points
 
@@ -85,7 +86,7 @@ node_runs = sa.Table(
     sa.UniqueConstraint("run_id", "epoch", "node_path"),
 )
 
-attempts = sa.Table(
+attempt_log = sa.Table(
     "kf_attempts",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -438,27 +439,6 @@ class RunLog:
 
     # -- budget -----------------------------------------------------------------------------
 
-    def reserve(self, run_id: str, amount_usd: Decimal) -> bool:
-        """Atomically set aside `amount_usd` unless that would exceed the run's budget."""
-        points = usd_to_points(amount_usd)
-        with self._tx() as tx:
-            result = tx.execute(
-                runs.update()
-                .where(runs.c.run_id == run_id)
-                .where(
-                    sa.or_(
-                        runs.c.budget_points.is_(None),
-                        runs.c.spent_points + runs.c.reserved_points + points
-                        <= runs.c.budget_points,
-                    )
-                )
-                .values(
-                    reserved_points=runs.c.reserved_points + points,
-                    estimated_points=runs.c.estimated_points + points,
-                )
-            )
-        return result.rowcount == 1
-
     def settle(self, run_id: str, *, reserved_usd: Decimal, spent_usd: Decimal) -> None:
         """Release a reservation and record what was really charged."""
         with self._tx() as tx:
@@ -490,27 +470,22 @@ class RunLog:
             "started_at": time.time(),
             "error": None,
         }
+        row = {
+            "run_id": run_id,
+            "epoch": epoch,
+            "node_path": node_path,
+            "node_id": node_id,
+            "node_type": node_type,
+            "item_index": item_index,
+            "attempts": 0,
+            **values,
+        }
+        insert = _insert_for(self.engine)(node_runs).values(**row)
+        upsert = insert.on_conflict_do_update(
+            index_elements=["run_id", "epoch", "node_path"], set_=values
+        )
         with self._tx() as tx:
-            updated = tx.execute(
-                node_runs.update()
-                .where(node_runs.c.run_id == run_id)
-                .where(node_runs.c.epoch == epoch)
-                .where(node_runs.c.node_path == node_path)
-                .values(**values)
-            )
-            if updated.rowcount == 0:
-                tx.execute(
-                    node_runs.insert().values(
-                        run_id=run_id,
-                        epoch=epoch,
-                        node_path=node_path,
-                        node_id=node_id,
-                        node_type=node_type,
-                        item_index=item_index,
-                        attempts=0,
-                        **values,
-                    )
-                )
+            tx.execute(upsert)
 
     def node_finished(
         self,
@@ -524,7 +499,10 @@ class RunLog:
         attempts: int | None = None,
         task_id: str | None = None,
         cost_usd: Decimal | None = None,
+        attempt: tuple[int, float] | None = None,
     ) -> None:
+        """The node's outcome; with `attempt` (number, started_at), its last attempt too,
+        in the same transaction (one write per finished node on the hot path)."""
         values: dict[str, Any] = {
             "status": status.value,
             "output": self._clean(output),
@@ -538,22 +516,22 @@ class RunLog:
         if cost_usd is not None:
             values["cost_points"] = usd_to_points(cost_usd)
         with self._tx() as tx:
+            if attempt is not None:
+                number, started_at = attempt
+                tx.execute(
+                    attempt_log.insert().values(
+                        run_id=run_id, epoch=epoch, node_path=node_path, number=number,
+                        started_at=started_at, ended_at=values["finished_at"],
+                        error=values["error"], retry_in_seconds=None,
+                    )
+                )  # fmt: skip
+                values["attempts"] = node_runs.c.attempts + 1
             tx.execute(
                 node_runs.update()
                 .where(node_runs.c.run_id == run_id)
                 .where(node_runs.c.epoch == epoch)
                 .where(node_runs.c.node_path == node_path)
                 .values(**values)
-            )
-
-    def set_node_task(self, run_id: str, epoch: int, node_path: str, task_id: str) -> None:
-        with self._tx() as tx:
-            tx.execute(
-                node_runs.update()
-                .where(node_runs.c.run_id == run_id)
-                .where(node_runs.c.epoch == epoch)
-                .where(node_runs.c.node_path == node_path)
-                .values(task_id=task_id)
             )
 
     def nodes(self, run_id: str, epoch: int | None = None) -> list[NodeRun]:
@@ -582,7 +560,7 @@ class RunLog:
     ) -> None:
         with self._tx() as tx:
             tx.execute(
-                attempts.insert().values(
+                attempt_log.insert().values(
                     run_id=run_id,
                     epoch=epoch,
                     node_path=node_path,
@@ -602,7 +580,9 @@ class RunLog:
             )
 
     def attempts(self, run_id: str) -> list[Attempt]:
-        query = attempts.select().where(attempts.c.run_id == run_id).order_by(attempts.c.id)
+        query = (
+            attempt_log.select().where(attempt_log.c.run_id == run_id).order_by(attempt_log.c.id)
+        )
         with self.engine.connect() as c:
             return [
                 Attempt(
@@ -641,7 +621,7 @@ class RunLog:
             row = c.execute(query).first()
         return None if row is None else _intent(row)
 
-    def record_intent(
+    def reserve_and_record(
         self,
         run_id: str,
         epoch: int,
@@ -649,25 +629,58 @@ class RunLog:
         *,
         request: dict[str, Any],
         estimated_usd: Decimal,
-    ) -> str:
-        """Write the intent *before* sending; from now on a crash cannot lose track of it."""
+    ) -> str | None:
+        """Reserve the estimate and write the intent, atomically; None when over budget.
+
+        Written *before* the create request leaves: from then on a crash cannot lose it.
+        """
+        points = usd_to_points(estimated_usd)
         intent_id = uuid.uuid4().hex
         now = time.time()
         with self._tx() as tx:
-            tx.execute(
-                intents.insert().values(
-                    intent_id=intent_id,
-                    run_id=run_id,
-                    epoch=epoch,
-                    node_path=node_path,
-                    state=IntentState.SENT.value,
-                    request=self._clean(request),
-                    estimated_points=usd_to_points(estimated_usd),
-                    created_at=now,
-                    updated_at=now,
+            reserved = tx.execute(
+                runs.update()
+                .where(runs.c.run_id == run_id)
+                .where(
+                    sa.or_(
+                        runs.c.budget_points.is_(None),
+                        runs.c.spent_points + runs.c.reserved_points + points
+                        <= runs.c.budget_points,
+                    )
+                )
+                .values(
+                    reserved_points=runs.c.reserved_points + points,
+                    estimated_points=runs.c.estimated_points + points,
                 )
             )
+            if reserved.rowcount != 1:
+                return None
+            tx.execute(
+                intents.insert().values(
+                    intent_id=intent_id, run_id=run_id, epoch=epoch, node_path=node_path,
+                    state=IntentState.SENT.value, request=self._clean(request),
+                    estimated_points=points, created_at=now, updated_at=now,
+                )
+            )  # fmt: skip
         return intent_id
+
+    def accept_intent(
+        self, intent_id: str, *, run_id: str, epoch: int, node_path: str, task_id: str
+    ) -> None:
+        """PiAPI took the submission: keep its task id, on the intent and the node."""
+        with self._tx() as tx:
+            tx.execute(
+                intents.update()
+                .where(intents.c.intent_id == intent_id)
+                .values(state=IntentState.ACCEPTED.value, task_id=task_id, updated_at=time.time())
+            )
+            tx.execute(
+                node_runs.update()
+                .where(node_runs.c.run_id == run_id)
+                .where(node_runs.c.epoch == epoch)
+                .where(node_runs.c.node_path == node_path)
+                .values(task_id=task_id)
+            )
 
     def update_intent(
         self,
@@ -744,6 +757,13 @@ class RunLog:
                     spent_points=runs.c.spent_points + row.estimated_points,
                 )
             )
+
+
+def _insert_for(engine: sa.Engine) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT DO UPDATE (SQLite and Postgres)."""
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert
+    return sqlite.insert
 
 
 def _intent(row: sa.Row[Any]) -> Intent:

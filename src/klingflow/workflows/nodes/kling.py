@@ -66,7 +66,10 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
                 intent_id=intent.intent_id,
             )
         estimate = services.client.estimate_cost(request)
-        if not runlog.reserve(rt.run_id, estimate):
+        intent_id = runlog.reserve_and_record(
+            rt.run_id, rt.epoch, rt.node_path, request=request.to_body(), estimated_usd=estimate
+        )
+        if intent_id is None:
             run = runlog.get_run(rt.run_id)
             assert run is not None
             assert run.budget_usd is not None
@@ -77,9 +80,6 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
                 estimated_usd=estimate,
                 budget_usd=run.budget_usd,
             )
-        intent_id = runlog.record_intent(
-            rt.run_id, rt.epoch, rt.node_path, request=request.to_body(), estimated_usd=estimate
-        )
         try:
             task = await services.client.submit(
                 request, intent_id=intent_id, webhook=services.webhook_for(intent_id)
@@ -91,8 +91,13 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
             runlog.update_intent(intent_id, IntentState.REJECTED, note=str(error))
             runlog.settle(rt.run_id, reserved_usd=estimate, spent_usd=Decimal(0))
             raise
-        runlog.update_intent(intent_id, IntentState.ACCEPTED, task_id=task.task_id)
-        runlog.set_node_task(rt.run_id, rt.epoch, rt.node_path, task.task_id)
+        runlog.accept_intent(
+            intent_id,
+            run_id=rt.run_id,
+            epoch=rt.epoch,
+            node_path=rt.node_path,
+            task_id=task.task_id,
+        )
         return task.model_dump(mode="json")
 
     return Task.model_validate(await rt.durable.step("kling.submit", submit))
