@@ -273,6 +273,10 @@ class Emulator:
         method, path = request.method, request.url.path
         before = self.faults.take(method=method, path=path, actions=REQUEST_FAULTS, phase="before")
         if before is not None:
+            if before.action == "drop":
+                # Read the body first: closing on unread bytes makes the kernel send a reset,
+                # and the client would see that instead of a cut response, at random.
+                await request.body()
             response = await self._apply(before, None, dialect)
             if response is not None:
                 return response
