@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(
         default=None, description="Secret PiAPI echoes in x-webhook-secret."
     )
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token the HTTP service requires on /api and /hooks/{workflow}; "
+        "needed to listen on anything but loopback.",
+    )
 
     @property
     def outputs_dir(self) -> Path:

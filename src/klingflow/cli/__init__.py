@@ -11,6 +11,7 @@ from klingflow.cli._errors import state
 from klingflow.cli.demo import demo
 from klingflow.cli.emulator import emulator
 from klingflow.cli.runs import run, runs_app, worker
+from klingflow.cli.serve import serve
 from klingflow.cli.tasks import task_app
 from klingflow.cli.videos import account, cost, video
 from klingflow.cli.workflows import validate
@@ -51,6 +52,7 @@ app.command()(validate)
 app.command()(run)
 app.add_typer(runs_app, name="runs")
 app.command()(worker)
+app.command()(serve)
 app.command()(emulator)
 app.command()(demo)
 

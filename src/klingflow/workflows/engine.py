@@ -432,7 +432,8 @@ class Engine:
         self.events.put(task)
         if intent_id is not None and (found := self.runlog.intent_by_id(intent_id)):
             run_id, intent = found
-            if intent.state == IntentState.UNCERTAIN:
+            # SENT: the answer may still be on its way, or lost; either way this is the task.
+            if intent.state in (IntentState.SENT, IntentState.UNCERTAIN) and not intent.task_id:
                 self.runlog.update_intent(
                     intent_id,
                     IntentState.ACCEPTED,

@@ -738,6 +738,23 @@ class RunLog:
             )
         return True
 
+    def mark_uncertain(self, intent_id: str, *, note: str) -> str | None:
+        """A sent submission got no answer: mark it uncertain, unless a webhook already
+        named its task, whose id is then returned."""
+        with self._tx() as tx:
+            tx.execute(
+                intents.update()
+                .where(intents.c.intent_id == intent_id)
+                .where(intents.c.state == IntentState.SENT.value)
+                .values(
+                    state=IntentState.UNCERTAIN.value,
+                    note=self._clean(note),
+                    updated_at=time.time(),
+                )
+            )
+            row = tx.execute(intents.select().where(intents.c.intent_id == intent_id)).first()
+        return row.task_id if row is not None and row.state == IntentState.ACCEPTED.value else None
+
     def abandon_intent(self, intent_id: str, *, note: str) -> None:
         """Give up on an uncertain submission; its reservation counts as spent (it may be)."""
         with self._tx() as tx:

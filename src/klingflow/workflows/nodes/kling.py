@@ -85,7 +85,9 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
                 request, intent_id=intent_id, webhook=services.webhook_for(intent_id)
             )
         except SubmitUncertainError as error:
-            runlog.update_intent(intent_id, IntentState.UNCERTAIN, note=str(error))
+            settled = runlog.mark_uncertain(intent_id, note=str(error))
+            if settled is not None:  # PiAPI's webhook named the task before we gave up
+                return (await services.client.get(settled)).model_dump(mode="json")
             raise
         except PiAPIError as error:  # answered with an error: nothing was created or charged
             runlog.update_intent(intent_id, IntentState.REJECTED, note=str(error))

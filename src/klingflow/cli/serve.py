@@ -1,0 +1,35 @@
+"""`klingflow serve`: the HTTP service and the engine in one process (docs/service.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from klingflow.cli._console import err
+from klingflow.cli._errors import handles_errors
+from klingflow.cli.runs import require_key
+from klingflow.service import create_app
+from klingflow.service.security import check_bind
+from klingflow.settings import Settings
+
+__all__ = ["serve"]
+
+
+@handles_errors
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; beyond loopback needs KLINGFLOW_API_TOKEN.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port to listen on.", min=0, max=65535)] = 8000,
+) -> None:
+    """Serve the JSON API, run triggers and PiAPI webhooks; runs execute in this process."""
+    settings = Settings()
+    try:
+        check_bind(host, settings)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--host") from None
+    require_key()
+    err.print(f"klingflow serving on http://{host}:{port} (API docs at /docs)")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")

@@ -1,0 +1,271 @@
+"""Runs: list, inspect, start a published workflow, and steer paused runs."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Query, Response
+from pydantic import BaseModel
+
+from klingflow.errors import KlingflowError
+from klingflow.service.api import APIError, ErrorPublic
+from klingflow.service.deps import EngineDep, RegistryDep, RunLogDep
+from klingflow.workflows.engine import Command, Engine
+from klingflow.workflows.registry import WorkflowRegistry
+from klingflow.workflows.runlog import (
+    Attempt,
+    Intent,
+    IntentState,
+    NodeRun,
+    NodeStatus,
+    RunLog,
+    RunRecord,
+    RunStatus,
+)
+
+__all__ = [
+    "RetryRequest",
+    "RunDetailPublic",
+    "RunPublic",
+    "RunsPage",
+    "router",
+    "start_published",
+]
+
+router = APIRouter(tags=["runs"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", max_length=255, description="One run per key, ever."),
+]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorPublic, "description": "No such run or workflow."},
+    409: {"model": ErrorPublic, "description": "The run is not in a state that allows this."},
+    422: {"model": ErrorPublic, "description": "Invalid inputs or request."},
+}
+
+
+class RunPublic(BaseModel):
+    """A run as the run log has it (its workflow text is left out)."""
+
+    run_id: str
+    idempotency_key: str | None
+    workflow_name: str
+    workflow_hash: str
+    status: RunStatus
+    message: str | None
+    paused_node: str | None
+    epoch: int
+    trigger: dict[str, Any]
+    inputs: dict[str, Any]
+    outputs: Any
+    output_dir: str
+    budget_usd: Decimal | None
+    reserved_usd: Decimal
+    spent_usd: Decimal
+    estimated_usd: Decimal
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+    @classmethod
+    def of(cls, run: RunRecord) -> RunPublic:
+        fields = {name: getattr(run, name) for name in cls.model_fields}
+        return cls(**fields)
+
+
+class NodePublic(BaseModel):
+    """One node execution (loop items have their own, with `item_index`)."""
+
+    node_path: str
+    node_id: str
+    node_type: str
+    epoch: int
+    item_index: int | None
+    status: NodeStatus
+    inputs: Any
+    output: Any
+    error: dict[str, Any] | None
+    attempts: int
+    task_id: str | None
+    cost_usd: Decimal | None
+    started_at: float | None
+    finished_at: float | None
+
+    @classmethod
+    def of(cls, node: NodeRun) -> NodePublic:
+        return cls(**{name: getattr(node, name) for name in cls.model_fields})
+
+
+class AttemptPublic(BaseModel):
+    """One attempt of a node, failed or not."""
+
+    node_path: str
+    number: int
+    started_at: float
+    ended_at: float
+    error: dict[str, Any] | None
+    retry_in_seconds: float | None
+
+    @classmethod
+    def of(cls, attempt: Attempt) -> AttemptPublic:
+        return cls(**{name: getattr(attempt, name) for name in cls.model_fields})
+
+
+class SubmissionPublic(BaseModel):
+    """A paid submission to PiAPI, recorded before it was sent."""
+
+    intent_id: str
+    node_path: str
+    state: IntentState
+    task_id: str | None
+    estimated_usd: Decimal
+    note: str | None
+
+    @classmethod
+    def of(cls, intent: Intent) -> SubmissionPublic:
+        return cls(**{name: getattr(intent, name) for name in cls.model_fields})
+
+
+class RunDetailPublic(BaseModel):
+    """A run with everything it did."""
+
+    run: RunPublic
+    nodes: list[NodePublic]
+    attempts: list[AttemptPublic]
+    submissions: list[SubmissionPublic]
+
+
+class RunsPage(BaseModel):
+    runs: list[RunPublic]
+
+
+class RetryRequest(BaseModel):
+    """How to retry a paused run."""
+
+    from_start: bool = False
+    """Run every node again in a new epoch (pays again)."""
+    resubmit: bool = False
+    """Give up on an uncertain submission and submit again (may pay twice)."""
+    task_id: str | None = None
+    """The task an uncertain submission created (confirmed at PiAPI first)."""
+
+
+class BulkRetryPublic(BaseModel):
+    retried: list[str]
+    refused: dict[str, str]
+
+
+def get_or_404(runlog: RunLog, run_id: str) -> RunRecord:
+    run = runlog.get_run(run_id)
+    if run is None:
+        raise APIError(404, "RunNotFound", f"no run {run_id}")
+    return run
+
+
+async def start_published(
+    registry: WorkflowRegistry,
+    engine: Engine,
+    name: str,
+    payload: dict[str, Any],
+    *,
+    idempotency_key: str | None,
+) -> tuple[RunRecord, bool]:
+    """Start a run of `name`'s latest version: (run, created). A known key returns its run."""
+    if idempotency_key is not None:
+        existing = engine.runlog.find_by_key(idempotency_key)
+        if existing is not None:
+            return existing, False
+    published = registry.latest(name)
+    if published is None:
+        raise APIError(404, "WorkflowNotFound", f"no published workflow {name!r}")
+    run = await engine.start_run(published.load(), payload, idempotency_key=idempotency_key)
+    return run, True
+
+
+@router.get("/runs", responses=ERRORS)
+async def list_runs(
+    runlog: RunLogDep,
+    status: RunStatus | None = None,
+    workflow: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> RunsPage:
+    """Runs, newest first."""
+    records = runlog.list_runs(status=status, workflow_name=workflow, limit=limit)
+    return RunsPage(runs=[RunPublic.of(run) for run in records])
+
+
+@router.post("/workflows/{name}/runs", status_code=201, responses=ERRORS)
+async def start_run(
+    name: str,
+    registry: RegistryDep,
+    engine: EngineDep,
+    response: Response,
+    payload: Annotated[dict[str, Any], Body()],
+    idempotency_key: IdempotencyKey = None,
+) -> RunPublic:
+    """Start a run of the latest version with `payload` as trigger (200: the key's run)."""
+    run, created = await start_published(
+        registry, engine, name, payload, idempotency_key=idempotency_key
+    )
+    if not created:
+        response.status_code = 200
+    return RunPublic.of(run)
+
+
+@router.get("/runs/{run_id}", responses=ERRORS)
+async def get_run(run_id: str, runlog: RunLogDep) -> RunDetailPublic:
+    """A run with its nodes, attempts and PiAPI submissions."""
+    run = get_or_404(runlog, run_id)
+    return RunDetailPublic(
+        run=RunPublic.of(run),
+        nodes=[NodePublic.of(node) for node in runlog.nodes(run_id)],
+        attempts=[AttemptPublic.of(a) for a in runlog.attempts(run_id)],
+        submissions=[SubmissionPublic.of(i) for i in runlog.intents(run_id)],
+    )
+
+
+@router.post("/runs/{run_id}/retry", responses=ERRORS)
+async def retry_run(
+    run_id: str,
+    engine: EngineDep,
+    body: Annotated[RetryRequest | None, Body()] = None,
+) -> RunPublic:
+    """Retry a paused run where it stopped (or from the start)."""
+    get_or_404(engine.runlog, run_id)
+    body = body or RetryRequest()
+    action = "restart" if body.from_start else "retry"
+    command = Command(action=action, resubmit=body.resubmit, task_id=body.task_id)
+    return RunPublic.of(await engine.command(run_id, command))
+
+
+@router.post("/runs/{run_id}/skip", responses=ERRORS)
+async def skip_node(run_id: str, engine: EngineDep) -> RunPublic:
+    """Skip the node a run paused on and carry on."""
+    get_or_404(engine.runlog, run_id)
+    return RunPublic.of(await engine.command(run_id, Command(action="skip")))
+
+
+@router.post("/runs/{run_id}/cancel", responses=ERRORS)
+async def cancel_run(run_id: str, engine: EngineDep) -> RunPublic:
+    """Cancel a queued, running or paused run."""
+    get_or_404(engine.runlog, run_id)
+    return RunPublic.of(await engine.command(run_id, Command(action="cancel")))
+
+
+@router.post("/workflows/{name}/retry-paused", responses=ERRORS)
+async def retry_paused(
+    name: str, engine: EngineDep, limit: Annotated[int, Query(ge=1, le=1000)] = 1000
+) -> BulkRetryPublic:
+    """Retry every paused run of a workflow; refusals are listed, not raised."""
+    retried: list[str] = []
+    refused: dict[str, str] = {}
+    for run in engine.runlog.list_runs(status=RunStatus.PAUSED, workflow_name=name, limit=limit):
+        try:
+            await engine.command(run.run_id, Command(action="retry"))
+        except KlingflowError as error:
+            refused[run.run_id] = str(error)
+        else:
+            retried.append(run.run_id)
+    return BulkRetryPublic(retried=retried, refused=refused)

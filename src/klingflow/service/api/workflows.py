@@ -1,0 +1,127 @@
+"""Published workflows: publish a version (YAML or JSON text), list them, read one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel
+
+from klingflow.errors import InvalidRequestError
+from klingflow.service.api import APIError, ErrorPublic
+from klingflow.service.deps import RegistryDep
+from klingflow.workflows.registry import PublishedWorkflow
+
+__all__ = ["WorkflowDetailPublic", "WorkflowVersionPublic", "WorkflowsPage", "router"]
+
+router = APIRouter(tags=["workflows"])
+
+MAX_SOURCE_BYTES = 1024 * 1024
+_TEXT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The workflow file: YAML or JSON text.",
+        "content": {
+            kind: {"schema": {"type": "string"}}
+            for kind in ("application/yaml", "text/plain", "application/json")
+        },
+    }
+}
+
+
+class WorkflowVersionPublic(BaseModel):
+    """One published version; `source` is the text exactly as published."""
+
+    name: str
+    hash: str
+    created_at: float
+    source: str
+
+    @classmethod
+    def of(cls, version: PublishedWorkflow) -> WorkflowVersionPublic:
+        return cls(
+            name=version.name,
+            hash=version.hash,
+            created_at=version.created_at,
+            source=version.source,
+        )
+
+
+class WorkflowSummaryPublic(BaseModel):
+    name: str
+    latest_hash: str
+    latest_created_at: float
+    version_count: int
+
+
+class WorkflowsPage(BaseModel):
+    workflows: list[WorkflowSummaryPublic]
+
+
+class WorkflowSummaryVersion(BaseModel):
+    hash: str
+    created_at: float
+
+
+class WorkflowDetailPublic(BaseModel):
+    """The latest version, and every version (newest first, without their text)."""
+
+    name: str
+    latest: WorkflowVersionPublic
+    versions: list[WorkflowSummaryVersion]
+
+
+@router.post(
+    "/workflows",
+    status_code=201,
+    openapi_extra=_TEXT_BODY,
+    responses={422: {"model": ErrorPublic, "description": "The workflow is invalid."}},
+)
+async def publish_workflow(
+    request: Request, registry: RegistryDep, response: Response
+) -> WorkflowVersionPublic:
+    """Validate and publish a workflow (201); the same text again is a no-op (200)."""
+    raw = await request.body()
+    if len(raw) > MAX_SOURCE_BYTES:
+        raise APIError(413, "PayloadTooLarge", f"a workflow is at most {MAX_SOURCE_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequestError([("body", "must be UTF-8 text")]) from None
+    version, created = registry.publish(text)
+    if not created:
+        response.status_code = 200
+    return WorkflowVersionPublic.of(version)
+
+
+@router.get("/workflows")
+async def list_workflows(registry: RegistryDep) -> WorkflowsPage:
+    """Every published workflow with its latest version."""
+    summaries = []
+    for name in registry.names():
+        versions = registry.versions(name)
+        summaries.append(
+            WorkflowSummaryPublic(
+                name=name,
+                latest_hash=versions[0].hash,
+                latest_created_at=versions[0].created_at,
+                version_count=len(versions),
+            )
+        )
+    return WorkflowsPage(workflows=summaries)
+
+
+@router.get(
+    "/workflows/{name}",
+    responses={404: {"model": ErrorPublic, "description": "Never published."}},
+)
+async def get_workflow(name: str, registry: RegistryDep) -> WorkflowDetailPublic:
+    """A workflow's latest version and its history."""
+    versions = registry.versions(name)
+    if not versions:
+        raise APIError(404, "WorkflowNotFound", f"no published workflow {name!r}")
+    return WorkflowDetailPublic(
+        name=name,
+        latest=WorkflowVersionPublic.of(versions[0]),
+        versions=[WorkflowSummaryVersion(hash=v.hash, created_at=v.created_at) for v in versions],
+    )

@@ -1,0 +1,127 @@
+"""The app factory: the Engine (DBOS) launched in the lifespan, routers, error rendering.
+
+The engine runs in the server's own event loop (dbos-notes §1: launched anywhere else, queued
+workflows would run on a private loop and break the loop-bound HTTP client).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from klingflow import errors
+from klingflow.service.api import APIError, ErrorPublic, runs, tasks, webhooks, workflows
+from klingflow.service.security import require_token
+from klingflow.settings import Settings
+from klingflow.workflows.engine import Engine
+from klingflow.workflows.registry import WorkflowRegistry
+
+__all__ = ["EngineFactory", "create_app", "default_engine", "status_for"]
+
+EngineFactory = Callable[[Settings], AbstractAsyncContextManager[Engine]]
+"""Builds the engine the service runs; entering it launches DBOS (`Engine` itself fits)."""
+
+_STATUS: list[tuple[type[errors.KlingflowError], int]] = [
+    (errors.WorkflowDefinitionError, 422),
+    (errors.InvalidRequestError, 422),  # WorkflowInputError too
+    (errors.WebhookVerificationError, 401),
+    (errors.TaskNotFoundError, 404),
+    (errors.WorkflowError, 409),  # e.g. a command for a run that is not paused
+    (errors.PiAPIError, 502),
+    (errors.KlingflowError, 500),
+]
+"""(error class, HTTP status), most specific first."""
+
+
+def default_engine(settings: Settings) -> Engine:
+    """The engine `klingflow serve` runs: PiAPI from `PIAPI_*`, executor id from settings."""
+    return Engine(settings, executor_id=settings.executor_id)
+
+
+def status_for(error: errors.KlingflowError) -> int:
+    return next(status for cls, status in _STATUS if isinstance(error, cls))
+
+
+def _details(error: errors.KlingflowError) -> dict[str, Any]:
+    if isinstance(error, errors.WorkflowDefinitionError):
+        problems = [
+            {"message": p.message, "line": p.line, "node_id": p.node_id, "field": p.field}
+            for p in error.problems
+        ]
+        return {"problems": problems}
+    if isinstance(error, errors.InvalidRequestError):
+        return {"problems": [{"field": f, "message": m} for f, m in error.problems]}
+    if isinstance(error, errors.APIStatusError):
+        return {"status_code": error.status_code, "code": error.code}
+    return {}
+
+
+def _render(
+    status: int, body: ErrorPublic, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        body.model_dump(mode="json"), status_code=status, headers=dict(headers or {})
+    )
+
+
+async def _klingflow_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, errors.KlingflowError)
+    body = ErrorPublic(error=type(error).__name__, message=str(error), details=_details(error))
+    return _render(status_for(error), body)
+
+
+async def _http_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, HTTPException)
+    name = error.error if isinstance(error, APIError) else HTTPStatus(error.status_code).phrase
+    body = ErrorPublic(error=name.replace(" ", ""), message=str(error.detail))
+    return _render(error.status_code, body, error.headers)
+
+
+async def _validation_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    problems = [
+        {"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in error.errors()
+    ]
+    body = ErrorPublic(
+        error="InvalidRequest", message="the request is malformed", details={"problems": problems}
+    )
+    return _render(422, body)
+
+
+def create_app(
+    settings: Settings | None = None, *, engine_factory: EngineFactory = default_engine
+) -> FastAPI:
+    """The klingflow service; the engine starts and stops with the app's lifespan."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with engine_factory(settings) as engine:
+            app.state.engine = engine
+            app.state.registry = WorkflowRegistry(engine.runlog.engine)
+            yield
+
+    app = FastAPI(
+        title="klingflow",
+        summary="Durable Kling video workflows through PiAPI",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.webhooks = webhooks.DeliveryLog()
+    guarded = [Depends(require_token)]
+    app.include_router(workflows.router, prefix="/api", dependencies=guarded)
+    app.include_router(runs.router, prefix="/api", dependencies=guarded)
+    app.include_router(tasks.router, prefix="/api", dependencies=guarded)
+    app.include_router(webhooks.piapi_router)  # before /hooks/{workflow}: its own secret
+    app.include_router(webhooks.trigger_router, dependencies=guarded)
+    app.add_exception_handler(errors.KlingflowError, _klingflow_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    return app

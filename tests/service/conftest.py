@@ -1,0 +1,141 @@
+"""The service on uvicorn in a thread on loopback, its engine pointed at the emulator."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from klingflow.emulator import EmulatorServer
+from klingflow.piapi import AsyncPiAPI, RetryPolicy, WaitPolicy
+from klingflow.service import create_app
+from klingflow.settings import Settings
+from klingflow.workflows.engine import Engine
+from klingflow.workflows.runlog import TERMINAL_RUN_STATUSES, RunStatus
+
+FAST_WAIT = WaitPolicy(initial_interval_seconds=0.02, max_interval_seconds=0.1, jitter=0)
+FAST_RETRY = RetryPolicy(max_retries=2, initial_delay_seconds=0.01, max_delay_seconds=0.05)
+WEBHOOK_SECRET = "kf-hook-secret-5c2e91"  # a test value
+API_TOKEN = "kf-api-token-8a71f3"  # a test value
+SETTLED = frozenset(
+    {s.value for s in RunStatus} - {RunStatus.QUEUED.value, RunStatus.RUNNING.value}
+)
+FINISHED = frozenset(s.value for s in TERMINAL_RUN_STATUSES)
+
+CLIP = """\
+name: clip
+inputs:
+  prompt: {type: string, required: true}
+nodes:
+  - id: clip
+    type: kling.video
+    with: {prompt: "{{ inputs.prompt }}", download: false}
+"""
+
+
+@dataclass
+class Service:
+    """A running service: its URL and an HTTP client for it (with the token, if any)."""
+
+    url: str
+    http: httpx.Client
+
+    def publish(self, text: str = CLIP) -> dict[str, Any]:
+        response = self.http.post("/api/workflows", content=text)
+        assert response.status_code in (200, 201), response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def start(self, name: str = "clip", payload: dict[str, Any] | None = None) -> str:
+        body = {"prompt": "a red fox"} if payload is None else payload
+        response = self.http.post(f"/api/workflows/{name}/runs", json=body)
+        assert response.status_code == 201, response.text
+        run_id: str = response.json()["run_id"]
+        return run_id
+
+    def settle(
+        self, run_id: str, *, timeout_seconds: float = 30.0, until: frozenset[str] | None = None
+    ) -> dict[str, Any]:
+        """GET the run until it is paused or finished (or in `until`); its detail view."""
+        statuses = SETTLED if until is None else until
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            detail: dict[str, Any] = self.http.get(f"/api/runs/{run_id}").json()
+            if detail["run"]["status"] in statuses or time.monotonic() > deadline:
+                return detail
+            time.sleep(0.05)
+
+    def finish(self, run_id: str, *, timeout_seconds: float = 30.0) -> dict[str, Any]:
+        """GET the run until it is finished (a paused run may still be woken)."""
+        return self.settle(run_id, timeout_seconds=timeout_seconds, until=FINISHED)
+
+
+StartService = Callable[..., Service]
+
+
+@pytest.fixture
+def start_service(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Iterator[StartService]:
+    """Start the service (one at a time: DBOS is a per-process singleton); stopped after."""
+    stops: list[Callable[[], None]] = []
+
+    def start(*, wait_policy: WaitPolicy = FAST_WAIT, **overrides: Any) -> Service:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        values: dict[str, Any] = {
+            "home": tmp_path,
+            "database_url": f"sqlite:///{tmp_path / 'klingflow.sqlite'}",
+            "public_url": url,
+            "webhook_secret": WEBHOOK_SECRET,
+        }
+        values.update(overrides)
+        settings = Settings(**values)
+
+        @asynccontextmanager
+        async def engine_factory(settings: Settings) -> AsyncIterator[Engine]:
+            client = AsyncPiAPI(api_key=api_key, base_url=emulator.url, retry_policy=FAST_RETRY)
+            async with client, Engine(settings, client=client, wait_policy=wait_policy) as engine:
+                yield engine
+
+        app = create_app(settings, engine_factory=engine_factory)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert thread.is_alive(), "the service stopped while starting"
+            assert time.monotonic() < deadline, "the service did not start in time"
+            time.sleep(0.01)
+        headers = {}
+        if settings.api_token is not None:
+            headers["Authorization"] = f"Bearer {settings.api_token.get_secret_value()}"
+        http = httpx.Client(base_url=url, headers=headers, timeout=30)
+
+        def stop() -> None:
+            http.close()
+            server.should_exit = True
+            thread.join(timeout=20)
+            sock.close()
+
+        stops.append(stop)
+        return Service(url=url, http=http)
+
+    yield start
+    for stop in reversed(stops):
+        stop()
+
+
+@pytest.fixture
+def service(start_service: StartService) -> Service:
+    """The service with webhooks enabled and no API token."""
+    return start_service()

@@ -1,0 +1,108 @@
+"""PiAPI's webhooks, delivered for real by the emulator (and forged or repeated by hand)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from klingflow.emulator import EmulatorServer, FaultRule
+from klingflow.piapi import WaitPolicy
+
+from .conftest import WEBHOOK_SECRET, Service, StartService
+
+SLOW_WAIT = WaitPolicy(initial_interval_seconds=60, max_interval_seconds=60, jitter=0)
+"""Polls once a minute: a run that finishes within seconds was woken by its webhook."""
+
+LOST_ANSWER = FaultRule(action="drop", method="POST", path="/api/v1/task", phase="after")
+
+
+def delivery(task: dict[str, Any], *, timestamp: int = 1) -> bytes:
+    return json.dumps({"timestamp": timestamp, "data": task}).encode()
+
+
+def hook(service: Service, body: bytes, *, secret: str = WEBHOOK_SECRET, **params: str) -> Any:
+    headers = {"x-webhook-secret": secret, "content-type": "application/json"}
+    return service.http.post("/hooks/piapi", content=body, headers=headers, params=params)
+
+
+def paused_over_lost_answer(service: Service, emulator: EmulatorServer) -> tuple[str, str]:
+    """A run paused over a submission whose answer was lost: (run id, intent id)."""
+    service.publish()
+    emulator.add_fault(LOST_ANSWER)
+    run_id = service.start()
+    detail = service.settle(run_id)
+    assert detail["run"]["status"] == "paused"
+    [submission] = detail["submissions"]
+    assert submission["state"] == "uncertain"
+    return run_id, submission["intent_id"]
+
+
+def test_webhook_wakes_the_waiting_run(
+    start_service: StartService, emulator: EmulatorServer
+) -> None:
+    """The emulator's webhook reaches /hooks/piapi and ends a minute-long poll at once."""
+    service = start_service(wait_policy=SLOW_WAIT)
+    service.publish()
+    started = time.monotonic()
+    detail = service.settle(service.start(), timeout_seconds=20)
+    assert detail["run"]["status"] == "completed", detail["run"]["message"]
+    assert time.monotonic() - started < 20
+    assert emulator.stats()["webhook_deliveries"] >= 1
+    assert emulator.stats()["webhook_failures"] == 0
+
+
+def test_lost_answer_is_reconciled_by_its_webhook(
+    service: Service, emulator: EmulatorServer
+) -> None:
+    """A submission whose answer was lost is settled by PiAPI's webhook: one create, done."""
+    emulator.configure(webhook_faults={"delay_seconds": 500})  # after the run has paused
+    run_id, _ = paused_over_lost_answer(service, emulator)
+    detail = service.finish(run_id)
+    assert detail["run"]["status"] == "completed", detail["run"]["message"]
+    assert emulator.stats()["creates"] == 1
+    [submission] = detail["submissions"]
+    assert submission["note"] == "reconciled by PiAPI's webhook"
+
+
+def test_forged_and_repeated_deliveries_change_nothing(
+    service: Service, emulator: EmulatorServer
+) -> None:
+    """A wrong or missing secret is 401 and settles nothing; a copy of a delivery is ignored."""
+    emulator.configure(webhook_faults={"drop_probability": 1.0})
+    run_id, intent_id = paused_over_lost_answer(service, emulator)
+    [task] = emulator.tasks()
+    body = delivery(task)
+    forged = hook(service, body, secret="guessed", intent_id=intent_id)
+    assert forged.status_code == 401
+    assert "guessed" not in forged.text
+    unsigned = service.http.post("/hooks/piapi", content=body, params={"intent_id": intent_id})
+    assert unsigned.status_code == 401
+    detail = service.settle(run_id)
+    assert detail["run"]["status"] == "paused"
+    assert detail["submissions"][0]["state"] == "uncertain"
+
+    first = hook(service, body, intent_id=intent_id)
+    assert first.json() == {"outcome": "delivered", "task_id": task["task_id"]}
+    assert hook(service, body, intent_id=intent_id).json()["outcome"] == "duplicate"
+    detail = service.finish(run_id)
+    assert detail["run"]["status"] == "completed", detail["run"]["message"]
+    assert emulator.stats()["creates"] == 1
+
+
+def test_oversized_and_malformed_deliveries_are_refused(service: Service) -> None:
+    """A body over 1 MiB is 413; a right secret with a malformed body is 400."""
+    huge = hook(service, b"{" + b" " * (1024 * 1024 + 1) + b"}")
+    assert huge.status_code == 413
+    assert huge.json()["error"] == "PayloadTooLarge"
+    malformed = hook(service, b'{"data": 5}')
+    assert malformed.status_code == 400
+    assert malformed.json()["error"] == "MalformedDelivery"
+
+
+def test_webhooks_are_refused_without_a_configured_secret(start_service: StartService) -> None:
+    """With no KLINGFLOW_WEBHOOK_SECRET, /hooks/piapi answers 503 and trusts nothing."""
+    service = start_service(webhook_secret=None)
+    response = hook(service, delivery({"task_id": "x"}))
+    assert response.status_code == 503
+    assert response.json()["error"] == "WebhooksDisabled"
