@@ -31,12 +31,12 @@ import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any, Self
 
-from dbos import DBOS, DBOSPortableJSONSerializer, SetWorkflowID
+from dbos import DBOS, DBOSPortableJSONSerializer, SetWorkflowID, WorkflowHandleAsync
 
 from klingflow.errors import (
     KlingflowError,
@@ -395,10 +395,19 @@ class Engine:
                 on_poll(records)
             settled = TERMINAL_RUN_STATUSES | {RunStatus.PAUSED}
             if all(run.status in settled for run in records):
+                await self._workflows_stored(r.run_id for r in records if r.status == "completed")
                 return records
             if deadline is not None and time.monotonic() > deadline:
                 return records
             await asyncio.sleep(poll_seconds)
+
+    async def _workflows_stored(self, run_ids: Iterable[str]) -> None:
+        """The run log says `completed` a moment before DBOS stores the workflow's end; wait
+        for that too, so closing the engine right after never leaves the run to replay."""
+        for run_id in run_ids:
+            handle: WorkflowHandleAsync[Any] = await DBOS.retrieve_workflow_async(run_id)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(handle.get_result(polling_interval_sec=0.02), 5)
 
     async def command(self, run_id: str, command: Command) -> RunRecord:
         """Tell a paused run what to do; `cancel` also stops a queued or running one."""
