@@ -123,13 +123,13 @@ def test_two_workers_share_a_batch_on_postgres(
         ):  # fmt: skip
             assert time.monotonic() < deadline, "the workers never finished the batch"
             time.sleep(0.5)
+        recorded = {n.node_path for n in runlog.nodes(run_id)}
     finally:
         for worker in workers:
             worker.terminate()
             worker.wait(timeout=30)
-        runlog.engine.dispose()
+        runlog.engine.dispose()  # the database is dropped next: no connection may linger
     assert run.status == RunStatus.COMPLETED, run.message
-    recorded = {n.node_path for n in runlog.nodes(run_id)}
     assert len(recorded) == 101  # the loop and its 100 items, each recorded once
     assert emulator.stats()["creates"] == 100
     assert len({t["input"]["prompt"] for t in emulator.tasks()}) == 100
