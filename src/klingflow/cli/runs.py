@@ -166,8 +166,8 @@ def progress_view(runlog: RunLog, records: list[RunRecord]) -> Group:
             )
             parts.append(line)
             if node.node_type == "loop" and items:
-                finished = {_item(n) for n in items if n.status == NodeStatus.SUCCEEDED}
-                total = _loop_total(run, node)
+                finished = {n.item_index for n in items if n.status == NodeStatus.SUCCEEDED}
+                total = _loop_total(node)
                 parts.append(
                     Group(
                         ProgressBar(total=max(total, 1), completed=len(finished), width=40),
@@ -177,11 +177,7 @@ def progress_view(runlog: RunLog, records: list[RunRecord]) -> Group:
     return Group(*parts)
 
 
-def _item(node: NodeRun) -> int | None:
-    return node.item_index
-
-
-def _loop_total(run: RunRecord, loop: NodeRun) -> int:
+def _loop_total(loop: NodeRun) -> int:
     items = (loop.inputs or {}).get("items")
     return len(items) if isinstance(items, list) else 0
 

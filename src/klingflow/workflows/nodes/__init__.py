@@ -53,8 +53,10 @@ class Services:
             return self.piapi_api_key
         return self.chat_api_key
 
-    def webhook_for(self, intent_id: str) -> WebhookConfig | None:
-        """Where PiAPI should report this submission (None without a public URL)."""
+    @property
+    def webhook(self) -> WebhookConfig | None:
+        """Where PiAPI should report submissions (None without a public URL); the client adds
+        each submission's `?intent_id=` to the endpoint itself."""
         if not self.webhook_url:
             return None
         return WebhookConfig(endpoint=self.webhook_url, secret=self.webhook_secret or "")

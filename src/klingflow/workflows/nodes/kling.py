@@ -82,7 +82,7 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
             )
         try:
             task = await services.client.submit(
-                request, intent_id=intent_id, webhook=services.webhook_for(intent_id)
+                request, intent_id=intent_id, webhook=services.webhook
             )
         except SubmitUncertainError as error:
             settled = runlog.mark_uncertain(intent_id, note=str(error))
