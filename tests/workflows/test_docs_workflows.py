@@ -22,6 +22,7 @@ from klingflow.workflows import (
     NODE_TYPES,
     InputSpec,
     PiAPITaskParams,
+    ScheduleSpec,
     Workflow,
     WorkflowRetry,
     load_workflow_text,
@@ -140,7 +141,12 @@ def test_every_setting_is_documented() -> None:
 def test_every_file_key_is_documented() -> None:
     """Each key of a workflow, an input and a retry policy has a table row."""
     node_keys = ["id", "type", "with", "if", "retry", "nodes"]
-    models: list[type[Workflow | InputSpec | WorkflowRetry]] = [Workflow, InputSpec, WorkflowRetry]
+    models: list[type[Workflow | InputSpec | WorkflowRetry | ScheduleSpec]] = [
+        Workflow,
+        InputSpec,
+        WorkflowRetry,
+        ScheduleSpec,
+    ]
     keys = [name for model in models for name in model.model_fields] + node_keys
     for key in keys:
         assert f"| `{key}` |" in TEXT, key
@@ -169,3 +175,19 @@ def test_documented_exit_codes_match_the_cli() -> None:
     assert "inputs" in rows["3"]
     assert exit_code_for(WorkflowInputError([("inputs.prompt", "is required")])) == 3
     assert "paused, crashed or was cancelled" in rows[str(RUN_NOT_COMPLETED)]
+
+
+def test_the_schedule_problems_shown_are_what_validate_prints() -> None:
+    """The Schedules section's problem lines come from breaking its example as described."""
+    [shown] = [code for code in blocks("text") if "schedules[0].cron" in code]
+    example = next(code for code in YAML_WORKFLOWS if workflow_name(code) == "daily-teaser")
+    broken_shape = example.replace('"0 7 * * *"', '"0 25 * * *"').replace(
+        "timezone: Europe/Berlin", "timezone: europe/berlin"
+    )
+    broken_payload = example.replace("duration: 10}", 'duration: "10"}')
+    printed = []
+    for text in (broken_shape, broken_payload):
+        with pytest.raises(WorkflowDefinitionError) as caught:
+            load_workflow_text(text, path="daily-teaser.yaml")
+        printed += [str(problem) for problem in caught.value.problems]
+    assert printed == shown.splitlines()

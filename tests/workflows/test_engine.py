@@ -11,7 +11,7 @@ import pytest
 from klingflow.emulator import EmulatorServer, FaultRule, GenerationError
 from klingflow.errors import WorkflowInputError
 from klingflow.piapi import Task
-from klingflow.workflows import load_workflow
+from klingflow.workflows import load_workflow, load_workflow_text
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.engine import Command, Engine
 from klingflow.workflows.runlog import IntentState, NodeStatus, RunLog, RunRecord, RunStatus
@@ -305,3 +305,66 @@ def test_a_batch_never_trips_the_account_limits(harness: Harness, emulator: Emul
     assert run.status == RunStatus.COMPLETED, run.message
     assert emulator.stats()["rate_limited"] == 0
     assert emulator.stats()["peak_concurrency"] == 2
+
+
+@pytest.mark.parametrize("found_by", ["launch", "key"])
+def test_a_run_written_but_never_enqueued_still_runs_once(
+    harness: Harness, emulator: EmulatorServer, found_by: str
+) -> None:
+    """A process that died between writing a run and enqueueing it loses nothing: the next
+    engine's launch finds the queued run DBOS never received, and so does a caller that
+    starts it again with its idempotency key (here written after this engine launched)."""
+    workflow = load_workflow_text(
+        "name: orphan\nnodes:\n  - {id: clip, type: kling.video, with: {prompt: a fox}}\n"
+    )
+
+    def write_only(engine: Engine) -> str:  # what the dead process managed to do
+        run, created = engine.runlog.create_run(
+            workflow_name=workflow.name,
+            workflow_hash=workflow.content_hash,
+            workflow=workflow.model_dump(mode="json", by_alias=True, exclude_unset=True),
+            source_path=None,
+            trigger={},
+            inputs={},
+            output_root=str(engine.settings.outputs_dir),
+            budget_usd=None,
+            idempotency_key="orphan-key",
+        )
+        assert created
+        return run.run_id
+
+    async def written(engine: Engine) -> str:
+        return write_only(engine)
+
+    run_id = harness.session(written) if found_by == "launch" else None
+
+    async def relaunch(engine: Engine) -> RunRecord:
+        nonlocal run_id
+        if run_id is None:  # written after this engine launched: only its key can find it
+            run_id = write_only(engine)
+            again = await engine.start_run(workflow, {}, idempotency_key="orphan-key")
+            assert again.run_id == run_id
+        [done] = await engine.wait([run_id], timeout_seconds=60)
+        return done
+
+    done = harness.session(relaunch)
+    assert done.status == RunStatus.COMPLETED, done.message
+    assert emulator.stats()["creates"] == 1
+
+
+def test_two_commands_for_one_paused_run_send_one(
+    harness: Harness, emulator: EmulatorServer
+) -> None:
+    """Two Retry clicks (or two processes) race for a paused run: the run log lets one
+    through, so no second command lingers to retry, or resubmit, the run's next pause."""
+    emulator.add_fault(FaultRule(action="fail_task"))
+    text = "name: race\nnodes:\n  - {id: clip, type: kling.video, with: {prompt: a fox}}\n"
+    run = harness.run(text)
+    assert run.status == RunStatus.PAUSED
+    runlog = RunLog(make_engine(harness.settings().resolved_database_url()))
+    try:
+        assert runlog.claim_paused(run.run_id, message="retry requested")
+        assert not runlog.claim_paused(run.run_id, message="retry requested")
+        assert runlog.get_run(run.run_id).status == RunStatus.QUEUED  # type: ignore[union-attr]
+    finally:
+        runlog.engine.dispose()

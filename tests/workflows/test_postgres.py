@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -18,8 +22,10 @@ import pytest
 from klingflow.emulator import EmulatorServer, FaultRule
 from klingflow.workflows import load_workflow
 from klingflow.workflows.database import make_engine
-from klingflow.workflows.engine import Command
-from klingflow.workflows.runlog import RunLog, RunStatus
+from klingflow.workflows.engine import Command, Engine
+from klingflow.workflows.registry import WorkflowRegistry
+from klingflow.workflows.runlog import RunLog, RunRecord, RunStatus
+from klingflow.workflows.schedules import Scheduler
 
 from .harness import Harness
 
@@ -133,3 +139,126 @@ def test_two_workers_share_a_batch_on_postgres(
     assert len(recorded) == 101  # the loop and its 100 items, each recorded once
     assert emulator.stats()["creates"] == 100
     assert len({t["input"]["prompt"] for t in emulator.tasks()}) == 100
+
+
+def test_two_workers_fire_each_tick_of_a_schedule_once_on_postgres(
+    postgres_url: str, emulator: EmulatorServer, api_key: str, tmp_path: Path
+) -> None:
+    """Two `klingflow worker`s both fire a published every-2-seconds schedule of a paid video:
+    one run a tick, each paid once. (The URL carries a password, which the local server's trust
+    auth ignores: no log shows it.)"""
+    password = "kf-pg-password-5e1d"
+    env = {
+        **os.environ,
+        "KLINGFLOW_HOME": str(tmp_path / "home"),
+        "KLINGFLOW_DATABASE_URL": re.sub(
+            r"^(postgresql://[^@:/]+)@", rf"\1:{password}@", postgres_url
+        ),
+        "PIAPI_BASE_URL": emulator.url,
+        "PIAPI_API_KEY": api_key,
+        "KLINGFLOW_POLL_SECONDS": "0.05",
+    }
+    klingflow = [sys.executable, "-m", "klingflow"]
+    (tmp_path / "ticker.yaml").write_text(
+        "name: ticker\n"
+        "inputs:\n  who: {type: string, required: true}\n"
+        "nodes:\n"
+        "  - id: clip\n"
+        "    type: kling.video\n"
+        "    with: {prompt: '{{ inputs.who }} at dusk', download: false}\n"
+        "schedules:\n  - {cron: '* * * * * */2', name: often, payload: {who: cron}}\n"
+    )
+    published = subprocess.run(
+        [*klingflow, "publish", str(tmp_path / "ticker.yaml")],
+        env=env, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert published.stdout.split()[::2] == ["ticker", "published"]
+    logs = [tmp_path / f"worker-{n}.log" for n in (1, 2)]
+    workers: list[subprocess.Popen[bytes]] = []
+    runlog = RunLog(make_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://")))
+    try:
+        for n, log in enumerate(logs, start=1):  # one at a time: DBOS migrates a fresh database
+            with log.open("wb") as handle:
+                workers.append(
+                    subprocess.Popen(
+                        [*klingflow, "worker"],
+                        env={**env, "KLINGFLOW_EXECUTOR_ID": f"worker-{n}"},
+                        stdout=subprocess.DEVNULL,
+                        stderr=handle,
+                    )
+                )
+            deadline = time.monotonic() + 60
+            while "klingflow worker" not in log.read_text():
+                assert workers[-1].poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "a worker never started"
+                time.sleep(0.1)
+        both_up = time.time()
+        deadline = time.monotonic() + 60
+        while len([r for r in runlog.list_runs() if r.created_at > both_up + 0.5]) < 2:
+            assert time.monotonic() < deadline, "the schedule never fired twice"
+            time.sleep(0.2)
+        # Stop the schedule with a version without it: each worker checks the latest version
+        # just before starting a tick's run, so none starts after this (a margin for a start
+        # already past its check), and the count of paid videos can be compared.
+        without = (tmp_path / "ticker.yaml").read_text().split("schedules:")[0]
+        WorkflowRegistry(runlog.engine).publish(without)
+        time.sleep(1.0)
+        run_ids = [run.run_id for run in runlog.list_runs(limit=1000)]
+        settled = {RunStatus.COMPLETED, RunStatus.PAUSED, RunStatus.CRASHED}
+        deadline = time.monotonic() + 60
+        while any(r.status not in settled for r in map(runlog.get_run, run_ids) if r):
+            assert time.monotonic() < deadline, "the runs never finished"
+            time.sleep(0.2)
+        runs = [r for r in map(runlog.get_run, run_ids) if r is not None]
+        assert all(worker.poll() is None for worker in workers)
+        assert len(runlog.list_runs(limit=1000)) == len(runs)  # none started since
+    finally:
+        for worker in workers:
+            worker.terminate()
+            worker.wait(timeout=30)
+        runlog.engine.dispose()  # the database is dropped next: no connection may linger
+    keys = [str(run.idempotency_key) for run in runs]
+    assert all(key.startswith("schedule:ticker:often:") for key in keys)
+    ticks = sorted(datetime.fromisoformat(key.split(":", 3)[3]) for key in keys)
+    assert len(set(ticks)) == len(ticks)  # one run per tick
+    assert all(b - a == timedelta(seconds=2) for a, b in itertools.pairwise(ticks))  # no gap
+    assert {run.status for run in runs} == {RunStatus.COMPLETED}
+    assert all(run.trigger == {"who": "cron"} for run in runs)
+    assert emulator.stats()["creates"] == len(runs)  # each tick's video paid once
+    assert password in env["KLINGFLOW_DATABASE_URL"]
+    for log in logs:
+        assert "Traceback" not in log.read_text()
+        assert "klingflow worker" in log.read_text()
+        assert password not in log.read_text()
+
+
+def test_a_schedule_the_database_refuses_does_not_stop_the_others_on_postgres(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Postgres refuses a run whose budget overflows its bigint column (a DataError, not a
+    klingflow error): that schedule is logged and skipped, and the other one fires."""
+    note = "nodes:\n  - {id: note, type: set, with: {values: {a: 1}}}\nschedules:\n"
+    huge = "name: huge\nbudget_usd: 1e30\n" + note + "  - {cron: '* * * * *', name: huge}\n"
+    good = "name: good\n" + note + "  - {cron: '* * * * *', name: fine}\n"
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    caplog.set_level(logging.ERROR, logger="klingflow.schedules")
+
+    async def work(engine: Engine) -> list[RunRecord]:
+        registry = WorkflowRegistry(engine.runlog.engine)
+        registry.publish_all([huge, good])
+        scheduler = Scheduler(engine, registry, grace_seconds=3600)
+        await scheduler.fire_due(start)
+        runs = await scheduler.fire_due(start + timedelta(minutes=2))
+        return await engine.wait([run.run_id for run in runs], timeout_seconds=60)
+
+    runs = harness.session(work)
+    assert [run.idempotency_key for run in runs] == [
+        "schedule:good:fine:2030-01-01T00:01:00Z",
+        "schedule:good:fine:2030-01-01T00:02:00Z",
+    ]
+    assert {run.status for run in runs} == {RunStatus.COMPLETED}
+    [error] = [record.getMessage() for record in caplog.records]
+    assert error.startswith(
+        "schedule huge:huge: the run of schedule:huge:huge:2030-01-01T00:01:00Z was not "
+        "started, unexpected DataError: "
+    )

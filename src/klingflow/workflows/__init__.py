@@ -9,8 +9,9 @@ context = template_context(trigger={"prompt": "a red fox"}, inputs=inputs, outpu
 params = workflow.nodes[0].render_params(context)  # typed, e.g. KlingGenerateVideoParams
 ```
 
-`spec` holds the models, `loading` reads files, `templates` renders `{{ }}` in a sandbox, and
-`validation` finds every problem before a run spends anything.
+`spec` holds the models, `loading` reads files, `templates` renders `{{ }}` in a sandbox,
+`validation` finds every problem before a run spends anything, and `schedules` fires the
+published workflows' cron schedules.
 """
 
 from klingflow.workflows.loading import load_workflow, load_workflow_text
@@ -37,6 +38,7 @@ from klingflow.workflows.spec import (
     NodeSpec,
     PiAPITaskNode,
     PiAPITaskParams,
+    ScheduleSpec,
     SetNode,
     SetParams,
     Workflow,
@@ -73,6 +75,7 @@ __all__ = [
     "NodeSpec",
     "PiAPITaskNode",
     "PiAPITaskParams",
+    "ScheduleSpec",
     "SetNode",
     "SetParams",
     "Workflow",

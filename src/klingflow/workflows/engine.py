@@ -43,7 +43,8 @@ from klingflow.errors import (
     LoopItemsFailedError,
     PiAPIError,
     RecordedError,
-    WorkflowError,
+    RunNotFoundError,
+    RunStateError,
 )
 from klingflow.piapi import AsyncPiAPI, AsyncWebhookEvents, Task, WaitPolicy
 from klingflow.settings import Settings
@@ -76,6 +77,8 @@ PIAPI_QUEUE = "klingflow-piapi"
 CONTROL_TOPIC = "control"
 CHUNK_SIZE = 50
 PAUSED_WAIT_SECONDS = 24 * 3600.0
+ORPHAN_SCAN_LIMIT = 10_000
+"""Queued runs checked at launch for a lost enqueue (newest first)."""
 
 _engine: Engine | None = None
 
@@ -237,6 +240,7 @@ class Engine:
                 self.client.api_key,
                 self.settings.chat_api_key,
                 self.settings.webhook_secret,
+                self.settings.api_token,
             )
             if secret is not None
         )
@@ -274,6 +278,7 @@ class Engine:
                 polling_interval_sec=0.2,
             )
             self._recover_abandoned_slots()
+            await self._enqueue_orphans()
         except BaseException:
             await self.aclose()
             raise
@@ -372,11 +377,26 @@ class Engine:
             idempotency_key=idempotency_key,
         )
         if created:
-            queue = await DBOS.retrieve_queue_async(RUNS_QUEUE)
-            assert queue is not None
-            with SetWorkflowID(run.run_id):
-                await queue.enqueue_async(_run_workflow, run.run_id)
+            await self._enqueue(run.run_id)
+        elif run.status is RunStatus.QUEUED:
+            await self._enqueue_orphan(run.run_id)
         return run
+
+    async def _enqueue(self, run_id: str) -> None:
+        queue = await DBOS.retrieve_queue_async(RUNS_QUEUE)
+        assert queue is not None
+        with SetWorkflowID(run_id):
+            await queue.enqueue_async(_run_workflow, run_id)
+
+    async def _enqueue_orphan(self, run_id: str) -> None:
+        """Enqueue a queued run DBOS never received: its process died between writing the
+        run and enqueueing it. A run DBOS knows is left alone."""
+        if await DBOS.get_workflow_status_async(run_id) is None:
+            await self._enqueue(run_id)
+
+    async def _enqueue_orphans(self) -> None:
+        for run in self.runlog.list_runs(status=RunStatus.QUEUED, limit=ORPHAN_SCAN_LIMIT):
+            await self._enqueue_orphan(run.run_id)
 
     async def wait(
         self,
@@ -413,20 +433,25 @@ class Engine:
         """Tell a paused run what to do; `cancel` also stops a queued or running one."""
         run = self.runlog.get_run(run_id)
         if run is None:
-            raise WorkflowError(f"no run {run_id} in {self.database_url}")
+            raise RunNotFoundError(run_id, where=str(self.runlog.engine.url))  # password masked
+        status = run.status.value
         if command.action == "cancel":
             if run.status in TERMINAL_RUN_STATUSES:
-                raise WorkflowError(f"run {run_id} is already {run.status.value}")
+                raise RunStateError(
+                    f"run {run_id} is already {status}", run_id=run_id, status=status
+                )
             await DBOS.cancel_workflow_async(run_id, cancel_children=True)
             self.runlog.set_status(run_id, RunStatus.CANCELLED, message="cancelled by the user")
-        elif run.status != RunStatus.PAUSED:
-            raise WorkflowError(
-                f"run {run_id} is {run.status.value}, not paused: there is nothing to "
-                f"{command.action}"
-            )
-        else:
-            self.runlog.set_status(run_id, RunStatus.QUEUED, message=f"{command.action} requested")
+        elif self.runlog.claim_paused(run_id, message=f"{command.action} requested"):
             await DBOS.send_async(run_id, command.__dict__, topic=CONTROL_TOPIC)
+        else:  # not paused, or another command (another click, another process) came first
+            now = self.runlog.get_run(run_id)
+            status = now.status.value if now is not None else status
+            raise RunStateError(
+                f"run {run_id} is {status}, not paused: there is nothing to {command.action}",
+                run_id=run_id,
+                status=status,
+            )
         record = self.runlog.get_run(run_id)
         assert record is not None
         return record

@@ -25,6 +25,7 @@ from klingflow.errors import WorkflowDefinitionError, WorkflowProblem
 from klingflow.workflows.spec import (
     NODE_TYPES,
     InputSpec,
+    ScheduleSpec,
     Workflow,
     WorkflowRetry,
 )
@@ -40,7 +41,7 @@ from klingflow.workflows.validation import (
     validate_workflow,
 )
 
-__all__ = ["load_workflow", "load_workflow_text"]
+__all__ = ["load_workflow", "load_workflow_text", "read_workflow_text"]
 
 MAX_VALUES: Final = 100_000
 """Most values a file may expand to (YAML aliases can make a small file enormous)."""
@@ -56,13 +57,20 @@ class _TooLargeError(Exception):
 
 
 def load_workflow(path: str | os.PathLike[str]) -> Workflow:
-    """Read and validate a workflow file (`.json` as JSON, anything else as YAML).
+    """Read and validate a workflow file (`.json` as JSON, anything else as `load_workflow_text`
+    reads text).
 
     Raises `WorkflowDefinitionError` listing every problem, also when the file is unreadable.
     """
+    return load_workflow_text(read_workflow_text(path), path=os.fspath(path))
+
+
+def read_workflow_text(path: str | os.PathLike[str]) -> str:
+    """A workflow file's text (UTF-8), unchecked: read once, then validated and published as
+    it is. An unreadable file raises `WorkflowDefinitionError` naming it."""
     name = os.fspath(path)
     try:
-        text = FilePath(path).read_text(encoding="utf-8")
+        return FilePath(path).read_text(encoding="utf-8")
     except OSError as error:
         reason = error.strerror or str(error)
         raise WorkflowDefinitionError(
@@ -70,15 +78,17 @@ def load_workflow(path: str | os.PathLike[str]) -> Workflow:
         ) from None
     except UnicodeDecodeError:
         raise WorkflowDefinitionError([WorkflowProblem("is not UTF-8 text", path=name)]) from None
-    return load_workflow_text(text, path=name)
 
 
 def load_workflow_text(text: str, *, path: str | None = None) -> Workflow:
     """Validate a workflow given as text; `path` names it in problems (and `.json` means JSON).
 
+    Without a `.json` path, text that is a JSON document (`{...}`) is read as JSON and anything
+    else as YAML, so stored text (a published version has no file name) loads the way its file
+    validated: JSON indented with tabs, which YAML refuses, included.
     The returned workflow keeps `source_path` and its line map, so later checks can name lines.
     """
-    is_json = path is not None and path.lower().endswith(".json")
+    is_json = (path is not None and path.lower().endswith(".json")) or _is_json_text(text)
     data, lines, issues = _parse_json(text) if is_json else _parse_yaml(text)
     problems = [
         _problem(data, lines, path, where, message, line=line) for where, message, line in issues
@@ -109,6 +119,21 @@ def load_workflow_text(text: str, *, path: str | None = None) -> Workflow:
     if problems := validate_workflow(workflow):
         raise WorkflowDefinitionError(problems)
     return workflow
+
+
+def _is_json_text(text: str) -> bool:
+    """Whether `text` is a JSON object: the test that picks the parser for unnamed text.
+
+    Only text starting with `{` is tried, so YAML never pays for a JSON parse; a YAML flow
+    mapping (`{name: a, ...}`) is not JSON and stays YAML.
+    """
+    if not text.lstrip().startswith("{"):
+        return False
+    try:
+        json.loads(text)
+    except ValueError:  # JSONDecodeError, or a number too long to convert
+        return False
+    return True
 
 
 # --- parsing with line numbers ----------------------------------------------------------
@@ -293,6 +318,8 @@ def _known_keys(data: Any, parent: Path) -> list[str]:
         return list(WorkflowRetry.model_fields)
     if len(parent) == 2 and parent[0] == "inputs":
         return list(InputSpec.model_fields)
+    if len(parent) == 2 and parent[0] == "schedules":
+        return list(ScheduleSpec.model_fields)
     node = _node_at(data, parent)
     if node is not None and node[0] == parent:
         raw: Any = data

@@ -32,6 +32,8 @@ __all__ = [
     "RunLog",
     "RunRecord",
     "RunStatus",
+    "Spend",
+    "Submission",
     "redact",
     "redact_values",
 ]
@@ -303,6 +305,32 @@ class Intent:
     task_id: str | None
     estimated_usd: Decimal
     note: str | None
+    created_at: float
+
+
+ACTIVE_INTENT_STATES = frozenset({IntentState.SENT, IntentState.ACCEPTED, IntentState.UNCERTAIN})
+"""Submissions PiAPI may still be working on (or that nobody has settled yet)."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A paid submission with the run it belongs to, for task lists across runs."""
+
+    run_id: str
+    workflow_name: str
+    intent: Intent
+
+
+@dataclass(frozen=True)
+class Spend:
+    """What runs have spent since a moment (`since`, Unix seconds) and in total."""
+
+    since: float
+    today_usd: Decimal
+    total_usd: Decimal
+    reserved_usd: Decimal
+    runs_today: int
+    runs_total: int
 
 
 class RunLog:
@@ -423,6 +451,22 @@ class RunLog:
             values["outputs"] = self._clean(outputs)
         with self._tx() as tx:
             tx.execute(runs.update().where(runs.c.run_id == run_id).values(**values))
+
+    def claim_paused(self, run_id: str, *, message: str) -> bool:
+        """Queue a paused run for a command, unless another command (from any process)
+        claimed it first: one atomic update, so two Retry clicks send one command."""
+        with self._tx() as tx:
+            result = tx.execute(
+                runs.update()
+                .where(runs.c.run_id == run_id, runs.c.status == RunStatus.PAUSED.value)
+                .values(
+                    status=RunStatus.QUEUED.value,
+                    message=message,
+                    paused_node=None,
+                    updated_at=time.time(),
+                )
+            )
+        return result.rowcount == 1
 
     def new_epoch(self, run_id: str) -> int:
         """Start the run over (retry --from-start): earlier node results are kept, unused."""
@@ -579,10 +623,13 @@ class RunLog:
                 .values(attempts=node_runs.c.attempts + 1)
             )
 
-    def attempts(self, run_id: str) -> list[Attempt]:
+    def attempts(self, run_id: str, *, epoch: int | None = None) -> list[Attempt]:
+        """Every attempt of the run's nodes in order (of one epoch, when given)."""
         query = (
             attempt_log.select().where(attempt_log.c.run_id == run_id).order_by(attempt_log.c.id)
         )
+        if epoch is not None:
+            query = query.where(attempt_log.c.epoch == epoch)
         with self.engine.connect() as c:
             return [
                 Attempt(
@@ -775,6 +822,61 @@ class RunLog:
                 )
             )
 
+    # -- summaries (dashboard, /api/spend, /api/tasks) ---------------------------------------
+
+    def status_counts(self, *, workflow_name: str | None = None) -> dict[RunStatus, int]:
+        """How many runs are in each status (every status present, zeros included)."""
+        query = sa.select(runs.c.status, sa.func.count()).group_by(runs.c.status)
+        if workflow_name is not None:
+            query = query.where(runs.c.workflow_name == workflow_name)
+        with self.engine.connect() as c:
+            counted = {RunStatus(status): count for status, count in c.execute(query)}
+        return {status: counted.get(status, 0) for status in RunStatus}
+
+    def spend(self, since: float) -> Spend:
+        """Charged and reserved amounts, summed in the database (runs counted by start)."""
+        recent = runs.c.created_at >= since
+        query = sa.select(
+            sa.func.coalesce(sa.func.sum(runs.c.spent_points), 0),
+            sa.func.coalesce(sa.func.sum(sa.case((recent, runs.c.spent_points), else_=0)), 0),
+            sa.func.coalesce(sa.func.sum(runs.c.reserved_points), 0),
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(sa.case((recent, 1), else_=0)), 0),
+        )
+        with self.engine.connect() as c:
+            total, today, reserved, count, count_today = c.execute(query).one()
+        return Spend(
+            since=since,
+            today_usd=points_to_usd(int(today)),
+            total_usd=points_to_usd(int(total)),
+            reserved_usd=points_to_usd(int(reserved)),
+            runs_today=int(count_today),
+            runs_total=int(count),
+        )
+
+    def submissions(
+        self, *, run_id: str | None = None, active_only: bool = False, limit: int = 50
+    ) -> list[Submission]:
+        """Paid submissions, newest first, with their run's workflow name."""
+        query = (
+            sa.select(intents, runs.c.workflow_name)
+            .join(runs, runs.c.run_id == intents.c.run_id)
+            .order_by(intents.c.created_at.desc())
+            .limit(limit)
+        )
+        if run_id is not None:
+            query = query.where(intents.c.run_id == run_id)
+        if active_only:  # in flight: an unsettled submission of a run that may still settle it
+            query = query.where(
+                intents.c.state.in_([s.value for s in ACTIVE_INTENT_STATES]),
+                runs.c.status.notin_([s.value for s in TERMINAL_RUN_STATUSES]),
+            )
+        with self.engine.connect() as c:
+            return [
+                Submission(run_id=row.run_id, workflow_name=row.workflow_name, intent=_intent(row))
+                for row in c.execute(query)
+            ]
+
 
 def _insert_for(engine: sa.Engine) -> Any:
     """The dialect's INSERT, which has ON CONFLICT DO UPDATE (SQLite and Postgres)."""
@@ -791,4 +893,5 @@ def _intent(row: sa.Row[Any]) -> Intent:
         task_id=row.task_id,
         estimated_usd=points_to_usd(row.estimated_points),
         note=row.note,
+        created_at=row.created_at,
     )

@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from decimal import Decimal
 from functools import cached_property
 from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar, get_args
@@ -36,6 +37,7 @@ from pydantic_core import PydanticCustomError
 
 from klingflow.errors import InvalidRequestError, Problem, WorkflowInputError
 from klingflow.piapi.kling import KlingRequest, KlingVideoRequest, parse_task_request
+from klingflow.workflows import _cron
 from klingflow.workflows.templates import render
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
     "NodeSpec",
     "PiAPITaskNode",
     "PiAPITaskParams",
+    "ScheduleSpec",
     "SetNode",
     "SetParams",
     "Workflow",
@@ -607,6 +610,65 @@ NODE_TYPES: dict[str, type[_Node]] = {
 """`type:` value -> node class (its `params_model` validates the rendered `with:`)."""
 
 
+# --- schedules --------------------------------------------------------------------------
+
+
+class ScheduleSpec(_Strict):
+    """One cron schedule: a run of the workflow at every tick, with `payload` as its trigger.
+
+    `cron` is read in `timezone` (an IANA name). The payload is checked against the
+    workflow's `inputs:` by `validate_workflow`, so a schedule that could not start is refused
+    when the file is validated or published. `name` identifies the schedule in the runs'
+    idempotency keys; without it, its content does (see `key`), never its position.
+    """
+
+    cron: str
+    timezone: str = "UTC"
+    payload: dict[str, Any] = Field(default_factory=dict)
+    name: NodeId | None = None
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        if (problem := _cron.cron_problem(value)) is not None:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        if (problem := _cron.timezone_problem(value)) is not None:
+            raise ValueError(problem)
+        return value
+
+    def ticks(self, *, after: datetime, until: datetime) -> Iterator[datetime]:
+        """Every tick in (after, until], in order, as aware UTC datetimes."""
+        return _cron.ticks(self.cron, self.timezone, after=after, until=until)
+
+    def next_tick(self, *, after: datetime) -> datetime | None:
+        """The first tick after `after` (aware UTC), or None when none is left."""
+        return _cron.next_tick(self.cron, self.timezone, after=after)
+
+    def key(self) -> str:
+        """This schedule's part of its runs' idempotency keys: `name`, else `content_key`.
+
+        Not its list position: a position changes when the schedules are reordered, so two
+        versions firing at once could pay for a tick twice.
+        """
+        return self.name if self.name is not None else self.content_key
+
+    @cached_property
+    def content_key(self) -> str:
+        """`cron-` and 8 hex digits of the sha256 of the cron expression (spaces normalised),
+        timezone and payload as canonical JSON: the same in every version that has this
+        schedule, wherever it sits in the list. (A name cannot contain `-`, so the two never
+        collide.)"""
+        data = self.model_dump(mode="json", include={"timezone", "payload"})
+        data["cron"] = " ".join(self.cron.split())
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return "cron-" + hashlib.sha256(canonical.encode()).hexdigest()[:8]
+
+
 # --- the workflow -----------------------------------------------------------------------
 
 
@@ -614,7 +676,8 @@ class Workflow(_Strict):
     """A workflow file, validated. Build it with `load_workflow` to get line numbers in errors.
 
     Iterate `nodes` for the top-level flow; a `LoopNode` carries its body in `.nodes`.
-    `walk()` yields every node with its enclosing loop.
+    `walk()` yields every node with its enclosing loop. `schedules` start runs on their own
+    once the workflow is published (`klingflow.workflows.schedules`).
     """
 
     name: WorkflowName
@@ -624,6 +687,7 @@ class Workflow(_Strict):
     budget_usd: Decimal | None = Field(default=None, gt=0)
     nodes: list[NodeSpec] = Field(min_length=1)
     outputs: dict[str, Any] = Field(default_factory=dict)
+    schedules: list[ScheduleSpec] = Field(default_factory=list)
 
     _source_path: str | None = PrivateAttr(default=None)
     _lines: Mapping[tuple[str | int, ...], int] = PrivateAttr(default_factory=dict)
@@ -652,8 +716,11 @@ class Workflow(_Strict):
     @cached_property
     def content_hash(self) -> str:
         """sha256 of the canonical JSON of the spec (defaults included): the run's version."""
+        data = self.model_dump(mode="json", by_alias=True)
+        if not self.schedules:  # files without schedules keep the hash they had before them
+            del data["schedules"]
         canonical = json.dumps(
-            self.model_dump(mode="json", by_alias=True),
+            data,
             sort_keys=True,
             separators=(",", ":"),
             ensure_ascii=False,

@@ -2,9 +2,10 @@
 
 Pydantic checks the file's shape while loading; this module checks what needs the whole
 workflow: unique node ids; templates that parse and read only names that will exist (earlier
-nodes, declared inputs, `item`/`loop` inside loops); and literal parameters against the rules
-the client applies before submitting. A Kling request PiAPI would reject is reported here,
-with its line, instead of failing after the nodes before it were paid for.
+nodes, declared inputs, `item`/`loop` inside loops); literal parameters against the rules
+the client applies before submitting; and schedule payloads against `inputs:`. A Kling
+request PiAPI would reject is reported here, with its line, instead of failing after the
+nodes before it were paid for; a schedule that could never start, before it is published.
 
 Templated values are unknown until run time, so literal checks never blame them: a Kling
 node is checked against several stand-ins for its templated fields (each version, with and
@@ -24,7 +25,7 @@ from typing import Any, Final, get_args
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from klingflow.errors import InvalidRequestError, WorkflowProblem
+from klingflow.errors import InvalidRequestError, WorkflowInputError, WorkflowProblem
 from klingflow.piapi.kling import REQUEST_TYPES, KlingVideoRequest, parse_task_request
 from klingflow.workflows.spec import (
     INPUT_NAME_PATTERN,
@@ -431,8 +432,39 @@ def validate_workflow(workflow: Workflow) -> list[WorkflowProblem]:
     for rel, source in _templates(workflow.outputs, ("outputs",)):
         for message in _template_issues(source, _Scope(None, top, None), graph):
             add(rel, message, node_id=None)
+    for path, message in _schedule_issues(workflow):
+        add(path, message, node_id=None)
     problems.sort(key=lambda problem: problem.line or 0)
     return problems
+
+
+def _schedule_issues(workflow: Workflow) -> Iterator[Issue]:
+    """Schedules whose payload does not fit `inputs:` (their runs could never start), and
+    names used twice or unnamed twins (the runs of both would share idempotency keys)."""
+    first_index: dict[str, int] = {}
+    for index, schedule in enumerate(workflow.schedules):
+        path: Path = ("schedules", index)
+        key = schedule.key()
+        if key in first_index:
+            first_path: Path = ("schedules", first_index[key])
+            if schedule.name is not None:
+                first = workflow.line_of((*first_path, "name"))
+                where = f" (first on line {first})" if first else ""
+                yield (*path, "name"), f"duplicate schedule name{where}"
+            else:
+                first = workflow.line_of(first_path)
+                where = f" (line {first})" if first else ""
+                twin = f"schedules[{first_index[key]}]{where}"
+                message = f"has the same cron, timezone and payload as {twin}, so their runs "
+                yield path, message + "would share idempotency keys; remove one, or name each"
+        else:
+            first_index[key] = index
+        try:
+            workflow.resolve_inputs(schedule.payload)
+        except WorkflowInputError as error:
+            for field, message in error.problems:
+                name = field.removeprefix("inputs.")
+                yield (*path, "payload", name), f"{message} (inputs.{name})"
 
 
 def _placed(workflow: Workflow) -> Iterator[tuple[NodeSpec, Path, LoopNode | None]]:
