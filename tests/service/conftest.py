@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from klingflow.emulator import EmulatorServer
 from klingflow.piapi import AsyncPiAPI, RetryPolicy, WaitPolicy
@@ -139,3 +141,66 @@ def start_service(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Ite
 def service(start_service: StartService) -> Service:
     """The service with webhooks enabled and no API token."""
     return start_service()
+
+
+CHROMIUM = Path(os.environ.get("KLINGFLOW_TEST_CHROMIUM", "/usr/bin/chromium"))
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+CHROMIUM_ARGS = [
+    # As root in a sandbox-less container, on a machine with no route out (env notes).
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium driven by Playwright; skipped, with the reason, when absent."""
+    if not CHROMIUM.exists():
+        pytest.skip(
+            f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium package when "
+            "it runs as root with apt-get; or set KLINGFLOW_TEST_CHROMIUM to a Chromium binary"
+        )
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A fresh browser context (no cookies) and page; `shoot(page, name)` keeps screenshots.
+    The test fails if the page logged an error (a script error, a refused resource)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(20_000)
+    opened = context.new_page()
+    problems: list[str] = []
+    opened.on("pageerror", lambda error: problems.append(str(error)))
+    opened.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    yield opened
+    context.close()
+    refused_login = "the server responded with a status of 401"  # a wrong token, on purpose
+    assert [p for p in problems if refused_login not in p] == [], problems
+
+
+def shoot(page: Page, name: str) -> Path:
+    """Save a full-page screenshot under test-artifacts/screenshots (kept after the run)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+@pytest.fixture
+def browser_phone(browser: Browser) -> Iterator[Page]:
+    """A page the size of a phone screen (390 x 844, touch)."""
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+    )
+    context.set_default_timeout(20_000)
+    yield context.new_page()
+    context.close()

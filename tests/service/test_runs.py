@@ -65,7 +65,7 @@ def test_failed_task_pauses_and_retry_completes(service: Service, emulator: Emul
     assert len(done["attempts"]) >= 2
     again = service.http.post(f"/api/runs/{run_id}/retry")
     assert again.status_code == 409
-    assert again.json()["error"] == "WorkflowError"
+    assert again.json()["error"] == "RunStateError"
 
 
 def test_bulk_retry_and_cancel_steer_paused_runs(
@@ -96,6 +96,7 @@ def test_tasks_and_spend_report_what_runs_paid(service: Service, emulator: Emula
     assert task["task_id"] == emulator.tasks()[0]["task_id"]
     assert task["state"] == "completed"
     assert float(task["estimated_cost_usd"]) > 0
+    assert service.http.get("/api/tasks", params={"active": True}).json()["tasks"] == []
     spend = service.http.get("/api/spend").json()
     assert spend["total_usd"] == spend["today_usd"] == run["spent_usd"]
     assert spend["runs_today"] == 1
@@ -106,7 +107,11 @@ def test_errors_render_as_json_with_fitting_status(service: Service) -> None:
     """Unknown runs are 404, invalid workflows and inputs 422, each as {error, message, details}."""
     missing = service.http.get("/api/runs/run-nope")
     assert missing.status_code == 404
-    assert missing.json() == {"error": "RunNotFound", "message": "no run run-nope", "details": {}}
+    assert missing.json() == {
+        "error": "RunNotFoundError",
+        "message": "no run run-nope",
+        "details": {},
+    }
     invalid = service.http.post("/api/workflows", content="name: bad\nnodes: 5\n")
     assert invalid.status_code == 422
     assert invalid.json()["error"] == "WorkflowDefinitionError"

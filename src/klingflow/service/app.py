@@ -1,4 +1,5 @@
-"""The app factory: the Engine (DBOS) launched in the lifespan, routers, error rendering.
+"""The app factory: the Engine (DBOS) and the schedules run in the lifespan; routers, pages,
+sessions and error rendering.
 
 The engine runs in the server's own event loop (dbos-notes §1: launched anywhere else, queued
 workflows would run on a private loop and break the loop-bound HTTP client).
@@ -13,15 +14,26 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
+from starlette.middleware.sessions import SessionMiddleware
 
 from klingflow import errors
+from klingflow.service import ui
 from klingflow.service.api import APIError, ErrorPublic, runs, tasks, webhooks, workflows
-from klingflow.service.security import require_token
+from klingflow.service.pages import Pages
+from klingflow.service.security import CrossSiteGuard, require_token
+from klingflow.service.sessions import (
+    SESSION_COOKIE,
+    SESSION_MAX_AGE_SECONDS,
+    LoginRequired,
+    session_key,
+)
 from klingflow.settings import Settings
 from klingflow.workflows.engine import Engine
 from klingflow.workflows.registry import WorkflowRegistry
+from klingflow.workflows.schedules import Scheduler
 
 __all__ = ["EngineFactory", "create_app", "default_engine", "status_for"]
 
@@ -33,7 +45,10 @@ _STATUS: list[tuple[type[errors.KlingflowError], int]] = [
     (errors.InvalidRequestError, 422),  # WorkflowInputError too
     (errors.WebhookVerificationError, 401),
     (errors.TaskNotFoundError, 404),
-    (errors.WorkflowError, 409),  # e.g. a command for a run that is not paused
+    (errors.RunNotFoundError, 404),
+    (errors.WorkflowNotFoundError, 404),
+    (errors.RunStateError, 409),  # e.g. retrying a run that is not paused
+    (errors.WorkflowError, 409),
     (errors.PiAPIError, 502),
     (errors.KlingflowError, 500),
 ]
@@ -63,28 +78,47 @@ def _details(error: errors.KlingflowError) -> dict[str, Any]:
     return {}
 
 
+def _wants_page(request: Request) -> bool:
+    """A browser asking for a page (not the API, a hook or a live fragment's fetch)."""
+    return not request.url.path.startswith(("/api/", "/hooks/")) and "text/html" in (
+        request.headers.get("accept", "")
+    )
+
+
 def _render(
-    status: int, body: ErrorPublic, headers: Mapping[str, str] | None = None
-) -> JSONResponse:
+    request: Request, status: int, body: ErrorPublic, headers: Mapping[str, str] | None = None
+) -> Response:
+    """The error as JSON, or as a page for a browser (the UI's own routes)."""
+    if _wants_page(request) and hasattr(request.app.state, "pages"):
+        pages: Pages = request.app.state.pages
+        title = HTTPStatus(status).phrase
+        return pages.render(
+            request, "error.html", status_code=status, title=title, message=body.message
+        )
     return JSONResponse(
         body.model_dump(mode="json"), status_code=status, headers=dict(headers or {})
     )
 
 
-async def _klingflow_error(request: Request, error: Exception) -> JSONResponse:
+async def _klingflow_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, errors.KlingflowError)
     body = ErrorPublic(error=type(error).__name__, message=str(error), details=_details(error))
-    return _render(status_for(error), body)
+    return _render(request, status_for(error), body)
 
 
-async def _http_error(request: Request, error: Exception) -> JSONResponse:
+async def _http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     name = error.error if isinstance(error, APIError) else HTTPStatus(error.status_code).phrase
     body = ErrorPublic(error=name.replace(" ", ""), message=str(error.detail))
-    return _render(error.status_code, body, error.headers)
+    return _render(request, error.status_code, body, error.headers)
 
 
-async def _validation_error(request: Request, error: Exception) -> JSONResponse:
+async def _login_required(request: Request, error: Exception) -> Response:
+    assert isinstance(error, LoginRequired)
+    return RedirectResponse(error.login_url, status_code=303)
+
+
+async def _validation_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
     problems = [
         {"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in error.errors()
@@ -92,7 +126,7 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     body = ErrorPublic(
         error="InvalidRequest", message="the request is malformed", details={"problems": problems}
     )
-    return _render(422, body)
+    return _render(request, 422, body)
 
 
 def create_app(
@@ -104,9 +138,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with engine_factory(settings) as engine:
+            registry = WorkflowRegistry(engine.runlog.engine)
             app.state.engine = engine
-            app.state.registry = WorkflowRegistry(engine.runlog.engine)
-            yield
+            app.state.registry = registry
+            app.state.pages = Pages(engine.runlog.secrets)
+            async with Scheduler(engine, registry) as scheduler:
+                app.state.scheduler = scheduler
+                yield
 
     app = FastAPI(
         title="klingflow",
@@ -121,6 +159,19 @@ def create_app(
     app.include_router(tasks.router, prefix="/api", dependencies=guarded)
     app.include_router(webhooks.piapi_router)  # before /hooks/{workflow}: its own secret
     app.include_router(webhooks.trigger_router, dependencies=guarded)
+    app.include_router(ui.public_router)
+    app.include_router(ui.pages_router)
+    app.mount("/static", StaticFiles(directory=ui.STATIC_DIR), name="static")
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=session_key(settings),
+        session_cookie=SESSION_COOKIE,
+        max_age=SESSION_MAX_AGE_SECONDS,
+        same_site="lax",
+        https_only=(settings.public_url or "").startswith("https://"),
+    )
+    app.add_middleware(CrossSiteGuard, settings=settings)
+    app.add_exception_handler(LoginRequired, _login_required)
     app.add_exception_handler(errors.KlingflowError, _klingflow_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -8,18 +8,21 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Response
 from pydantic import BaseModel
 
-from klingflow.errors import KlingflowError
-from klingflow.service.api import APIError, ErrorPublic
+from klingflow.service.api import ErrorPublic
 from klingflow.service.deps import EngineDep, RegistryDep, RunLogDep
-from klingflow.workflows.engine import Command, Engine
-from klingflow.workflows.registry import WorkflowRegistry
+from klingflow.service.operations import (
+    existing_run,
+    latest_published,
+    retry_paused_runs,
+    start_published,
+)
+from klingflow.workflows.engine import Command
 from klingflow.workflows.runlog import (
     Attempt,
     Intent,
     IntentState,
     NodeRun,
     NodeStatus,
-    RunLog,
     RunRecord,
     RunStatus,
 )
@@ -30,7 +33,6 @@ __all__ = [
     "RunPublic",
     "RunsPage",
     "router",
-    "start_published",
 ]
 
 router = APIRouter(tags=["runs"])
@@ -157,35 +159,8 @@ class BulkRetryPublic(BaseModel):
     refused: dict[str, str]
 
 
-def get_or_404(runlog: RunLog, run_id: str) -> RunRecord:
-    run = runlog.get_run(run_id)
-    if run is None:
-        raise APIError(404, "RunNotFound", f"no run {run_id}")
-    return run
-
-
-async def start_published(
-    registry: WorkflowRegistry,
-    engine: Engine,
-    name: str,
-    payload: dict[str, Any],
-    *,
-    idempotency_key: str | None,
-) -> tuple[RunRecord, bool]:
-    """Start a run of `name`'s latest version: (run, created). A known key returns its run."""
-    if idempotency_key is not None:
-        existing = engine.runlog.find_by_key(idempotency_key)
-        if existing is not None:
-            return existing, False
-    published = registry.latest(name)
-    if published is None:
-        raise APIError(404, "WorkflowNotFound", f"no published workflow {name!r}")
-    run = await engine.start_run(published.load(), payload, idempotency_key=idempotency_key)
-    return run, True
-
-
 @router.get("/runs", responses=ERRORS)
-async def list_runs(
+def list_runs(
     runlog: RunLogDep,
     status: RunStatus | None = None,
     workflow: str | None = None,
@@ -206,8 +181,9 @@ async def start_run(
     idempotency_key: IdempotencyKey = None,
 ) -> RunPublic:
     """Start a run of the latest version with `payload` as trigger (200: the key's run)."""
+    published = latest_published(registry, name)
     run, created = await start_published(
-        registry, engine, name, payload, idempotency_key=idempotency_key
+        engine, published, payload, idempotency_key=idempotency_key
     )
     if not created:
         response.status_code = 200
@@ -215,9 +191,9 @@ async def start_run(
 
 
 @router.get("/runs/{run_id}", responses=ERRORS)
-async def get_run(run_id: str, runlog: RunLogDep) -> RunDetailPublic:
+def get_run(run_id: str, runlog: RunLogDep) -> RunDetailPublic:
     """A run with its nodes, attempts and PiAPI submissions."""
-    run = get_or_404(runlog, run_id)
+    run = existing_run(runlog, run_id)
     return RunDetailPublic(
         run=RunPublic.of(run),
         nodes=[NodePublic.of(node) for node in runlog.nodes(run_id)],
@@ -233,7 +209,7 @@ async def retry_run(
     body: Annotated[RetryRequest | None, Body()] = None,
 ) -> RunPublic:
     """Retry a paused run where it stopped (or from the start)."""
-    get_or_404(engine.runlog, run_id)
+    existing_run(engine.runlog, run_id)
     body = body or RetryRequest()
     action = "restart" if body.from_start else "retry"
     command = Command(action=action, resubmit=body.resubmit, task_id=body.task_id)
@@ -243,14 +219,14 @@ async def retry_run(
 @router.post("/runs/{run_id}/skip", responses=ERRORS)
 async def skip_node(run_id: str, engine: EngineDep) -> RunPublic:
     """Skip the node a run paused on and carry on."""
-    get_or_404(engine.runlog, run_id)
+    existing_run(engine.runlog, run_id)
     return RunPublic.of(await engine.command(run_id, Command(action="skip")))
 
 
 @router.post("/runs/{run_id}/cancel", responses=ERRORS)
 async def cancel_run(run_id: str, engine: EngineDep) -> RunPublic:
     """Cancel a queued, running or paused run."""
-    get_or_404(engine.runlog, run_id)
+    existing_run(engine.runlog, run_id)
     return RunPublic.of(await engine.command(run_id, Command(action="cancel")))
 
 
@@ -259,13 +235,5 @@ async def retry_paused(
     name: str, engine: EngineDep, limit: Annotated[int, Query(ge=1, le=1000)] = 1000
 ) -> BulkRetryPublic:
     """Retry every paused run of a workflow; refusals are listed, not raised."""
-    retried: list[str] = []
-    refused: dict[str, str] = {}
-    for run in engine.runlog.list_runs(status=RunStatus.PAUSED, workflow_name=name, limit=limit):
-        try:
-            await engine.command(run.run_id, Command(action="retry"))
-        except KlingflowError as error:
-            refused[run.run_id] = str(error)
-        else:
-            retried.append(run.run_id)
+    retried, refused = await retry_paused_runs(engine, name, limit=limit)
     return BulkRetryPublic(retried=retried, refused=refused)

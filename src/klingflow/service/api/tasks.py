@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated
 
@@ -11,14 +10,12 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from klingflow.service.deps import RunLogDep
-from klingflow.workflows.runlog import IntentState
+from klingflow.service.operations import utc_midnight
+from klingflow.workflows.runlog import IntentState, Submission
 
 __all__ = ["SpendPublic", "TaskPublic", "TasksPage", "router"]
 
 router = APIRouter(tags=["tasks"])
-
-SPEND_SCAN_LIMIT = 100_000
-"""Runs summed by /api/spend (newest first)."""
 
 
 class TaskPublic(BaseModel):
@@ -32,6 +29,22 @@ class TaskPublic(BaseModel):
     node_path: str
     estimated_cost_usd: Decimal
     note: str | None
+    created_at: float
+
+    @classmethod
+    def of(cls, submission: Submission) -> TaskPublic:
+        intent = submission.intent
+        return cls(
+            intent_id=intent.intent_id,
+            task_id=intent.task_id,
+            state=intent.state,
+            run_id=submission.run_id,
+            workflow_name=submission.workflow_name,
+            node_path=intent.node_path,
+            estimated_cost_usd=intent.estimated_usd,
+            note=intent.note,
+            created_at=intent.created_at,
+        )
 
 
 class TasksPage(BaseModel):
@@ -51,46 +64,28 @@ class SpendPublic(BaseModel):
 
 
 @router.get("/tasks")
-async def list_tasks(
+def list_tasks(
     runlog: RunLogDep,
     run_id: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000, description="Most recent runs looked at")] = 50,
+    active: Annotated[
+        bool, Query(description="Only submissions that are not settled yet.")
+    ] = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> TasksPage:
-    """Submissions of the most recent runs (or of one run), newest run first."""
-    if run_id is not None:
-        run = runlog.get_run(run_id)
-        runs = [] if run is None else [run]
-    else:
-        runs = runlog.list_runs(limit=limit)
-    tasks = [
-        TaskPublic(
-            intent_id=intent.intent_id,
-            task_id=intent.task_id,
-            state=intent.state,
-            run_id=run.run_id,
-            workflow_name=run.workflow_name,
-            node_path=intent.node_path,
-            estimated_cost_usd=intent.estimated_usd,
-            note=intent.note,
-        )
-        for run in runs
-        for intent in runlog.intents(run.run_id)
-    ]
-    return TasksPage(tasks=tasks)
+    """Paid submissions, newest first: all, one run's, or only the active ones."""
+    found = runlog.submissions(run_id=run_id, active_only=active, limit=limit)
+    return TasksPage(tasks=[TaskPublic.of(submission) for submission in found])
 
 
 @router.get("/spend")
-async def spend(runlog: RunLogDep) -> SpendPublic:
+def spend(runlog: RunLogDep) -> SpendPublic:
     """What runs have spent today (UTC, by run start) and in total."""
-    now = datetime.fromtimestamp(time.time(), UTC)
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-    runs = runlog.list_runs(limit=SPEND_SCAN_LIMIT)
-    today = [run for run in runs if run.created_at >= midnight]
+    summary = runlog.spend(utc_midnight(time.time()))
     return SpendPublic(
-        today_usd=sum((run.spent_usd for run in today), Decimal(0)),
-        total_usd=sum((run.spent_usd for run in runs), Decimal(0)),
-        reserved_usd=sum((run.reserved_usd for run in runs), Decimal(0)),
-        runs_today=len(today),
-        runs_total=len(runs),
-        since=midnight,
+        today_usd=summary.today_usd,
+        total_usd=summary.total_usd,
+        reserved_usd=summary.reserved_usd,
+        runs_today=summary.runs_today,
+        runs_total=summary.runs_total,
+        since=summary.since,
     )

@@ -21,8 +21,9 @@ from klingflow.errors import WebhookVerificationError
 from klingflow.piapi import verify_webhook
 from klingflow.piapi.webhooks import SECRET_HEADER
 from klingflow.service.api import APIError, ErrorPublic
-from klingflow.service.api.runs import IdempotencyKey, start_published
+from klingflow.service.api.runs import IdempotencyKey
 from klingflow.service.deps import EngineDep, RegistryDep, SettingsDep
+from klingflow.service.operations import latest_published, start_published
 
 __all__ = ["DeliveryLog", "HookAcceptedPublic", "TriggeredPublic", "piapi_router", "trigger_router"]
 
@@ -151,8 +152,9 @@ async def trigger_workflow(
     idempotency_key: IdempotencyKey = None,
 ) -> TriggeredPublic:
     """Start a run of the workflow's latest version with the JSON body as trigger."""
+    published = latest_published(registry, workflow)
     run, created = await start_published(
-        registry, engine, workflow, payload, idempotency_key=idempotency_key
+        engine, published, payload, idempotency_key=idempotency_key
     )
     if not created:
         response.status_code = 200

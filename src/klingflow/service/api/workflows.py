@@ -7,10 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
-from klingflow.errors import InvalidRequestError
+from klingflow.errors import InvalidRequestError, WorkflowNotFoundError
 from klingflow.service.api import APIError, ErrorPublic
-from klingflow.service.deps import RegistryDep
-from klingflow.workflows.registry import PublishedWorkflow
+from klingflow.service.deps import RegistryDep, RunLogDep
+from klingflow.workflows.registry import PublishedWorkflow, PublishOutcome
+from klingflow.workflows.runlog import redact_values
 
 __all__ = ["WorkflowDetailPublic", "WorkflowVersionPublic", "WorkflowsPage", "router"]
 
@@ -30,7 +31,7 @@ _TEXT_BODY: dict[str, Any] = {
 
 
 class WorkflowVersionPublic(BaseModel):
-    """One published version; `source` is the text exactly as published."""
+    """One published version; `source` is the text as published, known secrets masked."""
 
     name: str
     hash: str
@@ -38,12 +39,12 @@ class WorkflowVersionPublic(BaseModel):
     source: str
 
     @classmethod
-    def of(cls, version: PublishedWorkflow) -> WorkflowVersionPublic:
+    def of(cls, version: PublishedWorkflow, secrets: tuple[str, ...] = ()) -> WorkflowVersionPublic:
         return cls(
             name=version.name,
             hash=version.hash,
             created_at=version.created_at,
-            source=version.source,
+            source=redact_values(version.source, secrets),
         )
 
 
@@ -80,7 +81,8 @@ class WorkflowDetailPublic(BaseModel):
 async def publish_workflow(
     request: Request, registry: RegistryDep, response: Response
 ) -> WorkflowVersionPublic:
-    """Validate and publish a workflow (201); the same text again is a no-op (200)."""
+    """Validate and publish a workflow (201); an older version's text makes that version the
+    latest again (200), and the latest's text is a no-op (200)."""
     raw = await request.body()
     if len(raw) > MAX_SOURCE_BYTES:
         raise APIError(413, "PayloadTooLarge", f"a workflow is at most {MAX_SOURCE_BYTES} bytes")
@@ -88,14 +90,16 @@ async def publish_workflow(
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidRequestError([("body", "must be UTF-8 text")]) from None
-    version, created = registry.publish(text)
-    if not created:
+    version, outcome = registry.publish(text)
+    if outcome is not PublishOutcome.UNCHANGED:
+        request.app.state.scheduler.wake()  # its schedules start now, not at the next look
+    if outcome is not PublishOutcome.PUBLISHED:
         response.status_code = 200
     return WorkflowVersionPublic.of(version)
 
 
 @router.get("/workflows")
-async def list_workflows(registry: RegistryDep) -> WorkflowsPage:
+def list_workflows(registry: RegistryDep) -> WorkflowsPage:
     """Every published workflow with its latest version."""
     summaries = []
     for name in registry.names():
@@ -115,13 +119,13 @@ async def list_workflows(registry: RegistryDep) -> WorkflowsPage:
     "/workflows/{name}",
     responses={404: {"model": ErrorPublic, "description": "Never published."}},
 )
-async def get_workflow(name: str, registry: RegistryDep) -> WorkflowDetailPublic:
+def get_workflow(name: str, registry: RegistryDep, runlog: RunLogDep) -> WorkflowDetailPublic:
     """A workflow's latest version and its history."""
     versions = registry.versions(name)
     if not versions:
-        raise APIError(404, "WorkflowNotFound", f"no published workflow {name!r}")
+        raise WorkflowNotFoundError(name)
     return WorkflowDetailPublic(
         name=name,
-        latest=WorkflowVersionPublic.of(versions[0]),
+        latest=WorkflowVersionPublic.of(versions[0], runlog.secrets),
         versions=[WorkflowSummaryVersion(hash=v.hash, created_at=v.created_at) for v in versions],
     )

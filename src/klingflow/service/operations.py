@@ -1,0 +1,71 @@
+"""What the JSON API and the web UI both do, written once so both behave the same."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from klingflow.errors import KlingflowError, RunNotFoundError, WorkflowNotFoundError
+from klingflow.workflows.engine import Command, Engine
+from klingflow.workflows.registry import PublishedWorkflow, WorkflowRegistry
+from klingflow.workflows.runlog import RunLog, RunRecord, RunStatus
+
+__all__ = [
+    "existing_run",
+    "latest_published",
+    "retry_paused_runs",
+    "start_published",
+    "utc_midnight",
+]
+
+
+def utc_midnight(now: float) -> float:
+    """The start of `now`'s UTC day, Unix seconds: where 'today' begins for spend."""
+    day = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day.timestamp()
+
+
+def existing_run(runlog: RunLog, run_id: str) -> RunRecord:
+    """The run, or `RunNotFoundError` (404)."""
+    run = runlog.get_run(run_id)
+    if run is None:
+        raise RunNotFoundError(run_id)
+    return run
+
+
+def latest_published(registry: WorkflowRegistry, name: str) -> PublishedWorkflow:
+    """The version runs of `name` start from, or `WorkflowNotFoundError` (404)."""
+    published = registry.latest(name)
+    if published is None:
+        raise WorkflowNotFoundError(name)
+    return published
+
+
+async def start_published(
+    engine: Engine,
+    published: PublishedWorkflow,
+    payload: dict[str, Any],
+    *,
+    idempotency_key: str | None,
+) -> tuple[RunRecord, bool]:
+    """Start a run of `published`: (run, created). A known key returns its run, and
+    `Engine.start_run` enqueues it if its process died before it could."""
+    known = None if idempotency_key is None else engine.runlog.find_by_key(idempotency_key)
+    run = await engine.start_run(published.load(), payload, idempotency_key=idempotency_key)
+    return run, known is None
+
+
+async def retry_paused_runs(
+    engine: Engine, name: str, *, limit: int
+) -> tuple[list[str], dict[str, str]]:
+    """Retry the paused runs of `name` where they stopped: (retried, refused with why)."""
+    retried: list[str] = []
+    refused: dict[str, str] = {}
+    for run in engine.runlog.list_runs(status=RunStatus.PAUSED, workflow_name=name, limit=limit):
+        try:
+            await engine.command(run.run_id, Command(action="retry"))
+        except KlingflowError as error:
+            refused[run.run_id] = str(error)
+        else:
+            retried.append(run.run_id)
+    return retried, refused

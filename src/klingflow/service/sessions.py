@@ -1,0 +1,114 @@
+"""Who may use the web UI: a login when a token is configured, and a CSRF token on every form.
+
+The UI keeps a signed session cookie (Starlette's `SessionMiddleware`). Its signing key is
+derived from `KLINGFLOW_API_TOKEN`, so changing the token signs everybody out; without a
+token (loopback only, no login) the key is random per process. Forms carry the session's
+CSRF token even on loopback, because any web page a user visits can post to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from urllib.parse import quote
+
+from fastapi import HTTPException, Request
+from starlette.datastructures import FormData
+
+from klingflow.service.security import token_matches
+from klingflow.settings import Settings
+
+__all__ = [
+    "SESSION_COOKIE",
+    "SESSION_MAX_AGE_SECONDS",
+    "LoginRequired",
+    "check_csrf",
+    "csrf_token",
+    "is_signed_in",
+    "read_form",
+    "require_login",
+    "session_key",
+    "sign_in",
+    "sign_out",
+]
+
+SESSION_COOKIE = "klingflow_session"
+SESSION_MAX_AGE_SECONDS = 7 * 24 * 3600
+
+
+class LoginRequired(Exception):
+    """Raised by `require_login`; the app answers with a redirect to the login page."""
+
+    def __init__(self, next_url: str) -> None:
+        super().__init__(next_url)
+        self.login_url = f"/login?next={quote(next_url, safe='/')}"
+
+
+def session_key(settings: Settings) -> str:
+    """The cookie signing key: derived from the API token, else random for this process."""
+    if settings.api_token is None:
+        return secrets.token_urlsafe(32)
+    token = settings.api_token.get_secret_value().encode()
+    return hmac.new(token, b"klingflow ui session", hashlib.sha256).hexdigest()
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def is_signed_in(request: Request) -> bool:
+    return _settings(request).api_token is None or request.session.get("signed_in") is True
+
+
+def require_login(request: Request) -> None:
+    """A dependency for UI pages: without a session, go to the login page (and come back)."""
+    if not is_signed_in(request):
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise LoginRequired(path)
+
+
+def sign_in(request: Request, given: str) -> bool:
+    """Start a session when `given` is the API token (a fresh CSRF token too)."""
+    if not token_matches(_settings(request), given):
+        return False
+    request.session.clear()
+    request.session["signed_in"] = True
+    return True
+
+
+def sign_out(request: Request) -> None:
+    request.session.clear()
+
+
+def csrf_token(request: Request) -> str:
+    """The session's CSRF token, made on first use; forms send it back as `csrf_token`."""
+    token = request.session.get("csrf")
+    if isinstance(token, str):
+        return token
+    fresh = secrets.token_urlsafe(32)
+    request.session["csrf"] = fresh
+    return fresh
+
+
+def check_csrf(request: Request, form: FormData) -> None:
+    """403 unless the form carries this session's CSRF token."""
+    expected = request.session.get("csrf")
+    given = form.get("csrf_token")
+    if not (
+        isinstance(expected, str)
+        and isinstance(given, str)
+        and hmac.compare_digest(given.encode(), expected.encode())
+    ):
+        raise HTTPException(
+            status_code=403,
+            detail="this form has expired or did not come from klingflow: reload the page",
+        )
+
+
+async def read_form(request: Request) -> FormData:
+    """The posted form, once its CSRF token is checked."""
+    form = await request.form()
+    check_csrf(request, form)
+    return form

@@ -1,0 +1,328 @@
+"""The web UI: server-rendered pages (Jinja2) over the same engine and run log as the API.
+
+Pages work without JavaScript; `static/app.js` only refreshes live regions (a run page
+while it runs, the dashboard) and asks before actions that cancel or may pay. Every form
+posts with the session's CSRF token and answers with a redirect, so a reload never posts
+twice; the start form also carries an idempotency key, so a double click starts one run.
+Pages that only read are plain functions: FastAPI runs them in its thread pool, off the
+event loop the engine shares.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+
+from klingflow.errors import KlingflowError, WorkflowDefinitionError
+from klingflow.service.api import APIError
+from klingflow.service.deps import EngineDep, RegistryDep, RunLogDep
+from klingflow.service.forms import fields_for, parse_form, typed_values
+from klingflow.service.operations import (
+    existing_run,
+    latest_published,
+    retry_paused_runs,
+    start_published,
+    utc_midnight,
+)
+from klingflow.service.pages import PagesDep
+from klingflow.service.sessions import is_signed_in, read_form, require_login, sign_in, sign_out
+from klingflow.service.views import graph_of, poll_ms, run_view, schedules_of
+from klingflow.workflows.engine import Command
+from klingflow.workflows.registry import PublishedWorkflow, WorkflowRegistry
+from klingflow.workflows.runlog import RunLog, RunStatus
+from klingflow.workflows.spec import Workflow
+
+__all__ = ["STATIC_DIR", "pages_router", "public_router"]
+
+STATIC_DIR = Path(__file__).parent / "static"
+pages_router = APIRouter(include_in_schema=False, dependencies=[Depends(require_login)])
+"""Every page and fragment; a login is asked for first when a token is configured."""
+public_router = APIRouter(include_in_schema=False)
+"""The login page and sign-out."""
+
+DASHBOARD_POLL_MS = 3000
+INLINE_MEDIA = ("video/", "image/")
+"""Run files shown in the page; anything else (an HTML file a download node saved, say) is
+only offered as a download, so it can never run script on the UI's origin."""
+
+
+def _flash(request: Request, text: str, kind: Literal["ok", "error"] = "ok") -> None:
+    request.session["flash"] = {"kind": kind, "text": text}
+
+
+def _redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+# --- dashboard -------------------------------------------------------------------------------
+
+
+def _dashboard(runlog: RunLog) -> dict[str, Any]:
+    return {
+        "counts": runlog.status_counts(),
+        "spend": runlog.spend(utc_midnight(time.time())),
+        "active": runlog.submissions(active_only=True, limit=20),
+        "recent": runlog.list_runs(limit=10),
+        "poll_ms": DASHBOARD_POLL_MS,
+    }
+
+
+@pages_router.get("/")
+def dashboard(request: Request, pages: PagesDep, runlog: RunLogDep) -> HTMLResponse:
+    return pages.render(request, "dashboard.html", **_dashboard(runlog))
+
+
+@pages_router.get("/fragments/dashboard")
+def dashboard_live(request: Request, pages: PagesDep, runlog: RunLogDep) -> HTMLResponse:
+    return pages.render(request, "_dashboard_live.html", live=True, **_dashboard(runlog))
+
+
+# --- workflows -------------------------------------------------------------------------------
+
+
+@pages_router.get("/workflows")
+def workflows_page(
+    request: Request, pages: PagesDep, registry: RegistryDep, runlog: RunLogDep
+) -> HTMLResponse:
+    rows = []
+    now = datetime.now(UTC)
+    for name in registry.names():
+        versions = registry.versions(name)
+        last = runlog.list_runs(workflow_name=name, limit=1)
+        workflow: Workflow | None = None
+        problem: str | None = None
+        try:
+            workflow = versions[0].load()
+        except WorkflowDefinitionError as error:  # stored by an older klingflow, say
+            problem = str(error)
+        rows.append(
+            {
+                "name": name,
+                "workflow": workflow,
+                "problem": problem,
+                "schedules": [] if workflow is None else schedules_of(workflow, now),
+                "latest": versions[0],
+                "version_count": len(versions),
+                "last_run": last[0] if last else None,
+            }
+        )
+    return pages.render(request, "workflows.html", rows=rows)
+
+
+def _workflow_page(
+    request: Request,
+    pages: PagesDep,
+    registry: WorkflowRegistry,
+    runlog: RunLog,
+    latest: PublishedWorkflow,
+    *,
+    typed: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    workflow = latest.load()
+    name = workflow.name
+    return pages.render(
+        request,
+        "workflow.html",
+        status_code=status_code,
+        workflow=workflow,
+        latest=latest,
+        versions=registry.versions(name),
+        graph=graph_of(workflow),
+        schedules=schedules_of(workflow, datetime.now(UTC)),
+        fields=fields_for(workflow, typed, errors),
+        form_error=bool(errors),
+        idempotency_key=f"form:{uuid.uuid4().hex}",
+        runs=runlog.list_runs(workflow_name=name, limit=10),
+        paused=runlog.status_counts(workflow_name=name)[RunStatus.PAUSED],
+    )
+
+
+@pages_router.get("/workflows/{name}")
+def workflow_page(
+    name: str, request: Request, pages: PagesDep, registry: RegistryDep, runlog: RunLogDep
+) -> HTMLResponse:
+    return _workflow_page(request, pages, registry, runlog, latest_published(registry, name))
+
+
+@pages_router.post("/workflows/{name}/runs", response_model=None)
+async def start_from_form(
+    name: str,
+    request: Request,
+    pages: PagesDep,
+    registry: RegistryDep,
+    engine: EngineDep,
+) -> Response:
+    """Start a run from the form; a refused form comes back filled in, with reasons."""
+    form = await read_form(request)
+    published = latest_published(registry, name)
+    workflow = published.load()
+    payload, errors = parse_form(workflow, form)
+    if errors:
+        typed = typed_values(workflow, form)
+        return _workflow_page(
+            request, pages, registry, engine.runlog, published,
+            typed=typed, errors=errors, status_code=422,
+        )  # fmt: skip
+    key = form.get("idempotency_key")
+    idempotency_key = key if isinstance(key, str) and key.startswith("form:") else None
+    try:
+        # The version the form was checked against, even if a newer one was just published.
+        run, created = await start_published(
+            engine, published, payload, idempotency_key=idempotency_key
+        )
+    except KlingflowError as error:
+        _flash(request, f"the run was not started: {error}", "error")
+        return _redirect(f"/workflows/{name}")
+    if created:
+        _flash(request, f"started {run.run_id}")
+    return _redirect(f"/runs/{run.run_id}")
+
+
+@pages_router.post("/workflows/{name}/retry-paused")
+async def retry_paused_from_page(
+    name: str, request: Request, engine: EngineDep
+) -> RedirectResponse:
+    """The bulk Retry button: every paused run of the workflow goes on where it stopped."""
+    await read_form(request)
+    retried, refused = await retry_paused_runs(engine, name, limit=1000)
+    text = f"retrying {len(retried)} paused run{'s' if len(retried) != 1 else ''}"
+    if refused:
+        text += f"; {len(refused)} refused, e.g. {next(iter(refused.values()))}"
+    _flash(request, text, "error" if refused else "ok")
+    return _redirect(f"/workflows/{name}")
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+@pages_router.get("/runs")
+def runs_page(
+    request: Request,
+    pages: PagesDep,
+    runlog: RunLogDep,
+    status: RunStatus | None = None,
+    workflow: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> HTMLResponse:
+    runs = runlog.list_runs(status=status, workflow_name=workflow, limit=limit)
+    return pages.render(
+        request,
+        "runs.html",
+        runs=runs,
+        status=status,
+        workflow=workflow,
+        counts=runlog.status_counts(workflow_name=workflow),
+    )
+
+
+def _run_context(runlog: RunLog, run_id: str) -> dict[str, Any]:
+    run = existing_run(runlog, run_id)
+    view = run_view(
+        run,
+        runlog.nodes(run_id, epoch=run.epoch),
+        runlog.attempts(run_id, epoch=run.epoch),
+        runlog.intents(run_id, epoch=run.epoch),
+    )
+    return {"view": view, "run": run, "poll_ms": poll_ms(run.status)}
+
+
+@pages_router.get("/runs/{run_id}")
+def run_page(run_id: str, request: Request, pages: PagesDep, runlog: RunLogDep) -> HTMLResponse:
+    return pages.render(request, "run.html", **_run_context(runlog, run_id))
+
+
+@pages_router.get("/runs/{run_id}/live")
+def run_live(run_id: str, request: Request, pages: PagesDep, runlog: RunLogDep) -> HTMLResponse:
+    return pages.render(request, "_run_live.html", live=True, **_run_context(runlog, run_id))
+
+
+@pages_router.post("/runs/{run_id}/{action}")
+async def run_action(
+    run_id: str,
+    action: Literal["retry", "skip", "cancel"],
+    request: Request,
+    engine: EngineDep,
+) -> RedirectResponse:
+    """Retry (optionally with a task id, or resubmitting), skip or cancel; then back."""
+    form = await read_form(request)
+    existing_run(engine.runlog, run_id)
+    raw = form.get("task_id")
+    task_id = raw.strip() if isinstance(raw, str) else ""
+    command = Command(action=action, resubmit=form.get("resubmit") == "on", task_id=task_id or None)
+    try:
+        await engine.command(run_id, command)
+    except KlingflowError as error:
+        _flash(request, f"{action} refused: {error}", "error")
+    else:
+        done = {"retry": "retrying", "skip": "skipped the paused node", "cancel": "cancelled"}
+        _flash(request, done[action])
+    return _redirect(f"/runs/{run_id}")
+
+
+@pages_router.get("/runs/{run_id}/files/{name:path}")
+def run_file(run_id: str, name: str, runlog: RunLogDep) -> FileResponse:
+    """A file from the run's folder (videos stream with range requests); nothing outside."""
+    run = existing_run(runlog, run_id)
+    root = Path(run.output_dir).resolve()
+    path = (root / name).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise APIError(404, "FileNotFound", f"run {run_id} has no file {name!r}")
+    media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    inline = media_type.startswith(INLINE_MEDIA) and media_type != "image/svg+xml"
+    return FileResponse(
+        path,
+        media_type=media_type if inline else "application/octet-stream",
+        filename=None if inline else path.name,
+        content_disposition_type="inline" if inline else "attachment",
+        headers={"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"},
+    )
+
+
+# --- login -----------------------------------------------------------------------------------
+
+
+def _safe_next(value: Any) -> str:
+    """Only paths on this site: a login link must not send anyone elsewhere."""
+    if (
+        isinstance(value, str)
+        and value.startswith("/")
+        and value.isprintable()
+        and "\\" not in value
+        and not urlsplit(value).netloc
+    ):
+        return value
+    return "/"
+
+
+@public_router.get("/login", response_model=None)
+def login_page(request: Request, pages: PagesDep, next: str = "/") -> Response:
+    if request.app.state.settings.api_token is None or is_signed_in(request):
+        return _redirect(_safe_next(next))
+    return pages.render(request, "login.html", next=_safe_next(next), failed=False)
+
+
+@public_router.post("/login", response_model=None)
+async def login(request: Request, pages: PagesDep) -> Response:
+    form = await read_form(request)
+    token = form.get("token")
+    target = _safe_next(form.get("next"))
+    if isinstance(token, str) and sign_in(request, token):
+        return _redirect(target)
+    return pages.render(request, "login.html", status_code=401, next=target, failed=True)
+
+
+@public_router.post("/logout")
+async def logout(request: Request) -> RedirectResponse:
+    await read_form(request)
+    sign_out(request)
+    return _redirect("/login")

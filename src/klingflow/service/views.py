@@ -1,0 +1,253 @@
+"""What the web UI's pages show, computed from specs and the run log (no HTML here).
+
+Each view is a small frozen dataclass the templates read, so a page never queries the
+database itself and the same view serves the full page and its live-update fragment.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+from urllib.parse import quote
+
+from klingflow.workflows.runlog import (
+    TERMINAL_RUN_STATUSES,
+    Attempt,
+    Intent,
+    IntentState,
+    NodeRun,
+    NodeStatus,
+    RunRecord,
+    RunStatus,
+)
+from klingflow.workflows.spec import LoopNode, NodeSpec, Workflow
+
+__all__ = [
+    "GraphNode",
+    "Media",
+    "NodeView",
+    "RunView",
+    "ScheduleView",
+    "graph_of",
+    "poll_ms",
+    "run_view",
+    "schedules_of",
+]
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".webm", ".m4v"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif"})
+MAX_ITEMS_SHOWN = 200
+"""Loop items listed on a run page; failed and running ones come first."""
+MAX_MEDIA_SHOWN = 24
+"""Players on a run page; a batch's other videos stay in its run folder."""
+
+_NODE_REFERENCE = re.compile(r"\bnodes\.([A-Za-z_][\w-]*)")
+
+
+# --- the workflow graph --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    """One box of the node graph: what it does, and which earlier nodes it reads."""
+
+    id: str
+    type: str
+    params: list[tuple[str, str]]
+    uses: list[str]
+    loop_items: str | None = None
+    body: list[GraphNode] = field(default_factory=list)
+
+
+def _text(value: Any) -> str:
+    # Never cut here: a secret cut short would escape the pages' scrubbing (CSS clamps it).
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _graph_node(node: NodeSpec) -> GraphNode:
+    raw = dict(node.with_)
+    uses = sorted(set(_NODE_REFERENCE.findall(json.dumps(raw))) - {node.id})
+    loop_items = None
+    body: list[GraphNode] = []
+    if isinstance(node, LoopNode):
+        loop_items = _text(raw.pop("items", ""))
+        body = [_graph_node(inner) for inner in node.nodes]
+    params = [(key, _text(value)) for key, value in raw.items()][:6]
+    return GraphNode(node.id, node.type, params, uses, loop_items, body)
+
+
+def graph_of(workflow: Workflow) -> list[GraphNode]:
+    """The top-level flow in run order; loops carry their body."""
+    return [_graph_node(node) for node in workflow.nodes]
+
+
+@dataclass(frozen=True)
+class ScheduleView:
+    """A schedule with when it next starts a run."""
+
+    key: str
+    cron: str
+    timezone: str
+    payload: dict[str, Any]
+    next_tick: datetime | None
+
+
+def schedules_of(workflow: Workflow, now: datetime) -> list[ScheduleView]:
+    return [
+        ScheduleView(
+            key=schedule.key(),
+            cron=schedule.cron,
+            timezone=schedule.timezone,
+            payload=schedule.payload,
+            next_tick=schedule.next_tick(after=now),
+        )
+        for schedule in workflow.schedules
+    ]
+
+
+# --- a run ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Media:
+    """A video or picture a node produced, served from the run folder or PiAPI's URL."""
+
+    node_path: str
+    kind: Literal["video", "image"]
+    src: str
+    name: str
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """A node on the timeline, with its attempts (failed ones included) and its media."""
+
+    node: NodeRun
+    attempts: list[Attempt]
+    media: list[Media]
+    items: list[NodeRun] = field(default_factory=list)
+    item_counts: dict[str, int] = field(default_factory=dict)
+    items_hidden: int = 0
+
+    @property
+    def dom_id(self) -> str:
+        return "node-" + re.sub(r"[^\w-]", "-", self.node.node_path)
+
+    @property
+    def seconds(self) -> float | None:
+        node = self.node
+        if node.started_at is None or node.finished_at is None:
+            return None
+        return node.finished_at - node.started_at
+
+
+@dataclass(frozen=True)
+class RunView:
+    run: RunRecord
+    nodes: list[NodeView]
+    submissions: list[Intent]
+    media: list[Media]
+    media_total: int
+
+    @property
+    def finished(self) -> bool:
+        return self.run.status in TERMINAL_RUN_STATUSES
+
+    @property
+    def can_retry(self) -> bool:
+        return self.run.status is RunStatus.PAUSED
+
+    @property
+    def can_cancel(self) -> bool:
+        return not self.finished
+
+    @property
+    def uncertain(self) -> list[Intent]:
+        return [i for i in self.submissions if i.state is IntentState.UNCERTAIN]
+
+
+def _files(output: Any) -> list[str]:
+    """The local files a node output names (`path`, `paths`)."""
+    if not isinstance(output, dict):
+        return []
+    found = [output["path"]] if isinstance(output.get("path"), str) else []
+    found += [p for p in output.get("paths") or [] if isinstance(p, str)]
+    return found
+
+
+def _media(run: RunRecord, node: NodeRun) -> list[Media]:
+    if node.status is not NodeStatus.SUCCEEDED:
+        return []
+    root = Path(run.output_dir).resolve()
+    found: list[Media] = []
+    for name in _files(node.output):
+        path = Path(name).resolve()
+        suffix = path.suffix.lower()
+        kind: Literal["video", "image"] | None = (
+            "video" if suffix in VIDEO_SUFFIXES else "image" if suffix in IMAGE_SUFFIXES else None
+        )
+        if kind is not None and path.is_relative_to(root):
+            relative = quote(str(PurePosixPath(*path.relative_to(root).parts)))
+            found.append(
+                Media(node.node_path, kind, f"/runs/{run.run_id}/files/{relative}", path.name)
+            )
+    output = node.output
+    if not found and isinstance(output, dict) and isinstance(output.get("video_url"), str):
+        url = output["video_url"]
+        if url.startswith(("https://", "http://")):
+            found.append(Media(node.node_path, "video", url, url.rsplit("/", 1)[-1]))
+    return found
+
+
+_ITEM_ORDER = {NodeStatus.FAILED: 0, NodeStatus.RUNNING: 1}
+
+
+def run_view(
+    run: RunRecord, nodes: list[NodeRun], attempts: list[Attempt], submissions: list[Intent]
+) -> RunView:
+    """The run page: top-level nodes in the order they started, loop items under their loop."""
+    by_path: dict[str, list[Attempt]] = {}
+    for attempt in attempts:
+        by_path.setdefault(attempt.node_path, []).append(attempt)
+    top = [n for n in nodes if n.item_index is None]
+    top.sort(key=lambda n: (n.started_at is None, n.started_at or 0.0))
+    views = []
+    for node in top:
+        items = [n for n in nodes if n.node_path.startswith(node.node_path + "[")]
+        counts = Counter(item.status.value for item in items)
+        items.sort(key=lambda n: (_ITEM_ORDER.get(n.status, 2), n.item_index or 0))
+        views.append(
+            NodeView(
+                node=node,
+                attempts=by_path.get(node.node_path, []),
+                media=_media(run, node),
+                items=items[:MAX_ITEMS_SHOWN],
+                item_counts=dict(counts),
+                items_hidden=max(0, len(items) - MAX_ITEMS_SHOWN),
+            )
+        )
+    media: list[Media] = []
+    seen: set[str] = set()
+    for found in (m for node in nodes for m in _media(run, node)):
+        if found.src not in seen:  # a file two nodes name shows once
+            seen.add(found.src)
+            media.append(found)
+    return RunView(
+        run=run,
+        nodes=views,
+        submissions=submissions,
+        media=media[:MAX_MEDIA_SHOWN],
+        media_total=len(media),
+    )
+
+
+def poll_ms(status: RunStatus) -> int:
+    """How often a run page refreshes: briskly while it works, slowly while paused."""
+    if status in TERMINAL_RUN_STATUSES:
+        return 0
+    return 3000 if status is RunStatus.PAUSED else 1000

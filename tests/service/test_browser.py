@@ -1,0 +1,140 @@
+"""The web UI in Debian's Chromium: start a run from the form, watch it, retry a failure.
+
+Screenshots of every step are kept in test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import Page, expect
+
+from klingflow.emulator import EmulatorServer, FaultRule
+
+from .conftest import API_TOKEN, StartService, shoot
+
+STUDIO = """\
+name: studio
+description: One Kling clip from a prompt, downloaded into the run folder.
+inputs:
+  prompt: {type: string, required: true, description: What happens in the clip.}
+  duration: {type: integer, enum: [5, 10], default: 5}
+  aspect_ratio: {type: string, enum: ["16:9", "9:16", "1:1"], default: "16:9"}
+nodes:
+  - id: clip
+    type: kling.video
+    with:
+      prompt: "{{ inputs.prompt }}"
+      duration: "{{ inputs.duration }}"
+      aspect_ratio: "{{ inputs.aspect_ratio }}"
+  - id: done
+    type: set
+    with:
+      values: {path: "{{ nodes.clip.output.path }}"}
+"""
+
+PLAYS = """(video) => new Promise((resolve) => {
+    video.muted = true;
+    const check = () => video.currentTime > 0 ? resolve(video.videoWidth) : null;
+    video.addEventListener("timeupdate", check);
+    video.play().catch(() => resolve(-1));
+    setTimeout(() => resolve(-2), 10000);
+})"""
+"""Resolves with the video's width once it has really played (-1/-2: it could not)."""
+
+
+def expect_playable(page: Page) -> None:
+    video = page.locator("#media video").first
+    expect(video).to_be_visible()
+    assert video.evaluate(PLAYS) > 0, "the video did not play"
+
+
+def start_from_form(page: Page, url: str, prompt: str) -> None:
+    page.goto(f"{url}/workflows/studio")
+    expect(page.locator("#graph")).to_contain_text("kling.video")
+    page.fill("#in-prompt", prompt)
+    page.select_option("#in-duration", label="10")
+    page.click("text=Start run")
+    expect(page).to_have_url(re.compile(r"/runs/run-[0-9a-f]+$"))
+
+
+def test_start_a_run_from_the_form_and_watch_it_finish(
+    start_service: StartService, emulator: EmulatorServer, page: Page
+) -> None:
+    """The form starts a run; the page updates itself until the video plays."""
+    service = start_service()
+    service.publish(STUDIO)
+    page.goto(f"{service.url}/workflows/studio")
+    shoot(page, "workflow")
+    start_from_form(page, service.url, "a paper boat on a rainy street")
+    expect(page.locator("#summary .badge")).to_have_text("completed", timeout=30_000)
+    expect(page.locator("#timeline")).to_contain_text("clip")
+    expect_playable(page)
+    [task] = emulator.tasks()
+    assert task["input"]["duration"] == 10
+    assert task["input"]["prompt"] == "a paper boat on a rainy street"
+    shoot(page, "run-completed")
+    page.goto(service.url)
+    expect(page.locator('[data-status="completed"]')).to_have_text("1")
+    shoot(page, "dashboard")
+
+
+def test_a_failed_node_is_retried_with_one_click(
+    start_service: StartService, emulator: EmulatorServer, page: Page
+) -> None:
+    """PiAPI fails the generation once: the run pauses with the error; Retry finishes it."""
+    service = start_service()
+    service.publish(STUDIO)
+    emulator.add_fault(FaultRule(action="fail_task", times=1))
+    start_from_form(page, service.url, "a lighthouse at dusk")
+    expect(page.locator("#summary .badge")).to_have_text("paused", timeout=30_000)
+    expect(page.locator("#timeline .node-error")).to_contain_text("TaskFailedError")
+    shoot(page, "run-paused")
+    page.click("button:text('Retry')")
+    expect(page.locator(".flash")).to_contain_text("retrying")
+    expect(page.locator("#summary .badge")).to_have_text("completed", timeout=30_000)
+    expect_playable(page)
+    assert emulator.stats()["creates"] == 2  # the failed task, then one new task
+    page.locator("#node-clip summary").click()
+    attempts = page.locator("#node-clip .attempts tbody tr")
+    expect(attempts).to_have_count(2)
+    expect(attempts.first).to_contain_text("TaskFailedError")
+    expect(attempts.last).to_contain_text("ok")
+    shoot(page, "run-retried")
+
+
+def test_the_ui_asks_for_the_token_beyond_loopback(start_service: StartService, page: Page) -> None:
+    """With a token set, pages need a login; a wrong token is refused, the right one works."""
+    service = start_service(api_token=API_TOKEN)
+    page.goto(f"{service.url}/runs")
+    expect(page).to_have_url(re.compile(r"/login\?next=/runs$"))
+    page.fill("#token", "not-the-token")
+    page.click("button:text('Sign in')")
+    expect(page.locator(".flash.error")).to_contain_text("not right")
+    shoot(page, "login")
+    page.fill("#token", API_TOKEN)
+    page.click("button:text('Sign in')")
+    expect(page).to_have_url(re.compile(r"/runs$"))
+    assert API_TOKEN not in page.content()
+    page.click("text=Sign out")
+    page.goto(f"{service.url}/")
+    expect(page).to_have_url(re.compile(r"/login"))
+
+
+def test_pages_fit_a_phone(start_service: StartService, browser_phone: Page) -> None:
+    """On a 390 px wide screen nothing scrolls sideways except tables in their own box."""
+    service = start_service()
+    service.publish(STUDIO)
+    run_id = service.start("studio", {"prompt": "a kite over the sea"})
+    service.finish(run_id)
+    for name, path in (
+        ("phone-run", f"/runs/{run_id}"),
+        ("phone-workflow", "/workflows/studio"),
+        ("phone-dashboard", "/"),
+        ("phone-workflows", "/workflows"),
+        ("phone-runs", "/runs"),
+    ):
+        browser_phone.goto(service.url + path)
+        width = browser_phone.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{path} is {width} px wide on a 390 px screen"
+        shoot(browser_phone, name)

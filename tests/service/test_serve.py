@@ -1,0 +1,94 @@
+"""`klingflow serve` as a user starts it: a real process, workflows published at start."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from klingflow.emulator import EmulatorServer
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+SERVE = [sys.executable, "-m", "klingflow", "serve"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def serve_env(tmp_path: Path, emulator: EmulatorServer, api_key: str) -> dict[str, str]:
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("KLINGFLOW_")}
+    return {
+        **inherited,
+        "KLINGFLOW_HOME": str(tmp_path),
+        "PIAPI_BASE_URL": emulator.url,
+        "PIAPI_API_KEY": api_key,
+    }
+
+
+def test_serve_publishes_a_folder_and_serves_the_ui(
+    tmp_path: Path, emulator: EmulatorServer, api_key: str
+) -> None:
+    """`serve --workflows examples/` publishes every example; the UI lists them."""
+    port = free_port()
+    command = [*SERVE, "--port", str(port)]
+    log = tmp_path / "serve.log"
+    with log.open("wb") as handle:
+        server = subprocess.Popen(
+            [*command, "--workflows", str(EXAMPLES)],
+            env=serve_env(tmp_path, emulator, api_key),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            deadline = time.monotonic() + 60
+            while True:
+                assert server.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                try:
+                    listed = http.get("/api/workflows")
+                    break
+                except httpx.ConnectError:
+                    time.sleep(0.2)
+            names = {w["name"] for w in listed.json()["workflows"]}
+            expected = {path.stem for path in EXAMPLES.glob("*.yaml")}
+            assert names == expected
+            page = http.get("/workflows")
+            assert page.status_code == 200
+            for name in expected:
+                assert f'href="/workflows/{name}"' in page.text
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    output = log.read_text()
+    assert "published" in output
+    assert api_key not in output
+
+
+def test_serve_refuses_an_invalid_workflow_before_listening(
+    tmp_path: Path, emulator: EmulatorServer, api_key: str
+) -> None:
+    """A broken file among --workflows: its problems, exit 15, nothing published or served."""
+    (tmp_path / "good.yaml").write_text(
+        "name: good\nnodes:\n  - {id: a, type: set, with: {values: {x: 1}}}\n"
+    )
+    (tmp_path / "bad.yaml").write_text("name: bad\nnodes:\n  - {id: a, type: nope}\n")
+    result = subprocess.run(
+        [*SERVE, "--port", str(free_port()), "--workflows", str(tmp_path)],
+        env=serve_env(tmp_path / "home", emulator, api_key),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 15, result.stderr
+    assert "bad.yaml:3" in result.stderr
+    assert "published" not in result.stdout

@@ -1,0 +1,332 @@
+"""The web UI over HTTP: forms, CSRF, cross-site refusals, login, files and secrets."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from klingflow.emulator import EmulatorServer, FaultRule
+
+from .conftest import API_TOKEN, WEBHOOK_SECRET, Service, StartService
+
+FORM = """\
+name: form
+inputs:
+  prompt: {type: string, required: true}
+  seconds: {type: integer, default: 5, enum: [5, 10]}
+  loud: {type: boolean, default: false}
+  tags: {type: array, default: []}
+nodes:
+  - id: clip
+    type: kling.video
+    with: {prompt: "{{ inputs.prompt }}", duration: "{{ inputs.seconds }}"}
+"""
+
+
+def csrf(http: httpx.Client, path: str = "/workflows/form") -> str:
+    page = http.get(path)
+    assert page.status_code == 200, page.text
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert found is not None, "the page has no CSRF token"
+    return found.group(1)
+
+
+def post_form(service: Service, data: dict[str, str], **extra: str) -> httpx.Response:
+    fields = {"csrf_token": csrf(service.http), **data, **extra}
+    return service.http.post("/workflows/form/runs", data=fields)
+
+
+@pytest.fixture
+def ui(service: Service) -> Service:
+    service.publish(FORM)
+    return service
+
+
+def test_the_form_starts_a_typed_run_and_redirects_to_it(
+    ui: Service, emulator: EmulatorServer
+) -> None:
+    """Typed fields arrive typed: integer, boolean, JSON array."""
+    response = post_form(ui, {"prompt": "a fox", "seconds": "10", "loud": "on", "tags": '["a"]'})
+    assert response.status_code == 303
+    run_id = response.headers["location"].removeprefix("/runs/")
+    run = ui.finish(run_id)["run"]
+    assert run["status"] == "completed"
+    assert run["inputs"] == {"prompt": "a fox", "seconds": 10, "loud": True, "tags": ["a"]}
+    assert emulator.tasks()[0]["input"]["duration"] == 10
+    page = ui.http.get(f"/runs/{run_id}")
+    assert "completed" in page.text
+    assert 'data-poll-ms="0"' in page.text  # a finished run stops refreshing
+    assert page.headers["content-security-policy"].startswith("default-src 'self'")
+
+
+def test_a_refused_form_keeps_what_was_typed_and_starts_nothing(
+    ui: Service, emulator: EmulatorServer
+) -> None:
+    """Each bad field gets its own message; the typed text comes back; nothing is paid."""
+    response = post_form(ui, {"prompt": "", "seconds": "7", "tags": "[oops"})
+    assert response.status_code == 422
+    assert "prompt is required" in response.text
+    assert "seconds must be one of 5, 10, got 7" in response.text
+    assert "tags must be JSON" in response.text
+    assert "[oops</textarea>" in response.text
+    assert ui.http.get("/api/runs").json()["runs"] == []
+    assert emulator.stats()["creates"] == 0
+
+
+def test_a_double_submitted_form_starts_one_run(ui: Service) -> None:
+    """The form's idempotency key maps a second post (double click, reload) to the same run."""
+    page = ui.http.get("/workflows/form").text
+    key = re.search(r'name="idempotency_key" value="([^"]+)"', page)
+    assert key is not None
+    first = post_form(ui, {"prompt": "a fox"}, idempotency_key=key.group(1))
+    second = post_form(ui, {"prompt": "a fox"}, idempotency_key=key.group(1))
+    assert first.headers["location"] == second.headers["location"]
+    assert len(ui.http.get("/api/runs").json()["runs"]) == 1
+
+
+def test_forms_without_the_csrf_token_are_refused(ui: Service) -> None:
+    """A post without its session's token, or with another session's, changes nothing."""
+    missing = ui.http.post("/workflows/form/runs", data={"prompt": "a fox"})
+    assert missing.status_code == 403
+    with httpx.Client(base_url=ui.url) as other:
+        foreign = csrf(other)  # a real token, of another browser's session
+    csrf(ui.http)  # this browser has a session (and a token of its own) now
+    forged = ui.http.post("/workflows/form/runs", data={"prompt": "x", "csrf_token": foreign})
+    assert forged.status_code == 403
+    assert ui.http.get("/api/runs").json()["runs"] == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "refusal"),
+    [
+        ({"Sec-Fetch-Site": "cross-site"}, "CrossSiteRequest"),
+        ({"Sec-Fetch-Site": "same-site"}, "CrossSiteRequest"),  # another port of localhost
+        ({"Origin": "http://evil.test"}, "CrossSiteRequest"),  # a browser without Sec-Fetch
+        ({"Host": "rebound.evil.test"}, "HostNotAllowed"),  # DNS rebinding
+    ],
+)
+def test_what_a_web_page_could_send_is_refused(
+    ui: Service, headers: dict[str, str], refusal: str
+) -> None:
+    """Another web site cannot drive a loopback service through a visitor's browser."""
+    response = ui.http.post("/api/workflows/form/runs", json={"prompt": "a fox"}, headers=headers)
+    assert response.status_code == 403
+    assert response.json()["error"] == refusal
+    assert ui.http.get("/api/runs").json()["runs"] == []
+
+
+def test_the_service_s_own_pages_and_other_apps_pass_the_guard(ui: Service) -> None:
+    """Its own pages (same-origin), a typed URL (none) and non-browser apps are let through."""
+    for headers in (
+        {"Sec-Fetch-Site": "same-origin"},
+        {"Sec-Fetch-Site": "none"},
+        {"Origin": ui.url},
+        {},
+    ):
+        response = ui.http.post("/api/workflows/form/runs", json={"prompt": "a"}, headers=headers)
+        assert response.status_code == 201, headers
+    assert ui.http.get("/", headers={"Host": "localhost"}).status_code == 200
+
+
+def test_retry_skip_and_cancel_buttons_steer_the_run(ui: Service, emulator: EmulatorServer) -> None:
+    """A failed generation pauses the run; Skip carries on; a finished run refuses Cancel."""
+    emulator.add_fault(FaultRule(action="fail_task"))
+    run_id = ui.start("form", {"prompt": "a fox"})
+    assert ui.settle(run_id)["run"]["status"] == "paused"
+    page = ui.http.get(f"/runs/{run_id}").text
+    for shown in ("Retry", "Skip node", "TaskFailedError"):
+        assert shown in page
+    token = csrf(ui.http, f"/runs/{run_id}")
+    skipped = ui.http.post(f"/runs/{run_id}/skip", data={"csrf_token": token})
+    assert skipped.status_code == 303
+    assert ui.finish(run_id)["run"]["status"] == "completed"
+    refused = ui.http.post(f"/runs/{run_id}/cancel", data={"csrf_token": token})
+    assert refused.status_code == 303
+    assert "cancel refused" in ui.http.get(f"/runs/{run_id}").text
+
+
+def test_run_files_stream_with_ranges_and_stay_in_the_run_folder(ui: Service) -> None:
+    """Videos are served from the run folder (seekable); nothing outside it is."""
+    run_id = ui.start("form", {"prompt": "a fox"})
+    detail = ui.finish(run_id)
+    path = detail["nodes"][0]["output"]["path"]
+    name = path.rsplit("/", 1)[-1]
+    assert f"/runs/{run_id}/files/{name}" in ui.http.get(f"/runs/{run_id}").text
+    partial = ui.http.get(f"/runs/{run_id}/files/{name}", headers={"Range": "bytes=0-99"})
+    assert partial.status_code == 206
+    assert len(partial.content) == 100
+    for escape in ("%2e%2e/klingflow.sqlite", "..%2F..%2Fklingflow.sqlite", "%2Fetc%2Fpasswd"):
+        missing = ui.http.get(f"/runs/{run_id}/files/{escape}")
+        assert missing.status_code == 404, escape
+        assert missing.json()["error"] == "FileNotFound"
+
+
+def test_run_files_that_are_not_media_are_only_downloads(ui: Service, tmp_path: Path) -> None:
+    """A page a download node saved in the run folder cannot run script on the UI's origin."""
+    run_id = ui.start("form", {"prompt": "a fox"})
+    folder = Path(ui.finish(run_id)["run"]["output_dir"])
+    (folder / "page.html").write_text("<script>alert(1)</script>")
+    (folder / "link").symlink_to(tmp_path / "klingflow.sqlite")
+    page = ui.http.get(f"/runs/{run_id}/files/page.html")
+    assert page.status_code == 200
+    assert page.headers["content-type"] == "application/octet-stream"
+    assert page.headers["content-disposition"].startswith("attachment")
+    assert page.headers["content-security-policy"] == "sandbox"
+    assert ui.http.get(f"/runs/{run_id}/files/link").status_code == 404  # leads outside
+
+
+def test_secrets_are_never_rendered(
+    start_service: StartService, emulator: EmulatorServer, api_key: str
+) -> None:
+    """A workflow that spells out the deployment's secrets shows none of them anywhere, not
+    even a prefix of a long one; values under secret-looking keys are masked too."""
+    service = start_service(api_token=API_TOKEN, chat_api_key="kf-chat-key-0b9e44")
+    secrets = (api_key, WEBHOOK_SECRET, API_TOKEN, "kf-chat-key-0b9e44")
+    padding = "x" * 150  # a graph parameter longer than a card shows
+    leaky = (
+        "name: leaky\n"
+        f"description: uses {' and '.join(secrets)}\n"
+        "inputs: {partner_token: {type: string}}\n"
+        "nodes:\n"
+        "  - id: note\n    type: set\n"
+        f"    with: {{values: {{k: '{padding}{api_key}', s: '{WEBHOOK_SECRET}'}}}}\n"
+    )
+    service.publish(leaky)
+    run_id = service.start("leaky", {"note": api_key, "partner_token": "tok-3f9a2c71"})
+    service.finish(run_id)
+    token = csrf(service.http, "/login")
+    signed_in = service.http.post("/login", data={"csrf_token": token, "token": API_TOKEN})
+    assert signed_in.status_code == 303
+    paths = ("/", "/workflows", "/workflows/leaky", "/runs", f"/runs/{run_id}")
+    responses = [service.http.get(path) for path in paths]
+    assert [r.status_code for r in responses] == [200] * len(paths)
+    assert "partner_token&#34;: &#34;***" in responses[-1].text  # the run's inputs, masked
+    pages = [r.text for r in responses]
+    pages.append(service.http.get("/api/workflows/leaky").text)
+    pages.append(service.http.get("/runs/run-missing", headers={"Accept": "text/html"}).text)
+    for text in pages:
+        for secret in (*secrets, "tok-3f9a2c71"):
+            assert secret[:12] not in text
+
+
+def test_pages_need_a_login_when_a_token_is_set(start_service: StartService) -> None:
+    """Beyond loopback (a token set): pages redirect to /login; the token signs in."""
+    service = start_service(api_token=API_TOKEN)
+    browser = httpx.Client(base_url=service.url)  # no bearer header: a browser
+    for path in ("/", "/workflows", "/runs", "/fragments/dashboard", "/runs/run-x/live"):
+        response = browser.get(path)
+        assert response.status_code == 303, path
+        assert response.headers["location"].startswith("/login?next=")
+    assert browser.get("/static/app.css").status_code == 200
+    token = csrf(browser, "/login?next=/runs")
+    wrong = browser.post("/login", data={"csrf_token": token, "token": "nope", "next": "/runs"})
+    assert wrong.status_code == 401
+    right = browser.post("/login", data={"csrf_token": token, "token": API_TOKEN, "next": "/runs"})
+    assert right.status_code == 303
+    assert right.headers["location"] == "/runs"
+    assert browser.get("/runs").status_code == 200
+    offsite = browser.post(
+        "/login",
+        data={"csrf_token": csrf(browser, "/runs"), "token": API_TOKEN, "next": "//evil.test"},
+    )
+    assert offsite.headers["location"] == "/"
+    browser.close()
+
+
+def test_unknown_pages_answer_with_an_html_404(ui: Service) -> None:
+    """A browser asking for a missing run gets a page that says so, not JSON."""
+    response = ui.http.get("/runs/run-missing", headers={"Accept": "text/html"})
+    assert response.status_code == 404
+    assert "text/html" in response.headers["content-type"]
+    assert "no run run-missing" in response.text
+
+
+def test_the_dashboard_shows_tasks_in_flight_and_what_was_spent(
+    ui: Service, emulator: EmulatorServer
+) -> None:
+    """While PiAPI works, its task is listed as active; once done, it counts as spent."""
+    emulator.configure(time_scale=1.0, pending_seconds=0.0, processing_seconds=600.0)
+    run_id = ui.start("form", {"prompt": "a slow fox"})
+    live = ""
+    for _ in range(200):
+        live = ui.http.get("/fragments/dashboard").text
+        if "accepted" in live:
+            break
+        time.sleep(0.05)
+    [task] = emulator.tasks()
+    assert task["task_id"] in live
+    assert re.search(r'data-status="running">\s*1\s*<', live)
+    emulator.configure(time_scale=1000.0)  # the clip is done at the next status check
+    assert ui.finish(run_id)["run"]["status"] == "completed"
+    finished = ui.http.get("/").text
+    assert "No PiAPI task is running." in finished
+    assert re.search(r'data-status="completed">\s*1\s*<', finished)
+    assert re.search(r'data-spend="total">\$0\.50<', finished)
+
+
+def test_the_service_fires_schedules_and_shows_them(ui: Service) -> None:
+    """A published schedule starts runs in the service, one per tick, shown with its next tick."""
+    ui.publish(
+        "name: ticker\n"
+        "inputs:\n  who: {type: string, required: true}\n"
+        "nodes:\n  - {id: note, type: set, with: {values: {hello: '{{ inputs.who }}'}}}\n"
+        "schedules:\n  - {cron: '* * * * * *', name: every_second, payload: {who: cron}}\n"
+    )
+    deadline = time.monotonic() + 20
+    while len(runs := ui.http.get("/api/runs", params={"workflow": "ticker"}).json()["runs"]) < 2:
+        assert time.monotonic() < deadline, "the schedule never fired twice"
+        time.sleep(0.1)
+    keys = [run["idempotency_key"] for run in runs]
+    assert all(key.startswith("schedule:ticker:every_second:") for key in keys)
+    assert len(set(keys)) == len(keys)
+    assert all(run["trigger"] == {"who": "cron"} for run in runs)
+    page = ui.http.get("/workflows/ticker").text
+    assert "every_second" in page
+    assert "* * * * * *" in page
+    assert re.search(r"<td>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</td>", page)
+    listing = ui.http.get("/workflows").text
+    assert re.search(r"\d\d:\d\d:\d\d UTC</span>", listing)
+
+
+def test_an_uncertain_submission_is_settled_with_its_task_id_from_the_page(
+    start_service: StartService, emulator: EmulatorServer
+) -> None:
+    """PiAPI took the task but its answer was lost (no webhooks): the page asks for the task
+    id; given it, Retry finishes the run without paying again."""
+    service = start_service(public_url=None)
+    service.publish(FORM)
+    emulator.add_fault(FaultRule(action="drop", method="POST", path="/api/v1/task", phase="after"))
+    run_id = service.start("form", {"prompt": "a fox"})
+    assert service.settle(run_id)["run"]["status"] == "paused"
+    page = service.http.get(f"/runs/{run_id}").text
+    assert 'name="task_id"' in page
+    assert "uncertain" in page
+    [task] = emulator.tasks()
+    retried = service.http.post(
+        f"/runs/{run_id}/retry",
+        data={"csrf_token": csrf(service.http, f"/runs/{run_id}"), "task_id": task["task_id"]},
+    )
+    assert retried.status_code == 303
+    assert service.finish(run_id)["run"]["status"] == "completed"
+    assert emulator.stats()["creates"] == 1
+
+
+def test_retry_all_paused_runs_from_the_workflow_page(
+    ui: Service, emulator: EmulatorServer
+) -> None:
+    """Two runs pause on failed generations; one click retries both, and both complete."""
+    emulator.add_fault(FaultRule(action="fail_task", times=2))
+    run_ids = [ui.start("form", {"prompt": f"fox {n}"}) for n in range(2)]
+    assert [ui.settle(run_id)["run"]["status"] for run_id in run_ids] == ["paused"] * 2
+    page = ui.http.get("/workflows/form").text
+    assert "2 paused runs of this workflow" in page
+    response = ui.http.post(
+        "/workflows/form/retry-paused", data={"csrf_token": csrf(ui.http, "/workflows/form")}
+    )
+    assert response.status_code == 303
+    assert "retrying 2 paused runs" in ui.http.get("/workflows/form").text
+    assert [ui.finish(run_id)["run"]["status"] for run_id in run_ids] == ["completed"] * 2
