@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit clean
+.PHONY: demo test lint typecheck browser unit clean
 
 # Postgres tests use this server (skipped, with the reason, when it does not answer).
 KLINGFLOW_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
@@ -21,7 +21,24 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/klingflow demo
 
-test: lint typecheck unit
+test: lint typecheck browser unit
+
+# The browser tests drive Debian's Chromium; install it when missing and this machine allows
+# (root with apt-get), else those tests skip and say why.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+	      || { apt-get update -qq >/dev/null 2>&1 \
+	           && apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; } \
+	      || echo "could not install chromium: the browser tests will skip"; \
+	  else \
+	    echo "no $(CHROMIUM) and no apt-get as root to install it: the browser tests will skip"; \
+	  fi; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

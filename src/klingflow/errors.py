@@ -30,7 +30,11 @@ KlingflowError                          base for everything we raise
     ├── BudgetExceededError             a submission would exceed budget_usd; nothing was sent
     ├── HTTPNodeError                   an http.request / ai.chat call failed; .status_code
     ├── LoopItemsFailedError            some loop items failed; .failed .partial_output
-    └── RecordedError                   an error replayed from a checkpoint; .info
+    ├── RecordedError                   an error replayed from a checkpoint; .info
+    ├── RunNotFoundError(LookupError)   no run with that id in this database; .run_id
+    ├── WorkflowNotFoundError(LookupError)  no published workflow of that name; .name
+    └── RunStateError                   the run's status does not allow the command
+                                        (retry a run that is not paused); .run_id .status
 ```
 
 Each class says through `retryable` whether trying the same call again can help; retry
@@ -67,6 +71,8 @@ __all__ = [
     "Problem",
     "RateLimitError",
     "RecordedError",
+    "RunNotFoundError",
+    "RunStateError",
     "ServerError",
     "SubmitUncertainError",
     "TaskFailedError",
@@ -78,6 +84,7 @@ __all__ = [
     "WorkflowDefinitionError",
     "WorkflowError",
     "WorkflowInputError",
+    "WorkflowNotFoundError",
     "WorkflowProblem",
 ]
 
@@ -373,3 +380,28 @@ class RecordedError(WorkflowError):
         super().__init__(str(info.get("message", "")))
         self.info = info
         self.retryable = bool(info.get("retryable"))  # type: ignore[misc]
+
+
+class RunNotFoundError(WorkflowError, LookupError):
+    """No run has this id in the run database the process is using."""
+
+    def __init__(self, run_id: str, *, where: str | None = None) -> None:
+        super().__init__(f"no run {run_id}" + (f" in {where}" if where else ""))
+        self.run_id = run_id
+
+
+class WorkflowNotFoundError(WorkflowError, LookupError):
+    """No workflow of this name is published (`klingflow publish`, `POST /api/workflows`)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no published workflow {name!r}")
+        self.name = name
+
+
+class RunStateError(WorkflowError):
+    """The run's status does not allow the command (nothing was changed)."""
+
+    def __init__(self, message: str, *, run_id: str, status: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.status = status

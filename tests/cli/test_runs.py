@@ -61,11 +61,11 @@ def test_paused_run_exits_16_and_retry_finishes_it(
 
 
 def test_retrying_a_run_that_is_not_paused_is_a_clear_error(klingflow: Invoke) -> None:
-    """Only paused runs can be retried; anything else is one line and exit code 14."""
+    """Only paused runs can be retried; anything else is one line and exit code 18."""
     klingflow("run", BATCH, "-i", ROWS)
     [run] = json.loads(klingflow("runs", "list", "--json").stdout)
     result = klingflow("runs", "retry", run["run_id"])
-    assert result.exit_code == 14
+    assert result.exit_code == 18
     assert "completed, not paused" in result.stderr
 
 
@@ -158,3 +158,11 @@ def test_bulk_retry_resumes_every_paused_run_of_a_workflow(
     assert result.exit_code == 0, result.output
     assert [r["status"] for r in json.loads(result.stdout)] == ["completed", "completed"]
     assert emulator.stats()["creates"] == 4
+
+
+def test_an_unknown_run_id_is_exit_code_17(klingflow: Invoke) -> None:
+    """show, retry, skip and cancel name the missing run in one line and exit 17."""
+    for command in ("show", "retry", "skip", "cancel"):
+        result = klingflow("runs", command, "run-missing")
+        assert result.exit_code == 17, (command, result.output)
+        assert "no run run-missing" in result.stderr

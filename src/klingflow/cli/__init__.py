@@ -14,7 +14,7 @@ from klingflow.cli.runs import run, runs_app, worker
 from klingflow.cli.serve import serve
 from klingflow.cli.tasks import task_app
 from klingflow.cli.videos import account, cost, video
-from klingflow.cli.workflows import validate
+from klingflow.cli.workflows import publish, validate
 
 __all__ = ["app", "main"]
 
@@ -49,6 +49,7 @@ app.add_typer(task_app, name="task")
 app.command()(cost)
 app.command()(account)
 app.command()(validate)
+app.command()(publish)
 app.command()(run)
 app.add_typer(runs_app, name="runs")
 app.command()(worker)

@@ -28,6 +28,8 @@ EXIT_CODES: list[tuple[type[errors.KlingflowError], int, str]] = [
     (errors.WaitTimeoutError, 8, "still running at the deadline: resume the wait"),
     (errors.SubmitUncertainError, 9, "the submission may have reached PiAPI: reconcile"),
     (errors.TaskNotFoundError, 10, "no such task"),
+    (errors.RunNotFoundError, 17, "no such run in the run database"),
+    (errors.RunStateError, 18, "the run's status does not allow that; nothing was changed"),
     (errors.DownloadError, 11, "the output could not be downloaded"),
     (errors.PiAPIConnectionError, 12, "PiAPI could not be reached"),
     (errors.ServerError, 13, "PiAPI failed on its side"),

@@ -99,3 +99,8 @@ def demo(
     )
     for path in made:
         out.print(f"{path}  ({describe_mp4(path)})")
+    err.print(
+        "\nnext, runs in a web UI: `klingflow emulator --time-scale 50 &`, then "
+        "`PIAPI_BASE_URL=http://127.0.0.1:8787 PIAPI_API_KEY=any-key klingflow serve "
+        "--workflows examples/` and open http://127.0.0.1:8000/ (docs/service.md)"
+    )

@@ -26,12 +26,14 @@ from rich.text import Text
 
 from klingflow.cli._console import err, make_client, out, print_json, usd
 from klingflow.cli._errors import handles_errors
-from klingflow.errors import InvalidRequestError
+from klingflow.errors import InvalidRequestError, RunNotFoundError
 from klingflow.settings import Settings
 from klingflow.workflows import Workflow, load_workflow
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.engine import Command, Engine, describe_paused
+from klingflow.workflows.registry import WorkflowRegistry
 from klingflow.workflows.runlog import NodeRun, NodeStatus, RunLog, RunRecord, RunStatus
+from klingflow.workflows.schedules import Scheduler
 
 __all__ = ["RUN_NOT_COMPLETED", "run", "runs_app", "worker"]
 
@@ -289,14 +291,19 @@ def run(
 
 @handles_errors
 def worker() -> None:
-    """Run queued and recovered runs until interrupted (Ctrl-C)."""
+    """Run queued and recovered runs, and fire the schedules of published workflows, until
+    interrupted (Ctrl-C)."""
 
     settings = Settings()
     require_key()
 
     async def main() -> None:
-        async with Engine(settings, executor_id=settings.executor_id) as engine:
-            err.print(f"klingflow worker {engine.executor_id} on {engine.database_url}")
+        async with (
+            Engine(settings, executor_id=settings.executor_id) as engine,
+            Scheduler(engine, WorkflowRegistry(engine.runlog.engine)),
+        ):
+            where = engine.runlog.engine.url  # its password masked
+            err.print(f"klingflow worker {engine.executor_id} on {where}")
             while True:
                 await asyncio.sleep(3600)
 
@@ -341,7 +348,7 @@ def show(run_id: RunId, as_json: AsJson = False) -> None:
     runlog = open_runlog()
     record = runlog.get_run(run_id)
     if record is None:
-        raise InvalidRequestError([("run_id", f"no run {run_id}")])
+        raise RunNotFoundError(run_id)
     nodes = runlog.nodes(run_id)
     attempts = runlog.attempts(run_id)
     intents = runlog.intents(run_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -10,6 +11,7 @@ import uvicorn
 from klingflow.cli._console import err
 from klingflow.cli._errors import handles_errors
 from klingflow.cli.runs import require_key
+from klingflow.cli.workflows import publish_files
 from klingflow.service import create_app
 from klingflow.service.security import check_bind
 from klingflow.settings import Settings
@@ -23,13 +25,24 @@ def serve(
         str, typer.Option(help="Address to listen on; beyond loopback needs KLINGFLOW_API_TOKEN.")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port to listen on.", min=0, max=65535)] = 8000,
+    workflows: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--workflows",
+            help="Publish these workflow files, or the .yaml/.yml/.json files of these "
+            "folders, before serving (repeatable).",
+        ),
+    ] = None,
 ) -> None:
-    """Serve the JSON API, run triggers and PiAPI webhooks; runs execute in this process."""
+    """Serve the web UI, the JSON API, run triggers and PiAPI webhooks; runs execute and
+    schedules fire in this process."""
     settings = Settings()
     try:
         check_bind(host, settings)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--host") from None
     require_key()
-    err.print(f"klingflow serving on http://{host}:{port} (API docs at /docs)")
+    if workflows:
+        publish_files(workflows, settings)
+    err.print(f"klingflow serving on http://{host}:{port} (web UI at /, API docs at /docs)")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")

@@ -770,7 +770,9 @@ class AsyncPiAPI(_BaseClient):
                         async for chunk in response.aiter_bytes():
                             job.feed(chunk)
                     if job.end():
-                        return job.commit()
+                        # fsync and rename block for as long as the disk takes: not on the
+                        # loop, where every other task (and the web UI) would wait for it.
+                        return await asyncio.to_thread(job.commit)
                     job.interrupted(EOFError("the body ended early"))
                 except httpx.RequestError as exc:  # cut mid-body, timeout...: resume
                     job.interrupted(exc)
