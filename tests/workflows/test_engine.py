@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 from pathlib import Path
 
@@ -368,3 +369,38 @@ def test_two_commands_for_one_paused_run_send_one(
         assert runlog.get_run(run.run_id).status == RunStatus.QUEUED  # type: ignore[union-attr]
     finally:
         runlog.engine.dispose()
+
+
+@pytest.mark.parametrize("stopped_while", ["generating", "sending"])
+def test_an_engine_shut_down_mid_run_leaves_it_for_the_next_one(
+    harness: Harness, emulator: EmulatorServer, stopped_while: str
+) -> None:
+    """Stopping a worker (Ctrl-C, a deploy) is not a crash: the run it was executing stays
+    `running` and the next engine finishes it without paying for its video again, even when
+    the stop came while PiAPI was still answering the create request."""
+    if stopped_while == "sending":  # the task exists; its answer arrives after the stop began
+        emulator.add_fault(
+            FaultRule(action="slow", method="POST", path="/api/v1/task", phase="after")
+        )
+    else:
+        emulator.configure(processing_seconds=1_500.0)  # 1.5 s of real time
+    text = "name: slow\nnodes:\n  - {id: clip, type: kling.video, with: {prompt: a fox}}\n"
+
+    async def start_and_stop(engine: Engine) -> str:
+        run = await engine.start_run(load_workflow_text(text), {})
+        while not emulator.tasks():
+            await asyncio.sleep(0.01)
+        return run.run_id
+
+    run_id = harness.session(start_and_stop)
+    stopped = runlog_of(harness).get_run(run_id)
+    assert stopped is not None
+    assert stopped.status == RunStatus.RUNNING, stopped.message
+
+    async def resume(engine: Engine) -> RunRecord:
+        [done] = await engine.wait([run_id], timeout_seconds=60)
+        return done
+
+    done = harness.session(resume)
+    assert done.status == RunStatus.COMPLETED, done.message
+    assert emulator.stats()["creates"] == 1

@@ -272,7 +272,13 @@ def run(
                 started.append(await engine.start_run(workflow, payload, idempotency_key=key))
             if detach:
                 return started
-            return await _watch(engine, [r.run_id for r in started], as_json=as_json)
+            own = [r.run_id for r in started]
+            records = await _watch(engine, own, as_json=as_json)
+            # Queued runs this process picked up are finished too, not cut off half done.
+            while others := await engine.busy_runs(exclude=own):
+                err.print(f"finishing {len(others)} queued run(s) this process picked up")
+                await _watch(engine, others, as_json=as_json)
+            return records
 
     records = asyncio.run(main())
     if as_json:

@@ -31,7 +31,7 @@ import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any, Self
@@ -140,13 +140,16 @@ class _InlineDurable:
 @DBOS.workflow(name="klingflow.run", max_recovery_attempts=50)
 async def _run_workflow(run_id: str) -> dict[str, Any]:
     engine = _current()
-    try:
-        return await engine._run(run_id)
-    except Exception as error:  # recorded as `crashed` (a bug, not a node failure), re-raised
-        engine.runlog.set_status(
-            run_id, RunStatus.CRASHED, message=f"{type(error).__name__}: {error}"
-        )
-        raise
+    with engine.running():
+        try:
+            return await engine._run(run_id)
+        except Exception as error:  # recorded as `crashed` (a bug, not a node failure), raised
+            if engine.closing:  # cut off by a shutdown: left pending for the next engine
+                raise
+            engine.runlog.set_status(
+                run_id, RunStatus.CRASHED, message=f"{type(error).__name__}: {error}"
+            )
+            raise
 
 
 @DBOS.workflow(name="klingflow.loop_chunk", max_recovery_attempts=50)
@@ -160,9 +163,17 @@ async def _chunk_workflow(
     outer: dict[str, Any],
     concurrency: int,
 ) -> dict[str, Any]:
-    return await _current()._chunk(
-        run_id, epoch, loop_id, dict(zip(indices, items, strict=True)), length, outer, concurrency
-    )
+    engine = _current()
+    with engine.running():
+        return await engine._chunk(
+            run_id,
+            epoch,
+            loop_id,
+            dict(zip(indices, items, strict=True)),
+            length,
+            outer,
+            concurrency,
+        )
 
 
 # -- the engine ------------------------------------------------------------------------------
@@ -210,6 +221,9 @@ class Engine:
         self._slot: IO[str] | None = None
         self._semaphores: dict[tuple[str, int, str], asyncio.Semaphore] = {}
         self.executor_id = ""
+        self.closing = False
+        self._workflows: set[asyncio.Task[Any]] = set()
+        self._unstoppable: set[asyncio.Task[Any]] = set()
         self.runlog: RunLog
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -286,6 +300,8 @@ class Engine:
     async def aclose(self) -> None:
         global _engine
         if _engine is self:
+            self.closing = True
+            await self._stop_workflows()
             DBOS.destroy()
             _engine = None
             # DBOS leaves its shut-down pool as the loop's default executor (dbos-notes §1).
@@ -296,6 +312,24 @@ class Engine:
         if self._slot is not None:
             self._slot.close()
             self._slot = None
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Track the workflow executing in the current task, for `_stop_workflows`."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._workflows.add(task)
+        try:
+            yield
+        finally:
+            self._workflows.discard(task)
+
+    async def _stop_workflows(self) -> None:
+        """Stop this process's workflows at their next await (DBOS keeps them pending for
+        the next engine), but let create requests already sent get their answer recorded."""
+        for task in self._workflows:
+            task.cancel()
+        await asyncio.gather(*self._workflows, *self._unstoppable, return_exceptions=True)
 
     def _slot_prefix(self) -> str:
         return "local" if is_sqlite(self.database_url) else f"{socket.gethostname()}-local"
@@ -352,6 +386,7 @@ class Engine:
                 if self.settings.webhook_secret
                 else None
             ),
+            unstoppable=self._unstoppable,
         )
 
     # -- starting and steering runs ----------------------------------------------------------
@@ -420,6 +455,21 @@ class Engine:
             if deadline is not None and time.monotonic() > deadline:
                 return records
             await asyncio.sleep(poll_seconds)
+
+    async def busy_runs(self, *, exclude: Iterable[str] = ()) -> list[str]:
+        """Queued or running runs that this process executes: DBOS hands a queued run to any
+        engine, so a short-lived one (`klingflow run`) may hold others' runs when it is done."""
+        mine = await DBOS.list_workflows_async(
+            status="PENDING",
+            name="klingflow.run",
+            executor_id=self.executor_id,
+            load_input=False,
+            load_output=False,
+        )
+        skip = set(exclude)
+        busy = {RunStatus.QUEUED, RunStatus.RUNNING}
+        runs = (self.runlog.get_run(w.workflow_id) for w in mine if w.workflow_id not in skip)
+        return [run.run_id for run in runs if run is not None and run.status in busy]
 
     async def _workflows_stored(self, run_ids: Iterable[str]) -> None:
         """The run log says `completed` a moment before DBOS stores the workflow's end; wait

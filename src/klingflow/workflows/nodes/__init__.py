@@ -8,10 +8,11 @@ they run inline, and the submission journal in the run log keeps them exactly-on
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
@@ -19,6 +20,8 @@ from klingflow.piapi import AsyncPiAPI, AsyncWebhookEvents, WaitPolicy, WebhookC
 from klingflow.workflows.runlog import RunLog
 
 __all__ = ["Durable", "Runner", "Runtime", "Services"]
+
+T = TypeVar("T")
 
 
 class Durable(Protocol):
@@ -46,6 +49,17 @@ class Services:
     piapi_api_key: str | None = None
     webhook_url: str | None = None
     webhook_secret: str | None = None
+    unstoppable: set[asyncio.Task[Any]] = field(default_factory=set)
+    """Work that a shutdown waits for instead of cancelling (see `finish_even_if_cancelled`)."""
+
+    async def finish_even_if_cancelled(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run `work` to its end even when the run is cancelled (the engine shutting down):
+        a create request cut off after it left would leave an uncertain submission where a
+        recorded task id belongs."""
+        task = asyncio.ensure_future(work)
+        self.unstoppable.add(task)
+        task.add_done_callback(self.unstoppable.discard)
+        return await asyncio.shield(task)
 
     def chat_key_for(self, base_url: str) -> str | None:
         """The bearer key for a chat endpoint: PiAPI's key goes to PiAPI's host only."""

@@ -49,9 +49,9 @@ def task_summary(task: Task) -> dict[str, Any]:
 
 async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
     """Submit `request` for this node, or find the task an earlier attempt already created."""
+    services, runlog = rt.services, rt.services.runlog
 
     async def submit() -> dict[str, Any]:
-        services, runlog = rt.services, rt.services.runlog
         intent = runlog.current_intent(rt.run_id, rt.epoch, rt.node_path)
         if intent is not None and intent.task_id:
             task = await services.client.get(intent.task_id)
@@ -65,6 +65,9 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
                 "or accept a second charge with `--resubmit`",
                 intent_id=intent.intent_id,
             )
+        return await services.finish_even_if_cancelled(send())
+
+    async def send() -> dict[str, Any]:  # from the intent to the task id, never cut off
         estimate = services.client.estimate_cost(request)
         intent_id = runlog.reserve_and_record(
             rt.run_id, rt.epoch, rt.node_path, request=request.to_body(), estimated_usd=estimate
