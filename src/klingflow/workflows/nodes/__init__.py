@@ -87,5 +87,11 @@ class Runtime:
     services: Services
     durable: Durable
 
+    async def save(self, url: str, filename: str | None = None) -> Path:
+        """Download `url` into the run's output folder (atomically: see AsyncPiAPI.download);
+        without `filename` the URL's own name is kept."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        return await self.services.client.download(url, f"{self.output_dir}/", filename=filename)
+
 
 Runner = Callable[[Runtime, Any], Awaitable[Any]]

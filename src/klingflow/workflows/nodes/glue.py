@@ -21,10 +21,7 @@ async def download(rt: Runtime, params: DownloadParams) -> dict[str, Any]:
     """Save a URL under the run's output folder; output `{"path", "bytes"}`."""
 
     async def fetch() -> dict[str, Any]:
-        rt.output_dir.mkdir(parents=True, exist_ok=True)
-        path = await rt.services.client.download(
-            params.url, f"{rt.output_dir}/", filename=params.name
-        )
+        path = await rt.save(params.url, params.name)
         return {"path": str(path), "bytes": path.stat().st_size}
 
     result: dict[str, Any] = await rt.durable.step("download", fetch)

@@ -145,13 +145,8 @@ async def wait_for_task(rt: Runtime, task_id: str, deadline_seconds: float | Non
 
 async def _download_all(rt: Runtime, task: Task, name: str | None) -> list[str]:
     async def fetch() -> list[str]:
-        rt.output_dir.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for number, url in enumerate(task.output_urls):
-            filename = name if name and number == 0 else None
-            path = await rt.services.client.download(url, f"{rt.output_dir}/", filename=filename)
-            paths.append(str(path))
-        return paths
+        urls = enumerate(task.output_urls)  # `name` is for the first output, the video
+        return [str(await rt.save(url, name if n == 0 else None)) for n, url in urls]
 
     paths: list[str] = await rt.durable.step("download", fetch)
     return paths
