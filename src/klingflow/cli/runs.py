@@ -229,6 +229,16 @@ async def _watch(engine: Engine, run_ids: list[str], *, as_json: bool) -> list[R
         return await engine.wait(run_ids, on_poll=show)
 
 
+async def _finish(engine: Engine, run_ids: list[str], *, as_json: bool) -> list[RunRecord]:
+    """Watch `run_ids` settle, then finish the queued runs this process picked up meanwhile
+    (closing the engine would leave them for the next one); returns `run_ids`' records."""
+    records = await _watch(engine, run_ids, as_json=as_json)
+    while others := await engine.busy_runs(exclude=run_ids):
+        err.print(f"finishing {len(others)} queued run(s) this process picked up")
+        await _watch(engine, others, as_json=as_json)
+    return records
+
+
 # -- commands ------------------------------------------------------------------------------------
 
 
@@ -272,13 +282,7 @@ def run(
                 started.append(await engine.start_run(workflow, payload, idempotency_key=key))
             if detach:
                 return started
-            own = [r.run_id for r in started]
-            records = await _watch(engine, own, as_json=as_json)
-            # Queued runs this process picked up are finished too, not cut off half done.
-            while others := await engine.busy_runs(exclude=own):
-                err.print(f"finishing {len(others)} queued run(s) this process picked up")
-                await _watch(engine, others, as_json=as_json)
-            return records
+            return await _finish(engine, [r.run_id for r in started], as_json=as_json)
 
     records = asyncio.run(main())
     if as_json:
@@ -429,7 +433,7 @@ def _steer(run_ids: list[str], command: Command, *, wait: bool, as_json: bool) -
                 if time.monotonic() - started > 30:
                     break
                 records = await engine.wait(run_ids, timeout_seconds=0.5)
-            return await _watch(engine, run_ids, as_json=as_json)
+            return await _finish(engine, run_ids, as_json=as_json)
 
     records = asyncio.run(main())
     if as_json:
