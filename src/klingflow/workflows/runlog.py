@@ -333,6 +333,67 @@ class Spend:
     runs_total: int
 
 
+# -- the hot path's statements, built once: building a statement costs more than running it
+# (docs/benchmarks.md). WHERE parameters are `q_*`; SET values are passed by column name.
+
+_NODE_UPDATE = (
+    node_runs.update()
+    .where(node_runs.c.run_id == sa.bindparam("q_run"))
+    .where(node_runs.c.epoch == sa.bindparam("q_epoch"))
+    .where(node_runs.c.node_path == sa.bindparam("q_path"))
+)
+_NODE_UPDATE_COUNTING = _NODE_UPDATE.values(attempts=node_runs.c.attempts + 1)
+_LIVE_INTENT = (
+    intents.select()
+    .where(intents.c.run_id == sa.bindparam("q_run"))
+    .where(intents.c.epoch == sa.bindparam("q_epoch"))
+    .where(intents.c.node_path == sa.bindparam("q_path"))
+    .where(
+        intents.c.state.notin_(
+            [s.value for s in (IntentState.REJECTED, IntentState.FAILED, IntentState.ABANDONED)]
+        )
+    )
+    .order_by(intents.c.created_at.desc())
+    .limit(1)
+)
+_INTENT_BY_ID = intents.select().where(intents.c.intent_id == sa.bindparam("q_intent"))
+_INTENT_BY_TASK = intents.select().where(intents.c.task_id == sa.bindparam("q_task"))
+_INTENT_UPDATE = intents.update().where(intents.c.intent_id == sa.bindparam("q_intent"))
+_RESERVE = (
+    runs.update()
+    .where(runs.c.run_id == sa.bindparam("q_run"))
+    .where(
+        sa.or_(
+            runs.c.budget_points.is_(None),
+            runs.c.spent_points + runs.c.reserved_points + sa.bindparam("q_points")
+            <= runs.c.budget_points,
+        )
+    )
+    .values(
+        reserved_points=runs.c.reserved_points + sa.bindparam("q_points"),
+        estimated_points=runs.c.estimated_points + sa.bindparam("q_points"),
+    )
+)
+_SETTLE = (
+    runs.update()
+    .where(runs.c.run_id == sa.bindparam("q_run"))
+    .values(
+        reserved_points=runs.c.reserved_points - sa.bindparam("q_reserved"),
+        spent_points=runs.c.spent_points + sa.bindparam("q_spent"),
+    )
+)
+
+
+def _node_upsert(engine: sa.Engine) -> Any:
+    """INSERT a node's row, or restart the row a replay or retry left (its dialect's form)."""
+    insert = _insert_for(engine)(node_runs)
+    restarted = ("status", "inputs", "started_at", "error")
+    return insert.on_conflict_do_update(
+        index_elements=["run_id", "epoch", "node_path"],
+        set_={name: insert.excluded[name] for name in restarted},
+    )
+
+
 class RunLog:
     """Reads and writes the run log; every write is its own short transaction."""
 
@@ -340,6 +401,7 @@ class RunLog:
         self.engine = engine
         self.secrets = tuple(s for s in secrets if len(s) >= 4)
         metadata.create_all(engine)
+        self._node_upsert = _node_upsert(engine)
 
     def _clean(self, value: Any) -> Any:
         """What may be stored: secret-looking keys and known secret values masked."""
@@ -487,12 +549,12 @@ class RunLog:
         """Release a reservation and record what was really charged."""
         with self._tx() as tx:
             tx.execute(
-                runs.update()
-                .where(runs.c.run_id == run_id)
-                .values(
-                    reserved_points=runs.c.reserved_points - usd_to_points(reserved_usd),
-                    spent_points=runs.c.spent_points + usd_to_points(spent_usd),
-                )
+                _SETTLE,
+                {
+                    "q_run": run_id,
+                    "q_reserved": usd_to_points(reserved_usd),
+                    "q_spent": usd_to_points(spent_usd),
+                },
             )
 
     # -- nodes ------------------------------------------------------------------------------
@@ -508,12 +570,6 @@ class RunLog:
         item_index: int | None,
         inputs: Any,
     ) -> None:
-        values = {
-            "status": NodeStatus.RUNNING.value,
-            "inputs": self._clean(inputs),
-            "started_at": time.time(),
-            "error": None,
-        }
         row = {
             "run_id": run_id,
             "epoch": epoch,
@@ -522,14 +578,13 @@ class RunLog:
             "node_type": node_type,
             "item_index": item_index,
             "attempts": 0,
-            **values,
+            "status": NodeStatus.RUNNING.value,
+            "inputs": self._clean(inputs),
+            "started_at": time.time(),
+            "error": None,
         }
-        insert = _insert_for(self.engine)(node_runs).values(**row)
-        upsert = insert.on_conflict_do_update(
-            index_elements=["run_id", "epoch", "node_path"], set_=values
-        )
         with self._tx() as tx:
-            tx.execute(upsert)
+            tx.execute(self._node_upsert, row)
 
     def node_finished(
         self,
@@ -548,12 +603,15 @@ class RunLog:
         """The node's outcome; with `attempt` (number, started_at), its last attempt too,
         in the same transaction (one write per finished node on the hot path)."""
         values: dict[str, Any] = {
+            "q_run": run_id,
+            "q_epoch": epoch,
+            "q_path": node_path,
             "status": status.value,
             "output": self._clean(output),
             "error": self._clean(error),
             "finished_at": time.time(),
         }
-        if attempts is not None:
+        if attempts is not None and attempt is None:
             values["attempts"] = attempts
         if task_id is not None:
             values["task_id"] = task_id
@@ -563,20 +621,15 @@ class RunLog:
             if attempt is not None:
                 number, started_at = attempt
                 tx.execute(
-                    attempt_log.insert().values(
-                        run_id=run_id, epoch=epoch, node_path=node_path, number=number,
-                        started_at=started_at, ended_at=values["finished_at"],
-                        error=values["error"], retry_in_seconds=None,
-                    )
+                    attempt_log.insert(),
+                    {
+                        "run_id": run_id, "epoch": epoch, "node_path": node_path,
+                        "number": number, "started_at": started_at,
+                        "ended_at": values["finished_at"], "error": values["error"],
+                        "retry_in_seconds": None,
+                    },
                 )  # fmt: skip
-                values["attempts"] = node_runs.c.attempts + 1
-            tx.execute(
-                node_runs.update()
-                .where(node_runs.c.run_id == run_id)
-                .where(node_runs.c.epoch == epoch)
-                .where(node_runs.c.node_path == node_path)
-                .values(**values)
-            )
+            tx.execute(_NODE_UPDATE_COUNTING if attempt is not None else _NODE_UPDATE, values)
 
     def nodes(self, run_id: str, epoch: int | None = None) -> list[NodeRun]:
         query = node_runs.select().where(node_runs.c.run_id == run_id)
@@ -648,24 +701,10 @@ class RunLog:
     def current_intent(self, run_id: str, epoch: int, node_path: str) -> Intent | None:
         """The node's live submission, if any. Rejected (nothing created), failed (the task is
         over: trying again means a new task) and abandoned intents do not count."""
-        query = (
-            intents.select()
-            .where(intents.c.run_id == run_id)
-            .where(intents.c.epoch == epoch)
-            .where(intents.c.node_path == node_path)
-            .where(
-                intents.c.state.notin_(
-                    [
-                        s.value
-                        for s in (IntentState.REJECTED, IntentState.FAILED, IntentState.ABANDONED)
-                    ]
-                )
-            )
-            .order_by(intents.c.created_at.desc())
-            .limit(1)
-        )
         with self.engine.connect() as c:
-            row = c.execute(query).first()
+            row = c.execute(
+                _LIVE_INTENT, {"q_run": run_id, "q_epoch": epoch, "q_path": node_path}
+            ).first()
         return None if row is None else _intent(row)
 
     def reserve_and_record(
@@ -685,29 +724,17 @@ class RunLog:
         intent_id = uuid.uuid4().hex
         now = time.time()
         with self._tx() as tx:
-            reserved = tx.execute(
-                runs.update()
-                .where(runs.c.run_id == run_id)
-                .where(
-                    sa.or_(
-                        runs.c.budget_points.is_(None),
-                        runs.c.spent_points + runs.c.reserved_points + points
-                        <= runs.c.budget_points,
-                    )
-                )
-                .values(
-                    reserved_points=runs.c.reserved_points + points,
-                    estimated_points=runs.c.estimated_points + points,
-                )
-            )
+            reserved = tx.execute(_RESERVE, {"q_run": run_id, "q_points": points})
             if reserved.rowcount != 1:
                 return None
             tx.execute(
-                intents.insert().values(
-                    intent_id=intent_id, run_id=run_id, epoch=epoch, node_path=node_path,
-                    state=IntentState.SENT.value, request=self._clean(request),
-                    estimated_points=points, created_at=now, updated_at=now,
-                )
+                intents.insert(),
+                {
+                    "intent_id": intent_id, "run_id": run_id, "epoch": epoch,
+                    "node_path": node_path, "state": IntentState.SENT.value,
+                    "request": self._clean(request), "estimated_points": points,
+                    "created_at": now, "updated_at": now,
+                },
             )  # fmt: skip
         return intent_id
 
@@ -717,16 +744,17 @@ class RunLog:
         """PiAPI took the submission: keep its task id, on the intent and the node."""
         with self._tx() as tx:
             tx.execute(
-                intents.update()
-                .where(intents.c.intent_id == intent_id)
-                .values(state=IntentState.ACCEPTED.value, task_id=task_id, updated_at=time.time())
+                _INTENT_UPDATE,
+                {
+                    "q_intent": intent_id,
+                    "state": IntentState.ACCEPTED.value,
+                    "task_id": task_id,
+                    "updated_at": time.time(),
+                },
             )
             tx.execute(
-                node_runs.update()
-                .where(node_runs.c.run_id == run_id)
-                .where(node_runs.c.epoch == epoch)
-                .where(node_runs.c.node_path == node_path)
-                .values(task_id=task_id)
+                _NODE_UPDATE,
+                {"q_run": run_id, "q_epoch": epoch, "q_path": node_path, "task_id": task_id},
             )
 
     def update_intent(
@@ -755,33 +783,28 @@ class RunLog:
     def intent_for_task(self, task_id: str) -> tuple[str, Intent] | None:
         """(run_id, intent) of the submission that created `task_id`."""
         with self.engine.connect() as c:
-            row = c.execute(intents.select().where(intents.c.task_id == task_id)).first()
+            row = c.execute(_INTENT_BY_TASK, {"q_task": task_id}).first()
         return None if row is None else (row.run_id, _intent(row))
 
     def intent_by_id(self, intent_id: str) -> tuple[str, Intent] | None:
         """(run_id, intent) for a webhook that names an intent."""
         with self.engine.connect() as c:
-            row = c.execute(intents.select().where(intents.c.intent_id == intent_id)).first()
+            row = c.execute(_INTENT_BY_ID, {"q_intent": intent_id}).first()
         return None if row is None else (row.run_id, _intent(row))
 
     def finish_intent(self, task_id: str, state: IntentState, *, spent_points: int) -> bool:
         """Close an accepted submission and settle its reservation, once (False if done)."""
         with self._tx() as tx:
-            row = tx.execute(intents.select().where(intents.c.task_id == task_id)).first()
+            row = tx.execute(_INTENT_BY_TASK, {"q_task": task_id}).first()
             if row is None or row.state != IntentState.ACCEPTED.value:
                 return False
             tx.execute(
-                intents.update()
-                .where(intents.c.intent_id == row.intent_id)
-                .values(state=state.value, updated_at=time.time())
+                _INTENT_UPDATE,
+                {"q_intent": row.intent_id, "state": state.value, "updated_at": time.time()},
             )
             tx.execute(
-                runs.update()
-                .where(runs.c.run_id == row.run_id)
-                .values(
-                    reserved_points=runs.c.reserved_points - row.estimated_points,
-                    spent_points=runs.c.spent_points + spent_points,
-                )
+                _SETTLE,
+                {"q_run": row.run_id, "q_reserved": row.estimated_points, "q_spent": spent_points},
             )
         return True
 
