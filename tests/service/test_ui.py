@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import time
 from pathlib import Path
 
 import httpx
+import itsdangerous
 import pytest
+from pydantic import SecretStr
 
 from klingflow.emulator import EmulatorServer, FaultRule
+from klingflow.service.sessions import SESSION_COOKIE, session_key
+from klingflow.settings import Settings
 
 from .conftest import API_TOKEN, WEBHOOK_SECRET, Service, StartService
 
@@ -235,6 +241,24 @@ def test_pages_need_a_login_when_a_token_is_set(start_service: StartService) -> 
     )
     assert offsite.headers["location"] == "/"
     browser.close()
+
+
+def test_a_login_lasts_seven_days_however_often_a_tab_polls(start_service: StartService) -> None:
+    """The session cookie is re-signed on every response; the login still ends 7 days after
+    the sign-in, not 7 days after the last poll of a tab left open."""
+    service = start_service(api_token=API_TOKEN)
+    signer = itsdangerous.TimestampSigner(session_key(Settings(api_token=SecretStr(API_TOKEN))))
+
+    def signed_in(days_ago: float) -> httpx.Client:  # a cookie as a polling tab keeps it
+        session = {"signed_in_at": time.time() - days_ago * 86_400}
+        cookie = signer.sign(base64.b64encode(json.dumps(session).encode())).decode()
+        return httpx.Client(base_url=service.url, cookies={SESSION_COOKIE: cookie})
+
+    with signed_in(6.9) as recent, signed_in(7.1) as stale:
+        assert recent.get("/runs").status_code == 200
+        expired = stale.get("/runs")
+        assert expired.status_code == 303
+        assert expired.headers["location"] == "/login?next=/runs"
 
 
 def test_unknown_pages_answer_with_an_html_404(ui: Service) -> None:

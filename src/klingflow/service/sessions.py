@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from urllib.parse import quote
 
 from fastapi import HTTPException, Request
@@ -35,6 +36,7 @@ __all__ = [
 
 SESSION_COOKIE = "klingflow_session"
 SESSION_MAX_AGE_SECONDS = 7 * 24 * 3600
+"""How long a login lasts, counted from the sign-in however busy the session has been."""
 
 
 class LoginRequired(Exception):
@@ -59,7 +61,12 @@ def _settings(request: Request) -> Settings:
 
 
 def is_signed_in(request: Request) -> bool:
-    return _settings(request).api_token is None or request.session.get("signed_in") is True
+    if _settings(request).api_token is None:
+        return True
+    # Counted here, not by the cookie's own max-age: the cookie is re-signed on every
+    # response, so a tab that keeps polling would otherwise stay signed in for ever.
+    since = request.session.get("signed_in_at")
+    return isinstance(since, int | float) and 0 <= time.time() - since < SESSION_MAX_AGE_SECONDS
 
 
 def require_login(request: Request) -> None:
@@ -74,7 +81,7 @@ def sign_in(request: Request, given: str) -> bool:
     if not token_matches(_settings(request), given):
         return False
     request.session.clear()
-    request.session["signed_in"] = True
+    request.session["signed_in_at"] = time.time()
     return True
 
 
