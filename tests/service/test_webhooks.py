@@ -65,6 +65,29 @@ def test_lost_answer_is_reconciled_by_its_webhook(
     assert submission["note"] == "reconciled by PiAPI's webhook"
 
 
+def test_a_task_no_node_waits_for_is_settled_by_its_webhook(
+    service: Service, emulator: EmulatorServer
+) -> None:
+    """The seed action alone returns a task id at once; its cost is reserved until PiAPI's
+    webhook says the task completed, then counted as spent."""
+    service.publish(
+        "name: fire\nnodes:\n  - {id: generate, type: kling.generate_video,"
+        " with: {prompt: a red fox, duration: 5s, model_name: Kling V2.1}}\n"
+    )
+    emulator.configure(webhook_faults={"delay_seconds": 0.5})  # after the run completed
+    run_id = service.start("fire", {})
+    ran = service.finish(run_id)["run"]
+    assert ran["status"] == "completed", ran["message"]
+    assert (ran["spent_usd"], ran["reserved_usd"]) == ("0", "0.26")
+    deadline = time.monotonic() + 20
+    while (detail := service.finish(run_id))["run"]["reserved_usd"] != "0":
+        assert time.monotonic() < deadline, detail
+        time.sleep(0.05)
+    assert detail["run"]["spent_usd"] == "0.26"
+    [submission] = detail["submissions"]
+    assert submission["state"] == "completed"
+
+
 def test_forged_and_repeated_deliveries_change_nothing(
     service: Service, emulator: EmulatorServer
 ) -> None:

@@ -507,7 +507,8 @@ class Engine:
         return record
 
     async def deliver_webhook(self, task: Task, *, intent_id: str | None = None) -> None:
-        """A verified webhook: wake whatever waits for the task, and settle a lost answer.
+        """A verified webhook: wake whatever waits for the task, settle a lost answer, and
+        settle the cost of a completed task.
 
         `intent_id` comes from the webhook URL klingflow gave PiAPI. When that submission is
         uncertain (its answer was lost), the webhook proves which task it created: the run
@@ -528,9 +529,16 @@ class Engine:
                 if run is not None and run.status == RunStatus.PAUSED:
                     await self.command(run_id, Command(action="retry"))
         owner = self.runlog.intent_for_task(task.task_id)
-        if owner is not None:
-            with contextlib.suppress(Exception):  # the run may have finished meanwhile
-                await DBOS.send_async(owner[0], task.task_id, topic=f"task:{task.task_id}")
+        if owner is None:
+            return
+        if task.status == "completed":
+            # Settles what it cost even when no node waits for the task (a lone
+            # `kling.generate_video`); a waiting node's own settle then finds it done. A
+            # failed task is left to its node, whose retry policy decides what comes next.
+            spent = task.meta.usage.consume
+            self.runlog.finish_intent(task.task_id, IntentState.COMPLETED, spent_points=spent)
+        with contextlib.suppress(Exception):  # the run may have finished meanwhile
+            await DBOS.send_async(owner[0], task.task_id, topic=f"task:{task.task_id}")
 
     # -- inside the workflows ----------------------------------------------------------------
 
