@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -55,6 +55,19 @@ class Settings(BaseSettings):
         description="Bearer token the HTTP service requires on /api and /hooks/{workflow}; "
         "needed to listen on anything but loopback.",
     )
+
+    @field_validator("chat_api_key", "webhook_secret", "api_token", "public_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """`KLINGFLOW_API_TOKEN=` means no token, not an empty one that every caller has."""
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if isinstance(text, str) and not text.strip() else value
+
+    @field_validator("public_url")
+    @classmethod
+    def _without_trailing_slash(cls, value: str | None) -> str | None:
+        """PiAPI is sent `<public_url>/hooks/piapi`: a trailing slash would make it `//hooks`."""
+        return value.rstrip("/") if value else value
 
     @property
     def outputs_dir(self) -> Path:

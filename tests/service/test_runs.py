@@ -46,6 +46,9 @@ def test_idempotency_key_maps_to_one_run(service: Service, emulator: EmulatorSer
     second = service.http.post("/api/workflows/clip/runs", json={"prompt": "a"}, headers=headers)
     assert (first.status_code, second.status_code) == (201, 200)
     assert first.json()["run_id"] == second.json()["run_id"]
+    other_body = service.http.post("/api/workflows/clip/runs", json={}, headers=headers)
+    assert other_body.status_code == 200  # the key's run, not a check of the new body
+    assert other_body.json()["run_id"] == first.json()["run_id"]
     assert service.settle(first.json()["run_id"])["run"]["status"] == "completed"
     assert emulator.stats()["creates"] == 1
 

@@ -76,6 +76,23 @@ def test_exposed_host_needs_a_token() -> None:
     check_bind("127.0.0.1", Settings(api_token=None))
 
 
+def test_a_blank_secret_setting_is_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`KLINGFLOW_API_TOKEN=` (or spaces) is no token, not an empty one every caller knows:
+    the service still refuses to listen beyond loopback. Blank webhook secrets likewise."""
+    monkeypatch.setenv("KLINGFLOW_API_TOKEN", "")
+    monkeypatch.setenv("KLINGFLOW_WEBHOOK_SECRET", "  ")
+    settings = Settings()
+    assert settings.api_token is None
+    assert settings.webhook_secret is None
+    with pytest.raises(ValueError, match="KLINGFLOW_API_TOKEN"):
+        check_bind("0.0.0.0", settings)
+
+
+def test_the_public_url_may_end_with_a_slash() -> None:
+    """PiAPI is sent `<public url>/hooks/piapi` either way, never `//hooks/piapi`."""
+    assert Settings(public_url="https://kf.example.org/").public_url == "https://kf.example.org"
+
+
 def test_serve_refuses_an_exposed_host_without_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
     """`klingflow serve --host 0.0.0.0` without a token exits 2 before listening."""
     monkeypatch.delenv("KLINGFLOW_API_TOKEN", raising=False)

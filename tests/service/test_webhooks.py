@@ -121,6 +121,10 @@ def test_oversized_and_malformed_deliveries_are_refused(service: Service) -> Non
     malformed = hook(service, b'{"data": 5}')
     assert malformed.status_code == 400
     assert malformed.json()["error"] == "MalformedDelivery"
+    body = delivery({"task_id": "x", "status": "completed"})
+    unsigned = hook(service, body, secret="guessed", intent_id="../../etc")
+    assert unsigned.status_code == 401  # who asks is checked first, then what they sent
+    assert hook(service, body, intent_id="../../etc").status_code == 400
 
 
 def test_webhooks_are_refused_without_a_configured_secret(start_service: StartService) -> None:

@@ -398,19 +398,23 @@ class Engine:
         *,
         idempotency_key: str | None = None,
     ) -> RunRecord:
-        """Create the run (or find the key's run) and queue it; inputs are checked first."""
-        inputs = workflow.resolve_inputs(payload)
-        run, created = self.runlog.create_run(
-            workflow_name=workflow.name,
-            workflow_hash=workflow.content_hash,
-            workflow=workflow.model_dump(mode="json", by_alias=True, exclude_unset=True),
-            source_path=workflow.source_path,
-            trigger=payload,
-            inputs=inputs,
-            output_root=str(self.settings.outputs_dir),
-            budget_usd=workflow.budget_usd,
-            idempotency_key=idempotency_key,
-        )
+        """Create the run and queue it, its inputs checked first; a known idempotency key
+        returns the key's run, whatever this payload says (a retried call gets its answer)."""
+        known = None if idempotency_key is None else self.runlog.find_by_key(idempotency_key)
+        if known is not None:
+            run, created = known, False
+        else:
+            run, created = self.runlog.create_run(
+                workflow_name=workflow.name,
+                workflow_hash=workflow.content_hash,
+                workflow=workflow.model_dump(mode="json", by_alias=True, exclude_unset=True),
+                source_path=workflow.source_path,
+                trigger=payload,
+                inputs=workflow.resolve_inputs(payload),
+                output_root=str(self.settings.outputs_dir),
+                budget_usd=workflow.budget_usd,
+                idempotency_key=idempotency_key,
+            )
         if created:
             await self._enqueue(run.run_id)
         elif run.status is RunStatus.QUEUED:

@@ -110,8 +110,6 @@ async def piapi_webhook(
     """Receive a PiAPI task webhook (authenticated by its secret, not the API token)."""
     if settings.webhook_secret is None:
         raise APIError(503, "WebhooksDisabled", "set KLINGFLOW_WEBHOOK_SECRET to accept webhooks")
-    if intent_id is not None and not _INTENT_ID.match(intent_id):
-        raise APIError(400, "BadRequest", "intent_id is malformed")
     body = await _read_bounded(request, MAX_WEBHOOK_BYTES)
     secret = settings.webhook_secret.get_secret_value()
     try:
@@ -122,6 +120,8 @@ async def piapi_webhook(
             raise APIError(400, "MalformedDelivery", str(error)) from None
         log.warning("refused a webhook delivery: %s", error)  # the error never holds secrets
         raise
+    if intent_id is not None and not _INTENT_ID.match(intent_id):
+        raise APIError(400, "BadRequest", "intent_id is malformed")
     if not request.app.state.webhooks.claim(delivery.dedupe_key):
         return HookAcceptedPublic(outcome="duplicate", task_id=delivery.task.task_id)
     is_done = False
