@@ -167,3 +167,20 @@ def test_an_unknown_run_id_is_exit_code_17(klingflow: Invoke) -> None:
         result = klingflow("runs", command, "run-missing")
         assert result.exit_code == 17, (command, result.output)
         assert "no run run-missing" in result.stderr
+
+
+def test_dry_run_prints_the_cost_and_starts_nothing(
+    klingflow: Invoke, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run --dry-run` prices every paid submission, needs no key, and sends and stores
+    nothing: no task at PiAPI, no run in the run log."""
+    monkeypatch.delenv("PIAPI_API_KEY")
+    result = klingflow("run", BATCH, "-i", ROWS, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [f"each[{i}].video  $0.50" for i in range(5)]
+    assert "estimated $2.50 · 5 paid submissions" in result.stderr
+    rows = klingflow("run", str(EXAMPLES / "seed-action.yaml"), "--rows",
+                     str(EXAMPLES / "prompts.csv"), "--dry-run", "--json")  # fmt: skip
+    assert [e["total_usd"] for e in json.loads(rows.stdout)] == ["0.26"] * 5
+    assert emulator.stats()["creates"] == 0
+    assert json.loads(klingflow("runs", "list", "--json").stdout) == []

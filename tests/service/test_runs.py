@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from klingflow.emulator import EmulatorServer, FaultRule
 
 from .conftest import CLIP, Service
@@ -150,3 +152,21 @@ def test_skip_moves_a_paused_run_past_its_node(service: Service, emulator: Emula
     detail = service.finish(run_id)
     assert detail["run"]["status"] == "completed", detail["run"]["message"]
     assert [node["status"] for node in detail["nodes"]] == ["skipped"]
+
+
+def test_estimate_prices_a_run_without_starting_it(
+    service: Service, emulator: EmulatorServer
+) -> None:
+    """POST estimate says what a run would cost and starts nothing; the run then spends it."""
+    service.publish()
+    url = "/api/workflows/clip/estimate"
+    estimate = service.http.post(url, json={"prompt": "a fox"})
+    assert estimate.status_code == 200, estimate.text
+    body = estimate.json()
+    assert [(n["node_path"], n["usd"]) for n in body["nodes"]] == [("clip", body["total_usd"])]
+    assert service.http.post(url, json={}).status_code == 422  # inputs checked, as a start
+    assert service.http.post("/api/workflows/nope/estimate", json={}).status_code == 404
+    assert emulator.stats()["creates"] == 0
+    assert service.http.get("/api/runs").json()["runs"] == []
+    ran = service.settle(service.start(payload={"prompt": "a fox"}))["run"]
+    assert Decimal(ran["spent_usd"]) == Decimal(body["total_usd"]) == Decimal("0.5")

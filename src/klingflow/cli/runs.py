@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,7 +29,7 @@ from klingflow.cli._console import err, make_client, out, print_json, usd
 from klingflow.cli._errors import handles_errors
 from klingflow.errors import InvalidRequestError, RunNotFoundError
 from klingflow.settings import Settings
-from klingflow.workflows import Workflow, load_workflow
+from klingflow.workflows import RunEstimate, Workflow, estimate_run, load_workflow
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.engine import Command, Engine, describe_paused
 from klingflow.workflows.registry import WorkflowRegistry
@@ -229,6 +230,35 @@ async def _watch(engine: Engine, run_ids: list[str], *, as_json: bool) -> list[R
         return await engine.wait(run_ids, on_poll=show)
 
 
+def show_estimates(estimates: list[RunEstimate], *, as_json: bool) -> None:
+    """One line per paid submission on stdout, then the total (each run's, if several)."""
+    if as_json:
+        print_json([estimate.public_dict() for estimate in estimates])
+        return
+    several = len(estimates) > 1
+    for number, estimate in enumerate(estimates):
+        prefix = f"run {number}  " if several else ""
+        for node in estimate.nodes:
+            price = "unknown" if node.usd is None else usd(node.usd)
+            note = f"  ({node.note})" if node.note else ""
+            out.print(f"{prefix}{node.node_path}  {price}{note}", markup=False, highlight=False)
+        if estimate.over_budget:
+            assert estimate.budget_usd is not None
+            err.print(
+                f"{prefix}over the workflow's budget of {usd(estimate.budget_usd)}: the run "
+                "would pause before the submission that passes it",
+                markup=False,
+            )
+    total = sum((estimate.total_usd for estimate in estimates), Decimal(0))
+    count = sum(len(estimate.nodes) for estimate in estimates)
+    unknown = sum(estimate.unknown for estimate in estimates)
+    runs = f" for {len(estimates)} runs" if several else ""
+    line = f"estimated {usd(total)}{runs} · {count} paid submission{'s' if count != 1 else ''}"
+    if unknown:
+        line += f", {unknown} priced only when the run gets there"
+    err.print(line + " · nothing was sent", markup=False)
+
+
 async def _finish(engine: Engine, run_ids: list[str], *, as_json: bool) -> list[RunRecord]:
     """Watch `run_ids` settle, then finish the queued runs this process picked up meanwhile
     (closing the engine would leave them for the next one); returns `run_ids`' records."""
@@ -263,6 +293,10 @@ def run(
     detach: Annotated[
         bool, typer.Option("--detach", help="Queue the runs and return; a worker runs them.")
     ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print what the runs would cost; start and send nothing."),
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
     """Run a workflow durably: live progress, then the run id, outputs and video paths."""
@@ -270,6 +304,9 @@ def run(
     payloads = [coerce_row(workflow, p) for p in build_payloads(inputs, input_file, rows)]
     for payload in payloads:  # every row is checked before the first run starts
         workflow.resolve_inputs(payload)
+    if dry_run:
+        show_estimates([estimate_run(workflow, payload) for payload in payloads], as_json=as_json)
+        return
     require_key()
 
     async def main() -> list[RunRecord]:

@@ -10,10 +10,11 @@ params = workflow.nodes[0].render_params(context)  # typed, e.g. KlingGenerateVi
 ```
 
 `spec` holds the models, `loading` reads files, `templates` renders `{{ }}` in a sandbox,
-`validation` finds every problem before a run spends anything, and `schedules` fires the
-published workflows' cron schedules.
+`validation` finds every problem before a run spends anything, `estimate` prices a run
+before it starts, and `schedules` fires the published workflows' cron schedules.
 """
 
+from klingflow.workflows.estimate import NodeEstimate, RunEstimate, estimate_run
 from klingflow.workflows.loading import load_workflow, load_workflow_text
 from klingflow.workflows.spec import (
     NODE_TYPES,
@@ -71,15 +72,18 @@ __all__ = [
     "KlingWaitParams",
     "LoopNode",
     "LoopParams",
+    "NodeEstimate",
     "NodeParams",
     "NodeSpec",
     "PiAPITaskNode",
     "PiAPITaskParams",
+    "RunEstimate",
     "ScheduleSpec",
     "SetNode",
     "SetParams",
     "Workflow",
     "WorkflowRetry",
+    "estimate_run",
     "is_template",
     "load_workflow",
     "load_workflow_text",

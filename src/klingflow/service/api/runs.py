@@ -17,6 +17,7 @@ from klingflow.service.operations import (
     start_published,
 )
 from klingflow.workflows.engine import Command
+from klingflow.workflows.estimate import estimate_run
 from klingflow.workflows.runlog import (
     Attempt,
     Intent,
@@ -154,6 +155,25 @@ class RetryRequest(BaseModel):
     """The task an uncertain submission created (confirmed at PiAPI first)."""
 
 
+class NodeEstimatePublic(BaseModel):
+    """One paid submission a run would make; `usd` is null when an earlier node decides it."""
+
+    node_path: str
+    node_type: str
+    usd: Decimal | None
+    note: str | None
+
+
+class EstimatePublic(BaseModel):
+    """What a run would cost (`klingflow run --dry-run`); nothing was started or sent."""
+
+    total_usd: Decimal
+    unknown: int
+    budget_usd: Decimal | None
+    over_budget: bool
+    nodes: list[NodeEstimatePublic]
+
+
 class BulkRetryPublic(BaseModel):
     retried: list[str]
     refused: dict[str, str]
@@ -188,6 +208,19 @@ async def start_run(
     if not created:
         response.status_code = 200
     return RunPublic.of(run)
+
+
+@router.post("/workflows/{name}/estimate", responses=ERRORS)
+def estimate(
+    name: str,
+    registry: RegistryDep,
+    engine: EngineDep,
+    payload: Annotated[dict[str, Any], Body()],
+) -> EstimatePublic:
+    """What a run of the latest version with `payload` would cost; starts and sends nothing."""
+    workflow = latest_published(registry, name).load()
+    found = estimate_run(workflow, payload, prices=engine.client.prices)
+    return EstimatePublic.model_validate(found.public_dict())
 
 
 @router.get("/runs/{run_id}", responses=ERRORS)

@@ -1,0 +1,180 @@
+"""What a run would cost, worked out before it starts: nothing is sent and nothing is stored.
+
+Every paid node (`kling.generate_video`, `kling.video`, `piapi.task`) is rendered with the
+run's inputs, as the run would render it, loop bodies once per item, and priced with the
+client's price table, the same estimate the run reserves against its budget. A prompt (or
+negative prompt, or file name) that an earlier node writes does not change the price, so
+such a node is still priced. What else cannot be known before the run (a duration read from
+an earlier node's output, a loop over such an output) is listed as unknown rather than
+guessed; a node whose `if` reads only the inputs is left out when it is false, and one whose
+`if` reads an earlier output is counted, with a note.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from klingflow.errors import InvalidRequestError, TemplateError
+from klingflow.piapi import KlingRequest
+from klingflow.piapi.pricing import DEFAULT_PRICES, PriceTable, estimate_cost
+from klingflow.workflows.spec import (
+    BodyNodeSpec,
+    KlingGenerateVideoNode,
+    KlingGenerateVideoParams,
+    KlingVideoNode,
+    KlingVideoParams,
+    LoopNode,
+    NodeSpec,
+    PiAPITaskNode,
+    Workflow,
+)
+from klingflow.workflows.templates import render, template_context
+
+__all__ = ["NodeEstimate", "RunEstimate", "estimate_run"]
+
+_PAID = (KlingGenerateVideoNode, KlingVideoNode, PiAPITaskNode)
+_PRICE_NEUTRAL = {"prompt": "a stand-in prompt", "negative_prompt": "", "name": None}
+"""Video fields that never change the price: what stands in when an earlier node fills them
+(None: leave the field out)."""
+
+
+@dataclass(frozen=True)
+class NodeEstimate:
+    """One paid submission the run would make; `usd` is None when it cannot be known yet."""
+
+    node_path: str
+    node_type: str
+    usd: Decimal | None
+    note: str | None = None
+
+    def public_dict(self) -> dict[str, Any]:
+        usd = None if self.usd is None else str(self.usd)
+        return {"node_path": self.node_path, "node_type": self.node_type, "usd": usd,
+                "note": self.note}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    """The paid submissions of one run, in run order, and the workflow's budget."""
+
+    nodes: list[NodeEstimate]
+    budget_usd: Decimal | None
+
+    @property
+    def total_usd(self) -> Decimal:
+        """What the known submissions cost; `unknown` says how many are left out."""
+        return sum((n.usd for n in self.nodes if n.usd is not None), Decimal(0))
+
+    @property
+    def unknown(self) -> int:
+        return sum(1 for n in self.nodes if n.usd is None)
+
+    @property
+    def over_budget(self) -> bool:
+        return self.budget_usd is not None and self.total_usd > self.budget_usd
+
+    def public_dict(self) -> dict[str, Any]:
+        return {
+            "total_usd": str(self.total_usd),
+            "unknown": self.unknown,
+            "budget_usd": None if self.budget_usd is None else str(self.budget_usd),
+            "over_budget": self.over_budget,
+            "nodes": [n.public_dict() for n in self.nodes],
+        }
+
+
+def estimate_run(
+    workflow: Workflow, payload: Mapping[str, Any], *, prices: PriceTable = DEFAULT_PRICES
+) -> RunEstimate:
+    """The estimate of a run of `workflow` started with `payload`.
+
+    Raises what starting the run would (`WorkflowInputError`), and `InvalidRequestError`
+    for a paid node whose request is invalid with these inputs: the run would pause there.
+    """
+    inputs = workflow.resolve_inputs(dict(payload))
+    context = template_context(trigger=payload, inputs=inputs, outputs={})
+    found: list[NodeEstimate] = []
+    for node in workflow.nodes:
+        if isinstance(node, LoopNode):
+            found += _loop(node, payload, inputs, context, prices)
+        else:
+            found += _node(node, node.id, context, prices)
+    return RunEstimate(found, workflow.budget_usd)
+
+
+def _node(
+    node: NodeSpec | BodyNodeSpec,
+    path: str,
+    context: Mapping[str, Any],
+    prices: PriceTable,
+    note: str | None = None,
+) -> list[NodeEstimate]:
+    if not isinstance(node, _PAID):
+        return []
+    try:
+        if not node.should_run(context):
+            return []
+    except TemplateError:  # the `if` reads an earlier node's output
+        note = note or "only if its `if` holds, which depends on an earlier node"
+    try:
+        request: KlingRequest | None = node.render_params(context).request
+    except TemplateError:
+        request = _with_stand_ins(node, context)
+        if request is None:
+            return [NodeEstimate(path, node.type, None, "its price depends on an earlier node")]
+        note = note or "its prompt comes from an earlier node"
+    assert request is not None
+    return [NodeEstimate(path, node.type, estimate_cost(request, prices=prices), note)]
+
+
+def _with_stand_ins(
+    node: NodeSpec | BodyNodeSpec, context: Mapping[str, Any]
+) -> KlingRequest | None:
+    """The node's request with stand-ins for the price-neutral fields it cannot render yet;
+    None when another field cannot be rendered, or the node is not a plain video node."""
+    if not isinstance(node, KlingGenerateVideoNode | KlingVideoNode):
+        return None
+    fields: dict[str, Any] = {}
+    for key, value in node.with_.items():
+        try:
+            fields[key] = render(value, context, node_id=node.id, field=f"with.{key}")
+        except TemplateError:
+            if key not in _PRICE_NEUTRAL:
+                return None
+            if _PRICE_NEUTRAL[key] is not None:
+                fields[key] = _PRICE_NEUTRAL[key]
+    model = KlingVideoParams if isinstance(node, KlingVideoNode) else KlingGenerateVideoParams
+    try:
+        return model.from_with(fields).request
+    except InvalidRequestError:
+        return None
+
+
+def _loop(
+    loop: LoopNode,
+    payload: Mapping[str, Any],
+    inputs: Mapping[str, Any],
+    context: Mapping[str, Any],
+    prices: PriceTable,
+) -> list[NodeEstimate]:
+    paid = [node for node in loop.nodes if isinstance(node, _PAID)]
+    if not paid:
+        return []
+    try:
+        if not loop.should_run(context):
+            return []
+        items = loop.render_params(context).items
+    except TemplateError:
+        note = "the loop's items depend on an earlier node"
+        return [NodeEstimate(f"{loop.id}[*].{node.id}", node.type, None, note) for node in paid]
+    found: list[NodeEstimate] = []
+    for index, item in enumerate(items):
+        inner = template_context(
+            trigger=payload, inputs=inputs, outputs={}, item=item, index=index, length=len(items)
+        )
+        for node in paid:
+            found += _node(node, f"{loop.id}[{index}].{node.id}", inner, prices)
+    return found
