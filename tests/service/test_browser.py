@@ -49,11 +49,16 @@ def expect_playable(page: Page) -> None:
     assert video.evaluate(PLAYS) > 0, "the video did not play"
 
 
-def start_from_form(page: Page, url: str, prompt: str) -> None:
+def start_from_form(page: Page, url: str, prompt: str, *, estimate_first: bool = False) -> None:
     page.goto(f"{url}/workflows/studio")
     expect(page.locator("#graph")).to_contain_text("kling.video")
     page.fill("#in-prompt", prompt)
     page.select_option("#in-duration", label="10")
+    if estimate_first:  # the price comes back with the form as typed
+        page.click("text=Estimate cost")
+        expect(page.locator("#estimate")).to_contain_text("$1.00 for 1 paid submission")
+        expect(page.locator("#in-prompt")).to_have_value(prompt)
+        shoot(page, "workflow-estimate")
     page.click("text=Start run")
     expect(page).to_have_url(re.compile(r"/runs/run-[0-9a-f]+$"))
 
@@ -61,12 +66,12 @@ def start_from_form(page: Page, url: str, prompt: str) -> None:
 def test_start_a_run_from_the_form_and_watch_it_finish(
     start_service: StartService, emulator: EmulatorServer, page: Page
 ) -> None:
-    """The form starts a run; the page updates itself until the video plays."""
+    """The form prices a run, then starts it; the page updates itself until the video plays."""
     service = start_service()
     service.publish(STUDIO)
     page.goto(f"{service.url}/workflows/studio")
     shoot(page, "workflow")
-    start_from_form(page, service.url, "a paper boat on a rainy street")
+    start_from_form(page, service.url, "a paper boat on a rainy street", estimate_first=True)
     expect(page.locator("#summary .badge")).to_have_text("completed", timeout=30_000)
     expect(page.locator("#timeline")).to_contain_text("clip")
     expect_playable(page)

@@ -83,6 +83,25 @@ def test_a_refused_form_keeps_what_was_typed_and_starts_nothing(
     assert emulator.stats()["creates"] == 0
 
 
+def test_the_estimate_button_prices_the_run_and_starts_nothing(
+    ui: Service, emulator: EmulatorServer
+) -> None:
+    """Estimate cost keeps the form as typed and says what Start would spend; bad inputs
+    get the same messages as a start."""
+    typed = {"prompt": "a fox", "seconds": "10", "tags": '["a"]'}
+    response = post_form(ui, typed, intent="estimate")
+    assert response.status_code == 200
+    assert re.search(r'data-estimate="total">\$1\.00<', response.text)
+    assert "for 1 paid submission. Nothing was started." in response.text
+    assert "a fox</textarea>" in response.text
+    refused = post_form(ui, {"prompt": "", "seconds": "7"}, intent="estimate")
+    assert refused.status_code == 422
+    assert "prompt is required" in refused.text
+    assert 'id="estimate"' not in refused.text
+    assert ui.http.get("/api/runs").json()["runs"] == []
+    assert emulator.stats()["creates"] == 0
+
+
 def test_a_double_submitted_form_starts_one_run(ui: Service) -> None:
     """The form's idempotency key maps a second post (double click, reload) to the same run."""
     page = ui.http.get("/workflows/form").text

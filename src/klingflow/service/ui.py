@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
-from klingflow.errors import KlingflowError, WorkflowDefinitionError
+from klingflow.errors import InvalidRequestError, KlingflowError, WorkflowDefinitionError
 from klingflow.service.api import APIError
 from klingflow.service.deps import EngineDep, RegistryDep, RunLogDep
 from klingflow.service.forms import fields_for, parse_form, typed_values
@@ -36,6 +36,7 @@ from klingflow.service.pages import PagesDep
 from klingflow.service.sessions import is_signed_in, read_form, require_login, sign_in, sign_out
 from klingflow.service.views import graph_of, poll_ms, run_view, schedules_of
 from klingflow.workflows.engine import Command
+from klingflow.workflows.estimate import RunEstimate, estimate_run
 from klingflow.workflows.registry import PublishedWorkflow, WorkflowRegistry
 from klingflow.workflows.runlog import RunLog, RunStatus
 from klingflow.workflows.spec import Workflow
@@ -126,6 +127,7 @@ def _workflow_page(
     *,
     typed: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
+    estimate: RunEstimate | str | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
     workflow = latest.load()
@@ -141,6 +143,7 @@ def _workflow_page(
         schedules=schedules_of(workflow, datetime.now(UTC)),
         fields=fields_for(workflow, typed, errors),
         form_error=bool(errors),
+        estimate=estimate,
         idempotency_key=f"form:{uuid.uuid4().hex}",
         runs=runlog.list_runs(workflow_name=name, limit=10),
         paused=runlog.status_counts(workflow_name=name)[RunStatus.PAUSED],
@@ -162,16 +165,23 @@ async def start_from_form(
     registry: RegistryDep,
     engine: EngineDep,
 ) -> Response:
-    """Start a run from the form; a refused form comes back filled in, with reasons."""
+    """Start a run from the form (or, with the Estimate button, only price it); a refused
+    form comes back filled in, with reasons."""
     form = await read_form(request)
     published = latest_published(registry, name)
     workflow = published.load()
     payload, errors = parse_form(workflow, form)
-    if errors:
-        typed = typed_values(workflow, form)
+    if errors or form.get("intent") == "estimate":
+        estimate: RunEstimate | str | None = None
+        if not errors:
+            try:
+                estimate = estimate_run(workflow, payload, prices=engine.client.prices)
+            except InvalidRequestError as error:  # a node Kling would refuse with these inputs
+                estimate = str(error)
         return _workflow_page(
             request, pages, registry, engine.runlog, published,
-            typed=typed, errors=errors, status_code=422,
+            typed=typed_values(workflow, form), errors=errors, estimate=estimate,
+            status_code=200 if isinstance(estimate, RunEstimate) else 422,
         )  # fmt: skip
     key = form.get("idempotency_key")
     idempotency_key = key if isinstance(key, str) and key.startswith("form:") else None
