@@ -106,27 +106,24 @@ def estimate_run(
 
 
 def _node(
-    node: NodeSpec | BodyNodeSpec,
-    path: str,
-    context: Mapping[str, Any],
-    prices: PriceTable,
-    note: str | None = None,
+    node: NodeSpec | BodyNodeSpec, path: str, context: Mapping[str, Any], prices: PriceTable
 ) -> list[NodeEstimate]:
     if not isinstance(node, _PAID):
         return []
+    note = None
     try:
         if not node.should_run(context):
             return []
     except TemplateError:  # the `if` reads an earlier node's output
-        note = note or "only if its `if` holds, which depends on an earlier node"
+        note = "only if its `if` holds, which depends on an earlier node"
+    request: KlingRequest
     try:
-        request: KlingRequest | None = node.render_params(context).request
+        request = node.render_params(context).request
     except TemplateError:
-        request = _with_stand_ins(node, context)
-        if request is None:
+        stand_in = _with_stand_ins(node, context)
+        if stand_in is None:
             return [NodeEstimate(path, node.type, None, "its price depends on an earlier node")]
-        note = note or "its prompt comes from an earlier node"
-    assert request is not None
+        request, note = stand_in, note or "its prompt comes from an earlier node"
     return [NodeEstimate(path, node.type, estimate_cost(request, prices=prices), note)]
 
 
