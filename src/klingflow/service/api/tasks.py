@@ -81,11 +81,4 @@ def list_tasks(
 def spend(runlog: RunLogDep) -> SpendPublic:
     """What runs have spent today (UTC, by run start) and in total."""
     summary = runlog.spend(utc_midnight(time.time()))
-    return SpendPublic(
-        today_usd=summary.today_usd,
-        total_usd=summary.total_usd,
-        reserved_usd=summary.reserved_usd,
-        runs_today=summary.runs_today,
-        runs_total=summary.runs_total,
-        since=summary.since,
-    )
+    return SpendPublic.model_validate(summary, from_attributes=True)
