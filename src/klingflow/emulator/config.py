@@ -78,13 +78,22 @@ class EmulatorConfig(_Config):
         default_factory=list, description="accepted keys; empty accepts any non-empty key"
     )
     time_scale: float = Field(default=1.0, gt=0)
-    seed: int = 0
+    seed: int | None = Field(
+        default=None,
+        description="None: fresh randomness (unique task ids, as PiAPI's); a number replays",
+    )
+    strict_inputs: bool = Field(
+        default=False,
+        description="refuse unknown body, input and config keys (PiAPI ignores them)",
+    )
     pending_seconds: float = Field(default=2.0, ge=0, description="pending -> processing")
     processing_seconds: float = Field(default=60.0, ge=0, description="processing -> done")
     concurrency_limit: int | None = Field(default=None, ge=1, description="per key")
     over_concurrency: Literal["stage", "reject"] = "stage"
     rate_limit: RateLimit | None = None
-    balance_usd: Decimal | None = Field(default=None, description="None = never runs out")
+    balance_usd: Decimal | None = Field(
+        default=None, ge=0, description="per API key (each key is an account); None = unlimited"
+    )
     fail_probability: float = Field(default=0.0, ge=0, le=1)
     generation_error: GenerationError = Field(default_factory=GenerationError)
     cancelled_status: Literal["failed", "cancelled"] = "failed"
