@@ -57,6 +57,7 @@ __all__ = ["Emulator", "create_app", "key_id"]
 
 TICK_SECONDS = 0.02
 TERMINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+STOPPING_MESSAGE = "service unavailable (the emulator is stopping)"
 GONE_MESSAGE = "file not found (outputs are deleted after the retention period)"
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _MASK = "***"
@@ -195,6 +196,8 @@ class Emulator:
         self.files_dir = files_dir or Path(tempfile.mkdtemp(prefix="klingflow-emulator-"))
         self._render_locks: dict[str, asyncio.Lock] = {}
         self._ticker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
         self._setup(config)
 
     def _setup(self, config: EmulatorConfig) -> None:
@@ -302,8 +305,14 @@ class Emulator:
         self, fault: FaultRule, response: Response | None, dialect: Dialect
     ) -> Response | None:
         if fault.action == "slow":
-            await asyncio.sleep(fault.delay_seconds)
-            return None
+            if self._stopping is None:  # served without our lifespan: nothing to cut it
+                await asyncio.sleep(fault.delay_seconds)
+                return None
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=fault.delay_seconds)
+            except TimeoutError:
+                return None
+            return dialect.error(503, STOPPING_MESSAGE, None)
         if fault.action == "error":
             return dialect.error(fault.status, f"{_phrase(fault.status)} (injected)", None)
         if fault.action == "rate_limit":
@@ -644,8 +653,18 @@ class Emulator:
 
     # -- lifecycle --------------------------------------------------------------------------
 
+    def interrupt(self) -> None:
+        """End `slow` faults in flight now, with a 503 (callable from any thread).
+
+        The server calls it before stopping, so that a 30 s delay cannot hold its shutdown.
+        """
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(stopping.set)
+
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self._ticker = asyncio.create_task(self._tick())
         try:
