@@ -58,6 +58,19 @@ def test_fields_piapis_official_client_sends_are_accepted_and_sent(
     assert emulator.stats()["creates"] == 1
 
 
+def test_a_classic_task_echoes_what_the_client_sent_and_a_public_service_mode(
+    api: Api, emulator: EmulatorServer
+) -> None:
+    """A 2.1 task never shows `enable_audio`/`prefer_multi_shots`; no config reads "public"."""
+    task = api.submit(KlingVideoRequest(version="2.1", prompt="a fox"))
+    assert task.input == {
+        "aspect_ratio": "16:9", "duration": 5, "mode": "std", "prompt": "a fox", "version": "2.1",
+    }  # fmt: skip
+    assert (task.config or {})["service_mode"] == "public"
+    v3 = api.submit(KlingVideoRequest(prompt="a fox"))
+    assert (v3.input["enable_audio"], v3.input["prefer_multi_shots"]) == (False, False)
+
+
 def test_values_piapi_rejects_are_still_refused_before_sending() -> None:
     """Our validation keeps refusing bad values of the newly accepted fields, locally."""
     with pytest.raises(InvalidRequestError) as caught:

@@ -363,6 +363,11 @@ class KlingVideoRequest(_VideoBase):
 
     def to_input(self) -> dict[str, Any]:
         data = super().to_input()
+        # Switches a version does not have are not sent (PiAPI documents them from 2.6/3.0).
+        if self.version not in AUDIO_VERSIONS and not self.enable_audio:
+            del data["enable_audio"]
+        if self.version != "3.0" and not self.prefer_multi_shots:
+            del data["prefer_multi_shots"]
         if self.multi_shots is not None:
             data.pop("duration", None)  # ignored by PiAPI; the shots decide
             if "prefer_multi_shots" not in self.model_fields_set:
