@@ -17,7 +17,6 @@ inside the fixtures, so a session that does not use them pays nothing. See docs/
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -124,6 +123,8 @@ def async_piapi_client(
     no connection open between requests (a socket belongs to the loop that opened it, and
     the test's loop is gone by teardown). It is closed after the test.
     """
+    import asyncio
+
     import httpx
 
     from klingflow.piapi import AsyncPiAPI
