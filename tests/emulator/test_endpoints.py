@@ -315,6 +315,30 @@ def test_account_info_reports_the_balance(emulator: EmulatorServer, client: http
     assert info.credits == 25_000_000
 
 
+def test_keys_of_a_configured_account_share_one_balance(emulator: EmulatorServer) -> None:
+    """With `accounts`, two keys spend from one balance; the config never shows the keys."""
+    emulator.configure(
+        api_keys=["key-a", "key-b"],
+        accounts={"studio": ["key-a", "key-b"]},
+        balance_usd="0.60",
+        time_scale=1e-6,
+    )
+    assert emulator.configure()["accounts"] == {"studio": ["***", "***"]}
+    body = {
+        "model": "kling",
+        "task_type": "video_generation",
+        "input": {"prompt": "a fox", "version": "3.0", "duration": 5},
+    }
+    with (
+        httpx.Client(base_url=emulator.url, headers={"x-api-key": "key-a"}) as a,
+        httpx.Client(base_url=emulator.url, headers={"x-api-key": "key-b"}) as b,
+    ):
+        assert a.post("/api/v1/task", json=body).status_code == 200
+        assert b.post("/api/v1/task", json=body).status_code == 402
+        info = b.get("/account/info").json()["data"]
+    assert (info["id"], info["name"], info["credits"]) == ("studio", "studio", 1_000_000)
+
+
 def test_each_api_key_is_its_own_account(emulator: EmulatorServer) -> None:
     """Spending with one key leaves another key's balance whole; past it is 402, never < 0."""
     emulator.configure(api_keys=["key-a", "key-b"], balance_usd="0.60", time_scale=1e-6)

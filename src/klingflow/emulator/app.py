@@ -34,7 +34,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
 from klingflow.emulator import chat, media
-from klingflow.emulator.config import EmulatorConfig, FaultRule
+from klingflow.emulator.config import EmulatorConfig, FaultRule, key_id
 from klingflow.emulator.echo import echo_input
 from klingflow.emulator.faults import REQUEST_FAULTS, FaultBook
 from klingflow.emulator.tasks import (
@@ -65,11 +65,6 @@ ACCOUNT_NAME = "klingflow-emulator"
 REUSED_LABEL = "emulated video"
 """What shared renders (`reuse_renders`) show in place of a prompt."""
 _logger = logging.getLogger(__name__)
-
-
-def key_id(api_key: str) -> str:
-    """A stable, non-secret name for an API key (stats show this, never the key)."""
-    return "key-" + hashlib.sha256(api_key.encode()).hexdigest()[:12]
 
 
 def envelope(data: Any, *, status: int = 200, message: str = "success") -> JSONResponse:
@@ -441,19 +436,22 @@ class Emulator:
     async def account_info(self, key: str) -> Response:
         """Both shapes PiAPI clients read: the current one and the older flat one.
 
-        Each key is its own account. Credits are points (1 USD = 10,000,000), as `usage`;
-        `null` where the emulator has no balance (`balance_usd: None`, unlimited).
+        Each key is its own account unless `accounts` groups keys under one name. Credits
+        are points (1 USD = 10,000,000), as `usage`; `null` where the emulator has no
+        balance (`balance_usd: None`, unlimited).
         """
         self.store.advance()
+        account = self.config.account_of(key)
         left = self.store.balance_points(key)
-        spent = self.store.spent_points.get(key, 0)
-        frozen = self.store.reserved_points.get(key, 0)
+        spent = self.store.spent_points.get(account, 0)
+        frozen = self.store.reserved_points.get(account, 0)
+        name = account if account != key else ACCOUNT_NAME
         total = None if self.config.balance_usd is None else usd_to_points(self.config.balance_usd)
         usd = None if left is None else float(points_to_usd(left))
         return envelope(
             {
-                "id": key,
-                "name": ACCOUNT_NAME,
+                "id": account,
+                "name": name,
                 "plan": "payg",
                 "type": "user",
                 "is_enable": True,
@@ -465,8 +463,8 @@ class Emulator:
                 },
                 "equivalent_in_usd": usd,
                 # The older flat shape, still read by some clients.
-                "account_name": ACCOUNT_NAME,
-                "account_id": key,
+                "account_name": name,
+                "account_id": account,
                 "credits": left,
                 "spent_usd": float(points_to_usd(spent)),
             }
@@ -602,6 +600,9 @@ class Emulator:
     def public_config(self) -> dict[str, Any]:
         data = self.config.model_dump(mode="json")
         data["api_keys"] = [_MASK] * len(self.config.api_keys)  # keys are secrets
+        data["accounts"] = {
+            name: [_MASK] * len(keys) for name, keys in self.config.accounts.items()
+        }
         return data
 
     def configure(self, patch: Any) -> None:
@@ -609,13 +610,23 @@ class Emulator:
 
         A new `seed` restarts the random streams; a raised concurrency limit promotes staged
         tasks at once. `api_keys` made only of the mask GET returns are left unchanged, so
-        GET-then-PATCH round trips keep the keys.
+        GET-then-PATCH round trips keep the keys (also those of `accounts`).
         """
         if not isinstance(patch, dict):
             raise ValueError("the config patch must be a JSON object")
         keys = patch.get("api_keys")
         if isinstance(keys, list) and keys and all(k == _MASK for k in keys):
             patch = {k: v for k, v in patch.items() if k != "api_keys"}
+        accounts = patch.get("accounts")
+        if (
+            isinstance(accounts, dict)
+            and accounts
+            and all(
+                isinstance(keys, list) and all(k == _MASK for k in keys)
+                for keys in accounts.values()
+            )
+        ):
+            patch = {k: v for k, v in patch.items() if k != "accounts"}
         merged = {**self.config.model_dump(), **patch}
         config = EmulatorConfig.model_validate(merged)
         if config.time_scale != self.clock.time_scale:

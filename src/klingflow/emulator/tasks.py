@@ -263,7 +263,7 @@ class TaskStore:
     rng: random.Random
     on_transition: Callable[[Transition], None] = lambda _t: None
     tasks: dict[str, EmulatedTask] = field(default_factory=dict)
-    spent_points: dict[str, int] = field(default_factory=dict)  # per key: each is an account
+    spent_points: dict[str, int] = field(default_factory=dict)  # per account (see `account_of`)
     reserved_points: dict[str, int] = field(default_factory=dict)
     peak_concurrency: int = 0
     peak_by_key: dict[str, int] = field(default_factory=dict)
@@ -491,12 +491,14 @@ class TaskStore:
         }
 
     def _book(self, key_id: str, *, reserved: int = 0, spent: int = 0) -> None:
-        self.reserved_points[key_id] = self.reserved_points.get(key_id, 0) + reserved
-        self.spent_points[key_id] = self.spent_points.get(key_id, 0) + spent
+        account = self.config.account_of(key_id)
+        self.reserved_points[account] = self.reserved_points.get(account, 0) + reserved
+        self.spent_points[account] = self.spent_points.get(account, 0) + spent
 
     def balance_points(self, key_id: str) -> int | None:
         """What the key's account can still spend (never below 0), None when unlimited."""
         if self.config.balance_usd is None:
             return None
-        used = self.spent_points.get(key_id, 0) + self.reserved_points.get(key_id, 0)
+        account = self.config.account_of(key_id)
+        used = self.spent_points.get(account, 0) + self.reserved_points.get(account, 0)
         return max(0, usd_to_points(self.config.balance_usd) - used)
