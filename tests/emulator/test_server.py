@@ -38,3 +38,25 @@ def test_stop_cuts_a_slow_fault_in_flight_and_leaves_no_thread() -> None:
     assert name not in {thread.name for thread in threading.enumerate()}
     caller.join()
     assert outcome == [503]
+
+
+def test_reset_cuts_a_slow_fault_in_flight_so_it_creates_nothing_afterwards(
+    emulator: EmulatorServer, api_key: str
+) -> None:
+    """A create held by a `slow` fault when the emulator is reset answers 503, no task."""
+    emulator.add_fault(FaultRule(action="slow", method="POST", delay_seconds=60))
+    outcome: list[int] = []
+
+    def call() -> None:
+        with httpx.Client(base_url=emulator.url, headers={"x-api-key": api_key}) as http:
+            outcome.append(http.post("/api/v1/task", json=BODY, timeout=120).status_code)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    while emulator.stats()["create_requests"] == 0:
+        time.sleep(0.01)
+    emulator.reset()
+    caller.join()
+    assert outcome == [503]
+    assert emulator.tasks() == []
+    assert emulator.stats()["creates"] == 0

@@ -57,7 +57,7 @@ __all__ = ["Emulator", "create_app", "key_id"]
 
 TICK_SECONDS = 0.02
 TERMINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
-STOPPING_MESSAGE = "service unavailable (the emulator is stopping)"
+STOPPING_MESSAGE = "service unavailable (the emulator was reset or is stopping)"
 GONE_MESSAGE = "file not found (outputs are deleted after the retention period)"
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _MASK = "***"
@@ -300,11 +300,12 @@ class Emulator:
         self, fault: FaultRule, response: Response | None, dialect: Dialect
     ) -> Response | None:
         if fault.action == "slow":
-            if self._stopping is None:  # served without our lifespan: nothing to cut it
+            stopping = self._stopping  # the current one: a reset replaces it
+            if stopping is None:  # served without our lifespan: nothing to cut it
                 await asyncio.sleep(fault.delay_seconds)
                 return None
             try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=fault.delay_seconds)
+                await asyncio.wait_for(stopping.wait(), timeout=fault.delay_seconds)
             except TimeoutError:
                 return None
             return dialect.error(503, STOPPING_MESSAGE, None)
@@ -639,8 +640,13 @@ class Emulator:
         self.store.promote_all()
 
     async def reset(self, *, keep_config: bool) -> None:
-        """Forget everything but (optionally) the config; in-flight webhooks are cancelled."""
+        """Forget everything but (optionally) the config; in-flight webhooks are cancelled,
+        and `slow` faults in flight answer 503 at once (so no request of a test that ended
+        creates a task in the next one's state)."""
         old_webhooks = self.webhooks
+        if self._stopping is not None:
+            self._stopping.set()
+            self._stopping = asyncio.Event()
         # Swap the state first, with no await in between, so nothing of the old state (a
         # tick, a delivery) can run against the new one.
         self._setup(self.config.model_copy(update={"faults": []}) if keep_config
