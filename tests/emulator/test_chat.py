@@ -89,9 +89,10 @@ def test_same_messages_get_the_same_reply(chat: httpx.Client) -> None:
 
 
 def test_chat_ids_repeat_from_the_seed(emulator: EmulatorServer, chat: httpx.Client) -> None:
-    """Completion ids come from the seeded stream, so a reset replays the same ids."""
+    """With a `seed`, completion ids come from the seeded stream: a reset replays them."""
+    emulator.configure(seed=7)
     ids = [_ask(chat, FOX)["id"] for _ in range(2)]
-    emulator.reset()
+    emulator.reset(keep_config=True)
     assert [_ask(chat, FOX)["id"] for _ in range(2)] == ids
 
 

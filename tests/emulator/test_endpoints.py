@@ -62,8 +62,8 @@ def test_task_object_has_every_field_of_the_spec(
     assert task["detail"] is None
     assert task["logs"] == []
     assert task["output"] == {"video": ""}
-    assert task["config"] == {
-        "service_mode": "",
+    assert task["config"] == {  # PiAPI's samples without `config` show "public"
+        "service_mode": "public",
         "webhook_config": {"endpoint": "", "secret": ""},
     }
     assert list(task["input"]) == sorted(task["input"])  # a normalised, sorted echo
@@ -100,6 +100,44 @@ def test_documented_example_with_empty_webhook_endpoint_is_accepted(client: http
     }
     task = _create(client, body)
     assert task["config"]["webhook_config"] == {"endpoint": "", "secret": ""}
+
+
+@pytest.mark.parametrize(
+    ("sent", "echo"),
+    [
+        pytest.param(
+            {"prompt": "a fox", "version": "2.1", "duration": "5s"},
+            {"prompt": "a fox", "version": "2.1", "duration": 5, "mode": "std",
+             "aspect_ratio": "16:9"},
+            id="2.1",
+        ),
+        pytest.param(
+            {"prompt": "a fox", "model_name": "Kling V1.6", "negative_prompt": ""},
+            {"prompt": "a fox", "version": "1.6", "duration": 5, "mode": "std",
+             "aspect_ratio": "16:9"},
+            id="1.6 by model_name",
+        ),
+        pytest.param(
+            {"prompt": "a fox", "version": "2.6", "mode": "pro"},
+            {"prompt": "a fox", "version": "2.6", "duration": 5, "mode": "pro",
+             "aspect_ratio": "16:9", "enable_audio": False},
+            id="2.6 has audio",
+        ),
+        pytest.param(
+            {"prompt": "a fox", "version": "3.0"},
+            {"prompt": "a fox", "version": "3.0", "duration": 5, "mode": "std",
+             "aspect_ratio": "16:9", "enable_audio": False, "prefer_multi_shots": False},
+            id="3.0",
+        ),
+    ],
+)  # fmt: skip
+def test_input_echo_is_what_was_sent_plus_documented_defaults(
+    client: httpx.Client, sent: dict[str, Any], echo: dict[str, Any]
+) -> None:
+    """1.6/2.1 echoes never gain `enable_audio` or `prefer_multi_shots` that were not sent."""
+    body = {"model": "kling", "task_type": "video_generation", "input": sent}
+    task = _create(client, body)
+    assert task["input"] == dict(sorted(echo.items()))
 
 
 def test_get_returns_the_same_task(client: httpx.Client) -> None:
@@ -257,17 +295,72 @@ def test_bulk_cancel_needs_both_query_parameters(
 
 
 def test_account_info_reports_the_balance(emulator: EmulatorServer, client: httpx.Client) -> None:
-    """GET /account/info names the account and its balance in credits (points) and USD."""
+    """GET /account/info sends PiAPI's current shape and the older flat one, which agree."""
     emulator.configure(balance_usd="2.5")
     data = client.get("/account/info").json()["data"]
-    assert set(data) == {
-        "account_name", "account_id", "credits", "equivalent_in_usd", "spent_usd",
+    assert set(data) >= {
+        "id", "name", "plan", "type", "is_enable", "credit_pack_info", "equivalent_in_usd",
+        "account_name", "account_id", "credits",
     }  # fmt: skip
-    assert data["credits"] == 25_000_000
+    assert set(data["credit_pack_info"]) >= {
+        "available_credits", "used_credits", "total_credits", "frozen_credits",
+    }  # fmt: skip
+    assert data["credits"] == data["credit_pack_info"]["available_credits"] == 25_000_000
+    assert data["credit_pack_info"]["total_credits"] == 25_000_000
     assert data["equivalent_in_usd"] == 2.5
-    assert data["spent_usd"] == 0
+    assert (data["id"], data["name"]) == (data["account_id"], data["account_name"])
+    assert data["is_enable"] is True
     info = AccountInfo.model_validate(data)
     assert info.account_id.startswith("key-")
+    assert info.credits == 25_000_000
+
+
+def test_keys_of_a_configured_account_share_one_balance(emulator: EmulatorServer) -> None:
+    """With `accounts`, two keys spend from one balance; the config never shows the keys."""
+    emulator.configure(
+        api_keys=["key-a", "key-b"],
+        accounts={"studio": ["key-a", "key-b"]},
+        balance_usd="0.60",
+        time_scale=1e-6,
+    )
+    assert emulator.configure()["accounts"] == {"studio": ["***", "***"]}
+    body = {
+        "model": "kling",
+        "task_type": "video_generation",
+        "input": {"prompt": "a fox", "version": "3.0", "duration": 5},
+    }
+    with (
+        httpx.Client(base_url=emulator.url, headers={"x-api-key": "key-a"}) as a,
+        httpx.Client(base_url=emulator.url, headers={"x-api-key": "key-b"}) as b,
+    ):
+        assert a.post("/api/v1/task", json=body).status_code == 200
+        assert b.post("/api/v1/task", json=body).status_code == 402
+        info = b.get("/account/info").json()["data"]
+    assert (info["id"], info["name"], info["credits"]) == ("studio", "studio", 1_000_000)
+
+
+def test_each_api_key_is_its_own_account(emulator: EmulatorServer) -> None:
+    """Spending with one key leaves another key's balance whole; past it is 402, never < 0."""
+    emulator.configure(api_keys=["key-a", "key-b"], balance_usd="0.60", time_scale=1e-6)
+    body = {
+        "model": "kling",
+        "task_type": "video_generation",
+        "input": {"prompt": "a fox", "version": "3.0", "duration": 5},
+    }  # $0.50 reserved per task
+    with (
+        httpx.Client(base_url=emulator.url, headers={"x-api-key": "key-a"}) as a,
+        httpx.Client(base_url=emulator.url, headers={"x-api-key": "key-b"}) as b,
+    ):
+        assert a.post("/api/v1/task", json=body).status_code == 200
+        refused = a.post("/api/v1/task", json=body)
+        assert (refused.status_code, refused.json()["message"]) == (
+            402, "failed to freeze credit: credit not enough",
+        )  # fmt: skip
+        pack_a = a.get("/account/info").json()["data"]["credit_pack_info"]
+        assert (pack_a["available_credits"], pack_a["frozen_credits"]) == (1_000_000, 5_000_000)
+        assert b.get("/account/info").json()["data"]["credits"] == 6_000_000
+        assert b.post("/api/v1/task", json=body).status_code == 200
+    assert emulator.stats()["creates"] == 2
 
 
 def test_account_info_without_a_balance_has_null_credits(client: httpx.Client) -> None:

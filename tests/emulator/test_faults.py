@@ -106,15 +106,16 @@ def test_accepted_then_dropped_leaves_exactly_one_task(
     assert client.get(f"/api/v1/task/{task['task_id']}").json()["data"]["status"] == "completed"
 
 
-def test_malformed_fault_answers_broken_json(
-    emulator: EmulatorServer, client: httpx.Client
+@pytest.mark.parametrize("status", [500, 502])
+def test_malformed_before_a_create_is_a_5xx_with_broken_json_and_no_task(
+    emulator: EmulatorServer, client: httpx.Client, status: int
 ) -> None:
-    """A malformed fault answers 200 with a body that is not valid JSON, and no task."""
-    emulator.add_fault(FaultRule(action="malformed", method="POST"))
+    """Before the handler, a malformed fault answers its (error) status, never 200: no task."""
+    emulator.add_fault(FaultRule(action="malformed", method="POST", status=status))
     response = client.post("/api/v1/task", json=V3)
-    assert response.status_code == 200
+    assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
-    with pytest.raises(ValueError, match="Expecting"):
+    with pytest.raises(ValueError, match=r"Unterminated|Expecting"):
         response.json()
     assert emulator.stats()["creates"] == 0
 

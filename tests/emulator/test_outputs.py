@@ -163,7 +163,7 @@ def test_classic_versions_answer_the_works_shape_with_a_cover(
     assert (work["status"], work["type"]) == (99, "m2v_txt2video_hq")
     assert work["video"]["duration"] == 5000
     assert (work["video"]["width"], work["video"]["height"]) == (width, height)
-    assert work["video"]["resource"] == work["video"]["resource_without_watermark"]
+    assert work["video"]["resource"] != work["video"]["resource_without_watermark"]
     assert work["cover"]["resource"].endswith(".png")
     assert (work["cover"]["width"], work["cover"]["height"], work["cover"]["duration"]) == (
         width,
@@ -177,6 +177,29 @@ def test_classic_versions_answer_the_works_shape_with_a_cover(
     with Image.open(cover) as image:
         assert image.format == "PNG"
         assert image.size == (width, height)
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        pytest.param(_body("video_generation", prompt="a fox", version="2.1"), "video", id="2.1"),
+        pytest.param(_body("sound", prompt="rain", duration=5), "audio", id="sound"),
+        pytest.param(
+            _body("ai_try_on", model_input=IMG, dress_input=IMG, batch_size=1), "image", id="try-on"
+        ),
+    ],
+)
+def test_watermarked_and_clean_urls_serve_different_files(
+    emulator: EmulatorServer, client: httpx.Client, tmp_path: Path, body: dict[str, Any], kind: str
+) -> None:
+    """`resource` (watermarked) and `resource_without_watermark` are two URLs, two files."""
+    work = _complete(emulator, client, body)["output"]["works"][0][kind]
+    marked, clean = work["resource"], work["resource_without_watermark"]
+    assert marked != clean
+    marked_bytes = _download(client, marked, tmp_path / "marked").read_bytes()
+    clean_bytes = _download(client, clean, tmp_path / "clean").read_bytes()
+    assert marked_bytes != clean_bytes
+    assert marked_bytes[:12] == clean_bytes[:12]  # the same kind of file (MP4 or PNG header)
 
 
 def test_image_to_video_works_type_says_img2video(
@@ -201,7 +224,7 @@ def test_sound_gives_four_audio_outputs(
     task = _complete(emulator, client, _body("sound", prompt="rain on a roof", duration=5))
     works = task["output"]["works"]
     assert len(works) == 4
-    urls = [work["audio"]["resource"] for work in works]
+    urls = [work["audio"]["resource_without_watermark"] for work in works]
     assert len(set(urls)) == 4
     assert Task.model_validate(task).output_urls == urls
     probe = _probe(_download(client, urls[3], tmp_path / "s.mp4"))

@@ -59,7 +59,6 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("turbo task_type", _body("effects", "kling-turbo"), "task_type", "kling-turbo"),
     ("no input", {"model": "kling", "task_type": "video_generation"}, "input", "object"),
     ("input not object", {**v3(), "input": ["a"]}, "input", "object"),
-    ("extra top-level", {**v3(), "webhook": {}}, "webhook", "not a known field"),
     ("service_mode", {**v3(), "config": {"service_mode": "vip"}}, "config.service_mode", ""),
     (
         "webhook endpoint",
@@ -67,7 +66,6 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         "config.webhook_config.endpoint",
         "http(s) URL",
     ),
-    ("config extra", {**v3(), "config": {"retries": 3}}, "config.retries", "not a known field"),
     # -- video_generation, classic versions
     ("prompt length", classic(prompt=LONG), "input.prompt", "2500"),
     ("negative_prompt length", classic(negative_prompt=LONG), "input.negative_prompt", "2500"),
@@ -119,7 +117,6 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         "input.image_tail_url",
         "1.5",
     ),
-    ("unknown input", classic(style="anime"), "input.style", "not a known field"),
     ("model_name", video(prompt="a", model_name="Kling V9"), "input.model_name", "unknown"),
     (
         "model_name clash",
@@ -191,7 +188,6 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("turbo 3.0 duration", turbo(version="3.0-turbo", duration=20), "input.duration", "3 to 15"),
     ("turbo version", turbo(version="2.6"), "input.version", "2.5-turbo"),
     ("turbo tail", turbo(image_tail_url=IMG), "input.image_tail_url", "needs image_url"),
-    ("turbo cfg", turbo(cfg_scale=0.5), "input.cfg_scale", "not a known field"),
     # -- omni_video_generation
     ("omni no prompt", _body("omni_video_generation"), "input.prompt", "required"),
     ("omni resolution", omni(resolution="4k"), "input.resolution", "720p"),
@@ -201,7 +197,6 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("omni images", omni(images=[IMG] * 8), "input.images", "at most 7"),
     ("omni image url", omni(images=["nope"]), "input.images", "URL"),
     ("omni shots", omni(multi_shots=shots(1, 1)), "input.multi_shots", "3-15"),
-    ("omni mode", omni(mode="pro"), "input.mode", "not a known field"),
     # -- extend_video
     ("extend origin", _body("extend_video"), "input.origin_task_id", "required"),
     (
@@ -386,6 +381,65 @@ def test_bad_input_is_400_naming_the_field_and_creates_nothing(
     stats = emulator.stats()
     assert (stats["creates"], stats["create_requests"]) == (0, 1)
     assert emulator.tasks() == []
+
+
+# Keys PiAPI's gateway passes through: refused only with `strict_inputs`.
+UNKNOWN: list[tuple[str, dict[str, Any], str]] = [
+    ("extra top-level", {**v3(), "webhook": {}}, "webhook"),
+    ("config extra", {**v3(), "config": {"retries": 3}}, "config.retries"),
+    ("unknown input", classic(style="anime"), "input.style"),
+    ("turbo cfg", turbo(cfg_scale=0.5), "input.cfg_scale"),
+    ("omni unknown", omni(style="anime"), "input.style"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), [pytest.param(b, f, id=i) for i, b, f in UNKNOWN])
+def test_unknown_keys_are_refused_with_strict_inputs(
+    emulator: EmulatorServer, client: httpx.Client, body: dict[str, Any], field: str
+) -> None:
+    """With `strict_inputs`, a key the task type does not know is 400 naming it, no task."""
+    emulator.configure(strict_inputs=True)
+    response = client.post("/api/v1/task", json=body)
+    assert response.status_code == 400, response.text
+    assert f"{field}: is not a known field" in response.json()["message"]
+    assert emulator.stats()["creates"] == 0
+
+
+@pytest.mark.parametrize(("body", "field"), [pytest.param(b, f, id=i) for i, b, f in UNKNOWN])
+def test_unknown_keys_are_ignored_and_echoed_as_piapi_does(
+    emulator: EmulatorServer, client: httpx.Client, body: dict[str, Any], field: str
+) -> None:
+    """By default an unknown key is accepted and ignored; an unknown input key is echoed."""
+    response = client.post("/api/v1/task", json=body)
+    assert response.status_code == 200, response.text
+    task = response.json()["data"]
+    where, _, name = field.partition(".")
+    if where == "input":
+        assert task["input"][name] == body["input"][name]
+    assert emulator.stats()["creates"] == 1
+
+
+# What PiAPI's official client sends: `version` on these types, `mode` on omni.
+OFFICIAL_CLIENT: list[tuple[str, dict[str, Any]]] = [
+    ("effects", _body("effects", image_url=IMG, effect="squish", version="2.6")),
+    ("sound", _body("sound", prompt="rain", version="2.6")),
+    ("try-on", _body("ai_try_on", model_input=IMG, dress_input=IMG2, version="2.6")),
+    ("avatar", _body("avatar", image_url=IMG, tts_text="hello", version="2.6")),
+    ("omni mode", omni(mode="pro")),
+]
+
+
+@pytest.mark.parametrize("body", [pytest.param(b, id=i) for i, b in OFFICIAL_CLIENT])
+@pytest.mark.parametrize("strict", [False, True])
+def test_the_official_clients_fields_are_accepted_even_when_strict(
+    emulator: EmulatorServer, client: httpx.Client, body: dict[str, Any], strict: bool
+) -> None:
+    """`version` on effects/sound/try-on/avatar and `mode` on omni are known, echoed fields."""
+    emulator.configure(strict_inputs=strict)
+    response = client.post("/api/v1/task", json=body)
+    assert response.status_code == 200, response.text
+    echo = response.json()["data"]["input"]
+    assert {k: echo[k] for k in body["input"]} == body["input"]
 
 
 @pytest.mark.parametrize("body", [pytest.param(b, id=i) for i, b in GOOD])

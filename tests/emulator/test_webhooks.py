@@ -1,7 +1,7 @@
 """Webhook deliveries into a real receiver on loopback: payload, secret, triggers, retries, faults.
 
 Each test posts to an endpoint path of its own and filters by task id, so a stray delivery
-of an earlier test (task ids repeat after a reset: they come from the seed) never counts.
+of an earlier test (whose ids would repeat after a reset under a fixed `seed`) never counts.
 """
 
 from __future__ import annotations

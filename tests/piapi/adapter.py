@@ -133,9 +133,11 @@ class Receiver:
     deliveries: list[WebhookDelivery] = field(default_factory=list)
     rejected: int = 0
     paths: list[str] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
 
     def handle(self, path: str, headers: dict[str, str], body: bytes) -> int:
         self.paths.append(path)
+        self.bodies.append(body)
         try:
             delivery = verify_webhook(headers, body, secret=self.secret)
         except WebhookVerificationError:

@@ -3,13 +3,14 @@
 Start it with `klingflow emulator`, or in-process with `EmulatorServer`; see docs/emulator.md.
 """
 
-from klingflow.emulator.app import create_app, key_id
+from klingflow.emulator.app import create_app
 from klingflow.emulator.config import (
     EmulatorConfig,
     FaultRule,
     GenerationError,
     RateLimit,
     WebhookFaults,
+    key_id,
 )
 from klingflow.emulator.server import EmulatorServer
 

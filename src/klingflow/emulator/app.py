@@ -34,9 +34,11 @@ from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
 from klingflow.emulator import chat, media
-from klingflow.emulator.config import EmulatorConfig, FaultRule
+from klingflow.emulator.config import EmulatorConfig, FaultRule, key_id
+from klingflow.emulator.echo import echo_input
 from klingflow.emulator.faults import REQUEST_FAULTS, FaultBook
 from klingflow.emulator.tasks import (
+    WATERMARK,
     Clock,
     CreditError,
     EmulatedTask,
@@ -49,23 +51,20 @@ from klingflow.emulator.tasks import (
 )
 from klingflow.errors import InvalidRequestError
 from klingflow.piapi.kling import parse_task_request
-from klingflow.piapi.models import TaskStatus
+from klingflow.piapi.models import TaskStatus, points_to_usd, usd_to_points
 
 __all__ = ["Emulator", "create_app", "key_id"]
 
 TICK_SECONDS = 0.02
 TERMINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+STOPPING_MESSAGE = "service unavailable (the emulator was reset or is stopping)"
 GONE_MESSAGE = "file not found (outputs are deleted after the retention period)"
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _MASK = "***"
+ACCOUNT_NAME = "klingflow-emulator"
 REUSED_LABEL = "emulated video"
 """What shared renders (`reuse_renders`) show in place of a prompt."""
 _logger = logging.getLogger(__name__)
-
-
-def key_id(api_key: str) -> str:
-    """A stable, non-secret name for an API key (stats show this, never the key)."""
-    return "key-" + hashlib.sha256(api_key.encode()).hexdigest()[:12]
 
 
 def envelope(data: Any, *, status: int = 200, message: str = "success") -> JSONResponse:
@@ -88,20 +87,17 @@ class Dialect:
     read_key: Callable[[Request], str]
     error: ErrorRenderer
     unauthorized: str
-    placeholder: bytes  # the body a drop/malformed fault cuts when the handler never ran
 
 
 PIAPI = Dialect(
     read_key=lambda request: request.headers.get("x-api-key", ""),
     error=error,
     unauthorized="Unauthorized: invalid or missing API key (x-api-key header)",
-    placeholder=b'{"code": 200, "data": {}}',
 )
 OPENAI = Dialect(
     read_key=chat.bearer_key,
     error=chat.openai_error,
     unauthorized=chat.UNAUTHORIZED,
-    placeholder=chat.PLACEHOLDER,
 )
 
 
@@ -195,6 +191,8 @@ class Emulator:
         self.files_dir = files_dir or Path(tempfile.mkdtemp(prefix="klingflow-emulator-"))
         self._render_locks: dict[str, asyncio.Lock] = {}
         self._ticker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
         self._setup(config)
 
     def _setup(self, config: EmulatorConfig) -> None:
@@ -218,12 +216,20 @@ class Emulator:
         self._reseed(config.seed)
         self._windows: dict[str, deque[float]] = {}
 
-    def _reseed(self, seed: int) -> None:
+    def _reseed(self, seed: int | None) -> None:
+        """Seed every stream from `seed`, or (None) from the system's randomness.
+
+        Without a seed, task ids differ between runs, restarts and emulators, as PiAPI's
+        UUIDs do: a run log that outlives an emulator must never see an id again.
+        """
         self.rng.seed(seed)
-        self._failures.seed(f"failures:{seed}")
-        self._chat_ids.seed(f"chat:{seed}")
-        self.faults.rng.seed(f"faults:{seed}")
-        self.webhooks.rng.seed(f"webhooks:{seed}")
+        for stream, name in (
+            (self._failures, "failures"),
+            (self._chat_ids, "chat"),
+            (self.faults.rng, "faults"),
+            (self.webhooks.rng, "webhooks"),
+        ):
+            stream.seed(None if seed is None else f"{name}:{seed}")
 
     # -- events -----------------------------------------------------------------------------
 
@@ -294,8 +300,15 @@ class Emulator:
         self, fault: FaultRule, response: Response | None, dialect: Dialect
     ) -> Response | None:
         if fault.action == "slow":
-            await asyncio.sleep(fault.delay_seconds)
-            return None
+            stopping = self._stopping  # the current one: a reset replaces it
+            if stopping is None:  # served without our lifespan: nothing to cut it
+                await asyncio.sleep(fault.delay_seconds)
+                return None
+            try:
+                await asyncio.wait_for(stopping.wait(), timeout=fault.delay_seconds)
+            except TimeoutError:
+                return None
+            return dialect.error(503, STOPPING_MESSAGE, None)
         if fault.action == "error":
             return dialect.error(fault.status, f"{_phrase(fault.status)} (injected)", None)
         if fault.action == "rate_limit":
@@ -303,8 +316,11 @@ class Emulator:
             if fault.retry_after_seconds is not None:
                 headers["Retry-After"] = str(max(0, round(fault.retry_after_seconds)))
             return dialect.error(429, "rate limit exceeded (injected)", headers)
-        body = bytes(response.body) if response is not None else dialect.placeholder
-        status = response.status_code if response is not None else 200
+        if response is None:
+            # Before the handler nothing was done, so the cut answer is an error of the
+            # rule's status: a gateway that answers 2xx has taken the request.
+            response = dialect.error(fault.status, f"{_phrase(fault.status)} (injected)", None)
+        body, status = bytes(response.body), response.status_code
         if fault.action == "malformed":
             return Response(
                 body[: max(1, int(len(body) * fault.fraction))],
@@ -343,9 +359,12 @@ class Emulator:
         if not isinstance(body, dict):
             return error(400, "request body must be a JSON object")
         try:
-            task_request, config = parse_task_request(body)
+            task_request, config = parse_task_request(body, strict=self.config.strict_inputs)
         except InvalidRequestError as invalid:
             return error(400, "; ".join(f"{f}: {rule}" for f, rule in invalid.problems))
+        raw_input: dict[str, Any] = body["input"]
+        known = type(task_request).input_names()
+        extras = {k: v for k, v in raw_input.items() if k not in known}
         fail = self.faults.take(
             method="POST",
             path=request.url.path,
@@ -361,7 +380,7 @@ class Emulator:
                 key_id=key,
                 request=task_request,
                 config=config,
-                raw_input=task_request.to_input(),
+                raw_input=echo_input(task_request, extras),
                 base_url=str(request.base_url).rstrip("/"),
                 planned_error=planned,
             )
@@ -416,14 +435,39 @@ class Emulator:
         return envelope({"cancelled_task_ids": cancelled, "count": len(cancelled)})
 
     async def account_info(self, key: str) -> Response:
-        balance = self.store.balance_usd()
+        """Both shapes PiAPI clients read: the current one and the older flat one.
+
+        Each key is its own account unless `accounts` groups keys under one name. Credits
+        are points (1 USD = 10,000,000), as `usage`; `null` where the emulator has no
+        balance (`balance_usd: None`, unlimited).
+        """
+        self.store.advance()
+        account = self.config.account_of(key)
+        left = self.store.balance_points(key)
+        spent = self.store.spent_points.get(account, 0)
+        frozen = self.store.reserved_points.get(account, 0)
+        name = account if account != key else ACCOUNT_NAME
+        total = None if self.config.balance_usd is None else usd_to_points(self.config.balance_usd)
+        usd = None if left is None else float(points_to_usd(left))
         return envelope(
             {
-                "account_name": "klingflow-emulator",
-                "account_id": key,
-                "credits": None if balance is None else int(balance * 10_000_000),
-                "equivalent_in_usd": None if balance is None else float(balance),
-                "spent_usd": self.store.spent_points / 10_000_000,
+                "id": account,
+                "name": name,
+                "plan": "payg",
+                "type": "user",
+                "is_enable": True,
+                "credit_pack_info": {
+                    "available_credits": left,
+                    "used_credits": spent,
+                    "frozen_credits": frozen,
+                    "total_credits": total,
+                },
+                "equivalent_in_usd": usd,
+                # The older flat shape, still read by some clients.
+                "account_name": name,
+                "account_id": account,
+                "credits": left,
+                "spent_usd": float(points_to_usd(spent)),
             }
         )
 
@@ -500,6 +544,8 @@ class Emulator:
         for output in task.files:
             if name == output.name or name == output.name.replace(".mp4", ".png"):
                 return task, output
+            if name == output.watermarked_name:
+                return task, dataclasses.replace(output, is_watermarked=True)
         return None
 
     async def _render(self, name: str, output: OutputFile) -> Path:
@@ -520,7 +566,7 @@ class Emulator:
         depend on the frame size.
         """
         suffix = Path(name).suffix
-        shape: tuple[object, ...] = (suffix, output.width, output.height)
+        shape: tuple[object, ...] = (suffix, output.width, output.height, output.is_watermarked)
         if suffix == ".mp4":
             shape += (output.shot_seconds, self.config.video_fps, output.has_audio)
         digest = hashlib.sha256(repr(shape).encode()).hexdigest()[:16]
@@ -530,6 +576,10 @@ class Emulator:
     def _render_sync(self, path: Path, output: OutputFile) -> None:
         # The size planned at submit, which the task's `works` already report.
         width, height = output.width, output.height
+        if output.is_watermarked:
+            output = dataclasses.replace(
+                output, prompts=tuple(WATERMARK + p for p in output.prompts)
+            )
         if path.suffix == ".png":
             media.render_cover(path, prompt=output.prompts[0], width=width, height=height)
             return
@@ -551,6 +601,9 @@ class Emulator:
     def public_config(self) -> dict[str, Any]:
         data = self.config.model_dump(mode="json")
         data["api_keys"] = [_MASK] * len(self.config.api_keys)  # keys are secrets
+        data["accounts"] = {
+            name: [_MASK] * len(keys) for name, keys in self.config.accounts.items()
+        }
         return data
 
     def configure(self, patch: Any) -> None:
@@ -558,13 +611,23 @@ class Emulator:
 
         A new `seed` restarts the random streams; a raised concurrency limit promotes staged
         tasks at once. `api_keys` made only of the mask GET returns are left unchanged, so
-        GET-then-PATCH round trips keep the keys.
+        GET-then-PATCH round trips keep the keys (also those of `accounts`).
         """
         if not isinstance(patch, dict):
             raise ValueError("the config patch must be a JSON object")
         keys = patch.get("api_keys")
         if isinstance(keys, list) and keys and all(k == _MASK for k in keys):
             patch = {k: v for k, v in patch.items() if k != "api_keys"}
+        accounts = patch.get("accounts")
+        if (
+            isinstance(accounts, dict)
+            and accounts
+            and all(
+                isinstance(keys, list) and all(k == _MASK for k in keys)
+                for keys in accounts.values()
+            )
+        ):
+            patch = {k: v for k, v in patch.items() if k != "accounts"}
         merged = {**self.config.model_dump(), **patch}
         config = EmulatorConfig.model_validate(merged)
         if config.time_scale != self.clock.time_scale:
@@ -577,8 +640,13 @@ class Emulator:
         self.store.promote_all()
 
     async def reset(self, *, keep_config: bool) -> None:
-        """Forget everything but (optionally) the config; in-flight webhooks are cancelled."""
+        """Forget everything but (optionally) the config; in-flight webhooks are cancelled,
+        and `slow` faults in flight answer 503 at once (so no request of a test that ended
+        creates a task in the next one's state)."""
         old_webhooks = self.webhooks
+        if self._stopping is not None:
+            self._stopping.set()
+            self._stopping = asyncio.Event()
         # Swap the state first, with no await in between, so nothing of the old state (a
         # tick, a delivery) can run against the new one.
         self._setup(self.config.model_copy(update={"faults": []}) if keep_config
@@ -602,8 +670,18 @@ class Emulator:
 
     # -- lifecycle --------------------------------------------------------------------------
 
+    def interrupt(self) -> None:
+        """End `slow` faults in flight now, with a 503 (callable from any thread).
+
+        The server calls it before stopping, so that a 30 s delay cannot hold its shutdown.
+        """
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(stopping.set)
+
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self._ticker = asyncio.create_task(self._tick())
         try:

@@ -21,7 +21,6 @@ from starlette.requests import Request
 
 __all__ = [
     "MAX_REPLY_CHARS",
-    "PLACEHOLDER",
     "UNAUTHORIZED",
     "ChatMessage",
     "ChatRequest",
@@ -36,8 +35,6 @@ __all__ = [
 ROLES = ("system", "user", "assistant")
 MAX_REPLY_CHARS = 300
 UNAUTHORIZED = "Incorrect API key provided: invalid or missing key (Authorization: Bearer)"
-PLACEHOLDER = b'{"id": "", "object": "chat.completion", "choices": []}'
-"""What a `drop` or `malformed` fault that fires before the handler cuts short."""
 
 _TEMPLATE = "A cinematic shot of {subject}, soft light, slow camera push-in"
 _FALLBACK_SUBJECT = "a quiet landscape at dawn"

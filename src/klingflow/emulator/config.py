@@ -8,6 +8,7 @@ Durations are on the emulated clock unless a name says `real`: `time_scale` 100 
 
 from __future__ import annotations
 
+import hashlib
 from decimal import Decimal
 from typing import Literal
 
@@ -15,7 +16,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from klingflow.piapi.pricing import DEFAULT_PRICES, PriceTable
 
-__all__ = ["EmulatorConfig", "FaultRule", "GenerationError", "RateLimit", "WebhookFaults"]
+__all__ = [
+    "EmulatorConfig",
+    "FaultRule",
+    "GenerationError",
+    "RateLimit",
+    "WebhookFaults",
+    "key_id",
+]
+
+
+def key_id(api_key: str) -> str:
+    """A stable, non-secret name for an API key (stats show this, never the key)."""
+    return "key-" + hashlib.sha256(api_key.encode()).hexdigest()[:12]
 
 
 class _Config(BaseModel):
@@ -78,13 +91,34 @@ class EmulatorConfig(_Config):
         default_factory=list, description="accepted keys; empty accepts any non-empty key"
     )
     time_scale: float = Field(default=1.0, gt=0)
-    seed: int = 0
+    seed: int | None = Field(
+        default=None,
+        description="None: fresh randomness (unique task ids, as PiAPI's); a number replays",
+    )
+    strict_inputs: bool = Field(
+        default=False,
+        description="refuse unknown body, input and config keys (PiAPI ignores them)",
+    )
     pending_seconds: float = Field(default=2.0, ge=0, description="pending -> processing")
     processing_seconds: float = Field(default=60.0, ge=0, description="processing -> done")
     concurrency_limit: int | None = Field(default=None, ge=1, description="per key")
     over_concurrency: Literal["stage", "reject"] = "stage"
     rate_limit: RateLimit | None = None
-    balance_usd: Decimal | None = Field(default=None, description="None = never runs out")
+    balance_usd: Decimal | None = Field(
+        default=None, ge=0, description="per account; None = unlimited"
+    )
+    accounts: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="account name -> API keys sharing its balance; other keys: one account each",
+    )
+
+    def account_of(self, key: str) -> str:
+        """The account a key id (`key_id`) spends from: its configured account, else itself."""
+        for name, keys in self.accounts.items():
+            if any(key_id(api_key) == key for api_key in keys):
+                return name
+        return key
+
     fail_probability: float = Field(default=0.0, ge=0, le=1)
     generation_error: GenerationError = Field(default_factory=GenerationError)
     cancelled_status: Literal["failed", "cancelled"] = "failed"

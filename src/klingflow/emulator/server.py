@@ -25,11 +25,18 @@ from klingflow.emulator.config import EmulatorConfig, FaultRule
 __all__ = ["EmulatorServer"]
 
 
+STOP_GRACE_SECONDS = 1
+"""How long `stop()` lets requests in flight finish before cancelling them."""
+
+_EXPECTED = ("without completing response", "timeout graceful shutdown exceeded")
+
+
 class _QuietDrops(logging.Filter):
-    """Injected connection drops are on purpose: don't log them as server errors."""
+    """Injected drops and requests cut at stop are on purpose: don't log them as errors."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "without completing response" not in record.getMessage()
+        message = record.getMessage()
+        return not any(expected in message for expected in _EXPECTED)
 
 
 class EmulatorServer:
@@ -57,7 +64,13 @@ class EmulatorServer:
         self._socket.bind((host, port))
         self.host, self.port = host, self._socket.getsockname()[1]
         self._server = uvicorn.Server(
-            uvicorn.Config(self.app, log_level=log_level, access_log=False, lifespan="on")
+            uvicorn.Config(
+                self.app,
+                log_level=log_level,
+                access_log=False,
+                lifespan="on",
+                timeout_graceful_shutdown=STOP_GRACE_SECONDS,
+            )
         )
         self._thread: threading.Thread | None = None
         self._control: httpx.Client | None = None
@@ -70,7 +83,10 @@ class EmulatorServer:
 
     def start(self, *, timeout_seconds: float = 10.0) -> Self:
         self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
+            target=self._server.run,
+            kwargs={"sockets": [self._socket]},
+            name=f"klingflow-emulator-{self.port}",
+            daemon=True,
         )
         self._thread.start()
         deadline = time.monotonic() + timeout_seconds
@@ -82,13 +98,21 @@ class EmulatorServer:
         return self
 
     def stop(self) -> None:
+        """Stop serving, within about a second.
+
+        `slow` faults in flight answer 503 at once; any other request still running after
+        `STOP_GRACE_SECONDS` is cancelled.
+        """
         if self._control is not None:
             self._control.close()
             self._control = None
         if self._thread is not None:
+            self.app.state.emulator.interrupt()
             self._server.should_exit = True
             self._thread.join(timeout=10)
-            self._thread = None
+            thread, self._thread = self._thread, None
+            if thread.is_alive():
+                raise RuntimeError(f"the emulator on {self.url} did not stop within 10 s")
         self._socket.close()
 
     def __enter__(self) -> Self:

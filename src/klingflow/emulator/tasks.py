@@ -19,7 +19,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from klingflow.emulator import media
@@ -39,6 +38,9 @@ from klingflow.piapi.models import TaskStatus, Usage, usd_to_points
 from klingflow.piapi.pricing import estimate_usage
 
 __all__ = ["Clock", "EmulatedTask", "OutputFile", "TaskStore", "Transition", "format_time"]
+
+WATERMARK = "watermark · "
+"""What a watermarked file shows before each prompt, so its pixels differ from the clean one."""
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 EXTEND_SECONDS = 5.0  # what one extend_video adds (Kling extends by about 5 s)
@@ -96,6 +98,13 @@ class OutputFile:
     has_audio: bool
     width: int = 0
     height: int = 0
+    is_watermarked: bool = False
+
+    @property
+    def watermarked_name(self) -> str:
+        """The watermarked copy's file name: `<id>.mp4` -> `<id>-wm.mp4`."""
+        stem, dot, suffix = self.name.rpartition(".")
+        return f"{stem}-wm{dot}{suffix}"
 
 
 @dataclass
@@ -141,7 +150,8 @@ class EmulatedTask:
         config = (
             self.config.model_dump(mode="json")
             if self.config is not None
-            else {"service_mode": "", "webhook_config": {"endpoint": "", "secret": ""}}
+            # PiAPI's samples show "public" for a request without `config`.
+            else {"service_mode": "public", "webhook_config": {"endpoint": "", "secret": ""}}
         )
         if config.get("webhook_config") is None:
             config["webhook_config"] = {"endpoint": "", "secret": ""}
@@ -187,17 +197,19 @@ class EmulatedTask:
         works = []
         for file in self.files:
             width_height = {"height": file.height, "width": file.width}
+            # Two URLs serving two different files, as PiAPI gives (clients download both).
+            marked, clean = self._url(file.watermarked_name), self._url(file.name)
             if file.kind == "image":
                 image = {
-                    "resource": self._url(file.name),
-                    "resource_without_watermark": self._url(file.name),
+                    "resource": marked,
+                    "resource_without_watermark": clean,
                     **width_height,
                 }
                 works.append({"status": 99, "type": kind, "image": image})
                 continue
             media = {
-                "resource": self._url(file.name),
-                "resource_without_watermark": self._url(file.name),
+                "resource": marked,
+                "resource_without_watermark": clean,
                 **width_height,
                 "duration": int(sum(file.shot_seconds) * 1000),
             }
@@ -251,8 +263,8 @@ class TaskStore:
     rng: random.Random
     on_transition: Callable[[Transition], None] = lambda _t: None
     tasks: dict[str, EmulatedTask] = field(default_factory=dict)
-    spent_points: int = 0
-    reserved_points: int = 0
+    spent_points: dict[str, int] = field(default_factory=dict)  # per account (see `account_of`)
+    reserved_points: dict[str, int] = field(default_factory=dict)
     peak_concurrency: int = 0
     peak_by_key: dict[str, int] = field(default_factory=dict)
     _due: list[tuple[float, int, str, TaskStatus]] = field(default_factory=list)
@@ -281,10 +293,9 @@ class TaskStore:
             origin_duration_seconds=self._seconds_of(origin) if origin else None,
         )
         cost = usage.frozen + usage.consume
-        if self.config.balance_usd is not None:
-            left = usd_to_points(self.config.balance_usd) - self.spent_points - self.reserved_points
-            if cost > left:
-                raise CreditError
+        left = self.balance_points(key_id)
+        if left is not None and cost > left:
+            raise CreditError
         running = self._running.get(key_id, 0)
         limit = self.config.concurrency_limit
         # A key with tasks already staged queues behind them even if a slot looks free.
@@ -304,8 +315,7 @@ class TaskStore:
             files=self._plan_files(request, origin),
         )
         self.tasks[task.task_id] = task
-        self.reserved_points += usage.frozen
-        self.spent_points += usage.consume
+        self._book(key_id, reserved=usage.frozen, spent=usage.consume)
         if over:
             task.status = TaskStatus.STAGED
             self._staged.setdefault(key_id, deque()).append(task.task_id)
@@ -409,7 +419,7 @@ class TaskStore:
 
     def _finish(self, task: EmulatedTask, at: float) -> None:
         task.ended_at = at
-        self.reserved_points -= task.usage.frozen
+        self._book(task.key_id, reserved=-task.usage.frozen)
         if task.planned_error is None:
             task.status = TaskStatus.COMPLETED
             task.files = tuple(
@@ -418,7 +428,7 @@ class TaskStore:
             )
             if task.usage.type == "point":
                 task.usage = task.usage.model_copy(update={"consume": task.usage.frozen})
-                self.spent_points += task.usage.frozen
+                self._book(task.key_id, spent=task.usage.frozen)
         else:
             task.status = TaskStatus.FAILED
             task.error = task.planned_error
@@ -426,7 +436,7 @@ class TaskStore:
 
     def _refund_charge(self, task: EmulatedTask) -> None:
         """Give back what a task charged up front (turbo) when it never delivered."""
-        self.spent_points -= task.usage.consume
+        self._book(task.key_id, spent=-task.usage.consume)
         task.usage = task.usage.model_copy(update={"consume": 0})
 
     def _release(self, key_id: str, at: float) -> None:
@@ -460,7 +470,7 @@ class TaskStore:
         task.status = TaskStatus(self.config.cancelled_status)
         task.ended_at = now
         task.error = GenerationError(code=10001, message="task cancelled", raw_message="")
-        self.reserved_points -= task.usage.frozen
+        self._book(task.key_id, reserved=-task.usage.frozen)
         self._refund_charge(task)
         self.on_transition(Transition(task, task.status, now))
         if was_running:
@@ -480,8 +490,15 @@ class TaskStore:
             "active_tasks": sum(counts.values()),
         }
 
-    def balance_usd(self) -> Decimal | None:
+    def _book(self, key_id: str, *, reserved: int = 0, spent: int = 0) -> None:
+        account = self.config.account_of(key_id)
+        self.reserved_points[account] = self.reserved_points.get(account, 0) + reserved
+        self.spent_points[account] = self.spent_points.get(account, 0) + spent
+
+    def balance_points(self, key_id: str) -> int | None:
+        """What the key's account can still spend (never below 0), None when unlimited."""
         if self.config.balance_usd is None:
             return None
-        spent = Decimal(self.spent_points + self.reserved_points) / 10_000_000
-        return self.config.balance_usd - spent
+        account = self.config.account_of(key_id)
+        used = self.spent_points.get(account, 0) + self.reserved_points.get(account, 0)
+        return max(0, usd_to_points(self.config.balance_usd) - used)

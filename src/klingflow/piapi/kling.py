@@ -182,6 +182,8 @@ class KlingRequest(_Strict):
 
     model: ClassVar[str] = "kling"
     task_type: ClassVar[str]
+    input_aliases: ClassVar[frozenset[str]] = frozenset()
+    """Input keys a validator turns into fields (the seed action's `model_name`)."""
 
     if not TYPE_CHECKING:  # hidden from mypy so the pydantic plugin keeps typed signatures
 
@@ -195,6 +197,17 @@ class KlingRequest(_Strict):
     def from_input(cls, data: Mapping[str, Any]) -> Self:
         """Build from an `input` mapping (loose types such as "5s" allowed), as PiAPI would."""
         return cls(**data)
+
+    @classmethod
+    def input_names(cls) -> frozenset[str]:
+        """Every `input` key this task type knows; PiAPI's gateway ignores the others."""
+        names = {field.alias or name for name, field in cls.model_fields.items()}
+        return frozenset(names | set(cls.model_fields) | cls.input_aliases)
+
+    def sent_input_names(self) -> frozenset[str]:
+        """The `input` keys (as in the body) the caller gave, not filled in by defaults."""
+        fields = type(self).model_fields
+        return frozenset(fields[name].alias or name for name in self.model_fields_set)
 
     @model_validator(mode="before")
     @classmethod
@@ -270,6 +283,7 @@ class KlingVideoRequest(_VideoBase):
     """
 
     task_type: ClassVar[str] = "video_generation"
+    input_aliases: ClassVar[frozenset[str]] = frozenset({"model_name"})
 
     version: VideoVersion = "3.0"
     cfg_scale: float | None = Field(default=None, ge=0, le=1)
@@ -349,6 +363,11 @@ class KlingVideoRequest(_VideoBase):
 
     def to_input(self) -> dict[str, Any]:
         data = super().to_input()
+        # Switches a version does not have are not sent (PiAPI documents them from 2.6/3.0).
+        if self.version not in AUDIO_VERSIONS and not self.enable_audio:
+            del data["enable_audio"]
+        if self.version != "3.0" and not self.prefer_multi_shots:
+            del data["prefer_multi_shots"]
         if self.multi_shots is not None:
             data.pop("duration", None)  # ignored by PiAPI; the shots decide
             if "prefer_multi_shots" not in self.model_fields_set:
@@ -400,6 +419,8 @@ class KlingOmniRequest(KlingRequest):
     enable_audio: bool = False
     multi_shots: list[Shot] | None = None
     images: list[str] | None = Field(default=None, max_length=7)
+    mode: Mode | None = None
+    """Sent by some clients; PiAPI ignores it here (`resolution` decides), so do we."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
     _duration = field_validator("duration", mode="before")(_seconds)
@@ -494,6 +515,8 @@ class EffectsRequest(KlingRequest):
     ]  # fmt: skip
     prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     professional_mode: bool = False
+    version: str | None = Field(default=None, max_length=16)
+    """PiAPI's official client sends "2.6" here; accepted and sent, it changes nothing."""
 
     _url = field_validator("image_url")(_check_url)
 
@@ -518,6 +541,8 @@ class SoundRequest(KlingRequest):
     prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     duration: Literal[5, 10] = 10
     origin_task_id: str | None = None
+    version: str | None = Field(default=None, max_length=16)
+    """PiAPI's official client sends "2.6" here; accepted and sent, it changes nothing."""
 
     _duration = field_validator("duration", mode="before")(_seconds)
 
@@ -577,6 +602,8 @@ class AvatarRequest(KlingRequest):
     tts_text: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     mode: Mode = "std"
+    version: str | None = Field(default=None, max_length=16)
+    """PiAPI's official client sends "2.6" here; accepted and sent, it changes nothing."""
 
     _urls = field_validator("image_url", "audio_url")(_check_url)
 
@@ -605,6 +632,8 @@ class TryOnRequest(KlingRequest):
     upper_input: str | None = None
     lower_input: str | None = None
     batch_size: int = Field(default=1, ge=1, le=4)
+    version: str | None = Field(default=None, max_length=16)
+    """PiAPI's official client sends "2.6" here; accepted and sent, it changes nothing."""
 
     _urls = field_validator("model_input", "dress_input", "upper_input", "lower_input")(_check_url)
 
@@ -649,8 +678,15 @@ REQUEST_TYPES: dict[tuple[str, str], type[KlingRequest]] = {
 """(model, task_type) -> request class: every Kling task the client and emulator know."""
 
 
-def parse_task_request(body: Mapping[str, Any]) -> tuple[KlingRequest, TaskConfig | None]:
-    """Validate a raw create-task body; raise `InvalidRequestError` naming every problem."""
+def parse_task_request(
+    body: Mapping[str, Any], *, strict: bool = True
+) -> tuple[KlingRequest, TaskConfig | None]:
+    """Validate a raw create-task body; raise `InvalidRequestError` naming every problem.
+
+    `strict` refuses keys this module does not know (a typo would cost a video made
+    without the setting). With `strict=False` they are left out of validation, as PiAPI's
+    gateway passes unknown fields through: at the top level, in `input` and in `config`.
+    """
     model, task_type = body.get("model"), body.get("task_type")
     if not isinstance(model, str) or not model:
         raise InvalidRequestError([("model", "is required ('kling' or 'kling-turbo')")])
@@ -668,13 +704,19 @@ def parse_task_request(body: Mapping[str, Any]) -> tuple[KlingRequest, TaskConfi
     if not isinstance(raw_input, Mapping):
         raise InvalidRequestError([("input", "is required and must be an object")])
     extra = set(body) - {"model", "task_type", "input", "config"}
-    if extra:
+    if extra and strict:
         raise InvalidRequestError([(name, "is not a known field") for name in sorted(extra)])
+    if not strict:
+        names = cls.input_names()
+        raw_input = {k: v for k, v in raw_input.items() if k in names}
     request = cls.from_input(raw_input)
     config = None
-    if body.get("config") is not None:
+    raw_config = body.get("config")
+    if raw_config is not None:
+        if not strict and isinstance(raw_config, Mapping):
+            raw_config = {k: v for k, v in raw_config.items() if k in TaskConfig.model_fields}
         try:
-            config = TaskConfig.model_validate(body["config"])
+            config = TaskConfig.model_validate(raw_config)
         except ValidationError as error:
             raise InvalidRequestError(problems_from(error, prefix="config")) from None
     return request, config

@@ -12,13 +12,14 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "POINTS_PER_USD",
     "TERMINAL_STATUSES",
     "AccountInfo",
     "ActiveTaskCounts",
+    "CreditPackInfo",
     "Task",
     "TaskError",
     "TaskMeta",
@@ -200,11 +201,22 @@ class Task(_Frozen):
         return data
 
 
+class CreditPackInfo(_Frozen):
+    """The credit block of the current `/account/info` shape (points; extras are kept)."""
+
+    available_credits: Decimal | None = None
+    used_credits: Decimal | None = None
+    frozen_credits: Decimal | None = None
+    total_credits: Decimal | None = None
+
+
 class AccountInfo(_Frozen):
     """The account behind an API key (GET /account/info); unknown fields are kept.
 
-    PiAPI's exact shape is undocumented: `credits` also reads `remaining_credits`, and
-    `equivalent_in_usd` is the usable balance in USD (None when the service does not say).
+    PiAPI's clients read two shapes: the current `{id, name, plan, type, is_enable,
+    credit_pack_info: {available_credits, ...}, equivalent_in_usd}` and the older `{account_name,
+    account_id, credits (or remaining_credits), equivalent_in_usd}`. Either parses, and each
+    fills the other's names, so `account_name` and `credits` work on both.
     """
 
     account_name: str = ""
@@ -213,6 +225,26 @@ class AccountInfo(_Frozen):
         default=None, validation_alias=AliasChoices("credits", "remaining_credits")
     )
     equivalent_in_usd: Decimal | None = None
+    plan: str = ""
+    type: str = ""
+    is_enable: bool | None = None
+    credit_pack_info: CreditPackInfo | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _either_shape(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        data = dict(value)
+        if data.get("account_id") in (None, "") and data.get("id") not in (None, ""):
+            data["account_id"] = data["id"]
+        if data.get("account_name") in (None, "") and data.get("name") not in (None, ""):
+            data["account_name"] = data["name"]
+        pack = data.get("credit_pack_info")
+        has_credits = data.get("credits") is not None or data.get("remaining_credits") is not None
+        if isinstance(pack, dict) and not has_credits:
+            data["credits"] = pack.get("available_credits")
+        return data
 
     @field_validator("account_id", "account_name", mode="before")
     @classmethod

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from klingflow.errors import WebhookVerificationError
 from klingflow.piapi.models import Task
@@ -25,12 +25,16 @@ SECRET_HEADER = "x-webhook-secret"  # noqa: S105  # a header name, not a secret
 
 
 class WebhookDelivery(BaseModel):
-    """A verified webhook delivery: when PiAPI sent it, and the task as it was then."""
+    """A webhook delivery: when PiAPI sent it, and the task as it was then.
 
-    model_config = ConfigDict(frozen=True)
+    Parses the wire body as is (`{"timestamp", "data"}`; `data` is the task) or with the
+    field's own name, `task`. Parsing does not verify: `verify_webhook` checks the secret.
+    """
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
 
     timestamp: int
-    task: Task
+    task: Task = Field(validation_alias=AliasChoices("data", "task"))
 
     @property
     def dedupe_key(self) -> str:
@@ -77,7 +81,7 @@ def verify_webhook(
         raise WebhookVerificationError('the delivery body is not {"timestamp", "data"}')
     try:
         delivery = WebhookDelivery.model_validate(
-            {"timestamp": payload.get("timestamp"), "task": payload["data"]}
+            {"timestamp": payload.get("timestamp"), "data": payload["data"]}
         )
     except ValidationError as error:
         # Name the fields only: pydantic's own text quotes input, which may hold the secret.

@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from klingflow.errors import WorkflowError
 from klingflow.piapi.models import points_to_usd, usd_to_points
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "RunStatus",
     "Spend",
     "Submission",
+    "TaskIdConflictError",
     "redact",
     "redact_values",
 ]
@@ -119,6 +121,14 @@ intents = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Index("ix_kf_intents_node", "run_id", "epoch", "node_path"),
 )
+
+
+class TaskIdConflictError(WorkflowError):
+    """PiAPI answered a submission with a task id the run log holds for another one.
+
+    Kept next to the intent journal it protects; never retried (retrying cannot change
+    which run owns the id).
+    """
 
 
 class RunStatus(StrEnum):
@@ -741,21 +751,40 @@ class RunLog:
     def accept_intent(
         self, intent_id: str, *, run_id: str, epoch: int, node_path: str, task_id: str
     ) -> None:
-        """PiAPI took the submission: keep its task id, on the intent and the node."""
+        """PiAPI took the submission: keep its task id, on the intent and the node.
+
+        A task id already bound to another intent (an emulator replaying its ids, a proxy
+        answering from a cache) is never merged: that would book this submission's cost on
+        the other run. The intent becomes uncertain and `TaskIdConflictError` names both runs.
+        """
         with self._tx() as tx:
-            tx.execute(
-                _INTENT_UPDATE,
-                {
-                    "q_intent": intent_id,
-                    "state": IntentState.ACCEPTED.value,
-                    "task_id": task_id,
-                    "updated_at": time.time(),
-                },
-            )
-            tx.execute(
-                _NODE_UPDATE,
-                {"q_run": run_id, "q_epoch": epoch, "q_path": node_path, "task_id": task_id},
-            )
+            owner = tx.execute(_INTENT_BY_TASK, {"q_task": task_id}).first()
+            if owner is not None and owner.intent_id != intent_id:
+                conflict = TaskIdConflictError(
+                    f"PiAPI answered node {node_path} of run {run_id} (intent {intent_id}) with "
+                    f"task {task_id}, which the run log already holds for run {owner.run_id} "
+                    f"(intent {owner.intent_id}, node {owner.node_path}); klingflow will not book "
+                    "one task on two runs: check the task at PiAPI, then settle this run with "
+                    f"`klingflow runs retry {run_id} --task-id ID` or `--resubmit`"
+                )
+            else:
+                conflict = None
+                tx.execute(
+                    _INTENT_UPDATE,
+                    {
+                        "q_intent": intent_id,
+                        "state": IntentState.ACCEPTED.value,
+                        "task_id": task_id,
+                        "updated_at": time.time(),
+                    },
+                )
+                tx.execute(
+                    _NODE_UPDATE,
+                    {"q_run": run_id, "q_epoch": epoch, "q_path": node_path, "task_id": task_id},
+                )
+        if conflict is not None:
+            self.update_intent(intent_id, IntentState.UNCERTAIN, note=str(conflict))
+            raise conflict
 
     def update_intent(
         self,

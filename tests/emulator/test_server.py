@@ -1,0 +1,62 @@
+"""EmulatorServer stops promptly, whatever is in flight, so tests never wait on teardown."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+
+from klingflow.emulator import EmulatorConfig, EmulatorServer, FaultRule
+
+BODY = {
+    "model": "kling",
+    "task_type": "video_generation",
+    "input": {"prompt": "a fox", "version": "3.0", "duration": 5},
+}
+
+
+def test_stop_cuts_a_slow_fault_in_flight_and_leaves_no_thread() -> None:
+    """A 60 s `slow` fault in flight does not hold stop(): its client gets a 503 at once."""
+    server = EmulatorServer(EmulatorConfig(time_scale=1e-6)).start()
+    server.add_fault(FaultRule(action="slow", method="POST", delay_seconds=60))
+    outcome: list[object] = []
+
+    def call() -> None:
+        with httpx.Client(base_url=server.url, headers={"x-api-key": "k"}, timeout=120) as http:
+            try:
+                outcome.append(http.post("/api/v1/task", json=BODY).status_code)
+            except httpx.HTTPError as error:
+                outcome.append(error)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    while server.stats()["create_requests"] == 0:  # the request is now held by the fault
+        time.sleep(0.01)
+    name = f"klingflow-emulator-{server.port}"
+    server.stop()
+    assert name not in {thread.name for thread in threading.enumerate()}
+    caller.join()
+    assert outcome == [503]
+
+
+def test_reset_cuts_a_slow_fault_in_flight_so_it_creates_nothing_afterwards(
+    emulator: EmulatorServer, api_key: str
+) -> None:
+    """A create held by a `slow` fault when the emulator is reset answers 503, no task."""
+    emulator.add_fault(FaultRule(action="slow", method="POST", delay_seconds=60))
+    outcome: list[int] = []
+
+    def call() -> None:
+        with httpx.Client(base_url=emulator.url, headers={"x-api-key": api_key}) as http:
+            outcome.append(http.post("/api/v1/task", json=BODY, timeout=120).status_code)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    while emulator.stats()["create_requests"] == 0:
+        time.sleep(0.01)
+    emulator.reset()
+    caller.join()
+    assert outcome == [503]
+    assert emulator.tasks() == []
+    assert emulator.stats()["creates"] == 0
