@@ -99,6 +99,19 @@ class Batch:
             count: int = row.fetchone()[0]
             return count
 
+    def recorded(self) -> int:
+        """Submissions the batch has recorded, sent or not (read from its run log)."""
+        database = self.home / "klingflow.sqlite"
+        if not database.exists():
+            return 0
+        with sqlite3.connect(database) as db:
+            try:
+                row = db.execute("select count(*) from kf_intents")
+            except sqlite3.OperationalError:  # tables not created yet
+                return 0
+            count: int = row.fetchone()[0]
+            return count
+
     def files(self) -> list[str]:
         return sorted(path.name for path in self.home.glob("runs/*/*.mp4"))
 
@@ -178,3 +191,27 @@ def test_killed_after_piapi_took_the_task_but_before_it_answered(
     assert code == 0
     assert run["status"] == "completed"
     assert_each_video_paid_once(emulator, batch)
+
+
+def test_creates_queued_behind_the_clients_limits_resume_by_themselves(
+    batch: Batch, emulator: EmulatorServer
+) -> None:
+    """Killed while creates wait for a free task slot: none was sent, so none is uncertain."""
+    prompts = [f"queued prompt {n}" for n in range(6)]
+    batch.command[batch.command.index("-i") + 1] = f"prompts={json.dumps(prompts)}"
+    batch.file.write_text(WORKFLOW.replace("concurrency: 1", "concurrency: 6"))
+    batch.env["KLINGFLOW_CONCURRENCY"] = "2"  # the client lets 2 tasks run; 4 creates queue
+    emulator.configure(processing_seconds=3_000)  # 3 s of real time per video at x1000
+    process = batch.start()
+    # The other four wait behind the client's two slots: recorded, never sent.
+    batch.kill_when(process, lambda: batch.accepted() == 2 and batch.recorded() == 6)
+    assert emulator.stats()["creates"] == 2
+    emulator.configure(processing_seconds=1)
+
+    code, [run], _ = batch.finish()
+    assert code == 0, run
+    assert run["status"] == "completed"
+    tasks = emulator.tasks()
+    assert sorted(t["input"]["prompt"] for t in tasks) == sorted(prompts)
+    assert emulator.stats()["creates"] == len(prompts)
+    assert len(batch.files()) == len(prompts)

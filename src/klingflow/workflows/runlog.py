@@ -141,8 +141,15 @@ class NodeStatus(StrEnum):
 
 
 class IntentState(StrEnum):
-    """A paid submission's state: `sent` is written *before* the POST leaves."""
+    """A paid submission's state.
 
+    `prepared` is written (with the budget reservation) before the create waits behind the
+    client's own concurrency and rate limits; `sent` at the last moment before the POST
+    leaves. So after a crash a `prepared` intent was provably never sent (it is sent then,
+    by itself), and only a `sent` one can have created a task nobody heard of.
+    """
+
+    PREPARED = "prepared"
     SENT = "sent"
     ACCEPTED = "accepted"
     REJECTED = "rejected"
@@ -308,7 +315,9 @@ class Intent:
     created_at: float
 
 
-ACTIVE_INTENT_STATES = frozenset({IntentState.SENT, IntentState.ACCEPTED, IntentState.UNCERTAIN})
+ACTIVE_INTENT_STATES = frozenset(
+    {IntentState.PREPARED, IntentState.SENT, IntentState.ACCEPTED, IntentState.UNCERTAIN}
+)
 """Submissions PiAPI may still be working on (or that nobody has settled yet)."""
 
 
@@ -716,9 +725,9 @@ class RunLog:
         request: dict[str, Any],
         estimated_usd: Decimal,
     ) -> str | None:
-        """Reserve the estimate and write the intent, atomically; None when over budget.
-
-        Written *before* the create request leaves: from then on a crash cannot lose it.
+        """Reserve the estimate and write the intent (`prepared`), atomically; None when
+        over budget. Written before the create waits for the client's limits: from then on a
+        crash cannot lose it. `mark_sent` says when it really leaves.
         """
         points = usd_to_points(estimated_usd)
         intent_id = uuid.uuid4().hex
@@ -731,12 +740,22 @@ class RunLog:
                 intents.insert(),
                 {
                     "intent_id": intent_id, "run_id": run_id, "epoch": epoch,
-                    "node_path": node_path, "state": IntentState.SENT.value,
+                    "node_path": node_path, "state": IntentState.PREPARED.value,
                     "request": self._clean(request), "estimated_points": points,
                     "created_at": now, "updated_at": now,
                 },
             )  # fmt: skip
         return intent_id
+
+    def mark_sent(self, intent_id: str) -> None:
+        """The create POST is leaving now: from here a crash leaves it uncertain."""
+        with self._tx() as tx:
+            tx.execute(
+                intents.update()
+                .where(intents.c.intent_id == intent_id)
+                .where(intents.c.state == IntentState.PREPARED.value)
+                .values(state=IntentState.SENT.value, updated_at=time.time())
+            )
 
     def accept_intent(
         self, intent_id: str, *, run_id: str, epoch: int, node_path: str, task_id: str
