@@ -16,12 +16,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from klingflow.emulator import EmulatorServer, FaultRule
+from klingflow.piapi import PiAPI
 
 PROMPTS = ["a red fox in snow", "a paper boat at sea", "sunflowers at dawn"]
 WORKFLOW = """
@@ -129,6 +131,13 @@ def assert_each_video_paid_once(emulator: EmulatorServer, batch: Batch) -> None:
     assert batch.files() == ["1.mp4", "2.mp4", "3.mp4"]
 
 
+def charged_usd(batch: Batch) -> Decimal:
+    """What PiAPI (the emulator) charged this key so far."""
+    with PiAPI(api_key=batch.env["PIAPI_API_KEY"], base_url=batch.emulator.url) as client:
+        info = client.account()
+    return Decimal(str(info.model_dump()["spent_usd"])).quantize(Decimal("0.01"))
+
+
 def fault_used(emulator: EmulatorServer) -> bool:
     rules: list[dict[str, Any]] = emulator._call("GET", "/_emulator/faults")
     return any(rule["remaining"] == 0 for rule in rules)
@@ -215,3 +224,41 @@ def test_creates_queued_behind_the_clients_limits_resume_by_themselves(
     assert sorted(t["input"]["prompt"] for t in tasks) == sorted(prompts)
     assert emulator.stats()["creates"] == len(prompts)
     assert len(batch.files()) == len(prompts)
+
+
+def test_task_id_per_item_settles_several_uncertain_submissions(
+    batch: Batch, emulator: EmulatorServer
+) -> None:
+    """Two items' answers are lost: `--task-id PATH=ID` per item settles both, paying nothing more.
+
+    Ids that do not match their submission's prompt are refused first, and nothing changes.
+    """
+    emulator.add_fault(
+        FaultRule(action="drop", method="POST", path="/api/v1/task", phase="after", times=2)
+    )
+    code, [run], _ = batch.finish()
+    assert code == 16
+    assert run["status"] == "paused"
+    assert emulator.stats()["creates"] == len(PROMPTS)
+    by_prompt = {t["input"]["prompt"]: t["task_id"] for t in emulator.tasks()}
+    first, second = by_prompt[PROMPTS[0]], by_prompt[PROMPTS[1]]
+
+    retry = ["runs", "retry", run["run_id"], "--json"]
+    swapped = ["--task-id", f"each[0].video={second}", "--task-id", f"each[1].video={first}"]
+    code, [run], _ = batch.finish(*retry, *swapped)
+    assert code == 16
+    assert run["status"] == "paused"
+    assert "is not this submission (it differs in input.prompt)" in run["message"]
+    assert "nothing was changed" in run["message"]
+
+    bare = ["--task-id", first]
+    code, [run], _ = batch.finish(*retry, *bare)
+    assert code == 16
+    assert "there are 2 (each[0].video, each[1].video)" in run["message"]
+
+    given = ["--task-id", f"each[0].video={first}", "--task-id", f"each[1].video={second}"]
+    code, [run], _ = batch.finish(*retry, *given)
+    assert code == 0, run["message"]
+    assert run["status"] == "completed"
+    assert_each_video_paid_once(emulator, batch)
+    assert Decimal(run["spent_usd"]) == charged_usd(batch)

@@ -41,7 +41,6 @@ from dbos import DBOS, DBOSPortableJSONSerializer, SetWorkflowID, WorkflowHandle
 from klingflow.errors import (
     KlingflowError,
     LoopItemsFailedError,
-    PiAPIError,
     RecordedError,
     RunNotFoundError,
     RunStateError,
@@ -57,6 +56,7 @@ from klingflow.workflows.executor import (
     execute_run,
 )
 from klingflow.workflows.nodes import Services
+from klingflow.workflows.reconcile import ONLY_UNCERTAIN, settle_uncertain
 from klingflow.workflows.runlog import (
     TERMINAL_RUN_STATUSES,
     IntentState,
@@ -186,6 +186,15 @@ class Command:
     action: str  # retry | skip | restart | cancel
     resubmit: bool = False
     task_id: str | None = None
+    """The task of the one uncertain submission (`--task-id ID`)."""
+    task_ids: dict[str, str] | None = None
+    """The task of each uncertain submission, by node path (`--task-id 'each[3].video=ID'`)."""
+
+    def given_task_ids(self) -> dict[str, str]:
+        given = dict(self.task_ids or {})
+        if self.task_id:
+            given[ONLY_UNCERTAIN] = self.task_id
+        return given
 
 
 class Engine:
@@ -628,22 +637,10 @@ class Engine:
                 if intent.state == IntentState.UNCERTAIN
                 and (intent.node_path == prefix or intent.node_path.startswith(prefix + "["))
             ]
-            if command.task_id:
-                if len(uncertain) != 1:
-                    return (
-                        f"--task-id needs exactly one uncertain submission on {prefix}, found "
-                        f"{len(uncertain)}; nothing was changed ({paused.error['message']})"
-                    )
-                try:
-                    await self.client.get(command.task_id)
-                except PiAPIError as error:
-                    return f"task {command.task_id} not confirmed ({error}); nothing was changed"
-                runlog.update_intent(
-                    uncertain[0].intent_id,
-                    IntentState.ACCEPTED,
-                    task_id=command.task_id,
-                    note="task id given by the user, confirmed at PiAPI",
-                )
+            if given := command.given_task_ids():
+                refusal = await settle_uncertain(runlog, self.client, uncertain, given)
+                if refusal is not None:
+                    return refusal
             elif command.resubmit:
                 for intent in uncertain:
                     runlog.abandon_intent(intent.intent_id, note="user chose to resubmit")

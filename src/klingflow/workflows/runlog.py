@@ -805,6 +805,14 @@ class RunLog:
             row = c.execute(_INTENT_BY_TASK, {"q_task": task_id}).first()
         return None if row is None else (row.run_id, _intent(row))
 
+    def intent_request(self, intent_id: str) -> dict[str, Any]:
+        """The create body an intent recorded (secrets masked), to match a task against."""
+        with self.engine.connect() as c:
+            request: dict[str, Any] = c.execute(
+                sa.select(intents.c.request).where(intents.c.intent_id == intent_id)
+            ).scalar_one()
+        return request
+
     def intent_by_id(self, intent_id: str) -> tuple[str, Intent] | None:
         """(run_id, intent) for a webhook that names an intent."""
         with self.engine.connect() as c:
