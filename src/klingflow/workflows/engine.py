@@ -56,7 +56,7 @@ from klingflow.workflows.executor import (
     execute_run,
 )
 from klingflow.workflows.nodes import Services
-from klingflow.workflows.reconcile import ONLY_UNCERTAIN, settle_uncertain
+from klingflow.workflows.reconcile import ONLY_UNCERTAIN, is_settled, settle_uncertain
 from klingflow.workflows.runlog import (
     TERMINAL_RUN_STATUSES,
     IntentState,
@@ -538,9 +538,7 @@ class Engine:
                     task_id=task.task_id,
                     note="reconciled by PiAPI's webhook",
                 )
-                run = self.runlog.get_run(run_id)
-                if run is not None and run.status == RunStatus.PAUSED:
-                    await self.command(run_id, Command(action="retry"))
+                await self.resume_if_settled(run_id)
         owner = self.runlog.intent_for_task(task.task_id)
         if owner is None:
             return
@@ -552,6 +550,45 @@ class Engine:
             self.runlog.finish_intent(task.task_id, IntentState.COMPLETED, spent_points=spent)
         with contextlib.suppress(Exception):  # the run may have finished meanwhile
             await DBOS.send_async(owner[0], task.task_id, topic=f"task:{task.task_id}")
+
+    async def resume_if_settled(self, run_id: str) -> bool:
+        """Retry a run paused only over uncertain submissions once none is left uncertain.
+
+        Called after a webhook settles one. A run that pauses just after this looked (the
+        webhook came while the loop still ran) checks the same itself once it has paused,
+        so one of the two always sees the other's write; `claim_paused` lets only one act.
+        """
+        run = self.runlog.get_run(run_id)
+        if run is None or run.status != RunStatus.PAUSED or run.paused_node is None:
+            return False
+        if not is_settled(self.runlog, run_id, run.epoch, run.paused_node, self._error_of(run)):
+            return False
+        try:
+            await self.command(run_id, Command(action="retry"))
+        except RunStateError:  # another process, or the run itself, came first
+            return False
+        return True
+
+    def _error_of(self, run: RunRecord) -> Any:
+        node = next(
+            (n for n in self.runlog.nodes(run.run_id, run.epoch) if n.node_path == run.paused_node),
+            None,
+        )
+        return None if node is None else node.error
+
+    def _settled_at_pause(
+        self, run_id: str, epoch: int, paused: NodePaused
+    ) -> Callable[[], Awaitable[bool]]:
+        """Claim the run for a retry when webhooks settled its uncertain submissions before
+        it paused (see `resume_if_settled`)."""
+
+        async def check() -> bool:
+            runlog = self.runlog
+            return is_settled(
+                runlog, run_id, epoch, paused.node_path, paused.error
+            ) and runlog.claim_paused(run_id, message="settled by PiAPI's webhook")
+
+        return check
 
     # -- inside the workflows ----------------------------------------------------------------
 
@@ -587,7 +624,10 @@ class Engine:
                     await durable.step(
                         "run.status", status(RunStatus.PAUSED, message=message, paused_node=node)
                     )
-                    command = await self._next_command()
+                    settled = await durable.step(
+                        "run.settled", self._settled_at_pause(run_id, epoch, paused)
+                    )
+                    command = Command(action="retry") if settled else await self._next_command()
                     if command.action == "cancel":
                         message = "cancelled while paused"
                         await durable.step(

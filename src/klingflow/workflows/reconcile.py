@@ -1,10 +1,12 @@
-"""Settling uncertain submissions with the task ids a user found at PiAPI.
+"""Settling uncertain submissions: by PiAPI's webhook, or by task ids a user found.
 
-A create whose answer was lost may have made a paid task. The user can look it up in
-PiAPI's task list and give its id, per item of a loop (`each[3].video=ID`). Each id is taken
-only once PiAPI confirms the task exists and it is the very request the intent recorded
-(model, task type and every input field equal), and only when every given id passes: a
-typo never binds one item and leaves the others half done.
+A create whose answer was lost may have made a paid task. PiAPI's webhook names it (the
+intent id is in the webhook URL); once every uncertain submission a node paused over is
+settled that way, the run goes on by itself (`is_settled`). Or the user looks the tasks up
+in PiAPI's task list and gives their ids, per item of a loop (`each[3].video=ID`). Each id
+is taken only once PiAPI confirms the task exists and it is the very request the intent
+recorded (model, task type and every input field equal), and only when every given id
+passes: a typo never binds one item and leaves the others half done.
 """
 
 from __future__ import annotations
@@ -16,10 +18,39 @@ from klingflow.errors import InvalidRequestError, PiAPIError
 from klingflow.piapi import AsyncPiAPI, Task
 from klingflow.workflows.runlog import Intent, IntentState, RunLog
 
-__all__ = ["ONLY_UNCERTAIN", "parse_task_ids", "settle_uncertain", "task_mismatch"]
+__all__ = [
+    "ONLY_UNCERTAIN",
+    "is_settled",
+    "parse_task_ids",
+    "settle_uncertain",
+    "task_mismatch",
+    "uncertain_under",
+]
 
 ONLY_UNCERTAIN = ""
 """The key of a bare `--task-id ID`: the run's one uncertain submission."""
+
+
+def uncertain_under(runlog: RunLog, run_id: str, epoch: int, node_path: str) -> list[Intent]:
+    """The node's (or its loop items') submissions whose outcome nobody knows yet."""
+    return [
+        intent
+        for intent in runlog.intents(run_id, epoch=epoch)
+        if (intent.node_path == node_path or intent.node_path.startswith(node_path + "["))
+        and not intent.task_id
+        and intent.state in (IntentState.SENT, IntentState.UNCERTAIN)
+    ]
+
+
+def is_settled(runlog: RunLog, run_id: str, epoch: int, node_path: str, error: Any) -> bool:
+    """Whether a node that paused *only* over uncertain submissions has none left: then a
+    retry pays nothing new and loses nothing, so the run may take it without a human."""
+    if not isinstance(error, Mapping):
+        return False
+    failures = list((error.get("failed_items") or {}).values()) or [error]
+    if not all(failure.get("type") == "SubmitUncertainError" for failure in failures):
+        return False
+    return not uncertain_under(runlog, run_id, epoch, node_path)
 
 
 def parse_task_ids(values: Iterable[str]) -> dict[str, str]:
