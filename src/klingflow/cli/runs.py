@@ -31,7 +31,7 @@ from klingflow.errors import InvalidRequestError, RunNotFoundError
 from klingflow.settings import Settings
 from klingflow.workflows import RunEstimate, Workflow, estimate_run, load_workflow
 from klingflow.workflows.database import make_engine
-from klingflow.workflows.engine import Command, Engine, describe_paused
+from klingflow.workflows.engine import Command, Engine, RunQueue, describe_paused
 from klingflow.workflows.reconcile import parse_task_ids
 from klingflow.workflows.registry import WorkflowRegistry
 from klingflow.workflows.runlog import NodeRun, NodeStatus, RunLog, RunRecord, RunStatus
@@ -310,16 +310,23 @@ def run(
         return
     require_key()
 
+    def key(number: int) -> str | None:
+        return idempotency_key and (
+            idempotency_key if len(payloads) == 1 else f"{idempotency_key}:{number}"
+        )
+
     async def main() -> list[RunRecord]:
+        if detach:  # queued only: a worker (or `serve`) executes them
+            async with RunQueue() as queue:
+                return [
+                    await queue.start_run(workflow, payload, idempotency_key=key(number))
+                    for number, payload in enumerate(payloads)
+                ]
         async with Engine() as engine:
-            started = []
-            for number, payload in enumerate(payloads):
-                key = idempotency_key and (
-                    idempotency_key if len(payloads) == 1 else f"{idempotency_key}:{number}"
-                )
-                started.append(await engine.start_run(workflow, payload, idempotency_key=key))
-            if detach:
-                return started
+            started = [
+                await engine.start_run(workflow, payload, idempotency_key=key(number))
+                for number, payload in enumerate(payloads)
+            ]
             return await _finish(engine, [r.run_id for r in started], as_json=as_json)
 
     records = asyncio.run(main())
@@ -328,7 +335,7 @@ def run(
     elif detach:
         for record in records:
             out.print(record.run_id)
-        err.print("queued; `klingflow worker` runs them (or the next `klingflow run`)")
+        err.print("queued; `klingflow worker` (or `klingflow serve`) runs them")
     else:
         runlog = open_runlog()
         for record in records:

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import os
 import socket
 import sqlite3
 import sys
@@ -36,7 +37,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any, Self
 
-from dbos import DBOS, DBOSPortableJSONSerializer, SetWorkflowID, WorkflowHandleAsync
+from dbos import (
+    DBOS,
+    DBOSClient,
+    DBOSPortableJSONSerializer,
+    EnqueueOptions,
+    SetWorkflowID,
+    WorkflowHandleAsync,
+)
+from pydantic import SecretStr
 
 from klingflow.errors import (
     KlingflowError,
@@ -67,11 +76,12 @@ from klingflow.workflows.runlog import (
 )
 from klingflow.workflows.spec import LoopNode, LoopParams, Workflow
 
-__all__ = ["ENGINE_VERSION", "Engine"]
+__all__ = ["ENGINE_VERSION", "Engine", "RunQueue"]
 
 ENGINE_VERSION = "klingflow-engine-1"
 """DBOS application version: change it only with a migration plan for in-flight runs."""
 
+APPLICATION_NAME = "klingflow"
 RUNS_QUEUE = "klingflow-runs"
 PIAPI_QUEUE = "klingflow-piapi"
 CONTROL_TOPIC = "control"
@@ -257,17 +267,7 @@ class Engine:
                 )
         self.settings.home.mkdir(parents=True, exist_ok=True)
         engine = make_engine(self.database_url)
-        secrets = tuple(
-            secret.get_secret_value()
-            for secret in (
-                self.client.api_key,
-                self.settings.chat_api_key,
-                self.settings.webhook_secret,
-                self.settings.api_token,
-            )
-            if secret is not None
-        )
-        self.runlog = RunLog(engine, secrets=secrets)
+        self.runlog = RunLog(engine, secrets=_secrets(self.settings, self.client.api_key))
         self.executor_id = self.requested_executor_id or self._claim_slot()
         for handler in logging.getLogger("dbos").handlers:
             # DBOS keeps the handler it made the first time; follow today's stderr instead.
@@ -277,7 +277,7 @@ class Engine:
                 handler.stream = sys.stderr
         DBOS(
             config={
-                "name": "klingflow",
+                "name": APPLICATION_NAME,
                 "system_database_url": self.database_url,
                 "system_database_engine": engine,
                 "serializer": DBOSPortableJSONSerializer(),
@@ -409,21 +409,9 @@ class Engine:
     ) -> RunRecord:
         """Create the run and queue it, its inputs checked first; a known idempotency key
         returns the key's run, whatever this payload says (a retried call gets its answer)."""
-        known = None if idempotency_key is None else self.runlog.find_by_key(idempotency_key)
-        if known is not None:
-            run, created = known, False
-        else:
-            run, created = self.runlog.create_run(
-                workflow_name=workflow.name,
-                workflow_hash=workflow.content_hash,
-                workflow=workflow.model_dump(mode="json", by_alias=True, exclude_unset=True),
-                source_path=workflow.source_path,
-                trigger=payload,
-                inputs=workflow.resolve_inputs(payload),
-                output_root=str(self.settings.outputs_dir),
-                budget_usd=workflow.budget_usd,
-                idempotency_key=idempotency_key,
-            )
+        run, created = _create_run(
+            self.runlog, self.settings, workflow, payload, idempotency_key=idempotency_key
+        )
         if created:
             await self._enqueue(run.run_id)
         elif run.status is RunStatus.QUEUED:
@@ -768,6 +756,99 @@ class Engine:
 
         result: dict[str, Any] = (await _durable_step("loop.items", run_items))["ok"]
         return result
+
+
+def _secrets(settings: Settings, api_key: SecretStr | None) -> tuple[str, ...]:
+    """The values the run log masks wherever they appear (in a trigger, a message)."""
+    return tuple(
+        secret.get_secret_value()
+        for secret in (api_key, settings.chat_api_key, settings.webhook_secret, settings.api_token)
+        if secret is not None
+    )
+
+
+def _create_run(
+    runlog: RunLog,
+    settings: Settings,
+    workflow: Workflow,
+    payload: dict[str, Any],
+    *,
+    idempotency_key: str | None,
+) -> tuple[RunRecord, bool]:
+    """The key's run, or a new queued one (inputs checked first): (run, created)."""
+    known = None if idempotency_key is None else runlog.find_by_key(idempotency_key)
+    if known is not None:
+        return known, False
+    return runlog.create_run(
+        workflow_name=workflow.name,
+        workflow_hash=workflow.content_hash,
+        workflow=workflow.model_dump(mode="json", by_alias=True, exclude_unset=True),
+        source_path=workflow.source_path,
+        trigger=payload,
+        inputs=workflow.resolve_inputs(payload),
+        output_root=str(settings.outputs_dir),
+        budget_usd=workflow.budget_usd,
+        idempotency_key=idempotency_key,
+    )
+
+
+class RunQueue:
+    """Queues runs without executing any: `klingflow run --detach`.
+
+    An `Engine` executes whatever DBOS hands it, so a short-lived one would take queued
+    runs and abandon them when it exits (under its own executor id, which no worker
+    recovers). This writes the run and enqueues its workflow through a `DBOSClient`: only
+    workers and `serve` execute. Use `async with RunQueue(settings) as queue:`.
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.runlog: RunLog
+        self._client: DBOSClient | None = None
+
+    async def __aenter__(self) -> Self:
+        url = self.settings.resolved_database_url()
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(url)
+        api_key = os.environ.get("PIAPI_API_KEY")
+        secret = SecretStr(api_key) if api_key else None
+        self.runlog = RunLog(engine, secrets=_secrets(self.settings, secret))
+        # The client never creates DBOS's tables; a first `--detach` on a new database must.
+        await asyncio.to_thread(DBOS.migrate, url)
+        self._client = DBOSClient(
+            system_database_engine=engine,
+            serializer=DBOSPortableJSONSerializer(),
+            application_name=APPLICATION_NAME,
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._client is not None:
+            self._client.destroy()
+        self.runlog.engine.dispose()
+
+    async def start_run(
+        self,
+        workflow: Workflow,
+        payload: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+    ) -> RunRecord:
+        """Like `Engine.start_run`, but only queued. Enqueueing a known run's id again
+        attaches to it (DBOS's default), so a lost enqueue is repaired and nothing repeats."""
+        assert self._client is not None, "use `async with RunQueue(...)`"
+        run, created = _create_run(
+            self.runlog, self.settings, workflow, payload, idempotency_key=idempotency_key
+        )
+        if created or run.status is RunStatus.QUEUED:
+            options: EnqueueOptions = {
+                "queue_name": RUNS_QUEUE,
+                "workflow_name": "klingflow.run",
+                "workflow_id": run.run_id,
+                "app_version": ENGINE_VERSION,
+            }
+            await self._client.enqueue_async(options, run.run_id)
+        return run
 
 
 def describe_paused(run: RunRecord) -> str:
