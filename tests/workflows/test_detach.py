@@ -80,7 +80,8 @@ def test_detached_runs_are_executed_by_the_worker_alone(
                 rows_now = db.execute(
                     "select status, count(*) from kf_runs group by status"
                 ).fetchall()
-                if dict(rows_now).get("completed") == 38:
+                counts: dict[str, int] = {status: count for status, count in rows_now}
+                if counts.get("completed") == 38:
                     break
                 assert worker.poll() is None, log.read_text()
                 assert time.monotonic() < deadline + 60, f"runs left unfinished: {rows_now}"
