@@ -262,3 +262,22 @@ def test_task_id_per_item_settles_several_uncertain_submissions(
     assert run["status"] == "completed"
     assert_each_video_paid_once(emulator, batch)
     assert Decimal(run["spent_usd"]) == charged_usd(batch)
+
+
+def test_restart_counts_the_dead_processs_tasks_toward_the_concurrency_limit(
+    batch: Batch, emulator: EmulatorServer
+) -> None:
+    """Two tasks still generate at PiAPI when the rerun starts: it submits no third meanwhile."""
+    prompts = [f"limited prompt {n}" for n in range(4)]
+    batch.command[batch.command.index("-i") + 1] = f"prompts={json.dumps(prompts)}"
+    batch.file.write_text(WORKFLOW.replace("concurrency: 1", "concurrency: 4"))
+    batch.env["KLINGFLOW_CONCURRENCY"] = "2"
+    emulator.configure(processing_seconds=2_000)  # 2 s of real time per video at x1000
+    process = batch.start()
+    batch.kill_when(process, lambda: batch.accepted() == 2)
+
+    code, [run], _ = batch.finish()
+    assert code == 0, run["message"]
+    assert run["status"] == "completed"
+    assert emulator.stats()["creates"] == len(prompts)
+    assert emulator.stats()["peak_concurrency"] == 2

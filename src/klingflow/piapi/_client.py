@@ -15,7 +15,7 @@ import importlib.metadata
 import logging
 import os
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
@@ -300,6 +300,13 @@ class PiAPI(_BaseClient):
         if self._slots is not None and task.is_terminal:
             self._slots.finish(task.task_id)
         return task
+
+    def adopt_tasks(self, task_ids: Iterable[str]) -> None:
+        """Count tasks submitted elsewhere (by a process that died, say) toward
+        `max_concurrent_tasks` until this client sees them finished: a restart never has
+        more tasks running at PiAPI than the limit allows."""
+        if self._slots is not None:
+            self._slots.adopt(list(task_ids))
 
     def _reserve_slot(self) -> None:
         """Block until fewer than `max_concurrent_tasks` of our tasks run, polling them."""
@@ -624,6 +631,13 @@ class AsyncPiAPI(_BaseClient):
         if self._slots is not None and task.is_terminal:
             self._slots.finish(task.task_id)
         return task
+
+    def adopt_tasks(self, task_ids: Iterable[str]) -> None:
+        """Count tasks submitted elsewhere (by a process that died, say) toward
+        `max_concurrent_tasks` until this client sees them finished: a restart never has
+        more tasks running at PiAPI than the limit allows."""
+        if self._slots is not None:
+            self._slots.adopt(list(task_ids))
 
     async def _reserve_slot(self) -> None:
         """Wait until fewer than `max_concurrent_tasks` of our tasks run, polling them."""

@@ -269,6 +269,7 @@ class Engine:
         engine = make_engine(self.database_url)
         self.runlog = RunLog(engine, secrets=_secrets(self.settings, self.client.api_key))
         self.executor_id = self.requested_executor_id or self._claim_slot()
+        self._adopt_tasks_in_flight()
         for handler in logging.getLogger("dbos").handlers:
             # DBOS keeps the handler it made the first time; follow today's stderr instead.
             # (setStream would flush the old stream, which may be closed by now.)
@@ -339,6 +340,18 @@ class Engine:
         for task in self._workflows:
             task.cancel()
         await asyncio.gather(*self._workflows, *self._unstoppable, return_exceptions=True)
+
+    def _adopt_tasks_in_flight(self) -> None:
+        """Count the tasks PiAPI may still run for unfinished runs (a dead process's) toward
+        this client's concurrency limit, until it sees each one finished. Before DBOS
+        recovers anything, so no recovered run submits past the limit. With several
+        workers each also counts the others' tasks: it waits longer, never exceeds."""
+        in_flight = self.runlog.submissions(active_only=True, limit=ORPHAN_SCAN_LIMIT)
+        self.client.adopt_tasks(
+            s.intent.task_id
+            for s in reversed(in_flight)  # oldest first, as the client keeps them
+            if s.intent.state is IntentState.ACCEPTED and s.intent.task_id
+        )
 
     def _slot_prefix(self) -> str:
         return "local" if is_sqlite(self.database_url) else f"{socket.gethostname()}-local"
