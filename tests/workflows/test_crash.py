@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import sqlite3
 import subprocess
@@ -20,10 +21,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 
 from klingflow.emulator import EmulatorServer, FaultRule
 from klingflow.piapi import PiAPI
+from klingflow.workflows.database import make_engine
+from klingflow.workflows.runlog import IntentState, RunLog, RunStatus
+
+from .test_postgres import postgres_url  # noqa: F401  (the fixture)
 
 PROMPTS = ["a red fox in snow", "a paper boat at sea", "sunflowers at dawn"]
 WORKFLOW = """
@@ -131,9 +137,9 @@ def assert_each_video_paid_once(emulator: EmulatorServer, batch: Batch) -> None:
     assert batch.files() == ["1.mp4", "2.mp4", "3.mp4"]
 
 
-def charged_usd(batch: Batch) -> Decimal:
+def charged_usd(api_key: str, url: str) -> Decimal:
     """What PiAPI (the emulator) charged this key so far."""
-    with PiAPI(api_key=batch.env["PIAPI_API_KEY"], base_url=batch.emulator.url) as client:
+    with PiAPI(api_key=api_key, base_url=url) as client:
         info = client.account()
     return Decimal(str(info.model_dump()["spent_usd"])).quantize(Decimal("0.01"))
 
@@ -261,7 +267,7 @@ def test_task_id_per_item_settles_several_uncertain_submissions(
     assert code == 0, run["message"]
     assert run["status"] == "completed"
     assert_each_video_paid_once(emulator, batch)
-    assert Decimal(run["spent_usd"]) == charged_usd(batch)
+    assert Decimal(run["spent_usd"]) == charged_usd(batch.env["PIAPI_API_KEY"], emulator.url)
 
 
 def test_restart_counts_the_dead_processs_tasks_toward_the_concurrency_limit(
@@ -281,3 +287,137 @@ def test_restart_counts_the_dead_processs_tasks_toward_the_concurrency_limit(
     assert run["status"] == "completed"
     assert emulator.stats()["creates"] == len(prompts)
     assert emulator.stats()["peak_concurrency"] == 2
+
+
+LOOP_OF_20 = """
+name: crash-loop
+inputs:
+  prompts: {type: array, required: true}
+nodes:
+  - id: each
+    type: loop
+    with: {items: "{{ inputs.prompts }}", concurrency: 5}
+    nodes:
+      - id: video
+        type: kling.video
+        with: {prompt: "{{ item }}", duration: 5, name: "{{ loop.number }}.mp4"}
+"""
+KILLS = 20
+SEED = 20261206
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_a_worker_killed_at_random_points_delivers_every_paid_video_once(
+    database: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    emulator: EmulatorServer,
+    api_key: str,
+) -> None:
+    """SIGKILL a worker at 20 seeded random moments of a 20-video loop and restart it each
+    time: 20 creates, 20 valid MP4s, spend equal to PiAPI's charge, and no human needed but
+    for a create caught on the wire (settled with `--task-id` per item)."""
+    home = tmp_path / "home"
+    url = f"sqlite:///{home / 'klingflow.sqlite'}"
+    env = {
+        **os.environ,
+        "KLINGFLOW_HOME": str(home),
+        "PIAPI_BASE_URL": emulator.url,
+        "PIAPI_API_KEY": api_key,
+        "KLINGFLOW_POLL_SECONDS": "0.05",
+        "KLINGFLOW_EXECUTOR_ID": "crash-worker",  # a restarted worker recovers its runs
+    }
+    if database == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        env["KLINGFLOW_DATABASE_URL"] = url
+    else:
+        env.pop("KLINGFLOW_DATABASE_URL", None)
+    prompts = [f"crash loop clip {n}" for n in range(20)]
+    (tmp_path / "loop.yaml").write_text(LOOP_OF_20)
+    emulator.configure(processing_seconds=2_500)  # 2.5 s of real time per video at x1000
+    klingflow = [sys.executable, "-m", "klingflow"]
+    started = subprocess.run(
+        [*klingflow, "run", str(tmp_path / "loop.yaml"), "-i", f"prompts={json.dumps(prompts)}",
+         "--detach"],
+        env=env, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    run_id = started.stdout.strip()
+    runlog = RunLog(make_engine(url.replace("postgresql://", "postgresql+psycopg://")))
+    log = tmp_path / "worker.log"
+
+    def status() -> RunStatus:
+        run = runlog.get_run(run_id)
+        assert run is not None
+        return run.status
+
+    def start_worker() -> subprocess.Popen[bytes]:
+        with log.open("ab") as output:
+            worker = subprocess.Popen([*klingflow, "worker"], env=env, stdout=output, stderr=output)
+        workers.append(worker)
+        deadline = time.monotonic() + 60
+        while log.read_text().count("klingflow worker crash-worker") < starts + 1:
+            assert worker.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the worker never started"
+            time.sleep(0.02)
+        return worker
+
+    rng = random.Random(SEED)
+    kills = starts = 0
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        while kills < KILLS and starts < 2 * KILLS:
+            worker = start_worker()
+            starts += 1
+            time.sleep(rng.uniform(0.05, 0.5))  # a random moment of submitting, polling, saving
+            unfinished = status() not in (RunStatus.COMPLETED, RunStatus.PAUSED)
+            os.kill(worker.pid, signal.SIGKILL)
+            assert worker.wait(timeout=10) == -signal.SIGKILL
+            kills += unfinished
+        assert kills == KILLS, f"the loop finished after {kills} kills"
+        worker = start_worker()
+        deadline = time.monotonic() + 120
+        while status() not in (RunStatus.COMPLETED, RunStatus.PAUSED):
+            assert worker.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, (
+                f"the run never settled: {status()}\n"
+                f"{[(n.node_path, n.status.value, n.error) for n in runlog.nodes(run_id)]}\n"
+                f"{[(i.node_path, i.state.value, i.task_id) for i in runlog.intents(run_id)]}"
+            )
+            time.sleep(0.1)
+        worker.terminate()
+        worker.wait(timeout=30)
+
+        uncertain = [i for i in runlog.intents(run_id) if i.state == IntentState.UNCERTAIN]
+        if uncertain:  # creates caught on the wire: the user finds them in PiAPI's task list
+            assert status() == RunStatus.PAUSED
+            by_prompt = {t["input"]["prompt"]: t["task_id"] for t in emulator.tasks()}
+            given = []
+            for intent in uncertain:
+                index = int(intent.node_path.split("[")[1].split("]")[0])
+                given += ["--task-id", f"{intent.node_path}={by_prompt[prompts[index]]}"]
+            settled = subprocess.run(
+                [*klingflow, "runs", "retry", run_id, *given, "--json"],
+                env=env, capture_output=True, text=True, timeout=120, check=False,
+            )  # fmt: skip
+            assert settled.returncode == 0, settled.stdout + settled.stderr
+        run = runlog.get_run(run_id)
+        assert run is not None
+        price = runlog.intents(run_id)[0].estimated_usd  # klingflow's price of one video
+    finally:
+        for started_worker in workers:
+            if started_worker.poll() is None:
+                started_worker.kill()
+                started_worker.wait(timeout=30)
+        runlog.engine.dispose()
+    assert run.status == RunStatus.COMPLETED, run.message
+    assert len(uncertain) <= 2, f"{len(uncertain)} uncertain after {kills} kills"
+    stats = emulator.stats()
+    assert stats["creates"] == 20
+    assert sorted(t["input"]["prompt"] for t in emulator.tasks()) == sorted(prompts)
+    files = sorted(home.glob(f"runs/{run_id}/*.mp4"))
+    assert [f.name for f in files] == sorted(f"{n}.mp4" for n in range(1, 21))
+    for path in files:
+        with av.open(str(path)) as container:
+            assert container.streams.video, path
+    assert run.spent_usd == charged_usd(api_key, emulator.url) == 20 * price
