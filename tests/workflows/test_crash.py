@@ -362,13 +362,24 @@ def test_a_worker_killed_at_random_points_delivers_every_paid_video_once(
             time.sleep(0.02)
         return worker
 
+    def retry(*options: str) -> int:
+        done = subprocess.run(
+            [*klingflow, "runs", "retry", run_id, *options, "--json"],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        return done.returncode
+
     rng = random.Random(SEED)
     kills = starts = 0
     workers: list[subprocess.Popen[bytes]] = []
     try:
         while kills < KILLS and starts < 2 * KILLS:
+            # PiAPI's clock stands still while no worker is up, so the loop is not done
+            # by the time the kills are: it advances only while the worker works.
+            emulator.configure(time_scale=0.001)
             worker = start_worker()
             starts += 1
+            emulator.configure(time_scale=1000)
             time.sleep(rng.uniform(0.05, 0.5))  # a random moment of submitting, polling, saving
             unfinished = status() not in (RunStatus.COMPLETED, RunStatus.PAUSED)
             os.kill(worker.pid, signal.SIGKILL)
@@ -389,18 +400,20 @@ def test_a_worker_killed_at_random_points_delivers_every_paid_video_once(
         worker.wait(timeout=30)
 
         uncertain = [i for i in runlog.intents(run_id) if i.state == IntentState.UNCERTAIN]
-        if uncertain:  # creates caught on the wire: the user finds them in PiAPI's task list
+        if uncertain:  # creates caught on the wire: the user looks in PiAPI's task list
             assert status() == RunStatus.PAUSED
             by_prompt = {t["input"]["prompt"]: t["task_id"] for t in emulator.tasks()}
-            given = []
+            found, missing = [], []
             for intent in uncertain:
-                index = int(intent.node_path.split("[")[1].split("]")[0])
-                given += ["--task-id", f"{intent.node_path}={by_prompt[prompts[index]]}"]
-            settled = subprocess.run(
-                [*klingflow, "runs", "retry", run_id, *given, "--json"],
-                env=env, capture_output=True, text=True, timeout=120, check=False,
-            )  # fmt: skip
-            assert settled.returncode == 0, settled.stdout + settled.stderr
+                prompt = prompts[int(intent.node_path.split("[")[1].split("]")[0])]
+                if prompt in by_prompt:  # PiAPI took it: its task id settles the item
+                    found += ["--task-id", f"{intent.node_path}={by_prompt[prompt]}"]
+                else:  # it never arrived: submit it again
+                    missing.append(intent.node_path)
+            if found:  # the others still uncertain keep the run paused (exit 16)
+                assert retry(*found) == (16 if missing else 0)
+            if missing:
+                assert retry("--resubmit") == 0
         run = runlog.get_run(run_id)
         assert run is not None
         price = runlog.intents(run_id)[0].estimated_usd  # klingflow's price of one video
@@ -421,3 +434,23 @@ def test_a_worker_killed_at_random_points_delivers_every_paid_video_once(
         with av.open(str(path)) as container:
             assert container.streams.video, path
     assert run.spent_usd == charged_usd(api_key, emulator.url) == 20 * price
+
+
+def test_spend_after_resubmitting_is_what_piapi_charged(
+    batch: Batch, emulator: EmulatorServer
+) -> None:
+    """A create dropped before PiAPI took it, then `--resubmit`: spent is PiAPI's charge, and
+    the first submission's estimate stays reserved (unknown), never counted as spent."""
+    emulator.add_fault(FaultRule(action="drop", method="POST", path="/api/v1/task"))
+    code, [run], _ = batch.finish()
+    assert code == 16
+    assert run["status"] == "paused"
+    assert emulator.stats()["creates"] == len(PROMPTS) - 1  # the first never reached PiAPI
+
+    code, [run], _ = batch.finish("runs", "retry", run["run_id"], "--resubmit", "--json")
+    assert code == 0, run["message"]
+    assert run["status"] == "completed"
+    assert_each_video_paid_once(emulator, batch)
+    charged = charged_usd(batch.env["PIAPI_API_KEY"], emulator.url)
+    assert Decimal(run["spent_usd"]) == charged
+    assert Decimal(run["reserved_usd"]) == charged / len(PROMPTS)  # the abandoned estimate

@@ -508,6 +508,20 @@ class Engine:
             self.runlog.set_status(run_id, RunStatus.CANCELLED, message="cancelled by the user")
         elif self.runlog.claim_paused(run_id, message=f"{command.action} requested"):
             await DBOS.send_async(run_id, command.__dict__, topic=CONTROL_TOPIC)
+        elif (
+            command.action in ("retry", "restart")
+            and run.status is RunStatus.CRASHED
+            and await self._no_live_chunks(run_id)
+            and self.runlog.claim_crashed(
+                run_id, message=f"{command.action} of a crashed run requested"
+            )
+        ):
+            # DBOS ended the workflow in error; run it again from its first step, in place.
+            # Finished nodes come back from the run log and paid submissions from their
+            # intents, so this is a resume, not a rerun (`restart` opens a new epoch first).
+            if command.action == "restart":
+                self.runlog.new_epoch(run_id)
+            await DBOS.rewind_workflow_async(run_id, start_step=1, queue_name=RUNS_QUEUE)
         else:  # not paused, or another command (another click, another process) came first
             now = self.runlog.get_run(run_id)
             status = now.status.value if now is not None else status
@@ -519,6 +533,24 @@ class Engine:
         record = self.runlog.get_run(run_id)
         assert record is not None
         return record
+
+    async def _no_live_chunks(self, run_id: str) -> bool:
+        """A crashed run's loop chunks may still be working (the run's own workflow died,
+        not theirs): running the run again beside them could submit an item twice."""
+        live = await DBOS.list_workflows_async(
+            parent_workflow_id=run_id,
+            status=["PENDING", "ENQUEUED"],
+            load_input=False,
+            load_output=False,
+        )
+        if live:
+            raise RunStateError(
+                f"run {run_id} crashed while {len(live)} of its loop chunks still run; retry "
+                "once they have finished (a worker finishes them)",
+                run_id=run_id,
+                status=RunStatus.CRASHED.value,
+            )
+        return True
 
     async def deliver_webhook(self, task: Task, *, intent_id: str | None = None) -> None:
         """A verified webhook: wake whatever waits for the task, settle a lost answer, and
@@ -540,6 +572,10 @@ class Engine:
                     note="reconciled by PiAPI's webhook",
                 )
                 await self.resume_if_settled(run_id)
+            elif intent.state is IntentState.ABANDONED and task.is_terminal:
+                # Resubmitted over, yet PiAPI made it: what it cost is known now.
+                spent = task.meta.usage.consume
+                self.runlog.settle_abandoned(intent_id, task_id=task.task_id, spent_points=spent)
         owner = self.runlog.intent_for_task(task.task_id)
         if owner is None:
             return

@@ -539,6 +539,23 @@ class RunLog:
             )
         return result.rowcount == 1
 
+    def claim_crashed(self, run_id: str, *, message: str) -> bool:
+        """Queue a crashed run to be run again (a crash is a pause we could not write),
+        unless another command claimed it first: one atomic update, as `claim_paused`."""
+        with self._tx() as tx:
+            result = tx.execute(
+                runs.update()
+                .where(runs.c.run_id == run_id, runs.c.status == RunStatus.CRASHED.value)
+                .values(
+                    status=RunStatus.QUEUED.value,
+                    message=message,
+                    paused_node=None,
+                    finished_at=None,
+                    updated_at=time.time(),
+                )
+            )
+        return result.rowcount == 1
+
     def new_epoch(self, run_id: str) -> int:
         """Start the run over (retry --from-start): earlier node results are kept, unused."""
         with self._tx() as tx:
@@ -853,24 +870,36 @@ class RunLog:
         return row.task_id if row is not None and row.state == IntentState.ACCEPTED.value else None
 
     def abandon_intent(self, intent_id: str, *, note: str) -> None:
-        """Give up on an uncertain submission; its reservation counts as spent (it may be)."""
+        """Give up on an uncertain submission (the node submits again). Whether it made a
+        task is unknown, so its estimate stays reserved, not spent: spent is only what PiAPI
+        charged. PiAPI's webhook, if one comes, settles it (`settle_abandoned`)."""
         with self._tx() as tx:
-            row = tx.execute(intents.select().where(intents.c.intent_id == intent_id)).first()
-            if row is None or row.state != IntentState.UNCERTAIN.value:
-                return
             tx.execute(
                 intents.update()
                 .where(intents.c.intent_id == intent_id)
+                .where(intents.c.state == IntentState.UNCERTAIN.value)
                 .values(state=IntentState.ABANDONED.value, note=note, updated_at=time.time())
             )
-            tx.execute(
-                runs.update()
-                .where(runs.c.run_id == row.run_id)
-                .values(
-                    reserved_points=runs.c.reserved_points - row.estimated_points,
-                    spent_points=runs.c.spent_points + row.estimated_points,
-                )
+
+    def settle_abandoned(self, intent_id: str, *, task_id: str, spent_points: int) -> bool:
+        """An abandoned submission did make `task_id`, which ended costing `spent_points`:
+        its reservation becomes what it cost, once (False if already settled)."""
+        with self._tx() as tx:
+            settled = tx.execute(
+                intents.update()
+                .where(intents.c.intent_id == intent_id)
+                .where(intents.c.state == IntentState.ABANDONED.value)
+                .where(intents.c.task_id.is_(None))
+                .values(task_id=task_id, note="resubmitted over; PiAPI's webhook named its task")
             )
+            if settled.rowcount != 1:
+                return False
+            row = tx.execute(_INTENT_BY_ID, {"q_intent": intent_id}).one()
+            tx.execute(
+                _SETTLE,
+                {"q_run": row.run_id, "q_reserved": row.estimated_points, "q_spent": spent_points},
+            )
+        return True
 
     # -- summaries (dashboard, /api/spend, /api/tasks) ---------------------------------------
 
