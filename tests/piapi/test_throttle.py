@@ -96,6 +96,36 @@ def test_sequential_submits_beyond_the_cap_do_not_deadlock(
     assert sum(stats["tasks"][t.task_id]["gets"] for t in tasks) >= 3
 
 
+def test_on_sending_is_called_only_once_a_slot_is_free(
+    make_api: Callable[..., Api], emulator: EmulatorServer
+) -> None:
+    """A create queued behind the task cap is reported as leaving only after the cap let it."""
+    api = make_api(max_concurrent_tasks=1)
+    api.submit(REQUEST)
+    seen: list[list[str]] = []
+
+    def sending() -> None:  # what PiAPI holds at the moment the second create leaves
+        seen.append([task["status"] for task in emulator.tasks()])
+
+    api.submit(REQUEST, on_sending=sending)
+    assert seen == [["completed"]]
+    assert emulator.stats()["creates"] == 2
+
+
+def test_a_failing_on_sending_sends_nothing(
+    make_api: Callable[..., Api], emulator: EmulatorServer
+) -> None:
+    """If the caller cannot journal the create, the POST does not leave."""
+    api = make_api()
+
+    def broken() -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        api.submit(REQUEST, on_sending=broken)
+    assert emulator.stats()["create_requests"] == 0
+
+
 def test_without_max_concurrent_tasks_the_peak_is_higher(
     api: Api, emulator: EmulatorServer
 ) -> None:

@@ -10,18 +10,26 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 
 from klingflow.emulator import EmulatorServer, FaultRule
+from klingflow.piapi import PiAPI
+from klingflow.workflows.database import make_engine
+from klingflow.workflows.runlog import IntentState, RunLog, RunStatus
+
+from .test_postgres import postgres_url  # noqa: F401  (the fixture)
 
 PROMPTS = ["a red fox in snow", "a paper boat at sea", "sunflowers at dawn"]
 WORKFLOW = """
@@ -99,6 +107,19 @@ class Batch:
             count: int = row.fetchone()[0]
             return count
 
+    def recorded(self) -> int:
+        """Submissions the batch has recorded, sent or not (read from its run log)."""
+        database = self.home / "klingflow.sqlite"
+        if not database.exists():
+            return 0
+        with sqlite3.connect(database) as db:
+            try:
+                row = db.execute("select count(*) from kf_intents")
+            except sqlite3.OperationalError:  # tables not created yet
+                return 0
+            count: int = row.fetchone()[0]
+            return count
+
     def files(self) -> list[str]:
         return sorted(path.name for path in self.home.glob("runs/*/*.mp4"))
 
@@ -114,6 +135,13 @@ def assert_each_video_paid_once(emulator: EmulatorServer, batch: Batch) -> None:
     assert emulator.stats()["creates"] == len(PROMPTS)
     assert all(t["status"] == "completed" for t in tasks)
     assert batch.files() == ["1.mp4", "2.mp4", "3.mp4"]
+
+
+def charged_usd(api_key: str, url: str) -> Decimal:
+    """What PiAPI (the emulator) charged this key so far."""
+    with PiAPI(api_key=api_key, base_url=url) as client:
+        info = client.account()
+    return Decimal(str(info.model_dump()["spent_usd"])).quantize(Decimal("0.01"))
 
 
 def fault_used(emulator: EmulatorServer) -> bool:
@@ -178,3 +206,251 @@ def test_killed_after_piapi_took_the_task_but_before_it_answered(
     assert code == 0
     assert run["status"] == "completed"
     assert_each_video_paid_once(emulator, batch)
+
+
+def test_creates_queued_behind_the_clients_limits_resume_by_themselves(
+    batch: Batch, emulator: EmulatorServer
+) -> None:
+    """Killed while creates wait for a free task slot: none was sent, so none is uncertain."""
+    prompts = [f"queued prompt {n}" for n in range(6)]
+    batch.command[batch.command.index("-i") + 1] = f"prompts={json.dumps(prompts)}"
+    batch.file.write_text(WORKFLOW.replace("concurrency: 1", "concurrency: 6"))
+    batch.env["KLINGFLOW_CONCURRENCY"] = "2"  # the client lets 2 tasks run; 4 creates queue
+    emulator.configure(processing_seconds=3_000)  # 3 s of real time per video at x1000
+    process = batch.start()
+    # The other four wait behind the client's two slots: recorded, never sent.
+    batch.kill_when(process, lambda: batch.accepted() == 2 and batch.recorded() == 6)
+    assert emulator.stats()["creates"] == 2
+    emulator.configure(processing_seconds=1)
+
+    code, [run], _ = batch.finish()
+    assert code == 0, run
+    assert run["status"] == "completed"
+    tasks = emulator.tasks()
+    assert sorted(t["input"]["prompt"] for t in tasks) == sorted(prompts)
+    assert emulator.stats()["creates"] == len(prompts)
+    assert len(batch.files()) == len(prompts)
+
+
+def test_task_id_per_item_settles_several_uncertain_submissions(
+    batch: Batch, emulator: EmulatorServer
+) -> None:
+    """Two items' answers are lost: `--task-id PATH=ID` per item settles both, paying nothing more.
+
+    Ids that do not match their submission's prompt are refused first, and nothing changes.
+    """
+    emulator.add_fault(
+        FaultRule(action="drop", method="POST", path="/api/v1/task", phase="after", times=2)
+    )
+    code, [run], _ = batch.finish()
+    assert code == 16
+    assert run["status"] == "paused"
+    assert emulator.stats()["creates"] == len(PROMPTS)
+    by_prompt = {t["input"]["prompt"]: t["task_id"] for t in emulator.tasks()}
+    first, second = by_prompt[PROMPTS[0]], by_prompt[PROMPTS[1]]
+
+    retry = ["runs", "retry", run["run_id"], "--json"]
+    swapped = ["--task-id", f"each[0].video={second}", "--task-id", f"each[1].video={first}"]
+    code, [run], _ = batch.finish(*retry, *swapped)
+    assert code == 16
+    assert run["status"] == "paused"
+    assert "is not this submission (it differs in input.prompt)" in run["message"]
+    assert "nothing was changed" in run["message"]
+
+    bare = ["--task-id", first]
+    code, [run], _ = batch.finish(*retry, *bare)
+    assert code == 16
+    assert "there are 2 (each[0].video, each[1].video)" in run["message"]
+
+    given = ["--task-id", f"each[0].video={first}", "--task-id", f"each[1].video={second}"]
+    code, [run], _ = batch.finish(*retry, *given)
+    assert code == 0, run["message"]
+    assert run["status"] == "completed"
+    assert_each_video_paid_once(emulator, batch)
+    assert Decimal(run["spent_usd"]) == charged_usd(batch.env["PIAPI_API_KEY"], emulator.url)
+
+
+def test_restart_counts_the_dead_processs_tasks_toward_the_concurrency_limit(
+    batch: Batch, emulator: EmulatorServer
+) -> None:
+    """Two tasks still generate at PiAPI when the rerun starts: it submits no third meanwhile."""
+    prompts = [f"limited prompt {n}" for n in range(4)]
+    batch.command[batch.command.index("-i") + 1] = f"prompts={json.dumps(prompts)}"
+    batch.file.write_text(WORKFLOW.replace("concurrency: 1", "concurrency: 4"))
+    batch.env["KLINGFLOW_CONCURRENCY"] = "2"
+    emulator.configure(processing_seconds=2_000)  # 2 s of real time per video at x1000
+    process = batch.start()
+    batch.kill_when(process, lambda: batch.accepted() == 2)
+
+    code, [run], _ = batch.finish()
+    assert code == 0, run["message"]
+    assert run["status"] == "completed"
+    assert emulator.stats()["creates"] == len(prompts)
+    assert emulator.stats()["peak_concurrency"] == 2
+
+
+LOOP_OF_20 = """
+name: crash-loop
+inputs:
+  prompts: {type: array, required: true}
+nodes:
+  - id: each
+    type: loop
+    with: {items: "{{ inputs.prompts }}", concurrency: 5}
+    nodes:
+      - id: video
+        type: kling.video
+        with: {prompt: "{{ item }}", duration: 5, name: "{{ loop.number }}.mp4"}
+"""
+KILLS = 20
+SEED = 20261206
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_a_worker_killed_at_random_points_delivers_every_paid_video_once(
+    database: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    emulator: EmulatorServer,
+    api_key: str,
+) -> None:
+    """SIGKILL a worker at 20 seeded random moments of a 20-video loop and restart it each
+    time: 20 creates, 20 valid MP4s, spend equal to PiAPI's charge, and no human needed but
+    for a create caught on the wire (settled with `--task-id` per item)."""
+    home = tmp_path / "home"
+    url = f"sqlite:///{home / 'klingflow.sqlite'}"
+    env = {
+        **os.environ,
+        "KLINGFLOW_HOME": str(home),
+        "PIAPI_BASE_URL": emulator.url,
+        "PIAPI_API_KEY": api_key,
+        "KLINGFLOW_POLL_SECONDS": "0.05",
+        "KLINGFLOW_EXECUTOR_ID": "crash-worker",  # a restarted worker recovers its runs
+    }
+    if database == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        env["KLINGFLOW_DATABASE_URL"] = url
+    else:
+        env.pop("KLINGFLOW_DATABASE_URL", None)
+    prompts = [f"crash loop clip {n}" for n in range(20)]
+    (tmp_path / "loop.yaml").write_text(LOOP_OF_20)
+    emulator.configure(processing_seconds=2_500)  # 2.5 s of real time per video at x1000
+    klingflow = [sys.executable, "-m", "klingflow"]
+    started = subprocess.run(
+        [*klingflow, "run", str(tmp_path / "loop.yaml"), "-i", f"prompts={json.dumps(prompts)}",
+         "--detach"],
+        env=env, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    run_id = started.stdout.strip()
+    runlog = RunLog(make_engine(url.replace("postgresql://", "postgresql+psycopg://")))
+    log = tmp_path / "worker.log"
+
+    def status() -> RunStatus:
+        run = runlog.get_run(run_id)
+        assert run is not None
+        return run.status
+
+    def start_worker() -> subprocess.Popen[bytes]:
+        with log.open("ab") as output:
+            worker = subprocess.Popen([*klingflow, "worker"], env=env, stdout=output, stderr=output)
+        workers.append(worker)
+        deadline = time.monotonic() + 60
+        while log.read_text().count("klingflow worker crash-worker") < starts + 1:
+            assert worker.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the worker never started"
+            time.sleep(0.02)
+        return worker
+
+    def retry(*options: str) -> int:
+        done = subprocess.run(
+            [*klingflow, "runs", "retry", run_id, *options, "--json"],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        return done.returncode
+
+    rng = random.Random(SEED)
+    kills = starts = 0
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        while kills < KILLS and starts < 2 * KILLS:
+            # PiAPI's clock stands still while no worker is up, so the loop is not done
+            # by the time the kills are: it advances only while the worker works.
+            emulator.configure(time_scale=0.001)
+            worker = start_worker()
+            starts += 1
+            emulator.configure(time_scale=1000)
+            time.sleep(rng.uniform(0.05, 0.5))  # a random moment of submitting, polling, saving
+            unfinished = status() not in (RunStatus.COMPLETED, RunStatus.PAUSED)
+            os.kill(worker.pid, signal.SIGKILL)
+            assert worker.wait(timeout=10) == -signal.SIGKILL
+            kills += unfinished
+        assert kills == KILLS, f"the loop finished after {kills} kills"
+        worker = start_worker()
+        deadline = time.monotonic() + 120
+        while status() not in (RunStatus.COMPLETED, RunStatus.PAUSED):
+            assert worker.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, (
+                f"the run never settled: {status()}\n"
+                f"{[(n.node_path, n.status.value, n.error) for n in runlog.nodes(run_id)]}\n"
+                f"{[(i.node_path, i.state.value, i.task_id) for i in runlog.intents(run_id)]}"
+            )
+            time.sleep(0.1)
+        worker.terminate()
+        worker.wait(timeout=30)
+
+        uncertain = [i for i in runlog.intents(run_id) if i.state == IntentState.UNCERTAIN]
+        if uncertain:  # creates caught on the wire: the user looks in PiAPI's task list
+            assert status() == RunStatus.PAUSED
+            by_prompt = {t["input"]["prompt"]: t["task_id"] for t in emulator.tasks()}
+            found, missing = [], []
+            for intent in uncertain:
+                prompt = prompts[int(intent.node_path.split("[")[1].split("]")[0])]
+                if prompt in by_prompt:  # PiAPI took it: its task id settles the item
+                    found += ["--task-id", f"{intent.node_path}={by_prompt[prompt]}"]
+                else:  # it never arrived: submit it again
+                    missing.append(intent.node_path)
+            if found:  # the others still uncertain keep the run paused (exit 16)
+                assert retry(*found) == (16 if missing else 0)
+            if missing:
+                assert retry("--resubmit") == 0
+        run = runlog.get_run(run_id)
+        assert run is not None
+        price = runlog.intents(run_id)[0].estimated_usd  # klingflow's price of one video
+    finally:
+        for started_worker in workers:
+            if started_worker.poll() is None:
+                started_worker.kill()
+                started_worker.wait(timeout=30)
+        runlog.engine.dispose()
+    assert run.status == RunStatus.COMPLETED, run.message
+    assert len(uncertain) <= 2, f"{len(uncertain)} uncertain after {kills} kills"
+    stats = emulator.stats()
+    assert stats["creates"] == 20
+    assert sorted(t["input"]["prompt"] for t in emulator.tasks()) == sorted(prompts)
+    files = sorted(home.glob(f"runs/{run_id}/*.mp4"))
+    assert [f.name for f in files] == sorted(f"{n}.mp4" for n in range(1, 21))
+    for path in files:
+        with av.open(str(path)) as container:
+            assert container.streams.video, path
+    assert run.spent_usd == charged_usd(api_key, emulator.url) == 20 * price
+
+
+def test_spend_after_resubmitting_is_what_piapi_charged(
+    batch: Batch, emulator: EmulatorServer
+) -> None:
+    """A create dropped before PiAPI took it, then `--resubmit`: spent is PiAPI's charge, and
+    the first submission's estimate stays reserved (unknown), never counted as spent."""
+    emulator.add_fault(FaultRule(action="drop", method="POST", path="/api/v1/task"))
+    code, [run], _ = batch.finish()
+    assert code == 16
+    assert run["status"] == "paused"
+    assert emulator.stats()["creates"] == len(PROMPTS) - 1  # the first never reached PiAPI
+
+    code, [run], _ = batch.finish("runs", "retry", run["run_id"], "--resubmit", "--json")
+    assert code == 0, run["message"]
+    assert run["status"] == "completed"
+    assert_each_video_paid_once(emulator, batch)
+    charged = charged_usd(batch.env["PIAPI_API_KEY"], emulator.url)
+    assert Decimal(run["spent_usd"]) == charged
+    assert Decimal(run["reserved_usd"]) == charged / len(PROMPTS)  # the abandoned estimate

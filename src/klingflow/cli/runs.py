@@ -31,7 +31,8 @@ from klingflow.errors import InvalidRequestError, RunNotFoundError
 from klingflow.settings import Settings
 from klingflow.workflows import RunEstimate, Workflow, estimate_run, load_workflow
 from klingflow.workflows.database import make_engine
-from klingflow.workflows.engine import Command, Engine, describe_paused
+from klingflow.workflows.engine import Command, Engine, RunQueue, describe_paused
+from klingflow.workflows.reconcile import parse_task_ids
 from klingflow.workflows.registry import WorkflowRegistry
 from klingflow.workflows.runlog import NodeRun, NodeStatus, RunLog, RunRecord, RunStatus
 from klingflow.workflows.schedules import Scheduler
@@ -309,16 +310,23 @@ def run(
         return
     require_key()
 
+    def key(number: int) -> str | None:
+        return idempotency_key and (
+            idempotency_key if len(payloads) == 1 else f"{idempotency_key}:{number}"
+        )
+
     async def main() -> list[RunRecord]:
+        if detach:  # queued only: a worker (or `serve`) executes them
+            async with RunQueue() as queue:
+                return [
+                    await queue.start_run(workflow, payload, idempotency_key=key(number))
+                    for number, payload in enumerate(payloads)
+                ]
         async with Engine() as engine:
-            started = []
-            for number, payload in enumerate(payloads):
-                key = idempotency_key and (
-                    idempotency_key if len(payloads) == 1 else f"{idempotency_key}:{number}"
-                )
-                started.append(await engine.start_run(workflow, payload, idempotency_key=key))
-            if detach:
-                return started
+            started = [
+                await engine.start_run(workflow, payload, idempotency_key=key(number))
+                for number, payload in enumerate(payloads)
+            ]
             return await _finish(engine, [r.run_id for r in started], as_json=as_json)
 
     records = asyncio.run(main())
@@ -327,7 +335,7 @@ def run(
     elif detach:
         for record in records:
             out.print(record.run_id)
-        err.print("queued; `klingflow worker` runs them (or the next `klingflow run`)")
+        err.print("queued; `klingflow worker` (or `klingflow serve`) runs them")
     else:
         runlog = open_runlog()
         for record in records:
@@ -494,9 +502,14 @@ def retry(
         bool,
         typer.Option("--resubmit", help="An uncertain submission may be paid again: accept it."),
     ] = False,
-    task_id: Annotated[
-        str | None,
-        typer.Option("--task-id", help="The PiAPI task an uncertain submission created."),
+    task_ids: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--task-id",
+            help="The PiAPI task an uncertain submission created: ID for the only one, or "
+            "NODE_PATH=ID (e.g. 'each[3].video=ID'), repeated for each. Each is confirmed at "
+            "PiAPI and matched to its submission first.",
+        ),
     ] = None,
     all_paused: Annotated[
         bool, typer.Option("--all-paused", help="Retry every paused run (of --workflow).")
@@ -506,8 +519,9 @@ def retry(
     as_json: AsJson = False,
 ) -> None:
     """Resume a paused run from its failed node (finished nodes are reused)."""
-    if task_id and all_paused:
-        raise InvalidRequestError([("--task-id", "settles one run's submission: give one run id")])
+    given = parse_task_ids(task_ids or [])
+    if given and all_paused:
+        raise InvalidRequestError([("--task-id", "settles one run's submissions: give one run id")])
     if all_paused:
         paused = open_runlog().list_runs(
             status=RunStatus.PAUSED, workflow_name=workflow, limit=10_000
@@ -523,7 +537,7 @@ def retry(
     action = "restart" if from_start else "retry"
     _steer(
         run_ids,
-        Command(action=action, resubmit=resubmit, task_id=task_id),
+        Command(action=action, resubmit=resubmit, task_ids=given or None),
         wait=wait,
         as_json=as_json,
     )

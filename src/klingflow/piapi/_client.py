@@ -15,7 +15,7 @@ import importlib.metadata
 import logging
 import os
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
@@ -63,6 +63,8 @@ BASE_URL_ENV = "PIAPI_BASE_URL"
 DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_MAX_RESUMES = 5
 ProgressHook = Callable[[Task], None]
+SendingHook = Callable[[], object]
+"""Called right before a create POST leaves, after the client's limits; see `PiAPI.submit`."""
 RequestInput = KlingRequest | Mapping[str, Any]
 
 
@@ -260,6 +262,7 @@ class PiAPI(_BaseClient):
         timeout_seconds: float | None,
         max_retries: int | None,
         intent_id: str | None = None,
+        on_sending: SendingHook | None = None,
     ) -> Any:
         retries = self._retries(max_retries)
         retry_number = 0
@@ -268,6 +271,8 @@ class PiAPI(_BaseClient):
             if self._throttle is not None:
                 self._throttle.acquire()
             try:
+                if on_sending is not None:  # past every limit of ours: it goes out now
+                    on_sending()
                 response = self._http.request(
                     spec.method,
                     spec.path,
@@ -296,6 +301,13 @@ class PiAPI(_BaseClient):
             self._slots.finish(task.task_id)
         return task
 
+    def adopt_tasks(self, task_ids: Iterable[str]) -> None:
+        """Count tasks submitted elsewhere (by a process that died, say) toward
+        `max_concurrent_tasks` until this client sees them finished: a restart never has
+        more tasks running at PiAPI than the limit allows."""
+        if self._slots is not None:
+            self._slots.adopt(list(task_ids))
+
     def _reserve_slot(self) -> None:
         """Block until fewer than `max_concurrent_tasks` of our tasks run, polling them."""
         if self._slots is None:
@@ -322,6 +334,7 @@ class PiAPI(_BaseClient):
         config: TaskConfig | None = None,
         webhook: WebhookConfig | None = None,
         intent_id: str | None = None,
+        on_sending: SendingHook | None = None,
         timeout_seconds: float | None = None,
         max_retries: int | None = None,
     ) -> Task:
@@ -332,6 +345,10 @@ class PiAPI(_BaseClient):
         The POST is resent only when PiAPI provably did not take it (connection refused, 429).
         When the outcome is unknown, `SubmitUncertainError` carries `intent_id` (generated
         if not given), which is also added to the webhook endpoint as `?intent_id=`.
+
+        `on_sending` is called at the last moment before each POST goes out, after the
+        client's own concurrency and rate limits: a caller that journals "sent" there knows
+        that anything not journalled was never sent. If it raises, nothing is sent.
         """
         plan = _wire.plan_submit(request, config=config, webhook=webhook, intent_id=intent_id)
         self._reserve_slot()
@@ -342,6 +359,7 @@ class PiAPI(_BaseClient):
                 timeout_seconds=timeout_seconds,
                 max_retries=max_retries,
                 intent_id=plan.intent_id,
+                on_sending=on_sending,
             )
             task = _wire.parse_task(data, plan.spec, intent_id=plan.intent_id)
             task_id = task.task_id
@@ -575,6 +593,7 @@ class AsyncPiAPI(_BaseClient):
         timeout_seconds: float | None,
         max_retries: int | None,
         intent_id: str | None = None,
+        on_sending: SendingHook | None = None,
     ) -> Any:
         retries = self._retries(max_retries)
         retry_number = 0
@@ -583,6 +602,8 @@ class AsyncPiAPI(_BaseClient):
             if self._throttle is not None:
                 await self._throttle.acquire()
             try:
+                if on_sending is not None:  # past every limit of ours: it goes out now
+                    on_sending()
                 response = await self._http.request(
                     spec.method,
                     spec.path,
@@ -611,6 +632,13 @@ class AsyncPiAPI(_BaseClient):
             self._slots.finish(task.task_id)
         return task
 
+    def adopt_tasks(self, task_ids: Iterable[str]) -> None:
+        """Count tasks submitted elsewhere (by a process that died, say) toward
+        `max_concurrent_tasks` until this client sees them finished: a restart never has
+        more tasks running at PiAPI than the limit allows."""
+        if self._slots is not None:
+            self._slots.adopt(list(task_ids))
+
     async def _reserve_slot(self) -> None:
         """Wait until fewer than `max_concurrent_tasks` of our tasks run, polling them."""
         if self._slots is None:
@@ -637,6 +665,7 @@ class AsyncPiAPI(_BaseClient):
         config: TaskConfig | None = None,
         webhook: WebhookConfig | None = None,
         intent_id: str | None = None,
+        on_sending: SendingHook | None = None,
         timeout_seconds: float | None = None,
         max_retries: int | None = None,
     ) -> Task:
@@ -650,6 +679,7 @@ class AsyncPiAPI(_BaseClient):
                 timeout_seconds=timeout_seconds,
                 max_retries=max_retries,
                 intent_id=plan.intent_id,
+                on_sending=on_sending,
             )
             task = _wire.parse_task(data, plan.spec, intent_id=plan.intent_id)
             task_id = task.task_id

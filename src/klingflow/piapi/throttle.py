@@ -137,6 +137,11 @@ class _Slots:
     def finish(self, task_id: str) -> bool:
         return self.running.pop(task_id, 0) is None
 
+    def adopt(self, task_ids: list[str]) -> None:
+        """Count tasks submitted elsewhere (an earlier process) until seen finished."""
+        for task_id in task_ids:
+            self.running.setdefault(task_id, None)
+
 
 class TaskSlots:
     """Limits the tasks this client submitted that it has not yet seen finish (threads)."""
@@ -174,6 +179,10 @@ class TaskSlots:
         with self._cond:
             if self._slots.finish(task_id):
                 self._cond.notify_all()
+
+    def adopt(self, task_ids: list[str]) -> None:
+        with self._cond:
+            self._slots.adopt(task_ids)
 
 
 class AsyncTaskSlots:
@@ -217,3 +226,6 @@ class AsyncTaskSlots:
     def finish(self, task_id: str) -> None:
         if self._slots.finish(task_id):
             self._changed().set()
+
+    def adopt(self, task_ids: list[str]) -> None:
+        self._slots.adopt(task_ids)

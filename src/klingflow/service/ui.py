@@ -268,7 +268,17 @@ async def run_action(
     existing_run(engine.runlog, run_id)
     raw = form.get("task_id")
     task_id = raw.strip() if isinstance(raw, str) else ""
-    command = Command(action=action, resubmit=form.get("resubmit") == "on", task_id=task_id or None)
+    task_ids = {  # one field per uncertain item in the submissions table
+        key.removeprefix("task_id:"): value.strip()
+        for key, value in form.items()
+        if key.startswith("task_id:") and isinstance(value, str) and value.strip()
+    }
+    command = Command(
+        action=action,
+        resubmit=form.get("resubmit") == "on",
+        task_id=task_id or None,
+        task_ids=task_ids or None,
+    )
     try:
         await engine.command(run_id, command)
     except KlingflowError as error:

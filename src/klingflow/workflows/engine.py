@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import os
 import socket
 import sqlite3
 import sys
@@ -36,12 +37,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any, Self
 
-from dbos import DBOS, DBOSPortableJSONSerializer, SetWorkflowID, WorkflowHandleAsync
+from dbos import (
+    DBOS,
+    DBOSClient,
+    DBOSPortableJSONSerializer,
+    EnqueueOptions,
+    SetWorkflowID,
+    WorkflowHandleAsync,
+)
+from pydantic import SecretStr
 
 from klingflow.errors import (
     KlingflowError,
     LoopItemsFailedError,
-    PiAPIError,
     RecordedError,
     RunNotFoundError,
     RunStateError,
@@ -57,6 +65,7 @@ from klingflow.workflows.executor import (
     execute_run,
 )
 from klingflow.workflows.nodes import Services
+from klingflow.workflows.reconcile import ONLY_UNCERTAIN, is_settled, settle_uncertain
 from klingflow.workflows.runlog import (
     TERMINAL_RUN_STATUSES,
     IntentState,
@@ -67,11 +76,12 @@ from klingflow.workflows.runlog import (
 )
 from klingflow.workflows.spec import LoopNode, LoopParams, Workflow
 
-__all__ = ["ENGINE_VERSION", "Engine"]
+__all__ = ["ENGINE_VERSION", "Engine", "RunQueue"]
 
 ENGINE_VERSION = "klingflow-engine-1"
 """DBOS application version: change it only with a migration plan for in-flight runs."""
 
+APPLICATION_NAME = "klingflow"
 RUNS_QUEUE = "klingflow-runs"
 PIAPI_QUEUE = "klingflow-piapi"
 CONTROL_TOPIC = "control"
@@ -186,6 +196,15 @@ class Command:
     action: str  # retry | skip | restart | cancel
     resubmit: bool = False
     task_id: str | None = None
+    """The task of the one uncertain submission (`--task-id ID`)."""
+    task_ids: dict[str, str] | None = None
+    """The task of each uncertain submission, by node path (`--task-id 'each[3].video=ID'`)."""
+
+    def given_task_ids(self) -> dict[str, str]:
+        given = dict(self.task_ids or {})
+        if self.task_id:
+            given[ONLY_UNCERTAIN] = self.task_id
+        return given
 
 
 class Engine:
@@ -248,18 +267,9 @@ class Engine:
                 )
         self.settings.home.mkdir(parents=True, exist_ok=True)
         engine = make_engine(self.database_url)
-        secrets = tuple(
-            secret.get_secret_value()
-            for secret in (
-                self.client.api_key,
-                self.settings.chat_api_key,
-                self.settings.webhook_secret,
-                self.settings.api_token,
-            )
-            if secret is not None
-        )
-        self.runlog = RunLog(engine, secrets=secrets)
+        self.runlog = RunLog(engine, secrets=_secrets(self.settings, self.client.api_key))
         self.executor_id = self.requested_executor_id or self._claim_slot()
+        self._adopt_tasks_in_flight()
         for handler in logging.getLogger("dbos").handlers:
             # DBOS keeps the handler it made the first time; follow today's stderr instead.
             # (setStream would flush the old stream, which may be closed by now.)
@@ -268,7 +278,7 @@ class Engine:
                 handler.stream = sys.stderr
         DBOS(
             config={
-                "name": "klingflow",
+                "name": APPLICATION_NAME,
                 "system_database_url": self.database_url,
                 "system_database_engine": engine,
                 "serializer": DBOSPortableJSONSerializer(),
@@ -330,6 +340,18 @@ class Engine:
         for task in self._workflows:
             task.cancel()
         await asyncio.gather(*self._workflows, *self._unstoppable, return_exceptions=True)
+
+    def _adopt_tasks_in_flight(self) -> None:
+        """Count the tasks PiAPI may still run for unfinished runs (a dead process's) toward
+        this client's concurrency limit, until it sees each one finished. Before DBOS
+        recovers anything, so no recovered run submits past the limit. With several
+        workers each also counts the others' tasks: it waits longer, never exceeds."""
+        in_flight = self.runlog.submissions(active_only=True, limit=ORPHAN_SCAN_LIMIT)
+        self.client.adopt_tasks(
+            s.intent.task_id
+            for s in reversed(in_flight)  # oldest first, as the client keeps them
+            if s.intent.state is IntentState.ACCEPTED and s.intent.task_id
+        )
 
     def _slot_prefix(self) -> str:
         return "local" if is_sqlite(self.database_url) else f"{socket.gethostname()}-local"
@@ -400,21 +422,9 @@ class Engine:
     ) -> RunRecord:
         """Create the run and queue it, its inputs checked first; a known idempotency key
         returns the key's run, whatever this payload says (a retried call gets its answer)."""
-        known = None if idempotency_key is None else self.runlog.find_by_key(idempotency_key)
-        if known is not None:
-            run, created = known, False
-        else:
-            run, created = self.runlog.create_run(
-                workflow_name=workflow.name,
-                workflow_hash=workflow.content_hash,
-                workflow=workflow.model_dump(mode="json", by_alias=True, exclude_unset=True),
-                source_path=workflow.source_path,
-                trigger=payload,
-                inputs=workflow.resolve_inputs(payload),
-                output_root=str(self.settings.outputs_dir),
-                budget_usd=workflow.budget_usd,
-                idempotency_key=idempotency_key,
-            )
+        run, created = _create_run(
+            self.runlog, self.settings, workflow, payload, idempotency_key=idempotency_key
+        )
         if created:
             await self._enqueue(run.run_id)
         elif run.status is RunStatus.QUEUED:
@@ -498,6 +508,20 @@ class Engine:
             self.runlog.set_status(run_id, RunStatus.CANCELLED, message="cancelled by the user")
         elif self.runlog.claim_paused(run_id, message=f"{command.action} requested"):
             await DBOS.send_async(run_id, command.__dict__, topic=CONTROL_TOPIC)
+        elif (
+            command.action in ("retry", "restart")
+            and run.status is RunStatus.CRASHED
+            and await self._no_live_chunks(run_id)
+            and self.runlog.claim_crashed(
+                run_id, message=f"{command.action} of a crashed run requested"
+            )
+        ):
+            # DBOS ended the workflow in error; run it again from its first step, in place.
+            # Finished nodes come back from the run log and paid submissions from their
+            # intents, so this is a resume, not a rerun (`restart` opens a new epoch first).
+            if command.action == "restart":
+                self.runlog.new_epoch(run_id)
+            await DBOS.rewind_workflow_async(run_id, start_step=1, queue_name=RUNS_QUEUE)
         else:  # not paused, or another command (another click, another process) came first
             now = self.runlog.get_run(run_id)
             status = now.status.value if now is not None else status
@@ -509,6 +533,24 @@ class Engine:
         record = self.runlog.get_run(run_id)
         assert record is not None
         return record
+
+    async def _no_live_chunks(self, run_id: str) -> bool:
+        """A crashed run's loop chunks may still be working (the run's own workflow died,
+        not theirs): running the run again beside them could submit an item twice."""
+        live = await DBOS.list_workflows_async(
+            parent_workflow_id=run_id,
+            status=["PENDING", "ENQUEUED"],
+            load_input=False,
+            load_output=False,
+        )
+        if live:
+            raise RunStateError(
+                f"run {run_id} crashed while {len(live)} of its loop chunks still run; retry "
+                "once they have finished (a worker finishes them)",
+                run_id=run_id,
+                status=RunStatus.CRASHED.value,
+            )
+        return True
 
     async def deliver_webhook(self, task: Task, *, intent_id: str | None = None) -> None:
         """A verified webhook: wake whatever waits for the task, settle a lost answer, and
@@ -529,9 +571,11 @@ class Engine:
                     task_id=task.task_id,
                     note="reconciled by PiAPI's webhook",
                 )
-                run = self.runlog.get_run(run_id)
-                if run is not None and run.status == RunStatus.PAUSED:
-                    await self.command(run_id, Command(action="retry"))
+                await self.resume_if_settled(run_id)
+            elif intent.state is IntentState.ABANDONED and task.is_terminal:
+                # Resubmitted over, yet PiAPI made it: what it cost is known now.
+                spent = task.meta.usage.consume
+                self.runlog.settle_abandoned(intent_id, task_id=task.task_id, spent_points=spent)
         owner = self.runlog.intent_for_task(task.task_id)
         if owner is None:
             return
@@ -543,6 +587,45 @@ class Engine:
             self.runlog.finish_intent(task.task_id, IntentState.COMPLETED, spent_points=spent)
         with contextlib.suppress(Exception):  # the run may have finished meanwhile
             await DBOS.send_async(owner[0], task.task_id, topic=f"task:{task.task_id}")
+
+    async def resume_if_settled(self, run_id: str) -> bool:
+        """Retry a run paused only over uncertain submissions once none is left uncertain.
+
+        Called after a webhook settles one. A run that pauses just after this looked (the
+        webhook came while the loop still ran) checks the same itself once it has paused,
+        so one of the two always sees the other's write; `claim_paused` lets only one act.
+        """
+        run = self.runlog.get_run(run_id)
+        if run is None or run.status != RunStatus.PAUSED or run.paused_node is None:
+            return False
+        if not is_settled(self.runlog, run_id, run.epoch, run.paused_node, self._error_of(run)):
+            return False
+        try:
+            await self.command(run_id, Command(action="retry"))
+        except RunStateError:  # another process, or the run itself, came first
+            return False
+        return True
+
+    def _error_of(self, run: RunRecord) -> Any:
+        node = next(
+            (n for n in self.runlog.nodes(run.run_id, run.epoch) if n.node_path == run.paused_node),
+            None,
+        )
+        return None if node is None else node.error
+
+    def _settled_at_pause(
+        self, run_id: str, epoch: int, paused: NodePaused
+    ) -> Callable[[], Awaitable[bool]]:
+        """Claim the run for a retry when webhooks settled its uncertain submissions before
+        it paused (see `resume_if_settled`)."""
+
+        async def check() -> bool:
+            runlog = self.runlog
+            return is_settled(
+                runlog, run_id, epoch, paused.node_path, paused.error
+            ) and runlog.claim_paused(run_id, message="settled by PiAPI's webhook")
+
+        return check
 
     # -- inside the workflows ----------------------------------------------------------------
 
@@ -578,7 +661,10 @@ class Engine:
                     await durable.step(
                         "run.status", status(RunStatus.PAUSED, message=message, paused_node=node)
                     )
-                    command = await self._next_command()
+                    settled = await durable.step(
+                        "run.settled", self._settled_at_pause(run_id, epoch, paused)
+                    )
+                    command = Command(action="retry") if settled else await self._next_command()
                     if command.action == "cancel":
                         message = "cancelled while paused"
                         await durable.step(
@@ -628,22 +714,10 @@ class Engine:
                 if intent.state == IntentState.UNCERTAIN
                 and (intent.node_path == prefix or intent.node_path.startswith(prefix + "["))
             ]
-            if command.task_id:
-                if len(uncertain) != 1:
-                    return (
-                        f"--task-id needs exactly one uncertain submission on {prefix}, found "
-                        f"{len(uncertain)}; nothing was changed ({paused.error['message']})"
-                    )
-                try:
-                    await self.client.get(command.task_id)
-                except PiAPIError as error:
-                    return f"task {command.task_id} not confirmed ({error}); nothing was changed"
-                runlog.update_intent(
-                    uncertain[0].intent_id,
-                    IntentState.ACCEPTED,
-                    task_id=command.task_id,
-                    note="task id given by the user, confirmed at PiAPI",
-                )
+            if given := command.given_task_ids():
+                refusal = await settle_uncertain(runlog, self.client, uncertain, given)
+                if refusal is not None:
+                    return refusal
             elif command.resubmit:
                 for intent in uncertain:
                     runlog.abandon_intent(intent.intent_id, note="user chose to resubmit")
@@ -731,6 +805,99 @@ class Engine:
 
         result: dict[str, Any] = (await _durable_step("loop.items", run_items))["ok"]
         return result
+
+
+def _secrets(settings: Settings, api_key: SecretStr | None) -> tuple[str, ...]:
+    """The values the run log masks wherever they appear (in a trigger, a message)."""
+    return tuple(
+        secret.get_secret_value()
+        for secret in (api_key, settings.chat_api_key, settings.webhook_secret, settings.api_token)
+        if secret is not None
+    )
+
+
+def _create_run(
+    runlog: RunLog,
+    settings: Settings,
+    workflow: Workflow,
+    payload: dict[str, Any],
+    *,
+    idempotency_key: str | None,
+) -> tuple[RunRecord, bool]:
+    """The key's run, or a new queued one (inputs checked first): (run, created)."""
+    known = None if idempotency_key is None else runlog.find_by_key(idempotency_key)
+    if known is not None:
+        return known, False
+    return runlog.create_run(
+        workflow_name=workflow.name,
+        workflow_hash=workflow.content_hash,
+        workflow=workflow.model_dump(mode="json", by_alias=True, exclude_unset=True),
+        source_path=workflow.source_path,
+        trigger=payload,
+        inputs=workflow.resolve_inputs(payload),
+        output_root=str(settings.outputs_dir),
+        budget_usd=workflow.budget_usd,
+        idempotency_key=idempotency_key,
+    )
+
+
+class RunQueue:
+    """Queues runs without executing any: `klingflow run --detach`.
+
+    An `Engine` executes whatever DBOS hands it, so a short-lived one would take queued
+    runs and abandon them when it exits (under its own executor id, which no worker
+    recovers). This writes the run and enqueues its workflow through a `DBOSClient`: only
+    workers and `serve` execute. Use `async with RunQueue(settings) as queue:`.
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.runlog: RunLog
+        self._client: DBOSClient | None = None
+
+    async def __aenter__(self) -> Self:
+        url = self.settings.resolved_database_url()
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(url)
+        api_key = os.environ.get("PIAPI_API_KEY")
+        secret = SecretStr(api_key) if api_key else None
+        self.runlog = RunLog(engine, secrets=_secrets(self.settings, secret))
+        # The client never creates DBOS's tables; a first `--detach` on a new database must.
+        await asyncio.to_thread(DBOS.migrate, url)
+        self._client = DBOSClient(
+            system_database_engine=engine,
+            serializer=DBOSPortableJSONSerializer(),
+            application_name=APPLICATION_NAME,
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._client is not None:
+            self._client.destroy()
+        self.runlog.engine.dispose()
+
+    async def start_run(
+        self,
+        workflow: Workflow,
+        payload: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+    ) -> RunRecord:
+        """Like `Engine.start_run`, but only queued. Enqueueing a known run's id again
+        attaches to it (DBOS's default), so a lost enqueue is repaired and nothing repeats."""
+        assert self._client is not None, "use `async with RunQueue(...)`"
+        run, created = _create_run(
+            self.runlog, self.settings, workflow, payload, idempotency_key=idempotency_key
+        )
+        if created or run.status is RunStatus.QUEUED:
+            options: EnqueueOptions = {
+                "queue_name": RUNS_QUEUE,
+                "workflow_name": "klingflow.run",
+                "workflow_id": run.run_id,
+                "app_version": ENGINE_VERSION,
+            }
+            await self._client.enqueue_async(options, run.run_id)
+        return run
 
 
 def describe_paused(run: RunRecord) -> str:

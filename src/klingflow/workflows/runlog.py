@@ -151,8 +151,15 @@ class NodeStatus(StrEnum):
 
 
 class IntentState(StrEnum):
-    """A paid submission's state: `sent` is written *before* the POST leaves."""
+    """A paid submission's state.
 
+    `prepared` is written (with the budget reservation) before the create waits behind the
+    client's own concurrency and rate limits; `sent` at the last moment before the POST
+    leaves. So after a crash a `prepared` intent was provably never sent (it is sent then,
+    by itself), and only a `sent` one can have created a task nobody heard of.
+    """
+
+    PREPARED = "prepared"
     SENT = "sent"
     ACCEPTED = "accepted"
     REJECTED = "rejected"
@@ -318,7 +325,9 @@ class Intent:
     created_at: float
 
 
-ACTIVE_INTENT_STATES = frozenset({IntentState.SENT, IntentState.ACCEPTED, IntentState.UNCERTAIN})
+ACTIVE_INTENT_STATES = frozenset(
+    {IntentState.PREPARED, IntentState.SENT, IntentState.ACCEPTED, IntentState.UNCERTAIN}
+)
 """Submissions PiAPI may still be working on (or that nobody has settled yet)."""
 
 
@@ -540,6 +549,23 @@ class RunLog:
             )
         return result.rowcount == 1
 
+    def claim_crashed(self, run_id: str, *, message: str) -> bool:
+        """Queue a crashed run to be run again (a crash is a pause we could not write),
+        unless another command claimed it first: one atomic update, as `claim_paused`."""
+        with self._tx() as tx:
+            result = tx.execute(
+                runs.update()
+                .where(runs.c.run_id == run_id, runs.c.status == RunStatus.CRASHED.value)
+                .values(
+                    status=RunStatus.QUEUED.value,
+                    message=message,
+                    paused_node=None,
+                    finished_at=None,
+                    updated_at=time.time(),
+                )
+            )
+        return result.rowcount == 1
+
     def new_epoch(self, run_id: str) -> int:
         """Start the run over (retry --from-start): earlier node results are kept, unused."""
         with self._tx() as tx:
@@ -726,9 +752,9 @@ class RunLog:
         request: dict[str, Any],
         estimated_usd: Decimal,
     ) -> str | None:
-        """Reserve the estimate and write the intent, atomically; None when over budget.
-
-        Written *before* the create request leaves: from then on a crash cannot lose it.
+        """Reserve the estimate and write the intent (`prepared`), atomically; None when
+        over budget. Written before the create waits for the client's limits: from then on a
+        crash cannot lose it. `mark_sent` says when it really leaves.
         """
         points = usd_to_points(estimated_usd)
         intent_id = uuid.uuid4().hex
@@ -741,12 +767,22 @@ class RunLog:
                 intents.insert(),
                 {
                     "intent_id": intent_id, "run_id": run_id, "epoch": epoch,
-                    "node_path": node_path, "state": IntentState.SENT.value,
+                    "node_path": node_path, "state": IntentState.PREPARED.value,
                     "request": self._clean(request), "estimated_points": points,
                     "created_at": now, "updated_at": now,
                 },
             )  # fmt: skip
         return intent_id
+
+    def mark_sent(self, intent_id: str) -> None:
+        """The create POST is leaving now: from here a crash leaves it uncertain."""
+        with self._tx() as tx:
+            tx.execute(
+                intents.update()
+                .where(intents.c.intent_id == intent_id)
+                .where(intents.c.state == IntentState.PREPARED.value)
+                .values(state=IntentState.SENT.value, updated_at=time.time())
+            )
 
     def accept_intent(
         self, intent_id: str, *, run_id: str, epoch: int, node_path: str, task_id: str
@@ -815,6 +851,14 @@ class RunLog:
             row = c.execute(_INTENT_BY_TASK, {"q_task": task_id}).first()
         return None if row is None else (row.run_id, _intent(row))
 
+    def intent_request(self, intent_id: str) -> dict[str, Any]:
+        """The create body an intent recorded (secrets masked), to match a task against."""
+        with self.engine.connect() as c:
+            request: dict[str, Any] = c.execute(
+                sa.select(intents.c.request).where(intents.c.intent_id == intent_id)
+            ).scalar_one()
+        return request
+
     def intent_by_id(self, intent_id: str) -> tuple[str, Intent] | None:
         """(run_id, intent) for a webhook that names an intent."""
         with self.engine.connect() as c:
@@ -855,24 +899,36 @@ class RunLog:
         return row.task_id if row is not None and row.state == IntentState.ACCEPTED.value else None
 
     def abandon_intent(self, intent_id: str, *, note: str) -> None:
-        """Give up on an uncertain submission; its reservation counts as spent (it may be)."""
+        """Give up on an uncertain submission (the node submits again). Whether it made a
+        task is unknown, so its estimate stays reserved, not spent: spent is only what PiAPI
+        charged. PiAPI's webhook, if one comes, settles it (`settle_abandoned`)."""
         with self._tx() as tx:
-            row = tx.execute(intents.select().where(intents.c.intent_id == intent_id)).first()
-            if row is None or row.state != IntentState.UNCERTAIN.value:
-                return
             tx.execute(
                 intents.update()
                 .where(intents.c.intent_id == intent_id)
+                .where(intents.c.state == IntentState.UNCERTAIN.value)
                 .values(state=IntentState.ABANDONED.value, note=note, updated_at=time.time())
             )
-            tx.execute(
-                runs.update()
-                .where(runs.c.run_id == row.run_id)
-                .values(
-                    reserved_points=runs.c.reserved_points - row.estimated_points,
-                    spent_points=runs.c.spent_points + row.estimated_points,
-                )
+
+    def settle_abandoned(self, intent_id: str, *, task_id: str, spent_points: int) -> bool:
+        """An abandoned submission did make `task_id`, which ended costing `spent_points`:
+        its reservation becomes what it cost, once (False if already settled)."""
+        with self._tx() as tx:
+            settled = tx.execute(
+                intents.update()
+                .where(intents.c.intent_id == intent_id)
+                .where(intents.c.state == IntentState.ABANDONED.value)
+                .where(intents.c.task_id.is_(None))
+                .values(task_id=task_id, note="resubmitted over; PiAPI's webhook named its task")
             )
+            if settled.rowcount != 1:
+                return False
+            row = tx.execute(_INTENT_BY_ID, {"q_intent": intent_id}).one()
+            tx.execute(
+                _SETTLE,
+                {"q_run": row.run_id, "q_reserved": row.estimated_points, "q_spent": spent_points},
+            )
+        return True
 
     # -- summaries (dashboard, /api/spend, /api/tasks) ---------------------------------------
 

@@ -152,7 +152,10 @@ class RetryRequest(BaseModel):
     resubmit: bool = False
     """Give up on an uncertain submission and submit again (may pay twice)."""
     task_id: str | None = None
-    """The task an uncertain submission created (confirmed at PiAPI first)."""
+    """The task the one uncertain submission created (confirmed at PiAPI first)."""
+    task_ids: dict[str, str] | None = None
+    """The task each uncertain submission created, by node path (`each[3].video`); each is
+    confirmed at PiAPI and matched to its submission before any is taken."""
 
 
 class NodeEstimatePublic(BaseModel):
@@ -245,7 +248,9 @@ async def retry_run(
     existing_run(engine.runlog, run_id)
     body = body or RetryRequest()
     action = "restart" if body.from_start else "retry"
-    command = Command(action=action, resubmit=body.resubmit, task_id=body.task_id)
+    command = Command(
+        action=action, resubmit=body.resubmit, task_id=body.task_id, task_ids=body.task_ids
+    )
     return RunPublic.of(await engine.command(run_id, command))
 
 

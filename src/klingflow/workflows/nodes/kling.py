@@ -1,11 +1,12 @@
 """The Kling nodes: `kling.generate_video`, `kling.wait`, `kling.video` and `piapi.task`.
 
-Paying exactly once is decided here. Before a create request leaves, its intent is written
-to the run log; as soon as PiAPI accepts it, the task id is written next to it. Whatever
-runs this code again (a retry, a DBOS recovery after a crash) finds the intent first and
-reuses its task. An intent that was sent but never answered is *uncertain*: it is never
-resent on its own, the run pauses and says so (`klingflow runs retry --resubmit` or
-`--task-id` settles it).
+Paying exactly once is decided here. Before a create request waits for the client's limits,
+its intent is written to the run log (`prepared`); it becomes `sent` at the last moment
+before the POST leaves, and as soon as PiAPI accepts it, the task id is written next to it.
+Whatever runs this code again (a retry, a DBOS recovery after a crash) finds the intent
+first: it reuses its task, or sends a `prepared` one that never left. An intent that was
+sent but never answered is *uncertain*: it is never resent on its own, the run pauses and
+says so (a webhook, `klingflow runs retry --task-id` or `--resubmit` settles it).
 """
 
 from __future__ import annotations
@@ -65,9 +66,14 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
                 "or accept a second charge with `--resubmit`",
                 intent_id=intent.intent_id,
             )
-        return await services.finish_even_if_cancelled(send())
+        if intent is not None and intent.state == IntentState.PREPARED:
+            # Recorded, then cut off while it waited for the client's limits: never sent.
+            return await services.finish_even_if_cancelled(
+                send(intent.intent_id, intent.estimated_usd)
+            )
+        return await services.finish_even_if_cancelled(record_and_send())
 
-    async def send() -> dict[str, Any]:  # from the intent to the task id, never cut off
+    async def record_and_send() -> dict[str, Any]:  # from the intent to the task id
         estimate = services.client.estimate_cost(request)
         intent_id = runlog.reserve_and_record(
             rt.run_id, rt.epoch, rt.node_path, request=request.to_body(), estimated_usd=estimate
@@ -83,9 +89,15 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
                 estimated_usd=estimate,
                 budget_usd=run.budget_usd,
             )
+        return await send(intent_id, estimate)
+
+    async def send(intent_id: str, estimate: Decimal) -> dict[str, Any]:  # never cut off
         try:
             task = await services.client.submit(
-                request, intent_id=intent_id, webhook=services.webhook
+                request,
+                intent_id=intent_id,
+                webhook=services.webhook,
+                on_sending=lambda: runlog.mark_sent(intent_id),
             )
         except SubmitUncertainError as error:
             settled = runlog.mark_uncertain(intent_id, note=str(error))

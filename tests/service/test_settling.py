@@ -1,0 +1,57 @@
+"""Uncertain submissions of a loop settled by PiAPI's real webhooks: the run goes on alone.
+
+The workflow makes one attempt per node, so no retry of the loop hides what the webhooks do.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from klingflow.emulator import EmulatorServer, FaultRule
+
+from .conftest import Service
+
+LOOP = """\
+name: batch
+retry: {attempts: 1}
+inputs:
+  prompts: {type: array, required: true}
+nodes:
+  - id: each
+    type: loop
+    with: {items: "{{ inputs.prompts }}", concurrency: 1}
+    nodes:
+      - id: video
+        type: kling.video
+        with: {prompt: "{{ item }}", download: false}
+"""
+PROMPTS = ["a red fox", "a paper boat", "sunflowers at dawn", "a kite over dunes"]
+
+
+@pytest.mark.parametrize(
+    ("webhook_delay", "processing"),
+    # Emulated seconds at x1000. Items 0-1 lose their answers at once; items 2-3 then take
+    # 1.5 s each, so with no delay the webhooks of 0-1 (sent when their task completes)
+    # arrive while the loop still runs; with 1.5 s of delay they arrive after it paused.
+    [(0, 1_500), (1_500, 1)],
+    ids=["webhooks-before-the-pause", "webhooks-after-the-pause"],
+)
+def test_webhooks_settling_every_uncertain_item_resume_the_loop(
+    service: Service, emulator: EmulatorServer, webhook_delay: float, processing: float
+) -> None:
+    """Two items' answers are lost; their webhooks (arriving while the loop still runs, or
+    after it paused) settle them and the run completes without a human."""
+    emulator.configure(
+        webhook_faults={"delay_seconds": webhook_delay}, processing_seconds=processing
+    )
+    emulator.add_fault(
+        FaultRule(action="drop", method="POST", path="/api/v1/task", phase="after", times=2)
+    )
+    service.publish(LOOP)
+    run_id = service.start("batch", {"prompts": PROMPTS})
+    detail = service.finish(run_id)
+    assert detail["run"]["status"] == "completed", detail["run"]["message"]
+    assert emulator.stats()["creates"] == len(PROMPTS)
+    notes = sorted(s["note"] or "" for s in detail["submissions"])
+    assert notes.count("reconciled by PiAPI's webhook") == 2
+    assert all(s["state"] == "completed" for s in detail["submissions"])

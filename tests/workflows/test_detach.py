@@ -1,0 +1,96 @@
+"""`klingflow run --detach` only queues: the workers execute every run, none is abandoned."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+from klingflow.emulator import EmulatorServer
+
+from .test_postgres import postgres_url  # noqa: F401  (the fixture)
+
+CLIP = """\
+name: clip
+inputs:
+  prompt: {type: string, required: true}
+nodes:
+  - id: video
+    type: kling.video
+    with: {prompt: "{{ inputs.prompt }}", duration: 5}
+"""
+
+
+def test_detached_runs_are_executed_by_the_worker_alone(
+    postgres_url: str,  # noqa: F811
+    emulator: EmulatorServer,
+    api_key: str,
+    tmp_path: Path,
+) -> None:
+    """With a worker running on Postgres, `--detach` runs nothing itself: every run is the
+    worker's (its executor id in DBOS), completes, and is paid once."""
+    env = {
+        **os.environ,
+        "KLINGFLOW_HOME": str(tmp_path / "home"),
+        "KLINGFLOW_DATABASE_URL": postgres_url,
+        "PIAPI_BASE_URL": emulator.url,
+        "PIAPI_API_KEY": api_key,
+        "KLINGFLOW_POLL_SECONDS": "0.05",
+        "KLINGFLOW_CONCURRENCY": "20",
+        "KLINGFLOW_REQUESTS_PER_MINUTE": "100000",
+    }
+    klingflow = [sys.executable, "-m", "klingflow"]
+    (tmp_path / "clip.yaml").write_text(CLIP)
+    log = tmp_path / "worker.log"
+
+    def detach(batch: int, count: int) -> list[str]:
+        rows = tmp_path / f"rows-{batch}.json"
+        rows.write_text(json.dumps([{"prompt": f"clip {batch}.{n}"} for n in range(count)]))
+        started = subprocess.run(
+            [*klingflow, "run", str(tmp_path / "clip.yaml"), "--rows", str(rows), "--detach"],
+            env=env, capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+        return started.stdout.split()
+
+    # Enough runs that queueing them takes seconds: long enough for an engine to dequeue some.
+    run_ids = detach(0, 30) + detach(1, 4)  # before any worker runs: nobody may execute them
+    assert emulator.stats()["create_requests"] == 0
+    with log.open("wb") as output:
+        worker = subprocess.Popen(
+            [*klingflow, "worker"],
+            env={**env, "KLINGFLOW_EXECUTOR_ID": "worker-1"},
+            stdout=output,
+            stderr=output,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "klingflow worker" not in log.read_text():
+            assert worker.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the worker never started"
+            time.sleep(0.05)
+        run_ids += detach(2, 4)  # and while it runs
+        assert len(run_ids) == 38
+        with psycopg.connect(postgres_url, autocommit=True) as db:
+            while True:
+                rows_now = db.execute(
+                    "select status, count(*) from kf_runs group by status"
+                ).fetchall()
+                counts: dict[str, int] = {status: count for status, count in rows_now}
+                if counts.get("completed") == 38:
+                    break
+                assert worker.poll() is None, log.read_text()
+                assert time.monotonic() < deadline + 60, f"runs left unfinished: {rows_now}"
+                time.sleep(0.2)
+            executors = db.execute(
+                "select distinct executor_id from dbos.workflow_status where name = 'klingflow.run'"
+            ).fetchall()
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert executors == [("worker-1",)]
+    assert emulator.stats()["creates"] == 38

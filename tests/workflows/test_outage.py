@@ -1,0 +1,102 @@
+"""Postgres cut under a running engine: its own database refuses connections for a while.
+
+The server is never stopped (other tests share it): the test's database stops accepting
+connections and its sessions are terminated, then it accepts them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from klingflow.emulator import EmulatorServer
+from klingflow.workflows import load_workflow_text
+from klingflow.workflows.engine import Command, Engine
+from klingflow.workflows.runlog import RunRecord, RunStatus
+
+from .harness import Harness
+from .test_postgres import (
+    POSTGRES_ENV,
+    postgres_url,  # noqa: F401  (the fixture)
+)
+
+LOOP = """
+name: outage
+inputs:
+  prompts: {type: array, required: true}
+nodes:
+  - id: each
+    type: loop
+    with: {items: "{{ inputs.prompts }}", concurrency: 1}
+    nodes:
+      - id: video
+        type: kling.video
+        with: {prompt: "{{ item }}", duration: 5, name: "{{ loop.number }}.mp4"}
+"""
+PROMPTS = ["outage clip 1", "outage clip 2", "outage clip 3"]
+SETTLED = (RunStatus.COMPLETED, RunStatus.PAUSED, RunStatus.CRASHED)
+
+
+def cut(database_url: str, *, is_cut: bool) -> None:
+    """Refuse (or accept again) connections to the test's own database."""
+    name = database_url.rsplit("/", 1)[1]
+    with psycopg.connect(os.environ[POSTGRES_ENV], autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(not is_cut).lower()}')
+        if is_cut:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+
+
+async def settle(engine: Engine, run_id: str, *, timeout_seconds: float) -> RunRecord | None:
+    """The run once completed, paused or crashed; reads that fail (the outage) are retried."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_seconds
+    run = None
+    while loop.time() < deadline:
+        with contextlib.suppress(sa.exc.OperationalError):
+            run = engine.runlog.get_run(run_id)
+            if run is not None and run.status in SETTLED:
+                return run
+        await asyncio.sleep(0.1)
+    return run
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("outage_seconds", [4])
+def test_a_database_outage_under_a_run_loses_nothing_and_pays_once(
+    postgres_url: str,  # noqa: F811
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    api_key: str,
+    outage_seconds: float,
+) -> None:
+    """Postgres refuses the engine for a few seconds mid-loop: the run completes (after
+    `runs retry` if it ended `crashed`), every video is saved and each is paid once."""
+    harness = Harness(emulator=emulator, home=tmp_path, api_key=api_key, database_url=postgres_url)
+    emulator.configure(processing_seconds=1_500)  # 1.5 s of real time per video at x1000
+    workflow = load_workflow_text(LOOP)
+
+    async def work(engine: Engine) -> RunRecord | None:
+        run = await engine.start_run(workflow, {"prompts": PROMPTS})
+        while emulator.stats()["creates"] < 1:
+            await asyncio.sleep(0.02)
+        await asyncio.to_thread(cut, postgres_url, is_cut=True)
+        await asyncio.sleep(outage_seconds)
+        await asyncio.to_thread(cut, postgres_url, is_cut=False)
+        return await settle(engine, run.run_id, timeout_seconds=120)
+
+    run = harness.session(work)
+    assert run is not None
+    if run.status is RunStatus.CRASHED:  # a crash is a pause we could not write
+        run = harness.steer(run.run_id, Command(action="retry"))
+    assert run.status is RunStatus.COMPLETED, run.message
+    assert emulator.stats()["creates"] == len(PROMPTS)
+    assert sorted(p.name for p in tmp_path.glob("runs/*/*.mp4")) == ["1.mp4", "2.mp4", "3.mp4"]
