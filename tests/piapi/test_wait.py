@@ -7,6 +7,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -146,10 +147,12 @@ def test_wait_policy_jitter_stays_within_bounds() -> None:
 
 
 def test_default_wait_policy_suits_kling() -> None:
-    """The default waits an hour, starting at 2 s and backing off to 30 s."""
+    """The default waits an hour, starting at 2 s and backing off to 30 s, or to a quarter of
+    the expected render time when that is longer."""
     policy = WaitPolicy()
     assert (policy.deadline_seconds, policy.initial_interval_seconds) == (3600, 2)
-    assert (policy.max_interval_seconds, policy.factor, policy.jitter) == (30, 1.5, 0.1)
+    assert (policy.max_interval_seconds, policy.factor, policy.jitter) == (None, 1.5, 0.1)
+    assert (policy.cap_seconds(), policy.cap_seconds(60), policy.cap_seconds(600)) == (30, 30, 150)
 
 
 @pytest.mark.parametrize(
@@ -229,3 +232,56 @@ def test_event_source_of_the_other_flavour_is_a_type_error(api: Api) -> None:
     )
     with pytest.raises(TypeError, match="WebhookEvents"):
         api.wait("t-1", events=wrong)
+
+
+TEN_MINUTES = KlingVideoRequest(
+    prompt="a slow sunrise", version="2.6", mode="pro", duration=10, enable_audio=True
+)
+"""PiAPI-typical render time about 9 minutes (`typical_render_seconds`)."""
+SPEED = 300.0
+"""The emulator and the client's expectations both run 300 times faster than real time."""
+SCALED = WaitPolicy(initial_interval_seconds=2.0 / SPEED, time_scale=SPEED, jitter=0.0)
+"""The default policy (2 s first look, no pause cap), at the emulator's speed."""
+
+
+def test_a_ten_minute_render_costs_at_most_twelve_gets_polling(
+    api: Api, emulator: EmulatorServer
+) -> None:
+    """Polling a 10-minute render looks a dozen times at most: the first look at once, then
+    doubling pauses and one just past the typical time, instead of one every 30 s."""
+    emulator.configure(time_scale=SPEED, pending_seconds=2, processing_seconds=600)
+    task = api.submit(TEN_MINUTES)
+    done = api.wait(task.task_id, policy=SCALED)
+    assert done.status is TaskStatus.COMPLETED
+    assert 2 <= emulator.stats()["tasks"][task.task_id]["gets"] <= 12
+
+
+def test_a_ten_minute_render_costs_one_get_with_a_webhook(
+    api: Api, emulator: EmulatorServer, receiver: Receiver, tmp_path: Path
+) -> None:
+    """With a webhook, `generate` waits for it and confirms with its only status GET."""
+    emulator.configure(time_scale=SPEED, pending_seconds=2, processing_seconds=600)
+    events = api.events()
+    receiver.events.append(events)
+    hook = WebhookConfig(endpoint=receiver.url, secret=receiver.secret)
+    done, _path = api.call(
+        "generate", TEN_MINUTES, tmp_path / "v.mp4", webhook=hook, events=events, policy=SCALED
+    )
+    assert done.status is TaskStatus.COMPLETED
+    assert emulator.stats()["tasks"][done.task_id]["gets"] == 1
+    assert emulator.stats()["webhook_failures"] == 0
+
+
+def test_a_learned_render_time_puts_the_first_look_just_after_it(
+    api: Api, emulator: EmulatorServer
+) -> None:
+    """Once a kind of render has been seen finishing, the next wait on one looks about twice:
+    at once and just after the learned time."""
+    emulator.configure(time_scale=SPEED, pending_seconds=2, processing_seconds=600)
+    first = api.submit(TEN_MINUTES)
+    api.wait(first.task_id, policy=SCALED)
+    second = api.submit(TEN_MINUTES)
+    api.wait(second.task_id, policy=SCALED)
+    gets = emulator.stats()["tasks"]
+    assert gets[second.task_id]["gets"] < gets[first.task_id]["gets"]
+    assert gets[second.task_id]["gets"] <= 4

@@ -47,6 +47,7 @@ from klingflow.errors import (
     RunStateError,
 )
 from klingflow.piapi import AsyncPiAPI, AsyncWebhookEvents, Task, WaitPolicy
+from klingflow.piapi.polling import StatusPoller
 from klingflow.settings import Settings
 from klingflow.workflows.database import is_sqlite, make_engine
 from klingflow.workflows.executor import (
@@ -212,12 +213,12 @@ class Engine:
             requests_per_minute=self.settings.requests_per_minute,
         )
         self.wait_policy = wait_policy or WaitPolicy(
-            initial_interval_seconds=self.settings.poll_seconds,
-            max_interval_seconds=max(30.0, self.settings.poll_seconds),
+            initial_interval_seconds=self.settings.poll_seconds
         )
         self.chunk_size = chunk_size
         self.requested_executor_id = executor_id
         self.events = AsyncWebhookEvents()
+        self.poller: StatusPoller | None = None
         self._slot: IO[str] | None = None
         self._semaphores: dict[tuple[str, int, str], asyncio.Semaphore] = {}
         self.executor_id = ""
@@ -281,6 +282,7 @@ class Engine:
         )
         _engine = self
         try:
+            self.poller = StatusPoller(self.client, policy=self.wait_policy)
             DBOS.launch()
             await DBOS.register_queue_async(
                 RUNS_QUEUE, global_concurrency=self.settings.max_runs, polling_interval_sec=0.2
@@ -304,6 +306,9 @@ class Engine:
             await self._stop_workflows()
             DBOS.destroy()
             _engine = None
+            if self.poller is not None:
+                await self.poller.aclose()
+                self.poller = None
             # DBOS leaves its shut-down pool as the loop's default executor (dbos-notes §1).
             asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor())
             self.runlog.engine.dispose()
@@ -387,7 +392,15 @@ class Engine:
                 else None
             ),
             unstoppable=self._unstoppable,
+            poller=self.poller,
         )
+
+    def receive_webhooks(self) -> None:
+        """This process hosts the webhook receiver (`klingflow serve` with a public URL and a
+        secret): PiAPI reports each task's end here, so waits look only as a safety net.
+        A worker sharing the database polls on its own schedule instead."""
+        if self.poller is not None:
+            self.poller.has_webhook = True
 
     # -- starting and steering runs ----------------------------------------------------------
 
