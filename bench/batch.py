@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/batch.py [--mode polling|webhooks|both] [--videos 20]
                                     [--account-concurrency 5] [--processing-seconds 30]
-                                    [--time-scale 2] [--database sqlite|postgres] [--json]
+                                    [--time-scale 2] [--rate-scale 1] [--postgres ADMIN_URL]
+                                    [--json]
 
 The scenario of issue 17, run as a user would: one `loop` of `kling.video` over N prompts
 (download off), default settings (5 tasks at once, 60 requests/min, first poll after 5 s),
@@ -18,6 +19,9 @@ The emulator runs in a thread of this process. Reported per mode: makespan / ide
 GETs per video, creates (duplicates), webhook deliveries and failures, and the detection
 latency per video: from the emulator's end of the task (its `ended_at`, mapped from the
 emulated clock to wall time) to the run log's record of the node's end.
+
+The run log is SQLite in a temporary folder, or, with `--postgres ADMIN_URL`, a fresh database
+created on that server for each mode (and dropped after).
 
 `--rate-scale` multiplies the request budget (and divides the first poll) by the same
 factor as a faster `--time-scale`, to keep the budget's pressure at the scenario's level.
@@ -35,12 +39,14 @@ import statistics
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
+import psycopg
 import typer
 import uvicorn
 import yaml
@@ -49,8 +55,8 @@ from klingflow.emulator import EmulatorConfig, EmulatorServer
 from klingflow.service import create_app
 from klingflow.settings import Settings
 from klingflow.workflows import load_workflow_text
-from klingflow.workflows.engine import Engine
 from klingflow.workflows.database import make_engine
+from klingflow.workflows.engine import Engine
 from klingflow.workflows.runlog import RunLog
 
 API_KEY = "bench-batch-key"
@@ -118,6 +124,21 @@ def service(settings: Settings) -> Iterator[str]:
         sock.close()
 
 
+@contextlib.contextmanager
+def fresh_database(admin_url: str | None) -> Iterator[str | None]:
+    """A new, empty Postgres database on `admin_url`'s server (None: use SQLite)."""
+    if admin_url is None:
+        yield None
+        return
+    name = f"kf_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
 def _wall(emulated_iso: str, ref_emulated: float, ref_wall: float, scale: float) -> float:
     emulated = datetime.fromisoformat(emulated_iso.replace("Z", "+00:00")).timestamp()
     return ref_wall + (emulated - ref_emulated) / scale
@@ -143,9 +164,10 @@ def measure(
         video_max_height=16,
         video_fps=1,
     )
-    with tempfile.TemporaryDirectory(prefix="klingflow-batch-") as folder, EmulatorServer(
-        config
-    ) as emulator:
+    with (
+        tempfile.TemporaryDirectory(prefix="klingflow-batch-") as folder,
+        EmulatorServer(config) as emulator,
+    ):
         os.environ["PIAPI_API_KEY"] = API_KEY
         os.environ["PIAPI_BASE_URL"] = emulator.url
         values: dict[str, Any] = {
@@ -231,21 +253,25 @@ def main(
     processing_seconds: Annotated[float, typer.Option(help="emulated render time")] = 30.0,
     time_scale: Annotated[float, typer.Option(help="emulator clock speed")] = 2.0,
     rate_scale: Annotated[float, typer.Option(help="request budget x, first poll /")] = 1.0,
-    database_url: Annotated[str | None, typer.Option(help="default: SQLite in a temp dir")] = None,
+    postgres: Annotated[
+        str | None, typer.Option(help="admin URL of a Postgres server (default: SQLite)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per mode")] = False,
 ) -> None:
     """Run the scenario in each mode and print its figures."""
     modes = ["polling", "webhooks"] if mode == "both" else [mode]
     for name in modes:
-        result = measure(
-            name,
-            videos=videos,
-            account_concurrency=account_concurrency,
-            processing_seconds=processing_seconds,
-            time_scale=time_scale,
-            rate_scale=rate_scale,
-            database_url=database_url,
-        )
+        with fresh_database(postgres) as database_url:
+            result = measure(
+                name,
+                videos=videos,
+                account_concurrency=account_concurrency,
+                processing_seconds=processing_seconds,
+                time_scale=time_scale,
+                rate_scale=rate_scale,
+                database_url=database_url,
+            )
+        result["database"] = "postgres" if postgres else "sqlite"
         if as_json:
             print(json.dumps(result))
         else:

@@ -24,6 +24,12 @@ from klingflow.piapi import (
     WebhookDelivery,
     WebhookEvents,
 )
+from klingflow.piapi.waiting import (
+    LookSchedule,
+    RenderTimes,
+    render_kind,
+    typical_render_seconds,
+)
 
 from .adapter import Api, Receiver, eventually
 
@@ -285,3 +291,38 @@ def test_a_learned_render_time_puts_the_first_look_just_after_it(
     gets = emulator.stats()["tasks"]
     assert gets[second.task_id]["gets"] < gets[first.task_id]["gets"]
     assert gets[second.task_id]["gets"] <= 4
+
+
+def test_render_times_narrow_down_on_the_render_time() -> None:
+    """Each finish brackets the render time between two looks; the brackets of a kind
+    intersect, and the expected time is the middle of what is left."""
+    times = RenderTimes()
+    kind = render_kind(TEN_MINUTES.to_input())
+    assert times.expected(kind, TEN_MINUTES.to_input()) == (
+        typical_render_seconds(TEN_MINUTES.to_input()),
+        False,
+    )
+    times.observe(kind, lower_seconds=0, upper_seconds=20)
+    times.observe(kind, lower_seconds=15, upper_seconds=25)
+    assert times.expected(kind, {}) == (17.5, True)
+    times.observe(kind, lower_seconds=17.5, upper_seconds=18)
+    assert times.learned(kind) == 17.75
+    assert times.learned("another kind") is None
+
+
+def test_looks_come_just_after_the_expected_time_then_back_off() -> None:
+    """Without a webhook: 5 % past the expected time, then a tenth of it, growing 1.5x."""
+    schedule = LookSchedule(WaitPolicy(jitter=0), 100.0)
+    looks = [0.0]
+    for _ in range(4):
+        looks.append(schedule.next_look(looks[-1]))
+    assert looks == pytest.approx([0, 105, 115, 130, 152.5])
+
+
+def test_with_a_webhook_looks_are_a_sparse_safety_net() -> None:
+    """With a webhook coming, the first look is at twice the expected time, then one per
+    expected time; a `max_interval_seconds` that is set still caps the pauses."""
+    schedule = LookSchedule(WaitPolicy(jitter=0), 600.0, has_webhook=True)
+    assert (schedule.next_look(0), schedule.next_look(1200)) == (1200, 1800)
+    capped = LookSchedule(WaitPolicy(max_interval_seconds=5), 600.0, has_webhook=True)
+    assert capped.next_look(0) == 5

@@ -201,8 +201,8 @@ class LookSchedule:
     - Otherwise the first look is `margin` past the expected time; a task not done by then
       is looked at again after a tenth of the expected time, growing by `factor`.
 
-    Every pause is at most `policy.cap_seconds(expected_seconds)` (a webhook's safety net
-    only by a `max_interval_seconds` that is set).
+    Back-off pauses are at most `policy.cap_seconds(expected_seconds)`; a
+    `max_interval_seconds` that is set bounds every pause.
     """
 
     policy: WaitPolicy
@@ -219,23 +219,25 @@ class LookSchedule:
         policy, expected = self.policy, self.expected_seconds
         cap = policy.cap_seconds(expected)
         spread = 1 + self.rng.uniform(-policy.jitter, policy.jitter)
-        if self.has_webhook:  # a safety net: only a cap the user set shortens it
+        first = expected * (1 + policy.margin)
+        if self.has_webhook:  # a safety net
             first = expected * policy.webhook_grace
             at = first if elapsed_seconds < first else elapsed_seconds + max(cap, expected)
-            if policy.max_interval_seconds is None:
-                return at
-        elif self.is_probing and elapsed_seconds < expected * (1 + policy.margin):
+        elif self.is_probing and elapsed_seconds < first:
             if self._probe is None:
                 probe = replace(policy, factor=self.probe_factor, max_interval_seconds=cap)
                 self._probe = probe.intervals(self.rng)
-            at = min(elapsed_seconds + next(self._probe), expected * (1 + policy.margin))
-        elif elapsed_seconds < expected * (1 + policy.margin):
-            at = expected * (1 + policy.margin)
-        else:
+            at = min(elapsed_seconds + next(self._probe), first)
+        elif elapsed_seconds < first:
+            at = first
+        else:  # late: back off, within the cap
             base = max(0.1 * expected, policy.initial_interval_seconds)
-            at = elapsed_seconds + base * policy.factor**self._late_looks * spread
+            pause = base * policy.factor**self._late_looks * spread
             self._late_looks += 1
-        return min(at, elapsed_seconds + cap)
+            return elapsed_seconds + min(pause, cap)
+        if policy.max_interval_seconds is not None:  # a cap the user set bounds every pause
+            return min(at, elapsed_seconds + cap)
+        return at
 
 
 @dataclass
