@@ -18,6 +18,7 @@ sparse looks, since deliveries can be lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import statistics
 import threading
@@ -163,6 +164,23 @@ class RenderTimes:
         lower, upper = max(0.0, lower_seconds), max(lower_seconds, upper_seconds)
         with self._lock:
             self._seen.setdefault(kind, deque(maxlen=HISTORY)).append((lower, upper))
+
+    def to_json(self) -> dict[str, list[list[float]]]:
+        """What was seen, per kind, as JSON-ready data (for `from_json` in a later process)."""
+        with self._lock:
+            return {kind: [list(pair) for pair in seen] for kind, seen in self._seen.items()}
+
+    @classmethod
+    def from_json(cls, data: Any) -> RenderTimes:
+        """Render times from `to_json`'s data; anything malformed in it is skipped."""
+        times = cls()
+        if isinstance(data, dict):
+            for kind, seen in data.items():
+                for pair in seen if isinstance(seen, list) else []:
+                    with contextlib.suppress(TypeError, ValueError):
+                        lower, upper = (float(value) for value in pair)
+                        times.observe(str(kind), lower_seconds=lower, upper_seconds=upper)
+        return times
 
     def learned(self, kind: str) -> float | None:
         """The expected render time of `kind` from what was seen, or None if nothing was."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import logging
 import socket
 import sqlite3
@@ -34,6 +35,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any, Self
 
 from dbos import DBOS, DBOSPortableJSONSerializer, SetWorkflowID, WorkflowHandleAsync
@@ -48,6 +50,7 @@ from klingflow.errors import (
 )
 from klingflow.piapi import AsyncPiAPI, AsyncWebhookEvents, Task, WaitPolicy
 from klingflow.piapi.polling import StatusPoller
+from klingflow.piapi.waiting import RenderTimes
 from klingflow.settings import Settings
 from klingflow.workflows.database import is_sqlite, make_engine
 from klingflow.workflows.executor import (
@@ -78,6 +81,9 @@ PIAPI_QUEUE = "klingflow-piapi"
 CONTROL_TOPIC = "control"
 CHUNK_SIZE = 50
 PAUSED_WAIT_SECONDS = 24 * 3600.0
+RENDER_TIMES_FILE = "render-times.json"
+"""In KLINGFLOW_HOME: how long each kind of render took, so the next process's waits look
+at the right time from its first task (see piapi.waiting.RenderTimes)."""
 ORPHAN_SCAN_LIMIT = 10_000
 """Queued runs checked at launch for a lost enqueue (newest first)."""
 
@@ -282,6 +288,7 @@ class Engine:
         )
         _engine = self
         try:
+            self.client.render_times = self._load_render_times()
             self.poller = StatusPoller(self.client, policy=self.wait_policy)
             DBOS.launch()
             await DBOS.register_queue_async(
@@ -309,6 +316,7 @@ class Engine:
             if self.poller is not None:
                 await self.poller.aclose()
                 self.poller = None
+                self._save_render_times()
             # DBOS leaves its shut-down pool as the loop's default executor (dbos-notes §1).
             asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor())
             self.runlog.engine.dispose()
@@ -317,6 +325,29 @@ class Engine:
         if self._slot is not None:
             self._slot.close()
             self._slot = None
+
+    @property
+    def _render_times_path(self) -> Path:
+        return self.settings.home / RENDER_TIMES_FILE
+
+    def _load_render_times(self) -> RenderTimes:
+        """What earlier processes of this home learned about render times (none: defaults)."""
+        try:
+            data = json.loads(self._render_times_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return RenderTimes()
+        return RenderTimes.from_json(data)
+
+    def _save_render_times(self) -> None:
+        """Keep what this process learned for the next one (atomically; best effort)."""
+        path = self._render_times_path
+        part = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+        try:
+            part.write_text(json.dumps(self.client.render_times.to_json()), encoding="utf-8")
+            part.replace(path)
+        except OSError as error:
+            logging.getLogger(__name__).warning("could not save %s: %s", path, error)
+            part.unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
