@@ -555,8 +555,8 @@ class Engine:
         return record
 
     async def deliver_webhook(self, task: Task, *, intent_id: str | None = None) -> None:
-        """A verified webhook: wake whatever waits for the task, settle a lost answer, and
-        settle the cost of a completed task.
+        """A verified, confirmed webhook: settle a lost answer, and settle the cost of a
+        completed task. (Whatever waits for the task was woken by the confirming GET.)
 
         `intent_id` comes from the webhook URL klingflow gave PiAPI. When that submission is
         uncertain (its answer was lost), the webhook proves which task it created: the run
@@ -585,8 +585,8 @@ class Engine:
             # failed task is left to its node, whose retry policy decides what comes next.
             spent = task.meta.usage.consume
             self.runlog.finish_intent(task.task_id, IntentState.COMPLETED, spent_points=spent)
-        with contextlib.suppress(Exception):  # the run may have finished meanwhile
-            await DBOS.send_async(owner[0], task.task_id, topic=f"task:{task.task_id}")
+        # The waiting node needs no message: the confirming GET that produced `task` went
+        # through `self.client`, whose status poller ended that node's wait as it arrived.
 
     # -- inside the workflows ----------------------------------------------------------------
 

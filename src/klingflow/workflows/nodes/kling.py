@@ -135,6 +135,8 @@ async def wait_for_task(
         return task.model_dump(mode="json")
 
     task = Task.model_validate(await rt.durable.step("kling.wait", watch))
+    while not task.is_terminal:  # only a replay of a run recorded by an older engine
+        task = Task.model_validate(await rt.durable.step("kling.wait", watch))
 
     async def settle() -> bool:
         state = IntentState.COMPLETED if task.status == "completed" else IntentState.FAILED
