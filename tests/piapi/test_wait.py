@@ -307,7 +307,20 @@ def test_render_times_narrow_down_on_the_render_time() -> None:
     assert times.expected(kind, {}) == (17.5, True)
     times.observe(kind, lower_seconds=17.5, upper_seconds=18)
     assert times.learned(kind) == 17.75
+    assert times.bracket(kind) == (17.5, 18)
     assert times.learned("another kind") is None
+    times.observe(kind, lower_seconds=19, upper_seconds=21)  # renders vary: no common bracket
+    assert times.bracket(kind) is None
+    assert times.learned(kind) == 18.875  # the median of the midpoints 10, 20, 17.75, 20
+
+
+def test_a_look_that_came_too_early_halves_the_rest_of_the_bracket() -> None:
+    """A task not done at its first look, when every one seen was done by 20 s, is looked at
+    halfway to 20 s, not a back-off pause later."""
+    schedule = LookSchedule(WaitPolicy(jitter=0), 16.0, upper_seconds=20.0)
+    assert schedule.next_look(0) == pytest.approx(16.8)
+    assert schedule.next_look(16.8) == pytest.approx(18.4)
+    assert schedule.next_look(20.5) == pytest.approx(22.5)  # past it: back off from 2 s
 
 
 def test_looks_come_just_after_the_expected_time_then_back_off() -> None:

@@ -212,6 +212,7 @@ class StatusPoller:
             has_webhook=self.has_webhook,
             is_probing=is_probing,
             probe_factor=1.0,  # one task per kind probes: a steady pace costs little
+            upper_seconds=self._upper(kind),
             rng=self._rng,
         )
         watch.due = watch.since + watch.schedule.next_look(watch.looked_at)
@@ -225,10 +226,18 @@ class StatusPoller:
                     kind, watch.task_input, time_scale=self.policy.time_scale
                 )
                 watch.schedule = LookSchedule(
-                    self.policy, expected, has_webhook=self.has_webhook, rng=self._rng
+                    self.policy,
+                    expected,
+                    has_webhook=self.has_webhook,
+                    upper_seconds=self._upper(kind),
+                    rng=self._rng,
                 )
                 watch.due = watch.since + watch.schedule.next_look(watch.looked_at)
         self._changed.set()
+
+    def _upper(self, kind: str) -> float | None:
+        bracket = self.render_times.bracket(kind)
+        return None if bracket is None else bracket[1]
 
     def _next_due(self) -> list[_Watch]:
         """The watches due now, most likely done first."""

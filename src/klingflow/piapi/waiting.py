@@ -182,16 +182,26 @@ class RenderTimes:
                         times.observe(str(kind), lower_seconds=lower, upper_seconds=upper)
         return times
 
-    def learned(self, kind: str) -> float | None:
-        """The expected render time of `kind` from what was seen, or None if nothing was."""
+    def bracket(self, kind: str) -> tuple[float, float] | None:
+        """(latest lower bound, earliest upper bound) of `kind`'s render time, when the
+        finishes seen agree on one (else None, as when nothing was seen)."""
         with self._lock:
             seen = list(self._seen.get(kind, ()))
         if not seen:
             return None
         lower = max(low for low, _ in seen)
         upper = min(high for _, high in seen)
-        if lower <= upper:
-            return (lower + upper) / 2
+        return (lower, upper) if lower <= upper else None
+
+    def learned(self, kind: str) -> float | None:
+        """The expected render time of `kind` from what was seen, or None if nothing was."""
+        bracket = self.bracket(kind)
+        if bracket is not None:
+            return (bracket[0] + bracket[1]) / 2
+        with self._lock:
+            seen = list(self._seen.get(kind, ()))
+        if not seen:
+            return None
         return statistics.median((low + high) / 2 for low, high in seen)
 
     def expected(
@@ -216,8 +226,9 @@ class LookSchedule:
       wait finds a fast server's finish early and a 10-minute render in a dozen looks; the
       poller probes one task per kind at a steady pace, factor 1), and one just past the
       typical time.
-    - Otherwise the first look is `margin` past the expected time; a task not done by then
-      is looked at again after a tenth of the expected time, growing by `factor`.
+    - Otherwise the first look is `margin` past the expected time. A task not done by then
+      is looked at again halfway to `upper_seconds` (when every finish seen so far came
+      before it), else after a tenth of the expected time, growing by `factor`.
 
     Back-off pauses are at most `policy.cap_seconds(expected_seconds)`; a
     `max_interval_seconds` that is set bounds every pause.
@@ -228,6 +239,8 @@ class LookSchedule:
     has_webhook: bool = False
     is_probing: bool = False
     probe_factor: float = 2.0
+    upper_seconds: float | None = None
+    """By when every finish of this kind seen so far had happened (`RenderTimes.bracket`)."""
     rng: random.Random = field(default_factory=random.Random)
     _late_looks: int = 0
     _probe: Iterator[float] | None = None
@@ -248,6 +261,10 @@ class LookSchedule:
             at = min(elapsed_seconds + next(self._probe), first)
         elif elapsed_seconds < first:
             at = first
+        elif self.upper_seconds is not None and elapsed_seconds < self.upper_seconds:
+            # Not done yet, but every one seen was done by `upper`: halve the rest of it.
+            step = max((self.upper_seconds - elapsed_seconds) / 2, 0.02 * expected)
+            return elapsed_seconds + min(step, cap)
         else:  # late: back off, within the cap
             base = max(0.1 * expected, policy.initial_interval_seconds)
             pause = base * policy.factor**self._late_looks * spread
