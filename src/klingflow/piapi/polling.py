@@ -135,6 +135,8 @@ class StatusPoller:
         if not task.is_terminal:
             return
         del self._watches[task.task_id]
+        if watch.kind is not None:
+            self._keep_probing(watch.kind)
         if task.status.value == "completed" and watch.kind is not None:
             now = time.time() - watch.since
             # Our own look brackets the end between it and the look before; an answer
@@ -235,6 +237,21 @@ class StatusPoller:
                 watch.due = watch.since + watch.schedule.next_look(watch.looked_at)
         self._changed.set()
 
+    def _keep_probing(self, kind: str) -> None:
+        """A task of a kind still unlearned ended (failed, say) or left: if none of its kind
+        probes any more, the oldest one left takes over, so none waits the typical time."""
+        if self.has_webhook or self.render_times.learned(kind) is not None:
+            return
+        same = [w for w in self._watches.values() if w.kind == kind and w.schedule is not None]
+        if not same or any(w.schedule is not None and w.schedule.is_probing for w in same):
+            return
+        oldest = min(same, key=lambda w: w.since)
+        assert oldest.schedule is not None
+        oldest.schedule.is_probing = True
+        oldest.schedule.probe_factor = 1.0
+        oldest.due = min(oldest.due, time.time() + self.policy.initial_interval_seconds)
+        self._changed.set()
+
     def _upper(self, kind: str) -> float | None:
         bracket = self.render_times.bracket(kind)
         return None if bracket is None else bracket[1]
@@ -272,6 +289,8 @@ class StatusPoller:
                 logger.info("status look at %s failed (%s); again soon", watch.task_id, error)
                 return
             self._watches.pop(watch.task_id, None)
+            if watch.kind is not None:
+                self._keep_probing(watch.kind)
             for future in watch.waiters:
                 if not future.done():
                     future.set_exception(error)
