@@ -192,14 +192,17 @@ class _BaseClient:
             raise TaskFailedError(task)
         return task
 
-    def _expected_seconds(self, task: Task) -> float | None:
-        """How long `task` should take to render, from its input (None without one)."""
+    def _expected_seconds(self, task: Task, *, has_webhook: bool) -> float | None:
+        """How long `task` should take to render, for `generate`'s wait: what was learned of
+        its kind; else the typical time with a webhook coming (the safety net's first look),
+        or None, so that the wait probes until one of its kind has been seen finishing."""
         if not task.input:
             return None
         kind = render_kind(task.input, task_type=task.task_type)
-        return self.render_times.expected(kind, task.input, time_scale=self.wait_policy.time_scale)[
-            0
-        ]
+        expected, learned = self.render_times.expected(
+            kind, task.input, time_scale=self.wait_policy.time_scale
+        )
+        return expected if learned or has_webhook else None
 
     def _wait_clock(
         self,
@@ -574,7 +577,7 @@ class PiAPI(_BaseClient):
             policy=policy,
             on_progress=on_progress,
             events=events,
-            expected_seconds=self._expected_seconds(task),
+            expected_seconds=self._expected_seconds(task, has_webhook=events is not None),
         )
         return done, self.download(done, dest, filename=filename, sha256=sha256)
 
@@ -903,6 +906,6 @@ class AsyncPiAPI(_BaseClient):
             policy=policy,
             on_progress=on_progress,
             events=events,
-            expected_seconds=self._expected_seconds(task),
+            expected_seconds=self._expected_seconds(task, has_webhook=events is not None),
         )
         return done, await self.download(done, dest, filename=filename, sha256=sha256)
