@@ -17,6 +17,7 @@ inside the fixtures, so a session that does not use them pays nothing. See docs/
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -50,15 +51,16 @@ def emulator_wait_policy(time_scale: float, policy: WaitPolicy | None = None) ->
     The emulator's tasks take their emulated time divided by `time_scale`; a client that
     waits with this policy polls as often, relative to the task, as it would against PiAPI.
     """
-    from klingflow.piapi.waiting import DEFAULT_WAIT_POLICY, WaitPolicy
+    from klingflow.piapi.waiting import DEFAULT_WAIT_POLICY
 
     base = policy or DEFAULT_WAIT_POLICY
-    return WaitPolicy(
+    cap = base.max_interval_seconds
+    return dataclasses.replace(
+        base,
         deadline_seconds=base.deadline_seconds / time_scale,
         initial_interval_seconds=base.initial_interval_seconds / time_scale,
-        max_interval_seconds=base.max_interval_seconds / time_scale,
-        factor=base.factor,
-        jitter=base.jitter,
+        max_interval_seconds=None if cap is None else cap / time_scale,
+        time_scale=base.time_scale * time_scale,
     )
 
 

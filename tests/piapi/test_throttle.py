@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +12,7 @@ import pytest
 
 from klingflow.emulator import EmulatorServer
 from klingflow.piapi import KlingVideoRequest, RateLimit, TaskStatus
+from klingflow.piapi.throttle import AsyncRequestThrottle, RequestThrottle
 
 from .adapter import Api
 
@@ -151,3 +154,48 @@ def test_requests_per_minute_is_a_sixty_second_window(emulator: EmulatorServer) 
         assert client.rate_limit == RateLimit(requests=30, per_seconds=60.0)
     with pytest.raises(TypeError, match="not both"):
         PiAPI(api_key="k", requests_per_minute=1, rate_limit=RateLimit(requests=1))
+
+
+def test_a_create_goes_before_status_looks_when_the_limit_binds() -> None:
+    """With the window full, a request that came later but is not deferrable (a create) is
+    let through before a deferrable one (a status look), in both shells."""
+    limit = RateLimit(requests=1, per_seconds=0.2)
+
+    async def in_asyncio() -> list[str]:
+        throttle = AsyncRequestThrottle(limit)
+        order: list[str] = []
+        await throttle.acquire()
+        await throttle.release()  # the window is now full for 0.2 s
+
+        async def take(name: str, *, is_deferrable: bool) -> None:
+            await throttle.acquire(is_deferrable=is_deferrable)
+            order.append(name)
+            await throttle.release()
+
+        look = asyncio.create_task(take("look", is_deferrable=True))
+        await asyncio.sleep(0)  # the look waits first
+        await asyncio.gather(look, take("create", is_deferrable=False))
+        return order
+
+    assert asyncio.run(in_asyncio()) == ["create", "look"]
+
+    throttle = RequestThrottle(limit)
+    order: list[str] = []
+    throttle.acquire()
+    throttle.release()
+    look_waits = threading.Event()
+
+    def look() -> None:
+        look_waits.set()
+        throttle.acquire(is_deferrable=True)
+        order.append("look")
+        throttle.release()
+
+    thread = threading.Thread(target=look)
+    thread.start()
+    look_waits.wait()
+    throttle.acquire()
+    order.append("create")
+    throttle.release()
+    thread.join()
+    assert order == ["create", "look"]

@@ -7,6 +7,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,12 @@ from klingflow.piapi import (
     WebhookConfig,
     WebhookDelivery,
     WebhookEvents,
+)
+from klingflow.piapi.waiting import (
+    LookSchedule,
+    RenderTimes,
+    render_kind,
+    typical_render_seconds,
 )
 
 from .adapter import Api, Receiver, eventually
@@ -146,10 +153,12 @@ def test_wait_policy_jitter_stays_within_bounds() -> None:
 
 
 def test_default_wait_policy_suits_kling() -> None:
-    """The default waits an hour, starting at 2 s and backing off to 30 s."""
+    """The default waits an hour, starting at 2 s and backing off to 30 s, or to a quarter of
+    the expected render time when that is longer."""
     policy = WaitPolicy()
     assert (policy.deadline_seconds, policy.initial_interval_seconds) == (3600, 2)
-    assert (policy.max_interval_seconds, policy.factor, policy.jitter) == (30, 1.5, 0.1)
+    assert (policy.max_interval_seconds, policy.factor, policy.jitter) == (None, 1.5, 0.1)
+    assert (policy.cap_seconds(), policy.cap_seconds(60), policy.cap_seconds(600)) == (30, 30, 150)
 
 
 @pytest.mark.parametrize(
@@ -229,3 +238,104 @@ def test_event_source_of_the_other_flavour_is_a_type_error(api: Api) -> None:
     )
     with pytest.raises(TypeError, match="WebhookEvents"):
         api.wait("t-1", events=wrong)
+
+
+TEN_MINUTES = KlingVideoRequest(
+    prompt="a slow sunrise", version="2.6", mode="pro", duration=10, enable_audio=True
+)
+"""PiAPI-typical render time about 9 minutes (`typical_render_seconds`)."""
+SPEED = 300.0
+"""The emulator and the client's expectations both run 300 times faster than real time."""
+SCALED = WaitPolicy(initial_interval_seconds=2.0 / SPEED, time_scale=SPEED, jitter=0.0)
+"""The default policy (2 s first look, no pause cap), at the emulator's speed."""
+
+
+def test_a_ten_minute_render_costs_at_most_twelve_gets_polling(
+    api: Api, emulator: EmulatorServer
+) -> None:
+    """Polling a 10-minute render looks a dozen times at most: the first look at once, then
+    doubling pauses and one just past the typical time, instead of one every 30 s."""
+    emulator.configure(time_scale=SPEED, pending_seconds=2, processing_seconds=600)
+    task = api.submit(TEN_MINUTES)
+    done = api.wait(task.task_id, policy=SCALED)
+    assert done.status is TaskStatus.COMPLETED
+    assert 2 <= emulator.stats()["tasks"][task.task_id]["gets"] <= 12
+
+
+def test_a_ten_minute_render_costs_one_get_with_a_webhook(
+    api: Api, emulator: EmulatorServer, receiver: Receiver, tmp_path: Path
+) -> None:
+    """With a webhook, `generate` waits for it and confirms with its only status GET."""
+    emulator.configure(time_scale=SPEED, pending_seconds=2, processing_seconds=600)
+    events = api.events()
+    receiver.events.append(events)
+    hook = WebhookConfig(endpoint=receiver.url, secret=receiver.secret)
+    done, _path = api.call(
+        "generate", TEN_MINUTES, tmp_path / "v.mp4", webhook=hook, events=events, policy=SCALED
+    )
+    assert done.status is TaskStatus.COMPLETED
+    assert emulator.stats()["tasks"][done.task_id]["gets"] == 1
+    assert emulator.stats()["webhook_failures"] == 0
+
+
+def test_a_learned_render_time_puts_the_first_look_just_after_it(
+    api: Api, emulator: EmulatorServer
+) -> None:
+    """Once a kind of render has been seen finishing, the next wait on one looks about twice:
+    at once and just after the learned time."""
+    emulator.configure(time_scale=SPEED, pending_seconds=2, processing_seconds=600)
+    first = api.submit(TEN_MINUTES)
+    api.wait(first.task_id, policy=SCALED)
+    second = api.submit(TEN_MINUTES)
+    api.wait(second.task_id, policy=SCALED)
+    gets = emulator.stats()["tasks"]
+    assert gets[second.task_id]["gets"] < gets[first.task_id]["gets"]
+    assert gets[second.task_id]["gets"] <= 4
+
+
+def test_render_times_narrow_down_on_the_render_time() -> None:
+    """Each finish brackets the render time between two looks; the brackets of a kind
+    intersect, and the expected time is the middle of what is left."""
+    times = RenderTimes()
+    kind = render_kind(TEN_MINUTES.to_input())
+    assert times.expected(kind, TEN_MINUTES.to_input()) == (
+        typical_render_seconds(TEN_MINUTES.to_input()),
+        False,
+    )
+    times.observe(kind, lower_seconds=0, upper_seconds=20)
+    times.observe(kind, lower_seconds=15, upper_seconds=25)
+    assert times.expected(kind, {}) == (17.5, True)
+    times.observe(kind, lower_seconds=17.5, upper_seconds=18)
+    assert times.learned(kind) == 17.75
+    assert times.bracket(kind) == (17.5, 18)
+    assert times.learned("another kind") is None
+    times.observe(kind, lower_seconds=19, upper_seconds=21)  # renders vary: no common bracket
+    assert times.bracket(kind) is None
+    assert times.learned(kind) == 18.875  # the median of the midpoints 10, 20, 17.75, 20
+
+
+def test_a_look_that_came_too_early_halves_the_rest_of_the_bracket() -> None:
+    """A task not done at its first look, when every one seen was done by 20 s, is looked at
+    halfway to 20 s, not a back-off pause later."""
+    schedule = LookSchedule(WaitPolicy(jitter=0), 16.0, upper_seconds=20.0)
+    assert schedule.next_look(0) == pytest.approx(16.8)
+    assert schedule.next_look(16.8) == pytest.approx(18.4)
+    assert schedule.next_look(20.5) == pytest.approx(22.5)  # past it: back off from 2 s
+
+
+def test_looks_come_just_after_the_expected_time_then_back_off() -> None:
+    """Without a webhook: 5 % past the expected time, then a tenth of it, growing 1.5x."""
+    schedule = LookSchedule(WaitPolicy(jitter=0), 100.0)
+    looks = [0.0]
+    for _ in range(4):
+        looks.append(schedule.next_look(looks[-1]))
+    assert looks == pytest.approx([0, 105, 115, 130, 152.5])
+
+
+def test_with_a_webhook_looks_are_a_sparse_safety_net() -> None:
+    """With a webhook coming, the first look is at twice the expected time, then one per
+    expected time; a `max_interval_seconds` that is set still caps the pauses."""
+    schedule = LookSchedule(WaitPolicy(jitter=0), 600.0, has_webhook=True)
+    assert (schedule.next_look(0), schedule.next_look(1200)) == (1200, 1800)
+    capped = LookSchedule(WaitPolicy(max_interval_seconds=5), 600.0, has_webhook=True)
+    assert capped.next_look(0) == 5

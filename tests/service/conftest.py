@@ -89,7 +89,12 @@ def start_service(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Ite
     """Start the service (one at a time: DBOS is a per-process singleton); stopped after."""
     stops: list[Callable[[], None]] = []
 
-    def start(*, wait_policy: WaitPolicy = FAST_WAIT, **overrides: Any) -> Service:
+    def start(
+        *,
+        wait_policy: WaitPolicy = FAST_WAIT,
+        client_options: dict[str, Any] | None = None,
+        **overrides: Any,
+    ) -> Service:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
@@ -105,7 +110,12 @@ def start_service(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Ite
 
         @asynccontextmanager
         async def engine_factory(settings: Settings) -> AsyncIterator[Engine]:
-            client = AsyncPiAPI(api_key=api_key, base_url=emulator.url, retry_policy=FAST_RETRY)
+            client = AsyncPiAPI(
+                api_key=api_key,
+                base_url=emulator.url,
+                retry_policy=FAST_RETRY,
+                **(client_options or {}),
+            )
             async with client, Engine(settings, client=client, wait_policy=wait_policy) as engine:
                 yield engine
 

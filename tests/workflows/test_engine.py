@@ -12,6 +12,7 @@ import pytest
 from klingflow.emulator import EmulatorServer, FaultRule, GenerationError
 from klingflow.errors import WorkflowInputError
 from klingflow.piapi import Task
+from klingflow.piapi.waiting import render_kind, typical_render_seconds
 from klingflow.workflows import load_workflow, load_workflow_text
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.engine import Command, Engine
@@ -404,3 +405,22 @@ def test_an_engine_shut_down_mid_run_leaves_it_for_the_next_one(
     done = harness.session(resume)
     assert done.status == RunStatus.COMPLETED, done.message
     assert emulator.stats()["creates"] == 1
+
+
+def test_render_times_learned_by_one_process_are_known_to_the_next(harness: Harness) -> None:
+    """What a run's waits learned about a kind of render is kept in the home folder, so the
+    next engine's first wait on that kind looks at the learned time, not the typical one."""
+    clip = (
+        "name: clip\nnodes:\n  - id: clip\n    type: kling.video\n"
+        "    with: {prompt: a red fox, duration: 5, mode: std, version: '2.1', download: false}\n"
+    )
+    assert harness.run(clip).status == RunStatus.COMPLETED
+    kind = render_kind({"duration": 5, "mode": "std", "version": "2.1"})
+
+    async def learned(engine: Engine) -> float | None:
+        return engine.client.render_times.learned(kind)
+
+    assert (harness.home / "render-times.json").is_file()
+    expected = harness.session(learned)
+    assert expected is not None
+    assert expected < typical_render_seconds({"duration": 5, "mode": "std"})

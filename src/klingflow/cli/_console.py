@@ -59,7 +59,6 @@ def make_client() -> PiAPI:
 def wait_policy(poll_seconds: float, deadline_minutes: float) -> WaitPolicy:
     return WaitPolicy(
         initial_interval_seconds=poll_seconds,
-        max_interval_seconds=max(poll_seconds, 30.0),
         deadline_seconds=deadline_minutes * 60,
     )
 

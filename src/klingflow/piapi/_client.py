@@ -19,7 +19,7 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 from pydantic import SecretStr
@@ -48,11 +48,17 @@ from klingflow.piapi.throttle import (
 )
 from klingflow.piapi.waiting import (
     DEFAULT_WAIT_POLICY,
+    TYPICAL_RENDER_SECONDS,
     AsyncWebhookEvents,
+    RenderTimes,
     WaitClock,
     WaitPolicy,
     WebhookEvents,
+    render_kind,
 )
+
+if TYPE_CHECKING:
+    from klingflow.piapi.polling import StatusPoller
 
 __all__ = ["AsyncPiAPI", "PiAPI"]
 
@@ -126,6 +132,8 @@ class _BaseClient:
             rate_limit = RateLimit.per_minute(requests_per_minute)
         self.rate_limit = rate_limit
         self.prices = prices or DEFAULT_PRICES
+        self.render_times = RenderTimes()
+        """How long each kind of render took here: `wait` shapes its looks after it."""
         self._auth = _KeyAuth(self._api_key, httpx.URL(self.base_url))
 
     def __repr__(self) -> str:
@@ -185,6 +193,39 @@ class _BaseClient:
         if raise_on_failure and task.status is not TaskStatus.COMPLETED:
             raise TaskFailedError(task)
         return task
+
+    def _expected_seconds(self, task: Task, *, has_webhook: bool) -> float | None:
+        """How long `task` should take to render, for `generate`'s wait: what was learned of
+        its kind; else the typical time with a webhook coming (the safety net's first look),
+        or None, so that the wait probes until one of its kind has been seen finishing."""
+        if not task.input:
+            return None
+        kind = render_kind(task.input, task_type=task.task_type)
+        expected, learned = self.render_times.expected(
+            kind, task.input, time_scale=self.wait_policy.time_scale
+        )
+        return expected if learned or has_webhook else None
+
+    def _wait_clock(
+        self,
+        task_id: str,
+        policy: WaitPolicy | None,
+        *,
+        has_webhook: bool,
+        expected_seconds: float | None,
+    ) -> WaitClock:
+        """The schedule of one `wait`: with a webhook coming, its first look is the safety
+        net after the expected time (typical, if not given); else it looks at once."""
+        clock = WaitClock(
+            task_id,
+            policy or self.wait_policy,
+            render_times=self.render_times,
+            has_webhook=has_webhook,
+        )
+        if has_webhook or expected_seconds is not None:
+            typical = TYPICAL_RENDER_SECONDS / clock.policy.time_scale
+            clock.expect(expected_seconds=expected_seconds or typical)
+        return clock
 
     @staticmethod
     def _tolerable(error: PiAPIError) -> bool:
@@ -263,13 +304,14 @@ class PiAPI(_BaseClient):
         max_retries: int | None,
         intent_id: str | None = None,
         on_sending: SendingHook | None = None,
+        is_deferrable: bool = False,
     ) -> Any:
         retries = self._retries(max_retries)
         retry_number = 0
         while True:
             cause: httpx.RequestError | None = None
             if self._throttle is not None:
-                self._throttle.acquire()
+                self._throttle.acquire(is_deferrable=is_deferrable)
             try:
                 if on_sending is not None:  # past every limit of ours: it goes out now
                     on_sending()
@@ -376,6 +418,16 @@ class PiAPI(_BaseClient):
         data = self._send(spec, timeout_seconds=timeout_seconds, max_retries=max_retries)
         return self._observe(_wire.parse_task(data, spec))
 
+    def _look(
+        self, task_id: str, *, timeout_seconds: float | None = None, max_retries: int | None = None
+    ) -> Task:
+        """`get` for a wait: a status look, which lets creates go first under the rate limit."""
+        spec = _wire.get_spec(task_id)
+        data = self._send(
+            spec, timeout_seconds=timeout_seconds, max_retries=max_retries, is_deferrable=True
+        )
+        return self._observe(_wire.parse_task(data, spec))
+
     def wait(
         self,
         task_id: str,
@@ -383,35 +435,51 @@ class PiAPI(_BaseClient):
         policy: WaitPolicy | None = None,
         on_progress: ProgressHook | None = None,
         events: WebhookEvents | None = None,
+        expected_seconds: float | None = None,
         raise_on_failure: bool = True,
         timeout_seconds: float | None = None,
         max_retries: int | None = None,
     ) -> Task:
-        """Poll until the task is terminal and return it.
+        """Wait until the task is terminal and return it.
 
-        `on_progress` hears every new version of the task. With `events`, a webhook delivery
-        for the task ends the pause at once (then a GET confirms). Raises `TaskFailedError`
-        when the task fails or is cancelled (unless `raise_on_failure=False`), and
-        `WaitTimeoutError` at the policy's deadline: the task keeps running, so resume the
-        wait; never resubmit. Transient errors are ridden out until the deadline.
-        `timeout_seconds` and `max_retries` apply to each GET.
+        Looks are shaped by the expected render time: `expected_seconds` if given, else
+        what this client has seen tasks of the same kind take (PiAPI-typical times at
+        first), learned from the first look's answer. The first look past the expected time
+        comes just after it, later ones back off. With `events`, a webhook delivery for the
+        task ends the pause at once (then one GET confirms), and looks are only a safety
+        net after twice the expected time: a 10-minute render then costs one GET.
+
+        `on_progress` hears every new version of the task. Raises `TaskFailedError` when the
+        task fails or is cancelled (unless `raise_on_failure=False`), and `WaitTimeoutError`
+        at the policy's deadline: the task keeps running, so resume the wait; never
+        resubmit. Transient errors are ridden out until the deadline. `timeout_seconds` and
+        `max_retries` apply to each GET.
         """
         if events is not None and not isinstance(events, WebhookEvents):
             raise TypeError("PiAPI.wait takes WebhookEvents (AsyncWebhookEvents is for AsyncPiAPI)")
-        clock = WaitClock(task_id, policy or self.wait_policy)
+        clock = self._wait_clock(
+            task_id, policy, has_webhook=events is not None, expected_seconds=expected_seconds
+        )
         last_error: PiAPIError | None = None
+        is_due = events is None  # with a webhook coming, the first look is the safety net
         while True:
-            try:
-                task = self.get(task_id, timeout_seconds=timeout_seconds, max_retries=max_retries)
-            except PiAPIError as error:
-                if not self._tolerable(error):
-                    raise
-                last_error = error
-            else:
-                if clock.is_news(task) and on_progress is not None:
-                    on_progress(task)
-                if task.is_terminal:
-                    return self._finished(task, raise_on_failure)
+            if is_due:
+                try:
+                    task = self._look(
+                        task_id, timeout_seconds=timeout_seconds, max_retries=max_retries
+                    )
+                except PiAPIError as error:
+                    if not self._tolerable(error):
+                        raise
+                    last_error = error
+                else:
+                    clock.expect(task)
+                    clock.looked(task)
+                    if clock.is_news(task) and on_progress is not None:
+                        on_progress(task)
+                    if task.is_terminal:
+                        return self._finished(task, raise_on_failure)
+            is_due = True
             pause = clock.next_pause()
             if pause is None:
                 raise clock.timeout_error() from last_error
@@ -522,7 +590,13 @@ class PiAPI(_BaseClient):
     ) -> tuple[Task, Path]:
         """Submit, wait for completion, and download the output: `(task, path)`."""
         task = self.submit(request, config=config, webhook=webhook, intent_id=intent_id)
-        done = self.wait(task.task_id, policy=policy, on_progress=on_progress, events=events)
+        done = self.wait(
+            task.task_id,
+            policy=policy,
+            on_progress=on_progress,
+            events=events,
+            expected_seconds=self._expected_seconds(task, has_webhook=events is not None),
+        )
         return done, self.download(done, dest, filename=filename, sha256=sha256)
 
 
@@ -562,6 +636,8 @@ class AsyncPiAPI(_BaseClient):
         self._throttle = AsyncRequestThrottle(self.rate_limit) if self.rate_limit else None
         self._slots = AsyncTaskSlots(max_concurrent_tasks) if max_concurrent_tasks else None
         self._http = httpx.AsyncClient(transport=transport, **self._client_options())
+        self.poller: StatusPoller | None = None
+        """The process's status poller, when one looks after this client's tasks."""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -594,13 +670,14 @@ class AsyncPiAPI(_BaseClient):
         max_retries: int | None,
         intent_id: str | None = None,
         on_sending: SendingHook | None = None,
+        is_deferrable: bool = False,
     ) -> Any:
         retries = self._retries(max_retries)
         retry_number = 0
         while True:
             cause: httpx.RequestError | None = None
             if self._throttle is not None:
-                await self._throttle.acquire()
+                await self._throttle.acquire(is_deferrable=is_deferrable)
             try:
                 if on_sending is not None:  # past every limit of ours: it goes out now
                     on_sending()
@@ -630,6 +707,8 @@ class AsyncPiAPI(_BaseClient):
     def _observe(self, task: Task) -> Task:
         if self._slots is not None and task.is_terminal:
             self._slots.finish(task.task_id)
+        if self.poller is not None:
+            self.poller.observe(task)
         return task
 
     def adopt_tasks(self, task_ids: Iterable[str]) -> None:
@@ -640,8 +719,14 @@ class AsyncPiAPI(_BaseClient):
             self._slots.adopt(list(task_ids))
 
     async def _reserve_slot(self) -> None:
-        """Wait until fewer than `max_concurrent_tasks` of our tasks run, polling them."""
+        """Wait until fewer than `max_concurrent_tasks` of our tasks run, polling them (or,
+        with a `StatusPoller`, letting it look after them: one schedule, no double looks)."""
         if self._slots is None:
+            return
+        if self.poller is not None:
+            while not await self._slots.reserve(self.wait_policy.initial_interval_seconds):
+                for task_id in self._slots.running():
+                    self.poller.track(task_id)
             return
         pauses = self.wait_policy.intervals()
         while not await self._slots.reserve(next(pauses)):
@@ -696,6 +781,16 @@ class AsyncPiAPI(_BaseClient):
         data = await self._send(spec, timeout_seconds=timeout_seconds, max_retries=max_retries)
         return self._observe(_wire.parse_task(data, spec))
 
+    async def _look(
+        self, task_id: str, *, timeout_seconds: float | None = None, max_retries: int | None = None
+    ) -> Task:
+        """`get` for a wait: a status look, which lets creates go first under the rate limit."""
+        spec = _wire.get_spec(task_id)
+        data = await self._send(
+            spec, timeout_seconds=timeout_seconds, max_retries=max_retries, is_deferrable=True
+        )
+        return self._observe(_wire.parse_task(data, spec))
+
     async def wait(
         self,
         task_id: str,
@@ -703,29 +798,37 @@ class AsyncPiAPI(_BaseClient):
         policy: WaitPolicy | None = None,
         on_progress: ProgressHook | None = None,
         events: AsyncWebhookEvents | None = None,
+        expected_seconds: float | None = None,
         raise_on_failure: bool = True,
         timeout_seconds: float | None = None,
         max_retries: int | None = None,
     ) -> Task:
-        """Poll until the task is terminal and return it; see `PiAPI.wait`."""
+        """Wait until the task is terminal and return it; see `PiAPI.wait`."""
         if events is not None and not isinstance(events, AsyncWebhookEvents):
             raise TypeError("AsyncPiAPI.wait takes AsyncWebhookEvents (WebhookEvents is for PiAPI)")
-        clock = WaitClock(task_id, policy or self.wait_policy)
+        clock = self._wait_clock(
+            task_id, policy, has_webhook=events is not None, expected_seconds=expected_seconds
+        )
         last_error: PiAPIError | None = None
+        is_due = events is None  # with a webhook coming, the first look is the safety net
         while True:
-            try:
-                task = await self.get(
-                    task_id, timeout_seconds=timeout_seconds, max_retries=max_retries
-                )
-            except PiAPIError as error:
-                if not self._tolerable(error):
-                    raise
-                last_error = error
-            else:
-                if clock.is_news(task) and on_progress is not None:
-                    on_progress(task)
-                if task.is_terminal:
-                    return self._finished(task, raise_on_failure)
+            if is_due:
+                try:
+                    task = await self._look(
+                        task_id, timeout_seconds=timeout_seconds, max_retries=max_retries
+                    )
+                except PiAPIError as error:
+                    if not self._tolerable(error):
+                        raise
+                    last_error = error
+                else:
+                    clock.expect(task)
+                    clock.looked(task)
+                    if clock.is_news(task) and on_progress is not None:
+                        on_progress(task)
+                    if task.is_terminal:
+                        return self._finished(task, raise_on_failure)
+            is_due = True
             pause = clock.next_pause()
             if pause is None:
                 raise clock.timeout_error() from last_error
@@ -828,5 +931,11 @@ class AsyncPiAPI(_BaseClient):
     ) -> tuple[Task, Path]:
         """Submit, wait for completion, and download the output: `(task, path)`."""
         task = await self.submit(request, config=config, webhook=webhook, intent_id=intent_id)
-        done = await self.wait(task.task_id, policy=policy, on_progress=on_progress, events=events)
+        done = await self.wait(
+            task.task_id,
+            policy=policy,
+            on_progress=on_progress,
+            events=events,
+            expected_seconds=self._expected_seconds(task, has_webhook=events is not None),
+        )
         return done, await self.download(done, dest, filename=filename, sha256=sha256)

@@ -8,6 +8,10 @@ The rate limit is a sliding window that counts a request from the moment it is s
 instants, so no window of `per_seconds` on PiAPI's side ever sees more than `requests` of
 ours, whatever the network latency: a client set to the account's limit never gets a 429
 for going too fast.
+
+When the limit binds, what is sent first matters: a create starts a render (the account's
+slots are what a batch waits on), while a status look can come a moment later at no cost.
+So a request marked `is_deferrable` (a status look) waits while any other request waits.
 """
 
 from __future__ import annotations
@@ -51,11 +55,16 @@ class _Window:
         self.limit = limit
         self._in_flight = 0
         self._ended: deque[float] = deque()  # answer times, oldest first
+        self.urgent_waiting = 0  # requests that are not deferrable, waiting for their turn
 
-    def try_acquire(self, now: float) -> float:
-        """0 when a request may go now (and counts it); else seconds to wait (inf: a release)."""
+    def try_acquire(self, now: float, *, is_deferrable: bool = False) -> float:
+        """0 when a request may go now (and counts it); else seconds to wait (inf: a release).
+
+        A deferrable request waits (inf) while an urgent one does."""
         while self._ended and self._ended[0] <= now - self.limit.per_seconds:
             self._ended.popleft()
+        if is_deferrable and self.urgent_waiting:
+            return math.inf
         if self._in_flight + len(self._ended) < self.limit.requests:
             self._in_flight += 1
             return 0.0
@@ -76,10 +85,23 @@ class RequestThrottle:
         self._window = _Window(limit)
         self._cond = threading.Condition()
 
-    def acquire(self) -> None:
+    def acquire(self, *, is_deferrable: bool = False) -> None:
+        """Block until a request may go; a deferrable one lets the others go first."""
+        window = self._window
         with self._cond:
-            while (wait := self._window.try_acquire(time.monotonic())) > 0:
-                self._cond.wait(None if math.isinf(wait) else wait)
+            waiting = False
+            try:
+                while (
+                    wait := window.try_acquire(time.monotonic(), is_deferrable=is_deferrable)
+                ) > 0:
+                    if not is_deferrable and not waiting:
+                        waiting = True
+                        window.urgent_waiting += 1
+                    self._cond.wait(None if math.isinf(wait) else wait)
+            finally:
+                if waiting:
+                    window.urgent_waiting -= 1
+                    self._cond.notify_all()
 
     def release(self) -> None:
         with self._cond:
@@ -95,15 +117,28 @@ class AsyncRequestThrottle:
         self._window = _Window(limit)
         self._cond: asyncio.Condition | None = None
 
-    async def acquire(self) -> None:
+    async def acquire(self, *, is_deferrable: bool = False) -> None:
+        """Wait until a request may go; a deferrable one lets the others go first."""
         cond = self._cond = self._cond or asyncio.Condition()
+        window = self._window
         async with cond:
-            while (wait := self._window.try_acquire(time.monotonic())) > 0:
-                try:
-                    async with asyncio.timeout(None if math.isinf(wait) else wait):
-                        await cond.wait()
-                except TimeoutError:
-                    pass
+            waiting = False
+            try:
+                while (
+                    wait := window.try_acquire(time.monotonic(), is_deferrable=is_deferrable)
+                ) > 0:
+                    if not is_deferrable and not waiting:
+                        waiting = True
+                        window.urgent_waiting += 1
+                    try:
+                        async with asyncio.timeout(None if math.isinf(wait) else wait):
+                            await cond.wait()
+                    except TimeoutError:
+                        pass
+            finally:
+                if waiting:
+                    window.urgent_waiting -= 1
+                    cond.notify_all()
 
     async def release(self) -> None:
         cond = self._cond = self._cond or asyncio.Condition()

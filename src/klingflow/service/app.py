@@ -138,6 +138,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with engine_factory(settings) as engine:
+            if settings.public_url and settings.webhook_secret:
+                engine.receive_webhooks()  # PiAPI reports to /hooks/piapi: poll sparsely
             registry = WorkflowRegistry(engine.runlog.engine)
             app.state.engine = engine
             app.state.registry = registry

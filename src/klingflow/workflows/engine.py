@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import socket
@@ -35,6 +36,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any, Self
 
 from dbos import (
@@ -55,6 +57,8 @@ from klingflow.errors import (
     RunStateError,
 )
 from klingflow.piapi import AsyncPiAPI, AsyncWebhookEvents, Task, WaitPolicy
+from klingflow.piapi.polling import StatusPoller
+from klingflow.piapi.waiting import RenderTimes
 from klingflow.settings import Settings
 from klingflow.workflows.database import is_sqlite, make_engine
 from klingflow.workflows.executor import (
@@ -87,6 +91,9 @@ PIAPI_QUEUE = "klingflow-piapi"
 CONTROL_TOPIC = "control"
 CHUNK_SIZE = 50
 PAUSED_WAIT_SECONDS = 24 * 3600.0
+RENDER_TIMES_FILE = "render-times.json"
+"""In KLINGFLOW_HOME: how long each kind of render took, so the next process's waits look
+at the right time from its first task (see piapi.waiting.RenderTimes)."""
 ORPHAN_SCAN_LIMIT = 10_000
 """Queued runs checked at launch for a lost enqueue (newest first)."""
 
@@ -231,12 +238,12 @@ class Engine:
             requests_per_minute=self.settings.requests_per_minute,
         )
         self.wait_policy = wait_policy or WaitPolicy(
-            initial_interval_seconds=self.settings.poll_seconds,
-            max_interval_seconds=max(30.0, self.settings.poll_seconds),
+            initial_interval_seconds=self.settings.poll_seconds
         )
         self.chunk_size = chunk_size
         self.requested_executor_id = executor_id
         self.events = AsyncWebhookEvents()
+        self.poller: StatusPoller | None = None
         self._slot: IO[str] | None = None
         self._semaphores: dict[tuple[str, int, str], asyncio.Semaphore] = {}
         self.executor_id = ""
@@ -291,6 +298,8 @@ class Engine:
         )
         _engine = self
         try:
+            self.client.render_times = self._load_render_times()
+            self.poller = StatusPoller(self.client, policy=self.wait_policy)
             DBOS.launch()
             await DBOS.register_queue_async(
                 RUNS_QUEUE, global_concurrency=self.settings.max_runs, polling_interval_sec=0.2
@@ -314,6 +323,10 @@ class Engine:
             await self._stop_workflows()
             DBOS.destroy()
             _engine = None
+            if self.poller is not None:
+                await self.poller.aclose()
+                self.poller = None
+                self._save_render_times()
             # DBOS leaves its shut-down pool as the loop's default executor (dbos-notes §1).
             asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor())
             self.runlog.engine.dispose()
@@ -322,6 +335,29 @@ class Engine:
         if self._slot is not None:
             self._slot.close()
             self._slot = None
+
+    @property
+    def _render_times_path(self) -> Path:
+        return self.settings.home / RENDER_TIMES_FILE
+
+    def _load_render_times(self) -> RenderTimes:
+        """What earlier processes of this home learned about render times (none: defaults)."""
+        try:
+            data = json.loads(self._render_times_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return RenderTimes()
+        return RenderTimes.from_json(data)
+
+    def _save_render_times(self) -> None:
+        """Keep what this process learned for the next one (atomically; best effort)."""
+        path = self._render_times_path
+        part = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+        try:
+            part.write_text(json.dumps(self.client.render_times.to_json()), encoding="utf-8")
+            part.replace(path)
+        except OSError as error:
+            logging.getLogger(__name__).warning("could not save %s: %s", path, error)
+            part.unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -409,7 +445,15 @@ class Engine:
                 else None
             ),
             unstoppable=self._unstoppable,
+            poller=self.poller,
         )
+
+    def receive_webhooks(self) -> None:
+        """This process hosts the webhook receiver (`klingflow serve` with a public URL and a
+        secret): PiAPI reports each task's end here, so waits look only as a safety net.
+        A worker sharing the database polls on its own schedule instead."""
+        if self.poller is not None:
+            self.poller.has_webhook = True
 
     # -- starting and steering runs ----------------------------------------------------------
 
@@ -553,8 +597,8 @@ class Engine:
         return True
 
     async def deliver_webhook(self, task: Task, *, intent_id: str | None = None) -> None:
-        """A verified webhook: wake whatever waits for the task, settle a lost answer, and
-        settle the cost of a completed task.
+        """A verified, confirmed webhook: settle a lost answer, and settle the cost of a
+        completed task. (Whatever waits for the task was woken by the confirming GET.)
 
         `intent_id` comes from the webhook URL klingflow gave PiAPI. When that submission is
         uncertain (its answer was lost), the webhook proves which task it created: the run
@@ -585,8 +629,8 @@ class Engine:
             # failed task is left to its node, whose retry policy decides what comes next.
             spent = task.meta.usage.consume
             self.runlog.finish_intent(task.task_id, IntentState.COMPLETED, spent_points=spent)
-        with contextlib.suppress(Exception):  # the run may have finished meanwhile
-            await DBOS.send_async(owner[0], task.task_id, topic=f"task:{task.task_id}")
+        # The waiting node needs no message: the confirming GET that produced `task` went
+        # through `self.client`, whose status poller ended that node's wait as it arrived.
 
     async def resume_if_settled(self, run_id: str) -> bool:
         """Retry a run paused only over uncertain submissions once none is left uncertain.

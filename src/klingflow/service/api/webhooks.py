@@ -1,9 +1,17 @@
 """Incoming hooks: PiAPI's task webhooks, and `POST /hooks/{workflow}` run triggers.
 
-A PiAPI delivery is only a hint. It is believed once its `x-webhook-secret` matches
-(constant time), it is new (retried copies are dropped by their dedupe key), and a GET of the
-task at PiAPI confirms it; then the engine wakes the waiting run, or settles a submission
-whose answer was lost (`?intent_id=` in the URL names it).
+A PiAPI delivery is only a hint. It is handled in four stages, each its own function so
+further checks slot in where they belong:
+
+1. **verify**: its `x-webhook-secret` matches (constant time) and its body parses;
+2. **record**: it is new (retried copies are dropped by their dedupe key);
+3. **answer**: 2xx at once. PiAPI gives up on a receiver that is slow to answer, and the
+   confirming GET below waits for the client's request budget, which a busy batch spends:
+   in the critical path it made deliveries time out (issue 17: 15 of 35 failed);
+4. **process**, after the answer: a GET of the task at PiAPI confirms it; then the engine
+   wakes the waiting node (through the status poller, which hears every answer the client
+   gets), or settles a submission whose answer was lost (`?intent_id=` in the URL names it).
+   If the GET fails, the waiting node's safety-net looks still find the task's end.
 """
 
 from __future__ import annotations
@@ -14,16 +22,18 @@ import re
 from collections import OrderedDict
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Body, Query, Request, Response
 from pydantic import BaseModel
 
-from klingflow.errors import WebhookVerificationError
-from klingflow.piapi import verify_webhook
+from klingflow.errors import KlingflowError, WebhookVerificationError
+from klingflow.piapi import WebhookDelivery, verify_webhook
 from klingflow.piapi.webhooks import SECRET_HEADER
 from klingflow.service.api import APIError, ErrorPublic
 from klingflow.service.api.runs import IdempotencyKey
 from klingflow.service.deps import EngineDep, RegistryDep, SettingsDep
 from klingflow.service.operations import latest_published, start_published
+from klingflow.settings import Settings
+from klingflow.workflows.engine import Engine
 
 __all__ = ["DeliveryLog", "HookAcceptedPublic", "TriggeredPublic", "piapi_router", "trigger_router"]
 
@@ -65,7 +75,8 @@ class DeliveryLog:
 
 
 class HookAcceptedPublic(BaseModel):
-    """What a PiAPI delivery led to."""
+    """What a PiAPI delivery led to: `delivered` (recorded; confirmed and acted on right
+    after this answer) or `duplicate` (a copy of one already recorded)."""
 
     outcome: Literal["delivered", "duplicate"]
     task_id: str
@@ -105,34 +116,50 @@ async def piapi_webhook(
     request: Request,
     engine: EngineDep,
     settings: SettingsDep,
+    background: BackgroundTasks,
     intent_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> HookAcceptedPublic:
     """Receive a PiAPI task webhook (authenticated by its secret, not the API token)."""
+    delivery = await _verify(request, settings)
+    if intent_id is not None and not _INTENT_ID.match(intent_id):
+        raise APIError(400, "BadRequest", "intent_id is malformed")
+    deliveries: DeliveryLog = request.app.state.webhooks
+    if not deliveries.claim(delivery.dedupe_key):  # record
+        return HookAcceptedPublic(outcome="duplicate", task_id=delivery.task.task_id)
+    # answer now; confirm and act after the answer has left
+    background.add_task(_process, engine, deliveries, delivery, intent_id)
+    return HookAcceptedPublic(outcome="delivered", task_id=delivery.task.task_id)
+
+
+async def _verify(request: Request, settings: Settings) -> WebhookDelivery:
+    """The delivery, if its secret matches and its body parses (else 401, 400, 413, 503)."""
     if settings.webhook_secret is None:
         raise APIError(503, "WebhooksDisabled", "set KLINGFLOW_WEBHOOK_SECRET to accept webhooks")
     body = await _read_bounded(request, MAX_WEBHOOK_BYTES)
     secret = settings.webhook_secret.get_secret_value()
     try:
-        delivery = verify_webhook(request.headers, body, secret=secret)
+        return verify_webhook(request.headers, body, secret=secret)
     except WebhookVerificationError as error:
         given = request.headers.get(SECRET_HEADER, "")
         if hmac.compare_digest(given.encode(), secret.encode()):
             raise APIError(400, "MalformedDelivery", str(error)) from None
         log.warning("refused a webhook delivery: %s", error)  # the error never holds secrets
         raise
-    if intent_id is not None and not _INTENT_ID.match(intent_id):
-        raise APIError(400, "BadRequest", "intent_id is malformed")
-    if not request.app.state.webhooks.claim(delivery.dedupe_key):
-        return HookAcceptedPublic(outcome="duplicate", task_id=delivery.task.task_id)
-    is_done = False
+
+
+async def _process(
+    engine: Engine, deliveries: DeliveryLog, delivery: WebhookDelivery, intent_id: str | None
+) -> None:
+    """After the answer: confirm the delivery with a GET, then let the engine act on it."""
+    task_id = delivery.task.task_id
     try:
-        task = await engine.client.get(delivery.task.task_id)  # the body is only a hint
+        task = await engine.client.get(task_id)  # the body is only a hint
         await engine.deliver_webhook(task, intent_id=intent_id)
-        is_done = True
-    finally:
-        if not is_done:  # let PiAPI's retry of this delivery in
-            request.app.state.webhooks.release(delivery.dedupe_key)
-    return HookAcceptedPublic(outcome="delivered", task_id=task.task_id)
+    except KlingflowError as error:
+        # Already answered, so PiAPI will not send it again: forget it (a copy may still
+        # come) and leave the task to the waiting node's safety-net looks.
+        deliveries.release(delivery.dedupe_key)
+        log.warning("could not confirm the webhook for task %s: %s", task_id, error)
 
 
 @trigger_router.post(

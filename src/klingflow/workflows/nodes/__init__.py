@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 import httpx
 
 from klingflow.piapi import AsyncPiAPI, AsyncWebhookEvents, WaitPolicy, WebhookConfig
+from klingflow.piapi.polling import StatusPoller
 from klingflow.workflows.runlog import RunLog
 
 __all__ = ["Durable", "Runner", "Runtime", "Services"]
@@ -51,6 +52,8 @@ class Services:
     webhook_secret: str | None = None
     unstoppable: set[asyncio.Task[Any]] = field(default_factory=set)
     """Work that a shutdown waits for instead of cancelling (see `finish_even_if_cancelled`)."""
+    poller: StatusPoller | None = None
+    """The process's one status poller: every waiting node's looks go through it."""
 
     async def finish_even_if_cancelled(self, work: Coroutine[Any, Any, T]) -> T:
         """Run `work` to its end even when the run is cancelled (the engine shutting down):

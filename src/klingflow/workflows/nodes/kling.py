@@ -11,7 +11,6 @@ says so (a webhook, `klingflow runs retry --task-id` or `--resubmit` settles it)
 
 from __future__ import annotations
 
-import random
 from decimal import Decimal
 from typing import Any
 
@@ -20,7 +19,6 @@ from klingflow.errors import (
     PiAPIError,
     SubmitUncertainError,
     TaskFailedError,
-    WaitTimeoutError,
 )
 from klingflow.piapi import KlingRequest, Task
 from klingflow.workflows.nodes import Runtime
@@ -120,30 +118,37 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
     return Task.model_validate(await rt.durable.step("kling.submit", submit))
 
 
-async def wait_for_task(rt: Runtime, task_id: str, deadline_seconds: float | None) -> Task:
-    """Poll (or be woken by a webhook) until the task is terminal; settle what it cost.
+async def wait_for_task(
+    rt: Runtime,
+    task_id: str,
+    deadline_seconds: float | None,
+    *,
+    request: KlingRequest | None = None,
+) -> Task:
+    """Wait, through the process's status poller, until the task is terminal; settle its cost.
 
-    The deadline counts planned pauses rather than the wall clock, so a replay after a crash
-    takes the same decisions; DBOS's durable sleeps keep their original wake-up times.
+    The poller looks when the task may be done (its expected render time from now, as the
+    task was just submitted: from `request` when known, else the first look comes at once
+    and its answer tells), and a verified webhook ends the wait with its confirming GET.
+    The wait is one step: after a crash it starts over, from the restart.
     """
     services = rt.services
-    policy = services.wait_policy
-    deadline = deadline_seconds or policy.deadline_seconds
-    pauses = policy.intervals(random.Random(task_id))
-    waited = 0.0
+    poller = services.poller
+    assert poller is not None, "the engine gives every run its status poller"
+    deadline = deadline_seconds or services.wait_policy.deadline_seconds
 
-    async def look() -> dict[str, Any]:
-        return (await services.client.get(task_id)).model_dump(mode="json")
+    async def watch() -> dict[str, Any]:
+        task = await poller.wait(
+            task_id,
+            task_input=request.to_input() if request is not None else None,
+            task_type=request.task_type if request is not None else "video_generation",
+            deadline_seconds=deadline,
+        )
+        return task.model_dump(mode="json")
 
-    while True:
-        task = Task.model_validate(await rt.durable.step("kling.get", look))
-        if task.is_terminal:
-            break
-        if waited >= deadline:
-            raise WaitTimeoutError(task_id, last_status=task.status.value, waited_seconds=waited)
-        pause = min(next(pauses), deadline - waited)
-        waited += pause
-        await rt.durable.sleep(pause, wake_topic=f"task:{task_id}")
+    task = Task.model_validate(await rt.durable.step("kling.wait", watch))
+    while not task.is_terminal:  # only a replay of a run recorded by an older engine
+        task = Task.model_validate(await rt.durable.step("kling.wait", watch))
 
     async def settle() -> bool:
         state = IntentState.COMPLETED if task.status == "completed" else IntentState.FAILED
@@ -177,7 +182,7 @@ async def wait(rt: Runtime, params: KlingWaitParams) -> dict[str, Any]:
 async def video(rt: Runtime, params: KlingVideoParams) -> dict[str, Any]:
     """Generate, wait and download: the common case in one node."""
     task = await submit_once(rt, params.request)
-    done = await wait_for_task(rt, task.task_id, params.deadline_seconds)
+    done = await wait_for_task(rt, task.task_id, params.deadline_seconds, request=params.request)
     summary = task_summary(done)
     summary["path"] = None
     if params.download and done.video_url:
@@ -190,7 +195,7 @@ async def piapi_task(rt: Runtime, params: PiAPITaskParams) -> dict[str, Any]:
     task = await submit_once(rt, params.request)
     if not params.wait:
         return {"code": 200, "data": {"status": task.status.value, "task_id": task.task_id}}
-    done = await wait_for_task(rt, task.task_id, params.deadline_seconds)
+    done = await wait_for_task(rt, task.task_id, params.deadline_seconds, request=params.request)
     summary = task_summary(done)
     summary["paths"] = await _download_all(rt, done, None) if params.download else []
     return summary
