@@ -35,7 +35,7 @@ def test_cli_examples_run_against_the_emulator(
         assert args[0] == "klingflow"
         result = klingflow(*args[1:])
         assert result.exit_code == 0, f"{line}\n{result.output}"
-    assert len(list((tmp_path / "videos").glob("*.mp4"))) == 4
+    assert len(list((tmp_path / "videos").glob("*.mp4"))) == 5
 
 
 def test_exit_code_table_matches_the_code() -> None:

@@ -97,7 +97,16 @@ class StatusLine:
 
     @contextmanager
     def live(self) -> Iterator[StatusLine]:
-        with Live(self, console=err, refresh_per_second=4, transient=True):
+        # No redirection of sys.stdout/stderr: a Ctrl-C while Live starts would leave them
+        # redirected, and the "resume with" line would never be printed.
+        with Live(
+            self,
+            console=err,
+            refresh_per_second=4,
+            transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        ):
             yield self
 
 
