@@ -228,6 +228,11 @@ def video(
     deadline_minutes: DeadlineMinutes = 60.0,
 ) -> None:
     """Make one Kling video: submit, wait with live status, download, print path and cost."""
+    if prompt is None and not shot and image is None:
+        # A usage error (2) like any missing argument, not an invalid request (3).
+        raise typer.BadParameter(
+            "missing: describe the video, or give --shot or --image", param_hint="'PROMPT'"
+        )
     request = build_video_request(
         prompt=prompt,
         duration=duration,
