@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from klingflow.cli._errors import err_console, state
+from klingflow.cli._help import ReadableHelpGroup
 from klingflow.extras import MISSING_EXTRA_EXIT_CODE, install_hint
 
 __all__ = ["app", "main"]
@@ -26,6 +27,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=ReadableHelpGroup,
 )
 
 

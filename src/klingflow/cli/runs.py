@@ -11,7 +11,7 @@ import asyncio
 import csv
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -27,6 +27,7 @@ from rich.text import Text
 
 from klingflow.cli._console import err, make_client, out, print_json, usd
 from klingflow.cli._errors import handles_errors
+from klingflow.cli._runids import resolve_run_id
 from klingflow.errors import InvalidRequestError, RunNotFoundError
 from klingflow.settings import Settings
 from klingflow.workflows import RunEstimate, Workflow, estimate_run, load_workflow
@@ -46,7 +47,7 @@ runs_app = typer.Typer(
     no_args_is_help=True,
 )
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
-RunId = Annotated[str, typer.Argument(help="The run id (run-...).")]
+RunId = Annotated[str, typer.Argument(help="The run id (run-...), or a unique beginning of it.")]
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -205,9 +206,10 @@ def summarize(runlog: RunLog, run: RunRecord) -> None:
 
 
 def _time(stamp: float | None) -> str:
+    """A moment with its zone: `2026-12-06 02:31:25 UTC`."""
     if stamp is None:
         return ""
-    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def open_runlog() -> RunLog:
@@ -374,17 +376,35 @@ def list_runs(
     if as_json:
         print_json([record.public_dict() for record in records])
         return
-    table = Table("run", "workflow", "status", "spent", "created", "paused on / message")
-    table.columns[0].no_wrap = True
-    for record in records:
-        table.add_row(
+    rows = [
+        (
             record.run_id,
             record.workflow_name,
-            Text(record.status.value, style=STATUS_STYLE.get(record.status.value, "")),
+            record.status.value,
             usd(record.spent_usd),
             _time(record.created_at),
             record.paused_node or (record.message or ""),
         )
+        for record in records
+    ]
+    print_rows(("run", "workflow", "status", "spent", "created", "paused on / message"), rows)
+
+
+def print_rows(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    """A table on a terminal (every column but the last kept whole, statuses coloured);
+    piped, one tab-separated line per row, header first, nothing cut or wrapped."""
+    if not out.is_terminal:
+        for row in [header, *rows]:
+            typer.echo("\t".join(row))  # not rich: it would expand the tabs
+        return
+    table = Table(*header)
+    for column in table.columns[:-1]:
+        column.no_wrap = True
+    status = header.index("status")
+    for row in rows:
+        cells: list[str | Text] = list(row)
+        cells[status] = Text(row[status], style=STATUS_STYLE.get(row[status], ""))
+        table.add_row(*cells)
     out.print(table)
 
 
@@ -393,6 +413,7 @@ def list_runs(
 def show(run_id: RunId, as_json: AsJson = False) -> None:
     """A run in full: nodes with inputs, outputs, errors, attempts and PiAPI tasks."""
     runlog = open_runlog()
+    run_id = resolve_run_id(runlog, run_id)
     record = runlog.get_run(run_id)
     if record is None:
         raise RunNotFoundError(run_id)
@@ -423,19 +444,22 @@ def show(run_id: RunId, as_json: AsJson = False) -> None:
     )
     if record.message:
         out.print(f"  {record.message}", markup=False)
-    table = Table("node", "status", "attempts", "task", "cost", "error")
-    for node in nodes:
-        table.add_row(
-            node.node_path
-            if node.epoch == record.epoch
-            else f"{node.node_path} (epoch {node.epoch})",
-            Text(node.status.value, style=STATUS_STYLE.get(node.status.value, "")),
-            str(node.attempts),
-            node.task_id or "",
-            "" if node.cost_usd is None else usd(node.cost_usd),
-            (node.error or {}).get("message", "")[:120],
-        )
-    out.print(table)
+    print_rows(
+        ("node", "status", "attempts", "task", "cost", "error"),
+        [
+            (
+                node.node_path
+                if node.epoch == record.epoch
+                else f"{node.node_path} (epoch {node.epoch})",
+                node.status.value,
+                str(node.attempts),
+                node.task_id or "",
+                "" if node.cost_usd is None else usd(node.cost_usd),
+                (node.error or {}).get("message", "")[:120],
+            )
+            for node in nodes
+        ],
+    )
     failures = [a for a in attempts if a.error]
     if failures:
         out.print("attempts that failed:")
@@ -456,6 +480,8 @@ def show(run_id: RunId, as_json: AsJson = False) -> None:
 
 def _steer(run_ids: list[str], command: Command, *, wait: bool, as_json: bool) -> None:
     require_key()
+    runlog = open_runlog()
+    run_ids = [resolve_run_id(runlog, run_id) for run_id in run_ids]  # unique prefixes too
 
     async def main() -> list[RunRecord]:
         async with Engine() as engine:

@@ -476,6 +476,17 @@ class RunLog:
             row = c.execute(runs.select().where(runs.c.run_id == run_id)).first()
         return RunRecord.from_row(row) if row else None
 
+    def run_ids_starting_with(self, prefix: str, *, limit: int = 5) -> list[str]:
+        """Up to `limit` run ids that begin with `prefix`, newest first (unique-prefix lookup)."""
+        query = (
+            sa.select(runs.c.run_id)
+            .where(runs.c.run_id.startswith(prefix, autoescape=True))
+            .order_by(runs.c.created_at.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as c:
+            return [row.run_id for row in c.execute(query)]
+
     def list_runs(
         self,
         *,
