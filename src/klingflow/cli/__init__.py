@@ -26,7 +26,6 @@ app = typer.Typer(
     help="Kling videos through PiAPI, reliably: generate, wait, download, and never pay twice.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
     cls=ReadableHelpGroup,
 )
 

@@ -71,3 +71,10 @@ class ReadableHelpGroup(TyperGroup):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         readable_help(self)
+
+    def get_params(self, ctx: Any) -> Any:
+        # Typer adds --install-completion and --show-completion after __init__.
+        params = super().get_params(ctx)
+        for param in params:
+            _readable_param(param)
+        return params

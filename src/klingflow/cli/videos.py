@@ -27,6 +27,9 @@ from klingflow.cli._console import (
 from klingflow.cli._errors import handles_errors
 from klingflow.errors import InvalidRequestError
 from klingflow.piapi import KlingRequest, KlingVideoRequest, PiAPI, Task, parse_task_request
+from klingflow.piapi.kling import AspectRatio as KlingAspectRatio
+from klingflow.piapi.kling import Mode as KlingMode
+from klingflow.piapi.kling import VideoVersion
 from klingflow.piapi.pricing import estimate_cost
 
 __all__ = ["INTERRUPTED_EXIT_CODE", "PRICE_STAND_IN_PROMPT", "account", "cost", "video"]
@@ -43,14 +46,15 @@ Prompt = Annotated[
 Duration = Annotated[
     str | None, typer.Option(help="Seconds: 3-15 for Kling 3.0, 5 or 10 before; '5s' works.")
 ]
-AspectRatio = Annotated[str, typer.Option("--aspect-ratio", help="16:9, 9:16 or 1:1.")]
+# Literal types from kling.py: typer shows them as choices, and shells complete them.
+AspectRatio = Annotated[KlingAspectRatio, typer.Option("--aspect-ratio", help="Frame shape.")]
 Model = Annotated[
     str | None, typer.Option("--model", help="Model as the seed action names it: 'Kling V2.1'.")
 ]
 Version = Annotated[
-    str | None, typer.Option("--version", help="Kling version: 3.0 (default), 2.6 ... 1.0.")
+    VideoVersion | None, typer.Option("--version", help="Kling version (default 3.0).")
 ]
-Mode = Annotated[str, typer.Option(help="std (720p) or pro (1080p).")]
+Mode = Annotated[KlingMode, typer.Option(help="std (720p) or pro (1080p).")]
 Audio = Annotated[bool, typer.Option("--audio/--no-audio", help="Native audio (2.6 and 3.0).")]
 Shots = Annotated[
     list[str] | None,
