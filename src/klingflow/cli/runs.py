@@ -72,6 +72,9 @@ def read_table(path: Path) -> list[Any]:
     return data
 
 
+TABLE_SUFFIXES = (".csv", ".jsonl", ".json", ".yaml", ".yml")
+
+
 def parse_input(text: str) -> tuple[str, Any]:
     """`key=value`: JSON when it parses (5, true, [..]), a file's rows for `@file`, else text."""
     key, sep, value = text.partition("=")
@@ -79,6 +82,11 @@ def parse_input(text: str) -> tuple[str, Any]:
         raise InvalidRequestError([("-i", f"expected key=value, got {text!r}")])
     if value.startswith("@"):
         return key, read_table(Path(value[1:]))
+    if Path(value).suffix in TABLE_SUFFIXES and Path(value).is_file():
+        err.print(
+            f"hint: -i {text} passes the text {value!r}; did you mean {key}=@{value} (its rows)?",
+            markup=False,
+        )
     try:
         return key, json.loads(value)
     except ValueError:
@@ -239,7 +247,7 @@ def show_estimates(estimates: list[RunEstimate], *, as_json: bool) -> None:
         return
     several = len(estimates) > 1
     for number, estimate in enumerate(estimates):
-        prefix = f"run {number}  " if several else ""
+        prefix = f"run {number + 1}  " if several else ""  # counted from 1, like rows
         for node in estimate.nodes:
             price = "unknown" if node.usd is None else usd(node.usd)
             note = f"  ({node.note})" if node.note else ""

@@ -10,6 +10,7 @@ import uvicorn
 
 from klingflow.cli._console import err
 from klingflow.cli._errors import handles_errors
+from klingflow.cli._ports import require_free_port
 from klingflow.cli.runs import require_key
 from klingflow.cli.workflows import publish_files
 from klingflow.service import create_app
@@ -42,6 +43,7 @@ def serve(
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--host") from None
     require_key()
+    require_free_port(host, port)  # before publishing or printing anything
     if workflows:
         publish_files(workflows, settings)
     err.print(f"klingflow serving on http://{host}:{port} (web UI at /, API docs at /docs)")
