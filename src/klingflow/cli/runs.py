@@ -154,7 +154,8 @@ def video_paths(value: Any) -> Iterator[str]:
 STATUS_STYLE = {
     "completed": "green", "succeeded": "green", "running": "cyan", "queued": "dim",
     "paused": "yellow", "failed": "red", "crashed": "red", "cancelled": "magenta",
-    "skipped": "dim",
+    "skipped": "dim", "sent": "cyan", "accepted": "cyan", "uncertain": "yellow",
+    "rejected": "red", "abandoned": "magenta",
 }  # fmt: skip
 
 
@@ -408,7 +409,7 @@ def print_rows(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None
     table = Table(*header)
     for column in table.columns[:-1]:
         column.no_wrap = True
-    status = header.index("status")
+    status = next(i for i, name in enumerate(header) if name in ("status", "state"))
     for row in rows:
         cells: list[str | Text] = list(row)
         cells[status] = Text(row[status], style=STATUS_STYLE.get(row[status], ""))
@@ -468,6 +469,22 @@ def show(run_id: RunId, as_json: AsJson = False) -> None:
             for node in nodes
         ],
     )
+    if intents:  # every paid submission, so "was I charged twice?" is answered here too
+        out.print("submissions:")
+        print_rows(
+            ("node", "state", "task", "estimated", "sent", "note"),
+            [
+                (
+                    intent.node_path,
+                    intent.state.value,
+                    intent.task_id or "",
+                    usd(intent.estimated_usd),
+                    _time(intent.created_at),
+                    intent.note or "",
+                )
+                for intent in intents
+            ],
+        )
     failures = [a for a in attempts if a.error]
     if failures:
         out.print("attempts that failed:")

@@ -66,7 +66,8 @@ Negative = Annotated[str | None, typer.Option("--negative-prompt", help="What to
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 PollSeconds = Annotated[
     float,
-    typer.Option("--poll-interval", envvar="KLINGFLOW_POLL_INTERVAL", help="First poll pause (s)."),
+    # One variable for every first poll pause: the engine's Settings.poll_seconds reads it too.
+    typer.Option("--poll-interval", envvar="KLINGFLOW_POLL_SECONDS", help="First poll pause (s)."),
 ]
 DeadlineMinutes = Annotated[float, typer.Option("--deadline", help="Give up waiting after (min).")]
 
