@@ -19,7 +19,7 @@ def test_cost_needs_no_prompt(klingflow: Invoke) -> None:
     assert result.stdout.startswith("$2.00")
     report = json.loads(klingflow("cost", "--duration", "5", "--json").stdout)
     assert "prompt" not in report["request"]["input"]  # no stand-in shown as if typed
-    assert report["estimated_cost_usd"] == "0.50"
+    assert report["estimate_usd"] == "0.50"
 
 
 def test_prices_lists_every_version_mode_and_audio_setting_as_estimated(

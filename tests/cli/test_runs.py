@@ -181,6 +181,6 @@ def test_dry_run_prints_the_cost_and_starts_nothing(
     assert "estimated $2.50 · 5 paid submissions" in result.stderr
     rows = klingflow("run", str(EXAMPLES / "seed-action.yaml"), "--rows",
                      str(EXAMPLES / "prompts.csv"), "--dry-run", "--json")  # fmt: skip
-    assert [e["total_usd"] for e in json.loads(rows.stdout)] == ["0.26"] * 5
+    assert [e["estimate_usd"] for e in json.loads(rows.stdout)] == ["0.26"] * 5
     assert emulator.stats()["creates"] == 0
     assert json.loads(klingflow("runs", "list", "--json").stdout) == []

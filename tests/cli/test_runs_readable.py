@@ -73,3 +73,14 @@ def test_an_ambiguous_prefix_is_a_usage_error_naming_the_candidates(
     words = " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())
     assert all(run_id in words for run_id in run_ids)
     assert "give more of the id" in words
+
+
+def test_json_outputs_use_one_money_and_time_format(klingflow: Invoke, run_ids: list[str]) -> None:
+    """`runs list --json` and `runs show --json`: money "0.00", moments ISO 8601 with zone."""
+    [record, *_] = json.loads(klingflow("runs", "list", "--json").stdout)
+    assert record["spent_usd"] == "0.00"
+    assert record["estimate_usd"] == "0.00"
+    assert "estimated_usd" not in record
+    assert record["created_at"].endswith("+00:00")
+    shown = json.loads(klingflow("runs", "show", record["run_id"], "--json").stdout)
+    assert all(node["started_at"].endswith("+00:00") for node in shown["nodes"])

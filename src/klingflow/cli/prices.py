@@ -15,6 +15,7 @@ from rich.table import Table
 from klingflow.cli._console import out, print_json, usd
 from klingflow.cli.videos import PRICE_STAND_IN_PROMPT, AsJson
 from klingflow.errors import InvalidRequestError
+from klingflow.formats import usd_text
 from klingflow.piapi import KlingVideoRequest, estimate_cost
 from klingflow.piapi.kling import Mode, VideoVersion
 from klingflow.piapi.pricing import FIXED_PRICE_TASK_TYPES, fixed_price
@@ -81,12 +82,12 @@ def prices(as_json: AsJson = False) -> None:
                         "version": row.version,
                         "mode": row.mode,
                         "audio": row.has_audio,
-                        "per_second_usd": str(row.per_second_usd),
-                        "by_duration_usd": {str(s): str(p) for s, p in row.durations},
+                        "per_second_usd": usd_text(row.per_second_usd),
+                        "by_duration_usd": {str(s): usd_text(p) for s, p in row.durations},
                     }
                     for row in rows
                 ],
-                "per_generation_usd": {task_type: str(price) for task_type, price in fixed},
+                "per_generation_usd": {task_type: usd_text(price) for task_type, price in fixed},
             }
         )
         return

@@ -434,11 +434,8 @@ def show(run_id: RunId, as_json: AsJson = False) -> None:
             {
                 "run": record.public_dict(),
                 "nodes": [node.public_dict() for node in nodes],
-                "attempts": [a.__dict__ for a in attempts],
-                "submissions": [
-                    {**i.__dict__, "state": i.state.value, "estimated_usd": str(i.estimated_usd)}
-                    for i in intents
-                ],
+                "attempts": [attempt.public_dict() for attempt in attempts],
+                "submissions": [intent.public_dict() for intent in intents],
             }
         )
         return

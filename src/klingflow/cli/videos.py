@@ -26,6 +26,7 @@ from klingflow.cli._console import (
 )
 from klingflow.cli._errors import handles_errors
 from klingflow.errors import InvalidRequestError
+from klingflow.formats import usd_text
 from klingflow.piapi import KlingRequest, KlingVideoRequest, PiAPI, Task, parse_task_request
 from klingflow.piapi.kling import AspectRatio as KlingAspectRatio
 from klingflow.piapi.kling import Mode as KlingMode
@@ -134,7 +135,7 @@ def show_estimate(request: KlingRequest, *, as_json: bool) -> None:
     body = request.to_body()
     estimate = estimate_cost(request)
     if as_json:
-        print_json({"request": body, "estimated_cost_usd": str(estimate)})
+        print_json({"request": body, "estimate_usd": usd_text(estimate)})
         return
     out.print_json(json.dumps(body))
     out.print(f"estimated cost: {usd(estimate)} ({request.duration_seconds} s) — nothing was sent")
@@ -185,7 +186,7 @@ def wait_and_download(
             {
                 "task": done.public_dict(),
                 "path": str(path) if path else None,
-                "cost_usd": str(done.cost_usd),
+                "cost_usd": usd_text(done.cost_usd),
             }
         )
         return
@@ -324,7 +325,7 @@ def cost(
         shown = request.to_body()
         if shown["input"].get("prompt") == PRICE_STAND_IN_PROMPT:
             del shown["input"]["prompt"]
-        print_json({"request": shown, "estimated_cost_usd": str(estimate_cost(request))})
+        print_json({"request": shown, "estimate_usd": usd_text(estimate_cost(request))})
     else:
         out.print(
             f"{usd(estimate_cost(request))}  ({request.task_type}, {request.duration_seconds} s)"

@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from klingflow.errors import InvalidRequestError, TemplateError
+from klingflow.formats import usd_text
 from klingflow.piapi import KlingRequest
 from klingflow.piapi.pricing import DEFAULT_PRICES, PriceTable, estimate_cost, fixed_price
 from klingflow.workflows.spec import (
@@ -51,9 +52,8 @@ class NodeEstimate:
     note: str | None = None
 
     def public_dict(self) -> dict[str, Any]:
-        usd = None if self.usd is None else str(self.usd)
-        return {"node_path": self.node_path, "node_type": self.node_type, "usd": usd,
-                "note": self.note}  # fmt: skip
+        return {"node_path": self.node_path, "node_type": self.node_type,
+                "estimate_usd": usd_text(self.usd), "note": self.note}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -78,9 +78,9 @@ class RunEstimate:
 
     def public_dict(self) -> dict[str, Any]:
         return {
-            "total_usd": str(self.total_usd),
+            "estimate_usd": usd_text(self.total_usd),
             "unknown": self.unknown,
-            "budget_usd": None if self.budget_usd is None else str(self.budget_usd),
+            "budget_usd": usd_text(self.budget_usd),
             "over_budget": self.over_budget,
             "nodes": [n.public_dict() for n in self.nodes],
         }

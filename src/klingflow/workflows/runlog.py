@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from klingflow.formats import json_values
 from klingflow.piapi.models import points_to_usd, usd_to_points
 
 __all__ = [
@@ -233,11 +234,10 @@ class RunRecord:
         )
 
     def public_dict(self) -> dict[str, Any]:
+        """JSON output: money and moments as `klingflow.formats` shows them."""
         data = {k: v for k, v in self.__dict__.items() if k != "workflow"}
-        for key in ("budget_usd", "reserved_usd", "spent_usd", "estimated_usd"):
-            data[key] = None if data[key] is None else str(data[key])
         data["status"] = self.status.value
-        return data
+        return json_values(data)
 
 
 @dataclass(frozen=True)
@@ -281,10 +281,10 @@ class NodeRun:
         )
 
     def public_dict(self) -> dict[str, Any]:
+        """JSON output: money and moments as `klingflow.formats` shows them."""
         data = dict(self.__dict__)
         data["status"] = self.status.value
-        data["cost_usd"] = None if self.cost_usd is None else str(self.cost_usd)
-        return data
+        return json_values(data)
 
 
 @dataclass(frozen=True)
@@ -296,6 +296,10 @@ class Attempt:
     error: dict[str, Any] | None
     retry_in_seconds: float | None
 
+    def public_dict(self) -> dict[str, Any]:
+        """JSON output: moments as `klingflow.formats` shows them."""
+        return json_values(dict(self.__dict__))
+
 
 @dataclass(frozen=True)
 class Intent:
@@ -306,6 +310,10 @@ class Intent:
     estimated_usd: Decimal
     note: str | None
     created_at: float
+
+    def public_dict(self) -> dict[str, Any]:
+        """JSON output: `estimate_usd` and moments as `klingflow.formats` shows them."""
+        return json_values({**self.__dict__, "state": self.state.value})
 
 
 ACTIVE_INTENT_STATES = frozenset({IntentState.SENT, IntentState.ACCEPTED, IntentState.UNCERTAIN})
