@@ -28,6 +28,7 @@ from rich.text import Text
 from klingflow.cli._console import err, make_client, out, print_json, usd
 from klingflow.cli._errors import handles_errors
 from klingflow.cli._runids import resolve_run_id
+from klingflow.cli._runlogs import LogFormatOption, log_runs
 from klingflow.errors import InvalidRequestError, RunNotFoundError
 from klingflow.settings import Settings
 from klingflow.workflows import RunEstimate, Workflow, estimate_run, load_workflow
@@ -348,12 +349,13 @@ def run(
 
 
 @handles_errors
-def worker() -> None:
+def worker(log_format: LogFormatOption = "text") -> None:
     """Run queued and recovered runs, and fire the schedules of published workflows, until
-    interrupted (Ctrl-C)."""
+    interrupted (Ctrl-C). Logs each run it starts, pauses and finishes on stderr."""
 
     settings = Settings()
     require_key()
+    log_runs(log_format)
 
     async def main() -> None:
         async with (

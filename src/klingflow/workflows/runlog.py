@@ -8,6 +8,7 @@ a record of each paid submission *before* it is sent. Amounts are stored in PiAP
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -23,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from klingflow.formats import json_values
 from klingflow.piapi.models import points_to_usd, usd_to_points
+from klingflow.workflows.runevents import RUN_LOGGER, log_run_event
 
 __all__ = [
     "Attempt",
@@ -532,6 +534,8 @@ class RunLog:
             values["outputs"] = self._clean(outputs)
         with self._tx() as tx:
             tx.execute(runs.update().where(runs.c.run_id == run_id).values(**values))
+        if RUN_LOGGER.isEnabledFor(logging.INFO) and (record := self.get_run(run_id)):
+            log_run_event(record)  # `klingflow worker` / `serve` log each start, pause, finish
 
     def claim_paused(self, run_id: str, *, message: str) -> bool:
         """Queue a paused run for a command, unless another command (from any process)
