@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,8 @@ def test_paused_run_exits_16_and_retry_finishes_it(
     result = klingflow("run", BATCH, "-i", ROWS)
     assert result.exit_code == 16
     assert "paused on each" in result.stderr
-    run_id = result.stderr.split()[0]
+    # The summary line after the batch view's change lines starts with the run id.
+    [run_id] = re.findall(r"^(run-\w+) paused", result.stderr, re.MULTILINE)
     assert f"klingflow runs retry {run_id}" in result.stderr
     shown = klingflow("runs", "show", run_id)
     assert "TaskFailedError [code 10000]" in shown.stdout

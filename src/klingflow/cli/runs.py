@@ -19,12 +19,11 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Group
 from rich.live import Live
-from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from klingflow.cli._batchview import BatchView, units_of
 from klingflow.cli._console import err, make_client, out, print_json, usd
 from klingflow.cli._errors import handles_errors
 from klingflow.cli._runids import resolve_run_id
@@ -35,7 +34,7 @@ from klingflow.workflows import RunEstimate, Workflow, estimate_run, load_workfl
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.engine import Command, Engine, describe_paused
 from klingflow.workflows.registry import WorkflowRegistry
-from klingflow.workflows.runlog import NodeRun, NodeStatus, RunLog, RunRecord, RunStatus
+from klingflow.workflows.runlog import RunLog, RunRecord, RunStatus
 from klingflow.workflows.schedules import Scheduler
 
 __all__ = ["RUN_NOT_COMPLETED", "run", "runs_app", "worker"]
@@ -160,42 +159,6 @@ STATUS_STYLE = {
 }  # fmt: skip
 
 
-def progress_view(runlog: RunLog, records: list[RunRecord]) -> Group:
-    """A live picture: each run's status and spend, each node, a bar per loop."""
-    parts: list[Any] = []
-    for run in records:
-        parts.append(
-            Text.assemble(
-                (f"{run.run_id} ", "bold"),
-                (run.status.value, STATUS_STYLE.get(run.status.value, "")),
-                f"  spent {usd(run.spent_usd)}",
-            )
-        )
-        nodes = runlog.nodes(run.run_id, run.epoch)
-        top = [n for n in nodes if "[" not in n.node_path]
-        for node in top:
-            items = [n for n in nodes if n.node_path.startswith(node.node_path + "[")]
-            line = Text.assemble(
-                f"  {node.node_id:<16}", (node.status.value, STATUS_STYLE.get(node.status, ""))
-            )
-            parts.append(line)
-            if node.node_type == "loop" and items:
-                finished = {n.item_index for n in items if n.status == NodeStatus.SUCCEEDED}
-                total = _loop_total(node)
-                parts.append(
-                    Group(
-                        ProgressBar(total=max(total, 1), completed=len(finished), width=40),
-                        Text(f"  {len(finished)}/{total} items"),
-                    )
-                )
-    return Group(*parts)
-
-
-def _loop_total(loop: NodeRun) -> int:
-    items = (loop.inputs or {}).get("items")
-    return len(items) if isinstance(items, list) else 0
-
-
 def run_files(runlog: RunLog, run: RunRecord) -> list[str]:
     """The files a run's nodes downloaded (this epoch), in node order, each once."""
     nodes = runlog.nodes(run.run_id, run.epoch)
@@ -232,12 +195,31 @@ def _exit_for(records: list[RunRecord]) -> None:
 
 
 async def _watch(engine: Engine, run_ids: list[str], *, as_json: bool) -> list[RunRecord]:
+    """Wait for the runs, showing the batch live (cli/_batchview.py): a summary and a bounded
+    table on a terminal, one plain line per state change otherwise."""
     if as_json:
         return await engine.wait(run_ids)
-    with Live(console=err, refresh_per_second=8, transient=True) as live:
+    first = [run for run in map(engine.runlog.get_run, run_ids) if run is not None]
+    budgets = [run.budget_usd for run in first]
+    known = [b for b in budgets if b is not None]
+    total = sum(known, Decimal(0)) if known and len(known) == len(budgets) else None
+    view = BatchView(budget_usd=total)
+
+    def look(records: list[RunRecord]) -> None:
+        view.update(units_of(engine.runlog, records))
+
+    if not err.is_terminal:
+
+        def print_changes(records: list[RunRecord]) -> None:
+            look(records)
+            view.print_changes(err)
+
+        return await engine.wait(run_ids, on_poll=print_changes)
+    with Live(view, console=err, refresh_per_second=4, transient=True) as live:
 
         def show(records: list[RunRecord]) -> None:
-            live.update(progress_view(engine.runlog, records))
+            look(records)
+            live.refresh()
 
         return await engine.wait(run_ids, on_poll=show)
 
