@@ -75,3 +75,12 @@ def test_an_unreachable_host_is_said_after_the_first_failure(api_key: str) -> No
     assert first.startswith(f"warning: PiAPI at {url} is not answering")
     assert "Connection refused" in first
     assert still_retrying
+
+
+def test_runs_retry_without_a_run_id_is_a_usage_error(klingflow: Invoke) -> None:
+    """`runs retry` with neither RUN_ID nor --all-paused exits 2, naming what is missing."""
+    result = klingflow("runs", "retry")
+    assert result.exit_code == 2
+    assert "give a run id, or --all-paused" in " ".join(
+        re.sub(r"[│╭╮╰╯─]", " ", result.output).split()
+    )

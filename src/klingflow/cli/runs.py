@@ -549,7 +549,7 @@ def retry(
             err.print("no paused runs")
             return
     elif run_id is None:
-        raise InvalidRequestError([("RUN_ID", "give a run id, or --all-paused")])
+        raise typer.BadParameter("give a run id, or --all-paused", param_hint="'RUN_ID'")
     else:
         run_ids = [run_id]
     action = "restart" if from_start else "retry"
