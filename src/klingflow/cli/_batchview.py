@@ -60,8 +60,15 @@ def units_of(runlog: RunLog, records: Sequence[RunRecord]) -> list[Unit]:
         items = _loop_items(runlog, records[0])
         if items is not None:
             return items
+    # One run without a loop (yet) is named by its workflow; several runs by row, else id.
+    single = len(records) == 1
     return [
-        Unit(number, label_of(run.inputs, run.run_id), run.status.value, run.spent_usd)
+        Unit(
+            number,
+            label_of(run.inputs, run.workflow_name if single else run.run_id),
+            run.status.value,
+            run.spent_usd,
+        )
         for number, run in enumerate(records, start=1)
     ]
 
