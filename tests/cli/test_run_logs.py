@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from klingflow.cli import app
 from klingflow.emulator import EmulatorServer, FaultRule
 
 from .conftest import Invoke
@@ -79,9 +81,5 @@ def test_the_worker_logs_a_pause_as_one_text_line(
 
 def test_serve_takes_the_same_log_format_choice() -> None:
     """`klingflow serve --help` offers `--log-format text|json`, wired as the worker's is."""
-    from typer.testing import CliRunner
-
-    from klingflow.cli import app
-
     result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
     assert "--log-format text|json" in " ".join(result.output.split())
