@@ -1,21 +1,22 @@
 # Two commands set everything up on a fresh machine: `make demo` and `make test`.
-# Both create .venv with the pinned dependencies the first time (and again when pyproject changes).
+# Both create .venv the first time (and again when pyproject.toml or constraints.txt changes),
+# with the exact versions of constraints.txt: pyproject.toml says ranges, for users' projects.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck browser unit clean
+.PHONY: demo test lint typecheck browser unit packaging lock clean
 
 # Postgres tests use this server (skipped, with the reason, when it does not answer).
 KLINGFLOW_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 export KLINGFLOW_TEST_POSTGRES_URL
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "klingflow needs Python >= 3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -49,6 +50,22 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest -q
+
+# The slow packaging tests alone: the wheel in a fresh venv, and the lower bounds of
+# pyproject.toml in another (both also run in `make unit`).
+packaging: $(STAMP)
+	$(BIN)/pytest -q -m packaging
+
+# Refresh constraints.txt from a fresh venv with the newest versions pyproject.toml allows
+# (then run `make test` before committing it).
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -e '.[dev]'
+	{ echo "# Exact versions for our own make test / CI (make lock); users get pyproject's ranges."; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | LC_ALL=C sort -f; } > constraints.txt
+	rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -32,7 +32,6 @@ def sandbox(
     monkeypatch.setenv("KLINGFLOW_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("KLINGFLOW_DATABASE_URL", raising=False)
     monkeypatch.setenv("KLINGFLOW_POLL_SECONDS", "0.02")
-    monkeypatch.setenv("KLINGFLOW_POLL_INTERVAL", "0.02")
     return tmp_path
 
 

@@ -353,7 +353,11 @@ class HTTPNodeError(WorkflowError):
 
 
 class LoopItemsFailedError(WorkflowError):
-    """Some items of a loop failed after their attempts; the others' results are kept."""
+    """Some items of a loop failed after their attempts; the others' results are kept.
+
+    `failed` is keyed by the 0-based item index (as in node paths, `each[2].video`); the
+    message counts items from 1, as `loop.number` and the downloaded file names do.
+    """
 
     def __init__(
         self,
@@ -366,7 +370,7 @@ class LoopItemsFailedError(WorkflowError):
         first = failed[min(failed)]
         super().__init__(
             f"{len(failed)} of {total} items of loop {loop_id!r} failed; first, item "
-            f"{min(failed)} at {first.get('node_path')}: {first.get('message')}"
+            f"{min(failed) + 1} of {total} at {first.get('node_path')}: {first.get('message')}"
         )
         self.loop_id = loop_id
         self.failed = failed

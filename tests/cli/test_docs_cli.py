@@ -25,7 +25,7 @@ def test_cli_examples_run_against_the_emulator(
     """Each documented command line exits 0 when run as written."""
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("KLINGFLOW_POLL_INTERVAL", "0.01")
+    monkeypatch.setenv("KLINGFLOW_POLL_SECONDS", "0.01")
     submitted = klingflow("video", "a red fox", "--no-wait")
     task_id = json.loads(submitted.stdout)["data"]["task_id"]
     lines = [line for block in SH_BLOCK.findall(CLI_DOCS) for line in block.splitlines()]
@@ -35,7 +35,7 @@ def test_cli_examples_run_against_the_emulator(
         assert args[0] == "klingflow"
         result = klingflow(*args[1:])
         assert result.exit_code == 0, f"{line}\n{result.output}"
-    assert len(list((tmp_path / "videos").glob("*.mp4"))) == 4
+    assert len(list((tmp_path / "videos").glob("*.mp4"))) == 5
 
 
 def test_exit_code_table_matches_the_code() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,8 @@ def test_paused_run_exits_16_and_retry_finishes_it(
     result = klingflow("run", BATCH, "-i", ROWS)
     assert result.exit_code == 16
     assert "paused on each" in result.stderr
-    run_id = result.stderr.split()[0]
+    # The summary line after the batch view's change lines starts with the run id.
+    [run_id] = re.findall(r"^(run-\w+) paused", result.stderr, re.MULTILINE)
     assert f"klingflow runs retry {run_id}" in result.stderr
     shown = klingflow("runs", "show", run_id)
     assert "TaskFailedError [code 10000]" in shown.stdout
@@ -181,6 +183,6 @@ def test_dry_run_prints_the_cost_and_starts_nothing(
     assert "estimated $2.50 · 5 paid submissions" in result.stderr
     rows = klingflow("run", str(EXAMPLES / "seed-action.yaml"), "--rows",
                      str(EXAMPLES / "prompts.csv"), "--dry-run", "--json")  # fmt: skip
-    assert [e["total_usd"] for e in json.loads(rows.stdout)] == ["0.26"] * 5
+    assert [e["estimate_usd"] for e in json.loads(rows.stdout)] == ["0.26"] * 5
     assert emulator.stats()["creates"] == 0
     assert json.loads(klingflow("runs", "list", "--json").stdout) == []

@@ -174,3 +174,31 @@ def test_exit_codes_are_distinct() -> None:
     codes = [code for _, code, _ in EXIT_CODES]
     assert len(codes) == len(set(codes))
     assert not {0, 1, 2} & set(codes)
+
+
+def test_name_saves_the_video_under_that_name(klingflow: Invoke, tmp_path: Path) -> None:
+    """`--name fox` saves `<out>/fox.mp4` (the .mp4 added) instead of `<task id>.mp4`."""
+    result = klingflow("video", "a red fox", "--out", f"{tmp_path}/", "--name", "fox", *FAST)
+    assert result.exit_code == 0, result.output
+    assert Path(result.stdout.strip()) == tmp_path / "fox.mp4"
+    assert [p.name for p in tmp_path.iterdir()] == ["fox.mp4"]
+
+
+@pytest.mark.parametrize(
+    ("name", "out", "says"),
+    [
+        ("../fox.mp4", "{tmp}/", "must be a file name, not a path"),
+        ("fox.mp4", "{tmp}/clip.mp4", "already names the file"),
+        ("taken.mp4", "{tmp}/", "taken.mp4 already exists"),
+    ],
+)
+def test_a_bad_name_is_refused_before_anything_is_paid(
+    name: str, out: str, says: str, klingflow: Invoke, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """A path, a file --out, or a name that would overwrite a video: exit 3, nothing sent."""
+    (tmp_path / "taken.mp4").write_bytes(b"an earlier paid video")
+    result = klingflow("video", "a red fox", "--out", out.format(tmp=tmp_path), "--name", name)
+    assert result.exit_code == 3
+    assert says in result.stderr
+    assert emulator.stats()["create_requests"] == 0
+    assert (tmp_path / "taken.mp4").read_bytes() == b"an earlier paid video"

@@ -13,9 +13,12 @@ import pytest
 from klingflow.emulator import EmulatorServer, FaultRule
 from klingflow.piapi import (
     KlingVideoRequest,
+    PiAPI,
     PiAPIConnectionError,
+    PiAPIError,
     PiAPITimeoutError,
     RateLimitError,
+    RetryPolicy,
     ServerError,
     SubmitUncertainError,
     TaskStatus,
@@ -264,3 +267,31 @@ def test_intent_id_is_added_to_the_webhook_endpoint(api: Api, emulator: Emulator
     endpoint = task.config["webhook_config"]["endpoint"] if task.config else ""
     assert endpoint == "https://example.com/hook?source=kf&intent_id=abc123"
     assert "intent_id" not in hook.endpoint  # the caller's object is untouched
+
+
+def test_on_retry_hears_each_retry_of_an_unreachable_host() -> None:
+    """`on_retry(error, delay)` is called before each retry, so a caller can say so at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    heard: list[tuple[PiAPIError, float]] = []
+    policy = RetryPolicy(max_retries=2, initial_delay_seconds=0.001, max_delay_seconds=0.001)
+    with (
+        PiAPI(
+            api_key="k",
+            base_url=f"http://127.0.0.1:{port}",
+            retry_policy=policy,
+            on_retry=lambda error, delay: heard.append((error, delay)),
+        ) as client,
+        pytest.raises(PiAPIConnectionError),
+    ):
+        client.get("a-task")
+    assert len(heard) == 2
+    assert all(isinstance(error, PiAPIConnectionError) for error, _ in heard)
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8787", "localhost:8787", "ftp://example.com"])
+def test_a_base_url_without_http_scheme_is_refused_at_construction(url: str) -> None:
+    """A URL the client could never send to raises ValueError before any request."""
+    with pytest.raises(ValueError, match="needs http:// or https://"):
+        PiAPI(api_key="k", base_url=url)

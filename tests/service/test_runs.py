@@ -100,10 +100,10 @@ def test_tasks_and_spend_report_what_runs_paid(service: Service, emulator: Emula
     assert task["node_path"] == "clip"
     assert task["task_id"] == emulator.tasks()[0]["task_id"]
     assert task["state"] == "completed"
-    assert float(task["estimated_cost_usd"]) > 0
+    assert float(task["estimate_usd"]) > 0
     assert service.http.get("/api/tasks", params={"active": True}).json()["tasks"] == []
     spend = service.http.get("/api/spend").json()
-    assert spend["total_usd"] == spend["today_usd"] == run["spent_usd"]
+    assert spend["spent_usd"] == spend["spent_today_usd"] == run["spent_usd"]
     assert spend["runs_today"] == 1
     assert float(run["spent_usd"]) > 0
 
@@ -163,10 +163,12 @@ def test_estimate_prices_a_run_without_starting_it(
     estimate = service.http.post(url, json={"prompt": "a fox"})
     assert estimate.status_code == 200, estimate.text
     body = estimate.json()
-    assert [(n["node_path"], n["usd"]) for n in body["nodes"]] == [("clip", body["total_usd"])]
+    assert [(n["node_path"], n["estimate_usd"]) for n in body["nodes"]] == [
+        ("clip", body["estimate_usd"])
+    ]
     assert service.http.post(url, json={}).status_code == 422  # inputs checked, as a start
     assert service.http.post("/api/workflows/nope/estimate", json={}).status_code == 404
     assert emulator.stats()["creates"] == 0
     assert service.http.get("/api/runs").json()["runs"] == []
     ran = service.settle(service.start(payload={"prompt": "a fox"}))["run"]
-    assert Decimal(ran["spent_usd"]) == Decimal(body["total_usd"]) == Decimal("0.5")
+    assert Decimal(ran["spent_usd"]) == Decimal(body["estimate_usd"]) == Decimal("0.5")

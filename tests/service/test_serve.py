@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -92,3 +93,50 @@ def test_serve_refuses_an_invalid_workflow_before_listening(
     assert result.returncode == 15, result.stderr
     assert "bad.yaml:3" in result.stderr
     assert "published" not in result.stdout
+
+
+def test_serve_logs_each_run_it_starts_and_finishes_as_json(
+    tmp_path: Path, emulator: EmulatorServer, api_key: str
+) -> None:
+    """`serve --log-format json`: a run started over the API is a `started` and a `finished`
+    line on stderr, with its id, workflow and spend."""
+    port = free_port()
+    flow = tmp_path / "clip.yaml"
+    flow.write_text(
+        "name: clip\nnodes:\n  - {id: clip, type: kling.video, with: {prompt: a fox}}\n"
+    )
+    env = {**serve_env(tmp_path, emulator, api_key), "KLINGFLOW_POLL_SECONDS": "0.02"}
+    with subprocess.Popen(
+        [*SERVE, "--port", str(port), "--workflows", str(flow), "--log-format", "json"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as server:
+        assert server.stderr is not None
+        try:
+            while "serving on" not in (line := server.stderr.readline()):
+                assert line, "serve stopped before serving"
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+                while True:
+                    try:
+                        started = http.post("/api/workflows/clip/runs", json={})
+                        break
+                    except httpx.ConnectError:
+                        time.sleep(0.1)
+            assert started.status_code == 201, started.text
+            run_id = started.json()["run_id"]
+            events: list[dict[str, str]] = []
+            while len(events) < 2:
+                line = server.stderr.readline()
+                assert line, f"serve stopped: {events}"
+                if line.startswith("{"):
+                    events.append(json.loads(line))
+        finally:
+            server.terminate()
+            server.communicate(timeout=30)
+    assert [(e["event"], e["run_id"], e["workflow"]) for e in events] == [
+        ("started", run_id, "clip"),
+        ("finished", run_id, "clip"),
+    ]
+    assert events[1]["spent_usd"] == "0.50"

@@ -78,9 +78,9 @@ def test_a_task_no_node_waits_for_is_settled_by_its_webhook(
     run_id = service.start("fire", {})
     ran = service.finish(run_id)["run"]
     assert ran["status"] == "completed", ran["message"]
-    assert (ran["spent_usd"], ran["reserved_usd"]) == ("0", "0.26")
+    assert (ran["spent_usd"], ran["reserved_usd"]) == ("0.00", "0.26")
     deadline = time.monotonic() + 20
-    while (detail := service.finish(run_id))["run"]["reserved_usd"] != "0":
+    while (detail := service.finish(run_id))["run"]["reserved_usd"] != "0.00":
         assert time.monotonic() < deadline, detail
         time.sleep(0.05)
     assert detail["run"]["spent_usd"] == "0.26"

@@ -84,3 +84,14 @@ def test_bad_inputs_and_requests_are_refused_as_the_run_would_refuse_them() -> N
     assert estimate_run(sized, {"seconds": 10}).total_usd == 1
     with pytest.raises(InvalidRequestError, match="must be 3 to 15 seconds"):
         estimate_run(sized, {"seconds": 99})
+
+
+def test_a_fixed_price_task_of_an_earlier_video_is_priced() -> None:
+    """Extending the video an earlier node makes costs $0.26 whatever that video is."""
+    estimate = estimate_run(
+        load_workflow(EXAMPLES / "image-to-video-extend.yaml"),
+        {"image_url": "https://example.com/first.png"},
+    )
+    found = {n.node_path: n.usd for n in estimate.nodes}
+    assert found == {"animate": Decimal("0.46"), "extend": Decimal("0.26")}
+    assert (estimate.total_usd, estimate.unknown) == (Decimal("0.72"), 0)

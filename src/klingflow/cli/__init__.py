@@ -1,20 +1,23 @@
-"""The `klingflow` command: videos, tasks, costs, the account, and the local emulator."""
+"""The `klingflow` command: videos, tasks, costs, the account, workflows, the service and the
+local emulator.
+
+Each command module is imported here; one whose pip extra is missing (`klingflow[workflows]`
+for `run`, `[server]` for `serve`, ...) becomes a stub that names the extra to install and
+exits with `MISSING_EXTRA_EXIT_CODE`, so `pip install 'klingflow[cli]'` still gives a working
+`klingflow video`.
+"""
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import version
 from typing import Annotated
 
 import typer
 
-from klingflow.cli._errors import state
-from klingflow.cli.demo import demo
-from klingflow.cli.emulator import emulator
-from klingflow.cli.runs import run, runs_app, worker
-from klingflow.cli.serve import serve
-from klingflow.cli.tasks import task_app
-from klingflow.cli.videos import account, cost, video
-from klingflow.cli.workflows import publish, validate
+from klingflow.cli._errors import err_console, state
+from klingflow.cli._help import ReadableHelpGroup
+from klingflow.extras import MISSING_EXTRA_EXIT_CODE, install_hint
 
 __all__ = ["app", "main"]
 
@@ -23,7 +26,7 @@ app = typer.Typer(
     help="Kling videos through PiAPI, reliably: generate, wait, download, and never pay twice.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    cls=ReadableHelpGroup,
 )
 
 
@@ -44,18 +47,58 @@ def _root(
     state.debug = debug
 
 
-app.command()(video)
-app.add_typer(task_app, name="task")
-app.command()(cost)
-app.command()(account)
-app.command()(validate)
-app.command()(publish)
-app.command()(run)
-app.add_typer(runs_app, name="runs")
-app.command()(worker)
-app.command()(serve)
-app.command()(emulator)
-app.command()(demo)
+# (module in klingflow.cli, command or group names in it, the extra its imports need), in
+# the order `klingflow --help` lists them. A group's name is the attribute `<name>_app`.
+_COMMANDS: list[tuple[str, list[str], str]] = [
+    ("videos", ["video"], "cli"),
+    ("tasks", ["task"], "cli"),
+    ("videos", ["cost"], "cli"),
+    ("prices", ["prices"], "cli"),
+    ("videos", ["account"], "cli"),
+    ("workflows", ["validate", "publish"], "workflows"),
+    ("runs", ["run", "runs", "worker"], "workflows"),
+    ("serve", ["serve"], "server"),
+    ("emulator", ["emulator"], "emulator"),
+    ("demo", ["demo"], "all"),
+    ("examples", ["examples"], "cli"),
+]
+_GROUPS = {"task", "runs"}
+
+
+def _unavailable(name: str, extra: str, module: str | None) -> None:
+    """Register `name` as a stub that says which extra brings it (any arguments accepted)."""
+    hint = install_hint(feature=f"klingflow {name}", extra=extra, module=module)
+
+    def stub(ctx: typer.Context) -> None:
+        err_console.print(f"error: {hint}", markup=False, highlight=False)
+        raise typer.Exit(code=MISSING_EXTRA_EXIT_CODE)
+
+    app.command(
+        name,
+        help=f"(not installed: pip install 'klingflow[{extra}]')",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        add_help_option=False,
+    )(stub)
+
+
+def _register(module_name: str, names: list[str], extra: str) -> None:
+    try:
+        module = importlib.import_module(f"klingflow.cli.{module_name}")
+    except ModuleNotFoundError as error:
+        if (error.name or "klingflow").partition(".")[0] == "klingflow":
+            raise  # our own module is missing: a bug, not an install choice
+        for name in names:
+            _unavailable(name, extra, error.name)
+        return
+    for name in names:
+        if name in _GROUPS:
+            app.add_typer(getattr(module, f"{name}_app"), name=name)
+        else:
+            app.command()(getattr(module, name))
+
+
+for _module_name, _names, _extra in _COMMANDS:
+    _register(_module_name, _names, _extra)
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from klingflow.errors import PiAPIConnectionError, PiAPIError
 from klingflow.piapi import PiAPI, Task, WaitPolicy
 from klingflow.piapi.downloads import ProgressCallback
 
@@ -53,7 +54,24 @@ def make_client() -> PiAPI:
             "emulator` and point PIAPI_BASE_URL at it (any key works there)"
         )
         raise typer.Exit(code=2)
-    return PiAPI()
+    warned = False
+    where = os.environ.get("PIAPI_BASE_URL") or "https://api.piapi.ai"
+
+    def on_retry(error: PiAPIError, delay_seconds: float) -> None:
+        # Said once, at the first failure: the retries that follow take seconds.
+        nonlocal warned
+        if isinstance(error, PiAPIConnectionError) and not warned:
+            warned = True
+            err.print(
+                f"warning: PiAPI at {where} is not answering ({error}); retrying (Ctrl-C to stop)",
+                markup=False,
+            )
+
+    try:
+        return PiAPI(on_retry=on_retry)
+    except ValueError as error:  # a base URL without a scheme: refused before any request
+        err.print(f"error: {error}", markup=False)
+        raise typer.Exit(code=2) from None
 
 
 def wait_policy(poll_seconds: float, deadline_minutes: float) -> WaitPolicy:
@@ -96,7 +114,16 @@ class StatusLine:
 
     @contextmanager
     def live(self) -> Iterator[StatusLine]:
-        with Live(self, console=err, refresh_per_second=4, transient=True):
+        # No redirection of sys.stdout/stderr: a Ctrl-C while Live starts would leave them
+        # redirected, and the "resume with" line would never be printed.
+        with Live(
+            self,
+            console=err,
+            refresh_per_second=4,
+            transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        ):
             yield self
 
 

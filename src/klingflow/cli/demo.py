@@ -17,8 +17,8 @@ from typing import Annotated
 import av
 import typer
 
-import klingflow
 from klingflow.cli._console import err, out
+from klingflow.cli.examples import examples_dir
 from klingflow.cli.runs import run, show
 from klingflow.cli.videos import video
 from klingflow.emulator import EmulatorConfig, EmulatorServer
@@ -28,7 +28,6 @@ from klingflow.workflows.runlog import RunLog
 __all__ = ["demo"]
 
 DEMO_KEY = "demo-key"
-EXAMPLES = Path(klingflow.__file__).resolve().parents[2] / "examples"
 
 
 @contextmanager
@@ -62,9 +61,7 @@ def demo(
     time_scale: Annotated[float, typer.Option(help="Emulated clock speed-up.")] = 30.0,
 ) -> None:
     """Price a video, then run the batch example (5 videos) durably and show its run log."""
-    workflow = EXAMPLES / "batch-from-csv.yaml"
-    if not workflow.exists():
-        raise typer.BadParameter(f"the demo runs {workflow}: run it from a klingflow checkout")
+    workflow = examples_dir() / "batch-from-csv.yaml"
     home = (out_dir / "home").resolve()
     config = EmulatorConfig(api_keys=[DEMO_KEY], time_scale=time_scale, video_max_height=360)
     with (
@@ -80,7 +77,7 @@ def demo(
         prompt = "a lighthouse at dusk, waves crashing on the rocks"
         err.print(f"[bold]$ klingflow video {prompt!r} --duration 5 --audio --dry-run[/]")
         video(prompt=prompt, duration="5", audio=True, dry_run=True)
-        rows = EXAMPLES / "prompts.csv"
+        rows = workflow.parent / "prompts.csv"
         err.print(f"\n[bold]$ klingflow run {workflow.name} -i rows=@{rows.name}[/]")
         try:
             run(file=workflow, inputs=[f"rows=@{rows}"])
@@ -100,7 +97,8 @@ def demo(
     for path in made:
         out.print(f"{path}  ({describe_mp4(path)})")
     err.print(
-        "\nnext, runs in a web UI: `klingflow emulator --time-scale 50 &`, then "
-        "`PIAPI_BASE_URL=http://127.0.0.1:8787 PIAPI_API_KEY=any-key klingflow serve "
-        "--workflows examples/` and open http://127.0.0.1:8000/ (docs/service.md)"
+        "\nnext, runs in a web UI: `klingflow examples` (copies the examples to ./examples), "
+        "`klingflow emulator --time-scale 50 &`, then `PIAPI_BASE_URL=http://127.0.0.1:8787 "
+        "PIAPI_API_KEY=any-key klingflow serve --workflows examples/` and open "
+        "http://127.0.0.1:8000/ (docs/service.md)"
     )

@@ -10,6 +10,7 @@ import typer
 import uvicorn
 import yaml
 
+from klingflow.cli._ports import require_free_port
 from klingflow.emulator import EmulatorConfig, create_app
 
 __all__ = ["emulator"]
@@ -56,6 +57,7 @@ def emulator(
         emulator_config = EmulatorConfig.model_validate(settings)
     except ValueError as error:
         raise typer.BadParameter(f"invalid emulator settings: {error}") from None
+    require_free_port(host, port)
     typer.echo(
         f"PiAPI emulator on http://{host}:{port}  (time scale x{emulator_config.time_scale:g}; "
         f"control API at /_emulator/, docs at /docs)"

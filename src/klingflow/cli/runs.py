@@ -11,7 +11,7 @@ import asyncio
 import csv
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -19,14 +19,15 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Group
 from rich.live import Live
-from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from klingflow.cli._batchview import BatchView, units_of
 from klingflow.cli._console import err, make_client, out, print_json, usd
 from klingflow.cli._errors import handles_errors
+from klingflow.cli._runids import resolve_run_id
+from klingflow.cli._runlogs import LogFormatOption, log_runs
 from klingflow.errors import InvalidRequestError, RunNotFoundError
 from klingflow.settings import Settings
 from klingflow.workflows import RunEstimate, Workflow, estimate_run, load_workflow
@@ -34,7 +35,7 @@ from klingflow.workflows.database import make_engine
 from klingflow.workflows.engine import Command, Engine, RunQueue, describe_paused
 from klingflow.workflows.reconcile import parse_task_ids
 from klingflow.workflows.registry import WorkflowRegistry
-from klingflow.workflows.runlog import NodeRun, NodeStatus, RunLog, RunRecord, RunStatus
+from klingflow.workflows.runlog import RunLog, RunRecord, RunStatus
 from klingflow.workflows.schedules import Scheduler
 
 __all__ = ["RUN_NOT_COMPLETED", "run", "runs_app", "worker"]
@@ -47,7 +48,7 @@ runs_app = typer.Typer(
     no_args_is_help=True,
 )
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
-RunId = Annotated[str, typer.Argument(help="The run id (run-...).")]
+RunId = Annotated[str, typer.Argument(help="The run id (run-...), or a unique beginning of it.")]
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -72,6 +73,9 @@ def read_table(path: Path) -> list[Any]:
     return data
 
 
+TABLE_SUFFIXES = (".csv", ".jsonl", ".json", ".yaml", ".yml")
+
+
 def parse_input(text: str) -> tuple[str, Any]:
     """`key=value`: JSON when it parses (5, true, [..]), a file's rows for `@file`, else text."""
     key, sep, value = text.partition("=")
@@ -79,6 +83,11 @@ def parse_input(text: str) -> tuple[str, Any]:
         raise InvalidRequestError([("-i", f"expected key=value, got {text!r}")])
     if value.startswith("@"):
         return key, read_table(Path(value[1:]))
+    if Path(value).suffix in TABLE_SUFFIXES and Path(value).is_file():
+        err.print(
+            f"hint: -i {text} passes the text {value!r}; did you mean {key}=@{value} (its rows)?",
+            markup=False,
+        )
     try:
         return key, json.loads(value)
     except ValueError:
@@ -146,44 +155,9 @@ def video_paths(value: Any) -> Iterator[str]:
 STATUS_STYLE = {
     "completed": "green", "succeeded": "green", "running": "cyan", "queued": "dim",
     "paused": "yellow", "failed": "red", "crashed": "red", "cancelled": "magenta",
-    "skipped": "dim",
+    "skipped": "dim", "sent": "cyan", "accepted": "cyan", "uncertain": "yellow",
+    "rejected": "red", "abandoned": "magenta",
 }  # fmt: skip
-
-
-def progress_view(runlog: RunLog, records: list[RunRecord]) -> Group:
-    """A live picture: each run's status and spend, each node, a bar per loop."""
-    parts: list[Any] = []
-    for run in records:
-        parts.append(
-            Text.assemble(
-                (f"{run.run_id} ", "bold"),
-                (run.status.value, STATUS_STYLE.get(run.status.value, "")),
-                f"  spent {usd(run.spent_usd)}",
-            )
-        )
-        nodes = runlog.nodes(run.run_id, run.epoch)
-        top = [n for n in nodes if "[" not in n.node_path]
-        for node in top:
-            items = [n for n in nodes if n.node_path.startswith(node.node_path + "[")]
-            line = Text.assemble(
-                f"  {node.node_id:<16}", (node.status.value, STATUS_STYLE.get(node.status, ""))
-            )
-            parts.append(line)
-            if node.node_type == "loop" and items:
-                finished = {n.item_index for n in items if n.status == NodeStatus.SUCCEEDED}
-                total = _loop_total(node)
-                parts.append(
-                    Group(
-                        ProgressBar(total=max(total, 1), completed=len(finished), width=40),
-                        Text(f"  {len(finished)}/{total} items"),
-                    )
-                )
-    return Group(*parts)
-
-
-def _loop_total(loop: NodeRun) -> int:
-    items = (loop.inputs or {}).get("items")
-    return len(items) if isinstance(items, list) else 0
 
 
 def run_files(runlog: RunLog, run: RunRecord) -> list[str]:
@@ -206,9 +180,10 @@ def summarize(runlog: RunLog, run: RunRecord) -> None:
 
 
 def _time(stamp: float | None) -> str:
+    """A moment with its zone: `2026-12-06 02:31:25 UTC`."""
     if stamp is None:
         return ""
-    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def open_runlog() -> RunLog:
@@ -221,12 +196,31 @@ def _exit_for(records: list[RunRecord]) -> None:
 
 
 async def _watch(engine: Engine, run_ids: list[str], *, as_json: bool) -> list[RunRecord]:
+    """Wait for the runs, showing the batch live (cli/_batchview.py): a summary and a bounded
+    table on a terminal, one plain line per state change otherwise."""
     if as_json:
         return await engine.wait(run_ids)
-    with Live(console=err, refresh_per_second=8, transient=True) as live:
+    first = [run for run in map(engine.runlog.get_run, run_ids) if run is not None]
+    budgets = [run.budget_usd for run in first]
+    known = [b for b in budgets if b is not None]
+    total = sum(known, Decimal(0)) if known and len(known) == len(budgets) else None
+    view = BatchView(budget_usd=total)
+
+    def look(records: list[RunRecord]) -> None:
+        view.update(units_of(engine.runlog, records))
+
+    if not err.is_terminal:
+
+        def print_changes(records: list[RunRecord]) -> None:
+            look(records)
+            view.print_changes(err)
+
+        return await engine.wait(run_ids, on_poll=print_changes)
+    with Live(view, console=err, refresh_per_second=4, transient=True) as live:
 
         def show(records: list[RunRecord]) -> None:
-            live.update(progress_view(engine.runlog, records))
+            look(records)
+            live.refresh()
 
         return await engine.wait(run_ids, on_poll=show)
 
@@ -238,7 +232,7 @@ def show_estimates(estimates: list[RunEstimate], *, as_json: bool) -> None:
         return
     several = len(estimates) > 1
     for number, estimate in enumerate(estimates):
-        prefix = f"run {number}  " if several else ""
+        prefix = f"run {number + 1}  " if several else ""  # counted from 1, like rows
         for node in estimate.nodes:
             price = "unknown" if node.usd is None else usd(node.usd)
             note = f"  ({node.note})" if node.note else ""
@@ -345,12 +339,13 @@ def run(
 
 
 @handles_errors
-def worker() -> None:
+def worker(log_format: LogFormatOption = "text") -> None:
     """Run queued and recovered runs, and fire the schedules of published workflows, until
-    interrupted (Ctrl-C)."""
+    interrupted (Ctrl-C). Logs each run it starts, pauses and finishes on stderr."""
 
     settings = Settings()
     require_key()
+    log_runs(log_format)
 
     async def main() -> None:
         async with (
@@ -382,17 +377,35 @@ def list_runs(
     if as_json:
         print_json([record.public_dict() for record in records])
         return
-    table = Table("run", "workflow", "status", "spent", "created", "paused on / message")
-    table.columns[0].no_wrap = True
-    for record in records:
-        table.add_row(
+    rows = [
+        (
             record.run_id,
             record.workflow_name,
-            Text(record.status.value, style=STATUS_STYLE.get(record.status.value, "")),
+            record.status.value,
             usd(record.spent_usd),
             _time(record.created_at),
             record.paused_node or (record.message or ""),
         )
+        for record in records
+    ]
+    print_rows(("run", "workflow", "status", "spent", "created", "paused on / message"), rows)
+
+
+def print_rows(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    """A table on a terminal (every column but the last kept whole, statuses coloured);
+    piped, one tab-separated line per row, header first, nothing cut or wrapped."""
+    if not out.is_terminal:
+        for row in [header, *rows]:
+            typer.echo("\t".join(row))  # not rich: it would expand the tabs
+        return
+    table = Table(*header)
+    for column in table.columns[:-1]:
+        column.no_wrap = True
+    status = next(i for i, name in enumerate(header) if name in ("status", "state"))
+    for row in rows:
+        cells: list[str | Text] = list(row)
+        cells[status] = Text(row[status], style=STATUS_STYLE.get(row[status], ""))
+        table.add_row(*cells)
     out.print(table)
 
 
@@ -401,6 +414,7 @@ def list_runs(
 def show(run_id: RunId, as_json: AsJson = False) -> None:
     """A run in full: nodes with inputs, outputs, errors, attempts and PiAPI tasks."""
     runlog = open_runlog()
+    run_id = resolve_run_id(runlog, run_id)
     record = runlog.get_run(run_id)
     if record is None:
         raise RunNotFoundError(run_id)
@@ -412,11 +426,8 @@ def show(run_id: RunId, as_json: AsJson = False) -> None:
             {
                 "run": record.public_dict(),
                 "nodes": [node.public_dict() for node in nodes],
-                "attempts": [a.__dict__ for a in attempts],
-                "submissions": [
-                    {**i.__dict__, "state": i.state.value, "estimated_usd": str(i.estimated_usd)}
-                    for i in intents
-                ],
+                "attempts": [attempt.public_dict() for attempt in attempts],
+                "submissions": [intent.public_dict() for intent in intents],
             }
         )
         return
@@ -431,19 +442,38 @@ def show(run_id: RunId, as_json: AsJson = False) -> None:
     )
     if record.message:
         out.print(f"  {record.message}", markup=False)
-    table = Table("node", "status", "attempts", "task", "cost", "error")
-    for node in nodes:
-        table.add_row(
-            node.node_path
-            if node.epoch == record.epoch
-            else f"{node.node_path} (epoch {node.epoch})",
-            Text(node.status.value, style=STATUS_STYLE.get(node.status.value, "")),
-            str(node.attempts),
-            node.task_id or "",
-            "" if node.cost_usd is None else usd(node.cost_usd),
-            (node.error or {}).get("message", "")[:120],
+    print_rows(
+        ("node", "status", "attempts", "task", "cost", "error"),
+        [
+            (
+                node.node_path
+                if node.epoch == record.epoch
+                else f"{node.node_path} (epoch {node.epoch})",
+                node.status.value,
+                str(node.attempts),
+                node.task_id or "",
+                "" if node.cost_usd is None else usd(node.cost_usd),
+                (node.error or {}).get("message", "")[:120],
+            )
+            for node in nodes
+        ],
+    )
+    if intents:  # every paid submission, so "was I charged twice?" is answered here too
+        out.print("submissions:")
+        print_rows(
+            ("node", "state", "task", "estimated", "sent", "note"),
+            [
+                (
+                    intent.node_path,
+                    intent.state.value,
+                    intent.task_id or "",
+                    usd(intent.estimated_usd),
+                    _time(intent.created_at),
+                    intent.note or "",
+                )
+                for intent in intents
+            ],
         )
-    out.print(table)
     failures = [a for a in attempts if a.error]
     if failures:
         out.print("attempts that failed:")
@@ -464,6 +494,8 @@ def show(run_id: RunId, as_json: AsJson = False) -> None:
 
 def _steer(run_ids: list[str], command: Command, *, wait: bool, as_json: bool) -> None:
     require_key()
+    runlog = open_runlog()
+    run_ids = [resolve_run_id(runlog, run_id) for run_id in run_ids]  # unique prefixes too
 
     async def main() -> list[RunRecord]:
         async with Engine() as engine:
@@ -531,7 +563,7 @@ def retry(
             err.print("no paused runs")
             return
     elif run_id is None:
-        raise InvalidRequestError([("RUN_ID", "give a run id, or --all-paused")])
+        raise typer.BadParameter("give a run id, or --all-paused", param_hint="'RUN_ID'")
     else:
         run_ids = [run_id]
     action = "restart" if from_start else "retry"

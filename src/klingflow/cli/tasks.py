@@ -6,12 +6,21 @@ from typing import Annotated
 
 import typer
 
-from klingflow.cli._console import make_client, out, print_json, usd
+from klingflow.cli._console import err, make_client, out, print_json, usd
 from klingflow.cli._errors import handles_errors
-from klingflow.cli.videos import AsJson, DeadlineMinutes, PollSeconds, wait_and_download
-from klingflow.piapi import Task
+from klingflow.cli.videos import (
+    AsJson,
+    DeadlineMinutes,
+    PollSeconds,
+    resumable,
+    wait_and_download,
+)
+from klingflow.piapi import Task, TaskStatus
 
-__all__ = ["task_app"]
+__all__ = ["TOO_LATE_EXIT_CODE", "task_app"]
+
+TOO_LATE_EXIT_CODE = 20
+"""`task cancel` on a task that had already finished: nothing was cancelled (or refunded)."""
 
 task_app = typer.Typer(
     help="Look after an existing task: get it, wait for it (and download), cancel it.",
@@ -61,7 +70,7 @@ def wait(
     deadline_minutes: DeadlineMinutes = 60.0,
 ) -> None:
     """Wait for a task to finish (resume here after a timeout; never resubmit)."""
-    with make_client() as client:
+    with make_client() as client, resumable(task_id, out_path=out_path):
         wait_and_download(
             client,
             client.get(task_id),
@@ -75,6 +84,17 @@ def wait(
 @task_app.command("cancel")
 @handles_errors
 def cancel(task_id: TaskId, as_json: AsJson = False) -> None:
-    """Cancel a task that has not started processing (PiAPI refuses later)."""
+    """Cancel a task that has not started processing (PiAPI refuses later). A task that
+    already finished is left as it is: exit 20, with its status and what it was charged."""
     with make_client() as client:
-        show_task(client.cancel(task_id), as_json=as_json)
+        before = client.get(task_id)
+        # The client returns a finished task as it is; only the CLI's user must hear "too late".
+        task = before if before.is_terminal else client.cancel(task_id)
+    show_task(task, as_json=as_json)
+    if before.is_terminal or task.status == TaskStatus.COMPLETED:
+        err.print(
+            f"error: too late to cancel {task.task_id}: {task.status.value}, "
+            f"charged {usd(task.cost_usd)}",
+            markup=False,
+        )
+        raise typer.Exit(code=TOO_LATE_EXIT_CODE)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,10 +26,20 @@ from klingflow.cli._console import (
 )
 from klingflow.cli._errors import handles_errors
 from klingflow.errors import InvalidRequestError
+from klingflow.formats import usd_text
 from klingflow.piapi import KlingRequest, KlingVideoRequest, PiAPI, Task, parse_task_request
+from klingflow.piapi.kling import AspectRatio as KlingAspectRatio
+from klingflow.piapi.kling import Mode as KlingMode
+from klingflow.piapi.kling import VideoVersion
 from klingflow.piapi.pricing import estimate_cost
 
-__all__ = ["account", "cost", "video"]
+__all__ = ["INTERRUPTED_EXIT_CODE", "PRICE_STAND_IN_PROMPT", "account", "cost", "video"]
+
+INTERRUPTED_EXIT_CODE = 130
+"""Ctrl-C during a wait or a download: the task goes on at PiAPI; `task wait` resumes."""
+
+PRICE_STAND_IN_PROMPT = "a stand-in prompt"
+"""What `cost` and `prices` price when no prompt is given: the price never depends on it."""
 
 Prompt = Annotated[
     str | None, typer.Argument(help="What to film (optional with --shot or --image).")
@@ -33,14 +47,15 @@ Prompt = Annotated[
 Duration = Annotated[
     str | None, typer.Option(help="Seconds: 3-15 for Kling 3.0, 5 or 10 before; '5s' works.")
 ]
-AspectRatio = Annotated[str, typer.Option("--aspect-ratio", help="16:9, 9:16 or 1:1.")]
+# Literal types from kling.py: typer shows them as choices, and shells complete them.
+AspectRatio = Annotated[KlingAspectRatio, typer.Option("--aspect-ratio", help="Frame shape.")]
 Model = Annotated[
     str | None, typer.Option("--model", help="Model as the seed action names it: 'Kling V2.1'.")
 ]
 Version = Annotated[
-    str | None, typer.Option("--version", help="Kling version: 3.0 (default), 2.6 ... 1.0.")
+    VideoVersion | None, typer.Option("--version", help="Kling version (default 3.0).")
 ]
-Mode = Annotated[str, typer.Option(help="std (720p) or pro (1080p).")]
+Mode = Annotated[KlingMode, typer.Option(help="std (720p) or pro (1080p).")]
 Audio = Annotated[bool, typer.Option("--audio/--no-audio", help="Native audio (2.6 and 3.0).")]
 Shots = Annotated[
     list[str] | None,
@@ -52,7 +67,8 @@ Negative = Annotated[str | None, typer.Option("--negative-prompt", help="What to
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 PollSeconds = Annotated[
     float,
-    typer.Option("--poll-interval", envvar="KLINGFLOW_POLL_INTERVAL", help="First poll pause (s)."),
+    # One variable for every first poll pause: the engine's Settings.poll_seconds reads it too.
+    typer.Option("--poll-interval", envvar="KLINGFLOW_POLL_SECONDS", help="First poll pause (s)."),
 ]
 DeadlineMinutes = Annotated[float, typer.Option("--deadline", help="Give up waiting after (min).")]
 
@@ -97,14 +113,50 @@ def build_video_request(
     return KlingVideoRequest.from_input(data)
 
 
+def checked_name(name: str, out_path: str) -> str:
+    """The file name `--name` asks for inside the `--out` folder (".mp4" added when it has no
+    suffix), checked before anything is sent: a path, a file `--out` or an existing file (a
+    paid video it would overwrite) is refused with `InvalidRequestError`."""
+    problem = None
+    if "/" in name or "\\" in name or name.strip(".") == "":
+        problem = f"{name!r} must be a file name, not a path (use --out for the folder)"
+    elif not (out_path.endswith(("/", os.sep)) or Path(out_path).is_dir()):
+        problem = f"--out {out_path} already names the file: make --out a folder (ending in /)"
+    if problem is None:
+        name = name if Path(name).suffix else f"{name}.mp4"
+        if (Path(out_path) / name).exists():
+            problem = f"{Path(out_path) / name} already exists: choose another name"
+    if problem is not None:
+        raise InvalidRequestError([("--name", problem)])
+    return name
+
+
 def show_estimate(request: KlingRequest, *, as_json: bool) -> None:
     body = request.to_body()
     estimate = estimate_cost(request)
     if as_json:
-        print_json({"request": body, "estimated_cost_usd": str(estimate)})
+        print_json({"request": body, "estimate_usd": usd_text(estimate)})
         return
     out.print_json(json.dumps(body))
     out.print(f"estimated cost: {usd(estimate)} ({request.duration_seconds} s) — nothing was sent")
+
+
+@contextmanager
+def resumable(task_id: str, *, out_path: str | None) -> Iterator[None]:
+    """Ctrl-C stops the wait, not the task: print the task id and the command that resumes,
+    and exit 130 (a shell's code for SIGINT). Entered as soon as the task id is known."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        resume = f"klingflow task wait {task_id}"
+        if out_path is not None:
+            resume += f" --out {shlex.quote(out_path)}"
+        err.print(
+            f"interrupted: task {task_id} goes on at PiAPI (and is charged if it completes); "
+            f"resume with `{resume}`, do not resubmit",
+            markup=False,
+        )
+        raise typer.Exit(code=INTERRUPTED_EXIT_CODE) from None
 
 
 def wait_and_download(
@@ -115,6 +167,7 @@ def wait_and_download(
     poll_seconds: float,
     deadline_minutes: float,
     as_json: bool,
+    filename: str | None = None,
 ) -> None:
     """Wait with a live status line, download with a progress bar, report path and cost."""
     status = StatusLine(task)
@@ -127,13 +180,13 @@ def wait_and_download(
     path = None
     if out_path is not None and done.video_url:
         with download_progress(f"downloading {done.task_id}") as on_progress:
-            path = client.download(done, out_path, on_progress=on_progress)
+            path = client.download(done, out_path, filename=filename, on_progress=on_progress)
     if as_json:
         print_json(
             {
                 "task": done.public_dict(),
                 "path": str(path) if path else None,
-                "cost_usd": str(done.cost_usd),
+                "cost_usd": usd_text(done.cost_usd),
             }
         )
         return
@@ -164,6 +217,12 @@ def video(
         str,
         typer.Option("--out", help="File, or folder (existing or ending in /), for the MP4."),
     ] = "./",
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name", help="File name in the --out folder (default: the task id); .mp4 added."
+        ),
+    ] = None,
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="Submit and print the task id at once.")
     ] = False,
@@ -175,6 +234,11 @@ def video(
     deadline_minutes: DeadlineMinutes = 60.0,
 ) -> None:
     """Make one Kling video: submit, wait with live status, download, print path and cost."""
+    if prompt is None and not shot and image is None:
+        # A usage error (2) like any missing argument, not an invalid request (3).
+        raise typer.BadParameter(
+            "missing: describe the video, or give --shot or --image", param_hint="'PROMPT'"
+        )
     request = build_video_request(
         prompt=prompt,
         duration=duration,
@@ -188,6 +252,7 @@ def video(
         image_tail=image_tail,
         negative_prompt=negative_prompt,
     )
+    filename = None if name is None or no_wait else checked_name(name, out_path)
     if dry_run:
         show_estimate(request, as_json=as_json)
         return
@@ -199,15 +264,17 @@ def video(
                 {"code": 200, "data": {"status": task.status.value, "task_id": task.task_id}}
             )
             return
-        err.print(f"submitted {task.task_id} · estimated {usd(client.estimate_cost(request))}")
-        wait_and_download(
-            client,
-            task,
-            out_path=out_path,
-            poll_seconds=poll_seconds,
-            deadline_minutes=deadline_minutes,
-            as_json=as_json,
-        )
+        with resumable(task.task_id, out_path=out_path):
+            err.print(f"submitted {task.task_id} · estimated {usd(client.estimate_cost(request))}")
+            wait_and_download(
+                client,
+                task,
+                out_path=out_path,
+                poll_seconds=poll_seconds,
+                deadline_minutes=deadline_minutes,
+                as_json=as_json,
+                filename=filename,
+            )
 
 
 @handles_errors
@@ -228,7 +295,8 @@ def cost(
     ] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Estimate what a video (or any Kling task) costs, before spending anything."""
+    """Estimate what a video (or any Kling task) costs, before spending anything; the prompt
+    is optional, as the price does not depend on it."""
     if body is not None:
         try:
             data = yaml.safe_load(body.read_text(encoding="utf-8"))
@@ -238,8 +306,10 @@ def cost(
             raise InvalidRequestError([(str(body), "must hold a {model, task_type, input} object")])
         request, _ = parse_task_request(data)
     else:
+        # The price does not depend on the prompt: `cost --duration 10 --mode pro` needs none.
+        is_stand_in = prompt is None and not shot and image is None
         request = build_video_request(
-            prompt=prompt,
+            prompt=PRICE_STAND_IN_PROMPT if is_stand_in else prompt,
             duration=duration,
             aspect_ratio=aspect_ratio,
             model=model,
@@ -252,9 +322,10 @@ def cost(
             negative_prompt=negative_prompt,
         )
     if as_json:
-        print_json(
-            {"request": request.to_body(), "estimated_cost_usd": str(estimate_cost(request))}
-        )
+        shown = request.to_body()
+        if shown["input"].get("prompt") == PRICE_STAND_IN_PROMPT:
+            del shown["input"]["prompt"]
+        print_json({"request": shown, "estimate_usd": usd_text(estimate_cost(request))})
     else:
         out.print(
             f"{usd(estimate_cost(request))}  ({request.task_type}, {request.duration_seconds} s)"

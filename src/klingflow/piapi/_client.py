@@ -71,6 +71,9 @@ DEFAULT_MAX_RESUMES = 5
 ProgressHook = Callable[[Task], None]
 SendingHook = Callable[[], object]
 """Called right before a create POST leaves, after the client's limits; see `PiAPI.submit`."""
+RetryCallback = Callable[[PiAPIError, float], None]
+"""Called before each retry with the error and the pause (s): the CLI says "PiAPI is not
+answering" after the first failure instead of retrying in silence."""
 RequestInput = KlingRequest | Mapping[str, Any]
 
 
@@ -113,13 +116,22 @@ class _BaseClient:
         rate_limit: RateLimit | None,
         requests_per_minute: int | None,
         prices: PriceTable | None,
+        on_retry: RetryCallback | None = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
         if not key.strip():
             raise ValueError(f"no PiAPI key: pass api_key= or set {API_KEY_ENV}")
         self._api_key = SecretStr(key.strip())
         url = base_url or os.environ.get(BASE_URL_ENV) or _wire.DEFAULT_BASE_URL
+        parsed = httpx.URL(url)
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            # Refused here, not after a round of retries of a request that cannot be sent.
+            raise ValueError(
+                f"the PiAPI base URL {url!r} needs http:// or https:// and a host "
+                f"(e.g. http://127.0.0.1:8787); pass base_url= or set {BASE_URL_ENV}"
+            )
         self.base_url = url.rstrip("/")
+        self.on_retry = on_retry
         self.timeout_seconds = timeout_seconds
         policy = retry_policy or DEFAULT_RETRY_POLICY
         if max_retries is not None:
@@ -238,7 +250,8 @@ class PiAPI(_BaseClient):
 
     Options are keyword-only; the key and URL default to `PIAPI_API_KEY` and
     `PIAPI_BASE_URL` (else https://api.piapi.ai). `max_retries` and `retry_policy` govern
-    safe requests (the create POST is retried only when PiAPI provably did not take it);
+    safe requests (the create POST is retried only when PiAPI provably did not take it), and
+    `on_retry(error, delay_seconds)` hears of each retry before its pause;
     `rate_limit` / `requests_per_minute` and `max_concurrent_tasks` throttle this client
     across threads. Use it as a context manager, or call `close()`.
     """
@@ -257,6 +270,7 @@ class PiAPI(_BaseClient):
         max_concurrent_tasks: int | None = None,
         prices: PriceTable | None = None,
         transport: httpx.BaseTransport | None = None,
+        on_retry: RetryCallback | None = None,
     ) -> None:
         super().__init__(
             api_key=api_key,
@@ -268,6 +282,7 @@ class PiAPI(_BaseClient):
             rate_limit=rate_limit,
             requests_per_minute=requests_per_minute,
             prices=prices,
+            on_retry=on_retry,
         )
         self._throttle = RequestThrottle(self.rate_limit) if self.rate_limit else None
         self._slots = TaskSlots(max_concurrent_tasks) if max_concurrent_tasks else None
@@ -335,6 +350,8 @@ class PiAPI(_BaseClient):
                 delay = self._delay(spec, error, retry_number, retries)
                 if delay is None:
                     raise
+                if self.on_retry is not None:
+                    self.on_retry(error, delay)
             time.sleep(delay)
             retry_number += 1
 
@@ -621,6 +638,7 @@ class AsyncPiAPI(_BaseClient):
         max_concurrent_tasks: int | None = None,
         prices: PriceTable | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_retry: RetryCallback | None = None,
     ) -> None:
         super().__init__(
             api_key=api_key,
@@ -632,6 +650,7 @@ class AsyncPiAPI(_BaseClient):
             rate_limit=rate_limit,
             requests_per_minute=requests_per_minute,
             prices=prices,
+            on_retry=on_retry,
         )
         self._throttle = AsyncRequestThrottle(self.rate_limit) if self.rate_limit else None
         self._slots = AsyncTaskSlots(max_concurrent_tasks) if max_concurrent_tasks else None
@@ -701,6 +720,8 @@ class AsyncPiAPI(_BaseClient):
                 delay = self._delay(spec, error, retry_number, retries)
                 if delay is None:
                     raise
+                if self.on_retry is not None:
+                    self.on_retry(error, delay)
             await asyncio.sleep(delay)
             retry_number += 1
 

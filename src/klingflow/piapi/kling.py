@@ -92,6 +92,20 @@ def problems_from(error: ValidationError, *, prefix: str = "input") -> list[Prob
     return problems
 
 
+# YAML 1.1 reads an unquoted 16:9 as a base-60 number (16 * 60 + 9), as PyYAML does.
+_SEXAGESIMAL_RATIOS = {16 * 60 + 9: "16:9", 9 * 60 + 16: "9:16", 1 * 60 + 1: "1:1"}
+
+
+def _ratio_from_yaml(value: Any) -> Any:
+    """Name YAML's surprise instead of "969 is not one of 16:9, 9:16, 1:1"."""
+    if isinstance(value, int) and not isinstance(value, bool) and value in _SEXAGESIMAL_RATIOS:
+        ratio = _SEXAGESIMAL_RATIOS[value]
+        raise ValueError(
+            f'got {value}, which is how YAML reads an unquoted {ratio}: quote it ("{ratio}")'
+        )
+    return value
+
+
 def _check_url(value: str | None) -> str | None:
     if value is not None and not _URL.match(value):
         raise ValueError("must be an http(s) URL")
@@ -258,6 +272,7 @@ class _VideoBase(KlingRequest):
     negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     duration: int = 5
     aspect_ratio: AspectRatio = "16:9"
+    _ratio = field_validator("aspect_ratio", mode="before")(_ratio_from_yaml)
     mode: Mode = "std"
     image_url: str | None = None
     image_tail_url: str | None = None
@@ -416,6 +431,7 @@ class KlingOmniRequest(KlingRequest):
     resolution_: Resolution = Field(default="720p", alias="resolution")
     duration: int = 5
     aspect_ratio: AspectRatio = "16:9"
+    _ratio = field_validator("aspect_ratio", mode="before")(_ratio_from_yaml)
     enable_audio: bool = False
     multi_shots: list[Shot] | None = None
     images: list[str] | None = Field(default=None, max_length=7)

@@ -28,7 +28,15 @@ from klingflow.piapi.kling import (
 )
 from klingflow.piapi.models import Usage, points_to_usd, usd_to_points
 
-__all__ = ["DEFAULT_PRICES", "PriceTable", "actual_cost", "estimate_cost", "estimate_usage"]
+__all__ = [
+    "DEFAULT_PRICES",
+    "FIXED_PRICE_TASK_TYPES",
+    "PriceTable",
+    "actual_cost",
+    "estimate_cost",
+    "estimate_usage",
+    "fixed_price",
+]
 
 D = Decimal
 
@@ -123,6 +131,18 @@ def estimate_cost(
         case TryOnRequest():
             return prices.try_on_per_image * request.batch_size
     raise TypeError(f"no price known for {type(request).__name__}")
+
+
+FIXED_PRICE_TASK_TYPES = ("extend_video", "sound")
+"""Task types charged per generation whatever their input: priced before the input is known."""
+
+
+def fixed_price(task_type: str, *, prices: PriceTable = DEFAULT_PRICES) -> Decimal | None:
+    """The USD price of a fixed-price task type (`extend_video`: $0.26); None for the others."""
+    return {
+        "extend_video": prices.extend_per_generation,
+        "sound": prices.sound_per_generation,
+    }.get(task_type)
 
 
 def estimate_usage(

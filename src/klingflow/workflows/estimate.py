@@ -18,8 +18,9 @@ from decimal import Decimal
 from typing import Any
 
 from klingflow.errors import InvalidRequestError, TemplateError
+from klingflow.formats import usd_text
 from klingflow.piapi import KlingRequest
-from klingflow.piapi.pricing import DEFAULT_PRICES, PriceTable, estimate_cost
+from klingflow.piapi.pricing import DEFAULT_PRICES, PriceTable, estimate_cost, fixed_price
 from klingflow.workflows.spec import (
     BodyNodeSpec,
     KlingGenerateVideoNode,
@@ -51,9 +52,8 @@ class NodeEstimate:
     note: str | None = None
 
     def public_dict(self) -> dict[str, Any]:
-        usd = None if self.usd is None else str(self.usd)
-        return {"node_path": self.node_path, "node_type": self.node_type, "usd": usd,
-                "note": self.note}  # fmt: skip
+        return {"node_path": self.node_path, "node_type": self.node_type,
+                "estimate_usd": usd_text(self.usd), "note": self.note}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -78,9 +78,9 @@ class RunEstimate:
 
     def public_dict(self) -> dict[str, Any]:
         return {
-            "total_usd": str(self.total_usd),
+            "estimate_usd": usd_text(self.total_usd),
             "unknown": self.unknown,
-            "budget_usd": None if self.budget_usd is None else str(self.budget_usd),
+            "budget_usd": usd_text(self.budget_usd),
             "over_budget": self.over_budget,
             "nodes": [n.public_dict() for n in self.nodes],
         }
@@ -120,11 +120,29 @@ def _node(
     try:
         request = node.render_params(context).request
     except TemplateError:
+        fixed = _fixed_price(node, context, prices)
+        if fixed is not None:  # extend_video of an earlier node's video: $0.26 all the same
+            return [NodeEstimate(path, node.type, fixed, note)]
         stand_in = _with_stand_ins(node, context)
         if stand_in is None:
             return [NodeEstimate(path, node.type, None, "its price depends on an earlier node")]
         request, note = stand_in, note or "its prompt comes from an earlier node"
     return [NodeEstimate(path, node.type, estimate_cost(request, prices=prices), note)]
+
+
+def _fixed_price(
+    node: NodeSpec | BodyNodeSpec, context: Mapping[str, Any], prices: PriceTable
+) -> Decimal | None:
+    """The price of a `piapi.task` node of a fixed-price task type, whatever its input."""
+    if not isinstance(node, PiAPITaskNode):
+        return None
+    try:
+        task_type = render(
+            node.with_.get("task_type"), context, node_id=node.id, field="with.task_type"
+        )
+    except TemplateError:
+        return None
+    return fixed_price(task_type, prices=prices) if isinstance(task_type, str) else None
 
 
 def _with_stand_ins(

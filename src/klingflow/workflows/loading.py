@@ -71,6 +71,10 @@ def read_workflow_text(path: str | os.PathLike[str]) -> str:
     name = os.fspath(path)
     try:
         return FilePath(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise WorkflowDefinitionError(
+            [WorkflowProblem("cannot read: the file does not exist", path=name)]
+        ) from None
     except OSError as error:
         reason = error.strerror or str(error)
         raise WorkflowDefinitionError(

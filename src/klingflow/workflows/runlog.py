@@ -8,6 +8,7 @@ a record of each paid submission *before* it is sent. Amounts are stored in PiAP
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -22,7 +23,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from klingflow.errors import WorkflowError
+from klingflow.formats import json_values
 from klingflow.piapi.models import points_to_usd, usd_to_points
+from klingflow.workflows.runevents import RUN_LOGGER, log_run_event
 
 __all__ = [
     "Attempt",
@@ -250,11 +253,10 @@ class RunRecord:
         )
 
     def public_dict(self) -> dict[str, Any]:
+        """JSON output: money and moments as `klingflow.formats` shows them."""
         data = {k: v for k, v in self.__dict__.items() if k != "workflow"}
-        for key in ("budget_usd", "reserved_usd", "spent_usd", "estimated_usd"):
-            data[key] = None if data[key] is None else str(data[key])
         data["status"] = self.status.value
-        return data
+        return json_values(data)
 
 
 @dataclass(frozen=True)
@@ -298,10 +300,10 @@ class NodeRun:
         )
 
     def public_dict(self) -> dict[str, Any]:
+        """JSON output: money and moments as `klingflow.formats` shows them."""
         data = dict(self.__dict__)
         data["status"] = self.status.value
-        data["cost_usd"] = None if self.cost_usd is None else str(self.cost_usd)
-        return data
+        return json_values(data)
 
 
 @dataclass(frozen=True)
@@ -313,6 +315,10 @@ class Attempt:
     error: dict[str, Any] | None
     retry_in_seconds: float | None
 
+    def public_dict(self) -> dict[str, Any]:
+        """JSON output: moments as `klingflow.formats` shows them."""
+        return json_values(dict(self.__dict__))
+
 
 @dataclass(frozen=True)
 class Intent:
@@ -323,6 +329,10 @@ class Intent:
     estimated_usd: Decimal
     note: str | None
     created_at: float
+
+    def public_dict(self) -> dict[str, Any]:
+        """JSON output: `estimate_usd` and moments as `klingflow.formats` shows them."""
+        return json_values({**self.__dict__, "state": self.state.value})
 
 
 ACTIVE_INTENT_STATES = frozenset(
@@ -495,6 +505,17 @@ class RunLog:
             row = c.execute(runs.select().where(runs.c.run_id == run_id)).first()
         return RunRecord.from_row(row) if row else None
 
+    def run_ids_starting_with(self, prefix: str, *, limit: int = 5) -> list[str]:
+        """Up to `limit` run ids that begin with `prefix`, newest first (unique-prefix lookup)."""
+        query = (
+            sa.select(runs.c.run_id)
+            .where(runs.c.run_id.startswith(prefix, autoescape=True))
+            .order_by(runs.c.created_at.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as c:
+            return [row.run_id for row in c.execute(query)]
+
     def list_runs(
         self,
         *,
@@ -532,6 +553,8 @@ class RunLog:
             values["outputs"] = self._clean(outputs)
         with self._tx() as tx:
             tx.execute(runs.update().where(runs.c.run_id == run_id).values(**values))
+        if RUN_LOGGER.isEnabledFor(logging.INFO) and (record := self.get_run(run_id)):
+            log_run_event(record)  # `klingflow worker` / `serve` log each start, pause, finish
 
     def claim_paused(self, run_id: str, *, message: str) -> bool:
         """Queue a paused run for a command, unless another command (from any process)

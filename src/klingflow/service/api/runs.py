@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from klingflow.formats import MomentJSON, UsdJSON
 from klingflow.service.api import ErrorPublic
 from klingflow.service.deps import EngineDep, RegistryDep, RunLogDep
 from klingflow.service.operations import (
@@ -64,18 +64,17 @@ class RunPublic(BaseModel):
     inputs: dict[str, Any]
     outputs: Any
     output_dir: str
-    budget_usd: Decimal | None
-    reserved_usd: Decimal
-    spent_usd: Decimal
-    estimated_usd: Decimal
-    created_at: float
-    updated_at: float
-    finished_at: float | None
+    budget_usd: UsdJSON | None
+    reserved_usd: UsdJSON
+    spent_usd: UsdJSON
+    estimate_usd: UsdJSON = Field(validation_alias="estimated_usd")
+    created_at: MomentJSON
+    updated_at: MomentJSON
+    finished_at: MomentJSON | None
 
     @classmethod
     def of(cls, run: RunRecord) -> RunPublic:
-        fields = {name: getattr(run, name) for name in cls.model_fields}
-        return cls(**fields)
+        return cls.model_validate(run, from_attributes=True)
 
 
 class NodePublic(BaseModel):
@@ -92,9 +91,9 @@ class NodePublic(BaseModel):
     error: dict[str, Any] | None
     attempts: int
     task_id: str | None
-    cost_usd: Decimal | None
-    started_at: float | None
-    finished_at: float | None
+    cost_usd: UsdJSON | None
+    started_at: MomentJSON | None
+    finished_at: MomentJSON | None
 
     @classmethod
     def of(cls, node: NodeRun) -> NodePublic:
@@ -106,8 +105,8 @@ class AttemptPublic(BaseModel):
 
     node_path: str
     number: int
-    started_at: float
-    ended_at: float
+    started_at: MomentJSON
+    ended_at: MomentJSON
     error: dict[str, Any] | None
     retry_in_seconds: float | None
 
@@ -123,12 +122,13 @@ class SubmissionPublic(BaseModel):
     node_path: str
     state: IntentState
     task_id: str | None
-    estimated_usd: Decimal
+    estimate_usd: UsdJSON = Field(validation_alias="estimated_usd")
     note: str | None
+    created_at: MomentJSON
 
     @classmethod
     def of(cls, intent: Intent) -> SubmissionPublic:
-        return cls(**{name: getattr(intent, name) for name in cls.model_fields})
+        return cls.model_validate(intent, from_attributes=True)
 
 
 class RunDetailPublic(BaseModel):
@@ -159,20 +159,21 @@ class RetryRequest(BaseModel):
 
 
 class NodeEstimatePublic(BaseModel):
-    """One paid submission a run would make; `usd` is null when an earlier node decides it."""
+    """One paid submission a run would make; `estimate_usd` is null when an earlier node
+    decides it."""
 
     node_path: str
     node_type: str
-    usd: Decimal | None
+    estimate_usd: UsdJSON | None
     note: str | None
 
 
 class EstimatePublic(BaseModel):
     """What a run would cost (`klingflow run --dry-run`); nothing was started or sent."""
 
-    total_usd: Decimal
+    estimate_usd: UsdJSON
     unknown: int
-    budget_usd: Decimal | None
+    budget_usd: UsdJSON | None
     over_budget: bool
     nodes: list[NodeEstimatePublic]
 

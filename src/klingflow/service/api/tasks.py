@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from klingflow.formats import MomentJSON, UsdJSON
 from klingflow.service.deps import RunLogDep
 from klingflow.service.operations import utc_midnight
 from klingflow.workflows.runlog import IntentState, Submission
@@ -27,9 +27,9 @@ class TaskPublic(BaseModel):
     run_id: str
     workflow_name: str
     node_path: str
-    estimated_cost_usd: Decimal
+    estimate_usd: UsdJSON
     note: str | None
-    created_at: float
+    created_at: MomentJSON
 
     @classmethod
     def of(cls, submission: Submission) -> TaskPublic:
@@ -41,7 +41,7 @@ class TaskPublic(BaseModel):
             run_id=submission.run_id,
             workflow_name=submission.workflow_name,
             node_path=intent.node_path,
-            estimated_cost_usd=intent.estimated_usd,
+            estimate_usd=intent.estimated_usd,
             note=intent.note,
             created_at=intent.created_at,
         )
@@ -54,13 +54,13 @@ class TasksPage(BaseModel):
 class SpendPublic(BaseModel):
     """Spend in USD from the run log: charged, and still reserved by running tasks."""
 
-    today_usd: Decimal
-    total_usd: Decimal
-    reserved_usd: Decimal
+    spent_today_usd: UsdJSON = Field(validation_alias="today_usd")
+    spent_usd: UsdJSON = Field(validation_alias="total_usd")
+    reserved_usd: UsdJSON
     runs_today: int
     runs_total: int
-    since: float
-    """Start of 'today' (UTC midnight), Unix seconds."""
+    since: MomentJSON
+    """Start of 'today' (UTC midnight)."""
 
 
 @router.get("/tasks")

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
 from klingflow.errors import InvalidRequestError, WorkflowNotFoundError
+from klingflow.formats import MomentJSON
 from klingflow.service.api import APIError, ErrorPublic
 from klingflow.service.deps import RegistryDep, RunLogDep
 from klingflow.workflows.registry import PublishedWorkflow, PublishOutcome
@@ -35,7 +36,7 @@ class WorkflowVersionPublic(BaseModel):
 
     name: str
     hash: str
-    created_at: float
+    created_at: MomentJSON
     source: str
 
     @classmethod
@@ -51,7 +52,7 @@ class WorkflowVersionPublic(BaseModel):
 class WorkflowSummaryPublic(BaseModel):
     name: str
     latest_hash: str
-    latest_created_at: float
+    latest_created_at: MomentJSON
     version_count: int
 
 
@@ -61,7 +62,7 @@ class WorkflowsPage(BaseModel):
 
 class WorkflowSummaryVersion(BaseModel):
     hash: str
-    created_at: float
+    created_at: MomentJSON
 
 
 class WorkflowDetailPublic(BaseModel):

@@ -1,0 +1,31 @@
+"""Run ids as people type them: the whole id, or any unique beginning of it (`run-3f2a`,
+or `3f2a` without the `run-`), as git takes commit hashes."""
+
+from __future__ import annotations
+
+import typer
+
+from klingflow.errors import RunNotFoundError
+from klingflow.workflows.runlog import RunLog
+
+__all__ = ["resolve_run_id"]
+
+PREFIX = "run-"
+
+
+def resolve_run_id(runlog: RunLog, text: str) -> str:
+    """The one run id `text` names; `RunNotFoundError` for none, a usage error (2) listing
+    the candidates when several runs begin with it."""
+    if runlog.get_run(text) is not None:
+        return text
+    candidates = runlog.run_ids_starting_with(text) if text else []
+    if not candidates and text and not text.startswith(PREFIX):
+        candidates = runlog.run_ids_starting_with(PREFIX + text)
+    if not candidates:
+        raise RunNotFoundError(text)
+    if len(candidates) > 1:
+        shown = ", ".join(candidates[:4]) + (", ..." if len(candidates) > 4 else "")
+        raise typer.BadParameter(
+            f"{text!r} begins several runs ({shown}): give more of the id", param_hint="RUN_ID"
+        )
+    return candidates[0]
