@@ -6,6 +6,7 @@ Screenshots of every step are kept in test-artifacts/screenshots/.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
@@ -106,6 +107,52 @@ def test_a_failed_node_is_retried_with_one_click(
     expect(attempts.first).to_contain_text("TaskFailedError")
     expect(attempts.last).to_contain_text("ok")
     shoot(page, "run-retried")
+
+
+SEED_ACTION = (Path(__file__).parents[2] / "examples" / "seed-action.yaml").read_text()
+
+
+def test_retrying_a_failed_task_submits_a_new_one_shown_with_its_estimate(
+    start_service: StartService, emulator: EmulatorServer, page: Page
+) -> None:
+    """The seed pauses on `wait` when PiAPI fails the task; Retry says it submits a new task
+    and what it costs, and the emulator's creates goes up by exactly one."""
+    service = start_service()
+    service.publish(SEED_ACTION)
+    emulator.add_fault(FaultRule(action="fail_task", times=1))
+    run_id = service.start("seed-action", {"prompt": "a red fox in the snow"})
+    assert service.settle(run_id)["run"]["status"] == "paused"
+    assert emulator.stats()["creates"] == 1
+    page.goto(f"{service.url}/runs/{run_id}")
+    expect(page.locator("#resubmit-note")).to_contain_text("not charged")
+    retry = page.locator("#actions button.primary")
+    expect(retry).to_have_text("Retry with 1 new task ($0.26)")
+    expect(page.locator("#actions")).to_contain_text("Retry from start")
+    shoot(page, "run-failed-task")
+    retry.click()
+    expect(page.locator(".flash")).to_contain_text("1 new PiAPI task (est. $0.26)")
+    expect(page.locator("#summary .badge")).to_have_text("completed", timeout=30_000)
+    assert emulator.stats()["creates"] == 2
+    expect(page.locator("#submissions tbody tr")).to_have_count(2)
+    expect(page.locator("#submissions")).to_contain_text("the retry submits a new task")
+
+
+def test_retry_from_start_runs_every_node_again(
+    start_service: StartService, emulator: EmulatorServer, page: Page
+) -> None:
+    """ "Retry from start" (the CLI's --from-start) asks first, then re-runs the whole run."""
+    service = start_service()
+    service.publish(SEED_ACTION)
+    emulator.add_fault(FaultRule(action="fail_task", times=1))
+    run_id = service.start("seed-action", {"prompt": "a heron at dawn"})
+    assert service.settle(run_id)["run"]["status"] == "paused"
+    page.goto(f"{service.url}/runs/{run_id}")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("button:text('Retry from start')")
+    expect(page.locator(".flash")).to_contain_text("retrying from the start")
+    expect(page.locator("#summary .badge")).to_have_text("completed", timeout=30_000)
+    expect(page.locator("#summary")).to_contain_text("Restarts")
+    assert emulator.stats()["creates"] == 2
 
 
 def test_the_ui_asks_for_the_token_beyond_loopback(start_service: StartService, page: Page) -> None:

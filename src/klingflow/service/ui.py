@@ -37,6 +37,7 @@ from klingflow.service.sessions import is_signed_in, read_form, require_login, s
 from klingflow.service.views import graph_of, poll_ms, run_view, schedules_of
 from klingflow.workflows.engine import Command
 from klingflow.workflows.estimate import RunEstimate, estimate_run
+from klingflow.workflows.failed_tasks import failed_task_intents
 from klingflow.workflows.registry import PublishedWorkflow, WorkflowRegistry
 from klingflow.workflows.runlog import RunLog, RunStatus
 from klingflow.workflows.spec import Workflow
@@ -237,11 +238,15 @@ def runs_page(
 
 def _run_context(runlog: RunLog, run_id: str) -> dict[str, Any]:
     run = existing_run(runlog, run_id)
+    resubmits = []
+    if run.status is RunStatus.PAUSED and run.paused_node:
+        resubmits = failed_task_intents(runlog, run_id, run.epoch, run.paused_node)
     view = run_view(
         run,
         runlog.nodes(run_id, epoch=run.epoch),
         runlog.attempts(run_id, epoch=run.epoch),
         runlog.intents(run_id, epoch=run.epoch),
+        resubmits,
     )
     return {"view": view, "run": run, "poll_ms": poll_ms(run.status)}
 
@@ -259,13 +264,17 @@ def run_live(run_id: str, request: Request, pages: PagesDep, runlog: RunLogDep) 
 @pages_router.post("/runs/{run_id}/{action}")
 async def run_action(
     run_id: str,
-    action: Literal["retry", "skip", "cancel"],
+    action: Literal["retry", "restart", "skip", "cancel"],
     request: Request,
     engine: EngineDep,
 ) -> RedirectResponse:
-    """Retry (optionally with a task id, or resubmitting), skip or cancel; then back."""
+    """Retry (optionally with a task id, or resubmitting), retry from the start (`restart`),
+    skip or cancel; then back."""
     form = await read_form(request)
-    existing_run(engine.runlog, run_id)
+    run = existing_run(engine.runlog, run_id)
+    resubmits = []
+    if action == "retry" and run.status is RunStatus.PAUSED and run.paused_node:
+        resubmits = failed_task_intents(engine.runlog, run_id, run.epoch, run.paused_node)
     raw = form.get("task_id")
     task_id = raw.strip() if isinstance(raw, str) else ""
     command = Command(action=action, resubmit=form.get("resubmit") == "on", task_id=task_id or None)
@@ -274,8 +283,18 @@ async def run_action(
     except KlingflowError as error:
         _flash(request, f"{action} refused: {error}", "error")
     else:
-        done = {"retry": "retrying", "skip": "skipped the paused node", "cancel": "cancelled"}
-        _flash(request, done[action])
+        done = {
+            "retry": "retrying",
+            "restart": "retrying from the start",
+            "skip": "skipped the paused node",
+            "cancel": "cancelled",
+        }
+        text = done[action]
+        if resubmits:
+            total = sum(i.estimated_usd for i in resubmits)
+            count = len(resubmits)
+            text += f": {count} new PiAPI task{'s' if count != 1 else ''} (est. ${total:,.2f})"
+        _flash(request, text)
     return _redirect(f"/runs/{run_id}")
 
 

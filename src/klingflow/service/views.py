@@ -11,6 +11,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 from urllib.parse import quote
@@ -153,6 +154,12 @@ class RunView:
     submissions: list[Intent]
     media: list[Media]
     media_total: int
+    resubmits: list[Intent] = field(default_factory=list)
+    """Failed PiAPI tasks the paused node's Retry submits again, as new (paid) tasks."""
+
+    @property
+    def resubmit_usd(self) -> Decimal:
+        return sum((i.estimated_usd for i in self.resubmits), Decimal(0))
 
     @property
     def finished(self) -> bool:
@@ -208,7 +215,11 @@ _ITEM_ORDER = {NodeStatus.FAILED: 0, NodeStatus.RUNNING: 1}
 
 
 def run_view(
-    run: RunRecord, nodes: list[NodeRun], attempts: list[Attempt], submissions: list[Intent]
+    run: RunRecord,
+    nodes: list[NodeRun],
+    attempts: list[Attempt],
+    submissions: list[Intent],
+    resubmits: list[Intent] | None = None,
 ) -> RunView:
     """The run page: top-level nodes in the order they started, loop items under their loop."""
     by_path: dict[str, list[Attempt]] = {}
@@ -243,6 +254,7 @@ def run_view(
         submissions=submissions,
         media=media[:MAX_MEDIA_SHOWN],
         media_total=len(media),
+        resubmits=resubmits or [],
     )
 
 
