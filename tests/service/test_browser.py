@@ -155,6 +155,62 @@ def test_retry_from_start_runs_every_node_again(
     assert emulator.stats()["creates"] == 2
 
 
+BATCH = """\
+name: batch
+description: One Kling clip per row of a spreadsheet.
+inputs:
+  rows: {type: array, required: true, description: "Rows with a prompt and a slug."}
+  duration: {type: integer, enum: [5, 10], default: 5}
+nodes:
+  - id: each
+    type: loop
+    with: {items: "{{ inputs.rows }}", concurrency: 5}
+    nodes:
+      - id: video
+        type: kling.video
+        with:
+          prompt: "{{ item.prompt }}"
+          duration: "{{ item.duration | default(inputs.duration) }}"
+          name: "{{ loop.number }}-{{ item.slug }}.mp4"
+"""
+
+
+def write_csv(path: Path, count: int) -> Path:
+    lines = ["prompt,slug,duration"]
+    lines += [f"a paper lantern number {n} drifting up,lantern-{n},5" for n in range(1, count + 1)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_csv_of_20_rows_is_previewed_and_priced_per_node_before_anything_is_paid(
+    start_service: StartService, emulator: EmulatorServer, page: Page, tmp_path: Path
+) -> None:
+    """Uploading a CSV for an array input shows its first rows, the count and the estimate per
+    node; nothing is submitted until Start run, which then makes exactly 20 tasks."""
+    service = start_service()
+    service.publish(BATCH)
+    page.goto(f"{service.url}/workflows/batch")
+    page.set_input_files("#file-rows", str(write_csv(tmp_path / "lanterns.csv", 20)))
+    page.click("text=Start run")  # a file always comes back for a look first
+    preview = page.locator("#preview-rows")
+    expect(preview).to_contain_text("20 rows from lanterns.csv, the first 5 shown")
+    expect(preview.locator("tbody tr")).to_have_count(5)
+    expect(preview.locator("thead")).to_contain_text("prompt")
+    expect(preview.locator("tbody tr").first).to_contain_text("lantern-1")
+    line = page.locator("#estimate .breakdown tbody tr")
+    expect(line).to_have_count(1)
+    expect(line).to_contain_text("each[*].video")
+    expect(line).to_contain_text("20")
+    expect(page.locator("#estimate [data-estimate=total]")).to_have_text("$10.00")
+    shoot(page, "workflow-csv-preview")
+    assert emulator.stats()["creates"] == 0
+    page.click("text=Start run")
+    expect(page).to_have_url(re.compile(r"/runs/run-[0-9a-f]+$"))
+    expect(page.locator("#summary .badge")).to_have_text("completed", timeout=60_000)
+    assert emulator.stats()["creates"] == 20
+    assert {t["input"]["duration"] for t in emulator.tasks()} == {5}
+
+
 def test_the_ui_asks_for_the_token_beyond_loopback(start_service: StartService, page: Page) -> None:
     """With a token set, pages need a login; a wrong token is refused, the right one works."""
     service = start_service(api_token=API_TOKEN)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import itsdangerous
+import markupsafe
 import pytest
 from pydantic import SecretStr
 
@@ -99,6 +100,53 @@ def test_the_estimate_button_prices_the_run_and_starts_nothing(
     assert "prompt is required" in refused.text
     assert 'id="estimate"' not in refused.text
     assert ui.http.get("/api/runs").json()["runs"] == []
+    assert emulator.stats()["creates"] == 0
+
+
+def test_an_uploaded_csv_fills_an_array_input_typed_as_the_cli_rows(
+    ui: Service, emulator: EmulatorServer
+) -> None:
+    """CSV cells named after a declared input are typed as that input (as `--rows` does);
+    the rows come back as JSON with a preview and a price, and nothing starts."""
+    text = "prompt,seconds,loud\na fox,10,true\na hen,5,false\n"
+    response = ui.http.post(
+        "/workflows/form/runs",
+        data={"csrf_token": csrf(ui.http), "prompt": "a fox"},
+        files={"tags__file": ("tags.csv", text.encode(), "text/csv")},
+    )
+    assert response.status_code == 200
+    assert "2 rows</b> from <span" in response.text
+    assert "tags.csv" in response.text
+    rows = [
+        {"prompt": "a fox", "seconds": 10, "loud": True},
+        {"prompt": "a hen", "seconds": 5, "loud": False},
+    ]
+    assert str(markupsafe.escape(json.dumps(rows))) in response.text
+    assert 'id="estimate"' in response.text
+    assert ui.http.get("/api/runs").json()["runs"] == []
+    assert emulator.stats()["creates"] == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "message"),
+    [
+        ("shifted.csv", "prompt,slug\na,b,c\n", "shifted.csv line 2 has more cells than"),
+        ("empty.csv", "prompt,slug\n", "file &#39;empty.csv&#39; has no rows"),
+        ("rows.xls", "x", "takes a .csv, .jsonl, .json, .yaml, .yml file"),
+        ("rows.json", '{"a": 1}', "rows.json must hold a list of rows"),
+    ],
+)
+def test_a_bad_upload_is_refused_on_its_field(
+    ui: Service, emulator: EmulatorServer, name: str, body: str, message: str
+) -> None:
+    """A file that is not rows gets one message on its field, and nothing starts."""
+    response = ui.http.post(
+        "/workflows/form/runs",
+        data={"csrf_token": csrf(ui.http), "prompt": "a fox"},
+        files={"tags__file": (name, body.encode(), "text/plain")},
+    )
+    assert response.status_code == 422
+    assert message in response.text
     assert emulator.stats()["creates"] == 0
 
 

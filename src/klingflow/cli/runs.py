@@ -8,7 +8,6 @@ durably, until it is told what to do.
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import time
 from collections.abc import Iterator
@@ -29,12 +28,13 @@ from klingflow.cli._console import err, make_client, out, print_json, usd
 from klingflow.cli._errors import handles_errors
 from klingflow.errors import InvalidRequestError, RunNotFoundError
 from klingflow.settings import Settings
-from klingflow.workflows import RunEstimate, Workflow, estimate_run, load_workflow
+from klingflow.workflows import RunEstimate, estimate_run, load_workflow
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.engine import Command, Engine, describe_paused
 from klingflow.workflows.registry import WorkflowRegistry
 from klingflow.workflows.runlog import NodeRun, NodeStatus, RunLog, RunRecord, RunStatus
 from klingflow.workflows.schedules import Scheduler
+from klingflow.workflows.tables import coerce_row, parse_table
 
 __all__ = ["RUN_NOT_COMPLETED", "run", "runs_app", "worker"]
 
@@ -58,17 +58,7 @@ def read_table(path: Path) -> list[Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise InvalidRequestError([(str(path), f"cannot read: {error.strerror}")]) from None
-    try:
-        if path.suffix == ".csv":
-            return [dict(row) for row in csv.DictReader(text.splitlines())]
-        if path.suffix == ".jsonl":
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        data = yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as error:
-        raise InvalidRequestError([(str(path), f"cannot be parsed: {error}")]) from None
-    if not isinstance(data, list):
-        raise InvalidRequestError([(str(path), "must hold a list of rows")])
-    return data
+    return parse_table(text, suffix=path.suffix, source=str(path))
 
 
 def parse_input(text: str) -> tuple[str, Any]:
@@ -104,21 +94,6 @@ def build_payloads(
     if not all(isinstance(row, dict) for row in table):
         raise InvalidRequestError([(str(rows), "each row must be an object")])
     return [{**base, **row} for row in table]
-
-
-def coerce_row(workflow: Workflow, payload: dict[str, Any]) -> dict[str, Any]:
-    """CSV cells are text: read them as the declared input types (integer, number, boolean)."""
-    coerced = dict(payload)
-    for name, spec in workflow.inputs.items():
-        value = coerced.get(name)
-        if not isinstance(value, str) or spec.type in ("string", "array", "object"):
-            continue
-        try:
-            parsed = json.loads(value.strip().lower() if spec.type == "boolean" else value)
-        except ValueError:
-            continue  # left as text: resolve_inputs names the problem
-        coerced[name] = parsed
-    return coerced
 
 
 def require_key() -> None:

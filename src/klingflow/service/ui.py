@@ -24,7 +24,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from klingflow.errors import InvalidRequestError, KlingflowError, WorkflowDefinitionError
 from klingflow.service.api import APIError
 from klingflow.service.deps import EngineDep, RegistryDep, RunLogDep
-from klingflow.service.forms import fields_for, parse_form, typed_values
+from klingflow.service.forms import Upload, fields_for, parse_form, read_uploads, typed_values
 from klingflow.service.operations import (
     existing_run,
     latest_published,
@@ -34,7 +34,7 @@ from klingflow.service.operations import (
 )
 from klingflow.service.pages import PagesDep
 from klingflow.service.sessions import is_signed_in, read_form, require_login, sign_in, sign_out
-from klingflow.service.views import graph_of, poll_ms, run_view, schedules_of
+from klingflow.service.views import estimate_breakdown, graph_of, poll_ms, run_view, schedules_of
 from klingflow.workflows.engine import Command
 from klingflow.workflows.estimate import RunEstimate, estimate_run
 from klingflow.workflows.failed_tasks import failed_task_intents
@@ -129,6 +129,7 @@ def _workflow_page(
     typed: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
     estimate: RunEstimate | str | None = None,
+    uploads: dict[str, Upload] | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
     workflow = latest.load()
@@ -142,9 +143,10 @@ def _workflow_page(
         versions=registry.versions(name),
         graph=graph_of(workflow),
         schedules=schedules_of(workflow, datetime.now(UTC)),
-        fields=fields_for(workflow, typed, errors),
+        fields=fields_for(workflow, typed, errors, uploads),
         form_error=bool(errors),
         estimate=estimate,
+        breakdown=estimate_breakdown(estimate) if isinstance(estimate, RunEstimate) else [],
         idempotency_key=f"form:{uuid.uuid4().hex}",
         runs=runlog.list_runs(workflow_name=name, limit=10),
         paused=runlog.status_counts(workflow_name=name)[RunStatus.PAUSED],
@@ -171,8 +173,12 @@ async def start_from_form(
     form = await read_form(request)
     published = latest_published(registry, name)
     workflow = published.load()
-    payload, errors = parse_form(workflow, form)
-    if errors or form.get("intent") == "estimate":
+    uploads, upload_errors = await read_uploads(workflow, form)
+    payload, errors = parse_form(workflow, form, uploads)
+    errors.update(upload_errors)
+    # A file's rows always come back first, previewed and priced: nothing is paid for rows
+    # nobody has looked at.
+    if errors or uploads or form.get("intent") == "estimate":
         estimate: RunEstimate | str | None = None
         if not errors:
             try:
@@ -181,8 +187,8 @@ async def start_from_form(
                 estimate = str(error)
         return _workflow_page(
             request, pages, registry, engine.runlog, published,
-            typed=typed_values(workflow, form), errors=errors, estimate=estimate,
-            status_code=200 if isinstance(estimate, RunEstimate) else 422,
+            typed=typed_values(workflow, form, uploads), errors=errors, estimate=estimate,
+            uploads=uploads, status_code=200 if isinstance(estimate, RunEstimate) else 422,
         )  # fmt: skip
     key = form.get("idempotency_key")
     idempotency_key = key if isinstance(key, str) and key.startswith("form:") else None

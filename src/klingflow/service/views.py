@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 from urllib.parse import quote
 
+from klingflow.workflows.estimate import RunEstimate
 from klingflow.workflows.runlog import (
     TERMINAL_RUN_STATUSES,
     Attempt,
@@ -29,11 +30,13 @@ from klingflow.workflows.runlog import (
 from klingflow.workflows.spec import LoopNode, NodeSpec, Workflow
 
 __all__ = [
+    "EstimateLine",
     "GraphNode",
     "Media",
     "NodeView",
     "RunView",
     "ScheduleView",
+    "estimate_breakdown",
     "graph_of",
     "poll_ms",
     "run_view",
@@ -109,6 +112,43 @@ def schedules_of(workflow: Workflow, now: datetime) -> list[ScheduleView]:
         )
         for schedule in workflow.schedules
     ]
+
+
+# --- an estimate --------------------------------------------------------------------------
+
+_ITEM_INDEX = re.compile(r"\[\d+\]")
+
+
+@dataclass(frozen=True)
+class EstimateLine:
+    """One paid node of an estimate; a loop's items are one line (`each[*].video`)."""
+
+    node_path: str
+    node_type: str
+    count: int
+    usd: Decimal
+    unknown: int
+    notes: list[str]
+
+
+def estimate_breakdown(estimate: RunEstimate) -> list[EstimateLine]:
+    """The estimate per node, loop items summed, in run order: what each node will cost."""
+    lines: dict[str, EstimateLine] = {}
+    for node in estimate.nodes:
+        path = _ITEM_INDEX.sub("[*]", node.node_path)
+        line = lines.get(path) or EstimateLine(path, node.node_type, 0, Decimal(0), 0, [])
+        notes = list(line.notes)
+        if node.note and node.note not in notes:
+            notes.append(node.note)
+        lines[path] = EstimateLine(
+            path,
+            node.node_type,
+            line.count + 1,
+            line.usd + (node.usd or Decimal(0)),
+            line.unknown + (node.usd is None),
+            notes,
+        )
+    return list(lines.values())
 
 
 # --- a run ---------------------------------------------------------------------------------
