@@ -204,11 +204,40 @@ def test_a_csv_of_20_rows_is_previewed_and_priced_per_node_before_anything_is_pa
     expect(page.locator("#estimate [data-estimate=total]")).to_have_text("$10.00")
     shoot(page, "workflow-csv-preview")
     assert emulator.stats()["creates"] == 0
+
+    emulator.add_fault(FaultRule(action="fail_task", times=1))  # one of the 20 fails
     page.click("text=Start run")
     expect(page).to_have_url(re.compile(r"/runs/run-[0-9a-f]+$"))
-    expect(page.locator("#summary .badge")).to_have_text("completed", timeout=60_000)
+    run_url = page.url
+    expect(page.locator("#summary .badge")).to_have_text("paused", timeout=60_000)
+    expect(page.locator("[data-progress=each]")).to_have_text("19 / 20 items done")
     assert emulator.stats()["creates"] == 20
     assert {t["input"]["duration"] for t in emulator.tasks()} == {5}
+    shoot(page, "run-batch-paused")
+
+    page.click("text=Items table")
+    rows = page.locator("#items-table tbody tr")
+    expect(rows).to_have_count(20)
+    expect(rows.nth(6)).to_contain_text("a paper lantern number 7 drifting up")
+    expect(page.locator("#items-table video")).to_have_count(19)
+    shoot(page, "run-items")
+    page.click("#item-6 a.label")
+    expect(page.locator("h1")).to_contain_text("Item 7 of 20")
+    expect(page.locator("#item-value")).to_contain_text("lantern-7")
+    expect(page.locator("#item-nodes")).to_contain_text("Resolved inputs")
+    shoot(page, "run-item")
+    page.go_back()
+
+    page.click(".filters >> text=failed")
+    expect(rows).to_have_count(1)
+    rows.first.locator("input[type=checkbox]").check()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("text=Retry selected")
+    expect(page.locator(".flash")).to_contain_text("retrying 1 item, skipped 0")
+    page.goto(run_url)
+    expect(page.locator("#summary .badge")).to_have_text("completed", timeout=60_000)
+    expect(page.locator("[data-progress=each]")).to_have_text("20 / 20 items done")
+    assert emulator.stats()["creates"] == 21  # exactly one new submission, for that item
 
 
 def test_the_ui_asks_for_the_token_beyond_loopback(start_service: StartService, page: Page) -> None:

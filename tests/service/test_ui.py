@@ -421,3 +421,81 @@ def test_retry_all_paused_runs_from_the_workflow_page(
     assert response.status_code == 303
     assert "retrying 2 paused runs" in ui.http.get("/workflows/form").text
     assert [ui.finish(run_id)["run"]["status"] for run_id in run_ids] == ["completed"] * 2
+
+
+MANY = """\
+name: many
+inputs:
+  rows: {type: array, required: true}
+nodes:
+  - id: each
+    type: loop
+    with: {items: "{{ inputs.rows }}", concurrency: 20}
+    nodes:
+      - id: note
+        type: set
+        with: {values: {text: "{{ item.title }}"}}
+"""
+
+
+def test_a_loop_of_120_items_is_paged_and_filtered(service: Service) -> None:
+    """The items page shows 50 rows a page, in item order, with labels; a filter narrows."""
+    service.publish(MANY)
+    rows = [{"title": f"row {n:03d}"} for n in range(120)]
+    run_id = service.start("many", {"rows": rows})
+    assert service.finish(run_id)["run"]["status"] == "completed"
+    run_page = service.http.get(f"/runs/{run_id}").text
+    assert "<b>120 / 120</b> items done" in run_page
+    first = service.http.get(f"/runs/{run_id}/loops/each")
+    assert first.text.count('<tr id="item-') == 50
+    assert "row 000" in first.text
+    assert "row 050" not in first.text
+    assert "page 1 of 3 (120 items)" in first.text
+    last = service.http.get(f"/runs/{run_id}/loops/each", params={"page": 3}).text
+    assert last.count('<tr id="item-') == 20
+    assert "row 119" in last
+    failed = service.http.get(f"/runs/{run_id}/loops/each", params={"status": "failed"}).text
+    assert failed.count('<tr id="item-') == 0
+    detail = service.http.get(f"/runs/{run_id}/loops/each/items/41").text
+    assert "Item 42 of 120" in detail
+    assert "row 041" in detail
+    assert service.http.get(f"/runs/{run_id}/loops/each/items/120").status_code == 404
+    assert service.http.get(f"/runs/{run_id}/loops/nope").status_code == 404
+
+
+LOOP3 = """\
+name: three
+inputs:
+  prompts: {type: array, required: true}
+nodes:
+  - id: each
+    type: loop
+    with: {items: "{{ inputs.prompts }}", concurrency: 3}
+    nodes:
+      - id: clip
+        type: kling.video
+        with: {prompt: "{{ item }}", download: false}
+"""
+
+
+def test_skipping_the_selected_failed_item_finishes_the_loop_without_paying_again(
+    service: Service, emulator: EmulatorServer
+) -> None:
+    """Skip selected marks the failed item skipped; the loop completes; creates stays 3."""
+    service.publish(LOOP3)
+    emulator.add_fault(FaultRule(action="fail_task", times=1))
+    run_id = service.start("three", {"prompts": ["a fox", "a hen", "a cat"]})
+    assert service.settle(run_id)["run"]["status"] == "paused"
+    path = f"/runs/{run_id}/loops/each"
+    listed = service.http.get(path, params={"status": "failed"}).text
+    [index] = re.findall(r'name="item" value="(\d+)"', listed)
+    response = service.http.post(
+        f"{path}/items",
+        data={"csrf_token": csrf(service.http, path), "item": index, "action": "skip"},
+    )
+    assert response.status_code == 303
+    run = service.finish(run_id)["run"]
+    assert run["status"] == "completed"
+    assert emulator.stats()["creates"] == 3
+    after = service.http.get(path, params={"status": "skipped"}).text
+    assert f'<tr id="item-{index}"' in after

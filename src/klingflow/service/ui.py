@@ -34,13 +34,31 @@ from klingflow.service.operations import (
 )
 from klingflow.service.pages import PagesDep
 from klingflow.service.sessions import is_signed_in, read_form, require_login, sign_in, sign_out
-from klingflow.service.views import estimate_breakdown, graph_of, poll_ms, run_view, schedules_of
+from klingflow.service.views import (
+    MAX_MEDIA_SHOWN,
+    estimate_breakdown,
+    graph_of,
+    loop_items_of,
+    media_of,
+    poll_ms,
+    run_view,
+    schedules_of,
+)
 from klingflow.workflows.engine import Command
 from klingflow.workflows.estimate import RunEstimate, estimate_run
 from klingflow.workflows.failed_tasks import failed_task_intents
+from klingflow.workflows.loop_items import (
+    ITEM_STATUSES,
+    finished_item_nodes,
+    item_attempts,
+    item_counts,
+    item_page,
+    skip_items,
+    top_level,
+)
 from klingflow.workflows.registry import PublishedWorkflow, WorkflowRegistry
-from klingflow.workflows.runlog import RunLog, RunStatus
-from klingflow.workflows.spec import Workflow
+from klingflow.workflows.runlog import NodeRun, RunLog, RunRecord, RunStatus
+from klingflow.workflows.spec import LoopNode, Workflow
 
 __all__ = ["STATIC_DIR", "pages_router", "public_router"]
 
@@ -242,17 +260,36 @@ def runs_page(
     )
 
 
+def _loops(runlog: RunLog, run: RunRecord, nodes: list[NodeRun]) -> dict[str, dict[str, int]]:
+    """Item counts by status for each loop the run has reached, by loop id."""
+    workflow = Workflow.model_validate(run.workflow)
+    counts: dict[str, dict[str, int]] = {}
+    for node in nodes:
+        spec = workflow.node(node.node_id) if node.node_type == "loop" else None
+        if isinstance(spec, LoopNode):
+            counts[node.node_path] = item_counts(
+                runlog, run.run_id, run.epoch, node.node_path,
+                total=len(loop_items_of(node)), body_length=len(spec.nodes),
+            )  # fmt: skip
+    return counts
+
+
 def _run_context(runlog: RunLog, run_id: str) -> dict[str, Any]:
     run = existing_run(runlog, run_id)
     resubmits = []
     if run.status is RunStatus.PAUSED and run.paused_node:
         resubmits = failed_task_intents(runlog, run_id, run.epoch, run.paused_node)
+    nodes, attempts = top_level(runlog, run_id, run.epoch)  # items: counted, not loaded
+    counts = _loops(runlog, run, nodes)
     view = run_view(
         run,
-        runlog.nodes(run_id, epoch=run.epoch),
-        runlog.attempts(run_id, epoch=run.epoch),
+        nodes,
+        attempts,
         runlog.intents(run_id, epoch=run.epoch),
-        resubmits,
+        resubmits=resubmits,
+        item_counts=counts,
+        item_nodes=finished_item_nodes(runlog, run_id, run.epoch, limit=MAX_MEDIA_SHOWN),
+        items_succeeded=sum(c.get("succeeded", 0) for c in counts.values()),
     )
     return {"view": view, "run": run, "poll_ms": poll_ms(run.status)}
 
@@ -302,6 +339,144 @@ async def run_action(
             text += f": {count} new PiAPI task{'s' if count != 1 else ''} (est. ${total:,.2f})"
         _flash(request, text)
     return _redirect(f"/runs/{run_id}")
+
+
+ITEMS_PER_PAGE = 50
+
+
+def _loop(runlog: RunLog, run: RunRecord, loop_id: str) -> tuple[LoopNode, list[Any]]:
+    """The loop's spec and its items, or a 404 when the run has no such loop (yet)."""
+    workflow = Workflow.model_validate(run.workflow)
+    spec = next((n for n in workflow.nodes if n.id == loop_id), None)
+    row = next(
+        (n for n in top_level(runlog, run.run_id, run.epoch)[0] if n.node_id == loop_id), None
+    )
+    if not isinstance(spec, LoopNode) or row is None:
+        raise APIError(404, "LoopNotFound", f"run {run.run_id} has no started loop {loop_id!r}")
+    return spec, loop_items_of(row)
+
+
+def _items_context(
+    runlog: RunLog, run_id: str, loop_id: str, status: str | None, page: int
+) -> dict[str, Any]:
+    run = existing_run(runlog, run_id)
+    spec, items = _loop(runlog, run, loop_id)
+    found = item_page(
+        runlog, run_id, run.epoch, loop_id, items=items, body_length=len(spec.nodes),
+        status=status, offset=(page - 1) * ITEMS_PER_PAGE, limit=ITEMS_PER_PAGE,
+    )  # fmt: skip
+    media = {item.index: [m for n in item.nodes for m in media_of(run, n)] for item in found.items}
+    return {
+        "run": run,
+        "loop": spec,
+        "items": found,
+        "media": media,
+        "page": page,
+        "pages": max(1, -(-found.matching // ITEMS_PER_PAGE)),
+        "statuses": ITEM_STATUSES,
+        "can_steer": run.status is RunStatus.PAUSED and run.paused_node == loop_id,
+        "poll_ms": poll_ms(run.status),
+    }
+
+
+ItemStatus = Literal["failed", "running", "queued", "succeeded", "skipped"]
+
+
+@pages_router.get("/runs/{run_id}/loops/{loop_id}")
+def items_page(
+    run_id: str,
+    loop_id: str,
+    request: Request,
+    pages: PagesDep,
+    runlog: RunLogDep,
+    status: ItemStatus | None = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+) -> HTMLResponse:
+    """A loop's items as rows: label, status, attempts, cost, player; filtered and paged."""
+    context = _items_context(runlog, run_id, loop_id, status, page)
+    return pages.render(request, "items.html", **context)
+
+
+@pages_router.get("/runs/{run_id}/loops/{loop_id}/live")
+def items_live(
+    run_id: str,
+    loop_id: str,
+    request: Request,
+    pages: PagesDep,
+    runlog: RunLogDep,
+    status: ItemStatus | None = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+) -> HTMLResponse:
+    context = _items_context(runlog, run_id, loop_id, status, page)
+    return pages.render(request, "_items_live.html", live=True, **context)
+
+
+@pages_router.get("/runs/{run_id}/loops/{loop_id}/items/{index}")
+def item_detail(
+    run_id: str, loop_id: str, index: int, request: Request, pages: PagesDep, runlog: RunLogDep
+) -> HTMLResponse:
+    """One item: its value, and each body node with inputs, output, error and attempts."""
+    run = existing_run(runlog, run_id)
+    spec, items = _loop(runlog, run, loop_id)
+    if not 0 <= index < len(items):
+        raise APIError(404, "ItemNotFound", f"loop {loop_id!r} has no item {index}")
+    found = item_page(
+        runlog, run_id, run.epoch, loop_id, items=items, body_length=len(spec.nodes),
+        offset=index, limit=1,
+    )  # fmt: skip
+    [item] = found.items
+    attempts = item_attempts(runlog, run_id, run.epoch, [n.node_path for n in item.nodes])
+    return pages.render(
+        request,
+        "item.html",
+        run=run,
+        loop=spec,
+        item=item,
+        value=items[index],
+        total=len(items),
+        attempts={
+            n.node_path: [a for a in attempts if a.node_path == n.node_path] for n in item.nodes
+        },
+        media=[m for n in item.nodes for m in media_of(run, n)],
+    )
+
+
+@pages_router.post("/runs/{run_id}/loops/{loop_id}/items")
+async def items_action(
+    run_id: str, loop_id: str, request: Request, engine: EngineDep
+) -> RedirectResponse:
+    """Steer a paused loop by item: skip the selected failed items and retry the others, or
+    retry the selected ones and skip the others."""
+    form = await read_form(request)
+    runlog = engine.runlog
+    run = existing_run(runlog, run_id)
+    back = f"/runs/{run_id}/loops/{loop_id}"
+    if run.status is not RunStatus.PAUSED or run.paused_node != loop_id:
+        _flash(request, f"run {run_id} is not paused on {loop_id}: nothing was changed", "error")
+        return _redirect(back)
+    spec, items = _loop(runlog, run, loop_id)
+    failed_page = item_page(
+        runlog, run_id, run.epoch, loop_id, items=items, body_length=len(spec.nodes),
+        status="failed", limit=len(items),
+    )  # fmt: skip
+    failed = [item.index for item in failed_page.items]
+    selected = {int(v) for v in form.getlist("item") if isinstance(v, str) and v.isdigit()}
+    chosen = [i for i in failed if i in selected]
+    if not chosen:
+        _flash(request, "select at least one failed item", "error")
+        return _redirect(back)
+    skip = chosen if form.get("action") == "skip" else [i for i in failed if i not in selected]
+    retried = len(failed) - len(skip)
+    skip_items(runlog, run_id, run.epoch, spec, skip)
+    try:
+        await engine.command(run_id, Command(action="retry"))
+    except KlingflowError as error:
+        _flash(request, f"retry refused: {error}", "error")
+    else:
+        _flash(
+            request, f"retrying {retried} item{'s' if retried != 1 else ''}, skipped {len(skip)}"
+        )
+    return _redirect(back)
 
 
 @pages_router.get("/runs/{run_id}/files/{name:path}")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -38,6 +37,8 @@ __all__ = [
     "ScheduleView",
     "estimate_breakdown",
     "graph_of",
+    "loop_items_of",
+    "media_of",
     "poll_ms",
     "run_view",
     "schedules_of",
@@ -45,8 +46,6 @@ __all__ = [
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".webm", ".m4v"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif"})
-MAX_ITEMS_SHOWN = 200
-"""Loop items listed on a run page; failed and running ones come first."""
 MAX_MEDIA_SHOWN = 24
 """Players on a run page; a batch's other videos stay in its run folder."""
 
@@ -171,9 +170,17 @@ class NodeView:
     node: NodeRun
     attempts: list[Attempt]
     media: list[Media]
-    items: list[NodeRun] = field(default_factory=list)
     item_counts: dict[str, int] = field(default_factory=dict)
-    items_hidden: int = 0
+    item_total: int = 0
+    """A loop's item count (0 for other nodes); `item_counts` by item status."""
+
+    @property
+    def items_done(self) -> int:
+        return self.item_counts.get("succeeded", 0) + self.item_counts.get("skipped", 0)
+
+    @property
+    def is_loop(self) -> bool:
+        return self.node.node_type == "loop"
 
     @property
     def dom_id(self) -> str:
@@ -251,7 +258,16 @@ def _media(run: RunRecord, node: NodeRun) -> list[Media]:
     return found
 
 
-_ITEM_ORDER = {NodeStatus.FAILED: 0, NodeStatus.RUNNING: 1}
+def media_of(run: RunRecord, node: NodeRun) -> list[Media]:
+    """The videos and pictures a finished node made (for an item's row, say)."""
+    return _media(run, node)
+
+
+def loop_items_of(node: NodeRun) -> list[Any]:
+    """A loop node's items, as its resolved inputs recorded them."""
+    inputs = node.inputs if isinstance(node.inputs, dict) else {}
+    items = inputs.get("items")
+    return items if isinstance(items, list) else []
 
 
 def run_view(
@@ -259,32 +275,35 @@ def run_view(
     nodes: list[NodeRun],
     attempts: list[Attempt],
     submissions: list[Intent],
+    *,
     resubmits: list[Intent] | None = None,
+    item_counts: dict[str, dict[str, int]] | None = None,
+    item_nodes: list[NodeRun] | None = None,
+    items_succeeded: int = 0,
 ) -> RunView:
-    """The run page: top-level nodes in the order they started, loop items under their loop."""
+    """The run page: top-level nodes in the order they started, each loop with its items
+    counted by status (`item_counts` by loop id; the rows are on the loop's items page).
+    `item_nodes` are some finished item nodes for the gallery, `items_succeeded` how many
+    items succeeded in all (each item's videos are on its row)."""
     by_path: dict[str, list[Attempt]] = {}
     for attempt in attempts:
         by_path.setdefault(attempt.node_path, []).append(attempt)
     top = [n for n in nodes if n.item_index is None]
     top.sort(key=lambda n: (n.started_at is None, n.started_at or 0.0))
-    views = []
-    for node in top:
-        items = [n for n in nodes if n.node_path.startswith(node.node_path + "[")]
-        counts = Counter(item.status.value for item in items)
-        items.sort(key=lambda n: (_ITEM_ORDER.get(n.status, 2), n.item_index or 0))
-        views.append(
-            NodeView(
-                node=node,
-                attempts=by_path.get(node.node_path, []),
-                media=_media(run, node),
-                items=items[:MAX_ITEMS_SHOWN],
-                item_counts=dict(counts),
-                items_hidden=max(0, len(items) - MAX_ITEMS_SHOWN),
-            )
+    counts = item_counts or {}
+    views = [
+        NodeView(
+            node=node,
+            attempts=by_path.get(node.node_path, []),
+            media=_media(run, node),
+            item_counts=counts.get(node.node_path, {}),
+            item_total=len(loop_items_of(node)) if node.node_type == "loop" else 0,
         )
+        for node in top
+    ]
     media: list[Media] = []
     seen: set[str] = set()
-    for found in (m for node in nodes for m in _media(run, node)):
+    for found in (m for node in [*top, *(item_nodes or [])] for m in _media(run, node)):
         if found.src not in seen:  # a file two nodes name shows once
             seen.add(found.src)
             media.append(found)
@@ -293,7 +312,7 @@ def run_view(
         nodes=views,
         submissions=submissions,
         media=media[:MAX_MEDIA_SHOWN],
-        media_total=len(media),
+        media_total=max(len(media), items_succeeded),
         resubmits=resubmits or [],
     )
 
