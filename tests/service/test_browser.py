@@ -5,9 +5,13 @@ Screenshots of every step are kept in test-artifacts/screenshots/.
 
 from __future__ import annotations
 
+import csv
+import io
 import re
+import zipfile
 from pathlib import Path
 
+import av
 from playwright.sync_api import Page, expect
 
 from klingflow.emulator import EmulatorServer, FaultRule
@@ -238,6 +242,23 @@ def test_a_csv_of_20_rows_is_previewed_and_priced_per_node_before_anything_is_pa
     expect(page.locator("#summary .badge")).to_have_text("completed", timeout=60_000)
     expect(page.locator("[data-progress=each]")).to_have_text("20 / 20 items done")
     assert emulator.stats()["creates"] == 21  # exactly one new submission, for that item
+
+    with page.expect_download() as download:
+        page.click("text=Download all (zip)")
+    archive = zipfile.ZipFile(download.value.path())
+    videos = sorted(n for n in archive.namelist() if n.endswith(".mp4"))
+    assert len(videos) == 20
+    for name in videos:
+        with av.open(io.BytesIO(archive.read(name))) as container:
+            assert next(container.decode(video=0)).width > 0, f"{name} does not play"
+    manifest = list(csv.DictReader(io.StringIO(archive.read("manifest.csv").decode())))
+    assert [row["row"] for row in manifest] == [str(n) for n in range(1, 21)]
+    assert {row["status"] for row in manifest} == {"succeeded"}
+    assert sorted(row["file"] for row in manifest) == videos
+    tasks = {t["task_id"] for t in emulator.tasks()}
+    assert {row["task_id"] for row in manifest} <= tasks
+    assert manifest[6]["item"] == "a paper lantern number 7 drifting up"
+    shoot(page, "run-batch-completed")
 
 
 def test_the_ui_asks_for_the_token_beyond_loopback(start_service: StartService, page: Page) -> None:

@@ -499,3 +499,25 @@ def test_skipping_the_selected_failed_item_finishes_the_loop_without_paying_agai
     assert emulator.stats()["creates"] == 3
     after = service.http.get(path, params={"status": "skipped"}).text
     assert f'<tr id="item-{index}"' in after
+
+
+def test_the_manifest_names_each_rows_task_cost_and_status(
+    service: Service, emulator: EmulatorServer
+) -> None:
+    """CSV and JSON manifests give row -> task id, cost, status, for a spreadsheet to take."""
+    service.publish(LOOP3)
+    run_id = service.start("three", {"prompts": ["a fox", "a hen", "a cat"]})
+    assert service.finish(run_id)["run"]["status"] == "completed"
+    rows = service.http.get(f"/runs/{run_id}/manifest.json").json()
+    assert [(r["row"], r["item"], r["status"]) for r in rows] == [
+        (1, "a fox", "succeeded"),
+        (2, "a hen", "succeeded"),
+        (3, "a cat", "succeeded"),
+    ]
+    by_prompt = {t["input"]["prompt"]: t["task_id"] for t in emulator.tasks()}
+    assert [r["task_id"] for r in rows] == [by_prompt[p] for p in ("a fox", "a hen", "a cat")]
+    assert all(r["cost_usd"] == "0.5" for r in rows)
+    text = service.http.get(f"/runs/{run_id}/manifest.csv")
+    assert text.headers["content-type"].startswith("text/csv")
+    assert text.text.splitlines()[0] == "row,item,node,status,task_id,file,cost_usd"
+    assert text.text.splitlines()[1].startswith("1,a fox,each[0].clip,succeeded,")

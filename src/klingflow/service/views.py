@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 from urllib.parse import quote
 
+from klingflow.service.exports import node_files
 from klingflow.workflows.estimate import RunEstimate
 from klingflow.workflows.runlog import (
     TERMINAL_RUN_STATUSES,
@@ -225,21 +226,12 @@ class RunView:
         return [i for i in self.submissions if i.state is IntentState.UNCERTAIN]
 
 
-def _files(output: Any) -> list[str]:
-    """The local files a node output names (`path`, `paths`)."""
-    if not isinstance(output, dict):
-        return []
-    found = [output["path"]] if isinstance(output.get("path"), str) else []
-    found += [p for p in output.get("paths") or [] if isinstance(p, str)]
-    return found
-
-
 def _media(run: RunRecord, node: NodeRun) -> list[Media]:
     if node.status is not NodeStatus.SUCCEEDED:
         return []
     root = Path(run.output_dir).resolve()
     found: list[Media] = []
-    for name in _files(node.output):
+    for name in node_files(node.output):
         path = Path(name).resolve()
         suffix = path.suffix.lower()
         kind: Literal["video", "image"] | None = (
