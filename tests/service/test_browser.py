@@ -249,7 +249,7 @@ def test_a_csv_of_20_rows_is_previewed_and_priced_per_node_before_anything_is_pa
     videos = sorted(n for n in archive.namelist() if n.endswith(".mp4"))
     assert len(videos) == 20
     for name in videos:
-        with av.open(io.BytesIO(archive.read(name))) as container:
+        with av.open(io.BytesIO(archive.read(name)), mode="r") as container:
             assert next(container.decode(video=0)).width > 0, f"{name} does not play"
     manifest = list(csv.DictReader(io.StringIO(archive.read("manifest.csv").decode())))
     assert [row["row"] for row in manifest] == [str(n) for n in range(1, 21)]
