@@ -215,6 +215,8 @@ def test_a_csv_of_20_rows_is_previewed_and_priced_per_node_before_anything_is_pa
     run_url = page.url
     expect(page.locator("#summary .badge")).to_have_text("paused", timeout=60_000)
     expect(page.locator("[data-progress=each]")).to_have_text("19 / 20 items done")
+    expect(page.locator("[data-progress=run]")).to_have_text("19 / 20")
+    expect(page.locator("[data-spend]")).to_have_text("$9.50 spent of $10.00 estimated")
     assert emulator.stats()["creates"] == 20
     assert {t["input"]["duration"] for t in emulator.tasks()} == {5}
     shoot(page, "run-batch-paused")

@@ -14,6 +14,7 @@ import mimetypes
 import time
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -28,6 +29,7 @@ from fastapi.responses import (
 )
 
 from klingflow.errors import InvalidRequestError, KlingflowError, WorkflowDefinitionError
+from klingflow.piapi.pricing import PriceTable
 from klingflow.service.api import APIError
 from klingflow.service.deps import EngineDep, RegistryDep, RunLogDep
 from klingflow.service.exports import (
@@ -55,6 +57,7 @@ from klingflow.service.views import (
     loop_items_of,
     media_of,
     poll_ms,
+    progress_of,
     run_view,
     schedules_of,
 )
@@ -288,8 +291,25 @@ def _loops(runlog: RunLog, run: RunRecord, nodes: list[NodeRun]) -> dict[str, di
     return counts
 
 
-def _run_context(runlog: RunLog, run_id: str) -> dict[str, Any]:
+_ESTIMATES: dict[str, Decimal | None] = {}
+"""Whole-run estimates by run id: a run's workflow and inputs never change, and a loop of
+10,000 items is worth pricing once, not on every refresh."""
+
+
+def _whole_estimate(run: RunRecord, workflow: Workflow, prices: PriceTable) -> Decimal | None:
+    if run.run_id not in _ESTIMATES:
+        if len(_ESTIMATES) > 1000:
+            _ESTIMATES.clear()
+        try:
+            _ESTIMATES[run.run_id] = estimate_run(workflow, run.trigger, prices=prices).total_usd
+        except KlingflowError:  # inputs a newer klingflow refuses, say: no estimate to show
+            _ESTIMATES[run.run_id] = None
+    return _ESTIMATES[run.run_id]
+
+
+def _run_context(runlog: RunLog, run_id: str, prices: PriceTable) -> dict[str, Any]:
     run = existing_run(runlog, run_id)
+    workflow = Workflow.model_validate(run.workflow)
     resubmits = []
     if run.status is RunStatus.PAUSED and run.paused_node:
         resubmits = failed_task_intents(runlog, run_id, run.epoch, run.paused_node)
@@ -305,17 +325,25 @@ def _run_context(runlog: RunLog, run_id: str) -> dict[str, Any]:
         item_nodes=finished_item_nodes(runlog, run_id, run.epoch, limit=MAX_MEDIA_SHOWN),
         items_succeeded=sum(c.get("succeeded", 0) for c in counts.values()),
     )
-    return {"view": view, "run": run, "poll_ms": poll_ms(run.status)}
+    progress = progress_of(
+        view,
+        node_count=len(workflow.nodes),
+        estimate_usd=_whole_estimate(run, workflow, prices),
+        now=time.time(),
+    )
+    return {"view": view, "run": run, "progress": progress, "poll_ms": poll_ms(run.status)}
 
 
 @pages_router.get("/runs/{run_id}")
-def run_page(run_id: str, request: Request, pages: PagesDep, runlog: RunLogDep) -> HTMLResponse:
-    return pages.render(request, "run.html", **_run_context(runlog, run_id))
+def run_page(run_id: str, request: Request, pages: PagesDep, engine: EngineDep) -> HTMLResponse:
+    context = _run_context(engine.runlog, run_id, engine.client.prices)
+    return pages.render(request, "run.html", **context)
 
 
 @pages_router.get("/runs/{run_id}/live")
-def run_live(run_id: str, request: Request, pages: PagesDep, runlog: RunLogDep) -> HTMLResponse:
-    return pages.render(request, "_run_live.html", live=True, **_run_context(runlog, run_id))
+def run_live(run_id: str, request: Request, pages: PagesDep, engine: EngineDep) -> HTMLResponse:
+    context = _run_context(engine.runlog, run_id, engine.client.prices)
+    return pages.render(request, "_run_live.html", live=True, **context)
 
 
 @pages_router.post("/runs/{run_id}/{action}")

@@ -34,6 +34,7 @@ __all__ = [
     "GraphNode",
     "Media",
     "NodeView",
+    "Progress",
     "RunView",
     "ScheduleView",
     "estimate_breakdown",
@@ -41,6 +42,7 @@ __all__ = [
     "loop_items_of",
     "media_of",
     "poll_ms",
+    "progress_of",
     "run_view",
     "schedules_of",
 ]
@@ -307,6 +309,46 @@ def run_view(
         media_total=max(len(media), items_succeeded),
         resubmits=resubmits or [],
     )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a run is, at a glance: `done / total` items (or nodes, without a loop),
+    spend against the whole run's estimate, and a time left worked out from the pace so far."""
+
+    done: int
+    total: int
+    unit: Literal["items", "nodes"]
+    spent_usd: Decimal
+    estimate_usd: Decimal | None
+    eta_seconds: float | None
+
+    @property
+    def spent_share(self) -> float | None:
+        """Spent as a share of the estimate (may pass 1: retries pay again)."""
+        if not self.estimate_usd:
+            return None
+        return float(self.spent_usd / self.estimate_usd)
+
+
+def progress_of(
+    view: RunView, *, node_count: int, estimate_usd: Decimal | None, now: float
+) -> Progress:
+    """The run's progress: its loops' items when it has any, else its top-level nodes
+    (`node_count`, the workflow's); the ETA only while it works and has finished some."""
+    run = view.run
+    loops = [n for n in view.nodes if n.is_loop]
+    if loops:
+        done, total = sum(n.items_done for n in loops), sum(n.item_total for n in loops)
+        unit: Literal["items", "nodes"] = "items"
+    else:
+        finished = (NodeStatus.SUCCEEDED, NodeStatus.SKIPPED)
+        done = sum(1 for n in view.nodes if n.node.status in finished)
+        total, unit = max(node_count, done), "nodes"
+    eta = None
+    if not view.finished and run.status is not RunStatus.PAUSED and 0 < done < total:
+        eta = (now - run.created_at) / done * (total - done)
+    return Progress(done, total, unit, run.spent_usd, estimate_usd, eta)
 
 
 def poll_ms(status: RunStatus) -> int:
