@@ -521,3 +521,35 @@ def test_the_manifest_names_each_rows_task_cost_and_status(
     assert text.headers["content-type"].startswith("text/csv")
     assert text.text.splitlines()[0] == "row,item,node,status,task_id,file,cost_usd"
     assert text.text.splitlines()[1].startswith("1,a fox,each[0].clip,succeeded,")
+
+
+def test_the_login_page_does_not_claim_the_service_listens_beyond_loopback(
+    start_service: StartService,
+) -> None:
+    """A token set on 127.0.0.1 asks for it without saying the service is exposed."""
+    service = start_service(api_token=API_TOKEN)
+    login = httpx.get(f"{service.url}/login").text
+    assert "beyond loopback" not in login
+    assert "KLINGFLOW_API_TOKEN" in login
+
+
+def test_small_things_users_saw(ui: Service, emulator: EmulatorServer) -> None:
+    """HEAD on a video answers; versions read as numbers with dates; a paused run says its
+    error once."""
+    ui.publish(FORM.replace("seconds: {type: integer", "seconds: {description: s, type: integer"))
+    run_id = ui.start("form", {"prompt": "a fox"})
+    path = ui.finish(run_id)["nodes"][0]["output"]["path"]
+    head = ui.http.head(f"/runs/{run_id}/files/{path.rsplit('/', 1)[-1]}")
+    assert head.status_code == 200
+    assert int(head.headers["content-length"]) > 0
+    assert head.content == b""
+    listing = ui.http.get("/workflows").text
+    assert "version 2</span>" in listing
+    assert time.strftime("%Y-%m-%d", time.gmtime()) in listing
+
+    emulator.add_fault(FaultRule(action="fail_task", times=1))
+    paused = ui.start("form", {"prompt": "a hen"})
+    assert ui.settle(paused)["run"]["status"] == "paused"
+    page = ui.http.get(f"/runs/{paused}").text
+    assert page.count("failed to generate video") == 1, "the error is said more than once"
+    assert "the run paused here (the message above)" in page

@@ -561,7 +561,7 @@ def run_manifest(run_id: str, kind: Literal["csv", "json"], runlog: RunLogDep) -
     return Response(body, media_type=media_type, headers=_attachment(f"{run_id}-manifest.{kind}"))
 
 
-@pages_router.get("/runs/{run_id}/files/{name:path}")
+@pages_router.api_route("/runs/{run_id}/files/{name:path}", methods=["GET", "HEAD"])
 def run_file(run_id: str, name: str, runlog: RunLogDep) -> FileResponse:
     """A file from the run's folder (videos stream with range requests); nothing outside."""
     run = existing_run(runlog, run_id)

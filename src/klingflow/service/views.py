@@ -176,6 +176,7 @@ class NodeView:
     item_counts: dict[str, int] = field(default_factory=dict)
     item_total: int = 0
     """A loop's item count (0 for other nodes); `item_counts` by item status."""
+    run_message: str | None = None
 
     @property
     def items_done(self) -> int:
@@ -191,10 +192,23 @@ class NodeView:
 
     @property
     def seconds(self) -> float | None:
+        """The time the node worked: its attempts' durations summed, so a retry adds its
+        own time instead of replacing the whole (a pause between them is not counted);
+        None while it runs (a retried node's old finish time is no longer its own)."""
         node = self.node
-        if node.started_at is None or node.finished_at is None:
+        if node.status is NodeStatus.RUNNING or node.finished_at is None:
             return None
-        return node.finished_at - node.started_at
+        if self.attempts:
+            return sum(a.ended_at - a.started_at for a in self.attempts)
+        return None if node.started_at is None else node.finished_at - node.started_at
+
+    @property
+    def error_said_above(self) -> bool:
+        """The node's error is the run's pause message, already shown at the top."""
+        error = self.node.error or {}
+        return bool(
+            self.node.status is NodeStatus.FAILED and error.get("message") == self.run_message
+        )
 
 
 @dataclass(frozen=True)
@@ -292,6 +306,7 @@ def run_view(
             media=_media(run, node),
             item_counts=counts.get(node.node_path, {}),
             item_total=len(loop_items_of(node)) if node.node_type == "loop" else 0,
+            run_message=run.message if run.status is RunStatus.PAUSED else None,
         )
         for node in top
     ]
