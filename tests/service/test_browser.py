@@ -264,6 +264,33 @@ def test_a_csv_of_20_rows_is_previewed_and_priced_per_node_before_anything_is_pa
     shoot(page, "run-batch-completed")
 
 
+def test_an_uncertain_submission_is_settled_with_a_task_id_confirmed_at_piapi(
+    start_service: StartService, emulator: EmulatorServer, page: Page
+) -> None:
+    """The answer to the create request is lost: the page says where to look (intent, time
+    window, prompt, webhook); a made-up task id is refused, the real one settles the run and
+    nothing is paid twice."""
+    service = start_service(public_url=None)  # no webhook to settle it by itself
+    service.publish(STUDIO)
+    emulator.add_fault(FaultRule(action="drop", method="POST", path="/api/v1/task", phase="after"))
+    run_id = service.start("studio", {"prompt": "a kettle on a stove"})
+    assert service.settle(run_id)["run"]["status"] == "paused"
+    page.goto(f"{service.url}/runs/{run_id}")
+    advice = page.locator("#actions .uncertain")
+    expect(advice).to_contain_text("Look for a task created")
+    expect(advice).to_contain_text("a kettle on a stove")
+    expect(advice).to_contain_text(" UTC to ")
+    shoot(page, "run-uncertain")
+    page.fill("input[name=task_id]", "no-such-task")
+    page.click("#actions button.primary")
+    expect(page.locator("#summary .message")).to_contain_text("not confirmed", timeout=30_000)
+    [task] = emulator.tasks()
+    page.fill("input[name=task_id]", task["task_id"])
+    page.click("#actions button.primary")
+    expect(page.locator("#summary .badge")).to_have_text("completed", timeout=30_000)
+    assert emulator.stats()["creates"] == 1
+
+
 def test_the_ui_asks_for_the_token_beyond_loopback(start_service: StartService, page: Page) -> None:
     """With a token set, pages need a login; a wrong token is refused, the right one works."""
     service = start_service(api_token=API_TOKEN)

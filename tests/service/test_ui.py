@@ -396,6 +396,11 @@ def test_an_uncertain_submission_is_settled_with_its_task_id_from_the_page(
     page = service.http.get(f"/runs/{run_id}").text
     assert 'name="task_id"' in page
     assert "uncertain" in page
+    [intent] = service.http.get("/api/tasks", params={"run_id": run_id}).json()["tasks"]
+    assert f'id="uncertain-{intent["intent_id"]}"' in page
+    assert re.search(r"data-window>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC to ", page)
+    assert "With the prompt</dt><dd>a fox<" in page
+    assert "none: this service has no public URL" in page
     [task] = emulator.tasks()
     retried = service.http.post(
         f"/runs/{run_id}/retry",

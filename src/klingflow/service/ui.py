@@ -61,7 +61,7 @@ from klingflow.service.views import (
     run_view,
     schedules_of,
 )
-from klingflow.workflows.engine import Command
+from klingflow.workflows.engine import Command, Engine
 from klingflow.workflows.estimate import RunEstimate, estimate_run
 from klingflow.workflows.failed_tasks import failed_task_intents
 from klingflow.workflows.loop_items import (
@@ -76,6 +76,7 @@ from klingflow.workflows.loop_items import (
 from klingflow.workflows.registry import PublishedWorkflow, WorkflowRegistry
 from klingflow.workflows.runlog import NodeRun, RunLog, RunRecord, RunStatus
 from klingflow.workflows.spec import LoopNode, Workflow
+from klingflow.workflows.uncertain import uncertain_submissions
 
 __all__ = ["STATIC_DIR", "pages_router", "public_router"]
 
@@ -307,7 +308,8 @@ def _whole_estimate(run: RunRecord, workflow: Workflow, prices: PriceTable) -> D
     return _ESTIMATES[run.run_id]
 
 
-def _run_context(runlog: RunLog, run_id: str, prices: PriceTable) -> dict[str, Any]:
+def _run_context(engine: Engine, run_id: str) -> dict[str, Any]:
+    runlog, prices = engine.runlog, engine.client.prices
     run = existing_run(runlog, run_id)
     workflow = Workflow.model_validate(run.workflow)
     resubmits = []
@@ -331,19 +333,31 @@ def _run_context(runlog: RunLog, run_id: str, prices: PriceTable) -> dict[str, A
         estimate_usd=_whole_estimate(run, workflow, prices),
         now=time.time(),
     )
-    return {"view": view, "run": run, "progress": progress, "poll_ms": poll_ms(run.status)}
+    uncertain = []
+    if view.uncertain:  # where to look for the task each may have made
+        hook = engine.services().webhook
+        uncertain = uncertain_submissions(
+            runlog, run_id, run.epoch,
+            timeout_seconds=engine.client.timeout_seconds,
+            webhook_endpoint=None if hook is None else hook.endpoint,
+        )  # fmt: skip
+    return {
+        "view": view,
+        "run": run,
+        "progress": progress,
+        "uncertain": uncertain,
+        "poll_ms": poll_ms(run.status),
+    }
 
 
 @pages_router.get("/runs/{run_id}")
 def run_page(run_id: str, request: Request, pages: PagesDep, engine: EngineDep) -> HTMLResponse:
-    context = _run_context(engine.runlog, run_id, engine.client.prices)
-    return pages.render(request, "run.html", **context)
+    return pages.render(request, "run.html", **_run_context(engine, run_id))
 
 
 @pages_router.get("/runs/{run_id}/live")
 def run_live(run_id: str, request: Request, pages: PagesDep, engine: EngineDep) -> HTMLResponse:
-    context = _run_context(engine.runlog, run_id, engine.client.prices)
-    return pages.render(request, "_run_live.html", live=True, **context)
+    return pages.render(request, "_run_live.html", live=True, **_run_context(engine, run_id))
 
 
 @pages_router.post("/runs/{run_id}/{action}")
