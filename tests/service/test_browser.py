@@ -128,14 +128,22 @@ def test_retrying_a_failed_task_submits_a_new_one_shown_with_its_estimate(
     assert service.settle(run_id)["run"]["status"] == "paused"
     assert emulator.stats()["creates"] == 1
     page.goto(f"{service.url}/runs/{run_id}")
+    graph = page.locator("#run-flow")
+    expect(graph.locator("[data-node=generate]")).to_have_attribute("data-status", "succeeded")
+    expect(graph.locator("[data-node=wait]")).to_have_attribute("data-status", "failed")
+    expect(graph.locator("[data-node=save]")).not_to_have_attribute("data-status", "succeeded")
+    expect(graph).to_contain_text("if nodes.wait.output.video_url is not none")
     expect(page.locator("#resubmit-note")).to_contain_text("not charged")
     retry = page.locator("#actions button.primary")
     expect(retry).to_have_text("Retry with 1 new task ($0.26)")
     expect(page.locator("#actions")).to_contain_text("Retry from start")
     shoot(page, "run-failed-task")
+    graph.locator("[data-node=wait]").click()  # the box opens the node's detail
+    expect(page).to_have_url(re.compile(r"#node-wait$"))
     retry.click()
     expect(page.locator(".flash")).to_contain_text("1 new PiAPI task (est. $0.26)")
     expect(page.locator("#summary .badge")).to_have_text("completed", timeout=30_000)
+    expect(graph.locator("[data-node=save]")).to_have_attribute("data-status", "succeeded")
     expect(page.locator(".flash")).to_have_count(0)  # "retrying" went with the state it named
     assert emulator.stats()["creates"] == 2
     expect(page.locator("#submissions tbody tr")).to_have_count(2)
@@ -222,6 +230,9 @@ def test_a_csv_of_20_rows_is_previewed_and_priced_per_node_before_anything_is_pa
     assert {t["input"]["duration"] for t in emulator.tasks()} == {5}
     shoot(page, "run-batch-paused")
 
+    loop_box = page.locator("#run-flow [data-node=each]")
+    expect(loop_box).to_contain_text("19 / 20 items")
+    expect(page.locator("#run-flow [data-node=video]")).to_have_attribute("data-status", "failed")
     page.click("text=Items table")
     rows = page.locator("#items-table tbody tr")
     expect(rows).to_have_count(20)

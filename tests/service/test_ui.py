@@ -558,3 +558,17 @@ def test_small_things_users_saw(ui: Service, emulator: EmulatorServer) -> None:
     page = ui.http.get(f"/runs/{paused}").text
     assert page.count("failed to generate video") == 1, "the error is said more than once"
     assert "the run paused here (the message above)" in page
+
+
+def test_the_workflow_graph_shows_loops_conditions_and_retry_policies(service: Service) -> None:
+    """The SVG graph draws a loop as a group, an `if:` on its arrow, a node's own retry."""
+    examples = Path(__file__).parents[2] / "examples"
+    service.publish((examples / "batch-from-csv.yaml").read_text())
+    service.publish((examples / "seed-action.yaml").read_text())
+    batch = service.http.get("/workflows/batch-from-csv").text
+    assert re.search(r'class="gbox group s-none" data-node="each"', batch)
+    assert "retry ×5, regenerates failed" not in batch  # the workflow says no regenerating
+    assert "retry ×5" in batch
+    seed = service.http.get("/workflows/seed-action").text
+    assert "if nodes.wait.output.video_url is not none" in seed
+    assert 'href="#gnode-save"' in seed

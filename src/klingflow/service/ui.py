@@ -58,8 +58,10 @@ from klingflow.service.views import (
     media_of,
     poll_ms,
     progress_of,
+    run_graph,
     run_view,
     schedules_of,
+    workflow_graph,
 )
 from klingflow.workflows.engine import Command, Engine
 from klingflow.workflows.estimate import RunEstimate, estimate_run
@@ -178,6 +180,7 @@ def _workflow_page(
         latest=latest,
         versions=registry.versions(name),
         graph=graph_of(workflow),
+        flow=workflow_graph(workflow),
         schedules=schedules_of(workflow, datetime.now(UTC)),
         fields=fields_for(workflow, typed, errors, uploads),
         form_error=bool(errors),
@@ -344,6 +347,7 @@ def _run_context(engine: Engine, run_id: str) -> dict[str, Any]:
     return {
         "view": view,
         "run": run,
+        "flow": run_graph(view, workflow),
         "progress": progress,
         "uncertain": uncertain,
         "poll_ms": poll_ms(run.status),

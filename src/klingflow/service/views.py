@@ -16,6 +16,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from klingflow.service.exports import node_files
+from klingflow.service.graph import GraphLayout, layout
 from klingflow.workflows.estimate import RunEstimate
 from klingflow.workflows.runlog import (
     TERMINAL_RUN_STATUSES,
@@ -43,8 +44,10 @@ __all__ = [
     "media_of",
     "poll_ms",
     "progress_of",
+    "run_graph",
     "run_view",
     "schedules_of",
+    "workflow_graph",
 ]
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".webm", ".m4v"})
@@ -188,7 +191,7 @@ class NodeView:
 
     @property
     def dom_id(self) -> str:
-        return "node-" + re.sub(r"[^\w-]", "-", self.node.node_path)
+        return dom_id(self.node.node_path)
 
     @property
     def seconds(self) -> float | None:
@@ -364,6 +367,44 @@ def progress_of(
     if not view.finished and run.status is not RunStatus.PAUSED and 0 < done < total:
         eta = (now - run.created_at) / done * (total - done)
     return Progress(done, total, unit, run.spent_usd, estimate_usd, eta)
+
+
+def dom_id(node_path: str) -> str:
+    """The id of a node's article on the run page."""
+    return "node-" + re.sub(r"[^\w-]", "-", node_path)
+
+
+def workflow_graph(workflow: Workflow) -> GraphLayout:
+    """The workflow page's graph: each box opens that node's parameters."""
+    return layout(workflow, href=lambda node_id, _loop: f"#gnode-{node_id}")
+
+
+def run_graph(view: RunView, workflow: Workflow) -> GraphLayout:
+    """The run's graph: boxes coloured by status; a loop's body by its items (failed if one
+    failed), linking to its items table; a loop titled with its progress."""
+    statuses: dict[str, str] = {}
+    notes: dict[str, str] = {}
+    for n in view.nodes:
+        statuses[n.node.node_id] = n.node.status.value
+        if n.is_loop:
+            notes[n.node.node_id] = f"{n.items_done} / {n.item_total} items"
+            spec = workflow.node(n.node.node_id)
+            body = spec.nodes if isinstance(spec, LoopNode) else []
+            counts = n.item_counts
+            state = (
+                "failed" if counts.get("failed")
+                else "running" if counts.get("running") or counts.get("queued")
+                else n.node.status.value
+            )  # fmt: skip
+            statuses.update({inner.id: state for inner in body})
+    run_id = view.run.run_id
+
+    def href(node_id: str, loop_id: str | None) -> str:
+        if loop_id is None:
+            return f"#{dom_id(node_id)}"
+        return f"/runs/{run_id}/loops/{loop_id}"
+
+    return layout(workflow, statuses=statuses, notes=notes, href=href)
 
 
 def poll_ms(status: RunStatus) -> int:

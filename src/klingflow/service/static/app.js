@@ -81,3 +81,14 @@ document.addEventListener("submit", (event) => {
   if (only && !form.elements[only]?.checked) return;
   if (message && !window.confirm(message)) event.preventDefault();
 });
+
+// A graph box links to a node's detail, which may sit in a closed <details>: open it.
+document.addEventListener("click", (event) => {
+  const link = event.target.closest?.("svg.flow a");
+  const hash = link?.getAttribute("href");
+  if (!hash?.startsWith("#")) return;
+  const target = document.getElementById(hash.slice(1));
+  for (let node = target; node; node = node.parentElement) {
+    if (node.tagName === "DETAILS") node.open = true;
+  }
+});
