@@ -302,6 +302,72 @@ def test_an_uncertain_submission_is_settled_with_a_task_id_confirmed_at_piapi(
     assert emulator.stats()["creates"] == 1
 
 
+BROKEN = """\
+name: teaser
+inputs:
+  prompt: {type: string, required: true}
+nodes:
+  - id: clip
+    type: kling.video
+    with:
+      prompt: "{{ inputs.prompt }}"
+      duration: 70
+"""
+
+
+def set_editor(page: Page, text: str) -> None:
+    page.evaluate("(text) => document.getElementById('editor-form').editor.setValue(text)", text)
+
+
+def test_a_workflow_is_authored_in_the_editor_published_and_run(
+    start_service: StartService, emulator: EmulatorServer, page: Page
+) -> None:
+    """A deliberate error shows on its line as it is typed; fixed, the draft shows its graph
+    and price; Publish makes it a workflow that runs."""
+    service = start_service()
+    page.goto(f"{service.url}/workflows")
+    page.click("text=New workflow")
+    expect(page.locator(".CodeMirror")).to_be_visible()  # served from /static, no CDN
+    set_editor(page, BROKEN)
+    problems = page.locator("#problems li")
+    expect(problems).to_have_count(1)
+    expect(problems.first).to_contain_text("line 9")
+    expect(problems.first).to_contain_text("duration")
+    expect(problems.first).to_contain_text("must be 3 to 15 seconds")
+    marked = page.locator(".CodeMirror .cm-problem-line")  # line number 9, then its text
+    expect(marked).to_have_text(re.compile(r"^9\s+duration: 70\s*$"))
+    shoot(page, "editor-problem")
+    problems.first.locator("a.line").click()
+    page.keyboard.press("End")
+    page.keyboard.press("Backspace")
+    page.keyboard.press("Backspace")
+    page.keyboard.type("5")  # typed, as a user fixes it
+    expect(page.locator("#problems-none")).to_contain_text("teaser: 1 node")
+    expect(page.locator(".CodeMirror .cm-problem-line")).to_have_count(0)
+    expect(page.locator("#draft-flow [data-node=clip]")).to_be_visible()
+    expect(page.locator("#editor-estimate")).to_contain_text("$0.50 for 1 paid submission")
+    shoot(page, "editor")
+    page.click("button:text('Publish')")
+    expect(page).to_have_url(re.compile(r"/workflows/teaser$"))
+    expect(page.locator(".flash")).to_contain_text("published version 1 of teaser")
+    page.fill("#in-prompt", "a teapot pouring tea")
+    page.click("text=Start run")
+    expect(page.locator("#summary .badge")).to_have_text("completed", timeout=30_000)
+    [task] = emulator.tasks()
+    assert task["input"]["duration"] == 5
+
+    page.goto(f"{service.url}/workflows/teaser")
+    page.click("main a.button:text-is('Edit')")
+    page.select_option("#snippet", label="Set values")
+    page.evaluate("document.getElementById('editor-form').editor.setCursor({line: 99, ch: 0})")
+    page.click("text=Insert at the cursor")
+    expect(page.locator("#problems-none")).to_contain_text("teaser: 2 nodes")
+    page.click("button:text('Publish')")
+    expect(page.locator(".flash")).to_contain_text("published version 2 of teaser")
+    versions = service.http.get("/api/workflows/teaser").json()
+    assert len(versions["versions"]) == 2
+
+
 def test_the_ui_asks_for_the_token_beyond_loopback(start_service: StartService, page: Page) -> None:
     """With a token set, pages need a login; a wrong token is refused, the right one works."""
     service = start_service(api_token=API_TOKEN)

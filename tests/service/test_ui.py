@@ -572,3 +572,42 @@ def test_the_workflow_graph_shows_loops_conditions_and_retry_policies(service: S
     seed = service.http.get("/workflows/seed-action").text
     assert "if nodes.wait.output.video_url is not none" in seed
     assert 'href="#gnode-save"' in seed
+
+
+def test_the_editor_works_without_javascript_and_never_publishes_a_broken_file(
+    service: Service,
+) -> None:
+    """Check shows problems with lines; Publish of a broken file stores nothing (422); a
+    fixed file is published and the new workflow's page follows."""
+    broken = FORM.replace("name: form", "name: drafted").replace("{{ inputs.seconds }}", "70")
+    token = csrf(service.http, "/editor")
+    checked = service.http.post(
+        "/editor", data={"csrf_token": token, "source": broken, "intent": "check"}
+    )
+    assert checked.status_code == 200
+    assert re.search(r'data-line="(\d+)"', checked.text)
+    assert "must be 3 to 15 seconds" in checked.text
+    refused = service.http.post(
+        "/editor", data={"csrf_token": token, "source": broken, "intent": "publish"}
+    )
+    assert refused.status_code == 422
+    assert service.http.get("/api/workflows").json()["workflows"] == []
+    fixed = broken.replace('duration: "70"', "duration: 5")
+    published = service.http.post(
+        "/editor",
+        data={"csrf_token": token, "source": fixed, "intent": "publish", "sample": "{}"},
+    )
+    assert published.status_code == 303, published.text
+    assert published.headers["location"] == "/workflows/drafted"
+    assert [w["name"] for w in service.http.get("/api/workflows").json()["workflows"]] == [
+        "drafted"
+    ]
+    priced = service.http.post(
+        "/fragments/editor-check",
+        data={"csrf_token": token, "source": fixed, "sample": '{"prompt": "a fox"}'},
+    )
+    assert "$0.50" in priced.text
+    unpriced = service.http.post(
+        "/fragments/editor-check", data={"csrf_token": token, "source": fixed, "sample": "[1]"}
+    )
+    assert "cannot price these sample inputs" in unpriced.text
