@@ -16,7 +16,7 @@ from playwright.sync_api import Page, expect
 
 from klingflow.emulator import EmulatorServer, FaultRule
 
-from .conftest import API_TOKEN, StartService, shoot
+from .conftest import API_TOKEN, DOCS_IMAGES, DOCS_SHOTS, StartService, shoot
 
 STUDIO = """\
 name: studio
@@ -87,6 +87,8 @@ def test_start_a_run_from_the_form_and_watch_it_finish(
     page.goto(service.url)
     expect(page.locator('[data-status="completed"]')).to_have_text("1")
     shoot(page, "dashboard")
+    page.goto(f"{service.url}/workflows")
+    shoot(page, "workflows")
 
 
 def test_a_failed_node_is_retried_with_one_click(
@@ -384,6 +386,14 @@ def test_the_ui_asks_for_the_token_beyond_loopback(start_service: StartService, 
     page.click("text=Sign out")
     page.goto(f"{service.url}/")
     expect(page).to_have_url(re.compile(r"/login"))
+
+
+def test_every_screenshot_in_the_docs_is_taken_by_this_suite() -> None:
+    """docs/service.md shows only pictures these tests take (and they exist)."""
+    text = (DOCS_IMAGES.parent / "service.md").read_text()
+    shown = set(re.findall(r"images/ui-([\w-]+)\.png", text))
+    assert shown == DOCS_SHOTS
+    assert all((DOCS_IMAGES / f"ui-{name}.png").is_file() for name in shown)
 
 
 def test_pages_fit_a_phone(start_service: StartService, browser_phone: Page) -> None:
