@@ -402,12 +402,18 @@ def test_pages_fit_a_phone(start_service: StartService, browser_phone: Page) -> 
     service.publish(STUDIO)
     run_id = service.start("studio", {"prompt": "a kite over the sea"})
     service.finish(run_id)
+    service.publish(BATCH)
+    batch_id = service.start("batch", {"rows": [{"prompt": "a kite", "slug": "kite"}]})
+    service.finish(batch_id)
     for name, path in (
+        ("phone-items", f"/runs/{batch_id}/loops/each"),
+        ("phone-item", f"/runs/{batch_id}/loops/each/items/0"),
         ("phone-run", f"/runs/{run_id}"),
         ("phone-workflow", "/workflows/studio"),
         ("phone-dashboard", "/"),
         ("phone-workflows", "/workflows"),
         ("phone-runs", "/runs"),
+        ("phone-editor", "/editor?workflow=studio"),
     ):
         browser_phone.goto(service.url + path)
         width = browser_phone.evaluate("document.documentElement.scrollWidth")
