@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import itsdangerous
 import markupsafe
+import openpyxl  # type: ignore[import-untyped]
 import pytest
 from pydantic import SecretStr
 
@@ -127,12 +128,40 @@ def test_an_uploaded_csv_fills_an_array_input_typed_as_the_cli_rows(
     assert emulator.stats()["creates"] == 0
 
 
+def test_an_excel_sheet_gives_the_same_rows_as_its_csv_export(
+    ui: Service, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """An .xlsx upload reads its first sheet by header; numbers come as a CSV would write
+    them, then typed as the declared inputs; blank rows are left out."""
+    book = openpyxl.Workbook()
+    sheet = book.active
+    for row in (["prompt", "seconds", "loud"], ["a fox", 10, True], [None, None, None]):
+        sheet.append(row)
+    sheet.append(["a hen", 5.0, False])
+    path = tmp_path / "tags.xlsx"
+    book.save(path)
+    response = ui.http.post(
+        "/workflows/form/runs",
+        data={"csrf_token": csrf(ui.http), "prompt": "a fox"},
+        files={"tags__file": ("tags.xlsx", path.read_bytes(), "application/octet-stream")},
+    )
+    assert response.status_code == 200, response.text
+    rows = [
+        {"prompt": "a fox", "seconds": 10, "loud": True},
+        {"prompt": "a hen", "seconds": 5, "loud": False},
+    ]
+    assert str(markupsafe.escape(json.dumps(rows))) in response.text
+    assert emulator.stats()["creates"] == 0
+
+
 @pytest.mark.parametrize(
     ("name", "body", "message"),
     [
         ("shifted.csv", "prompt,slug\na,b,c\n", "shifted.csv line 2 has more cells than"),
         ("empty.csv", "prompt,slug\n", "file &#39;empty.csv&#39; has no rows"),
-        ("rows.xls", "x", "takes a .csv, .jsonl, .json, .yaml, .yml file"),
+        ("rows.xls", "x", "takes a .csv, .xlsx, .jsonl, .json, .yaml, .yml file"),
+        ("rows.xlsx", "not a zip", "rows.xlsx is not an Excel .xlsx file"),
+        ("rows.csv", "prompt\n\xff\n", "rows.csv is not UTF-8 text"),
         ("rows.json", '{"a": 1}', "rows.json must hold a list of rows"),
     ],
 )
@@ -143,7 +172,7 @@ def test_a_bad_upload_is_refused_on_its_field(
     response = ui.http.post(
         "/workflows/form/runs",
         data={"csrf_token": csrf(ui.http), "prompt": "a fox"},
-        files={"tags__file": (name, body.encode(), "text/plain")},
+        files={"tags__file": (name, body.encode("latin-1"), "text/plain")},
     )
     assert response.status_code == 422
     assert message in response.text

@@ -34,7 +34,7 @@ from klingflow.workflows.engine import Command, Engine, describe_paused
 from klingflow.workflows.registry import WorkflowRegistry
 from klingflow.workflows.runlog import NodeRun, NodeStatus, RunLog, RunRecord, RunStatus
 from klingflow.workflows.schedules import Scheduler
-from klingflow.workflows.tables import coerce_row, parse_table
+from klingflow.workflows.tables import coerce_row, parse_table_bytes
 
 __all__ = ["RUN_NOT_COMPLETED", "run", "runs_app", "worker"]
 
@@ -53,12 +53,12 @@ RunId = Annotated[str, typer.Argument(help="The run id (run-...).")]
 
 
 def read_table(path: Path) -> list[Any]:
-    """Rows of a CSV (as objects), JSON Lines, or a JSON/YAML array."""
+    """Rows of a CSV or an Excel .xlsx sheet (as objects), JSON Lines, or a JSON/YAML array."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as error:
         raise InvalidRequestError([(str(path), f"cannot read: {error.strerror}")]) from None
-    return parse_table(text, suffix=path.suffix, source=str(path))
+    return parse_table_bytes(data, suffix=path.suffix, source=str(path))
 
 
 def parse_input(text: str) -> tuple[str, Any]:

@@ -19,7 +19,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from klingflow.errors import InvalidRequestError, WorkflowInputError
 from klingflow.workflows.spec import InputSpec, Workflow
-from klingflow.workflows.tables import TABLE_SUFFIXES, coerce_row, parse_table
+from klingflow.workflows.tables import TABLE_SUFFIXES, coerce_row, parse_table_bytes
 
 __all__ = [
     "FILE_SUFFIX",
@@ -117,10 +117,7 @@ async def _read_uploads(
             errors[name] = f"file {filename!r} is over {MAX_UPLOAD_BYTES // 2**20} MB"
             continue
         try:
-            rows = parse_table(data.decode("utf-8"), suffix=suffix, source=filename)
-        except UnicodeDecodeError:
-            errors[name] = f"file {filename!r} is not UTF-8 text (save it as CSV UTF-8)"
-            continue
+            rows = parse_table_bytes(data, suffix=suffix, source=filename)
         except InvalidRequestError as error:
             errors[name] = "; ".join(f"{where} {why}" for where, why in error.problems)
             continue
