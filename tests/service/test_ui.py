@@ -6,6 +6,7 @@ import base64
 import json
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,9 @@ from pydantic import SecretStr
 
 from klingflow.emulator import EmulatorServer, FaultRule
 from klingflow.service.sessions import SESSION_COOKIE, session_key
+from klingflow.service.views import NodeView
 from klingflow.settings import Settings
+from klingflow.workflows.runlog import Attempt, NodeRun, NodeStatus
 
 from .conftest import API_TOKEN, WEBHOOK_SECRET, Service, StartService
 
@@ -640,3 +643,20 @@ def test_the_editor_works_without_javascript_and_never_publishes_a_broken_file(
         "/fragments/editor-check", data={"csrf_token": token, "source": fixed, "sample": "[1]"}
     )
     assert "cannot price these sample inputs" in unpriced.text
+
+
+def test_a_retried_node_s_time_is_its_attempts_added_up() -> None:
+    """8 s failing, a pause for the user, then 2 s succeeding: the node took 10 s, not the
+    0.0 s between the retry's start and its end, nor the pause."""
+    node = NodeRun(
+        run_id="run-1", epoch=0, node_path="clip", node_id="clip", node_type="kling.video",
+        item_index=None, status=NodeStatus.SUCCEEDED, inputs={}, output={}, error=None,
+        attempts=2, task_id=None, cost_usd=None, started_at=1000.0, finished_at=1000.0,
+    )  # fmt: skip
+    attempts = [
+        Attempt("clip", 1, started_at=100.0, ended_at=108.0, error={}, retry_in_seconds=None),
+        Attempt("clip", 2, started_at=998.0, ended_at=1000.0, error=None, retry_in_seconds=None),
+    ]
+    assert NodeView(node, attempts, []).seconds == 10.0
+    running = NodeView(replace(node, status=NodeStatus.RUNNING), attempts, [])
+    assert running.seconds is None  # "started ... ago" instead of a stale finish time
