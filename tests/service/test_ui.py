@@ -7,6 +7,7 @@ import json
 import re
 import time
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -18,9 +19,9 @@ from pydantic import SecretStr
 
 from klingflow.emulator import EmulatorServer, FaultRule
 from klingflow.service.sessions import SESSION_COOKIE, session_key
-from klingflow.service.views import NodeView
+from klingflow.service.views import NodeView, progress_of, run_view
 from klingflow.settings import Settings
-from klingflow.workflows.runlog import Attempt, NodeRun, NodeStatus
+from klingflow.workflows.runlog import Attempt, NodeRun, NodeStatus, RunRecord, RunStatus
 
 from .conftest import API_TOKEN, WEBHOOK_SECRET, Service, StartService
 
@@ -660,3 +661,28 @@ def test_a_retried_node_s_time_is_its_attempts_added_up() -> None:
     assert NodeView(node, attempts, []).seconds == 10.0
     running = NodeView(replace(node, status=NodeStatus.RUNNING), attempts, [])
     assert running.seconds is None  # "started ... ago" instead of a stale finish time
+
+
+def test_progress_reads_x_of_n_spend_against_the_estimate_and_time_left() -> None:
+    """8 of 20 items done in 40 s while running: 12 left at 5 s each is 60 s; none paused."""
+    run = RunRecord(
+        run_id="run-1", idempotency_key=None, workflow_name="batch", workflow_hash="h",
+        workflow={}, source_path=None, trigger={}, inputs={}, status=RunStatus.RUNNING,
+        message=None, paused_node=None, epoch=0, outputs=None, output_dir="/tmp",
+        budget_usd=None, reserved_usd=Decimal(0), spent_usd=Decimal("4"),
+        estimated_usd=Decimal("6"), created_at=1000.0, updated_at=1040.0, finished_at=None,
+    )  # fmt: skip
+    loop = NodeRun(
+        run_id="run-1", epoch=0, node_path="each", node_id="each", node_type="loop",
+        item_index=None, status=NodeStatus.RUNNING, inputs={"items": list(range(20))},
+        output=None, error=None, attempts=0, task_id=None, cost_usd=None, started_at=1000.0,
+        finished_at=None,
+    )  # fmt: skip
+    counts = {"each": {"succeeded": 8, "running": 5, "queued": 7}}
+    view = run_view(run, [loop], [], [], item_counts=counts)
+    progress = progress_of(view, node_count=1, estimate_usd=Decimal("10"), now=1040.0)
+    assert (progress.done, progress.total, progress.unit) == (8, 20, "items")
+    assert progress.spent_share == 0.4
+    assert progress.eta_seconds == 60.0
+    paused = run_view(replace(run, status=RunStatus.PAUSED), [loop], [], [], item_counts=counts)
+    assert progress_of(paused, node_count=1, estimate_usd=None, now=1040.0).eta_seconds is None
