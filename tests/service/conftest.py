@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import threading
 import time
@@ -197,11 +198,25 @@ def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
     assert [p for p in problems if refused_login not in p] == [], problems
 
 
+DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+DOCS_SHOTS = frozenset(
+    {
+        "dashboard", "workflows", "workflow", "workflow-csv-preview", "editor-problem", "editor",
+        "run-paused", "run-retried", "run-failed-task", "run-uncertain", "run-batch-paused",
+        "run-items", "run-item", "run-batch-completed", "phone-run",
+    }
+)  # fmt: skip
+"""The screenshots docs/service.md shows, as `images/ui-<name>.png`."""
+
+
 def shoot(page: Page, name: str) -> Path:
-    """Save a full-page screenshot under test-artifacts/screenshots (kept after the run)."""
+    """Save a full-page screenshot under test-artifacts/screenshots (kept after the run);
+    with KLINGFLOW_DOCS_SCREENSHOTS=1, those the docs show also go to docs/images/."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("KLINGFLOW_DOCS_SCREENSHOTS") == "1" and name in DOCS_SHOTS:
+        shutil.copyfile(path, DOCS_IMAGES / f"ui-{name}.png")
     return path
 
 

@@ -6,16 +6,22 @@ import base64
 import json
 import re
 import time
+from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
 import itsdangerous
+import markupsafe
+import openpyxl  # type: ignore[import-untyped]
 import pytest
 from pydantic import SecretStr
 
 from klingflow.emulator import EmulatorServer, FaultRule
 from klingflow.service.sessions import SESSION_COOKIE, session_key
+from klingflow.service.views import NodeView, progress_of, run_view
 from klingflow.settings import Settings
+from klingflow.workflows.runlog import Attempt, NodeRun, NodeStatus, RunRecord, RunStatus
 
 from .conftest import API_TOKEN, WEBHOOK_SECRET, Service, StartService
 
@@ -99,6 +105,81 @@ def test_the_estimate_button_prices_the_run_and_starts_nothing(
     assert "prompt is required" in refused.text
     assert 'id="estimate"' not in refused.text
     assert ui.http.get("/api/runs").json()["runs"] == []
+    assert emulator.stats()["creates"] == 0
+
+
+def test_an_uploaded_csv_fills_an_array_input_typed_as_the_cli_rows(
+    ui: Service, emulator: EmulatorServer
+) -> None:
+    """CSV cells named after a declared input are typed as that input (as `--rows` does);
+    the rows come back as JSON with a preview and a price, and nothing starts."""
+    text = "prompt,seconds,loud\na fox,10,true\na hen,5,false\n"
+    response = ui.http.post(
+        "/workflows/form/runs",
+        data={"csrf_token": csrf(ui.http), "prompt": "a fox"},
+        files={"tags__file": ("tags.csv", text.encode(), "text/csv")},
+    )
+    assert response.status_code == 200
+    assert "2 rows</b> from <span" in response.text
+    assert "tags.csv" in response.text
+    rows = [
+        {"prompt": "a fox", "seconds": 10, "loud": True},
+        {"prompt": "a hen", "seconds": 5, "loud": False},
+    ]
+    assert str(markupsafe.escape(json.dumps(rows))) in response.text
+    assert 'id="estimate"' in response.text
+    assert ui.http.get("/api/runs").json()["runs"] == []
+    assert emulator.stats()["creates"] == 0
+
+
+def test_an_excel_sheet_gives_the_same_rows_as_its_csv_export(
+    ui: Service, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """An .xlsx upload reads its first sheet by header; numbers come as a CSV would write
+    them, then typed as the declared inputs; blank rows are left out."""
+    book = openpyxl.Workbook()
+    sheet = book.active
+    for row in (["prompt", "seconds", "loud"], ["a fox", 10, True], [None, None, None]):
+        sheet.append(row)
+    sheet.append(["a hen", 5.0, False])
+    path = tmp_path / "tags.xlsx"
+    book.save(path)
+    response = ui.http.post(
+        "/workflows/form/runs",
+        data={"csrf_token": csrf(ui.http), "prompt": "a fox"},
+        files={"tags__file": ("tags.xlsx", path.read_bytes(), "application/octet-stream")},
+    )
+    assert response.status_code == 200, response.text
+    rows = [
+        {"prompt": "a fox", "seconds": 10, "loud": True},
+        {"prompt": "a hen", "seconds": 5, "loud": False},
+    ]
+    assert str(markupsafe.escape(json.dumps(rows))) in response.text
+    assert emulator.stats()["creates"] == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "message"),
+    [
+        ("shifted.csv", "prompt,slug\na,b,c\n", "shifted.csv line 2 has more cells than"),
+        ("empty.csv", "prompt,slug\n", "file &#39;empty.csv&#39; has no rows"),
+        ("rows.xls", "x", "takes a .csv, .xlsx, .jsonl, .json, .yaml, .yml file"),
+        ("rows.xlsx", "not a zip", "rows.xlsx is not an Excel .xlsx file"),
+        ("rows.csv", "prompt\n\xff\n", "rows.csv is not UTF-8 text"),
+        ("rows.json", '{"a": 1}', "rows.json must hold a list of rows"),
+    ],
+)
+def test_a_bad_upload_is_refused_on_its_field(
+    ui: Service, emulator: EmulatorServer, name: str, body: str, message: str
+) -> None:
+    """A file that is not rows gets one message on its field, and nothing starts."""
+    response = ui.http.post(
+        "/workflows/form/runs",
+        data={"csrf_token": csrf(ui.http), "prompt": "a fox"},
+        files={"tags__file": (name, body.encode("latin-1"), "text/plain")},
+    )
+    assert response.status_code == 422
+    assert message in response.text
     assert emulator.stats()["creates"] == 0
 
 
@@ -348,6 +429,11 @@ def test_an_uncertain_submission_is_settled_with_its_task_id_from_the_page(
     page = service.http.get(f"/runs/{run_id}").text
     assert 'name="task_id"' in page
     assert "uncertain" in page
+    [intent] = service.http.get("/api/tasks", params={"run_id": run_id}).json()["tasks"]
+    assert f'id="uncertain-{intent["intent_id"]}"' in page
+    assert re.search(r"data-window>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC to ", page)
+    assert "With the prompt</dt><dd>a fox<" in page
+    assert "none: this service has no public URL" in page
     [task] = emulator.tasks()
     retried = service.http.post(
         f"/runs/{run_id}/retry",
@@ -373,3 +459,230 @@ def test_retry_all_paused_runs_from_the_workflow_page(
     assert response.status_code == 303
     assert "retrying 2 paused runs" in ui.http.get("/workflows/form").text
     assert [ui.finish(run_id)["run"]["status"] for run_id in run_ids] == ["completed"] * 2
+
+
+MANY = """\
+name: many
+inputs:
+  rows: {type: array, required: true}
+nodes:
+  - id: each
+    type: loop
+    with: {items: "{{ inputs.rows }}", concurrency: 20}
+    nodes:
+      - id: note
+        type: set
+        with: {values: {text: "{{ item.title }}"}}
+"""
+
+
+def test_a_loop_of_120_items_is_paged_and_filtered(service: Service) -> None:
+    """The items page shows 50 rows a page, in item order, with labels; a filter narrows."""
+    service.publish(MANY)
+    rows = [{"title": f"row {n:03d}"} for n in range(120)]
+    run_id = service.start("many", {"rows": rows})
+    assert service.finish(run_id)["run"]["status"] == "completed"
+    run_page = service.http.get(f"/runs/{run_id}").text
+    assert "<b>120 / 120</b> items done" in run_page
+    first = service.http.get(f"/runs/{run_id}/loops/each")
+    assert first.text.count('<tr id="item-') == 50
+    assert "row 000" in first.text
+    assert "row 050" not in first.text
+    assert "page 1 of 3 (120 items)" in first.text
+    last = service.http.get(f"/runs/{run_id}/loops/each", params={"page": 3}).text
+    assert last.count('<tr id="item-') == 20
+    assert "row 119" in last
+    failed = service.http.get(f"/runs/{run_id}/loops/each", params={"status": "failed"}).text
+    assert failed.count('<tr id="item-') == 0
+    detail = service.http.get(f"/runs/{run_id}/loops/each/items/41").text
+    assert "Item 42 of 120" in detail
+    assert "row 041" in detail
+    assert service.http.get(f"/runs/{run_id}/loops/each/items/120").status_code == 404
+    assert service.http.get(f"/runs/{run_id}/loops/nope").status_code == 404
+
+
+LOOP3 = """\
+name: three
+inputs:
+  prompts: {type: array, required: true}
+nodes:
+  - id: each
+    type: loop
+    with: {items: "{{ inputs.prompts }}", concurrency: 3}
+    nodes:
+      - id: clip
+        type: kling.video
+        with: {prompt: "{{ item }}", download: false}
+"""
+
+
+def test_skipping_the_selected_failed_item_finishes_the_loop_without_paying_again(
+    service: Service, emulator: EmulatorServer
+) -> None:
+    """Skip selected marks the failed item skipped; the loop completes; creates stays 3."""
+    service.publish(LOOP3)
+    emulator.add_fault(FaultRule(action="fail_task", times=1))
+    run_id = service.start("three", {"prompts": ["a fox", "a hen", "a cat"]})
+    assert service.settle(run_id)["run"]["status"] == "paused"
+    path = f"/runs/{run_id}/loops/each"
+    listed = service.http.get(path, params={"status": "failed"}).text
+    [index] = re.findall(r'name="item" value="(\d+)"', listed)
+    response = service.http.post(
+        f"{path}/items",
+        data={"csrf_token": csrf(service.http, path), "item": index, "action": "skip"},
+    )
+    assert response.status_code == 303
+    run = service.finish(run_id)["run"]
+    assert run["status"] == "completed"
+    assert emulator.stats()["creates"] == 3
+    after = service.http.get(path, params={"status": "skipped"}).text
+    assert f'<tr id="item-{index}"' in after
+
+
+def test_the_manifest_names_each_rows_task_cost_and_status(
+    service: Service, emulator: EmulatorServer
+) -> None:
+    """CSV and JSON manifests give row -> task id, cost, status, for a spreadsheet to take."""
+    service.publish(LOOP3)
+    run_id = service.start("three", {"prompts": ["a fox", "a hen", "a cat"]})
+    assert service.finish(run_id)["run"]["status"] == "completed"
+    rows = service.http.get(f"/runs/{run_id}/manifest.json").json()
+    assert [(r["row"], r["item"], r["status"]) for r in rows] == [
+        (1, "a fox", "succeeded"),
+        (2, "a hen", "succeeded"),
+        (3, "a cat", "succeeded"),
+    ]
+    by_prompt = {t["input"]["prompt"]: t["task_id"] for t in emulator.tasks()}
+    assert [r["task_id"] for r in rows] == [by_prompt[p] for p in ("a fox", "a hen", "a cat")]
+    assert all(r["cost_usd"] == "0.5" for r in rows)
+    text = service.http.get(f"/runs/{run_id}/manifest.csv")
+    assert text.headers["content-type"].startswith("text/csv")
+    assert text.text.splitlines()[0] == "row,item,node,status,task_id,file,cost_usd"
+    assert text.text.splitlines()[1].startswith("1,a fox,each[0].clip,succeeded,")
+
+
+def test_the_login_page_does_not_claim_the_service_listens_beyond_loopback(
+    start_service: StartService,
+) -> None:
+    """A token set on 127.0.0.1 asks for it without saying the service is exposed."""
+    service = start_service(api_token=API_TOKEN)
+    login = httpx.get(f"{service.url}/login").text
+    assert "beyond loopback" not in login
+    assert "KLINGFLOW_API_TOKEN" in login
+
+
+def test_small_things_users_saw(ui: Service, emulator: EmulatorServer) -> None:
+    """HEAD on a video answers; versions read as numbers with dates; a paused run says its
+    error once."""
+    ui.publish(FORM.replace("seconds: {type: integer", "seconds: {description: s, type: integer"))
+    run_id = ui.start("form", {"prompt": "a fox"})
+    path = ui.finish(run_id)["nodes"][0]["output"]["path"]
+    head = ui.http.head(f"/runs/{run_id}/files/{path.rsplit('/', 1)[-1]}")
+    assert head.status_code == 200
+    assert int(head.headers["content-length"]) > 0
+    assert head.content == b""
+    listing = ui.http.get("/workflows").text
+    assert "version 2</span>" in listing
+    assert time.strftime("%Y-%m-%d", time.gmtime()) in listing
+
+    emulator.add_fault(FaultRule(action="fail_task", times=1))
+    paused = ui.start("form", {"prompt": "a hen"})
+    assert ui.settle(paused)["run"]["status"] == "paused"
+    page = ui.http.get(f"/runs/{paused}").text
+    assert page.count("failed to generate video") == 1, "the error is said more than once"
+    assert "the run paused here (the message above)" in page
+
+
+def test_the_workflow_graph_shows_loops_conditions_and_retry_policies(service: Service) -> None:
+    """The SVG graph draws a loop as a group, an `if:` on its arrow, a node's own retry."""
+    examples = Path(__file__).parents[2] / "examples"
+    service.publish((examples / "batch-from-csv.yaml").read_text())
+    service.publish((examples / "seed-action.yaml").read_text())
+    batch = service.http.get("/workflows/batch-from-csv").text
+    assert re.search(r'class="gbox group s-none" data-node="each"', batch)
+    assert "retry ×5, regenerates failed" not in batch  # the workflow says no regenerating
+    assert "retry ×5" in batch
+    seed = service.http.get("/workflows/seed-action").text
+    assert "if nodes.wait.output.video_url is not none" in seed
+    assert 'href="#gnode-save"' in seed
+
+
+def test_the_editor_works_without_javascript_and_never_publishes_a_broken_file(
+    service: Service,
+) -> None:
+    """Check shows problems with lines; Publish of a broken file stores nothing (422); a
+    fixed file is published and the new workflow's page follows."""
+    broken = FORM.replace("name: form", "name: drafted").replace("{{ inputs.seconds }}", "70")
+    token = csrf(service.http, "/editor")
+    checked = service.http.post(
+        "/editor", data={"csrf_token": token, "source": broken, "intent": "check"}
+    )
+    assert checked.status_code == 200
+    assert re.search(r'data-line="(\d+)"', checked.text)
+    assert "must be 3 to 15 seconds" in checked.text
+    refused = service.http.post(
+        "/editor", data={"csrf_token": token, "source": broken, "intent": "publish"}
+    )
+    assert refused.status_code == 422
+    assert service.http.get("/api/workflows").json()["workflows"] == []
+    fixed = broken.replace('duration: "70"', "duration: 5")
+    published = service.http.post(
+        "/editor",
+        data={"csrf_token": token, "source": fixed, "intent": "publish", "sample": "{}"},
+    )
+    assert published.status_code == 303, published.text
+    assert published.headers["location"] == "/workflows/drafted"
+    assert [w["name"] for w in service.http.get("/api/workflows").json()["workflows"]] == [
+        "drafted"
+    ]
+    priced = service.http.post(
+        "/fragments/editor-check",
+        data={"csrf_token": token, "source": fixed, "sample": '{"prompt": "a fox"}'},
+    )
+    assert "$0.50" in priced.text
+    unpriced = service.http.post(
+        "/fragments/editor-check", data={"csrf_token": token, "source": fixed, "sample": "[1]"}
+    )
+    assert "cannot price these sample inputs" in unpriced.text
+
+
+def test_a_retried_node_s_time_is_its_attempts_added_up() -> None:
+    """8 s failing, a pause for the user, then 2 s succeeding: the node took 10 s, not the
+    0.0 s between the retry's start and its end, nor the pause."""
+    node = NodeRun(
+        run_id="run-1", epoch=0, node_path="clip", node_id="clip", node_type="kling.video",
+        item_index=None, status=NodeStatus.SUCCEEDED, inputs={}, output={}, error=None,
+        attempts=2, task_id=None, cost_usd=None, started_at=1000.0, finished_at=1000.0,
+    )  # fmt: skip
+    attempts = [
+        Attempt("clip", 1, started_at=100.0, ended_at=108.0, error={}, retry_in_seconds=None),
+        Attempt("clip", 2, started_at=998.0, ended_at=1000.0, error=None, retry_in_seconds=None),
+    ]
+    assert NodeView(node, attempts, []).seconds == 10.0
+    running = NodeView(replace(node, status=NodeStatus.RUNNING), attempts, [])
+    assert running.seconds is None  # "started ... ago" instead of a stale finish time
+
+
+def test_progress_reads_x_of_n_spend_against_the_estimate_and_time_left() -> None:
+    """8 of 20 items done in 40 s while running: 12 left at 5 s each is 60 s; none paused."""
+    run = RunRecord(
+        run_id="run-1", idempotency_key=None, workflow_name="batch", workflow_hash="h",
+        workflow={}, source_path=None, trigger={}, inputs={}, status=RunStatus.RUNNING,
+        message=None, paused_node=None, epoch=0, outputs=None, output_dir="/tmp",
+        budget_usd=None, reserved_usd=Decimal(0), spent_usd=Decimal("4"),
+        estimated_usd=Decimal("6"), created_at=1000.0, updated_at=1040.0, finished_at=None,
+    )  # fmt: skip
+    loop = NodeRun(
+        run_id="run-1", epoch=0, node_path="each", node_id="each", node_type="loop",
+        item_index=None, status=NodeStatus.RUNNING, inputs={"items": list(range(20))},
+        output=None, error=None, attempts=0, task_id=None, cost_usd=None, started_at=1000.0,
+        finished_at=None,
+    )  # fmt: skip
+    counts = {"each": {"succeeded": 8, "running": 5, "queued": 7}}
+    view = run_view(run, [loop], [], [], item_counts=counts)
+    progress = progress_of(view, node_count=1, estimate_usd=Decimal("10"), now=1040.0)
+    assert (progress.done, progress.total, progress.unit) == (8, 20, "items")
+    assert progress.spent_share == 0.4
+    assert progress.eta_seconds == 60.0
+    paused = run_view(replace(run, status=RunStatus.PAUSED), [loop], [], [], item_counts=counts)
+    assert progress_of(paused, node_count=1, estimate_usd=None, now=1040.0).eta_seconds is None

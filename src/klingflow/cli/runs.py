@@ -8,7 +8,6 @@ durably, until it is told what to do.
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import time
 from collections.abc import Iterator, Sequence
@@ -30,13 +29,14 @@ from klingflow.cli._runids import resolve_run_id
 from klingflow.cli._runlogs import LogFormatOption, log_runs
 from klingflow.errors import InvalidRequestError, RunNotFoundError
 from klingflow.settings import Settings
-from klingflow.workflows import RunEstimate, Workflow, estimate_run, load_workflow
+from klingflow.workflows import RunEstimate, estimate_run, load_workflow
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.engine import Command, Engine, RunQueue, describe_paused
 from klingflow.workflows.reconcile import parse_task_ids
 from klingflow.workflows.registry import WorkflowRegistry
 from klingflow.workflows.runlog import RunLog, RunRecord, RunStatus
 from klingflow.workflows.schedules import Scheduler
+from klingflow.workflows.tables import coerce_row, parse_table_bytes
 
 __all__ = ["RUN_NOT_COMPLETED", "run", "runs_app", "worker"]
 
@@ -55,22 +55,12 @@ RunId = Annotated[str, typer.Argument(help="The run id (run-...), or a unique be
 
 
 def read_table(path: Path) -> list[Any]:
-    """Rows of a CSV (as objects), JSON Lines, or a JSON/YAML array."""
+    """Rows of a CSV or an Excel .xlsx sheet (as objects), JSON Lines, or a JSON/YAML array."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as error:
         raise InvalidRequestError([(str(path), f"cannot read: {error.strerror}")]) from None
-    try:
-        if path.suffix == ".csv":
-            return [dict(row) for row in csv.DictReader(text.splitlines())]
-        if path.suffix == ".jsonl":
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        data = yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as error:
-        raise InvalidRequestError([(str(path), f"cannot be parsed: {error}")]) from None
-    if not isinstance(data, list):
-        raise InvalidRequestError([(str(path), "must hold a list of rows")])
-    return data
+    return parse_table_bytes(data, suffix=path.suffix, source=str(path))
 
 
 TABLE_SUFFIXES = (".csv", ".jsonl", ".json", ".yaml", ".yml")
@@ -114,21 +104,6 @@ def build_payloads(
     if not all(isinstance(row, dict) for row in table):
         raise InvalidRequestError([(str(rows), "each row must be an object")])
     return [{**base, **row} for row in table]
-
-
-def coerce_row(workflow: Workflow, payload: dict[str, Any]) -> dict[str, Any]:
-    """CSV cells are text: read them as the declared input types (integer, number, boolean)."""
-    coerced = dict(payload)
-    for name, spec in workflow.inputs.items():
-        value = coerced.get(name)
-        if not isinstance(value, str) or spec.type in ("string", "array", "object"):
-            continue
-        try:
-            parsed = json.loads(value.strip().lower() if spec.type == "boolean" else value)
-        except ValueError:
-            continue  # left as text: resolve_inputs names the problem
-        coerced[name] = parsed
-    return coerced
 
 
 def require_key() -> None:

@@ -48,6 +48,11 @@ def _when(moment: float | datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _day(moment: float | None) -> str:
+    """A moment's UTC date (2026-12-06), for what changes by the day (a version)."""
+    return "–" if moment is None else datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d")
+
+
 def _ago(timestamp: float | None) -> str:
     if timestamp is None:
         return "–"
@@ -83,7 +88,9 @@ class Pages:
             undefined=StrictUndefined,
             finalize=self._scrub,
         )
-        self.env.filters.update(usd=_usd, when=_when, ago=_ago, seconds=_seconds, pretty=_pretty)
+        self.env.filters.update(
+            usd=_usd, when=_when, day=_day, ago=_ago, seconds=_seconds, pretty=_pretty
+        )
 
     def _scrub(self, value: Any) -> Any:
         return redact_values(value, self.secrets) if isinstance(value, str) else value

@@ -10,21 +10,40 @@ event loop the engine shares.
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import time
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.datastructures import FormData
 
 from klingflow.errors import InvalidRequestError, KlingflowError, WorkflowDefinitionError
+from klingflow.piapi.pricing import PriceTable
 from klingflow.service.api import APIError
 from klingflow.service.deps import EngineDep, RegistryDep, RunLogDep
-from klingflow.service.forms import fields_for, parse_form, typed_values
+from klingflow.service.editor import SNIPPETS, STARTER, DraftCheck, check_draft, sample_inputs
+from klingflow.service.exports import (
+    ManifestRow,
+    manifest,
+    manifest_csv,
+    manifest_json,
+    run_files,
+    stream_zip,
+)
+from klingflow.service.forms import Upload, fields_for, parse_form, read_uploads, typed_values
 from klingflow.service.operations import (
     existing_run,
     latest_published,
@@ -32,14 +51,37 @@ from klingflow.service.operations import (
     start_published,
     utc_midnight,
 )
-from klingflow.service.pages import PagesDep
+from klingflow.service.pages import Pages, PagesDep
 from klingflow.service.sessions import is_signed_in, read_form, require_login, sign_in, sign_out
-from klingflow.service.views import graph_of, poll_ms, run_view, schedules_of
-from klingflow.workflows.engine import Command
+from klingflow.service.views import (
+    MAX_MEDIA_SHOWN,
+    estimate_breakdown,
+    graph_of,
+    loop_items_of,
+    media_of,
+    poll_ms,
+    progress_of,
+    run_graph,
+    run_view,
+    schedules_of,
+    workflow_graph,
+)
+from klingflow.workflows.engine import Command, Engine
 from klingflow.workflows.estimate import RunEstimate, estimate_run
-from klingflow.workflows.registry import PublishedWorkflow, WorkflowRegistry
-from klingflow.workflows.runlog import RunLog, RunStatus
-from klingflow.workflows.spec import Workflow
+from klingflow.workflows.failed_tasks import failed_task_intents
+from klingflow.workflows.loop_items import (
+    ITEM_STATUSES,
+    finished_item_nodes,
+    item_attempts,
+    item_counts,
+    item_page,
+    skip_items,
+    top_level,
+)
+from klingflow.workflows.registry import PublishedWorkflow, PublishOutcome, WorkflowRegistry
+from klingflow.workflows.runlog import NodeRun, RunLog, RunRecord, RunStatus
+from klingflow.workflows.spec import LoopNode, Workflow
+from klingflow.workflows.uncertain import uncertain_submissions
 
 __all__ = ["STATIC_DIR", "pages_router", "public_router"]
 
@@ -128,6 +170,7 @@ def _workflow_page(
     typed: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
     estimate: RunEstimate | str | None = None,
+    uploads: dict[str, Upload] | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
     workflow = latest.load()
@@ -140,10 +183,12 @@ def _workflow_page(
         latest=latest,
         versions=registry.versions(name),
         graph=graph_of(workflow),
+        flow=workflow_graph(workflow),
         schedules=schedules_of(workflow, datetime.now(UTC)),
-        fields=fields_for(workflow, typed, errors),
+        fields=fields_for(workflow, typed, errors, uploads),
         form_error=bool(errors),
         estimate=estimate,
+        breakdown=estimate_breakdown(estimate) if isinstance(estimate, RunEstimate) else [],
         idempotency_key=f"form:{uuid.uuid4().hex}",
         runs=runlog.list_runs(workflow_name=name, limit=10),
         paused=runlog.status_counts(workflow_name=name)[RunStatus.PAUSED],
@@ -170,8 +215,12 @@ async def start_from_form(
     form = await read_form(request)
     published = latest_published(registry, name)
     workflow = published.load()
-    payload, errors = parse_form(workflow, form)
-    if errors or form.get("intent") == "estimate":
+    uploads, upload_errors = await read_uploads(workflow, form)
+    payload, errors = parse_form(workflow, form, uploads)
+    errors.update(upload_errors)
+    # A file's rows always come back first, previewed and priced: nothing is paid for rows
+    # nobody has looked at.
+    if errors or uploads or form.get("intent") == "estimate":
         estimate: RunEstimate | str | None = None
         if not errors:
             try:
@@ -180,8 +229,8 @@ async def start_from_form(
                 estimate = str(error)
         return _workflow_page(
             request, pages, registry, engine.runlog, published,
-            typed=typed_values(workflow, form), errors=errors, estimate=estimate,
-            status_code=200 if isinstance(estimate, RunEstimate) else 422,
+            typed=typed_values(workflow, form, uploads), errors=errors, estimate=estimate,
+            uploads=uploads, status_code=200 if isinstance(estimate, RunEstimate) else 422,
         )  # fmt: skip
     key = form.get("idempotency_key")
     idempotency_key = key if isinstance(key, str) and key.startswith("form:") else None
@@ -212,6 +261,89 @@ async def retry_paused_from_page(
     return _redirect(f"/workflows/{name}")
 
 
+# --- the editor ----------------------------------------------------------------------------
+
+
+def _editor_page(
+    request: Request,
+    pages: Pages,
+    *,
+    source: str,
+    sample: str,
+    check: DraftCheck,
+    editing: str | None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    return pages.render(
+        request, "editor.html", status_code=status_code, source=source, sample=sample,
+        check=check, editing=editing, snippets=SNIPPETS,
+    )  # fmt: skip
+
+
+@pages_router.get("/editor")
+def editor_page(
+    request: Request,
+    pages: PagesDep,
+    registry: RegistryDep,
+    engine: EngineDep,
+    workflow: str | None = None,
+) -> HTMLResponse:
+    """A new workflow, or (`?workflow=NAME`) the latest version of one, in the editor."""
+    source = STARTER if workflow is None else latest_published(registry, workflow).source
+    check = check_draft(source, "", prices=engine.client.prices)
+    sample = "" if check.workflow is None else json.dumps(sample_inputs(check.workflow))
+    return _editor_page(request, pages, source=source, sample=sample, check=check, editing=workflow)
+
+
+async def _draft(request: Request, engine: Engine) -> tuple[str, str, DraftCheck, FormData]:
+    form = await read_form(request)
+    source, sample = form.get("source"), form.get("sample")
+    text = source.replace("\r\n", "\n") if isinstance(source, str) else ""
+    sample_text = sample if isinstance(sample, str) else ""
+    return text, sample_text, check_draft(text, sample_text, prices=engine.client.prices), form
+
+
+@pages_router.post("/fragments/editor-check")
+async def editor_check(request: Request, pages: PagesDep, engine: EngineDep) -> HTMLResponse:
+    """The editor's live check as you type: problems with their lines, graph and price."""
+    _, _, check, _ = await _draft(request, engine)
+    return pages.render(request, "_editor_results.html", live=True, check=check)
+
+
+@pages_router.post("/editor", response_model=None)
+async def editor_post(
+    request: Request, pages: PagesDep, registry: RegistryDep, engine: EngineDep
+) -> Response:
+    """Check the draft (without JavaScript), or publish it as a new version."""
+    text, sample, check, form = await _draft(request, engine)
+    raw = form.get("editing")
+    editing = raw if isinstance(raw, str) and raw else None
+    if form.get("intent") != "publish" or check.problems:
+        code = 422 if check.problems and form.get("intent") == "publish" else 200
+        return _editor_page(
+            request, pages, source=text, sample=sample, check=check, editing=editing,
+            status_code=code,
+        )  # fmt: skip
+    try:
+        version, outcome = registry.publish(text)
+    except WorkflowDefinitionError as error:  # another check than the draft's (never, today)
+        check = DraftCheck(error.problems)
+        return _editor_page(
+            request, pages, source=text, sample=sample, check=check, editing=editing,
+            status_code=422,
+        )  # fmt: skip
+    if outcome is not PublishOutcome.UNCHANGED:
+        request.app.state.scheduler.wake()  # its schedules start now
+    number = len(registry.versions(version.name))
+    said = {
+        PublishOutcome.PUBLISHED: f"published version {number} of {version.name}",
+        PublishOutcome.REPUBLISHED: f"an earlier text of {version.name} is the latest again",
+        PublishOutcome.UNCHANGED: f"{version.name} is unchanged: nothing was published",
+    }
+    _flash(request, said[outcome] + "; older runs keep the version they started with")
+    return _redirect(f"/workflows/{version.name}")
+
+
 # --- runs ------------------------------------------------------------------------------------
 
 
@@ -235,37 +367,103 @@ def runs_page(
     )
 
 
-def _run_context(runlog: RunLog, run_id: str) -> dict[str, Any]:
+def _loops(runlog: RunLog, run: RunRecord, nodes: list[NodeRun]) -> dict[str, dict[str, int]]:
+    """Item counts by status for each loop the run has reached, by loop id."""
+    workflow = Workflow.model_validate(run.workflow)
+    counts: dict[str, dict[str, int]] = {}
+    for node in nodes:
+        spec = workflow.node(node.node_id) if node.node_type == "loop" else None
+        if isinstance(spec, LoopNode):
+            counts[node.node_path] = item_counts(
+                runlog, run.run_id, run.epoch, node.node_path,
+                total=len(loop_items_of(node)), body_length=len(spec.nodes),
+            )  # fmt: skip
+    return counts
+
+
+_ESTIMATES: dict[str, Decimal | None] = {}
+"""Whole-run estimates by run id: a run's workflow and inputs never change, and a loop of
+10,000 items is worth pricing once, not on every refresh."""
+
+
+def _whole_estimate(run: RunRecord, workflow: Workflow, prices: PriceTable) -> Decimal | None:
+    if run.run_id not in _ESTIMATES:
+        if len(_ESTIMATES) > 1000:
+            _ESTIMATES.clear()
+        try:
+            _ESTIMATES[run.run_id] = estimate_run(workflow, run.trigger, prices=prices).total_usd
+        except KlingflowError:  # inputs a newer klingflow refuses, say: no estimate to show
+            _ESTIMATES[run.run_id] = None
+    return _ESTIMATES[run.run_id]
+
+
+def _run_context(engine: Engine, run_id: str) -> dict[str, Any]:
+    runlog, prices = engine.runlog, engine.client.prices
     run = existing_run(runlog, run_id)
+    workflow = Workflow.model_validate(run.workflow)
+    resubmits = []
+    if run.status is RunStatus.PAUSED and run.paused_node:
+        resubmits = failed_task_intents(runlog, run_id, run.epoch, run.paused_node)
+    nodes, attempts = top_level(runlog, run_id, run.epoch)  # items: counted, not loaded
+    counts = _loops(runlog, run, nodes)
     view = run_view(
         run,
-        runlog.nodes(run_id, epoch=run.epoch),
-        runlog.attempts(run_id, epoch=run.epoch),
+        nodes,
+        attempts,
         runlog.intents(run_id, epoch=run.epoch),
+        resubmits=resubmits,
+        item_counts=counts,
+        item_nodes=finished_item_nodes(runlog, run_id, run.epoch, limit=MAX_MEDIA_SHOWN),
+        items_succeeded=sum(c.get("succeeded", 0) for c in counts.values()),
     )
-    return {"view": view, "run": run, "poll_ms": poll_ms(run.status)}
+    progress = progress_of(
+        view,
+        node_count=len(workflow.nodes),
+        estimate_usd=_whole_estimate(run, workflow, prices),
+        now=time.time(),
+    )
+    uncertain = []
+    if view.uncertain:  # where to look for the task each may have made
+        hook = engine.services().webhook
+        uncertain = uncertain_submissions(
+            runlog, run_id, run.epoch,
+            timeout_seconds=engine.client.timeout_seconds,
+            webhook_endpoint=None if hook is None else hook.endpoint,
+        )  # fmt: skip
+    return {
+        "view": view,
+        "run": run,
+        "flow": run_graph(view, workflow),
+        "progress": progress,
+        "uncertain": uncertain,
+        "poll_ms": poll_ms(run.status),
+    }
 
 
 @pages_router.get("/runs/{run_id}")
-def run_page(run_id: str, request: Request, pages: PagesDep, runlog: RunLogDep) -> HTMLResponse:
-    return pages.render(request, "run.html", **_run_context(runlog, run_id))
+def run_page(run_id: str, request: Request, pages: PagesDep, engine: EngineDep) -> HTMLResponse:
+    return pages.render(request, "run.html", **_run_context(engine, run_id))
 
 
 @pages_router.get("/runs/{run_id}/live")
-def run_live(run_id: str, request: Request, pages: PagesDep, runlog: RunLogDep) -> HTMLResponse:
-    return pages.render(request, "_run_live.html", live=True, **_run_context(runlog, run_id))
+def run_live(run_id: str, request: Request, pages: PagesDep, engine: EngineDep) -> HTMLResponse:
+    return pages.render(request, "_run_live.html", live=True, **_run_context(engine, run_id))
 
 
 @pages_router.post("/runs/{run_id}/{action}")
 async def run_action(
     run_id: str,
-    action: Literal["retry", "skip", "cancel"],
+    action: Literal["retry", "restart", "skip", "cancel"],
     request: Request,
     engine: EngineDep,
 ) -> RedirectResponse:
-    """Retry (optionally with a task id, or resubmitting), skip or cancel; then back."""
+    """Retry (optionally with a task id, or resubmitting), retry from the start (`restart`),
+    skip or cancel; then back."""
     form = await read_form(request)
-    existing_run(engine.runlog, run_id)
+    run = existing_run(engine.runlog, run_id)
+    resubmits = []
+    if action == "retry" and run.status is RunStatus.PAUSED and run.paused_node:
+        resubmits = failed_task_intents(engine.runlog, run_id, run.epoch, run.paused_node)
     raw = form.get("task_id")
     task_id = raw.strip() if isinstance(raw, str) else ""
     task_ids = {  # one field per uncertain item in the submissions table
@@ -284,12 +482,200 @@ async def run_action(
     except KlingflowError as error:
         _flash(request, f"{action} refused: {error}", "error")
     else:
-        done = {"retry": "retrying", "skip": "skipped the paused node", "cancel": "cancelled"}
-        _flash(request, done[action])
+        done = {
+            "retry": "retrying",
+            "restart": "retrying from the start",
+            "skip": "skipped the paused node",
+            "cancel": "cancelled",
+        }
+        text = done[action]
+        if resubmits:
+            total = sum(i.estimated_usd for i in resubmits)
+            count = len(resubmits)
+            text += f": {count} new PiAPI task{'s' if count != 1 else ''} (est. ${total:,.2f})"
+        _flash(request, text)
     return _redirect(f"/runs/{run_id}")
 
 
-@pages_router.get("/runs/{run_id}/files/{name:path}")
+ITEMS_PER_PAGE = 50
+
+
+def _loop(runlog: RunLog, run: RunRecord, loop_id: str) -> tuple[LoopNode, list[Any]]:
+    """The loop's spec and its items, or a 404 when the run has no such loop (yet)."""
+    workflow = Workflow.model_validate(run.workflow)
+    spec = next((n for n in workflow.nodes if n.id == loop_id), None)
+    row = next(
+        (n for n in top_level(runlog, run.run_id, run.epoch)[0] if n.node_id == loop_id), None
+    )
+    if not isinstance(spec, LoopNode) or row is None:
+        raise APIError(404, "LoopNotFound", f"run {run.run_id} has no started loop {loop_id!r}")
+    return spec, loop_items_of(row)
+
+
+def _items_context(
+    runlog: RunLog, run_id: str, loop_id: str, status: str | None, page: int
+) -> dict[str, Any]:
+    run = existing_run(runlog, run_id)
+    spec, items = _loop(runlog, run, loop_id)
+    found = item_page(
+        runlog, run_id, run.epoch, loop_id, items=items, body_length=len(spec.nodes),
+        status=status, offset=(page - 1) * ITEMS_PER_PAGE, limit=ITEMS_PER_PAGE,
+    )  # fmt: skip
+    media = {item.index: [m for n in item.nodes for m in media_of(run, n)] for item in found.items}
+    return {
+        "run": run,
+        "loop": spec,
+        "items": found,
+        "media": media,
+        "page": page,
+        "pages": max(1, -(-found.matching // ITEMS_PER_PAGE)),
+        "statuses": ITEM_STATUSES,
+        "can_steer": run.status is RunStatus.PAUSED and run.paused_node == loop_id,
+        "poll_ms": poll_ms(run.status),
+    }
+
+
+ItemStatus = Literal["failed", "running", "queued", "succeeded", "skipped"]
+
+
+@pages_router.get("/runs/{run_id}/loops/{loop_id}")
+def items_page(
+    run_id: str,
+    loop_id: str,
+    request: Request,
+    pages: PagesDep,
+    runlog: RunLogDep,
+    status: ItemStatus | None = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+) -> HTMLResponse:
+    """A loop's items as rows: label, status, attempts, cost, player; filtered and paged."""
+    context = _items_context(runlog, run_id, loop_id, status, page)
+    return pages.render(request, "items.html", **context)
+
+
+@pages_router.get("/runs/{run_id}/loops/{loop_id}/live")
+def items_live(
+    run_id: str,
+    loop_id: str,
+    request: Request,
+    pages: PagesDep,
+    runlog: RunLogDep,
+    status: ItemStatus | None = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+) -> HTMLResponse:
+    context = _items_context(runlog, run_id, loop_id, status, page)
+    return pages.render(request, "_items_live.html", live=True, **context)
+
+
+@pages_router.get("/runs/{run_id}/loops/{loop_id}/items/{index}")
+def item_detail(
+    run_id: str, loop_id: str, index: int, request: Request, pages: PagesDep, runlog: RunLogDep
+) -> HTMLResponse:
+    """One item: its value, and each body node with inputs, output, error and attempts."""
+    run = existing_run(runlog, run_id)
+    spec, items = _loop(runlog, run, loop_id)
+    if not 0 <= index < len(items):
+        raise APIError(404, "ItemNotFound", f"loop {loop_id!r} has no item {index}")
+    found = item_page(
+        runlog, run_id, run.epoch, loop_id, items=items, body_length=len(spec.nodes),
+        offset=index, limit=1,
+    )  # fmt: skip
+    [item] = found.items
+    attempts = item_attempts(runlog, run_id, run.epoch, [n.node_path for n in item.nodes])
+    return pages.render(
+        request,
+        "item.html",
+        run=run,
+        loop=spec,
+        item=item,
+        value=items[index],
+        total=len(items),
+        attempts={
+            n.node_path: [a for a in attempts if a.node_path == n.node_path] for n in item.nodes
+        },
+        media=[m for n in item.nodes for m in media_of(run, n)],
+    )
+
+
+@pages_router.post("/runs/{run_id}/loops/{loop_id}/items")
+async def items_action(
+    run_id: str, loop_id: str, request: Request, engine: EngineDep
+) -> RedirectResponse:
+    """Steer a paused loop by item: skip the selected failed items and retry the others, or
+    retry the selected ones and skip the others."""
+    form = await read_form(request)
+    runlog = engine.runlog
+    run = existing_run(runlog, run_id)
+    back = f"/runs/{run_id}/loops/{loop_id}"
+    if run.status is not RunStatus.PAUSED or run.paused_node != loop_id:
+        _flash(request, f"run {run_id} is not paused on {loop_id}: nothing was changed", "error")
+        return _redirect(back)
+    spec, items = _loop(runlog, run, loop_id)
+    failed_page = item_page(
+        runlog, run_id, run.epoch, loop_id, items=items, body_length=len(spec.nodes),
+        status="failed", limit=len(items),
+    )  # fmt: skip
+    failed = [item.index for item in failed_page.items]
+    selected = {int(v) for v in form.getlist("item") if isinstance(v, str) and v.isdigit()}
+    chosen = [i for i in failed if i in selected]
+    if not chosen:
+        _flash(request, "select at least one failed item", "error")
+        return _redirect(back)
+    skip = chosen if form.get("action") == "skip" else [i for i in failed if i not in selected]
+    retried = len(failed) - len(skip)
+    skip_items(runlog, run_id, run.epoch, spec, skip)
+    try:
+        await engine.command(run_id, Command(action="retry"))
+    except KlingflowError as error:
+        _flash(request, f"retry refused: {error}", "error")
+    else:
+        _flash(
+            request, f"retrying {retried} item{'s' if retried != 1 else ''}, skipped {len(skip)}"
+        )
+    return _redirect(back)
+
+
+def _export(runlog: RunLog, run_id: str) -> tuple[RunRecord, list[NodeRun], list[ManifestRow]]:
+    run = existing_run(runlog, run_id)
+    nodes = runlog.nodes(run_id, epoch=run.epoch)
+    items = {n.node_id: loop_items_of(n) for n in nodes if n.node_type == "loop"}
+    return run, nodes, manifest(run, nodes, items)
+
+
+def _attachment(name: str) -> dict[str, str]:
+    return {
+        "Content-Disposition": f'attachment; filename="{name}"',
+        "X-Content-Type-Options": "nosniff",
+    }
+
+
+@pages_router.get("/runs/{run_id}/download.zip")
+def run_zip(run_id: str, runlog: RunLogDep) -> StreamingResponse:
+    """Every file the run's nodes made, with the manifest (CSV and JSON), as a streamed zip."""
+    run, nodes, rows = _export(runlog, run_id)
+    files: dict[str, Path] = {}
+    for node in sorted(nodes, key=lambda n: (n.item_index is not None, n.item_index or 0)):
+        files.update(run_files(run, node))  # a file two nodes name goes in once
+    extra = [("manifest.csv", manifest_csv(rows)), ("manifest.json", manifest_json(rows))]
+    return StreamingResponse(
+        stream_zip(list(files.items()), extra),
+        media_type="application/zip",
+        headers=_attachment(f"{run_id}.zip"),
+    )
+
+
+@pages_router.get("/runs/{run_id}/manifest.{kind}")
+def run_manifest(run_id: str, kind: Literal["csv", "json"], runlog: RunLogDep) -> Response:
+    """Row -> task id, file, cost, status: for a spreadsheet (CSV) or a program (JSON)."""
+    _, _, rows = _export(runlog, run_id)
+    if kind == "csv":
+        body, media_type = manifest_csv(rows), "text/csv; charset=utf-8"
+    else:
+        body, media_type = manifest_json(rows), "application/json"
+    return Response(body, media_type=media_type, headers=_attachment(f"{run_id}-manifest.{kind}"))
+
+
+@pages_router.api_route("/runs/{run_id}/files/{name:path}", methods=["GET", "HEAD"])
 def run_file(run_id: str, name: str, runlog: RunLogDep) -> FileResponse:
     """A file from the run's folder (videos stream with range requests); nothing outside."""
     run = existing_run(runlog, run_id)

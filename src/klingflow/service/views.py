@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 from urllib.parse import quote
 
+from klingflow.service.exports import node_files
+from klingflow.service.graph import GraphLayout, layout
+from klingflow.workflows.estimate import RunEstimate
 from klingflow.workflows.runlog import (
     TERMINAL_RUN_STATUSES,
     Attempt,
@@ -28,21 +31,27 @@ from klingflow.workflows.runlog import (
 from klingflow.workflows.spec import LoopNode, NodeSpec, Workflow
 
 __all__ = [
+    "EstimateLine",
     "GraphNode",
     "Media",
     "NodeView",
+    "Progress",
     "RunView",
     "ScheduleView",
+    "estimate_breakdown",
     "graph_of",
+    "loop_items_of",
+    "media_of",
     "poll_ms",
+    "progress_of",
+    "run_graph",
     "run_view",
     "schedules_of",
+    "workflow_graph",
 ]
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".webm", ".m4v"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif"})
-MAX_ITEMS_SHOWN = 200
-"""Loop items listed on a run page; failed and running ones come first."""
 MAX_MEDIA_SHOWN = 24
 """Players on a run page; a batch's other videos stay in its run folder."""
 
@@ -110,6 +119,43 @@ def schedules_of(workflow: Workflow, now: datetime) -> list[ScheduleView]:
     ]
 
 
+# --- an estimate --------------------------------------------------------------------------
+
+_ITEM_INDEX = re.compile(r"\[\d+\]")
+
+
+@dataclass(frozen=True)
+class EstimateLine:
+    """One paid node of an estimate; a loop's items are one line (`each[*].video`)."""
+
+    node_path: str
+    node_type: str
+    count: int
+    usd: Decimal
+    unknown: int
+    notes: list[str]
+
+
+def estimate_breakdown(estimate: RunEstimate) -> list[EstimateLine]:
+    """The estimate per node, loop items summed, in run order: what each node will cost."""
+    lines: dict[str, EstimateLine] = {}
+    for node in estimate.nodes:
+        path = _ITEM_INDEX.sub("[*]", node.node_path)
+        line = lines.get(path) or EstimateLine(path, node.node_type, 0, Decimal(0), 0, [])
+        notes = list(line.notes)
+        if node.note and node.note not in notes:
+            notes.append(node.note)
+        lines[path] = EstimateLine(
+            path,
+            node.node_type,
+            line.count + 1,
+            line.usd + (node.usd or Decimal(0)),
+            line.unknown + (node.usd is None),
+            notes,
+        )
+    return list(lines.values())
+
+
 # --- a run ---------------------------------------------------------------------------------
 
 
@@ -130,20 +176,42 @@ class NodeView:
     node: NodeRun
     attempts: list[Attempt]
     media: list[Media]
-    items: list[NodeRun] = field(default_factory=list)
     item_counts: dict[str, int] = field(default_factory=dict)
-    items_hidden: int = 0
+    item_total: int = 0
+    """A loop's item count (0 for other nodes); `item_counts` by item status."""
+    run_message: str | None = None
+
+    @property
+    def items_done(self) -> int:
+        return self.item_counts.get("succeeded", 0) + self.item_counts.get("skipped", 0)
+
+    @property
+    def is_loop(self) -> bool:
+        return self.node.node_type == "loop"
 
     @property
     def dom_id(self) -> str:
-        return "node-" + re.sub(r"[^\w-]", "-", self.node.node_path)
+        return dom_id(self.node.node_path)
 
     @property
     def seconds(self) -> float | None:
+        """The time the node worked: its attempts' durations summed, so a retry adds its
+        own time instead of replacing the whole (a pause between them is not counted);
+        None while it runs (a retried node's old finish time is no longer its own)."""
         node = self.node
-        if node.started_at is None or node.finished_at is None:
+        if node.status is NodeStatus.RUNNING or node.finished_at is None:
             return None
-        return node.finished_at - node.started_at
+        if self.attempts:
+            return sum(a.ended_at - a.started_at for a in self.attempts)
+        return None if node.started_at is None else node.finished_at - node.started_at
+
+    @property
+    def error_said_above(self) -> bool:
+        """The node's error is the run's pause message, already shown at the top."""
+        error = self.node.error or {}
+        return bool(
+            self.node.status is NodeStatus.FAILED and error.get("message") == self.run_message
+        )
 
 
 @dataclass(frozen=True)
@@ -153,6 +221,12 @@ class RunView:
     submissions: list[Intent]
     media: list[Media]
     media_total: int
+    resubmits: list[Intent] = field(default_factory=list)
+    """Failed PiAPI tasks the paused node's Retry submits again, as new (paid) tasks."""
+
+    @property
+    def resubmit_usd(self) -> Decimal:
+        return sum((i.estimated_usd for i in self.resubmits), Decimal(0))
 
     @property
     def finished(self) -> bool:
@@ -171,21 +245,12 @@ class RunView:
         return [i for i in self.submissions if i.state is IntentState.UNCERTAIN]
 
 
-def _files(output: Any) -> list[str]:
-    """The local files a node output names (`path`, `paths`)."""
-    if not isinstance(output, dict):
-        return []
-    found = [output["path"]] if isinstance(output.get("path"), str) else []
-    found += [p for p in output.get("paths") or [] if isinstance(p, str)]
-    return found
-
-
 def _media(run: RunRecord, node: NodeRun) -> list[Media]:
     if node.status is not NodeStatus.SUCCEEDED:
         return []
     root = Path(run.output_dir).resolve()
     found: list[Media] = []
-    for name in _files(node.output):
+    for name in node_files(node.output):
         path = Path(name).resolve()
         suffix = path.suffix.lower()
         kind: Literal["video", "image"] | None = (
@@ -204,36 +269,53 @@ def _media(run: RunRecord, node: NodeRun) -> list[Media]:
     return found
 
 
-_ITEM_ORDER = {NodeStatus.FAILED: 0, NodeStatus.RUNNING: 1}
+def media_of(run: RunRecord, node: NodeRun) -> list[Media]:
+    """The videos and pictures a finished node made (for an item's row, say)."""
+    return _media(run, node)
+
+
+def loop_items_of(node: NodeRun) -> list[Any]:
+    """A loop node's items, as its resolved inputs recorded them."""
+    inputs = node.inputs if isinstance(node.inputs, dict) else {}
+    items = inputs.get("items")
+    return items if isinstance(items, list) else []
 
 
 def run_view(
-    run: RunRecord, nodes: list[NodeRun], attempts: list[Attempt], submissions: list[Intent]
+    run: RunRecord,
+    nodes: list[NodeRun],
+    attempts: list[Attempt],
+    submissions: list[Intent],
+    *,
+    resubmits: list[Intent] | None = None,
+    item_counts: dict[str, dict[str, int]] | None = None,
+    item_nodes: list[NodeRun] | None = None,
+    items_succeeded: int = 0,
 ) -> RunView:
-    """The run page: top-level nodes in the order they started, loop items under their loop."""
+    """The run page: top-level nodes in the order they started, each loop with its items
+    counted by status (`item_counts` by loop id; the rows are on the loop's items page).
+    `item_nodes` are some finished item nodes for the gallery, `items_succeeded` how many
+    items succeeded in all (each item's videos are on its row)."""
     by_path: dict[str, list[Attempt]] = {}
     for attempt in attempts:
         by_path.setdefault(attempt.node_path, []).append(attempt)
     top = [n for n in nodes if n.item_index is None]
     top.sort(key=lambda n: (n.started_at is None, n.started_at or 0.0))
-    views = []
-    for node in top:
-        items = [n for n in nodes if n.node_path.startswith(node.node_path + "[")]
-        counts = Counter(item.status.value for item in items)
-        items.sort(key=lambda n: (_ITEM_ORDER.get(n.status, 2), n.item_index or 0))
-        views.append(
-            NodeView(
-                node=node,
-                attempts=by_path.get(node.node_path, []),
-                media=_media(run, node),
-                items=items[:MAX_ITEMS_SHOWN],
-                item_counts=dict(counts),
-                items_hidden=max(0, len(items) - MAX_ITEMS_SHOWN),
-            )
+    counts = item_counts or {}
+    views = [
+        NodeView(
+            node=node,
+            attempts=by_path.get(node.node_path, []),
+            media=_media(run, node),
+            item_counts=counts.get(node.node_path, {}),
+            item_total=len(loop_items_of(node)) if node.node_type == "loop" else 0,
+            run_message=run.message if run.status is RunStatus.PAUSED else None,
         )
+        for node in top
+    ]
     media: list[Media] = []
     seen: set[str] = set()
-    for found in (m for node in nodes for m in _media(run, node)):
+    for found in (m for node in [*top, *(item_nodes or [])] for m in _media(run, node)):
         if found.src not in seen:  # a file two nodes name shows once
             seen.add(found.src)
             media.append(found)
@@ -242,8 +324,87 @@ def run_view(
         nodes=views,
         submissions=submissions,
         media=media[:MAX_MEDIA_SHOWN],
-        media_total=len(media),
+        media_total=max(len(media), items_succeeded),
+        resubmits=resubmits or [],
     )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a run is, at a glance: `done / total` items (or nodes, without a loop),
+    spend against the whole run's estimate, and a time left worked out from the pace so far."""
+
+    done: int
+    total: int
+    unit: Literal["items", "nodes"]
+    spent_usd: Decimal
+    estimate_usd: Decimal | None
+    eta_seconds: float | None
+
+    @property
+    def spent_share(self) -> float | None:
+        """Spent as a share of the estimate (may pass 1: retries pay again)."""
+        if not self.estimate_usd:
+            return None
+        return float(self.spent_usd / self.estimate_usd)
+
+
+def progress_of(
+    view: RunView, *, node_count: int, estimate_usd: Decimal | None, now: float
+) -> Progress:
+    """The run's progress: its loops' items when it has any, else its top-level nodes
+    (`node_count`, the workflow's); the ETA only while it works and has finished some."""
+    run = view.run
+    loops = [n for n in view.nodes if n.is_loop]
+    if loops:
+        done, total = sum(n.items_done for n in loops), sum(n.item_total for n in loops)
+        unit: Literal["items", "nodes"] = "items"
+    else:
+        finished = (NodeStatus.SUCCEEDED, NodeStatus.SKIPPED)
+        done = sum(1 for n in view.nodes if n.node.status in finished)
+        total, unit = max(node_count, done), "nodes"
+    eta = None
+    if not view.finished and run.status is not RunStatus.PAUSED and 0 < done < total:
+        eta = (now - run.created_at) / done * (total - done)
+    return Progress(done, total, unit, run.spent_usd, estimate_usd, eta)
+
+
+def dom_id(node_path: str) -> str:
+    """The id of a node's article on the run page."""
+    return "node-" + re.sub(r"[^\w-]", "-", node_path)
+
+
+def workflow_graph(workflow: Workflow) -> GraphLayout:
+    """The workflow page's graph: each box opens that node's parameters."""
+    return layout(workflow, href=lambda node_id, _loop: f"#gnode-{node_id}")
+
+
+def run_graph(view: RunView, workflow: Workflow) -> GraphLayout:
+    """The run's graph: boxes coloured by status; a loop's body by its items (failed if one
+    failed), linking to its items table; a loop titled with its progress."""
+    statuses: dict[str, str] = {}
+    notes: dict[str, str] = {}
+    for n in view.nodes:
+        statuses[n.node.node_id] = n.node.status.value
+        if n.is_loop:
+            notes[n.node.node_id] = f"{n.items_done} / {n.item_total} items"
+            spec = workflow.node(n.node.node_id)
+            body = spec.nodes if isinstance(spec, LoopNode) else []
+            counts = n.item_counts
+            state = (
+                "failed" if counts.get("failed")
+                else "running" if counts.get("running") or counts.get("queued")
+                else n.node.status.value
+            )  # fmt: skip
+            statuses.update({inner.id: state for inner in body})
+    run_id = view.run.run_id
+
+    def href(node_id: str, loop_id: str | None) -> str:
+        if loop_id is None:
+            return f"#{dom_id(node_id)}"
+        return f"/runs/{run_id}/loops/{loop_id}"
+
+    return layout(workflow, statuses=statuses, notes=notes, href=href)
 
 
 def poll_ms(status: RunStatus) -> int:

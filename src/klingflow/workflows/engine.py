@@ -68,6 +68,7 @@ from klingflow.workflows.executor import (
     execute_items,
     execute_run,
 )
+from klingflow.workflows.failed_tasks import reopen_submitters
 from klingflow.workflows.nodes import Services
 from klingflow.workflows.reconcile import ONLY_UNCERTAIN, is_settled, settle_uncertain
 from klingflow.workflows.runlog import (
@@ -765,6 +766,8 @@ class Engine:
             elif command.resubmit:
                 for intent in uncertain:
                     runlog.abandon_intent(intent.intent_id, note="user chose to resubmit")
+            if command.action == "retry":  # a failed task is retried as a new task
+                reopen_submitters(runlog, run_id, epoch, prefix)
             if command.action == "skip":
                 partial = paused.error.get("partial_output")
                 runlog.node_finished(

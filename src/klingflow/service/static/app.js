@@ -2,7 +2,8 @@
 // <div data-live="URL"> is refreshed from URL every data-poll-ms (on its first child) until
 // that is 0. Children with an id are kept when their HTML did not change, so a playing video
 // keeps playing and an opened <details> stays open; [data-keyed] containers are patched the
-// same way one level down.
+// same way one level down. A flash ("retrying", "started ...") goes once the run has settled
+// in another status, so it never sits on top of a run that has since finished or paused again.
 "use strict";
 
 const rendered = new WeakMap();
@@ -32,6 +33,12 @@ function patch(current, fresh) {
   for (const attr of fresh.attributes) current.setAttribute(attr.name, attr.value);
 }
 
+const SETTLED = new Set(["paused", "completed", "failed", "cancelled", "crashed"]);
+
+function status(region) {
+  return region.querySelector("[data-run-status]")?.dataset.runStatus;
+}
+
 function live(region) {
   const root = () => region.firstElementChild;
   if (root()) remember(root());
@@ -47,7 +54,11 @@ function live(region) {
         template.innerHTML = (await response.text()).trim();
         const fresh = template.content.firstElementChild;
         const open = [...region.querySelectorAll("details[open][id]")].map((d) => d.id);
+        const before = status(region);
         patch(root(), fresh);
+        if (status(region) !== before && SETTLED.has(status(region))) {
+          document.querySelectorAll(".flash[role=status]").forEach((flash) => flash.remove());
+        }
         for (const id of open) document.getElementById(id)?.setAttribute("open", "");
       }
     } catch (error) {
@@ -69,4 +80,15 @@ document.addEventListener("submit", (event) => {
   const only = form.dataset?.confirmIf;
   if (only && !form.elements[only]?.checked) return;
   if (message && !window.confirm(message)) event.preventDefault();
+});
+
+// A graph box links to a node's detail, which may sit in a closed <details>: open it.
+document.addEventListener("click", (event) => {
+  const link = event.target.closest?.("svg.flow a");
+  const hash = link?.getAttribute("href");
+  if (!hash?.startsWith("#")) return;
+  const target = document.getElementById(hash.slice(1));
+  for (let node = target; node; node = node.parentElement) {
+    if (node.tagName === "DETAILS") node.open = true;
+  }
 });

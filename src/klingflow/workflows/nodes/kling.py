@@ -11,6 +11,7 @@ says so (a webhook, `klingflow runs retry --task-id` or `--resubmit` settles it)
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -29,6 +30,7 @@ from klingflow.workflows.spec import (
     KlingWaitParams,
     PiAPITaskParams,
 )
+from klingflow.workflows.uncertain import uncertain_hint
 
 __all__ = ["generate_video", "piapi_task", "task_summary", "video", "wait"]
 
@@ -60,8 +62,7 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
             raise SubmitUncertainError(
                 f"an earlier submission of node {rt.node_path} (intent {intent.intent_id}) may "
                 "have created a paid task, and no answer was recorded; klingflow will not pay "
-                f"twice: find the task and run `klingflow runs retry {rt.run_id} --task-id ID`, "
-                "or accept a second charge with `--resubmit`",
+                f"twice: {settle_hint(intent.intent_id, intent.created_at)}",
                 intent_id=intent.intent_id,
             )
         if intent is not None and intent.state == IntentState.PREPARED:
@@ -70,6 +71,20 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
                 send(intent.intent_id, intent.estimated_usd)
             )
         return await services.finish_even_if_cancelled(record_and_send())
+
+    def settle_hint(intent_id: str, sent_at: float) -> str:
+        """Exactly how to settle it: where and when to look, and what to type then."""
+        hook = services.webhook
+        where = uncertain_hint(
+            intent_id,
+            sent_at=sent_at,
+            timeout_seconds=services.client.timeout_seconds,
+            webhook_endpoint=None if hook is None else hook.endpoint,
+        )
+        return (
+            f"{where}, then run `klingflow runs retry {rt.run_id} --task-id ID` (the id is "
+            "checked at PiAPI first), or accept a second charge with `--resubmit`"
+        )
 
     async def record_and_send() -> dict[str, Any]:  # from the intent to the task id
         estimate = services.client.estimate_cost(request)
@@ -101,7 +116,14 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
             settled = runlog.mark_uncertain(intent_id, note=str(error))
             if settled is not None:  # PiAPI's webhook named the task before we gave up
                 return (await services.client.get(settled)).model_dump(mode="json")
-            raise
+            found = runlog.intent_by_id(intent_id)  # written a moment before the POST left
+            sent_at = found[1].created_at if found is not None else time.time()
+            raise SubmitUncertainError(
+                f"{error}: {settle_hint(intent_id, sent_at)}",
+                intent_id=intent_id,
+                request=error.request,
+                status_code=error.status_code,
+            ) from error
         except PiAPIError as error:  # answered with an error: nothing was created or charged
             runlog.update_intent(intent_id, IntentState.REJECTED, note=str(error))
             runlog.settle(rt.run_id, reserved_usd=estimate, spent_usd=Decimal(0))

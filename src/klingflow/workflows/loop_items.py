@@ -1,0 +1,297 @@
+"""A loop's items as rows: one per item, its status, attempts and cost; counted and paged in
+the database, so a run of 10,000 items opens as fast as a run of ten.
+
+An item's status comes from its body nodes: `failed` if one failed, `running` while one runs
+or until every body node has finished, `succeeded` once all did (a node skipped by its `if`
+counts as done), `skipped` when every node was skipped, and `queued` before any started.
+Reads only, over the run log's tables; `skip_items` is the one write, for the UI's "skip
+selected items" on a paused loop.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from klingflow.piapi.models import points_to_usd
+from klingflow.workflows.runlog import Attempt, NodeRun, NodeStatus, RunLog, attempt_log, node_runs
+from klingflow.workflows.spec import LoopNode
+
+__all__ = [
+    "ITEM_STATUSES",
+    "ItemPage",
+    "LoopItem",
+    "finished_item_nodes",
+    "item_attempts",
+    "item_counts",
+    "item_label",
+    "item_page",
+    "skip_items",
+    "top_level",
+]
+
+ITEM_STATUSES = ("failed", "running", "queued", "succeeded", "skipped")
+"""In the order a filter lists them: what needs a look first."""
+_LABEL_KEYS = ("label", "title", "name", "prompt", "slug", "id")
+
+
+@dataclass(frozen=True)
+class LoopItem:
+    """One item of a loop: its row in the table, and (on its own page) its body nodes."""
+
+    index: int
+    label: str
+    status: str
+    attempts: int
+    cost_usd: Decimal | None
+    nodes: list[NodeRun] = field(default_factory=list)
+
+    @property
+    def number(self) -> int:
+        """1-based, as the workflow's `loop.number` and a spreadsheet's rows count."""
+        return self.index + 1
+
+
+@dataclass(frozen=True)
+class ItemPage:
+    """One page of a loop's items, filtered by status; `matching` counts every page."""
+
+    loop_id: str
+    total: int
+    counts: dict[str, int]
+    items: list[LoopItem]
+    status: str | None
+    offset: int
+    limit: int
+    matching: int
+
+    @property
+    def done(self) -> int:
+        return self.counts.get("succeeded", 0) + self.counts.get("skipped", 0)
+
+
+def item_label(item: Any) -> str:
+    """What names an item in a table: its label, title, name, prompt... or its JSON."""
+    if isinstance(item, dict):
+        for key in _LABEL_KEYS:
+            if isinstance(item.get(key), str | int) and str(item[key]).strip():
+                return str(item[key])
+    return item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)
+
+
+_HAS_ERROR = sa.and_(
+    node_runs.c.error.is_not(None), sa.cast(node_runs.c.error, sa.String) != "null"
+)
+"""A JSON column keeps Python's None as JSON `null`, which SQL's IS NULL does not see."""
+
+
+def _item_filter(run_id: str, epoch: int, loop_id: str) -> list[sa.ColumnElement[bool]]:
+    return [
+        node_runs.c.run_id == run_id,
+        node_runs.c.epoch == epoch,
+        node_runs.c.item_index.is_not(None),
+        node_runs.c.node_path.startswith(f"{loop_id}[", autoescape=True),
+    ]
+
+
+def _status(statuses: Counter[str], body_length: int) -> str:
+    if statuses["failed"]:
+        return "failed"
+    finished = statuses["succeeded"] + statuses["skipped"]
+    if statuses["running"] or finished < body_length:
+        return "running"
+    if statuses["skipped after an error"] or not statuses["succeeded"]:
+        return "skipped"  # by the user (Skip), or every node by its `if`
+    return "succeeded"
+
+
+def _rows(
+    runlog: RunLog, run_id: str, epoch: int, loop_id: str, body_length: int
+) -> dict[int, tuple[str, int, Decimal | None]]:
+    """Item index -> (status, attempts, cost), in one grouped query."""
+    query = (
+        sa.select(
+            node_runs.c.item_index,
+            node_runs.c.status,
+            sa.func.count(),
+            sa.func.sum(node_runs.c.attempts),
+            sa.func.sum(node_runs.c.cost_points),
+            sa.func.sum(sa.case((_HAS_ERROR, 1), else_=0)),
+        )
+        .where(*_item_filter(run_id, epoch, loop_id))
+        .group_by(node_runs.c.item_index, node_runs.c.status)
+    )
+    grouped: dict[int, tuple[Counter[str], int, int | None]] = {}
+    with runlog.engine.connect() as c:
+        for index, status, count, attempts, cost, with_error in c.execute(query):
+            statuses, tries, points = grouped.get(index, (Counter(), 0, None))
+            statuses[status] += count
+            if status == NodeStatus.SKIPPED.value and with_error:
+                statuses["skipped after an error"] += with_error
+            if cost is not None:
+                points = (points or 0) + int(cost)
+            grouped[index] = (statuses, tries + int(attempts or 0), points)
+    return {
+        index: (
+            _status(statuses, body_length),
+            tries,
+            None if points is None else points_to_usd(points),
+        )
+        for index, (statuses, tries, points) in grouped.items()
+    }
+
+
+def item_counts(
+    runlog: RunLog, run_id: str, epoch: int, loop_id: str, *, total: int, body_length: int
+) -> dict[str, int]:
+    """How many of the loop's `total` items are in each status (`queued`: not started)."""
+    counts = Counter(
+        status for status, _, _ in _rows(runlog, run_id, epoch, loop_id, body_length).values()
+    )
+    counts["queued"] = max(0, total - sum(counts.values()))
+    return {status: counts[status] for status in ITEM_STATUSES if counts[status]}
+
+
+def item_page(
+    runlog: RunLog,
+    run_id: str,
+    epoch: int,
+    loop_id: str,
+    *,
+    items: list[Any],
+    body_length: int,
+    status: str | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> ItemPage:
+    """A page of the loop's items in item order (only those in `status`, when given); its
+    rows carry their body nodes."""
+    rows = _rows(runlog, run_id, epoch, loop_id, body_length)
+    everything = [(index, *rows.get(index, ("queued", 0, None))) for index in range(len(items))]
+    counts = Counter(row[1] for row in everything)
+    chosen = [row for row in everything if status is None or row[1] == status]
+    shown = chosen[offset : offset + limit]
+    nodes = _nodes_of(runlog, run_id, epoch, loop_id, [row[0] for row in shown])
+    return ItemPage(
+        loop_id=loop_id,
+        total=len(items),
+        counts={s: counts[s] for s in ITEM_STATUSES if counts[s]},
+        items=[
+            LoopItem(index, item_label(items[index]), state, tries, cost, nodes.get(index, []))
+            for index, state, tries, cost in shown
+        ],
+        status=status,
+        offset=offset,
+        limit=limit,
+        matching=len(chosen),
+    )
+
+
+def _nodes_of(
+    runlog: RunLog, run_id: str, epoch: int, loop_id: str, indices: list[int]
+) -> dict[int, list[NodeRun]]:
+    if not indices:
+        return {}
+    query = (
+        node_runs.select()
+        .where(*_item_filter(run_id, epoch, loop_id), node_runs.c.item_index.in_(indices))
+        .order_by(node_runs.c.id)
+    )
+    found: dict[int, list[NodeRun]] = {}
+    with runlog.engine.connect() as c:
+        for row in c.execute(query):
+            node = NodeRun.from_row(row)
+            found.setdefault(node.item_index or 0, []).append(node)
+    return found
+
+
+def item_attempts(runlog: RunLog, run_id: str, epoch: int, paths: list[str]) -> list[Attempt]:
+    """The attempts of some nodes (one item's body), in order."""
+    query = (
+        attempt_log.select()
+        .where(
+            attempt_log.c.run_id == run_id,
+            attempt_log.c.epoch == epoch,
+            attempt_log.c.node_path.in_(paths),
+        )
+        .order_by(attempt_log.c.id)
+    )
+    with runlog.engine.connect() as c:
+        return [
+            Attempt(
+                node_path=row.node_path,
+                number=row.number,
+                started_at=row.started_at,
+                ended_at=row.ended_at,
+                error=row.error,
+                retry_in_seconds=row.retry_in_seconds,
+            )
+            for row in c.execute(query)
+        ]
+
+
+def finished_item_nodes(runlog: RunLog, run_id: str, epoch: int, *, limit: int) -> list[NodeRun]:
+    """The first `limit` succeeded item nodes of the run's loops, in item order (a gallery)."""
+    query = (
+        node_runs.select()
+        .where(
+            node_runs.c.run_id == run_id,
+            node_runs.c.epoch == epoch,
+            node_runs.c.item_index.is_not(None),
+            node_runs.c.status == NodeStatus.SUCCEEDED.value,
+        )
+        .order_by(node_runs.c.item_index, node_runs.c.id)
+        .limit(limit)
+    )
+    with runlog.engine.connect() as c:
+        return [NodeRun.from_row(row) for row in c.execute(query)]
+
+
+def top_level(runlog: RunLog, run_id: str, epoch: int) -> tuple[list[NodeRun], list[Attempt]]:
+    """The run's top-level nodes and their attempts, without any loop item's."""
+    nodes_query = (
+        node_runs.select()
+        .where(
+            node_runs.c.run_id == run_id,
+            node_runs.c.epoch == epoch,
+            node_runs.c.item_index.is_(None),
+        )
+        .order_by(node_runs.c.id)
+    )
+    with runlog.engine.connect() as c:
+        nodes = [NodeRun.from_row(row) for row in c.execute(nodes_query)]
+    return nodes, item_attempts(runlog, run_id, epoch, [n.node_path for n in nodes])
+
+
+def skip_items(runlog: RunLog, run_id: str, epoch: int, loop: LoopNode, indices: list[int]) -> int:
+    """Mark these items' unfinished body nodes skipped (those not reached yet too), so the
+    loop's next retry reuses them (as None) instead of running them again; returns how many
+    items changed. Succeeded nodes keep their output."""
+    recorded = _nodes_of(runlog, run_id, epoch, loop.id, indices)
+    changed = 0
+    for index in indices:
+        body = {n.node_id: n for n in recorded.get(index, [])}
+        touched = False
+        for spec in loop.nodes:
+            node = body.get(spec.id)
+            if node is not None and node.status in (NodeStatus.SUCCEEDED, NodeStatus.SKIPPED):
+                continue
+            path = f"{loop.id}[{index}].{spec.id}"
+            if node is None:
+                runlog.node_started(
+                    run_id, epoch, path, node_id=spec.id, node_type=spec.type,
+                    item_index=index, inputs=None,
+                )  # fmt: skip
+            error = (None if node is None else node.error) or {
+                "type": "Skipped",
+                "message": "skipped by the user before it ran",
+            }
+            runlog.node_finished(run_id, epoch, path, status=NodeStatus.SKIPPED, error=error)
+            touched = True
+        changed += touched
+    return changed
