@@ -74,15 +74,22 @@ def _user_agent() -> str:
     return f"klingflow/{version}"
 
 
+def origin_of(url: str | httpx.URL) -> tuple[str, str, int | None]:
+    """Scheme, host and port (None for the scheme's default): what must match before PiAPI's
+    key goes along. `http://` on PiAPI's host, or another port there, is another origin."""
+    parsed = httpx.URL(url) if isinstance(url, str) else url
+    return (parsed.scheme, parsed.host, parsed.port)
+
+
 class _KeyAuth(httpx.Auth):
     """Adds `x-api-key`, only to requests for PiAPI's own origin (never to file hosts)."""
 
     def __init__(self, api_key: SecretStr, base_url: httpx.URL) -> None:
         self._api_key = api_key
-        self._origin = (base_url.scheme, base_url.host, base_url.port)
+        self._origin = origin_of(base_url)
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        if (request.url.scheme, request.url.host, request.url.port) == self._origin:
+        if origin_of(request.url) == self._origin:
             request.headers[_wire.API_KEY_HEADER] = self._api_key.get_secret_value()
         yield request
 
@@ -128,6 +135,13 @@ class _BaseClient:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    def is_piapi_origin(self, url: str) -> bool:
+        """Whether `url` has PiAPI's exact scheme, host and port: the only place its key goes."""
+        try:
+            return origin_of(url) == origin_of(self.base_url)
+        except httpx.InvalidURL:
+            return False
 
     @property
     def api_key(self) -> SecretStr:

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-import httpx
-
 from klingflow.piapi import AsyncPiAPI, AsyncWebhookEvents, WaitPolicy, WebhookConfig
 from klingflow.workflows.runlog import RunLog
 
@@ -62,8 +60,9 @@ class Services:
         return await asyncio.shield(task)
 
     def chat_key_for(self, base_url: str) -> str | None:
-        """The bearer key for a chat endpoint: PiAPI's key goes to PiAPI's host only."""
-        if httpx.URL(base_url).host == httpx.URL(str(self.client.base_url)).host:
+        """The bearer key for a chat endpoint: PiAPI's key goes to PiAPI's exact origin
+        (scheme, host and port) only; any other endpoint gets the chat key or none."""
+        if self.client.is_piapi_origin(base_url):
             return self.piapi_api_key
         return self.chat_api_key
 
