@@ -49,6 +49,7 @@ from klingflow.errors import (
 from klingflow.piapi import AsyncPiAPI, AsyncWebhookEvents, Task, WaitPolicy
 from klingflow.settings import Settings
 from klingflow.workflows.database import is_sqlite, make_engine
+from klingflow.workflows.estimate import estimate_run
 from klingflow.workflows.executor import (
     NodePaused,
     RunState,
@@ -399,11 +400,18 @@ class Engine:
         idempotency_key: str | None = None,
     ) -> RunRecord:
         """Create the run and queue it, its inputs checked first; a known idempotency key
-        returns the key's run, whatever this payload says (a retried call gets its answer)."""
+        returns the key's run, whatever this payload says (a retried call gets its answer).
+
+        The checks are the estimate's: the inputs, and every paid node's request as these
+        inputs render it. A payload that cannot make a valid Kling request raises here
+        (`WorkflowInputError`, `InvalidRequestError`) instead of starting a run that would
+        pause on it; every entry point (CLI, API, hooks, forms, schedules) starts here.
+        """
         known = None if idempotency_key is None else self.runlog.find_by_key(idempotency_key)
         if known is not None:
             run, created = known, False
         else:
+            estimate_run(workflow, payload, prices=self.client.prices)
             run, created = self.runlog.create_run(
                 workflow_name=workflow.name,
                 workflow_hash=workflow.content_hash,
