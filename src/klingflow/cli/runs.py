@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import io
 import json
 import time
 from collections.abc import Iterator
@@ -60,11 +61,12 @@ def read_table(path: Path) -> list[Any]:
         raise InvalidRequestError([(str(path), f"cannot read: {error.strerror}")]) from None
     try:
         if path.suffix == ".csv":
-            return [dict(row) for row in csv.DictReader(text.splitlines())]
+            # strict: an unclosed quote is an error, not two rows merged into one prompt
+            return [dict(row) for row in csv.DictReader(io.StringIO(text), strict=True)]
         if path.suffix == ".jsonl":
             return [json.loads(line) for line in text.splitlines() if line.strip()]
         data = yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as error:
+    except (ValueError, csv.Error, yaml.YAMLError) as error:
         raise InvalidRequestError([(str(path), f"cannot be parsed: {error}")]) from None
     if not isinstance(data, list):
         raise InvalidRequestError([(str(path), "must hold a list of rows")])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,8 +22,9 @@ from klingflow.cli._console import (
     wait_policy,
 )
 from klingflow.cli._errors import handles_errors
-from klingflow.errors import InvalidRequestError
+from klingflow.errors import InvalidRequestError, Problem
 from klingflow.piapi import KlingRequest, KlingVideoRequest, PiAPI, Task, parse_task_request
+from klingflow.piapi.downloads import check_destination
 from klingflow.piapi.pricing import estimate_cost
 
 __all__ = ["account", "cost", "video"]
@@ -57,6 +59,33 @@ PollSeconds = Annotated[
 DeadlineMinutes = Annotated[float, typer.Option("--deadline", help="Give up waiting after (min).")]
 
 
+def check_given(options: dict[str, str | None]) -> None:
+    """An option given as '' or spaces is an error, not "unset": `--duration "$SECS"` with
+    SECS unset would otherwise silently make the default (and bill for it)."""
+    problems: list[Problem] = [
+        (name, "is empty (an unset shell variable?): give a value or leave the option out")
+        for name, value in options.items()
+        if value is not None and not value.strip()
+    ]
+    if problems:
+        raise InvalidRequestError(problems)
+
+
+def check_wait(poll_seconds: float, deadline_minutes: float) -> None:
+    """Positive, finite pauses and deadlines: 0 would poll in a busy loop, nan never ends."""
+    problems: list[Problem] = []
+    if not (math.isfinite(poll_seconds) and poll_seconds > 0):
+        problems.append(
+            ("--poll-interval", f"must be a positive number of seconds, got {poll_seconds}")
+        )
+    if not (math.isfinite(deadline_minutes) and deadline_minutes > 0):
+        problems.append(
+            ("--deadline", f"must be a positive number of minutes, got {deadline_minutes}")
+        )
+    if problems:
+        raise InvalidRequestError(problems)
+
+
 def parse_shot(text: str) -> dict[str, Any]:
     """'a dog runs:3' -> {"prompt": "a dog runs", "duration": 3}."""
     prompt, sep, seconds = text.rpartition(":")
@@ -80,6 +109,23 @@ def build_video_request(
     negative_prompt: str | None,
 ) -> KlingVideoRequest:
     """The validated request the flags describe (raises `InvalidRequestError`)."""
+    check_given(
+        {
+            "--duration": duration,
+            "--aspect-ratio": aspect_ratio,
+            "--model": model,
+            "--version": version,
+            "--mode": mode,
+            "--image": image,
+            "--image-tail": image_tail,
+            "--negative-prompt": negative_prompt,
+        }
+    )
+    if shots and (prompt or duration):
+        given = " and ".join(n for n, v in (("a PROMPT", prompt), ("--duration", duration)) if v)
+        raise InvalidRequestError(
+            [("--shot", f"sets each shot's prompt and seconds: drop {given}, or the --shot")]
+        )
     data: dict[str, Any] = {
         "prompt": prompt,
         "duration": duration,
@@ -175,6 +221,9 @@ def video(
     deadline_minutes: DeadlineMinutes = 60.0,
 ) -> None:
     """Make one Kling video: submit, wait with live status, download, print path and cost."""
+    check_wait(poll_seconds, deadline_minutes)
+    if not no_wait and not dry_run:
+        check_destination(out_path, field="--out")
     request = build_video_request(
         prompt=prompt,
         duration=duration,
