@@ -38,6 +38,7 @@ from pydantic_core import PydanticCustomError
 from klingflow.errors import InvalidRequestError, Problem, WorkflowInputError
 from klingflow.piapi.kling import KlingRequest, KlingVideoRequest, parse_task_request
 from klingflow.workflows import _cron
+from klingflow.workflows.payloads import payload_problems
 from klingflow.workflows.templates import render
 
 __all__ = [
@@ -758,10 +759,13 @@ class Workflow(_Strict):
 
         An optional input without a default resolves to None. Keys the payload has beyond
         the declared inputs are ignored here (templates still read them as `trigger.*`).
-        Raises `WorkflowInputError` listing every problem.
+        Raises `WorkflowInputError` listing every problem; the payload as a whole first
+        (see `payloads`: no NUL, lone surrogate, deep nesting or huge integer anywhere).
         """
         resolved: dict[str, Any] = {}
-        problems: list[Problem] = []
+        problems: list[Problem] = payload_problems(dict(payload))
+        if problems:  # text no database can store: nothing below is worth checking
+            raise WorkflowInputError(problems, workflow_name=self.name)
         for name, spec in self.inputs.items():
             if name in payload and payload[name] is not None:
                 value = payload[name]
