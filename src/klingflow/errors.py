@@ -249,10 +249,13 @@ class DownloadError(PiAPIError):
 
     retryable = True
 
-    def __init__(self, message: str, *, url: str, retryable: bool = True) -> None:
+    def __init__(
+        self, message: str, *, url: str, retryable: bool = True, task_id: str | None = None
+    ) -> None:
         super().__init__(message)
         self.url = url
         self.retryable = retryable  # type: ignore[misc]  # per instance: a 404 is final
+        self.task_id = task_id  # the paid task whose output this is, when known
 
 
 class WebhookVerificationError(KlingflowError, ValueError):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from klingflow.errors import DownloadError
 from klingflow.piapi import AsyncPiAPI, AsyncWebhookEvents, WaitPolicy, WebhookConfig
 from klingflow.workflows.runlog import RunLog
 
@@ -86,11 +87,35 @@ class Runtime:
     services: Services
     durable: Durable
 
-    async def save(self, url: str, filename: str | None = None) -> Path:
+    async def save(
+        self, url: str, filename: str | None = None, *, task_id: str | None = None
+    ) -> Path:
         """Download `url` into the run's output folder (atomically: see AsyncPiAPI.download);
-        without `filename` the URL's own name is kept."""
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        return await self.services.client.download(url, f"{self.output_dir}/", filename=filename)
+        without `filename` the URL's own name is kept.
+
+        A local failure (the folder cannot be made, a name too long, a full disk) is a
+        retryable `DownloadError` that keeps the task id, never a crash: the task was paid
+        for, so the run pauses on the node and `runs retry` fetches it again, unpaid.
+        """
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            return await self.services.client.download(
+                url, f"{self.output_dir}/", filename=filename
+            )
+        except OSError as error:
+            paid = f" of task {task_id} (paid for; not lost)" if task_id else ""
+            raise DownloadError(
+                f"the output{paid} could not be saved in {self.output_dir}: "
+                f"{error.strerror or type(error).__name__}; fix that, then retry the run "
+                "(the file is fetched again, nothing is paid again)",
+                url=url,
+                retryable=True,
+                task_id=task_id,
+            ) from None
+        except DownloadError as error:
+            if task_id and error.task_id is None:
+                error.task_id = task_id
+            raise
 
 
 Runner = Callable[[Runtime, Any], Awaitable[Any]]

@@ -146,7 +146,10 @@ async def wait_for_task(rt: Runtime, task_id: str, deadline_seconds: float | Non
 async def _download_all(rt: Runtime, task: Task, name: str | None) -> list[str]:
     async def fetch() -> list[str]:
         urls = enumerate(task.output_urls)  # `name` is for the first output, the video
-        return [str(await rt.save(url, name if n == 0 else None)) for n, url in urls]
+        return [
+            str(await rt.save(url, name if n == 0 else None, task_id=task.task_id))
+            for n, url in urls
+        ]
 
     paths: list[str] = await rt.durable.step("download", fetch)
     return paths
