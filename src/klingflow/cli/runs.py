@@ -8,8 +8,6 @@ durably, until it is told what to do.
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import json
 import time
 from collections.abc import Iterator
@@ -19,7 +17,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.console import Group
 from rich.live import Live
 from rich.progress_bar import ProgressBar
@@ -27,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from klingflow.cli._console import err, make_client, out, print_json, usd
+from klingflow.cli._data import read_data_file
 from klingflow.cli._errors import handles_errors
 from klingflow.errors import InvalidRequestError, RunNotFoundError
 from klingflow.settings import Settings
@@ -55,19 +53,7 @@ RunId = Annotated[str, typer.Argument(help="The run id (run-...).")]
 
 def read_table(path: Path) -> list[Any]:
     """Rows of a CSV (as objects), JSON Lines, or a JSON/YAML array."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise InvalidRequestError([(str(path), f"cannot read: {error.strerror}")]) from None
-    try:
-        if path.suffix == ".csv":
-            # strict: an unclosed quote is an error, not two rows merged into one prompt
-            return [dict(row) for row in csv.DictReader(io.StringIO(text), strict=True)]
-        if path.suffix == ".jsonl":
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        data = yaml.safe_load(text)
-    except (ValueError, csv.Error, yaml.YAMLError) as error:
-        raise InvalidRequestError([(str(path), f"cannot be parsed: {error}")]) from None
+    data = read_data_file(path)
     if not isinstance(data, list):
         raise InvalidRequestError([(str(path), "must hold a list of rows")])
     return data
@@ -92,10 +78,7 @@ def build_payloads(
     """One payload per run: the file, then -i pairs; with --rows, one run per row."""
     base: dict[str, Any] = {}
     if input_file is not None:
-        try:
-            data = yaml.safe_load(input_file.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as error:
-            raise InvalidRequestError([(str(input_file), f"cannot be read: {error}")]) from None
+        data = read_data_file(input_file)
         if not isinstance(data, dict):
             raise InvalidRequestError([(str(input_file), "must hold an object of inputs")])
         base.update(data)

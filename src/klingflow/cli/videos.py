@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
 from klingflow.cli._console import (
     StatusLine,
@@ -21,6 +20,7 @@ from klingflow.cli._console import (
     usd,
     wait_policy,
 )
+from klingflow.cli._data import read_data_file
 from klingflow.cli._errors import handles_errors
 from klingflow.errors import InvalidRequestError, Problem
 from klingflow.piapi import KlingRequest, KlingVideoRequest, PiAPI, Task, parse_task_request
@@ -279,10 +279,7 @@ def cost(
 ) -> None:
     """Estimate what a video (or any Kling task) costs, before spending anything."""
     if body is not None:
-        try:
-            data = yaml.safe_load(body.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as error:
-            raise typer.BadParameter(f"cannot read {body}: {error}") from None
+        data = read_data_file(body)
         if not isinstance(data, dict):
             raise InvalidRequestError([(str(body), "must hold a {model, task_type, input} object")])
         request, _ = parse_task_request(data)

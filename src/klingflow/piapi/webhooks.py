@@ -71,7 +71,7 @@ def verify_webhook(
         raise WebhookVerificationError(f"the delivery's {SECRET_HEADER} does not match")
     try:
         payload: Any = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, a huge number, nested too deeply
         raise WebhookVerificationError("the delivery body is not JSON") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("data"), dict):
         raise WebhookVerificationError('the delivery body is not {"timestamp", "data"}')

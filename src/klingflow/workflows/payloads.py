@@ -14,12 +14,25 @@ from typing import Any
 
 from klingflow.errors import Problem
 
-__all__ = ["MAX_PAYLOAD_DEPTH", "MAX_PAYLOAD_INTEGER", "payload_problems"]
+__all__ = [
+    "MAX_PAYLOAD_DEPTH",
+    "MAX_PAYLOAD_INTEGER",
+    "MAX_PAYLOAD_VALUES",
+    "data_problems",
+    "payload_problems",
+]
 
 MAX_PAYLOAD_DEPTH = 32
 """Nesting levels of objects and lists in one payload."""
 MAX_PAYLOAD_INTEGER = 2**63 - 1
 """The largest integer (in magnitude) a payload holds: what both databases store exactly."""
+MAX_PAYLOAD_VALUES = 100_000
+"""Values (strings, numbers, lists, objects) in one payload: a YAML alias bomb stops here."""
+
+
+class _Count:
+    def __init__(self) -> None:
+        self.values = 0
 
 
 def _text_problem(text: str) -> str | None:
@@ -34,12 +47,18 @@ def _text_problem(text: str) -> str | None:
 
 def payload_problems(value: Any, where: str = "trigger") -> list[Problem]:
     """Every problem in `value`, each `(path, message)`; at most one per path branch."""
-    return list(_walk(value, where, 0))
+    return list(_walk(value, where, 0, _Count()))
 
 
-def _walk(value: Any, where: str, depth: int) -> Iterator[Problem]:
+def _walk(value: Any, where: str, depth: int, count: _Count) -> Iterator[Problem]:
+    count.values += 1
+    if count.values > MAX_PAYLOAD_VALUES:
+        if count.values == MAX_PAYLOAD_VALUES + 1:
+            yield (where, f"the whole holds more than {MAX_PAYLOAD_VALUES:,} values")
+        return
     if depth > MAX_PAYLOAD_DEPTH:
-        yield (where, f"is nested more than {MAX_PAYLOAD_DEPTH} levels deep")
+        short = where if len(where) <= 60 else f"{where[:60]}…"
+        yield (short, f"is nested more than {MAX_PAYLOAD_DEPTH} levels deep")
         return
     if isinstance(value, str):
         if (problem := _text_problem(value)) is not None:
@@ -51,11 +70,23 @@ def _walk(value: Any, where: str, depth: int) -> Iterator[Problem]:
             yield (where, f"is an integer beyond ±{MAX_PAYLOAD_INTEGER}")
     elif isinstance(value, dict):
         for key, item in value.items():
+            if count.values > MAX_PAYLOAD_VALUES:
+                return
             name = str(key)
             if (problem := _text_problem(name)) is not None:
                 yield (f"{where}.<key>", f"a key {problem}")
                 continue
-            yield from _walk(item, f"{where}.{name}", depth + 1)
+            yield from _walk(item, f"{where}.{name}", depth + 1, count)
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            yield from _walk(item, f"{where}[{index}]", depth + 1)
+            if count.values > MAX_PAYLOAD_VALUES:
+                return
+            yield from _walk(item, f"{where}[{index}]", depth + 1, count)
+
+
+def data_problems(text: str) -> str | None:
+    """What makes `text` unfit to parse at all: a NUL character (YAML refuses it with a
+    traceback-shaped error, Postgres cannot store it)."""
+    if "\x00" in text:
+        return "contains a NUL character: is it a binary file?"
+    return None
