@@ -56,6 +56,19 @@ class Settings(BaseSettings):
         "needed to listen on anything but loopback.",
     )
 
+    allow_private_hosts: str = Field(
+        default="",
+        description="Comma-separated hosts (or host:port) that http.request and download "
+        "nodes may reach although they are loopback or private addresses.",
+    )
+
+    @property
+    def private_hosts(self) -> frozenset[str]:
+        """`allow_private_hosts` as a set (lowercase, blanks dropped)."""
+        return frozenset(
+            h.strip().lower() for h in self.allow_private_hosts.split(",") if h.strip()
+        )
+
     @field_validator("chat_api_key", "webhook_secret", "api_token", "public_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:

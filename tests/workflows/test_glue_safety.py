@@ -8,8 +8,10 @@ import pytest
 
 from klingflow.emulator import EmulatorServer
 from klingflow.piapi import PiAPI
-from klingflow.workflows.engine import Command
-from klingflow.workflows.runlog import RunStatus
+from klingflow.workflows import load_workflow_text
+from klingflow.workflows.database import make_engine
+from klingflow.workflows.engine import Command, Engine
+from klingflow.workflows.runlog import RunLog, RunRecord, RunStatus
 
 from .harness import Harness
 from .recorder import recorder
@@ -18,6 +20,10 @@ from .recorder import recorder
 @pytest.fixture
 def harness(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Harness:
     return Harness(emulator=emulator, home=tmp_path, api_key=api_key)
+
+
+def runlog_of(harness: Harness) -> RunLog:
+    return RunLog(make_engine(harness.settings().resolved_database_url()))
 
 
 def chat_workflow(base_url: str) -> str:
@@ -86,3 +92,75 @@ def test_a_download_failing_after_payment_pauses_and_retry_fetches_without_payin
     assert done.status == RunStatus.COMPLETED, done.message
     assert Path(done.outputs.get("path") or next(Path(done.output_dir).glob("*.mp4"))).exists()
     assert emulator.stats()["creates"] == 1
+
+
+def call(url: str, *, node_type: str = "http.request", extra: str = "") -> str:
+    return f"""
+name: egress
+retry: {{attempts: 3, initial_delay_seconds: 0.01}}
+nodes:
+  - id: call
+    type: {node_type}
+    with:
+      url: "{url}"{extra}
+"""
+
+
+@pytest.mark.parametrize("node_type", ["http.request", "download"])
+def test_loopback_hosts_are_refused_without_a_request_or_a_retry(
+    harness: Harness, emulator: EmulatorServer, node_type: str
+) -> None:
+    """A node pointed at another loopback service pauses at once; the service sees nothing."""
+    with recorder() as local:
+        run = harness.run(call(f"{local.url}/video.mp4", node_type=node_type))
+        assert local.requests == []
+    assert run.status == RunStatus.PAUSED, run.message
+    assert "loopback" in (run.message or "")
+    assert [a.number for a in runlog_of(harness).attempts(run.run_id)] == [1]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://169.254.169.254/latest/meta-data/", "http://10.1.2.3/x", "http://[::1]:9/x"],
+)
+def test_link_local_and_private_addresses_are_refused(harness: Harness, url: str) -> None:
+    """Cloud metadata, RFC 1918 and IPv6 loopback are refused before any connection."""
+    run = harness.run(call(url))
+    assert run.status == RunStatus.PAUSED, run.message
+    assert "refusing" in (run.message or "")
+
+
+def test_the_emulator_control_api_is_never_reachable_by_default(
+    harness: Harness, emulator: EmulatorServer
+) -> None:
+    """PiAPI's own origin is allowed, but not its /_emulator/* admin API."""
+    run = harness.run(call(f"{emulator.url}/_emulator/reset", extra="\n      method: POST"))
+    assert run.status == RunStatus.PAUSED, run.message
+    assert "control API" in (run.message or "")
+
+
+def test_a_node_or_a_setting_may_allow_a_private_host(
+    harness: Harness, emulator: EmulatorServer
+) -> None:
+    """allow_private_network on the node, or KLINGFLOW_ALLOW_PRIVATE_HOSTS, lets it through."""
+    with recorder() as local:
+        run = harness.run(call(f"{local.url}/a", extra="\n      allow_private_network: true"))
+        assert run.status == RunStatus.COMPLETED, run.message
+        host = local.url.removeprefix("http://")
+
+        async def work(engine: Engine) -> RunRecord:
+            started = await engine.start_run(load_workflow_text(call(f"{local.url}/b")), {})
+            [record] = await engine.wait([started.run_id], timeout_seconds=60)
+            return record
+
+        second = harness.session(work, allow_private_hosts=host)
+        assert second.status == RunStatus.COMPLETED, second.message
+        assert [r.path for r in local.requests] == ["/a", "/b"]
+
+
+def test_a_header_with_crlf_is_not_retried(harness: Harness, emulator: EmulatorServer) -> None:
+    """A header value httpx refuses is a permanent error: one attempt, then a pause."""
+    workflow = call(f"{emulator.url}/account/info", extra='\n      headers: {x-a: "a\\r\\nb"}')
+    run = harness.run(workflow)
+    assert run.status == RunStatus.PAUSED, run.message
+    assert [a.number for a in runlog_of(harness).attempts(run.run_id)] == [1]

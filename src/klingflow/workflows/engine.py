@@ -387,6 +387,7 @@ class Engine:
                 if self.settings.webhook_secret
                 else None
             ),
+            private_hosts=self.settings.private_hosts,
             unstoppable=self._unstoppable,
         )
 

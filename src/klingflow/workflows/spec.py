@@ -185,6 +185,9 @@ def check_url(value: str | None) -> str | None:
     return value
 
 
+MAX_FILE_NAME_BYTES = 255
+
+
 def check_file_name(value: str | None) -> str | None:
     """A plain file name in the run's output folder: no folders, `..`, drive or backslash."""
     if value is None:
@@ -199,6 +202,8 @@ def check_file_name(value: str | None) -> str | None:
             f"{value!r} must be a plain file name in the run's output folder "
             "(no '/', '..', '~', ':' or '\\')"
         )
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_FILE_NAME_BYTES:
+        raise ValueError(f"must be at most {MAX_FILE_NAME_BYTES} bytes (file systems' limit)")
     return value
 
 
@@ -370,6 +375,8 @@ class DownloadParams(NodeParams):
 
     url: str
     name: str | None = None
+    allow_private_network: bool = False
+    """Allow loopback, private and link-local hosts (see nodes/egress.py)."""
 
     _url = field_validator("url")(check_url)
     _name = field_validator("name")(check_file_name)
@@ -423,6 +430,8 @@ class HTTPRequestParams(NodeParams):
     headers: dict[str, str] = Field(default_factory=dict)
     json_body: Any = Field(default=None, alias="json")
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    allow_private_network: bool = False
+    """Allow loopback, private and link-local hosts (see nodes/egress.py)."""
 
     _url = field_validator("url")(check_url)
 

@@ -48,6 +48,9 @@ class Services:
     piapi_api_key: str | None = None
     webhook_url: str | None = None
     webhook_secret: str | None = None
+    private_hosts: frozenset[str] = frozenset()
+    """Hosts (`host` or `host:port`) http.request and download may reach on a private
+    network (KLINGFLOW_ALLOW_PRIVATE_HOSTS); see nodes/egress.py."""
     unstoppable: set[asyncio.Task[Any]] = field(default_factory=set)
     """Work that a shutdown waits for instead of cancelling (see `finish_even_if_cancelled`)."""
 
