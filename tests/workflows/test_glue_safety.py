@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from klingflow.emulator import EmulatorServer
+from klingflow.emulator import EmulatorServer, FaultRule
 from klingflow.piapi import PiAPI
 from klingflow.workflows import load_workflow_text
 from klingflow.workflows.database import make_engine
@@ -164,3 +164,20 @@ def test_a_header_with_crlf_is_not_retried(harness: Harness, emulator: EmulatorS
     run = harness.run(workflow)
     assert run.status == RunStatus.PAUSED, run.message
     assert [a.number for a in runlog_of(harness).attempts(run.run_id)] == [1]
+
+
+def test_paused_runs_hold_no_execution_slot(harness: Harness, emulator: EmulatorServer) -> None:
+    """With KLINGFLOW_MAX_RUNS=1, a paused run does not stop the next run from completing."""
+    emulator.add_fault(FaultRule(action="fail_task", times=2))
+
+    async def work(engine: Engine) -> list[RunRecord]:
+        spec = load_workflow_text(VIDEO)
+        first = await engine.start_run(spec, {})
+        second = await engine.start_run(spec, {})
+        third = await engine.start_run(spec, {})
+        ids = [first.run_id, second.run_id, third.run_id]
+        return await engine.wait(ids, timeout_seconds=60)
+
+    runs = harness.session(work, max_runs=1)
+    statuses = sorted(run.status.value for run in runs)
+    assert statuses == ["completed", "paused", "paused"], [r.message for r in runs]

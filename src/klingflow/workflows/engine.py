@@ -135,6 +135,24 @@ class _InlineDurable:
             await asyncio.sleep(seconds)
 
 
+class _RunSlot:
+    """One run's hold on an execution slot (KLINGFLOW_MAX_RUNS), given back while paused;
+    `give` is safe to repeat, so a cancellation anywhere leaves the count right."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self._slots = slots
+        self._held = False
+
+    async def take(self) -> None:
+        await self._slots.acquire()
+        self._held = True
+
+    def give(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release()
+
+
 # -- the DBOS workflows ----------------------------------------------------------------------
 
 
@@ -221,6 +239,9 @@ class Engine:
         self.events = AsyncWebhookEvents()
         self._slot: IO[str] | None = None
         self._semaphores: dict[tuple[str, int, str], asyncio.Semaphore] = {}
+        self._run_slots = asyncio.Semaphore(self.settings.max_runs)
+        """Runs executing nodes at once in this process (KLINGFLOW_MAX_RUNS); a paused
+        run gives its slot back while it waits for a command."""
         self.executor_id = ""
         self.closing = False
         self._workflows: set[asyncio.Task[Any]] = set()
@@ -283,8 +304,11 @@ class Engine:
         _engine = self
         try:
             DBOS.launch()
+            # No queue limit: a paused run is a workflow waiting in `recv`, and the queue
+            # would count it against the limit until it ends (20 paused runs froze every
+            # later run). The limit is `_run_slots`, held only while a run executes nodes.
             await DBOS.register_queue_async(
-                RUNS_QUEUE, global_concurrency=self.settings.max_runs, polling_interval_sec=0.2
+                RUNS_QUEUE, global_concurrency=None, polling_interval_sec=0.2
             )
             await DBOS.register_queue_async(
                 PIAPI_QUEUE,
@@ -576,7 +600,26 @@ class Engine:
             return write
 
         # Status writes are steps: a replay after a crash must not flip them back.
-        await durable.step("run.status", status(RunStatus.RUNNING))
+        slot = _RunSlot(self._run_slots)
+        await slot.take()  # until a slot is free, the run stays `queued`
+        try:
+            await durable.step("run.status", status(RunStatus.RUNNING))
+            return await self._execute(run_id, run, epoch, workflow, durable, status, slot)
+        finally:
+            slot.give()
+
+    async def _execute(
+        self,
+        run_id: str,
+        run: RunRecord,
+        epoch: int,
+        workflow: Workflow,
+        durable: _WorkflowDurable,
+        status: Callable[..., Callable[[], Awaitable[None]]],
+        slot: _RunSlot,
+    ) -> dict[str, Any]:
+        """The run's nodes, and its pauses: the caller holds a run slot, given back while
+        the run waits for a command."""
         while True:
             state = RunState(run, epoch, workflow, self.services(), durable)
             try:
@@ -587,7 +630,9 @@ class Engine:
                     await durable.step(
                         "run.status", status(RunStatus.PAUSED, message=message, paused_node=node)
                     )
+                    slot.give()  # a paused run holds no slot
                     command = await self._next_command()
+                    await slot.take()
                     if command.action == "cancel":
                         message = "cancelled while paused"
                         await durable.step(
