@@ -159,9 +159,10 @@ def test_a_node_or_a_setting_may_allow_a_private_host(
 
 
 def test_a_header_with_crlf_is_not_retried(harness: Harness, emulator: EmulatorServer) -> None:
-    """A header value httpx refuses is a permanent error: one attempt, then a pause."""
-    workflow = call(f"{emulator.url}/account/info", extra='\n      headers: {x-a: "a\\r\\nb"}')
-    run = harness.run(workflow)
+    """A header value with CR/LF (from a trigger) is a permanent error: one attempt, a pause;
+    written in the file, `validate` refuses it."""
+    extra = '\n      headers: {x-a: "{{ trigger.h }}"}'
+    run = harness.run(call(f"{emulator.url}/account/info", extra=extra), {"h": "a\r\nb"})
     assert run.status == RunStatus.PAUSED, run.message
     assert [a.number for a in runlog_of(harness).attempts(run.run_id)] == [1]
 

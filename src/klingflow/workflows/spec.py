@@ -440,6 +440,15 @@ class HTTPRequestParams(NodeParams):
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("headers")
+    @classmethod
+    def _one_line_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        """CR, LF or NUL in a header would split it (header injection): never sendable."""
+        for name, text in value.items():
+            if any(mark in name or mark in text for mark in ("\r", "\n", "\x00")):
+                raise ValueError(f"header {name.strip()!r} contains CR, LF or NUL")
+        return value
+
 
 class SetParams(NodeParams):
     """`set`: name values for later nodes. Output: `values`, rendered."""

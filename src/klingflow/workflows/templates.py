@@ -522,6 +522,9 @@ class TemplateUsage:
     paths: frozenset[Path] = frozenset()
     has_dynamic_access: bool = False
     syntax_error: str | None = None
+    loads_templates: bool = False
+    """`{% include %}`, `{% import %}`, `{% from %}` or `{% extends %}`: there is nothing to
+    load (no template loader), so the render would fail."""
 
 
 def _chain(node: jnodes.Node) -> tuple[jnodes.Node, list[str | int], bool]:
@@ -577,7 +580,13 @@ def template_usage(source: str) -> TemplateUsage:
             visit(child)
 
     visit(tree)
-    return TemplateUsage(names=free, paths=frozenset(paths), has_dynamic_access=dynamic)
+    loads = any(
+        True
+        for _ in tree.find_all((jnodes.Include, jnodes.Import, jnodes.FromImport, jnodes.Extends))
+    )
+    return TemplateUsage(
+        names=free, paths=frozenset(paths), has_dynamic_access=dynamic, loads_templates=loads
+    )
 
 
 def _strings(value: Any) -> Sequence[str]:

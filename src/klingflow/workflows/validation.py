@@ -325,6 +325,8 @@ def _template_issues(source: str, scope: _Scope, graph: _Graph) -> list[str]:
     usage = template_usage(source)
     if usage.syntax_error is not None:
         return [f"template syntax error: {usage.syntax_error}"]
+    if usage.loads_templates:
+        return ["templates cannot include, import or extend other templates"]
     messages: list[str] = []
     for name in sorted(usage.names - CONTEXT_NAMES - TEMPLATE_GLOBALS):
         if name in LOOP_NAMES:
