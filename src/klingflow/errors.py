@@ -33,8 +33,9 @@ KlingflowError                          base for everything we raise
     ├── RecordedError                   an error replayed from a checkpoint; .info
     ├── RunNotFoundError(LookupError)   no run with that id in this database; .run_id
     ├── WorkflowNotFoundError(LookupError)  no published workflow of that name; .name
-    └── RunStateError                   the run's status does not allow the command
-                                        (retry a run that is not paused); .run_id .status
+    ├── RunStateError                   the run's status does not allow the command
+    │                                   (retry a run that is not paused); .run_id .status
+    └── IdempotencyConflictError        a key reused with another body (409); .run_id
 ```
 
 Each class says through `retryable` whether trying the same call again can help; retry
@@ -60,6 +61,7 @@ __all__ = [
     "BudgetExceededError",
     "DownloadError",
     "HTTPNodeError",
+    "IdempotencyConflictError",
     "InsufficientCreditsError",
     "InvalidRequestError",
     "KlingflowError",
@@ -408,3 +410,12 @@ class RunStateError(WorkflowError):
         super().__init__(message)
         self.run_id = run_id
         self.status = status
+
+
+class IdempotencyConflictError(WorkflowError):
+    """An idempotency key came back with a different body: answering with the key's run
+    would hide that this request was never started (HTTP 409); nothing was started."""
+
+    def __init__(self, message: str, *, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id

@@ -188,7 +188,7 @@ async def start_from_form(
     try:
         # The version the form was checked against, even if a newer one was just published.
         run, created = await start_published(
-            engine, published, payload, idempotency_key=idempotency_key
+            engine, published, payload, idempotency_key=idempotency_key, is_server_key=True
         )
     except KlingflowError as error:
         _flash(request, f"the run was not started: {error}", "error")

@@ -75,6 +75,9 @@ class RunPublic(BaseModel):
     @classmethod
     def of(cls, run: RunRecord) -> RunPublic:
         fields = {name: getattr(run, name) for name in cls.model_fields}
+        key, scope = run.idempotency_key, f"{run.workflow_name}/"
+        if key is not None and key.startswith(scope):  # shown as the client sent it
+            fields["idempotency_key"] = key.removeprefix(scope)
         return cls(**fields)
 
 
