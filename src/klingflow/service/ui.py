@@ -23,6 +23,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 
 from klingflow.errors import InvalidRequestError, KlingflowError, WorkflowDefinitionError
 from klingflow.service.api import APIError
+from klingflow.service.attempts import failed_attempts
 from klingflow.service.deps import EngineDep, RegistryDep, RunLogDep
 from klingflow.service.forms import fields_for, parse_form, typed_values
 from klingflow.service.operations import (
@@ -306,6 +307,7 @@ def _safe_next(value: Any) -> str:
     if (
         isinstance(value, str)
         and value.startswith("/")
+        and not value.startswith("//")  # `//evil`, `////evil`: another site to a browser
         and value.isprintable()
         and "\\" not in value
         and not urlsplit(value).netloc
@@ -326,8 +328,12 @@ async def login(request: Request, pages: PagesDep) -> Response:
     form = await read_form(request)
     token = form.get("token")
     target = _safe_next(form.get("next"))
+    counter, client = failed_attempts(request)
+    counter.check(client)  # 429 after too many failures from this client
     if isinstance(token, str) and sign_in(request, token):
+        counter.succeeded(client)
         return _redirect(target)
+    counter.failed(client)
     return pages.render(request, "login.html", status_code=401, next=target, failed=True)
 
 
