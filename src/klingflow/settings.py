@@ -56,6 +56,12 @@ class Settings(BaseSettings):
         "needed to listen on anything but loopback.",
     )
 
+    webhook_window_seconds: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="PiAPI webhook deliveries dated further than this from now (past or "
+        "future) are refused as stale, replayed or forged.",
+    )
     allow_private_hosts: str = Field(
         default="",
         description="Comma-separated hosts (or host:port) that http.request and download "

@@ -24,6 +24,7 @@ from klingflow.service.api import APIError, ErrorPublic
 from klingflow.service.api.runs import IdempotencyKey
 from klingflow.service.deps import EngineDep, RegistryDep, SettingsDep
 from klingflow.service.operations import latest_published, start_published
+from klingflow.service.webhook_intents import checked_intent
 
 __all__ = ["DeliveryLog", "HookAcceptedPublic", "TriggeredPublic", "piapi_router", "trigger_router"]
 
@@ -113,7 +114,9 @@ async def piapi_webhook(
     body = await _read_bounded(request, MAX_WEBHOOK_BYTES)
     secret = settings.webhook_secret.get_secret_value()
     try:
-        delivery = verify_webhook(request.headers, body, secret=secret)
+        delivery = verify_webhook(
+            request.headers, body, secret=secret, max_age_seconds=settings.webhook_window_seconds
+        )
     except WebhookVerificationError as error:
         given = request.headers.get(SECRET_HEADER, "")
         if hmac.compare_digest(given.encode(), secret.encode()):
@@ -127,7 +130,7 @@ async def piapi_webhook(
     is_done = False
     try:
         task = await engine.client.get(delivery.task.task_id)  # the body is only a hint
-        await engine.deliver_webhook(task, intent_id=intent_id)
+        await engine.deliver_webhook(task, intent_id=checked_intent(task, intent_id))
         is_done = True
     finally:
         if not is_done:  # let PiAPI's retry of this delivery in
