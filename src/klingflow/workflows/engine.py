@@ -65,6 +65,7 @@ from klingflow.workflows.runlog import (
     RunLog,
     RunRecord,
     RunStatus,
+    redact_values,
 )
 from klingflow.workflows.spec import LoopNode, LoopParams, Workflow
 
@@ -95,11 +96,16 @@ def _current() -> Engine:
 
 @DBOS.step(name="klingflow.step")
 async def _durable_step(name: str, fn: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
-    """Run `fn` as a checkpointed step; our errors are recorded as data, not exceptions."""
+    """Run `fn` as a checkpointed step; our errors are recorded as data, not exceptions.
+
+    What it returns is stored by DBOS (`operation_outputs`), so known secrets (the PiAPI key,
+    the webhook secret, the chat key, the API token) are masked in it, as in the run log.
+    """
+    secrets = _current().runlog.secrets
     try:
-        return {"ok": await fn()}
+        return {"ok": redact_values(await fn(), secrets)}
     except KlingflowError as error:
-        return {"err": describe_error(error), "step": name}
+        return {"err": redact_values(describe_error(error), secrets), "step": name}
 
 
 class _WorkflowDurable:
@@ -161,7 +167,11 @@ async def _run_workflow(run_id: str) -> dict[str, Any]:
     engine = _current()
     with engine.running():
         try:
-            return await engine._run(run_id)
+            # DBOS stores the return value (`workflow_status.output`): secrets masked
+            outputs: dict[str, Any] = redact_values(
+                await engine._run(run_id), engine.runlog.secrets
+            )
+            return outputs
         except Exception as error:  # recorded as `crashed` (a bug, not a node failure), raised
             if engine.closing:  # cut off by a shutdown: left pending for the next engine
                 raise
@@ -184,7 +194,7 @@ async def _chunk_workflow(
 ) -> dict[str, Any]:
     engine = _current()
     with engine.running():
-        return await engine._chunk(
+        result = await engine._chunk(
             run_id,
             epoch,
             loop_id,
@@ -193,6 +203,8 @@ async def _chunk_workflow(
             outer,
             concurrency,
         )
+        masked: dict[str, Any] = redact_values(result, engine.runlog.secrets)  # DBOS stores it
+        return masked
 
 
 # -- the engine ------------------------------------------------------------------------------
@@ -740,9 +752,10 @@ class Engine:
                         epoch,
                         loop.id,
                         indices,
-                        [items[i] for i in indices],
+                        # DBOS stores a workflow's arguments: known secrets masked
+                        redact_values([items[i] for i in indices], self.runlog.secrets),
                         len(items),
-                        outer,
+                        redact_values(outer, self.runlog.secrets),
                         params.concurrency,
                     )
                 )

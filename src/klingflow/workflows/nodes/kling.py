@@ -55,7 +55,7 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
         intent = runlog.current_intent(rt.run_id, rt.epoch, rt.node_path)
         if intent is not None and intent.task_id:
             task = await services.client.get(intent.task_id)
-            return task.model_dump(mode="json")
+            return task.public_dict()
         if intent is not None and intent.state in (IntentState.SENT, IntentState.UNCERTAIN):
             runlog.update_intent(intent.intent_id, IntentState.UNCERTAIN)
             raise SubmitUncertainError(
@@ -90,7 +90,7 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
         except SubmitUncertainError as error:
             settled = runlog.mark_uncertain(intent_id, note=str(error))
             if settled is not None:  # PiAPI's webhook named the task before we gave up
-                return (await services.client.get(settled)).model_dump(mode="json")
+                return (await services.client.get(settled)).public_dict()
             raise
         except PiAPIError as error:  # answered with an error: nothing was created or charged
             runlog.update_intent(intent_id, IntentState.REJECTED, note=str(error))
@@ -103,7 +103,8 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
             node_path=rt.node_path,
             task_id=task.task_id,
         )
-        return task.model_dump(mode="json")
+        # public_dict: the step's output is stored (DBOS), and must not hold the webhook secret
+        return task.public_dict()
 
     return Task.model_validate(await rt.durable.step("kling.submit", submit))
 
@@ -121,7 +122,7 @@ async def wait_for_task(rt: Runtime, task_id: str, deadline_seconds: float | Non
     waited = 0.0
 
     async def look() -> dict[str, Any]:
-        return (await services.client.get(task_id)).model_dump(mode="json")
+        return (await services.client.get(task_id)).public_dict()
 
     while True:
         task = Task.model_validate(await rt.durable.step("kling.get", look))
