@@ -160,6 +160,7 @@ def test_deliveries_outside_the_window_are_refused(
     service: Service, emulator: EmulatorServer, offset_hours: int
 ) -> None:
     """A delivery dated more than 24 h from now (either way) settles nothing."""
+    emulator.configure(webhook_faults={"drop_probability": 1.0})  # only our deliveries
     run_id, intent_id = paused_over_lost_answer(service, emulator)
     [task] = emulator.tasks()
     when = int(time.time()) + offset_hours * 3600
