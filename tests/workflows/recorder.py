@@ -34,9 +34,9 @@ class Recorder:
 
 
 @contextmanager
-def recorder() -> Iterator[Recorder]:
+def recorder(redirect_to: str | None = None) -> Iterator[Recorder]:
     """Serve on 127.0.0.1:<free port>; every request is recorded and answered with a chat
-    completion (valid JSON for any caller)."""
+    completion (valid JSON for any caller), or with a 302 to `redirect_to`."""
     seen: list[Recorded] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -46,6 +46,12 @@ def recorder() -> Iterator[Recorder]:
             seen.append(
                 Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()})
             )
+            if redirect_to is not None:
+                self.send_response(302)
+                self.send_header("location", redirect_to)
+                self.send_header("content-length", "0")
+                self.end_headers()
+                return
             body = json.dumps(CHAT_ANSWER).encode()
             self.send_response(200)
             self.send_header("content-type", "application/json")

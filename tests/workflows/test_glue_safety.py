@@ -182,3 +182,21 @@ def test_paused_runs_hold_no_execution_slot(harness: Harness, emulator: Emulator
     runs = harness.session(work, max_runs=1)
     statuses = sorted(run.status.value for run in runs)
     assert statuses == ["completed", "paused", "paused"], [r.message for r in runs]
+
+
+def test_a_download_redirected_to_a_private_host_is_refused(harness: Harness) -> None:
+    """An allowed host that redirects to a private one: the hop is refused, never fetched."""
+    with recorder() as inner, recorder(redirect_to=f"{inner.url}/secret.mp4") as outer:
+        allowed = outer.url.removeprefix("http://")
+
+        async def work(engine: Engine) -> RunRecord:
+            spec = load_workflow_text(call(f"{outer.url}/video.mp4", node_type="download"))
+            started = await engine.start_run(spec, {})
+            [record] = await engine.wait([started.run_id], timeout_seconds=60)
+            return record
+
+        run = harness.session(work, allow_private_hosts=allowed)
+        assert [r.path for r in outer.requests] == ["/video.mp4"]
+        assert inner.requests == []
+    assert run.status == RunStatus.PAUSED, run.message
+    assert "loopback" in (run.message or "")

@@ -15,7 +15,7 @@ import importlib.metadata
 import logging
 import os
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
@@ -34,7 +34,13 @@ from klingflow.errors import (
 )
 from klingflow.piapi import _wire
 from klingflow.piapi._transport import DEFAULT_RETRY_POLICY, RetryPolicy, retry_delay
-from klingflow.piapi.downloads import Download, ProgressCallback, resolve_destination, source_of
+from klingflow.piapi.downloads import (
+    Download,
+    ProgressCallback,
+    next_hop,
+    resolve_destination,
+    source_of,
+)
 from klingflow.piapi.kling import KlingRequest, TaskConfig, WebhookConfig, parse_task_request
 from klingflow.piapi.models import AccountInfo, ActiveTaskCounts, Task, TaskStatus
 from klingflow.piapi.pricing import DEFAULT_PRICES, PriceTable
@@ -464,6 +470,7 @@ class PiAPI(_BaseClient):
         sha256: str | None = None,
         timeout_seconds: float | None = None,
         max_resumes: int = DEFAULT_MAX_RESUMES,
+        check_redirect: Callable[[str], str | None] | None = None,
     ) -> Path:
         """Save a task's output (or any http(s) URL) to `dest` and return the file's path.
 
@@ -471,6 +478,8 @@ class PiAPI(_BaseClient):
         transfer goes to a temporary file that is fsynced and renamed into place; it resumes
         with Range after an interruption (up to `max_resumes` times), and checks length,
         content type and, if given, the SHA-256. Failures raise `DownloadError`.
+        `check_redirect` sees each redirect target before it is followed and returns why
+        not (a `DownloadError`, not retried) or None.
         """
         url, task_id = source_of(task_or_url)
         target = resolve_destination(url, dest, task_id=task_id, filename=filename)
@@ -478,6 +487,7 @@ class PiAPI(_BaseClient):
         with Download(
             url, target, sha256=sha256, on_progress=on_progress, max_resumes=max_resumes
         ) as job:
+            hops = 0
             while True:
                 try:
                     with self._http.stream(
@@ -486,8 +496,14 @@ class PiAPI(_BaseClient):
                         headers=job.request_headers(),
                         timeout=timeout,
                         auth=None,  # the API key is for PiAPI, never for file hosts
-                        follow_redirects=True,
+                        follow_redirects=check_redirect is None,
                     ) as response:
+                        if check_redirect is not None and response.is_redirect:
+                            url = next_hop(url, response.headers.get("location"), hops)
+                            hops += 1
+                            if reason := check_redirect(url):
+                                raise DownloadError(reason, url=url, retryable=False)
+                            continue
                         job.start(response.status_code, response.headers)
                         for chunk in response.iter_bytes():
                             job.feed(chunk)
@@ -762,6 +778,7 @@ class AsyncPiAPI(_BaseClient):
         sha256: str | None = None,
         timeout_seconds: float | None = None,
         max_resumes: int = DEFAULT_MAX_RESUMES,
+        check_redirect: Callable[[str], Awaitable[str | None]] | None = None,
     ) -> Path:
         """Save a task's output (or any http(s) URL) to `dest`; see `PiAPI.download`."""
         url, task_id = source_of(task_or_url)
@@ -770,6 +787,7 @@ class AsyncPiAPI(_BaseClient):
         with Download(
             url, target, sha256=sha256, on_progress=on_progress, max_resumes=max_resumes
         ) as job:
+            hops = 0
             while True:
                 try:
                     async with self._http.stream(
@@ -778,8 +796,14 @@ class AsyncPiAPI(_BaseClient):
                         headers=job.request_headers(),
                         timeout=timeout,
                         auth=None,  # the API key is for PiAPI, never for file hosts
-                        follow_redirects=True,
+                        follow_redirects=check_redirect is None,
                     ) as response:
+                        if check_redirect is not None and response.is_redirect:
+                            url = next_hop(url, response.headers.get("location"), hops)
+                            hops += 1
+                            if reason := await check_redirect(url):
+                                raise DownloadError(reason, url=url, retryable=False)
+                            continue
                         job.start(response.status_code, response.headers)
                         async for chunk in response.aiter_bytes():
                             job.feed(chunk)

@@ -29,6 +29,7 @@ __all__ = [
     "Download",
     "ProgressCallback",
     "check_destination",
+    "next_hop",
     "resolve_destination",
     "source_of",
 ]
@@ -98,6 +99,23 @@ def resolve_destination(
     target = (folder / name).resolve()
     if target.parent != folder:
         raise _refuse(f"refusing {name!r}: it would be written outside {dest}", url=url)
+    return target
+
+
+MAX_REDIRECTS = 10
+"""Redirects a download follows when its caller checks each hop (`check_redirect`)."""
+
+
+def next_hop(current: str, location: str | None, hops: int) -> str:
+    """Where a redirect from `current` leads (absolute); refuses a missing Location, a
+    non-http(s) target or more than `MAX_REDIRECTS` hops."""
+    if location is None:
+        raise _refuse(f"{current} redirected without a Location", url=current)
+    if hops >= MAX_REDIRECTS:
+        raise _refuse(f"more than {MAX_REDIRECTS} redirects from {current}", url=current)
+    target = urllib.parse.urljoin(current, location)
+    if urllib.parse.urlsplit(target).scheme.lower() not in ("http", "https"):
+        raise _refuse(f"refusing the redirect to {target!r}: only http(s) is fetched", url=target)
     return target
 
 

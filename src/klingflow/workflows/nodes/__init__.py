@@ -91,7 +91,12 @@ class Runtime:
     durable: Durable
 
     async def save(
-        self, url: str, filename: str | None = None, *, task_id: str | None = None
+        self,
+        url: str,
+        filename: str | None = None,
+        *,
+        task_id: str | None = None,
+        check_redirect: Callable[[str], Awaitable[str | None]] | None = None,
     ) -> Path:
         """Download `url` into the run's output folder (atomically: see AsyncPiAPI.download);
         without `filename` the URL's own name is kept.
@@ -103,7 +108,7 @@ class Runtime:
         try:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             return await self.services.client.download(
-                url, f"{self.output_dir}/", filename=filename
+                url, f"{self.output_dir}/", filename=filename, check_redirect=check_redirect
             )
         except OSError as error:
             paid = f" of task {task_id} (paid for; not lost)" if task_id else ""

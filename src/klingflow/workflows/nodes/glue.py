@@ -34,8 +34,11 @@ async def download(rt: Runtime, params: DownloadParams) -> dict[str, Any]:
     if reason := await _refusal(rt, params.url, params.allow_private_network):
         raise DownloadError(reason, url=params.url, retryable=False)
 
+    async def hop(target: str) -> str | None:  # a redirect is checked like the URL itself
+        return await _refusal(rt, target, params.allow_private_network)
+
     async def fetch() -> dict[str, Any]:
-        path = await rt.save(params.url, params.name)
+        path = await rt.save(params.url, params.name, check_redirect=hop)
         return {"path": str(path), "bytes": path.stat().st_size}
 
     result: dict[str, Any] = await rt.durable.step("download", fetch)
