@@ -36,3 +36,22 @@ def test_a_good_payload_still_starts(service: Service) -> None:
     """The check lets a valid start through (201)."""
     service.publish()
     assert service.http.post("/hooks/clip", json={"prompt": "a fox"}).status_code == 201
+
+
+def test_a_schedule_whose_ticks_could_never_start_is_refused_at_publish(
+    service: Service, emulator: EmulatorServer
+) -> None:
+    """A schedule payload that renders an invalid Kling request is a 422 when published,
+    not a warning at every tick."""
+    text = (
+        "name: sched\ninputs:\n  prompt: {type: string, required: true}\n"
+        "schedules:\n  - {cron: '0 9 * * *', payload: {prompt: '   '}}\n"
+        "nodes:\n  - {id: clip, type: kling.video, with: "
+        '{prompt: "{{ inputs.prompt }}", download: false}}\n'
+    )
+    response = service.http.post("/api/workflows", content=text)
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["details"]["problems"]
+    assert "schedules[0].payload" in problem["field"]
+    assert "no tick could start" in problem["message"]
+    assert emulator.stats()["creates"] == 0

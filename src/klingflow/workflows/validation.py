@@ -27,6 +27,7 @@ from pydantic_core import ErrorDetails
 
 from klingflow.errors import InvalidRequestError, WorkflowInputError, WorkflowProblem
 from klingflow.piapi.kling import REQUEST_TYPES, KlingVideoRequest, parse_task_request
+from klingflow.workflows.estimate import estimate_run
 from klingflow.workflows.spec import (
     INPUT_NAME_PATTERN,
     NAME_PATTERN,
@@ -467,6 +468,12 @@ def _schedule_issues(workflow: Workflow) -> Iterator[Issue]:
             for field, message in error.problems:
                 name = field.removeprefix("inputs.")
                 yield (*path, "payload", name), f"{message} (inputs.{name})"
+            continue
+        try:  # what every tick's start would refuse (the estimate's checks)
+            estimate_run(workflow, schedule.payload)
+        except InvalidRequestError as error:
+            for field, message in error.problems:
+                yield (*path, "payload"), f"no tick could start a run: {field}: {message}"
 
 
 def _placed(workflow: Workflow) -> Iterator[tuple[NodeSpec, Path, LoopNode | None]]:
