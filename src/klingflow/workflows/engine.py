@@ -39,6 +39,7 @@ from typing import IO, Any, Self
 from dbos import DBOS, DBOSPortableJSONSerializer, SetWorkflowID, WorkflowHandleAsync
 
 from klingflow.errors import (
+    InvalidRequestError,
     KlingflowError,
     LoopItemsFailedError,
     PiAPIError,
@@ -79,6 +80,8 @@ PIAPI_QUEUE = "klingflow-piapi"
 CONTROL_TOPIC = "control"
 CHUNK_SIZE = 50
 PAUSED_WAIT_SECONDS = 24 * 3600.0
+START_CHECK_SECONDS = 30.0
+"""Longest the checks before a run starts may take (rendering every paid request)."""
 ORPHAN_SCAN_LIMIT = 10_000
 """Queued runs checked at launch for a lost enqueue (newest first)."""
 
@@ -448,7 +451,7 @@ class Engine:
         if known is not None:
             run, created = known, False
         else:
-            estimate_run(workflow, payload, prices=self.client.prices)
+            await self._check_start(workflow, payload)
             run, created = self.runlog.create_run(
                 workflow_name=workflow.name,
                 workflow_hash=workflow.content_hash,
@@ -465,6 +468,18 @@ class Engine:
         elif run.status is RunStatus.QUEUED:
             await self._enqueue_orphan(run.run_id)
         return run
+
+    async def _check_start(self, workflow: Workflow, payload: dict[str, Any]) -> None:
+        """The estimate's checks, off the event loop (a large loop renders every item) and
+        within `START_CHECK_SECONDS`; each template render has its own limits as well."""
+        check = asyncio.to_thread(estimate_run, workflow, payload, prices=self.client.prices)
+        try:
+            await asyncio.wait_for(check, timeout=START_CHECK_SECONDS)
+        except TimeoutError:
+            raise InvalidRequestError(
+                [("payload", f"checking the run took over {START_CHECK_SECONDS:g} s: "
+                  "simplify its templates or split the batch")]
+            ) from None  # fmt: skip
 
     async def _enqueue(self, run_id: str) -> None:
         queue = await DBOS.retrieve_queue_async(RUNS_QUEUE)
