@@ -33,8 +33,9 @@ KlingflowError                          base for everything we raise
     ├── RecordedError                   an error replayed from a checkpoint; .info
     ├── RunNotFoundError(LookupError)   no run with that id in this database; .run_id
     ├── WorkflowNotFoundError(LookupError)  no published workflow of that name; .name
-    └── RunStateError                   the run's status does not allow the command
-                                        (retry a run that is not paused); .run_id .status
+    ├── RunStateError                   the run's status does not allow the command
+    │                                   (retry a run that is not paused); .run_id .status
+    └── IdempotencyConflictError        a key reused with another body (409); .run_id
 ```
 
 Each class says through `retryable` whether trying the same call again can help; retry
@@ -60,6 +61,7 @@ __all__ = [
     "BudgetExceededError",
     "DownloadError",
     "HTTPNodeError",
+    "IdempotencyConflictError",
     "InsufficientCreditsError",
     "InvalidRequestError",
     "KlingflowError",
@@ -249,10 +251,13 @@ class DownloadError(PiAPIError):
 
     retryable = True
 
-    def __init__(self, message: str, *, url: str, retryable: bool = True) -> None:
+    def __init__(
+        self, message: str, *, url: str, retryable: bool = True, task_id: str | None = None
+    ) -> None:
         super().__init__(message)
         self.url = url
         self.retryable = retryable  # type: ignore[misc]  # per instance: a 404 is final
+        self.task_id = task_id  # the paid task whose output this is, when known
 
 
 class WebhookVerificationError(KlingflowError, ValueError):
@@ -409,3 +414,12 @@ class RunStateError(WorkflowError):
         super().__init__(message)
         self.run_id = run_id
         self.status = status
+
+
+class IdempotencyConflictError(WorkflowError):
+    """An idempotency key came back with a different body: answering with the key's run
+    would hide that this request was never started (HTTP 409); nothing was started."""
+
+    def __init__(self, message: str, *, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id

@@ -56,6 +56,25 @@ class Settings(BaseSettings):
         "needed to listen on anything but loopback.",
     )
 
+    webhook_window_seconds: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="PiAPI webhook deliveries dated further than this from now (past or "
+        "future) are refused as stale, replayed or forged.",
+    )
+    allow_private_hosts: str = Field(
+        default="",
+        description="Comma-separated hosts (or host:port) that http.request and download "
+        "nodes may reach although they are loopback or private addresses.",
+    )
+
+    @property
+    def private_hosts(self) -> frozenset[str]:
+        """`allow_private_hosts` as a set (lowercase, blanks dropped)."""
+        return frozenset(
+            h.strip().lower() for h in self.allow_private_hosts.split(",") if h.strip()
+        )
+
     @field_validator("chat_api_key", "webhook_secret", "api_token", "public_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:

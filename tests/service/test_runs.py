@@ -49,8 +49,8 @@ def test_idempotency_key_maps_to_one_run(service: Service, emulator: EmulatorSer
     assert (first.status_code, second.status_code) == (201, 200)
     assert first.json()["run_id"] == second.json()["run_id"]
     other_body = service.http.post("/api/workflows/clip/runs", json={}, headers=headers)
-    assert other_body.status_code == 200  # the key's run, not a check of the new body
-    assert other_body.json()["run_id"] == first.json()["run_id"]
+    assert other_body.status_code == 409  # issue #15.10: another body is a conflict
+    assert first.json()["run_id"] in other_body.json()["message"]
     assert service.settle(first.json()["run_id"])["run"]["status"] == "completed"
     assert emulator.stats()["creates"] == 1
 

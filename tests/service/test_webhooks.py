@@ -6,6 +6,8 @@ import json
 import time
 from typing import Any
 
+import pytest
+
 from klingflow.emulator import EmulatorServer, FaultRule
 from klingflow.piapi import WaitPolicy
 
@@ -17,8 +19,10 @@ SLOW_WAIT = WaitPolicy(initial_interval_seconds=60, max_interval_seconds=60, jit
 LOST_ANSWER = FaultRule(action="drop", method="POST", path="/api/v1/task", phase="after")
 
 
-def delivery(task: dict[str, Any], *, timestamp: int = 1) -> bytes:
-    return json.dumps({"timestamp": timestamp, "data": task}).encode()
+def delivery(task: dict[str, Any], *, timestamp: int | None = None) -> bytes:
+    """A delivery body dated now (deliveries over 24 h from now are refused, issue #15.3)."""
+    when = int(time.time()) if timestamp is None else timestamp
+    return json.dumps({"timestamp": when, "data": task}).encode()
 
 
 def hook(service: Service, body: bytes, *, secret: str = WEBHOOK_SECRET, **params: str) -> Any:
@@ -133,3 +137,36 @@ def test_webhooks_are_refused_without_a_configured_secret(start_service: StartSe
     response = hook(service, delivery({"task_id": "x"}))
     assert response.status_code == 503
     assert response.json()["error"] == "WebhooksDisabled"
+
+
+def test_a_delivery_cannot_settle_an_intent_its_task_was_not_submitted_for(
+    start_service: StartService, emulator: EmulatorServer
+) -> None:
+    """The right secret and another task's delivery under a victim's intent_id: 400, the
+    submission stays uncertain and the run paused (issue #15, point 3)."""
+    service = start_service(public_url=None)  # submissions carry no webhook endpoint
+    run_id, intent_id = paused_over_lost_answer(service, emulator)
+    [task] = emulator.tasks()
+    refused = hook(service, delivery(task), intent_id=intent_id)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"] == "IntentMismatch"
+    detail = service.settle(run_id)
+    assert detail["run"]["status"] == "paused"
+    assert detail["submissions"][0]["state"] == "uncertain"
+
+
+@pytest.mark.parametrize("offset_hours", [-25, 25])
+def test_deliveries_outside_the_window_are_refused(
+    service: Service, emulator: EmulatorServer, offset_hours: int
+) -> None:
+    """A delivery dated more than 24 h from now (either way) settles nothing."""
+    emulator.configure(webhook_faults={"drop_probability": 1.0})  # only our deliveries
+    run_id, intent_id = paused_over_lost_answer(service, emulator)
+    [task] = emulator.tasks()
+    when = int(time.time()) + offset_hours * 3600
+    refused = hook(service, delivery(task, timestamp=when), intent_id=intent_id)
+    assert refused.status_code == 400, refused.text
+    assert service.settle(run_id)["run"]["status"] == "paused"
+    accepted = hook(service, delivery(task), intent_id=intent_id)
+    assert accepted.json()["outcome"] == "delivered"
+    assert service.finish(run_id)["run"]["status"] == "completed"

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from klingflow.cli._batchview import BatchView, units_of
 from klingflow.cli._console import err, make_client, out, print_json, usd
+from klingflow.cli._data import read_data_file
 from klingflow.cli._errors import handles_errors
 from klingflow.cli._runids import resolve_run_id
 from klingflow.cli._runlogs import LogFormatOption, log_runs
@@ -90,10 +90,7 @@ def build_payloads(
     """One payload per run: the file, then -i pairs; with --rows, one run per row."""
     base: dict[str, Any] = {}
     if input_file is not None:
-        try:
-            data = yaml.safe_load(input_file.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as error:
-            raise InvalidRequestError([(str(input_file), f"cannot be read: {error}")]) from None
+        data = read_data_file(input_file)
         if not isinstance(data, dict):
             raise InvalidRequestError([(str(input_file), "must hold an object of inputs")])
         base.update(data)

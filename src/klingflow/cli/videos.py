@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 from collections.abc import Iterator
@@ -11,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
 from klingflow.cli._console import (
     StatusLine,
@@ -24,10 +24,12 @@ from klingflow.cli._console import (
     usd,
     wait_policy,
 )
+from klingflow.cli._data import read_data_file
 from klingflow.cli._errors import handles_errors
-from klingflow.errors import InvalidRequestError
+from klingflow.errors import InvalidRequestError, Problem
 from klingflow.formats import usd_text
 from klingflow.piapi import KlingRequest, KlingVideoRequest, PiAPI, Task, parse_task_request
+from klingflow.piapi.downloads import check_destination
 from klingflow.piapi.kling import AspectRatio as KlingAspectRatio
 from klingflow.piapi.kling import Mode as KlingMode
 from klingflow.piapi.kling import VideoVersion
@@ -73,6 +75,33 @@ PollSeconds = Annotated[
 DeadlineMinutes = Annotated[float, typer.Option("--deadline", help="Give up waiting after (min).")]
 
 
+def check_given(options: dict[str, str | None]) -> None:
+    """An option given as '' or spaces is an error, not "unset": `--duration "$SECS"` with
+    SECS unset would otherwise silently make the default (and bill for it)."""
+    problems: list[Problem] = [
+        (name, "is empty (an unset shell variable?): give a value or leave the option out")
+        for name, value in options.items()
+        if value is not None and not value.strip()
+    ]
+    if problems:
+        raise InvalidRequestError(problems)
+
+
+def check_wait(poll_seconds: float, deadline_minutes: float) -> None:
+    """Positive, finite pauses and deadlines: 0 would poll in a busy loop, nan never ends."""
+    problems: list[Problem] = []
+    if not (math.isfinite(poll_seconds) and poll_seconds > 0):
+        problems.append(
+            ("--poll-interval", f"must be a positive number of seconds, got {poll_seconds}")
+        )
+    if not (math.isfinite(deadline_minutes) and deadline_minutes > 0):
+        problems.append(
+            ("--deadline", f"must be a positive number of minutes, got {deadline_minutes}")
+        )
+    if problems:
+        raise InvalidRequestError(problems)
+
+
 def parse_shot(text: str) -> dict[str, Any]:
     """'a dog runs:3' -> {"prompt": "a dog runs", "duration": 3}."""
     prompt, sep, seconds = text.rpartition(":")
@@ -96,6 +125,23 @@ def build_video_request(
     negative_prompt: str | None,
 ) -> KlingVideoRequest:
     """The validated request the flags describe (raises `InvalidRequestError`)."""
+    check_given(
+        {
+            "--duration": duration,
+            "--aspect-ratio": aspect_ratio,
+            "--model": model,
+            "--version": version,
+            "--mode": mode,
+            "--image": image,
+            "--image-tail": image_tail,
+            "--negative-prompt": negative_prompt,
+        }
+    )
+    if shots and (prompt or duration):
+        given = " and ".join(n for n, v in (("a PROMPT", prompt), ("--duration", duration)) if v)
+        raise InvalidRequestError(
+            [("--shot", f"sets each shot's prompt and seconds: drop {given}, or the --shot")]
+        )
     data: dict[str, Any] = {
         "prompt": prompt,
         "duration": duration,
@@ -239,6 +285,9 @@ def video(
         raise typer.BadParameter(
             "missing: describe the video, or give --shot or --image", param_hint="'PROMPT'"
         )
+    check_wait(poll_seconds, deadline_minutes)
+    if not no_wait and not dry_run:
+        check_destination(out_path, field="--out")
     request = build_video_request(
         prompt=prompt,
         duration=duration,
@@ -298,10 +347,7 @@ def cost(
     """Estimate what a video (or any Kling task) costs, before spending anything; the prompt
     is optional, as the price does not depend on it."""
     if body is not None:
-        try:
-            data = yaml.safe_load(body.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as error:
-            raise typer.BadParameter(f"cannot read {body}: {error}") from None
+        data = read_data_file(body)
         if not isinstance(data, dict):
             raise InvalidRequestError([(str(body), "must hold a {model, task_type, input} object")])
         request, _ = parse_task_request(data)

@@ -15,7 +15,7 @@ import importlib.metadata
 import logging
 import os
 import time
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
@@ -34,7 +34,13 @@ from klingflow.errors import (
 )
 from klingflow.piapi import _wire
 from klingflow.piapi._transport import DEFAULT_RETRY_POLICY, RetryPolicy, retry_delay
-from klingflow.piapi.downloads import Download, ProgressCallback, resolve_destination, source_of
+from klingflow.piapi.downloads import (
+    Download,
+    ProgressCallback,
+    next_hop,
+    resolve_destination,
+    source_of,
+)
 from klingflow.piapi.kling import KlingRequest, TaskConfig, WebhookConfig, parse_task_request
 from klingflow.piapi.models import AccountInfo, ActiveTaskCounts, Task, TaskStatus
 from klingflow.piapi.pricing import DEFAULT_PRICES, PriceTable
@@ -85,15 +91,22 @@ def _user_agent() -> str:
     return f"klingflow/{version}"
 
 
+def origin_of(url: str | httpx.URL) -> tuple[str, str, int | None]:
+    """Scheme, host and port (None for the scheme's default): what must match before PiAPI's
+    key goes along. `http://` on PiAPI's host, or another port there, is another origin."""
+    parsed = httpx.URL(url) if isinstance(url, str) else url
+    return (parsed.scheme, parsed.host, parsed.port)
+
+
 class _KeyAuth(httpx.Auth):
     """Adds `x-api-key`, only to requests for PiAPI's own origin (never to file hosts)."""
 
     def __init__(self, api_key: SecretStr, base_url: httpx.URL) -> None:
         self._api_key = api_key
-        self._origin = (base_url.scheme, base_url.host, base_url.port)
+        self._origin = origin_of(base_url)
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        if (request.url.scheme, request.url.host, request.url.port) == self._origin:
+        if origin_of(request.url) == self._origin:
             request.headers[_wire.API_KEY_HEADER] = self._api_key.get_secret_value()
         yield request
 
@@ -150,6 +163,13 @@ class _BaseClient:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    def is_piapi_origin(self, url: str) -> bool:
+        """Whether `url` has PiAPI's exact scheme, host and port: the only place its key goes."""
+        try:
+            return origin_of(url) == origin_of(self.base_url)
+        except httpx.InvalidURL:
+            return False
 
     @property
     def api_key(self) -> SecretStr:
@@ -553,6 +573,7 @@ class PiAPI(_BaseClient):
         sha256: str | None = None,
         timeout_seconds: float | None = None,
         max_resumes: int = DEFAULT_MAX_RESUMES,
+        check_redirect: Callable[[str], str | None] | None = None,
     ) -> Path:
         """Save a task's output (or any http(s) URL) to `dest` and return the file's path.
 
@@ -560,6 +581,8 @@ class PiAPI(_BaseClient):
         transfer goes to a temporary file that is fsynced and renamed into place; it resumes
         with Range after an interruption (up to `max_resumes` times), and checks length,
         content type and, if given, the SHA-256. Failures raise `DownloadError`.
+        `check_redirect` sees each redirect target before it is followed and returns why
+        not (a `DownloadError`, not retried) or None.
         """
         url, task_id = source_of(task_or_url)
         target = resolve_destination(url, dest, task_id=task_id, filename=filename)
@@ -567,6 +590,7 @@ class PiAPI(_BaseClient):
         with Download(
             url, target, sha256=sha256, on_progress=on_progress, max_resumes=max_resumes
         ) as job:
+            hops = 0
             while True:
                 try:
                     with self._http.stream(
@@ -575,8 +599,14 @@ class PiAPI(_BaseClient):
                         headers=job.request_headers(),
                         timeout=timeout,
                         auth=None,  # the API key is for PiAPI, never for file hosts
-                        follow_redirects=True,
+                        follow_redirects=check_redirect is None,
                     ) as response:
+                        if check_redirect is not None and response.is_redirect:
+                            url = next_hop(url, response.headers.get("location"), hops)
+                            hops += 1
+                            if reason := check_redirect(url):
+                                raise DownloadError(reason, url=url, retryable=False)
+                            continue
                         job.start(response.status_code, response.headers)
                         for chunk in response.iter_bytes():
                             job.feed(chunk)
@@ -902,6 +932,7 @@ class AsyncPiAPI(_BaseClient):
         sha256: str | None = None,
         timeout_seconds: float | None = None,
         max_resumes: int = DEFAULT_MAX_RESUMES,
+        check_redirect: Callable[[str], Awaitable[str | None]] | None = None,
     ) -> Path:
         """Save a task's output (or any http(s) URL) to `dest`; see `PiAPI.download`."""
         url, task_id = source_of(task_or_url)
@@ -910,6 +941,7 @@ class AsyncPiAPI(_BaseClient):
         with Download(
             url, target, sha256=sha256, on_progress=on_progress, max_resumes=max_resumes
         ) as job:
+            hops = 0
             while True:
                 try:
                     async with self._http.stream(
@@ -918,8 +950,14 @@ class AsyncPiAPI(_BaseClient):
                         headers=job.request_headers(),
                         timeout=timeout,
                         auth=None,  # the API key is for PiAPI, never for file hosts
-                        follow_redirects=True,
+                        follow_redirects=check_redirect is None,
                     ) as response:
+                        if check_redirect is not None and response.is_redirect:
+                            url = next_hop(url, response.headers.get("location"), hops)
+                            hops += 1
+                            if reason := await check_redirect(url):
+                                raise DownloadError(reason, url=url, retryable=False)
+                            continue
                         job.start(response.status_code, response.headers)
                         async for chunk in response.aiter_bytes():
                             job.feed(chunk)

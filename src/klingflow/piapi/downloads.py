@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tempfile
 import urllib.parse
 import uuid
 from collections.abc import Callable, Mapping
@@ -20,13 +21,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from klingflow.errors import DownloadError
+from klingflow.errors import DownloadError, InvalidRequestError
 from klingflow.piapi.models import Task
 
 __all__ = [
     "ACCEPTED_CONTENT_TYPES",
     "Download",
     "ProgressCallback",
+    "check_destination",
+    "next_hop",
     "resolve_destination",
     "source_of",
 ]
@@ -97,6 +100,58 @@ def resolve_destination(
     if target.parent != folder:
         raise _refuse(f"refusing {name!r}: it would be written outside {dest}", url=url)
     return target
+
+
+MAX_REDIRECTS = 10
+"""Redirects a download follows when its caller checks each hop (`check_redirect`)."""
+
+
+def next_hop(current: str, location: str | None, hops: int) -> str:
+    """Where a redirect from `current` leads (absolute); refuses a missing Location, a
+    non-http(s) target or more than `MAX_REDIRECTS` hops."""
+    if location is None:
+        raise _refuse(f"{current} redirected without a Location", url=current)
+    if hops >= MAX_REDIRECTS:
+        raise _refuse(f"more than {MAX_REDIRECTS} redirects from {current}", url=current)
+    target = urllib.parse.urljoin(current, location)
+    if urllib.parse.urlsplit(target).scheme.lower() not in ("http", "https"):
+        raise _refuse(f"refusing the redirect to {target!r}: only http(s) is fetched", url=target)
+    return target
+
+
+MAX_NAME_BYTES = 255
+"""The longest file name most file systems take (ext4, APFS, NTFS: 255)."""
+
+
+def check_destination(dest: str | Path, *, field: str = "dest") -> None:
+    """Before anything is paid for: a destination the download could not be written to.
+
+    The file name (when `dest` names a file) is at most 255 bytes; the nearest folder that
+    exists on the way to `dest` is a folder, and a file can be created in it (probed with a
+    real temporary file, so a read-only mount is caught even for root). Raises
+    `InvalidRequestError` naming `field`.
+    """
+    text = str(dest)
+    try:
+        is_folder = text.endswith(("/", os.sep)) or Path(text).is_dir()
+        path = Path(text)
+        for part in path.parts:
+            if len(os.fsencode(part)) > MAX_NAME_BYTES:
+                size = len(os.fsencode(part))
+                raise InvalidRequestError(
+                    [(field, f"a file or folder name is {size} bytes; at most {MAX_NAME_BYTES}")]
+                )
+        existing = path if is_folder else path.parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise InvalidRequestError([(field, f"{existing} is a file, not a folder")])
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise InvalidRequestError(
+            [(field, f"{text} cannot be written: {error.strerror or error}")]
+        ) from None
 
 
 def _content_type_ok(value: str | None) -> bool:

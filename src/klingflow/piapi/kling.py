@@ -10,6 +10,7 @@ in docs/emulator.md. Every broken rule becomes a `(field, rule)` problem in an
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, get_args
 
@@ -18,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -112,8 +114,45 @@ def _check_url(value: str | None) -> str | None:
     return value
 
 
+_PROMPT_FIELDS = frozenset({"prompt"})
+_ALLOWED_CONTROLS = frozenset("\n\r\t")
+
+
+def check_text(value: str, *, needs_visible_text: bool = False) -> str:
+    """Refuse text PiAPI would bill for but cannot use: NUL, ANSI escapes and other control
+    characters (newlines and tabs are fine), lone surrogates (not Unicode text at all), and,
+    where `needs_visible_text`, a non-empty value with nothing visible (spaces, zero-width
+    characters). Raises `ValueError` with the reason."""
+    for char in value:
+        category = unicodedata.category(char)
+        if category == "Cs":
+            raise ValueError("contains a lone surrogate: not valid Unicode text")
+        if category == "Cc" and char not in _ALLOWED_CONTROLS:
+            raise ValueError(
+                f"contains the control character {char!r} (NUL, ANSI escape...): remove it"
+            )
+    if (
+        needs_visible_text
+        and value
+        and all(
+            char.isspace() or unicodedata.category(char) in ("Cf", "Zs", "Zl", "Zp")
+            for char in value
+        )
+    ):
+        raise ValueError("has no visible text")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _clean_text(cls, value: Any, info: ValidationInfo) -> Any:
+        """Every text field: no control characters or surrogates; prompts: visible text."""
+        if isinstance(value, str):
+            return check_text(value, needs_visible_text=info.field_name in _PROMPT_FIELDS)
+        return value
 
 
 class Shot(_Strict):

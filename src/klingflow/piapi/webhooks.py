@@ -63,7 +63,8 @@ def verify_webhook(
     """Check a delivery's secret (constant time) and parse its body.
 
     Raises `WebhookVerificationError` when the secret is missing or wrong, the body is not a
-    delivery, or (with `max_age_seconds`) its timestamp is older than that; `now` is the
+    delivery, or (with `max_age_seconds`) its timestamp is further than that from now, in
+    the past or the future; `now` is the
     current Unix time, for tests. The error never repeats the secret.
     """
     if not secret:
@@ -75,7 +76,7 @@ def verify_webhook(
         raise WebhookVerificationError(f"the delivery's {SECRET_HEADER} does not match")
     try:
         payload: Any = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, a huge number, nested too deeply
         raise WebhookVerificationError("the delivery body is not JSON") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("data"), dict):
         raise WebhookVerificationError('the delivery body is not {"timestamp", "data"}')
@@ -93,5 +94,10 @@ def verify_webhook(
             raise WebhookVerificationError(
                 f"the delivery for task {delivery.task.task_id} is {age:.0f} s old "
                 f"(more than {max_age_seconds:g} s): stale or replayed"
+            )
+        if -age > max_age_seconds:
+            raise WebhookVerificationError(
+                f"the delivery for task {delivery.task.task_id} is dated {-age:.0f} s in the "
+                f"future (more than {max_age_seconds:g} s): forged or a broken clock"
             )
     return delivery

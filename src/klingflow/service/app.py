@@ -22,6 +22,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from klingflow import errors
 from klingflow.service import ui
 from klingflow.service.api import APIError, ErrorPublic, runs, tasks, webhooks, workflows
+from klingflow.service.apidocs import add_api_docs
 from klingflow.service.pages import Pages
 from klingflow.service.security import CrossSiteGuard, require_token
 from klingflow.service.sessions import (
@@ -152,7 +153,10 @@ def create_app(
         title="klingflow",
         summary="Durable Kling video workflows through PiAPI",
         lifespan=lifespan,
+        docs_url=None,  # Swagger UI's CDN scripts would break the CSP: see apidocs
+        redoc_url=None,
     )
+    add_api_docs(app)
     app.state.settings = settings
     app.state.webhooks = webhooks.DeliveryLog()
     guarded = [Depends(require_token)]

@@ -5,7 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from klingflow.errors import KlingflowError, RunNotFoundError, WorkflowNotFoundError
+from klingflow.errors import (
+    IdempotencyConflictError,
+    InvalidRequestError,
+    KlingflowError,
+    RunNotFoundError,
+    WorkflowNotFoundError,
+)
 from klingflow.workflows.engine import Command, Engine
 from klingflow.workflows.registry import PublishedWorkflow, WorkflowRegistry
 from klingflow.workflows.runlog import RunLog, RunRecord, RunStatus
@@ -41,17 +47,40 @@ def latest_published(registry: WorkflowRegistry, name: str) -> PublishedWorkflow
     return published
 
 
+RESERVED_KEY_PREFIXES = ("schedule:", "form:")
+"""Idempotency keys the server makes itself (schedule ticks, web forms): never a client's."""
+
+
 async def start_published(
     engine: Engine,
     published: PublishedWorkflow,
     payload: dict[str, Any],
     *,
     idempotency_key: str | None,
+    is_server_key: bool = False,
 ) -> tuple[RunRecord, bool]:
     """Start a run of `published`: (run, created). A known key returns its run, and
-    `Engine.start_run` enqueues it if its process died before it could."""
-    known = None if idempotency_key is None else engine.runlog.find_by_key(idempotency_key)
-    run = await engine.start_run(published.load(), payload, idempotency_key=idempotency_key)
+    `Engine.start_run` enqueues it if its process died before it could.
+
+    Keys are scoped per workflow (stored as `<workflow>/<key>`), so one workflow's key never
+    answers with another workflow's run; a client's key may not use a server prefix
+    (`schedule:`, `form:`), and a known key with a different body is a 409, not the old run.
+    """
+    scoped = None
+    if idempotency_key is not None:
+        if not is_server_key and idempotency_key.startswith(RESERVED_KEY_PREFIXES):
+            raise InvalidRequestError(
+                [("Idempotency-Key", "the prefixes schedule: and form: are the server's")]
+            )
+        scoped = f"{published.name}/{idempotency_key}"
+    known = None if scoped is None else engine.runlog.find_by_key(scoped)
+    if known is not None and known.trigger != payload:
+        raise IdempotencyConflictError(
+            f"Idempotency-Key {idempotency_key!r} already started run {known.run_id} with a "
+            "different body; use a new key for a new run",
+            run_id=known.run_id,
+        )
+    run = await engine.start_run(published.load(), payload, idempotency_key=scoped)
     return run, known is None
 
 

@@ -18,9 +18,10 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from klingflow.service.attempts import failed_attempts
 from klingflow.settings import Settings
 
-__all__ = ["CrossSiteGuard", "check_bind", "is_loopback", "require_token"]
+__all__ = ["MIN_TOKEN_CHARS", "CrossSiteGuard", "check_bind", "is_loopback", "require_token"]
 
 _bearer = HTTPBearer(auto_error=False, description="KLINGFLOW_API_TOKEN, when one is set.")
 
@@ -35,12 +36,26 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+MIN_TOKEN_CHARS = 32
+"""The shortest `KLINGFLOW_API_TOKEN` accepted beyond loopback (guessing stays hopeless)."""
+
+
 def check_bind(host: str, settings: Settings) -> None:
-    """Refuse (ValueError) to listen beyond loopback without `KLINGFLOW_API_TOKEN`."""
-    if not is_loopback(host) and settings.api_token is None:
+    """Refuse (ValueError) to listen beyond loopback without a `KLINGFLOW_API_TOKEN` of at
+    least 32 characters."""
+    if is_loopback(host):
+        return
+    if settings.api_token is None:
         raise ValueError(
             f"refusing to listen on {host} without a token: set KLINGFLOW_API_TOKEN "
             "(clients then send `Authorization: Bearer <token>`), or keep --host 127.0.0.1"
+        )
+    size = len(settings.api_token.get_secret_value())
+    if size < MIN_TOKEN_CHARS:
+        raise ValueError(
+            f"refusing to listen on {host} with a {size}-character KLINGFLOW_API_TOKEN: "
+            f"beyond loopback it needs at least {MIN_TOKEN_CHARS} (make one with `python -c "
+            "'import secrets; print(secrets.token_urlsafe(32))'`)"
         )
 
 
@@ -56,9 +71,18 @@ def require_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    """With a token configured, the request must carry it as a bearer token (401 otherwise)."""
+    """With a token configured, the request must carry it as a bearer token (401 otherwise;
+    429 after too many wrong tokens from one client, see `attempts`)."""
+    settings: Settings = request.app.state.settings
+    if settings.api_token is None:
+        return
+    counter, client = failed_attempts(request)
+    counter.check(client)
     given = "" if credentials is None else credentials.credentials
-    if not token_matches(request.app.state.settings, given):
+    if token_matches(settings, given):
+        counter.succeeded(client)
+    else:
+        counter.failed(client)
         raise HTTPException(
             status_code=401,
             detail="missing or wrong bearer token: send `Authorization: Bearer <token>`",

@@ -66,7 +66,23 @@ def is_signed_in(request: Request) -> bool:
     # Counted here, not by the cookie's own max-age: the cookie is re-signed on every
     # response, so a tab that keeps polling would otherwise stay signed in for ever.
     since = request.session.get("signed_in_at")
+    if request.session.get("sid") in _revoked(request):
+        return False  # signed out: the cookie may live on in a copy, the session does not
     return isinstance(since, int | float) and 0 <= time.time() - since < SESSION_MAX_AGE_SECONDS
+
+
+def _revoked(request: Request) -> dict[str, float]:
+    """Session ids signed out in this process (id -> sign-in time), kept while they could
+    still be valid; a cookie is signed, not stored, so logout must be remembered here."""
+    state = request.app.state
+    try:
+        revoked: dict[str, float] = state.revoked_sessions
+    except AttributeError:
+        revoked = state.revoked_sessions = {}
+    cutoff = time.time() - SESSION_MAX_AGE_SECONDS
+    for sid in [sid for sid, since in revoked.items() if since < cutoff]:
+        del revoked[sid]
+    return revoked
 
 
 def require_login(request: Request) -> None:
@@ -82,10 +98,15 @@ def sign_in(request: Request, given: str) -> bool:
         return False
     request.session.clear()
     request.session["signed_in_at"] = time.time()
+    request.session["sid"] = secrets.token_urlsafe(16)
     return True
 
 
 def sign_out(request: Request) -> None:
+    """End the session here and now: its id is revoked, so a copy of the cookie is dead."""
+    sid, since = request.session.get("sid"), request.session.get("signed_in_at")
+    if isinstance(sid, str):
+        _revoked(request)[sid] = since if isinstance(since, int | float) else time.time()
     request.session.clear()
 
 

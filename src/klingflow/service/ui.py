@@ -33,6 +33,7 @@ from starlette.datastructures import FormData
 from klingflow.errors import InvalidRequestError, KlingflowError, WorkflowDefinitionError
 from klingflow.piapi.pricing import PriceTable
 from klingflow.service.api import APIError
+from klingflow.service.attempts import failed_attempts
 from klingflow.service.deps import EngineDep, RegistryDep, RunLogDep
 from klingflow.service.editor import SNIPPETS, STARTER, DraftCheck, check_draft, sample_inputs
 from klingflow.service.exports import (
@@ -237,7 +238,7 @@ async def start_from_form(
     try:
         # The version the form was checked against, even if a newer one was just published.
         run, created = await start_published(
-            engine, published, payload, idempotency_key=idempotency_key
+            engine, published, payload, idempotency_key=idempotency_key, is_server_key=True
         )
     except KlingflowError as error:
         _flash(request, f"the run was not started: {error}", "error")
@@ -702,6 +703,7 @@ def _safe_next(value: Any) -> str:
     if (
         isinstance(value, str)
         and value.startswith("/")
+        and not value.startswith("//")  # `//evil`, `////evil`: another site to a browser
         and value.isprintable()
         and "\\" not in value
         and not urlsplit(value).netloc
@@ -722,8 +724,12 @@ async def login(request: Request, pages: PagesDep) -> Response:
     form = await read_form(request)
     token = form.get("token")
     target = _safe_next(form.get("next"))
+    counter, client = failed_attempts(request)
+    counter.check(client)  # 429 after too many failures from this client
     if isinstance(token, str) and sign_in(request, token):
+        counter.succeeded(client)
         return _redirect(target)
+    counter.failed(client)
     return pages.render(request, "login.html", status_code=401, next=target, failed=True)
 
 

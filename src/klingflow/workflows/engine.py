@@ -50,6 +50,7 @@ from dbos import (
 from pydantic import SecretStr
 
 from klingflow.errors import (
+    InvalidRequestError,
     KlingflowError,
     LoopItemsFailedError,
     RecordedError,
@@ -58,9 +59,11 @@ from klingflow.errors import (
 )
 from klingflow.piapi import AsyncPiAPI, AsyncWebhookEvents, Task, WaitPolicy
 from klingflow.piapi.polling import StatusPoller
+from klingflow.piapi.pricing import DEFAULT_PRICES, PriceTable
 from klingflow.piapi.waiting import RenderTimes
 from klingflow.settings import Settings
 from klingflow.workflows.database import is_sqlite, make_engine
+from klingflow.workflows.estimate import estimate_run
 from klingflow.workflows.executor import (
     NodePaused,
     RunState,
@@ -78,6 +81,7 @@ from klingflow.workflows.runlog import (
     RunLog,
     RunRecord,
     RunStatus,
+    redact_values,
 )
 from klingflow.workflows.spec import LoopNode, LoopParams, Workflow
 
@@ -95,6 +99,8 @@ PAUSED_WAIT_SECONDS = 24 * 3600.0
 RENDER_TIMES_FILE = "render-times.json"
 """In KLINGFLOW_HOME: how long each kind of render took, so the next process's waits look
 at the right time from its first task (see piapi.waiting.RenderTimes)."""
+START_CHECK_SECONDS = 30.0
+"""Longest the checks before a run starts may take (rendering every paid request)."""
 ORPHAN_SCAN_LIMIT = 10_000
 """Queued runs checked at launch for a lost enqueue (newest first)."""
 
@@ -112,11 +118,16 @@ def _current() -> Engine:
 
 @DBOS.step(name="klingflow.step")
 async def _durable_step(name: str, fn: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
-    """Run `fn` as a checkpointed step; our errors are recorded as data, not exceptions."""
+    """Run `fn` as a checkpointed step; our errors are recorded as data, not exceptions.
+
+    What it returns is stored by DBOS (`operation_outputs`), so known secrets (the PiAPI key,
+    the webhook secret, the chat key, the API token) are masked in it, as in the run log.
+    """
+    secrets = _current().runlog.secrets
     try:
-        return {"ok": await fn()}
+        return {"ok": redact_values(await fn(), secrets)}
     except KlingflowError as error:
-        return {"err": describe_error(error), "step": name}
+        return {"err": redact_values(describe_error(error), secrets), "step": name}
 
 
 class _WorkflowDurable:
@@ -152,6 +163,24 @@ class _InlineDurable:
             await asyncio.sleep(seconds)
 
 
+class _RunSlot:
+    """One run's hold on an execution slot (KLINGFLOW_MAX_RUNS), given back while paused;
+    `give` is safe to repeat, so a cancellation anywhere leaves the count right."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self._slots = slots
+        self._held = False
+
+    async def take(self) -> None:
+        await self._slots.acquire()
+        self._held = True
+
+    def give(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release()
+
+
 # -- the DBOS workflows ----------------------------------------------------------------------
 
 
@@ -160,7 +189,11 @@ async def _run_workflow(run_id: str) -> dict[str, Any]:
     engine = _current()
     with engine.running():
         try:
-            return await engine._run(run_id)
+            # DBOS stores the return value (`workflow_status.output`): secrets masked
+            outputs: dict[str, Any] = redact_values(
+                await engine._run(run_id), engine.runlog.secrets
+            )
+            return outputs
         except Exception as error:  # recorded as `crashed` (a bug, not a node failure), raised
             if engine.closing:  # cut off by a shutdown: left pending for the next engine
                 raise
@@ -183,7 +216,7 @@ async def _chunk_workflow(
 ) -> dict[str, Any]:
     engine = _current()
     with engine.running():
-        return await engine._chunk(
+        result = await engine._chunk(
             run_id,
             epoch,
             loop_id,
@@ -192,6 +225,8 @@ async def _chunk_workflow(
             outer,
             concurrency,
         )
+        masked: dict[str, Any] = redact_values(result, engine.runlog.secrets)  # DBOS stores it
+        return masked
 
 
 # -- the engine ------------------------------------------------------------------------------
@@ -247,6 +282,9 @@ class Engine:
         self.poller: StatusPoller | None = None
         self._slot: IO[str] | None = None
         self._semaphores: dict[tuple[str, int, str], asyncio.Semaphore] = {}
+        self._run_slots = asyncio.Semaphore(self.settings.max_runs)
+        """Runs executing nodes at once in this process (KLINGFLOW_MAX_RUNS); a paused
+        run gives its slot back while it waits for a command."""
         self.executor_id = ""
         self.closing = False
         self._workflows: set[asyncio.Task[Any]] = set()
@@ -302,8 +340,11 @@ class Engine:
             self.client.render_times = self._load_render_times()
             self.poller = StatusPoller(self.client, policy=self.wait_policy)
             DBOS.launch()
+            # No queue limit: a paused run is a workflow waiting in `recv`, and the queue
+            # would count it against the limit until it ends (20 paused runs froze every
+            # later run). The limit is `_run_slots`, held only while a run executes nodes.
             await DBOS.register_queue_async(
-                RUNS_QUEUE, global_concurrency=self.settings.max_runs, polling_interval_sec=0.2
+                RUNS_QUEUE, global_concurrency=None, polling_interval_sec=0.2
             )
             await DBOS.register_queue_async(
                 PIAPI_QUEUE,
@@ -445,6 +486,7 @@ class Engine:
                 if self.settings.webhook_secret
                 else None
             ),
+            private_hosts=self.settings.private_hosts,
             unstoppable=self._unstoppable,
             poller=self.poller,
         )
@@ -466,9 +508,20 @@ class Engine:
         idempotency_key: str | None = None,
     ) -> RunRecord:
         """Create the run and queue it, its inputs checked first; a known idempotency key
-        returns the key's run, whatever this payload says (a retried call gets its answer)."""
-        run, created = _create_run(
-            self.runlog, self.settings, workflow, payload, idempotency_key=idempotency_key
+        returns the key's run, whatever this payload says (a retried call gets its answer).
+
+        The checks are the estimate's: the inputs, and every paid node's request as these
+        inputs render it. A payload that cannot make a valid Kling request raises here
+        (`WorkflowInputError`, `InvalidRequestError`) instead of starting a run that would
+        pause on it; every entry point (CLI, API, hooks, forms, schedules) starts here.
+        """
+        run, created = await _create_run(
+            self.runlog,
+            self.settings,
+            workflow,
+            payload,
+            idempotency_key=idempotency_key,
+            prices=self.client.prices,
         )
         if created:
             await self._enqueue(run.run_id)
@@ -695,7 +748,26 @@ class Engine:
             return write
 
         # Status writes are steps: a replay after a crash must not flip them back.
-        await durable.step("run.status", status(RunStatus.RUNNING))
+        slot = _RunSlot(self._run_slots)
+        await slot.take()  # until a slot is free, the run stays `queued`
+        try:
+            await durable.step("run.status", status(RunStatus.RUNNING))
+            return await self._execute(run_id, run, epoch, workflow, durable, status, slot)
+        finally:
+            slot.give()
+
+    async def _execute(
+        self,
+        run_id: str,
+        run: RunRecord,
+        epoch: int,
+        workflow: Workflow,
+        durable: _WorkflowDurable,
+        status: Callable[..., Callable[[], Awaitable[None]]],
+        slot: _RunSlot,
+    ) -> dict[str, Any]:
+        """The run's nodes, and its pauses: the caller holds a run slot, given back while
+        the run waits for a command."""
         while True:
             state = RunState(run, epoch, workflow, self.services(), durable)
             try:
@@ -709,7 +781,12 @@ class Engine:
                     settled = await durable.step(
                         "run.settled", self._settled_at_pause(run_id, epoch, paused)
                     )
-                    command = Command(action="retry") if settled else await self._next_command()
+                    if settled:
+                        command = Command(action="retry")
+                    else:
+                        slot.give()  # a paused run holds no slot
+                        command = await self._next_command()
+                        await slot.take()
                     if command.action == "cancel":
                         message = "cancelled while paused"
                         await durable.step(
@@ -807,9 +884,10 @@ class Engine:
                         epoch,
                         loop.id,
                         indices,
-                        [items[i] for i in indices],
+                        # DBOS stores a workflow's arguments: known secrets masked
+                        redact_values([items[i] for i in indices], self.runlog.secrets),
                         len(items),
-                        outer,
+                        redact_values(outer, self.runlog.secrets),
                         params.concurrency,
                     )
                 )
@@ -863,18 +941,29 @@ def _secrets(settings: Settings, api_key: SecretStr | None) -> tuple[str, ...]:
     )
 
 
-def _create_run(
+async def _create_run(
     runlog: RunLog,
     settings: Settings,
     workflow: Workflow,
     payload: dict[str, Any],
     *,
     idempotency_key: str | None,
+    prices: PriceTable,
 ) -> tuple[RunRecord, bool]:
-    """The key's run, or a new queued one (inputs checked first): (run, created)."""
+    """The key's run, or a new queued one (inputs and paid requests checked first)."""
     known = None if idempotency_key is None else runlog.find_by_key(idempotency_key)
     if known is not None:
         return known, False
+    # The estimate's checks, off the event loop (a large loop renders every item) and within
+    # START_CHECK_SECONDS; each template render has its own limits as well.
+    check = asyncio.to_thread(estimate_run, workflow, payload, prices=prices)
+    try:
+        await asyncio.wait_for(check, timeout=START_CHECK_SECONDS)
+    except TimeoutError:
+        raise InvalidRequestError(
+            [("payload", f"checking the run took over {START_CHECK_SECONDS:g} s: "
+              "simplify its templates or split the batch")]
+        ) from None  # fmt: skip
     return runlog.create_run(
         workflow_name=workflow.name,
         workflow_hash=workflow.content_hash,
@@ -933,8 +1022,13 @@ class RunQueue:
         """Like `Engine.start_run`, but only queued. Enqueueing a known run's id again
         attaches to it (DBOS's default), so a lost enqueue is repaired and nothing repeats."""
         assert self._client is not None, "use `async with RunQueue(...)`"
-        run, created = _create_run(
-            self.runlog, self.settings, workflow, payload, idempotency_key=idempotency_key
+        run, created = await _create_run(
+            self.runlog,
+            self.settings,
+            workflow,
+            payload,
+            idempotency_key=idempotency_key,
+            prices=DEFAULT_PRICES,
         )
         if created or run.status is RunStatus.QUEUED:
             options: EnqueueOptions = {

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from klingflow.errors import (
+    DownloadError,
     HTTPNodeError,
     InvalidRequestError,
     KlingflowError,
@@ -78,6 +79,8 @@ def describe_error(error: BaseException) -> dict[str, Any]:
         info["intent_id"] = error.intent_id
     if isinstance(error, HTTPNodeError):
         info["code"] = error.status_code
+    if isinstance(error, DownloadError):
+        info["task_id"] = error.task_id
     if isinstance(error, LoopItemsFailedError):
         info["failed_items"] = {str(k): v for k, v in error.failed.items()}
         info["partial_output"] = error.partial_output

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from klingflow.errors import WorkflowDefinitionError, WorkflowProblem
+from klingflow.workflows.payloads import data_problems, payload_problems
 from klingflow.workflows.spec import (
     NODE_TYPES,
     InputSpec,
@@ -92,8 +93,26 @@ def load_workflow_text(text: str, *, path: str | None = None) -> Workflow:
     validated: JSON indented with tabs, which YAML refuses, included.
     The returned workflow keeps `source_path` and its line map, so later checks can name lines.
     """
+    if (unfit := data_problems(text)) is not None:
+        raise WorkflowDefinitionError([WorkflowProblem(unfit, path=path)])
+    try:
+        return _load_text(text, path)
+    except RecursionError:  # deeper than Python's stack, in the parser or the validator
+        problem = WorkflowProblem("is nested too deeply", path=path)
+        raise WorkflowDefinitionError([problem]) from None
+
+
+def _load_text(text: str, path: str | None) -> Workflow:
     is_json = (path is not None and path.lower().endswith(".json")) or _is_json_text(text)
     data, lines, issues = _parse_json(text) if is_json else _parse_yaml(text)
+    if not issues and data is not None:
+        # NUL, lone surrogates, nesting over the payload limit, huge integers, alias bombs
+        unfit: list[_LineIssue] = [
+            ((), f"{where}: {message}", None) for where, message in payload_problems(data, "file")
+        ]
+        if unfit:
+            issues = unfit[:5]
+            data = None
     problems = [
         _problem(data, lines, path, where, message, line=line) for where, message, line in issues
     ]
@@ -145,7 +164,10 @@ def _is_json_text(text: str) -> bool:
 
 def _parse_yaml(text: str) -> tuple[Any, dict[Path, int], list[_LineIssue]]:
     """(data, line of each data path, problems found while parsing)."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as error:  # the reader refuses a character up front
+        return None, {}, [((), f"invalid YAML: {error}", None)]
     try:
         root = loader.get_single_node()
         if root is None:
@@ -165,6 +187,8 @@ def _parse_yaml(text: str) -> tuple[Any, dict[Path, int], list[_LineIssue]]:
         return None, {}, [((), f"invalid YAML: {message}", line)]
     except yaml.YAMLError as error:
         return None, {}, [((), f"invalid YAML: {error}", None)]
+    except ValueError as error:  # an integer of thousands of digits
+        return None, {}, [((), f"invalid value: {error}", None)]
     finally:
         loader.dispose()
 
@@ -223,6 +247,8 @@ def _parse_json(text: str) -> tuple[Any, dict[Path, int], list[_LineIssue]]:
     except json.JSONDecodeError as error:
         message = f"invalid JSON: {error.msg} (column {error.colno})"
         return None, {}, [((), message, error.lineno)]
+    except ValueError as error:  # an integer of thousands of digits
+        return None, {}, [((), f"invalid JSON value: {error}", None)]
     as_yaml, lines, issues = _parse_yaml(text)
     if as_yaml is None:  # YAML could not read it: no lines, but keep the duplicates JSON found
         return data, {}, duplicates

@@ -471,7 +471,7 @@ class RunLog:
             "workflow": workflow,
             "source_path": source_path,
             "trigger": redact_values(trigger, self.secrets),
-            "inputs": inputs,
+            "inputs": redact_values(inputs, self.secrets),  # as the trigger they come from
             "status": RunStatus.QUEUED.value,
             "epoch": 0,
             "output_dir": f"{output_root}/{run_id}",

@@ -38,6 +38,7 @@ from pydantic_core import PydanticCustomError
 from klingflow.errors import InvalidRequestError, Problem, WorkflowInputError
 from klingflow.piapi.kling import KlingRequest, KlingVideoRequest, parse_task_request
 from klingflow.workflows import _cron
+from klingflow.workflows.payloads import payload_problems
 from klingflow.workflows.templates import render
 
 __all__ = [
@@ -184,6 +185,9 @@ def check_url(value: str | None) -> str | None:
     return value
 
 
+MAX_FILE_NAME_BYTES = 255
+
+
 def check_file_name(value: str | None) -> str | None:
     """A plain file name in the run's output folder: no folders, `..`, drive or backslash."""
     if value is None:
@@ -198,6 +202,8 @@ def check_file_name(value: str | None) -> str | None:
             f"{value!r} must be a plain file name in the run's output folder "
             "(no '/', '..', '~', ':' or '\\')"
         )
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_FILE_NAME_BYTES:
+        raise ValueError(f"must be at most {MAX_FILE_NAME_BYTES} bytes (file systems' limit)")
     return value
 
 
@@ -369,6 +375,8 @@ class DownloadParams(NodeParams):
 
     url: str
     name: str | None = None
+    allow_private_network: bool = False
+    """Allow loopback, private and link-local hosts (see nodes/egress.py)."""
 
     _url = field_validator("url")(check_url)
     _name = field_validator("name")(check_file_name)
@@ -422,6 +430,8 @@ class HTTPRequestParams(NodeParams):
     headers: dict[str, str] = Field(default_factory=dict)
     json_body: Any = Field(default=None, alias="json")
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    allow_private_network: bool = False
+    """Allow loopback, private and link-local hosts (see nodes/egress.py)."""
 
     _url = field_validator("url")(check_url)
 
@@ -429,6 +439,15 @@ class HTTPRequestParams(NodeParams):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("headers")
+    @classmethod
+    def _one_line_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        """CR, LF or NUL in a header would split it (header injection): never sendable."""
+        for name, text in value.items():
+            if any(mark in name or mark in text for mark in ("\r", "\n", "\x00")):
+                raise ValueError(f"header {name.strip()!r} contains CR, LF or NUL")
+        return value
 
 
 class SetParams(NodeParams):
@@ -758,10 +777,13 @@ class Workflow(_Strict):
 
         An optional input without a default resolves to None. Keys the payload has beyond
         the declared inputs are ignored here (templates still read them as `trigger.*`).
-        Raises `WorkflowInputError` listing every problem.
+        Raises `WorkflowInputError` listing every problem; the payload as a whole first
+        (see `payloads`: no NUL, lone surrogate, deep nesting or huge integer anywhere).
         """
         resolved: dict[str, Any] = {}
-        problems: list[Problem] = []
+        problems: list[Problem] = payload_problems(dict(payload))
+        if problems:  # text no database can store: nothing below is worth checking
+            raise WorkflowInputError(problems, workflow_name=self.name)
         for name, spec in self.inputs.items():
             if name in payload and payload[name] is not None:
                 value = payload[name]

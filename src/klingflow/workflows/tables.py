@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from klingflow.errors import InvalidRequestError
+from klingflow.workflows.payloads import data_problems, payload_problems
 from klingflow.workflows.spec import Workflow
 
 __all__ = ["TABLE_SUFFIXES", "coerce_row", "parse_table", "parse_table_bytes"]
@@ -29,7 +30,8 @@ TABLE_SUFFIXES = (".csv", ".xlsx", ".jsonl", ".json", ".yaml", ".yml")
 
 
 def _csv_rows(text: str, source: str) -> list[Any]:
-    reader = csv.DictReader(text.splitlines())
+    # strict: an unclosed quote is an error, not two rows merged into one prompt
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     rows: list[Any] = []
     for row in reader:
         if None in row:  # more cells than the header has names: a shifted row
@@ -93,6 +95,8 @@ def parse_table(text: str, *, suffix: str, source: str) -> list[Any]:
     """The rows of a table file's text; `suffix` (".csv", ...) says its format and
     `source` (a path or an upload's name) is what an `InvalidRequestError` names."""
     suffix = suffix.lower()
+    if (problem := data_problems(text)) is not None:
+        raise InvalidRequestError([(source, problem)])
     try:
         if suffix == ".csv":
             return _csv_rows(text.removeprefix("\ufeff"), source)  # Excel's byte-order mark
@@ -101,10 +105,14 @@ def parse_table(text: str, *, suffix: str, source: str) -> list[Any]:
         data = yaml.safe_load(text)
     except InvalidRequestError:  # already says what is wrong, and where
         raise
-    except (ValueError, yaml.YAMLError, csv.Error) as error:
+    except RecursionError:
+        raise InvalidRequestError([(source, "is nested too deeply")]) from None
+    except (ValueError, yaml.YAMLError, csv.Error) as error:  # a 5,000-digit number too
         raise InvalidRequestError([(source, f"cannot be parsed: {error}")]) from None
     if not isinstance(data, list):
         raise InvalidRequestError([(source, "must hold a list of rows")])
+    if problems := payload_problems(data, source):
+        raise InvalidRequestError(problems[:5])
     return data
 
 

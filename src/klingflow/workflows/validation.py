@@ -27,6 +27,7 @@ from pydantic_core import ErrorDetails
 
 from klingflow.errors import InvalidRequestError, WorkflowInputError, WorkflowProblem
 from klingflow.piapi.kling import REQUEST_TYPES, KlingVideoRequest, parse_task_request
+from klingflow.workflows.estimate import estimate_run
 from klingflow.workflows.spec import (
     INPUT_NAME_PATTERN,
     NAME_PATTERN,
@@ -325,6 +326,8 @@ def _template_issues(source: str, scope: _Scope, graph: _Graph) -> list[str]:
     usage = template_usage(source)
     if usage.syntax_error is not None:
         return [f"template syntax error: {usage.syntax_error}"]
+    if usage.loads_templates:
+        return ["templates cannot include, import or extend other templates"]
     messages: list[str] = []
     for name in sorted(usage.names - CONTEXT_NAMES - TEMPLATE_GLOBALS):
         if name in LOOP_NAMES:
@@ -465,6 +468,12 @@ def _schedule_issues(workflow: Workflow) -> Iterator[Issue]:
             for field, message in error.problems:
                 name = field.removeprefix("inputs.")
                 yield (*path, "payload", name), f"{message} (inputs.{name})"
+            continue
+        try:  # what every tick's start would refuse (the estimate's checks)
+            estimate_run(workflow, schedule.payload)
+        except InvalidRequestError as error:
+            for field, message in error.problems:
+                yield (*path, "payload"), f"no tick could start a run: {field}: {message}"
 
 
 def _placed(workflow: Workflow) -> Iterator[tuple[NodeSpec, Path, LoopNode | None]]:

@@ -74,7 +74,11 @@ class RunPublic(BaseModel):
 
     @classmethod
     def of(cls, run: RunRecord) -> RunPublic:
-        return cls.model_validate(run, from_attributes=True)
+        public = cls.model_validate(run, from_attributes=True)
+        key, scope = run.idempotency_key, f"{run.workflow_name}/"
+        if key is not None and key.startswith(scope):  # shown as the client sent it
+            public = public.model_copy(update={"idempotency_key": key.removeprefix(scope)})
+        return public
 
 
 class NodePublic(BaseModel):

@@ -32,6 +32,7 @@ from klingflow.service.api import APIError, ErrorPublic
 from klingflow.service.api.runs import IdempotencyKey
 from klingflow.service.deps import EngineDep, RegistryDep, SettingsDep
 from klingflow.service.operations import latest_published, start_published
+from klingflow.service.webhook_intents import checked_intent, intent_matches
 from klingflow.settings import Settings
 from klingflow.workflows.engine import Engine
 
@@ -123,6 +124,7 @@ async def piapi_webhook(
     delivery = await _verify(request, settings)
     if intent_id is not None and not _INTENT_ID.match(intent_id):
         raise APIError(400, "BadRequest", "intent_id is malformed")
+    intent_id = checked_intent(delivery.task, intent_id)  # the body's word; PiAPI's: after
     deliveries: DeliveryLog = request.app.state.webhooks
     if not deliveries.claim(delivery.dedupe_key):  # record
         return HookAcceptedPublic(outcome="duplicate", task_id=delivery.task.task_id)
@@ -138,7 +140,9 @@ async def _verify(request: Request, settings: Settings) -> WebhookDelivery:
     body = await _read_bounded(request, MAX_WEBHOOK_BYTES)
     secret = settings.webhook_secret.get_secret_value()
     try:
-        return verify_webhook(request.headers, body, secret=secret)
+        return verify_webhook(
+            request.headers, body, secret=secret, max_age_seconds=settings.webhook_window_seconds
+        )
     except WebhookVerificationError as error:
         given = request.headers.get(SECRET_HEADER, "")
         if hmac.compare_digest(given.encode(), secret.encode()):
@@ -154,6 +158,10 @@ async def _process(
     task_id = delivery.task.task_id
     try:
         task = await engine.client.get(task_id)  # the body is only a hint
+        if intent_id is not None and not intent_matches(task, intent_id):
+            # The body said it was, PiAPI's own copy of the task says it was not: bind nothing.
+            log.warning("task %s was not submitted for intent %s", task_id, intent_id)
+            intent_id = None
         await engine.deliver_webhook(task, intent_id=intent_id)
     except KlingflowError as error:
         # Already answered, so PiAPI will not send it again: forget it (a copy may still

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -91,7 +92,9 @@ async def publish_workflow(
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidRequestError([("body", "must be UTF-8 text")]) from None
-    version, outcome = registry.publish(text)
+    # Off the event loop: validating a large file renders its literal templates, which
+    # may take up to the template time limit each; the service keeps answering meanwhile.
+    version, outcome = await asyncio.to_thread(registry.publish, text)
     if outcome is not PublishOutcome.UNCHANGED:
         request.app.state.scheduler.wake()  # its schedules start now, not at the next look
     if outcome is not PublishOutcome.PUBLISHED:

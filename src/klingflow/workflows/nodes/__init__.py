@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-import httpx
-
+from klingflow.errors import DownloadError
 from klingflow.piapi import AsyncPiAPI, AsyncWebhookEvents, WaitPolicy, WebhookConfig
 from klingflow.piapi.polling import StatusPoller
 from klingflow.workflows.runlog import RunLog
@@ -50,6 +49,9 @@ class Services:
     piapi_api_key: str | None = None
     webhook_url: str | None = None
     webhook_secret: str | None = None
+    private_hosts: frozenset[str] = frozenset()
+    """Hosts (`host` or `host:port`) http.request and download may reach on a private
+    network (KLINGFLOW_ALLOW_PRIVATE_HOSTS); see nodes/egress.py."""
     unstoppable: set[asyncio.Task[Any]] = field(default_factory=set)
     """Work that a shutdown waits for instead of cancelling (see `finish_even_if_cancelled`)."""
     poller: StatusPoller | None = None
@@ -65,8 +67,9 @@ class Services:
         return await asyncio.shield(task)
 
     def chat_key_for(self, base_url: str) -> str | None:
-        """The bearer key for a chat endpoint: PiAPI's key goes to PiAPI's host only."""
-        if httpx.URL(base_url).host == httpx.URL(str(self.client.base_url)).host:
+        """The bearer key for a chat endpoint: PiAPI's key goes to PiAPI's exact origin
+        (scheme, host and port) only; any other endpoint gets the chat key or none."""
+        if self.client.is_piapi_origin(base_url):
             return self.piapi_api_key
         return self.chat_api_key
 
@@ -90,11 +93,40 @@ class Runtime:
     services: Services
     durable: Durable
 
-    async def save(self, url: str, filename: str | None = None) -> Path:
+    async def save(
+        self,
+        url: str,
+        filename: str | None = None,
+        *,
+        task_id: str | None = None,
+        check_redirect: Callable[[str], Awaitable[str | None]] | None = None,
+    ) -> Path:
         """Download `url` into the run's output folder (atomically: see AsyncPiAPI.download);
-        without `filename` the URL's own name is kept."""
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        return await self.services.client.download(url, f"{self.output_dir}/", filename=filename)
+        without `filename` the URL's own name is kept.
+
+        A local failure (the folder cannot be made, a name too long, a full disk) is a
+        retryable `DownloadError` that keeps the task id, never a crash: the task was paid
+        for, so the run pauses on the node and `runs retry` fetches it again, unpaid.
+        """
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            return await self.services.client.download(
+                url, f"{self.output_dir}/", filename=filename, check_redirect=check_redirect
+            )
+        except OSError as error:
+            paid = f" of task {task_id} (paid for; not lost)" if task_id else ""
+            raise DownloadError(
+                f"the output{paid} could not be saved in {self.output_dir}: "
+                f"{error.strerror or type(error).__name__}; fix that, then retry the run "
+                "(the file is fetched again, nothing is paid again)",
+                url=url,
+                retryable=True,
+                task_id=task_id,
+            ) from None
+        except DownloadError as error:
+            if task_id and error.task_id is None:
+                error.task_id = task_id
+            raise
 
 
 Runner = Callable[[Runtime, Any], Awaitable[Any]]

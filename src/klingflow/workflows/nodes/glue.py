@@ -10,18 +10,35 @@ from typing import Any
 
 import httpx
 
-from klingflow.errors import HTTPNodeError
+from klingflow.errors import DownloadError, HTTPNodeError
 from klingflow.workflows.nodes import Runtime
+from klingflow.workflows.nodes.egress import egress_refusal
 from klingflow.workflows.spec import AIChatParams, DownloadParams, HTTPRequestParams, SetParams
 
 __all__ = ["ai_chat", "download", "http_request", "set_values"]
 
 
+async def _refusal(rt: Runtime, url: str, allow_private_network: bool) -> str | None:
+    services = rt.services
+    return await egress_refusal(
+        url,
+        is_piapi_origin=services.client.is_piapi_origin,
+        allowed_hosts=services.private_hosts,
+        allow_private_network=allow_private_network,
+    )
+
+
 async def download(rt: Runtime, params: DownloadParams) -> dict[str, Any]:
-    """Save a URL under the run's output folder; output `{"path", "bytes"}`."""
+    """Save a URL under the run's output folder; output `{"path", "bytes"}`. A loopback or
+    private host is refused (not retried) unless allowed: see `egress`."""
+    if reason := await _refusal(rt, params.url, params.allow_private_network):
+        raise DownloadError(reason, url=params.url, retryable=False)
+
+    async def hop(target: str) -> str | None:  # a redirect is checked like the URL itself
+        return await _refusal(rt, target, params.allow_private_network)
 
     async def fetch() -> dict[str, Any]:
-        path = await rt.save(params.url, params.name)
+        path = await rt.save(params.url, params.name, check_redirect=hop)
         return {"path": str(path), "bytes": path.stat().st_size}
 
     result: dict[str, Any] = await rt.durable.step("download", fetch)
@@ -81,8 +98,15 @@ async def ai_chat(rt: Runtime, params: AIChatParams) -> dict[str, Any]:
     return result
 
 
+# Errors no retry can fix: a header value httpx refuses (CRLF), a URL it cannot send to.
+_PERMANENT = (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL)
+
+
 async def http_request(rt: Runtime, params: HTTPRequestParams) -> dict[str, Any]:
-    """One HTTP call; 429 and 5xx are retryable, other errors stop the node."""
+    """One HTTP call; 429 and 5xx are retryable, other errors stop the node. A loopback or
+    private host is refused unless allowed (see `egress`); redirects are not followed."""
+    if reason := await _refusal(rt, params.url, params.allow_private_network):
+        raise HTTPNodeError(reason, status_code=None, retryable=False)
 
     async def call() -> dict[str, Any]:
         async with httpx.AsyncClient(timeout=params.timeout_seconds) as http:
@@ -90,6 +114,12 @@ async def http_request(rt: Runtime, params: HTTPRequestParams) -> dict[str, Any]
                 response = await http.request(
                     params.method, params.url, headers=params.headers, json=params.json_body
                 )
+            except _PERMANENT as error:
+                raise HTTPNodeError(
+                    f"{params.method} {params.url} cannot be sent: {type(error).__name__}",
+                    status_code=None,
+                    retryable=False,
+                ) from None
             except httpx.TransportError as error:
                 raise HTTPNodeError(
                     f"{params.method} {params.url} failed: {type(error).__name__}",

@@ -56,7 +56,7 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
         intent = runlog.current_intent(rt.run_id, rt.epoch, rt.node_path)
         if intent is not None and intent.task_id:
             task = await services.client.get(intent.task_id)
-            return task.model_dump(mode="json")
+            return task.public_dict()
         if intent is not None and intent.state in (IntentState.SENT, IntentState.UNCERTAIN):
             runlog.update_intent(intent.intent_id, IntentState.UNCERTAIN)
             raise SubmitUncertainError(
@@ -115,7 +115,7 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
         except SubmitUncertainError as error:
             settled = runlog.mark_uncertain(intent_id, note=str(error))
             if settled is not None:  # PiAPI's webhook named the task before we gave up
-                return (await services.client.get(settled)).model_dump(mode="json")
+                return (await services.client.get(settled)).public_dict()
             found = runlog.intent_by_id(intent_id)  # written a moment before the POST left
             sent_at = found[1].created_at if found is not None else time.time()
             raise SubmitUncertainError(
@@ -135,7 +135,8 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
             node_path=rt.node_path,
             task_id=task.task_id,
         )
-        return task.model_dump(mode="json")
+        # public_dict: the step's output is stored (DBOS), and must not hold the webhook secret
+        return task.public_dict()
 
     return Task.model_validate(await rt.durable.step("kling.submit", submit))
 
@@ -166,7 +167,7 @@ async def wait_for_task(
             task_type=request.task_type if request is not None else "video_generation",
             deadline_seconds=deadline,
         )
-        return task.model_dump(mode="json")
+        return task.public_dict()
 
     task = Task.model_validate(await rt.durable.step("kling.wait", watch))
     while not task.is_terminal:  # only a replay of a run recorded by an older engine
@@ -185,7 +186,10 @@ async def wait_for_task(
 async def _download_all(rt: Runtime, task: Task, name: str | None) -> list[str]:
     async def fetch() -> list[str]:
         urls = enumerate(task.output_urls)  # `name` is for the first output, the video
-        return [str(await rt.save(url, name if n == 0 else None)) for n, url in urls]
+        return [
+            str(await rt.save(url, name if n == 0 else None, task_id=task.task_id))
+            for n, url in urls
+        ]
 
     paths: list[str] = await rt.durable.step("download", fetch)
     return paths
