@@ -22,6 +22,8 @@ STRING_OPTIONS = [
     "--image",
     "--negative-prompt",
 ]
+CHOICE_OPTIONS = {"--aspect-ratio", "--version", "--mode"}
+"""Options with a fixed set of values: the parser refuses anything else as a usage error (2)."""
 BAD_TEXT = ["", "   ", "\x00", "\x1b[31m", "a\x07b", "\x7f", "\t"]
 BAD_PROMPTS = [
     "",
@@ -73,7 +75,8 @@ def test_video_and_cost_refuse_every_bad_option(
     out = f"{tmp_path}/"
     runs: list[tuple[str, list[str], str, set[int]]] = []
     for command, option, value in itertools.product(("video", "cost"), STRING_OPTIONS, BAD_TEXT):
-        runs.append((command, ["a fox", option, value], option, {INVALID}))
+        expected = {USAGE} if option in CHOICE_OPTIONS else {INVALID}
+        runs.append((command, ["a fox", option, value], option, expected))
     for command, prompt in itertools.product(("video", "cost"), BAD_PROMPTS):
         runs.append((command, [prompt], "prompt", {INVALID}))
     for option, value in itertools.product(("--poll-interval", "--deadline"), BAD_NUMBERS):
