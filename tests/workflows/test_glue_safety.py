@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,15 @@ def test_a_download_redirected_to_a_private_host_is_refused(harness: Harness) ->
         assert inner.requests == []
     assert run.status == RunStatus.PAUSED, run.message
     assert "loopback" in (run.message or "")
+
+
+def test_unencodable_answers_are_stored_safely(harness: Harness) -> None:
+    """An endpoint answering with a lone surrogate and NUL: the run completes and its stored
+    output encodes as UTF-8 JSON (what every listing does), marked where text was lost."""
+    body = b'{"text": "ok \\ud800 and \\u0000 end", "\\udfff": 1}'
+    with recorder(body=body) as local:
+        run = harness.run(call(f"{local.url}/x", extra="\n      allow_private_network: true"))
+    assert run.status == RunStatus.COMPLETED, run.message
+    [node] = runlog_of(harness).nodes(run.run_id)
+    encoded = json.dumps(node.output, ensure_ascii=False).encode("utf-8")
+    assert "ok ? and \ufffd end" in encoded.decode("utf-8")
