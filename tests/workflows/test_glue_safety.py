@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from klingflow.emulator import EmulatorServer, FaultRule
+from klingflow.errors import DownloadError
 from klingflow.piapi import PiAPI
 from klingflow.workflows import load_workflow_text
 from klingflow.workflows.database import make_engine
@@ -213,3 +214,15 @@ def test_unencodable_answers_are_stored_safely(harness: Harness) -> None:
     [node] = runlog_of(harness).nodes(run.run_id)
     encoded = json.dumps(node.output, ensure_ascii=False).encode("utf-8")
     assert "ok ? and \ufffd end" in encoded.decode("utf-8")
+
+
+def test_a_redirect_to_a_file_url_is_not_retried(tmp_path: Path) -> None:
+    """A file host redirecting to file:// is a final DownloadError after one request."""
+    with (
+        recorder(redirect_to="file:///etc/passwd") as host,
+        PiAPI(api_key="k", base_url="http://127.0.0.1:9") as client,
+    ):
+        with pytest.raises(DownloadError) as caught:
+            client.download(f"{host.url}/video.mp4", f"{tmp_path}/")
+        assert caught.value.retryable is False
+        assert len(host.requests) == 1
