@@ -34,9 +34,9 @@ class Recorder:
 
 
 @contextmanager
-def recorder(redirect_to: str | None = None) -> Iterator[Recorder]:
+def recorder(redirect_to: str | None = None, body: bytes | None = None) -> Iterator[Recorder]:
     """Serve on 127.0.0.1:<free port>; every request is recorded and answered with a chat
-    completion (valid JSON for any caller), or with a 302 to `redirect_to`."""
+    completion (valid JSON for any caller), or with a 302 to `redirect_to`, or `body`."""
     seen: list[Recorded] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -52,12 +52,12 @@ def recorder(redirect_to: str | None = None) -> Iterator[Recorder]:
                 self.send_header("content-length", "0")
                 self.end_headers()
                 return
-            body = json.dumps(CHAT_ANSWER).encode()
+            answer = json.dumps(CHAT_ANSWER).encode() if body is None else body
             self.send_response(200)
             self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
+            self.send_header("content-length", str(len(answer)))
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(answer)
 
         do_GET = do_POST = do_PUT = do_DELETE = _answer
 

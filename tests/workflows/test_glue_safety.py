@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from klingflow.emulator import EmulatorServer, FaultRule
+from klingflow.errors import DownloadError
 from klingflow.piapi import PiAPI
 from klingflow.workflows import load_workflow_text
 from klingflow.workflows.database import make_engine
@@ -200,3 +202,27 @@ def test_a_download_redirected_to_a_private_host_is_refused(harness: Harness) ->
         assert inner.requests == []
     assert run.status == RunStatus.PAUSED, run.message
     assert "loopback" in (run.message or "")
+
+
+def test_unencodable_answers_are_stored_safely(harness: Harness) -> None:
+    """An endpoint answering with a lone surrogate and NUL: the run completes and its stored
+    output encodes as UTF-8 JSON (what every listing does), marked where text was lost."""
+    body = b'{"text": "ok \\ud800 and \\u0000 end", "\\udfff": 1}'
+    with recorder(body=body) as local:
+        run = harness.run(call(f"{local.url}/x", extra="\n      allow_private_network: true"))
+    assert run.status == RunStatus.COMPLETED, run.message
+    [node] = runlog_of(harness).nodes(run.run_id)
+    encoded = json.dumps(node.output, ensure_ascii=False).encode("utf-8")
+    assert "ok ? and \ufffd end" in encoded.decode("utf-8")
+
+
+def test_a_redirect_to_a_file_url_is_not_retried(tmp_path: Path) -> None:
+    """A file host redirecting to file:// is a final DownloadError after one request."""
+    with (
+        recorder(redirect_to="file:///etc/passwd") as host,
+        PiAPI(api_key="k", base_url="http://127.0.0.1:9") as client,
+    ):
+        with pytest.raises(DownloadError) as caught:
+            client.download(f"{host.url}/video.mp4", f"{tmp_path}/")
+        assert caught.value.retryable is False
+        assert len(host.requests) == 1

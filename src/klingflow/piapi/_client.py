@@ -613,6 +613,11 @@ class PiAPI(_BaseClient):
                     if job.end():
                         return job.commit()
                     job.interrupted(EOFError("the body ended early"))
+                except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+                    # a redirect to file:// (or a request httpx cannot send): never transient
+                    raise DownloadError(
+                        f"cannot download {url}: {type(exc).__name__}", url=url, retryable=False
+                    ) from None
                 except httpx.RequestError as exc:  # cut mid-body, timeout...: resume
                     job.interrupted(exc)
                 except DownloadError as error:
@@ -966,6 +971,11 @@ class AsyncPiAPI(_BaseClient):
                         # loop, where every other task (and the web UI) would wait for it.
                         return await asyncio.to_thread(job.commit)
                     job.interrupted(EOFError("the body ended early"))
+                except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+                    # a redirect to file:// (or a request httpx cannot send): never transient
+                    raise DownloadError(
+                        f"cannot download {url}: {type(exc).__name__}", url=url, retryable=False
+                    ) from None
                 except httpx.RequestError as exc:  # cut mid-body, timeout...: resume
                     job.interrupted(exc)
                 except DownloadError as error:

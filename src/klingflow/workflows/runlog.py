@@ -41,6 +41,7 @@ __all__ = [
     "TaskIdConflictError",
     "redact",
     "redact_values",
+    "storable",
 ]
 
 metadata = sa.MetaData()
@@ -177,15 +178,35 @@ _SECRET_NAME = re.compile(
 )
 
 
+def storable(text: str) -> str:
+    """`text` as every database and JSON encoder takes it: a lone surrogate becomes `?` and
+    NUL becomes U+FFFD (an answer from an HTTP endpoint or a chat model may hold either;
+    stored raw, it would break Postgres writes and every later listing)."""
+    if text.isascii() and "\x00" not in text:
+        return text
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
 def redact_values(value: Any, secrets: tuple[str, ...]) -> Any:
-    """A copy of `value` with known secret strings masked wherever they appear."""
+    """A copy of `value` with known secret strings masked wherever they appear, and every
+    string (keys too) made storable."""
     if isinstance(value, Mapping):
-        return {k: redact_values(v, secrets) for k, v in value.items()}
+        return {
+            storable(k) if isinstance(k, str) else k: redact_values(v, secrets)
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
         return [redact_values(v, secrets) for v in value]
     if isinstance(value, str):
         for secret in secrets:
             value = value.replace(secret, "***")
+        return storable(value)
     return value
 
 
@@ -193,7 +214,9 @@ def redact(value: Any, secrets: tuple[str, ...] = ()) -> Any:
     """A copy of `value` with secret-looking keys' values and known secret strings masked."""
     if isinstance(value, Mapping):
         return {
-            k: "***" if _SECRET_NAME.search(str(k)) and v else redact(v, secrets)
+            storable(k) if isinstance(k, str) else k: (
+                "***" if _SECRET_NAME.search(str(k)) and v else redact(v, secrets)
+            )
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
