@@ -102,7 +102,8 @@ def main() -> None:
             "run page: failed tasks to resubmit": lambda: failed_task_intents(
                 runlog, run_id, 0, "each"
             ),
-            "run page: all intents (submissions)": lambda: runlog.intents(run_id, epoch=0),
+            "run page: first 101 submissions": lambda: runlog.intents(run_id, epoch=0, limit=101),
+            "every submission (the API, the manifest)": lambda: runlog.intents(run_id, epoch=0),
             "items page 1 (50 rows)": lambda: item_page(
                 runlog, run_id, 0, "each", items=rows, body_length=1
             ),

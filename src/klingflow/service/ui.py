@@ -55,6 +55,7 @@ from klingflow.service.pages import Pages, PagesDep
 from klingflow.service.sessions import is_signed_in, read_form, require_login, sign_in, sign_out
 from klingflow.service.views import (
     MAX_MEDIA_SHOWN,
+    MAX_SUBMISSIONS_SHOWN,
     estimate_breakdown,
     graph_of,
     loop_items_of,
@@ -410,7 +411,8 @@ def _run_context(engine: Engine, run_id: str) -> dict[str, Any]:
         run,
         nodes,
         attempts,
-        runlog.intents(run_id, epoch=run.epoch),
+        # A batch may have 10,000: the page lists the first ones (one more says "more").
+        runlog.intents(run_id, epoch=run.epoch, limit=MAX_SUBMISSIONS_SHOWN + 1),
         resubmits=resubmits,
         item_counts=counts,
         item_nodes=finished_item_nodes(runlog, run_id, run.epoch, limit=MAX_MEDIA_SHOWN),
@@ -423,7 +425,7 @@ def _run_context(engine: Engine, run_id: str) -> dict[str, Any]:
         now=time.time(),
     )
     uncertain = []
-    if view.uncertain:  # where to look for the task each may have made
+    if run.status is RunStatus.PAUSED:  # where to look for the task each may have made
         hook = engine.services().webhook
         uncertain = uncertain_submissions(
             runlog, run_id, run.epoch,
