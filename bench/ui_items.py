@@ -3,10 +3,11 @@
     .venv/bin/python bench/ui_items.py [--items 10000] [--failed 50]
 
 Fills a fresh SQLite run log with one run of a loop over N items (one `kling.video` body
-node each, `--failed` of them failed, a paused run), then times, each the median of 5, what
-one page load or one live refresh reads: the run page's top-level nodes and its item counts,
-the paused node's failed tasks (the Retry button's estimate), one page of 50 items, the
-same filtered to failed, and one item's page. Timing targets live here, never in tests.
+node each with its submission, `--failed` of them failed, a paused run), then times, each
+the median of 5, what one page load or one live refresh reads: the run page's top-level
+nodes, item counts, the paused node's failed tasks (the Retry button's estimate) and the
+run's submissions; one page of 50 items, the same filtered to failed, and one item's page.
+Timing targets live here, never in tests.
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ def fill(runlog: RunLog, items: int, failed: int, home: Path) -> str:
                         inputs={"items": rows, "concurrency": 4})  # fmt: skip
     for n in range(items):
         path = f"each[{n}].video"
+        intent_id = runlog.reserve_and_record(
+            run_id, 0, path, request={"prompt": f"row {n}"}, estimated_usd=Decimal("0.5")
+        )
+        assert intent_id is not None
+        runlog.accept_intent(intent_id, run_id=run_id, epoch=0, node_path=path, task_id=f"task-{n}")
         runlog.node_started(run_id, 0, path, node_id="video", node_type="kling.video",
                             item_index=n, inputs={"prompt": f"row {n}"})  # fmt: skip
         if n < failed:
@@ -96,7 +102,8 @@ def main() -> None:
             "run page: failed tasks to resubmit": lambda: failed_task_intents(
                 runlog, run_id, 0, "each"
             ),
-            "run page: all intents (submissions)": lambda: runlog.intents(run_id, epoch=0),
+            "run page: first 101 submissions": lambda: runlog.intents(run_id, epoch=0, limit=101),
+            "every submission (the API, the manifest)": lambda: runlog.intents(run_id, epoch=0),
             "items page 1 (50 rows)": lambda: item_page(
                 runlog, run_id, 0, "each", items=rows, body_length=1
             ),

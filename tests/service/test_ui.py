@@ -323,7 +323,11 @@ def test_pages_need_a_login_when_a_token_is_set(start_service: StartService) -> 
     """Beyond loopback (a token set): pages redirect to /login; the token signs in."""
     service = start_service(api_token=API_TOKEN)
     browser = httpx.Client(base_url=service.url)  # no bearer header: a browser
-    for path in ("/", "/workflows", "/runs", "/fragments/dashboard", "/runs/run-x/live"):
+    for path in (
+        "/", "/workflows", "/runs", "/fragments/dashboard", "/runs/run-x/live", "/editor",
+        "/runs/run-x/loops/each", "/runs/run-x/loops/each/items/0", "/runs/run-x/download.zip",
+        "/runs/run-x/manifest.csv",
+    ):  # fmt: skip
         response = browser.get(path)
         assert response.status_code == 303, path
         assert response.headers["location"].startswith("/login?next=")

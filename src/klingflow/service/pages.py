@@ -13,16 +13,16 @@ import json
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from klingflow.service.sessions import csrf_token, is_signed_in
 from klingflow.workflows.runlog import redact, redact_values
 
-__all__ = ["PAGE_HEADERS", "Pages", "PagesDep"]
+__all__ = ["PAGE_HEADERS", "Pages", "PagesDep", "flash", "see_other"]
 
 PAGE_HEADERS = {
     "Content-Security-Policy": (
@@ -123,3 +123,13 @@ def _pages(request: Request) -> Pages:
 
 
 PagesDep = Annotated[Pages, Depends(_pages)]
+
+
+def flash(request: Request, text: str, kind: Literal["ok", "error"] = "ok") -> None:
+    """A one-line message the next page shows once (after a form's redirect)."""
+    request.session["flash"] = {"kind": kind, "text": text}
+
+
+def see_other(url: str) -> RedirectResponse:
+    """The answer to a form: a 303, so a reload never posts twice."""
+    return RedirectResponse(url, status_code=303)

@@ -10,7 +10,6 @@ event loop the engine shares.
 
 from __future__ import annotations
 
-import json
 import mimetypes
 import time
 import uuid
@@ -26,24 +25,14 @@ from fastapi.responses import (
     HTMLResponse,
     RedirectResponse,
     Response,
-    StreamingResponse,
 )
-from starlette.datastructures import FormData
 
 from klingflow.errors import InvalidRequestError, KlingflowError, WorkflowDefinitionError
 from klingflow.piapi.pricing import PriceTable
+from klingflow.service import download_pages, editor_pages, loop_pages
 from klingflow.service.api import APIError
 from klingflow.service.attempts import failed_attempts
 from klingflow.service.deps import EngineDep, RegistryDep, RunLogDep
-from klingflow.service.editor import SNIPPETS, STARTER, DraftCheck, check_draft, sample_inputs
-from klingflow.service.exports import (
-    ManifestRow,
-    manifest,
-    manifest_csv,
-    manifest_json,
-    run_files,
-    stream_zip,
-)
 from klingflow.service.forms import Upload, fields_for, parse_form, read_uploads, typed_values
 from klingflow.service.operations import (
     existing_run,
@@ -52,14 +41,16 @@ from klingflow.service.operations import (
     start_published,
     utc_midnight,
 )
-from klingflow.service.pages import Pages, PagesDep
+from klingflow.service.pages import PagesDep
+from klingflow.service.pages import flash as _flash
+from klingflow.service.pages import see_other as _redirect
 from klingflow.service.sessions import is_signed_in, read_form, require_login, sign_in, sign_out
 from klingflow.service.views import (
     MAX_MEDIA_SHOWN,
+    MAX_SUBMISSIONS_SHOWN,
     estimate_breakdown,
     graph_of,
     loop_items_of,
-    media_of,
     poll_ms,
     progress_of,
     run_graph,
@@ -71,15 +62,11 @@ from klingflow.workflows.engine import Command, Engine
 from klingflow.workflows.estimate import RunEstimate, estimate_run
 from klingflow.workflows.failed_tasks import failed_task_intents
 from klingflow.workflows.loop_items import (
-    ITEM_STATUSES,
     finished_item_nodes,
-    item_attempts,
     item_counts,
-    item_page,
-    skip_items,
     top_level,
 )
-from klingflow.workflows.registry import PublishedWorkflow, PublishOutcome, WorkflowRegistry
+from klingflow.workflows.registry import PublishedWorkflow, WorkflowRegistry
 from klingflow.workflows.runlog import NodeRun, RunLog, RunRecord, RunStatus
 from klingflow.workflows.spec import LoopNode, Workflow
 from klingflow.workflows.uncertain import uncertain_submissions
@@ -96,14 +83,6 @@ DASHBOARD_POLL_MS = 3000
 INLINE_MEDIA = ("video/", "image/")
 """Run files shown in the page; anything else (an HTML file a download node saved, say) is
 only offered as a download, so it can never run script on the UI's origin."""
-
-
-def _flash(request: Request, text: str, kind: Literal["ok", "error"] = "ok") -> None:
-    request.session["flash"] = {"kind": kind, "text": text}
-
-
-def _redirect(url: str) -> RedirectResponse:
-    return RedirectResponse(url, status_code=303)
 
 
 # --- dashboard -------------------------------------------------------------------------------
@@ -262,89 +241,6 @@ async def retry_paused_from_page(
     return _redirect(f"/workflows/{name}")
 
 
-# --- the editor ----------------------------------------------------------------------------
-
-
-def _editor_page(
-    request: Request,
-    pages: Pages,
-    *,
-    source: str,
-    sample: str,
-    check: DraftCheck,
-    editing: str | None,
-    status_code: int = 200,
-) -> HTMLResponse:
-    return pages.render(
-        request, "editor.html", status_code=status_code, source=source, sample=sample,
-        check=check, editing=editing, snippets=SNIPPETS,
-    )  # fmt: skip
-
-
-@pages_router.get("/editor")
-def editor_page(
-    request: Request,
-    pages: PagesDep,
-    registry: RegistryDep,
-    engine: EngineDep,
-    workflow: str | None = None,
-) -> HTMLResponse:
-    """A new workflow, or (`?workflow=NAME`) the latest version of one, in the editor."""
-    source = STARTER if workflow is None else latest_published(registry, workflow).source
-    check = check_draft(source, "", prices=engine.client.prices)
-    sample = "" if check.workflow is None else json.dumps(sample_inputs(check.workflow))
-    return _editor_page(request, pages, source=source, sample=sample, check=check, editing=workflow)
-
-
-async def _draft(request: Request, engine: Engine) -> tuple[str, str, DraftCheck, FormData]:
-    form = await read_form(request)
-    source, sample = form.get("source"), form.get("sample")
-    text = source.replace("\r\n", "\n") if isinstance(source, str) else ""
-    sample_text = sample if isinstance(sample, str) else ""
-    return text, sample_text, check_draft(text, sample_text, prices=engine.client.prices), form
-
-
-@pages_router.post("/fragments/editor-check")
-async def editor_check(request: Request, pages: PagesDep, engine: EngineDep) -> HTMLResponse:
-    """The editor's live check as you type: problems with their lines, graph and price."""
-    _, _, check, _ = await _draft(request, engine)
-    return pages.render(request, "_editor_results.html", live=True, check=check)
-
-
-@pages_router.post("/editor", response_model=None)
-async def editor_post(
-    request: Request, pages: PagesDep, registry: RegistryDep, engine: EngineDep
-) -> Response:
-    """Check the draft (without JavaScript), or publish it as a new version."""
-    text, sample, check, form = await _draft(request, engine)
-    raw = form.get("editing")
-    editing = raw if isinstance(raw, str) and raw else None
-    if form.get("intent") != "publish" or check.problems:
-        code = 422 if check.problems and form.get("intent") == "publish" else 200
-        return _editor_page(
-            request, pages, source=text, sample=sample, check=check, editing=editing,
-            status_code=code,
-        )  # fmt: skip
-    try:
-        version, outcome = registry.publish(text)
-    except WorkflowDefinitionError as error:  # another check than the draft's (never, today)
-        check = DraftCheck(error.problems)
-        return _editor_page(
-            request, pages, source=text, sample=sample, check=check, editing=editing,
-            status_code=422,
-        )  # fmt: skip
-    if outcome is not PublishOutcome.UNCHANGED:
-        request.app.state.scheduler.wake()  # its schedules start now
-    number = len(registry.versions(version.name))
-    said = {
-        PublishOutcome.PUBLISHED: f"published version {number} of {version.name}",
-        PublishOutcome.REPUBLISHED: f"an earlier text of {version.name} is the latest again",
-        PublishOutcome.UNCHANGED: f"{version.name} is unchanged: nothing was published",
-    }
-    _flash(request, said[outcome] + "; older runs keep the version they started with")
-    return _redirect(f"/workflows/{version.name}")
-
-
 # --- runs ------------------------------------------------------------------------------------
 
 
@@ -411,7 +307,8 @@ def _run_context(engine: Engine, run_id: str) -> dict[str, Any]:
         run,
         nodes,
         attempts,
-        runlog.intents(run_id, epoch=run.epoch),
+        # A batch may have 10,000: the page lists the first ones (one more says "more").
+        runlog.intents(run_id, epoch=run.epoch, limit=MAX_SUBMISSIONS_SHOWN + 1),
         resubmits=resubmits,
         item_counts=counts,
         item_nodes=finished_item_nodes(runlog, run_id, run.epoch, limit=MAX_MEDIA_SHOWN),
@@ -424,7 +321,7 @@ def _run_context(engine: Engine, run_id: str) -> dict[str, Any]:
         now=time.time(),
     )
     uncertain = []
-    if view.uncertain:  # where to look for the task each may have made
+    if run.status is RunStatus.PAUSED:  # where to look for the task each may have made
         hook = engine.services().webhook
         uncertain = uncertain_submissions(
             runlog, run_id, run.epoch,
@@ -498,184 +395,6 @@ async def run_action(
     return _redirect(f"/runs/{run_id}")
 
 
-ITEMS_PER_PAGE = 50
-
-
-def _loop(runlog: RunLog, run: RunRecord, loop_id: str) -> tuple[LoopNode, list[Any]]:
-    """The loop's spec and its items, or a 404 when the run has no such loop (yet)."""
-    workflow = Workflow.model_validate(run.workflow)
-    spec = next((n for n in workflow.nodes if n.id == loop_id), None)
-    row = next(
-        (n for n in top_level(runlog, run.run_id, run.epoch)[0] if n.node_id == loop_id), None
-    )
-    if not isinstance(spec, LoopNode) or row is None:
-        raise APIError(404, "LoopNotFound", f"run {run.run_id} has no started loop {loop_id!r}")
-    return spec, loop_items_of(row)
-
-
-def _items_context(
-    runlog: RunLog, run_id: str, loop_id: str, status: str | None, page: int
-) -> dict[str, Any]:
-    run = existing_run(runlog, run_id)
-    spec, items = _loop(runlog, run, loop_id)
-    found = item_page(
-        runlog, run_id, run.epoch, loop_id, items=items, body_length=len(spec.nodes),
-        status=status, offset=(page - 1) * ITEMS_PER_PAGE, limit=ITEMS_PER_PAGE,
-    )  # fmt: skip
-    media = {item.index: [m for n in item.nodes for m in media_of(run, n)] for item in found.items}
-    return {
-        "run": run,
-        "loop": spec,
-        "items": found,
-        "media": media,
-        "page": page,
-        "pages": max(1, -(-found.matching // ITEMS_PER_PAGE)),
-        "statuses": ITEM_STATUSES,
-        "can_steer": run.status is RunStatus.PAUSED and run.paused_node == loop_id,
-        "poll_ms": poll_ms(run.status),
-    }
-
-
-ItemStatus = Literal["failed", "running", "queued", "succeeded", "skipped"]
-
-
-@pages_router.get("/runs/{run_id}/loops/{loop_id}")
-def items_page(
-    run_id: str,
-    loop_id: str,
-    request: Request,
-    pages: PagesDep,
-    runlog: RunLogDep,
-    status: ItemStatus | None = None,
-    page: Annotated[int, Query(ge=1)] = 1,
-) -> HTMLResponse:
-    """A loop's items as rows: label, status, attempts, cost, player; filtered and paged."""
-    context = _items_context(runlog, run_id, loop_id, status, page)
-    return pages.render(request, "items.html", **context)
-
-
-@pages_router.get("/runs/{run_id}/loops/{loop_id}/live")
-def items_live(
-    run_id: str,
-    loop_id: str,
-    request: Request,
-    pages: PagesDep,
-    runlog: RunLogDep,
-    status: ItemStatus | None = None,
-    page: Annotated[int, Query(ge=1)] = 1,
-) -> HTMLResponse:
-    context = _items_context(runlog, run_id, loop_id, status, page)
-    return pages.render(request, "_items_live.html", live=True, **context)
-
-
-@pages_router.get("/runs/{run_id}/loops/{loop_id}/items/{index}")
-def item_detail(
-    run_id: str, loop_id: str, index: int, request: Request, pages: PagesDep, runlog: RunLogDep
-) -> HTMLResponse:
-    """One item: its value, and each body node with inputs, output, error and attempts."""
-    run = existing_run(runlog, run_id)
-    spec, items = _loop(runlog, run, loop_id)
-    if not 0 <= index < len(items):
-        raise APIError(404, "ItemNotFound", f"loop {loop_id!r} has no item {index}")
-    found = item_page(
-        runlog, run_id, run.epoch, loop_id, items=items, body_length=len(spec.nodes),
-        offset=index, limit=1,
-    )  # fmt: skip
-    [item] = found.items
-    attempts = item_attempts(runlog, run_id, run.epoch, [n.node_path for n in item.nodes])
-    return pages.render(
-        request,
-        "item.html",
-        run=run,
-        loop=spec,
-        item=item,
-        value=items[index],
-        total=len(items),
-        attempts={
-            n.node_path: [a for a in attempts if a.node_path == n.node_path] for n in item.nodes
-        },
-        media=[m for n in item.nodes for m in media_of(run, n)],
-    )
-
-
-@pages_router.post("/runs/{run_id}/loops/{loop_id}/items")
-async def items_action(
-    run_id: str, loop_id: str, request: Request, engine: EngineDep
-) -> RedirectResponse:
-    """Steer a paused loop by item: skip the selected failed items and retry the others, or
-    retry the selected ones and skip the others."""
-    form = await read_form(request)
-    runlog = engine.runlog
-    run = existing_run(runlog, run_id)
-    back = f"/runs/{run_id}/loops/{loop_id}"
-    if run.status is not RunStatus.PAUSED or run.paused_node != loop_id:
-        _flash(request, f"run {run_id} is not paused on {loop_id}: nothing was changed", "error")
-        return _redirect(back)
-    spec, items = _loop(runlog, run, loop_id)
-    failed_page = item_page(
-        runlog, run_id, run.epoch, loop_id, items=items, body_length=len(spec.nodes),
-        status="failed", limit=len(items),
-    )  # fmt: skip
-    failed = [item.index for item in failed_page.items]
-    selected = {int(v) for v in form.getlist("item") if isinstance(v, str) and v.isdigit()}
-    chosen = [i for i in failed if i in selected]
-    if not chosen:
-        _flash(request, "select at least one failed item", "error")
-        return _redirect(back)
-    skip = chosen if form.get("action") == "skip" else [i for i in failed if i not in selected]
-    retried = len(failed) - len(skip)
-    skip_items(runlog, run_id, run.epoch, spec, skip)
-    try:
-        await engine.command(run_id, Command(action="retry"))
-    except KlingflowError as error:
-        _flash(request, f"retry refused: {error}", "error")
-    else:
-        _flash(
-            request, f"retrying {retried} item{'s' if retried != 1 else ''}, skipped {len(skip)}"
-        )
-    return _redirect(back)
-
-
-def _export(runlog: RunLog, run_id: str) -> tuple[RunRecord, list[NodeRun], list[ManifestRow]]:
-    run = existing_run(runlog, run_id)
-    nodes = runlog.nodes(run_id, epoch=run.epoch)
-    items = {n.node_id: loop_items_of(n) for n in nodes if n.node_type == "loop"}
-    return run, nodes, manifest(run, nodes, items)
-
-
-def _attachment(name: str) -> dict[str, str]:
-    return {
-        "Content-Disposition": f'attachment; filename="{name}"',
-        "X-Content-Type-Options": "nosniff",
-    }
-
-
-@pages_router.get("/runs/{run_id}/download.zip")
-def run_zip(run_id: str, runlog: RunLogDep) -> StreamingResponse:
-    """Every file the run's nodes made, with the manifest (CSV and JSON), as a streamed zip."""
-    run, nodes, rows = _export(runlog, run_id)
-    files: dict[str, Path] = {}
-    for node in sorted(nodes, key=lambda n: (n.item_index is not None, n.item_index or 0)):
-        files.update(run_files(run, node))  # a file two nodes name goes in once
-    extra = [("manifest.csv", manifest_csv(rows)), ("manifest.json", manifest_json(rows))]
-    return StreamingResponse(
-        stream_zip(list(files.items()), extra),
-        media_type="application/zip",
-        headers=_attachment(f"{run_id}.zip"),
-    )
-
-
-@pages_router.get("/runs/{run_id}/manifest.{kind}")
-def run_manifest(run_id: str, kind: Literal["csv", "json"], runlog: RunLogDep) -> Response:
-    """Row -> task id, file, cost, status: for a spreadsheet (CSV) or a program (JSON)."""
-    _, _, rows = _export(runlog, run_id)
-    if kind == "csv":
-        body, media_type = manifest_csv(rows), "text/csv; charset=utf-8"
-    else:
-        body, media_type = manifest_json(rows), "application/json"
-    return Response(body, media_type=media_type, headers=_attachment(f"{run_id}-manifest.{kind}"))
-
-
 @pages_router.api_route("/runs/{run_id}/files/{name:path}", methods=["GET", "HEAD"])
 def run_file(run_id: str, name: str, runlog: RunLogDep) -> FileResponse:
     """A file from the run's folder (videos stream with range requests); nothing outside."""
@@ -738,3 +457,9 @@ async def logout(request: Request) -> RedirectResponse:
     await read_form(request)
     sign_out(request)
     return _redirect("/login")
+
+
+# The UI's other pages, each in a module of its own, behind the same login.
+pages_router.include_router(editor_pages.router)
+pages_router.include_router(loop_pages.router)
+pages_router.include_router(download_pages.router)

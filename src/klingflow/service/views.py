@@ -22,7 +22,6 @@ from klingflow.workflows.runlog import (
     TERMINAL_RUN_STATUSES,
     Attempt,
     Intent,
-    IntentState,
     NodeRun,
     NodeStatus,
     RunRecord,
@@ -52,6 +51,8 @@ __all__ = [
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".webm", ".m4v"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif"})
+MAX_SUBMISSIONS_SHOWN = 100
+"""Submissions listed on a run page; each item's task is also on its row and in the manifest."""
 MAX_MEDIA_SHOWN = 24
 """Players on a run page; a batch's other videos stay in its run folder."""
 
@@ -241,8 +242,12 @@ class RunView:
         return not self.finished
 
     @property
-    def uncertain(self) -> list[Intent]:
-        return [i for i in self.submissions if i.state is IntentState.UNCERTAIN]
+    def submissions_shown(self) -> list[Intent]:
+        return self.submissions[:MAX_SUBMISSIONS_SHOWN]
+
+    @property
+    def has_more_submissions(self) -> bool:
+        return len(self.submissions) > MAX_SUBMISSIONS_SHOWN
 
 
 def _media(run: RunRecord, node: NodeRun) -> list[Media]:

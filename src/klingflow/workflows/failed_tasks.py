@@ -39,7 +39,12 @@ def failed_task_intents(runlog: RunLog, run_id: str, epoch: int, prefix: str) ->
     failed = _failed_nodes(runlog, run_id, epoch, prefix)
     if not failed:
         return []
-    by_task = {i.task_id: i for i in runlog.intents(run_id, epoch=epoch) if i.task_id}
+    by_task: dict[str, Intent] = {}
+    for node in failed:  # the intent of each failed task: one indexed look-up each
+        task_id = (node.error or {}).get("task_id")
+        owned = runlog.intent_for_task(task_id) if isinstance(task_id, str) else None
+        if owned is not None and owned[0] == run_id:
+            by_task[owned[1].task_id or ""] = owned[1]
     found: list[Intent] = []
     for node in failed:
         error = node.error or {}

@@ -884,12 +884,16 @@ class RunLog:
         with self._tx() as tx:
             tx.execute(intents.update().where(intents.c.intent_id == intent_id).values(**values))
 
-    def intents(self, run_id: str, *, epoch: int | None = None) -> list[Intent]:
+    def intents(
+        self, run_id: str, *, epoch: int | None = None, limit: int | None = None
+    ) -> list[Intent]:
+        """The run's submissions, oldest first (the first `limit`, when given)."""
         query = intents.select().where(intents.c.run_id == run_id)
         if epoch is not None:
             query = query.where(intents.c.epoch == epoch)
+        query = query.order_by(intents.c.created_at).limit(limit)
         with self.engine.connect() as c:
-            return [_intent(row) for row in c.execute(query.order_by(intents.c.created_at))]
+            return [_intent(row) for row in c.execute(query)]
 
     def intent_for_task(self, task_id: str) -> tuple[str, Intent] | None:
         """(run_id, intent) of the submission that created `task_id`."""
