@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from klingflow.emulator import EmulatorServer, FaultRule
-from klingflow.piapi import WaitPolicy
+from klingflow.piapi import RateLimit, WaitPolicy
 
 from .conftest import WEBHOOK_SECRET, Service, StartService
 
@@ -170,3 +170,21 @@ def test_deliveries_outside_the_window_are_refused(
     accepted = hook(service, delivery(task), intent_id=intent_id)
     assert accepted.json()["outcome"] == "delivered"
     assert service.finish(run_id)["run"]["status"] == "completed"
+
+
+def test_a_delivery_is_answered_at_once_while_the_request_budget_is_spent(
+    start_service: StartService, emulator: EmulatorServer
+) -> None:
+    """With the client's budget spent (1 request per 5 s) the delivery is still answered
+    within PiAPI's 1 s timeout: its confirming GET comes after the answer, then ends the run's
+    minute-long wait."""
+    emulator.configure(webhook_timeout_seconds=1.0, webhook_max_attempts=1)
+    service = start_service(
+        wait_policy=SLOW_WAIT, client_options={"rate_limit": RateLimit(requests=1, per_seconds=5)}
+    )
+    service.publish()
+    detail = service.finish(service.start(), timeout_seconds=30)
+    assert detail["run"]["status"] == "completed", detail["run"]["message"]
+    stats = emulator.stats()
+    assert (stats["webhook_deliveries"], stats["webhook_failures"]) == (1, 0)
+    assert (stats["creates"], stats["gets"]) == (1, 1)

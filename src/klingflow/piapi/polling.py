@@ -45,6 +45,7 @@ class _Watch:
     schedule: LookSchedule | None  # None until the task's input is known
     due: float  # wall-clock time of the next look
     looked_at: float = 0.0  # seconds after `since` of the last look that found it running
+    status: str = "unknown"  # as the last answer about it said
     waiters: list[asyncio.Future[Task]] = field(default_factory=list)
 
     @property
@@ -110,7 +111,7 @@ class StatusPoller:
                 return await future
         except TimeoutError:
             raise WaitTimeoutError(
-                task_id, last_status="unknown", waited_seconds=deadline
+                task_id, last_status=watch.status, waited_seconds=deadline
             ) from None
         finally:
             with contextlib.suppress(ValueError):
@@ -130,13 +131,12 @@ class StatusPoller:
         watch = self._watches.get(task.task_id)
         if watch is None:
             return
+        watch.status = task.status.value
         if watch.schedule is None and task.input:
             self._shape(watch, task.input, task.task_type)
         if not task.is_terminal:
             return
         del self._watches[task.task_id]
-        if watch.kind is not None:
-            self._keep_probing(watch.kind)
         if task.status.value == "completed" and watch.kind is not None:
             now = time.time() - watch.since
             # Our own look brackets the end between it and the look before; an answer
@@ -144,6 +144,8 @@ class StatusPoller:
             lower = watch.looked_at if self._looking == task.task_id else now
             self.render_times.observe(watch.kind, lower_seconds=lower, upper_seconds=now)
             self._reshape(watch.kind)
+        elif watch.kind is not None:
+            self._keep_probing(watch.kind)
         for future in watch.waiters:
             if not future.done():
                 future.set_result(task)
