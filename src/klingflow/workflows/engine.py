@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any, Self
 
+import sqlalchemy as sa
 from dbos import DBOS, DBOSPortableJSONSerializer, SetWorkflowID, WorkflowHandleAsync
 
 from klingflow.errors import (
@@ -65,6 +66,7 @@ from klingflow.workflows.runlog import (
     RunRecord,
     RunStatus,
 )
+from klingflow.workflows.schema import schema_lock
 from klingflow.workflows.spec import LoopNode, LoopParams, Workflow
 
 __all__ = ["ENGINE_VERSION", "Engine"]
@@ -248,6 +250,11 @@ class Engine:
                 )
         self.settings.home.mkdir(parents=True, exist_ok=True)
         engine = make_engine(self.database_url)
+        with schema_lock(engine):  # processes starting together on an empty database
+            await self._launch(engine)
+
+    async def _launch(self, engine: sa.Engine) -> None:
+        global _engine
         secrets = tuple(
             secret.get_secret_value()
             for secret in (
