@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import sqlalchemy as sa
+
+from klingflow.emulator import EmulatorServer
+from klingflow.workflows.database import make_engine
+from klingflow.workflows.runlog import RunLog, RunStatus
+from klingflow.workflows.workers import WorkerRegistry
 
 from .test_postgres import postgres_url  # noqa: F401  (the fixture: a fresh database)
 
@@ -69,3 +80,183 @@ def test_processes_started_together_on_an_empty_database_all_launch(
     finally:
         engine.dispose()
     assert {"kf_runs", "kf_workflows"} <= tables
+
+
+# -- three workers, one killed -----------------------------------------------------------------
+
+C = 3
+"""The account's concurrent tasks (the emulator refuses a fourth with a 429)."""
+R = 3000
+"""The account's requests per minute."""
+VIDEOS = 60
+BATCH_NOTE = """One item at a time per chunk: the run log marks an intent `sent` before the client
+waits for a task slot, so items queued behind the slot would turn uncertain when their worker
+is killed (and pause the batch for a human); issue 10 moves that mark after the wait."""
+BATCH = """
+name: scale-batch
+inputs:
+  rows: {type: array, required: true}
+nodes:
+  - id: each
+    type: loop
+    with: {items: "{{ inputs.rows }}", concurrency: 1}
+    nodes:
+      - id: video
+        type: kling.video
+        with: {prompt: "{{ item.prompt }}", duration: 5, mode: std}
+outputs:
+  videos: "{{ nodes.each.output }}"
+"""
+
+
+class Fleet:
+    """`klingflow worker` processes on one Postgres database, and a way to kill one."""
+
+    def __init__(self, tmp_path: Path, env: dict[str, str], count: int) -> None:
+        self.env = env
+        self.logs = {n: (tmp_path / f"worker-{n}.log").open("w") for n in range(1, count + 1)}
+        self.processes = {
+            f"worker-{n}": subprocess.Popen(
+                [sys.executable, "-m", "klingflow", "worker"],
+                env={**env, "KLINGFLOW_EXECUTOR_ID": f"worker-{n}"},
+                stdout=subprocess.DEVNULL,
+                stderr=self.logs[n],
+            )
+            for n in range(1, count + 1)
+        }
+
+    def kill(self, executor_id: str) -> None:
+        self.processes[executor_id].send_signal(signal.SIGKILL)
+        self.processes[executor_id].wait(timeout=30)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            process.wait(timeout=60)
+        for log in self.logs.values():
+            log.close()
+
+
+def _sql(url: str, query: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(url, autocommit=True) as connection:
+        return connection.execute(query).fetchall()
+
+
+def _batch_with_a_killed_worker(
+    url: str,
+    emulator: EmulatorServer,
+    api_key: str,
+    tmp_path: Path,
+    *,
+    takeover_after_seconds: float | None,
+    after_kill: Callable[[dict[str, str], str], None] = lambda env, dead: None,
+) -> None:
+    """60 videos on 3 workers against an account of C tasks and R requests/min; one worker is
+    SIGKILLed while it holds a loop chunk; the batch must finish, every video paid once."""
+    emulator.configure(concurrency_limit=C, over_concurrency="reject")
+    emulator.configure(rate_limit={"requests": R, "window_seconds": 60})
+    env = {
+        **os.environ,
+        "KLINGFLOW_HOME": str(tmp_path / "home"),
+        "KLINGFLOW_DATABASE_URL": url,
+        "PIAPI_BASE_URL": emulator.url,
+        "PIAPI_API_KEY": api_key,
+        "KLINGFLOW_POLL_SECONDS": "0.05",
+        "KLINGFLOW_CONCURRENCY": str(C // 3),
+        "KLINGFLOW_REQUESTS_PER_MINUTE": str(R // 3),
+        "KLINGFLOW_HEARTBEAT_SECONDS": "0.2",
+    }
+    if takeover_after_seconds is not None:
+        env["KLINGFLOW_TAKEOVER_AFTER_SECONDS"] = str(takeover_after_seconds)
+    rows_file = tmp_path / "rows.json"
+    rows_file.write_text(json.dumps([{"prompt": f"clip {n}"} for n in range(VIDEOS)]))
+    (tmp_path / "batch.yaml").write_text(BATCH)
+    started = subprocess.run(
+        [sys.executable, "-m", "klingflow", "run", str(tmp_path / "batch.yaml"),
+         "-i", f"rows=@{rows_file}", "--detach"],
+        env=env, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    run_id = started.stdout.strip()
+    fleet = Fleet(tmp_path, env, 3)
+    runlog = RunLog(make_engine(url.replace("postgresql://", "postgresql+psycopg://")))
+    try:
+        deadline = time.monotonic() + 120
+        dead = None
+        while dead is None:  # a worker holding a chunk, once some videos are done
+            assert time.monotonic() < deadline, "the workers never got going"
+            done = len(runlog.finished_nodes(run_id, 0))
+            owners = _sql(
+                url,
+                "SELECT executor_id FROM dbos.workflow_status WHERE status = 'PENDING' "
+                "AND name = 'klingflow.loop_chunk' ORDER BY executor_id",
+            )
+            if done >= 5 and owners and str(owners[0][0]).startswith("worker-"):
+                dead = str(owners[0][0])
+            else:
+                time.sleep(0.05)
+        fleet.kill(dead)
+        after_kill(env, dead)
+        while (run := runlog.get_run(run_id)) is None or run.status not in (
+            RunStatus.COMPLETED, RunStatus.PAUSED, RunStatus.CRASHED,
+        ):  # fmt: skip
+            assert time.monotonic() < deadline, f"the batch never finished after {dead} died"
+            time.sleep(0.2)
+        items = [n for n in runlog.nodes(run_id) if n.node_path.startswith("each[")]
+        killed = WorkerRegistry(runlog.engine).get(dead)
+    finally:
+        fleet.stop()
+        runlog.engine.dispose()
+    stats = emulator.stats()
+    assert run.status == RunStatus.COMPLETED, run.message
+    assert len(items) == VIDEOS
+    assert killed is not None
+    assert killed.state == "recovered"
+    assert killed.recovered_by in {"worker-1", "worker-2", "worker-3"} - {dead}
+    assert (killed.recovered_runs or 0) >= 1  # at least the killed worker's loop chunk
+    assert stats["creates"] == VIDEOS  # every video paid exactly once
+    assert stats["peak_concurrency"] <= C
+    assert stats["rate_limited"] == 0
+
+
+def test_live_workers_take_over_a_killed_worker_by_themselves(
+    postgres_url: str,  # noqa: F811
+    emulator: EmulatorServer,
+    api_key: str,
+    tmp_path: Path,
+) -> None:
+    """With automatic takeover on, the batch finishes without a human after a SIGKILL."""
+    _batch_with_a_killed_worker(
+        postgres_url, emulator, api_key, tmp_path, takeover_after_seconds=1.0
+    )
+
+
+def test_klingflow_recover_hands_a_killed_workers_runs_to_the_live_ones(
+    postgres_url: str,  # noqa: F811
+    emulator: EmulatorServer,
+    api_key: str,
+    tmp_path: Path,
+) -> None:
+    """Takeover off: the batch is stuck until `klingflow recover` names the dead worker."""
+
+    def recover(env: dict[str, str], dead: str) -> None:
+        listed = subprocess.run(
+            [sys.executable, "-m", "klingflow", "workers", "--json"],
+            env=env, capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+        states = {w["executor_id"]: w for w in json.loads(listed.stdout)}
+        assert {"worker-1", "worker-2", "worker-3"} <= set(states)
+        alive = [w for w, info in states.items() if info["state"] == "alive"]
+        assert dead not in alive
+        assert len([w for w in alive if w.startswith("worker-")]) == 2
+        done = subprocess.run(
+            [sys.executable, "-m", "klingflow", "recover", dead],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert re.search(rf"worker-\d took over [1-9]\d* pending workflows of {dead}", done.stderr)
+
+    _batch_with_a_killed_worker(
+        postgres_url, emulator, api_key, tmp_path, takeover_after_seconds=None, after_kill=recover
+    )

@@ -14,6 +14,7 @@ from klingflow.cli.runs import run, runs_app, worker
 from klingflow.cli.serve import serve
 from klingflow.cli.tasks import task_app
 from klingflow.cli.videos import account, cost, video
+from klingflow.cli.workers import recover, workers
 from klingflow.cli.workflows import publish, validate
 
 __all__ = ["app", "main"]
@@ -53,6 +54,8 @@ app.command()(publish)
 app.command()(run)
 app.add_typer(runs_app, name="runs")
 app.command()(worker)
+app.command()(workers)
+app.command()(recover)
 app.command()(serve)
 app.command()(emulator)
 app.command()(demo)

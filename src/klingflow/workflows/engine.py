@@ -68,8 +68,9 @@ from klingflow.workflows.runlog import (
 )
 from klingflow.workflows.schema import schema_lock
 from klingflow.workflows.spec import LoopNode, LoopParams, Workflow
+from klingflow.workflows.workers import Heartbeat, WorkerRegistry
 
-__all__ = ["ENGINE_VERSION", "Engine"]
+__all__ = ["ENGINE_VERSION", "Engine", "recover_executor"]
 
 ENGINE_VERSION = "klingflow-engine-1"
 """DBOS application version: change it only with a migration plan for in-flight runs."""
@@ -178,6 +179,18 @@ async def _chunk_workflow(
         )
 
 
+def recover_executor(executor_id: str) -> int:
+    """Hand a dead executor's pending workflows back to their queues; returns how many.
+
+    The one call into DBOS's private API: open-source DBOS has no public way to recover
+    another executor's workflows (shared/dbos-notes.md §0). Since 3.4 it re-enqueues them
+    on their own queues, and only while they still belong to `executor_id`, so a repeat
+    or a second recoverer is harmless. Whether a PiAPI task is submitted again is decided by
+    the run log's intents when the workflow replays, not here.
+    """
+    return len(DBOS._recover_pending_workflows([executor_id]))
+
+
 # -- the engine ------------------------------------------------------------------------------
 
 
@@ -205,6 +218,8 @@ class Engine:
         wait_policy: WaitPolicy | None = None,
         chunk_size: int = CHUNK_SIZE,
         executor_id: str | None = None,
+        execute: bool = True,
+        role: str = "engine",
     ) -> None:
         self.settings = settings or Settings()
         self.database_url = self.settings.resolved_database_url()
@@ -219,6 +234,9 @@ class Engine:
         )
         self.chunk_size = chunk_size
         self.requested_executor_id = executor_id
+        self.execute = execute  # False: enqueue and steer runs, never run them (serve --no-execute)
+        self.role = role
+        self.heartbeat: Heartbeat | None = None
         self.events = AsyncWebhookEvents()
         self._slot: IO[str] | None = None
         self._semaphores: dict[tuple[str, int, str], asyncio.Semaphore] = {}
@@ -288,6 +306,8 @@ class Engine:
         )
         _engine = self
         try:
+            if not self.execute:
+                DBOS.listen_queues([])  # every run and chunk goes through a queue
             DBOS.launch()
             await DBOS.register_queue_async(
                 RUNS_QUEUE, global_concurrency=self.settings.max_runs, polling_interval_sec=0.2
@@ -300,6 +320,15 @@ class Engine:
             )
             self._recover_abandoned_slots()
             await self._enqueue_orphans()
+            self.heartbeat = Heartbeat(
+                WorkerRegistry(engine),
+                self.executor_id,
+                mode=self.role,
+                heartbeat_seconds=self.settings.heartbeat_seconds,
+                takeover_after_seconds=self.settings.takeover_after_seconds,
+                recover=recover_executor if self.execute else None,
+            )
+            await self.heartbeat.start()
         except BaseException:
             await self.aclose()
             raise
@@ -308,6 +337,8 @@ class Engine:
         global _engine
         if _engine is self:
             self.closing = True
+            if self.heartbeat is not None:
+                await self.heartbeat.stop()
             await self._stop_workflows()
             DBOS.destroy()
             _engine = None
@@ -370,7 +401,7 @@ class Engine:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError:
                     continue  # alive
-                DBOS._recover_pending_workflows([executor_id])
+                recover_executor(executor_id)
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def services(self) -> Services:
