@@ -260,3 +260,85 @@ def test_klingflow_recover_hands_a_killed_workers_runs_to_the_live_ones(
     _batch_with_a_killed_worker(
         postgres_url, emulator, api_key, tmp_path, takeover_after_seconds=None, after_kill=recover
     )
+
+
+# -- serve --no-execute ------------------------------------------------------------------------
+
+
+def _wait_for_line(log: Path, process: subprocess.Popen[bytes], needle: str) -> str:
+    deadline = time.monotonic() + 60
+    while needle not in (text := log.read_text()):
+        assert process.poll() is None, text
+        assert time.monotonic() < deadline, text
+        time.sleep(0.1)
+    return text
+
+
+def test_serve_no_execute_leaves_runs_to_workers_and_says_where_it_runs(
+    postgres_url: str,  # noqa: F811
+    emulator: EmulatorServer,
+    api_key: str,
+    tmp_path: Path,
+) -> None:
+    """`serve --no-execute` serves but runs nothing: a run queued while only it is up is
+    executed by the worker started later. Both start-up lines name the executor and the
+    database, password masked."""
+    password = "pw-must-not-show"  # the server trusts loopback: any password connects
+    url = postgres_url.replace("postgresql://postgres@", f"postgresql://postgres:{password}@")
+    assert password in url
+    env = {
+        **os.environ,
+        "KLINGFLOW_HOME": str(tmp_path / "home"),
+        "KLINGFLOW_DATABASE_URL": url,
+        "PIAPI_BASE_URL": emulator.url,
+        "PIAPI_API_KEY": api_key,
+        "KLINGFLOW_POLL_SECONDS": "0.05",
+        "KLINGFLOW_EXECUTOR_ID": "api-1",
+    }
+    serve_log, worker_log = tmp_path / "serve.log", tmp_path / "worker.log"
+    klingflow = [sys.executable, "-m", "klingflow"]
+    with serve_log.open("wb") as handle:
+        server = subprocess.Popen(
+            [*klingflow, "serve", "--no-execute", "--port", "0"],
+            env=env, stdout=handle, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    worker = None
+    runlog = RunLog(make_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://")))
+    try:
+        served = _wait_for_line(serve_log, server, "klingflow serve: executor api-1 on ")
+        text = "name: one\nnodes:\n  - {id: clip, type: kling.video, with: {prompt: a fox}}\n"
+        (tmp_path / "one.yaml").write_text(text)
+        queued = subprocess.run(
+            [*klingflow, "run", str(tmp_path / "one.yaml"), "--detach"],
+            env={**env, "KLINGFLOW_EXECUTOR_ID": "cli"}, capture_output=True, text=True,
+            check=True, timeout=60,
+        )  # fmt: skip
+        run_id = queued.stdout.strip()
+        with worker_log.open("wb") as handle:
+            worker = subprocess.Popen(
+                [*klingflow, "worker"],
+                env={**env, "KLINGFLOW_EXECUTOR_ID": "worker-1"},
+                stdout=handle, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        started = _wait_for_line(worker_log, worker, "klingflow worker worker-1 on ")
+        deadline = time.monotonic() + 60
+        while (run := runlog.get_run(run_id)) is None or run.status != RunStatus.COMPLETED:
+            assert time.monotonic() < deadline, f"run never completed: {run}"
+            time.sleep(0.1)
+        [(executor,)] = _sql(
+            postgres_url,
+            "SELECT executor_id FROM dbos.workflow_status WHERE name = 'klingflow.run'",
+        )
+    finally:
+        for process in (server, worker):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)
+        runlog.engine.dispose()
+    assert executor == "worker-1"  # not api-1, which was up first, nor the `run --detach`
+    assert emulator.stats()["creates"] == 1
+    for line in (served, started):
+        assert password not in line
+        assert "***" in line
+        assert postgres_url.rsplit("/", 1)[1] in line  # the database's name
+    assert "API and UI only" in served
