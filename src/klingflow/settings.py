@@ -44,6 +44,11 @@ class Settings(BaseSettings):
         description="Take over the runs of an executor silent this long (default: never; "
         "see docs/scaling.md).",
     )
+    lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="On Postgres, how long a dead worker's share of the limits stays taken.",
+    )
     max_runs: int = Field(default=20, ge=1, description="Runs executing at once.")
     chat_base_url: str | None = Field(
         default=None, description="OpenAI-compatible endpoint for ai.chat; default: PiAPI's."

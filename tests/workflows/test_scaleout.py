@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from klingflow.emulator import EmulatorServer
 from klingflow.workflows.database import make_engine
+from klingflow.workflows.leases import Leases
 from klingflow.workflows.runlog import RunLog, RunStatus
 from klingflow.workflows.workers import WorkerRegistry
 
@@ -152,6 +153,8 @@ def _batch_with_a_killed_worker(
     *,
     takeover_after_seconds: float | None,
     after_kill: Callable[[dict[str, str], str], None] = lambda env, dead: None,
+    kill: bool = True,
+    batch: str = "",
 ) -> None:
     """60 videos on 3 workers against an account of C tasks and R requests/min; one worker is
     SIGKILLed while it holds a loop chunk; the batch must finish, every video paid once."""
@@ -164,15 +167,15 @@ def _batch_with_a_killed_worker(
         "PIAPI_BASE_URL": emulator.url,
         "PIAPI_API_KEY": api_key,
         "KLINGFLOW_POLL_SECONDS": "0.05",
-        "KLINGFLOW_CONCURRENCY": str(C // 3),
-        "KLINGFLOW_REQUESTS_PER_MINUTE": str(R // 3),
+        "KLINGFLOW_CONCURRENCY": str(C),  # the account's limits, held by all workers together
+        "KLINGFLOW_REQUESTS_PER_MINUTE": str(R),
         "KLINGFLOW_HEARTBEAT_SECONDS": "0.2",
     }
     if takeover_after_seconds is not None:
         env["KLINGFLOW_TAKEOVER_AFTER_SECONDS"] = str(takeover_after_seconds)
     rows_file = tmp_path / "rows.json"
     rows_file.write_text(json.dumps([{"prompt": f"clip {n}"} for n in range(VIDEOS)]))
-    (tmp_path / "batch.yaml").write_text(BATCH)
+    (tmp_path / "batch.yaml").write_text(batch or BATCH)
     started = subprocess.run(
         [sys.executable, "-m", "klingflow", "run", str(tmp_path / "batch.yaml"),
          "-i", f"rows=@{rows_file}", "--detach"],
@@ -184,7 +187,7 @@ def _batch_with_a_killed_worker(
     try:
         deadline = time.monotonic() + 120
         dead = None
-        while dead is None:  # a worker holding a chunk, once some videos are done
+        while kill and dead is None:  # a worker holding a chunk, once some videos are done
             assert time.monotonic() < deadline, "the workers never got going"
             done = len(runlog.finished_nodes(run_id, 0))
             owners = _sql(
@@ -196,28 +199,31 @@ def _batch_with_a_killed_worker(
                 dead = str(owners[0][0])
             else:
                 time.sleep(0.05)
-        fleet.kill(dead)
-        after_kill(env, dead)
+        if dead is not None:
+            fleet.kill(dead)
+            after_kill(env, dead)
         while (run := runlog.get_run(run_id)) is None or run.status not in (
             RunStatus.COMPLETED, RunStatus.PAUSED, RunStatus.CRASHED,
         ):  # fmt: skip
             assert time.monotonic() < deadline, f"the batch never finished after {dead} died"
             time.sleep(0.2)
         items = [n for n in runlog.nodes(run_id) if n.node_path.startswith("each[")]
-        killed = WorkerRegistry(runlog.engine).get(dead)
+        killed = None if dead is None else WorkerRegistry(runlog.engine).get(dead)
     finally:
         fleet.stop()
         runlog.engine.dispose()
     stats = emulator.stats()
     assert run.status == RunStatus.COMPLETED, run.message
     assert len(items) == VIDEOS
+    assert stats["creates"] == VIDEOS  # every video paid exactly once
+    assert stats["peak_concurrency"] <= C
+    assert stats["rate_limited"] == 0
+    if not kill:
+        return
     assert killed is not None
     assert killed.state == "recovered"
     assert killed.recovered_by in {"worker-1", "worker-2", "worker-3"} - {dead}
     assert (killed.recovered_runs or 0) >= 1  # at least the killed worker's loop chunk
-    assert stats["creates"] == VIDEOS  # every video paid exactly once
-    assert stats["peak_concurrency"] <= C
-    assert stats["rate_limited"] == 0
 
 
 def test_live_workers_take_over_a_killed_worker_by_themselves(
@@ -260,6 +266,121 @@ def test_klingflow_recover_hands_a_killed_workers_runs_to_the_live_ones(
     _batch_with_a_killed_worker(
         postgres_url, emulator, api_key, tmp_path, takeover_after_seconds=None, after_kill=recover
     )
+
+
+def test_workers_hold_the_accounts_concurrency_together(
+    postgres_url: str,  # noqa: F811
+    emulator: EmulatorServer,
+    api_key: str,
+    tmp_path: Path,
+) -> None:
+    """Each worker is told the account's limit C, and each chunk would run 10 items at once:
+    the workers together never have more than C tasks at PiAPI (the emulator refuses a
+    (C+1)th with a 429), and each video is paid once."""
+    _batch_with_a_killed_worker(
+        postgres_url, emulator, api_key, tmp_path, takeover_after_seconds=None, kill=False,
+        batch=BATCH.replace("concurrency: 1}", "concurrency: 10}"),
+    )  # fmt: skip
+
+
+SHARING_CLIENT = """
+import asyncio, sys
+from klingflow.piapi import AsyncPiAPI, KlingVideoRequest, RetryPolicy, WaitPolicy
+from klingflow.workflows.database import make_engine
+from klingflow.workflows.leases import Leases
+from klingflow.workflows.leases import LeasedRequests, LeasedTasks, Leases
+
+url, holder, concurrency, per_minute, tasks = sys.argv[1:6]
+
+async def main() -> None:
+    leases = Leases(make_engine(url), holder, lease_seconds=30)
+    wait = WaitPolicy(initial_interval_seconds=0.02, max_interval_seconds=0.1, jitter=0)
+    retry = RetryPolicy(max_retries=0)
+    async with AsyncPiAPI(wait_policy=wait, retry_policy=retry) as client:
+        client.share_limits(
+            throttle=LeasedRequests(leases, int(per_minute)),
+            slots=LeasedTasks(leases, int(concurrency)),
+        )
+
+        async def one(n: int) -> None:
+            task = await client.submit(KlingVideoRequest(prompt=f"{holder} {n}", duration=5))
+            await client.wait(task.task_id)
+
+        await asyncio.gather(*(one(n) for n in range(int(tasks))))
+    await leases.drain()
+    print("done", flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_processes_sharing_leases_hold_the_accounts_limits_together(
+    postgres_url: str,  # noqa: F811
+    emulator: EmulatorServer,
+    api_key: str,
+) -> None:
+    """Three processes, each told the account's limits and each wanting 10 tasks at once:
+    together they never have more than C tasks at PiAPI nor pass R requests a minute (the
+    emulator answers either with a 429, and the clients here do not retry one)."""
+    emulator.configure(concurrency_limit=C, over_concurrency="reject")
+    emulator.configure(rate_limit={"requests": 200, "window_seconds": 60})
+    url = postgres_url.replace("postgresql://", "postgresql+psycopg://")
+    env = {**os.environ, "PIAPI_BASE_URL": emulator.url, "PIAPI_API_KEY": api_key}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", SHARING_CLIENT, url, f"p{n}", str(C), "200", "10"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(3)
+    ]
+    results = [process.communicate(timeout=120) for process in processes]
+    for process, (out, err) in zip(processes, results, strict=True):
+        assert process.returncode == 0, err[-3000:]
+        assert out.strip() == "done"
+    stats = emulator.stats()
+    assert stats["creates"] == 30
+    assert stats["peak_concurrency"] <= C
+    assert stats["rate_limited"] == 0
+
+
+def test_leases_count_across_holders_and_a_dead_holders_share_runs_out(
+    postgres_url: str,  # noqa: F811
+) -> None:
+    """Request slots stay counted a window after their answer, whoever asks next; task slots
+    of a holder that stops renewing come free when its lease runs out; taking a slot is one
+    statement."""
+    engine = make_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        first, second = (Leases(engine, name, lease_seconds=30) for name in ("w1", "w2"))
+        first.ensure_slots("request", 3)
+        statements: list[str] = []
+        sa.event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+        taken = [first.take("request", 3, window_seconds=60) for _ in range(3)]
+        assert len(statements) == 3  # one round trip per acquisition
+        assert all(t is not None for t in taken)
+        assert second.take("request", 3, window_seconds=60) is None  # the account's 3 are used
+        slot, lease_id = taken[0] or (0, "")
+        first.give_back("request", slot, lease_id, answered=True)
+        assert second.take("request", 3, window_seconds=60) is None  # counted 60 s after
+        second.ensure_slots("request", 4)  # a worker told of a higher limit adds a slot
+        assert second.take("request", 4, window_seconds=60) is not None
+
+        dead = Leases(engine, "dead", lease_seconds=0)  # its leases run out at once
+        live = Leases(engine, "live", lease_seconds=30)
+        dead.ensure_slots("task", 2)
+        assert dead.take("task", 2) is not None
+        assert dead.take("task", 2) is not None
+        assert live.take("task", 2) is not None  # the dead holder's share came back
+        assert live.take("task", 2) is not None
+        live.renew()
+        assert second.take("task", 2) is None  # a renewed lease holds
+        live.release_all()
+        assert second.take("task", 2) is not None
+    finally:
+        engine.dispose()
 
 
 # -- serve --no-execute ------------------------------------------------------------------------

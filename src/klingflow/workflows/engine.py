@@ -57,6 +57,7 @@ from klingflow.workflows.executor import (
     execute_items,
     execute_run,
 )
+from klingflow.workflows.leases import LeasedRequests, LeasedTasks, Leases
 from klingflow.workflows.nodes import Services
 from klingflow.workflows.runlog import (
     TERMINAL_RUN_STATUSES,
@@ -237,6 +238,7 @@ class Engine:
         self.execute = execute  # False: enqueue and steer runs, never run them (serve --no-execute)
         self.role = role
         self.heartbeat: Heartbeat | None = None
+        self.leases: Leases | None = None
         self.events = AsyncWebhookEvents()
         self._slot: IO[str] | None = None
         self._semaphores: dict[tuple[str, int, str], asyncio.Semaphore] = {}
@@ -320,6 +322,8 @@ class Engine:
             )
             self._recover_abandoned_slots()
             await self._enqueue_orphans()
+            if not is_sqlite(self.database_url) and self._own_client:
+                self._share_limits(engine)
             self.heartbeat = Heartbeat(
                 WorkerRegistry(engine),
                 self.executor_id,
@@ -327,6 +331,7 @@ class Engine:
                 heartbeat_seconds=self.settings.heartbeat_seconds,
                 takeover_after_seconds=self.settings.takeover_after_seconds,
                 recover=recover_executor if self.execute else None,
+                renew=self.leases.renew if self.leases else None,
             )
             await self.heartbeat.start()
         except BaseException:
@@ -339,6 +344,10 @@ class Engine:
             self.closing = True
             if self.heartbeat is not None:
                 await self.heartbeat.stop()
+            if self.leases is not None:
+                await self.leases.drain()
+                with contextlib.suppress(Exception):  # else they run out by themselves
+                    await asyncio.to_thread(self.leases.release_all)
             await self._stop_workflows()
             DBOS.destroy()
             _engine = None
@@ -368,6 +377,14 @@ class Engine:
         for task in self._workflows:
             task.cancel()
         await asyncio.gather(*self._workflows, *self._unstoppable, return_exceptions=True)
+
+    def _share_limits(self, engine: sa.Engine) -> None:
+        """On Postgres, the account's limits are held by all workers together (leases.py)."""
+        self.leases = Leases(engine, self.executor_id, lease_seconds=self.settings.lease_seconds)
+        self.client.share_limits(
+            throttle=LeasedRequests(self.leases, self.settings.requests_per_minute),
+            slots=LeasedTasks(self.leases, self.settings.concurrency),
+        )
 
     def _slot_prefix(self) -> str:
         return "local" if is_sqlite(self.database_url) else f"{socket.gethostname()}-local"

@@ -246,6 +246,7 @@ class Heartbeat:
         heartbeat_seconds: float,
         takeover_after_seconds: float | None,
         recover: Callable[[str], int] | None,
+        renew: Callable[[], None] | None = None,
     ) -> None:
         self.registry = registry
         self.executor_id = executor_id
@@ -253,6 +254,7 @@ class Heartbeat:
         self.heartbeat_seconds = heartbeat_seconds
         self.takeover_after_seconds = takeover_after_seconds
         self.recover = recover
+        self.renew = renew  # this engine's leases on the account's limits (leases.py)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -279,6 +281,8 @@ class Heartbeat:
             await asyncio.sleep(self.heartbeat_seconds)
             try:
                 await asyncio.to_thread(self.registry.beat, self.executor_id)
+                if self.renew is not None:
+                    await asyncio.to_thread(self.renew)
                 await self.take_over()
             except asyncio.CancelledError:
                 raise
