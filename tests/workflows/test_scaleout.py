@@ -154,6 +154,7 @@ def _batch_with_a_killed_worker(
     takeover_after_seconds: float | None,
     after_kill: Callable[[dict[str, str], str], None] = lambda env, dead: None,
     kill: bool = True,
+    cut_connections: bool = False,
     batch: str = "",
 ) -> None:
     """60 videos on 3 workers against an account of C tasks and R requests/min; one worker is
@@ -187,7 +188,9 @@ def _batch_with_a_killed_worker(
     try:
         deadline = time.monotonic() + 120
         dead = None
-        while kill and dead is None:  # a worker holding a chunk, once some videos are done
+        while (
+            kill or cut_connections
+        ) and dead is None:  # a worker holding a chunk, once some videos are done
             assert time.monotonic() < deadline, "the workers never got going"
             done = len(runlog.finished_nodes(run_id, 0))
             owners = _sql(
@@ -199,7 +202,15 @@ def _batch_with_a_killed_worker(
                 dead = str(owners[0][0])
             else:
                 time.sleep(0.05)
-        if dead is not None:
+        if cut_connections:  # every backend of the workers' database, mid-batch
+            cut = _sql(
+                url,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            assert len(cut) >= 3  # at least one connection per worker was cut
+            dead = None
+        elif dead is not None:
             fleet.kill(dead)
             after_kill(env, dead)
         while (run := runlog.get_run(run_id)) is None or run.status not in (
@@ -381,6 +392,20 @@ def test_leases_count_across_holders_and_a_dead_holders_share_runs_out(
         assert second.take("task", 2) is not None
     finally:
         engine.dispose()
+
+
+def test_workers_survive_their_postgres_connections_being_cut(
+    postgres_url: str,  # noqa: F811
+    emulator: EmulatorServer,
+    api_key: str,
+    tmp_path: Path,
+) -> None:
+    """Every backend of the database is terminated mid-batch: the workers reconnect and finish
+    the batch, each video paid once."""
+    _batch_with_a_killed_worker(
+        postgres_url, emulator, api_key, tmp_path, takeover_after_seconds=None, kill=False,
+        cut_connections=True,
+    )  # fmt: skip
 
 
 # -- serve --no-execute ------------------------------------------------------------------------
