@@ -16,9 +16,10 @@ import psycopg
 import sqlalchemy as sa
 
 from klingflow.emulator import EmulatorServer
+from klingflow.testing import DEFAULT_TIME_SCALE
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.leases import Leases
-from klingflow.workflows.runlog import RunLog, RunStatus
+from klingflow.workflows.runlog import IntentState, RunLog, RunStatus
 from klingflow.workflows.workers import WorkerRegistry
 
 from .test_postgres import postgres_url  # noqa: F401  (the fixture: a fresh database)
@@ -188,20 +189,27 @@ def _batch_with_a_killed_worker(
     try:
         deadline = time.monotonic() + 120
         dead = None
-        while (
-            kill or cut_connections
-        ) and dead is None:  # a worker holding a chunk, once some videos are done
+        # A worker holding a chunk, once some videos are done, at a moment when no
+        # submission is on the wire: the generations are slowed down so that every item in
+        # flight is waiting for its task. (A kill between sending a create and recording its
+        # answer leaves an uncertain submission, which pauses for a human by design.)
+        while (kill or cut_connections) and dead is None:
             assert time.monotonic() < deadline, "the workers never got going"
             done = len(runlog.finished_nodes(run_id, 0))
+            if done < 5:
+                time.sleep(0.05)
+                continue
+            emulator.configure(time_scale=20)
             owners = _sql(
                 url,
                 "SELECT executor_id FROM dbos.workflow_status WHERE status = 'PENDING' "
                 "AND name = 'klingflow.loop_chunk' ORDER BY executor_id",
             )
-            if done >= 5 and owners and str(owners[0][0]).startswith("worker-"):
+            sending = [i for i in runlog.intents(run_id) if i.state == IntentState.SENT]
+            if owners and str(owners[0][0]).startswith("worker-") and not sending:
                 dead = str(owners[0][0])
             else:
-                time.sleep(0.05)
+                time.sleep(0.02)
         if cut_connections:  # every backend of the workers' database, mid-batch
             cut = _sql(
                 url,
@@ -209,9 +217,11 @@ def _batch_with_a_killed_worker(
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()",
             )
             assert len(cut) >= 3  # at least one connection per worker was cut
+            emulator.configure(time_scale=DEFAULT_TIME_SCALE)
             dead = None
         elif dead is not None:
             fleet.kill(dead)
+            emulator.configure(time_scale=DEFAULT_TIME_SCALE)
             after_kill(env, dead)
         while (run := runlog.get_run(run_id)) is None or run.status not in (
             RunStatus.COMPLETED, RunStatus.PAUSED, RunStatus.CRASHED,
