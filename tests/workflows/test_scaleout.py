@@ -277,6 +277,12 @@ def test_klingflow_recover_hands_a_killed_workers_runs_to_the_live_ones(
         alive = [w for w, info in states.items() if info["state"] == "alive"]
         assert dead not in alive
         assert len([w for w in alive if w.startswith("worker-")]) == 2
+        refused = subprocess.run(
+            [sys.executable, "-m", "klingflow", "recover", alive[0]],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert refused.returncode == 18  # a live worker's runs are not handed over
+        assert "looks alive" in refused.stderr
         done = subprocess.run(
             [sys.executable, "-m", "klingflow", "recover", dead],
             env=env, capture_output=True, text=True, timeout=60,

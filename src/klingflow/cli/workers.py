@@ -18,8 +18,9 @@ from klingflow.workflows.workers import WorkerInfo, WorkerRegistry
 
 __all__ = ["RECOVER_REFUSED", "recover", "workers"]
 
-RECOVER_REFUSED = 3
-"""Exit code of `recover` for an executor that is alive (its runs are not orphaned)."""
+RECOVER_REFUSED = 18
+"""Exit code of `recover` for an executor that looks alive: as for a run whose status does
+not allow a command (docs/client.md), nothing was changed."""
 
 STATE_STYLE = {"alive": "green", "silent": "red", "stopped": "dim", "recovered": "yellow"}
 
