@@ -35,6 +35,20 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(
         default=5.0, gt=0, description="First pause between status checks of a PiAPI task."
     )
+    heartbeat_seconds: float = Field(
+        default=10.0, gt=0, description="How often each engine writes its heartbeat row."
+    )
+    takeover_after_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Take over the runs of an executor silent this long (default: never; "
+        "see docs/scaling.md).",
+    )
+    lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="On Postgres, how long a dead worker's share of the limits stays taken.",
+    )
     max_runs: int = Field(default=20, ge=1, description="Runs executing at once.")
     chat_base_url: str | None = Field(
         default=None, description="OpenAI-compatible endpoint for ai.chat; default: PiAPI's."

@@ -57,6 +57,7 @@ _COMMANDS: list[tuple[str, list[str], str]] = [
     ("videos", ["account"], "cli"),
     ("workflows", ["validate", "publish"], "workflows"),
     ("runs", ["run", "runs", "worker"], "workflows"),
+    ("workers", ["workers", "recover"], "workflows"),
     ("serve", ["serve"], "server"),
     ("emulator", ["emulator"], "emulator"),
     ("demo", ["demo"], "all"),

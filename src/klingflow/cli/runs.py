@@ -321,7 +321,7 @@ def worker(log_format: LogFormatOption = "text") -> None:
 
     async def main() -> None:
         async with (
-            Engine(settings, executor_id=settings.executor_id) as engine,
+            Engine(settings, executor_id=settings.executor_id, role="worker") as engine,
             Scheduler(engine, WorkflowRegistry(engine.runlog.engine)),
         ):
             where = engine.runlog.engine.url  # its password masked

@@ -1,7 +1,10 @@
-"""`klingflow serve`: the HTTP service and the engine in one process (docs/service.md)."""
+"""`klingflow serve`: the HTTP service and the engine in one process (docs/service.md), or
+with `--no-execute` the API and UI only, in front of workers (docs/scaling.md)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -15,10 +18,27 @@ from klingflow.cli._runlogs import LogFormatOption, log_runs
 from klingflow.cli.runs import require_key
 from klingflow.cli.workflows import publish_files
 from klingflow.service import create_app
+from klingflow.service.app import EngineFactory
 from klingflow.service.security import check_bind
 from klingflow.settings import Settings
+from klingflow.workflows.engine import Engine
 
 __all__ = ["serve"]
+
+
+def _engine_factory(*, execute: bool) -> EngineFactory:
+    """The service's engine, which says where it keeps its runs once it has launched."""
+
+    @asynccontextmanager
+    async def factory(settings: Settings) -> AsyncIterator[Engine]:
+        engine = Engine(settings, executor_id=settings.executor_id, execute=execute, role="serve")
+        async with engine:
+            where = engine.runlog.engine.url  # its password masked
+            runs = "runs execute here" if execute else "API and UI only: workers run the runs"
+            err.print(f"klingflow serve: executor {engine.executor_id} on {where} ({runs})")
+            yield engine
+
+    return factory
 
 
 @handles_errors
@@ -35,10 +55,19 @@ def serve(
             "folders, before serving (repeatable).",
         ),
     ] = None,
+    execute: Annotated[
+        bool,
+        typer.Option(
+            "--execute/--no-execute",
+            help="Run the runs in this process too (default), or leave them to `klingflow "
+            "worker` processes sharing KLINGFLOW_DATABASE_URL.",
+        ),
+    ] = True,
     log_format: LogFormatOption = "text",
 ) -> None:
-    """Serve the web UI, the JSON API, run triggers and PiAPI webhooks; runs execute and
-    schedules fire in this process, which logs each run it starts, pauses and finishes."""
+    """Serve the web UI, the JSON API, run triggers and PiAPI webhooks; runs execute (unless
+    --no-execute) and schedules fire in this process, which logs each run it starts, pauses
+    and finishes."""
     settings = Settings()
     try:
         check_bind(host, settings)
@@ -50,4 +79,5 @@ def serve(
         publish_files(workflows, settings)
     log_runs(log_format)
     err.print(f"klingflow serving on http://{host}:{port} (web UI at /, API docs at /docs)")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    app = create_app(settings, engine_factory=_engine_factory(execute=execute))
+    uvicorn.run(app, host=host, port=port, log_level="warning")

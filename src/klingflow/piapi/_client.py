@@ -46,7 +46,9 @@ from klingflow.piapi.models import AccountInfo, ActiveTaskCounts, Task, TaskStat
 from klingflow.piapi.pricing import DEFAULT_PRICES, PriceTable
 from klingflow.piapi.pricing import estimate_cost as _estimate_cost
 from klingflow.piapi.throttle import (
+    AsyncRequestLimiter,
     AsyncRequestThrottle,
+    AsyncTaskLimiter,
     AsyncTaskSlots,
     RateLimit,
     RequestThrottle,
@@ -307,6 +309,12 @@ class PiAPI(_BaseClient):
         self._throttle = RequestThrottle(self.rate_limit) if self.rate_limit else None
         self._slots = TaskSlots(max_concurrent_tasks) if max_concurrent_tasks else None
         self._http = httpx.Client(transport=transport, **self._client_options())
+
+    def share_limits(self, *, throttle: RequestThrottle | None, slots: TaskSlots | None) -> None:
+        """Count requests and tasks with limiters shared with other clients (one account,
+        several clients in this process); `None` keeps this client's own."""
+        self._throttle = throttle or self._throttle
+        self._slots = slots or self._slots
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -687,11 +695,23 @@ class AsyncPiAPI(_BaseClient):
             prices=prices,
             on_retry=on_retry,
         )
-        self._throttle = AsyncRequestThrottle(self.rate_limit) if self.rate_limit else None
-        self._slots = AsyncTaskSlots(max_concurrent_tasks) if max_concurrent_tasks else None
+        self._throttle: AsyncRequestLimiter | None = (
+            AsyncRequestThrottle(self.rate_limit) if self.rate_limit else None
+        )
+        self._slots: AsyncTaskLimiter | None = (
+            AsyncTaskSlots(max_concurrent_tasks) if max_concurrent_tasks else None
+        )
         self._http = httpx.AsyncClient(transport=transport, **self._client_options())
         self.poller: StatusPoller | None = None
         """The process's status poller, when one looks after this client's tasks."""
+
+    def share_limits(
+        self, *, throttle: AsyncRequestLimiter | None, slots: AsyncTaskLimiter | None
+    ) -> None:
+        """Count requests and tasks with limiters shared beyond this client (several
+        processes on one account); `None` keeps this client's own."""
+        self._throttle = throttle or self._throttle
+        self._slots = slots or self._slots
 
     # -- lifecycle ----------------------------------------------------------------------------
 

@@ -22,9 +22,12 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 __all__ = [
+    "AsyncRequestLimiter",
     "AsyncRequestThrottle",
+    "AsyncTaskLimiter",
     "AsyncTaskSlots",
     "RateLimit",
     "RequestThrottle",
@@ -264,3 +267,29 @@ class AsyncTaskSlots:
 
     def adopt(self, task_ids: list[str]) -> None:
         self._slots.adopt(task_ids)
+
+
+class AsyncRequestLimiter(Protocol):
+    """What `AsyncPiAPI` needs of a request throttle; `AsyncRequestThrottle` is one, a limit
+    shared by several processes (klingflow's Postgres leases) another."""
+
+    async def acquire(self, *, is_deferrable: bool = False) -> None: ...
+
+    async def release(self) -> None: ...
+
+
+class AsyncTaskLimiter(Protocol):
+    """What `AsyncPiAPI` needs of task slots; `AsyncTaskSlots` is one."""
+
+    @property
+    def limit(self) -> int: ...
+
+    def running(self) -> list[str]: ...
+
+    async def reserve(self, timeout_seconds: float) -> bool: ...
+
+    def bind(self, task_id: str | None) -> None: ...
+
+    def finish(self, task_id: str) -> None: ...
+
+    def adopt(self, task_ids: list[str]) -> None: ...

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Self
 
+import sqlalchemy as sa
 from dbos import (
     DBOS,
     DBOSClient,
@@ -72,6 +73,7 @@ from klingflow.workflows.executor import (
     execute_run,
 )
 from klingflow.workflows.failed_tasks import reopen_submitters
+from klingflow.workflows.leases import LeasedRequests, LeasedTasks, Leases
 from klingflow.workflows.nodes import Services
 from klingflow.workflows.reconcile import ONLY_UNCERTAIN, is_settled, settle_uncertain
 from klingflow.workflows.runlog import (
@@ -83,9 +85,11 @@ from klingflow.workflows.runlog import (
     RunStatus,
     redact_values,
 )
+from klingflow.workflows.schema import schema_lock
 from klingflow.workflows.spec import LoopNode, LoopParams, Workflow
+from klingflow.workflows.workers import Heartbeat, WorkerRegistry
 
-__all__ = ["ENGINE_VERSION", "Engine", "RunQueue"]
+__all__ = ["ENGINE_VERSION", "Engine", "RunQueue", "recover_executor"]
 
 ENGINE_VERSION = "klingflow-engine-1"
 """DBOS application version: change it only with a migration plan for in-flight runs."""
@@ -229,6 +233,18 @@ async def _chunk_workflow(
         return masked
 
 
+def recover_executor(executor_id: str) -> int:
+    """Hand a dead executor's pending workflows back to their queues; returns how many.
+
+    The one call into DBOS's private API: open-source DBOS has no public way to recover
+    another executor's workflows (shared/dbos-notes.md §0). Since 3.4 it re-enqueues them
+    on their own queues, and only while they still belong to `executor_id`, so a repeat
+    or a second recoverer is harmless. Whether a PiAPI task is submitted again is decided by
+    the run log's intents when the workflow replays, not here.
+    """
+    return len(DBOS._recover_pending_workflows([executor_id]))
+
+
 # -- the engine ------------------------------------------------------------------------------
 
 
@@ -265,6 +281,8 @@ class Engine:
         wait_policy: WaitPolicy | None = None,
         chunk_size: int = CHUNK_SIZE,
         executor_id: str | None = None,
+        execute: bool = True,
+        role: str = "engine",
     ) -> None:
         self.settings = settings or Settings()
         self.database_url = self.settings.resolved_database_url()
@@ -278,6 +296,10 @@ class Engine:
         )
         self.chunk_size = chunk_size
         self.requested_executor_id = executor_id
+        self.execute = execute  # False: enqueue and steer runs, never run them (serve --no-execute)
+        self.role = role
+        self.heartbeat: Heartbeat | None = None
+        self.leases: Leases | None = None
         self.events = AsyncWebhookEvents()
         self.poller: StatusPoller | None = None
         self._slot: IO[str] | None = None
@@ -313,6 +335,11 @@ class Engine:
                 )
         self.settings.home.mkdir(parents=True, exist_ok=True)
         engine = make_engine(self.database_url)
+        with schema_lock(engine):  # processes starting together on an empty database
+            await self._launch(engine)
+
+    async def _launch(self, engine: sa.Engine) -> None:
+        global _engine
         self.runlog = RunLog(engine, secrets=_secrets(self.settings, self.client.api_key))
         self.executor_id = self.requested_executor_id or self._claim_slot()
         self._adopt_tasks_in_flight()
@@ -339,6 +366,8 @@ class Engine:
         try:
             self.client.render_times = self._load_render_times()
             self.poller = StatusPoller(self.client, policy=self.wait_policy)
+            if not self.execute:
+                DBOS.listen_queues([])  # every run and chunk goes through a queue
             DBOS.launch()
             # No queue limit: a paused run is a workflow waiting in `recv`, and the queue
             # would count it against the limit until it ends (20 paused runs froze every
@@ -354,6 +383,18 @@ class Engine:
             )
             self._recover_abandoned_slots()
             await self._enqueue_orphans()
+            if not is_sqlite(self.database_url) and self._own_client:
+                self._share_limits(engine)
+            self.heartbeat = Heartbeat(
+                WorkerRegistry(engine),
+                self.executor_id,
+                mode=self.role,
+                heartbeat_seconds=self.settings.heartbeat_seconds,
+                takeover_after_seconds=self.settings.takeover_after_seconds,
+                recover=recover_executor if self.execute else None,
+                renew=self.leases.renew if self.leases else None,
+            )
+            await self.heartbeat.start()
         except BaseException:
             await self.aclose()
             raise
@@ -362,6 +403,12 @@ class Engine:
         global _engine
         if _engine is self:
             self.closing = True
+            if self.heartbeat is not None:
+                await self.heartbeat.stop()
+            if self.leases is not None:
+                await self.leases.drain()
+                with contextlib.suppress(Exception):  # else they run out by themselves
+                    await asyncio.to_thread(self.leases.release_all)
             await self._stop_workflows()
             DBOS.destroy()
             _engine = None
@@ -431,6 +478,14 @@ class Engine:
             if s.intent.state is IntentState.ACCEPTED and s.intent.task_id
         )
 
+    def _share_limits(self, engine: sa.Engine) -> None:
+        """On Postgres, the account's limits are held by all workers together (leases.py)."""
+        self.leases = Leases(engine, self.executor_id, lease_seconds=self.settings.lease_seconds)
+        self.client.share_limits(
+            throttle=LeasedRequests(self.leases, self.settings.requests_per_minute),
+            slots=LeasedTasks(self.leases, self.settings.concurrency),
+        )
+
     def _slot_prefix(self) -> str:
         return "local" if is_sqlite(self.database_url) else f"{socket.gethostname()}-local"
 
@@ -463,7 +518,7 @@ class Engine:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError:
                     continue  # alive
-                DBOS._recover_pending_workflows([executor_id])
+                recover_executor(executor_id)
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def services(self) -> Services:

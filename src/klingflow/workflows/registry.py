@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from klingflow.errors import WorkflowDefinitionError, WorkflowProblem
 from klingflow.workflows.loading import load_workflow_text
+from klingflow.workflows.schema import create_tables
 from klingflow.workflows.spec import Workflow
 
 __all__ = ["LOAD_CACHE_SIZE", "PublishOutcome", "PublishedWorkflow", "WorkflowRegistry"]
@@ -91,7 +92,7 @@ class WorkflowRegistry:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine)
+        create_tables(engine, metadata)
 
     def publish(
         self, text: str, *, path: str | None = None

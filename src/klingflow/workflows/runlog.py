@@ -26,6 +26,7 @@ from klingflow.errors import WorkflowError
 from klingflow.formats import json_values
 from klingflow.piapi.models import points_to_usd, usd_to_points
 from klingflow.workflows.runevents import RUN_LOGGER, log_run_event
+from klingflow.workflows.schema import create_tables
 
 __all__ = [
     "Attempt",
@@ -452,7 +453,7 @@ class RunLog:
     def __init__(self, engine: sa.Engine, *, secrets: tuple[str, ...] = ()) -> None:
         self.engine = engine
         self.secrets = tuple(s for s in secrets if len(s) >= 4)
-        metadata.create_all(engine)
+        create_tables(engine, metadata)
         self._node_upsert = _node_upsert(engine)
 
     def _clean(self, value: Any) -> Any:

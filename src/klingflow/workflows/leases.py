@@ -1,0 +1,264 @@
+"""The account's limits held across every worker on one Postgres database, with leases.
+
+`KLINGFLOW_CONCURRENCY` (our tasks in flight at PiAPI) and `KLINGFLOW_REQUESTS_PER_MINUTE`
+are the account's limits, not each process's. On Postgres each limit is a table of numbered
+slots (`kf_leases`, one row per slot): a task or a request takes a free slot with one UPDATE
+(`FOR UPDATE SKIP LOCKED` picks it, so concurrent takers never wait on each other or collide),
+and gives it back when the task is seen to finish or the answer arrives. The client's own
+throttle interface is kept: `LeasedRequests` and `LeasedTasks` stand in for
+`AsyncRequestThrottle` and `AsyncTaskSlots` (see `AsyncPiAPI.share_limits`).
+
+A slot is leased, not owned: the engine's heartbeat extends its holder's leases in one UPDATE
+per beat, so a worker that dies gives its share back within `lease_seconds`. A request slot
+stays counted for 60 s after its answer, as the in-memory window does (piapi/throttle.py).
+
+On SQLite (one process) the client keeps its in-memory throttle: nothing here is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from klingflow.workflows.schema import create_tables
+
+__all__ = ["LeasedRequests", "LeasedTasks", "Leases"]
+
+logger = logging.getLogger("klingflow.leases")
+
+RETRY_PAUSES_SECONDS = (0.02, 0.05, 0.1, 0.2, 0.5)
+"""Pauses between attempts to take a slot while all are taken (then 0.5 s each)."""
+
+metadata = sa.MetaData()
+
+leases = sa.Table(
+    "kf_leases",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),  # task | request
+    sa.Column("slot", sa.Integer, primary_key=True),
+    sa.Column("holder", sa.String(255), nullable=True),  # executor id; NULL: free
+    sa.Column("lease_id", sa.String(32), nullable=True),
+    sa.Column("task_id", sa.String(255), nullable=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),  # request answered
+)
+
+_TAKE = sa.text(
+    """
+    UPDATE kf_leases SET holder = :holder, lease_id = :lease_id, task_id = NULL,
+        ended_at = NULL, expires_at = clock_timestamp() + make_interval(secs => :lease)
+    WHERE kind = :kind AND slot = (
+        SELECT slot FROM kf_leases
+        WHERE kind = :kind AND slot < :limit
+          AND CASE WHEN holder IS NULL
+                THEN ended_at IS NULL
+                     OR ended_at < clock_timestamp() - make_interval(secs => :window)
+                ELSE expires_at < clock_timestamp() END
+        ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED)
+    RETURNING slot
+    """
+)
+"""Take one free slot: never taken, lease run out (a dead holder), or answered long enough
+ago. One round trip; returns no row when every slot is busy."""
+
+
+class Leases:
+    """One engine's leases on a Postgres database, under its executor id."""
+
+    def __init__(self, engine: sa.Engine, holder: str, *, lease_seconds: float) -> None:
+        self.engine = engine
+        self.holder = holder
+        self.lease_seconds = lease_seconds
+        self._background: set[asyncio.Task[Any]] = set()
+        create_tables(engine, metadata)
+
+    def ensure_slots(self, kind: str, count: int) -> None:
+        """Slots 0..count-1 of `kind` exist (each process may add; none removes)."""
+        insert = postgresql.insert(leases).on_conflict_do_nothing()
+        with self.engine.begin() as connection:
+            connection.execute(insert, [{"kind": kind, "slot": n} for n in range(count)])
+
+    def take(self, kind: str, limit: int, *, window_seconds: float = 0.0) -> tuple[int, str] | None:
+        """A free slot of `kind` among the first `limit`, leased to this holder; else None."""
+        lease_id = uuid.uuid4().hex
+        with self.engine.begin() as connection:
+            row = connection.execute(
+                _TAKE,
+                {
+                    "holder": self.holder,
+                    "lease_id": lease_id,
+                    "lease": self.lease_seconds,
+                    "kind": kind,
+                    "limit": limit,
+                    "window": window_seconds,
+                },
+            ).first()
+        return None if row is None else (int(row[0]), lease_id)
+
+    def give_back(self, kind: str, slot: int, lease_id: str, *, answered: bool) -> None:
+        """Free a slot (a request's stays counted in its window from now: `ended_at`)."""
+        ended = sa.func.clock_timestamp() if answered else None
+        with self.engine.begin() as connection:
+            connection.execute(
+                leases.update()
+                .where(leases.c.kind == kind, leases.c.slot == slot, leases.c.lease_id == lease_id)
+                .values(holder=None, lease_id=None, task_id=None, ended_at=ended, expires_at=None)
+            )
+
+    def bind_task(self, slot: int, lease_id: str, task_id: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                leases.update()
+                .where(
+                    leases.c.kind == "task", leases.c.slot == slot, leases.c.lease_id == lease_id
+                )
+                .values(task_id=task_id)
+            )
+
+    def renew(self) -> None:
+        """Extend every lease this holder has: one UPDATE, from the heartbeat."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                leases.update()
+                .where(leases.c.holder == self.holder)
+                .values(
+                    expires_at=sa.func.clock_timestamp()
+                    + sa.func.make_interval(0, 0, 0, 0, 0, 0, self.lease_seconds)
+                )
+            )
+
+    def release_all(self) -> None:
+        """At a clean shutdown: give every slot back (tasks still running are the next
+        engine's to count again)."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                leases.update()
+                .where(leases.c.holder == self.holder)
+                .values(
+                    holder=None,
+                    lease_id=None,
+                    task_id=None,
+                    expires_at=None,
+                    ended_at=sa.func.clock_timestamp(),
+                )
+            )
+
+    def in_background(self, work: Callable[[], None]) -> None:
+        """Run a give-back off the event loop; a late give-back only over-counts."""
+
+        async def run() -> None:
+            try:
+                await asyncio.to_thread(work)
+            except Exception as error:  # the lease runs out by itself
+                logger.warning("could not give a lease back: %s", error)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+
+async def _take(
+    leases_: Leases, kind: str, limit: int, window: float, timeout: float | None
+) -> tuple[int, str] | None:
+    """Take a slot, retrying while all are busy, for up to `timeout` seconds (None: forever)."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    attempt = 0
+    while True:
+        taken = await asyncio.to_thread(leases_.take, kind, limit, window_seconds=window)
+        if taken is not None:
+            return taken
+        pause = RETRY_PAUSES_SECONDS[min(attempt, len(RETRY_PAUSES_SECONDS) - 1)]
+        if deadline is not None:
+            left = deadline - loop.time()
+            if left <= 0:
+                return None
+            pause = min(pause, left)
+        await asyncio.sleep(pause)
+        attempt += 1
+
+
+class LeasedRequests:
+    """`AsyncRequestThrottle`'s interface over `request` slots: at most `requests_per_minute`
+    requests sent or answered within the last 60 s, by all workers together."""
+
+    WINDOW_SECONDS = 60.0
+
+    def __init__(self, leases_: Leases, requests_per_minute: int) -> None:
+        self.leases = leases_
+        self.limit = requests_per_minute
+        self._held: deque[tuple[int, str]] = deque()
+        leases_.ensure_slots("request", requests_per_minute)
+
+    async def acquire(self, *, is_deferrable: bool = False) -> None:
+        # Shared leases keep no queue of their own, so a deferrable look is not held back
+        # for creates here: across workers, slots go first come, first served.
+        taken = await _take(self.leases, "request", self.limit, self.WINDOW_SECONDS, None)
+        assert taken is not None
+        self._held.append(taken)
+
+    async def release(self) -> None:
+        # Our held request slots are interchangeable: give back the oldest.
+        slot, lease_id = self._held.popleft()
+        self.leases.in_background(
+            lambda: self.leases.give_back("request", slot, lease_id, answered=True)
+        )
+
+
+class LeasedTasks:
+    """`AsyncTaskSlots`'s interface over `task` slots: at most `limit` of the account's tasks
+    in flight at PiAPI, by all workers together."""
+
+    def __init__(self, leases_: Leases, limit: int) -> None:
+        self.leases = leases_
+        self._limit = limit
+        self._reserved: deque[tuple[int, str]] = deque()
+        self._running: dict[str, tuple[int, str]] = {}  # insertion-ordered: oldest first
+        leases_.ensure_slots("task", limit)
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    def running(self) -> list[str]:
+        return list(self._running)
+
+    async def reserve(self, timeout_seconds: float) -> bool:
+        taken = await _take(self.leases, "task", self._limit, 0.0, timeout_seconds)
+        if taken is None:
+            return False
+        self._reserved.append(taken)
+        return True
+
+    def bind(self, task_id: str | None) -> None:
+        slot, lease_id = self._reserved.popleft()
+        if task_id is None:  # the submit created nothing
+            self.leases.in_background(
+                lambda: self.leases.give_back("task", slot, lease_id, answered=False)
+            )
+            return
+        self._running[task_id] = (slot, lease_id)
+        self.leases.in_background(lambda: self.leases.bind_task(slot, lease_id, task_id))
+
+    def adopt(self, task_ids: list[str]) -> None:
+        """Nothing to count: a dead worker's tasks hold its own leases until they run out
+        (`KLINGFLOW_LEASE_SECONDS`); then they stop counting, done at PiAPI or not."""
+
+    def finish(self, task_id: str) -> None:
+        held = self._running.pop(task_id, None)
+        if held is None:
+            return
+        slot, lease_id = held
+        self.leases.in_background(
+            lambda: self.leases.give_back("task", slot, lease_id, answered=False)
+        )
