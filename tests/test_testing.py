@@ -96,14 +96,15 @@ def test_the_docs_user_test_file_runs_as_written(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(900)
 def test_the_docs_user_test_file_runs_in_a_fresh_virtualenv(tmp_path: Path) -> None:
-    """`pip install klingflow pytest` into a new venv, then pytest on the doc's file, passes."""
+    """`pip install 'klingflow[emulator]' pytest` into a new venv, then pytest on the doc's
+    file, passes."""
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
     python = env_dir / "bin" / "python"
     pytest_pin = f"pytest=={importlib.metadata.version('pytest')}"
     install = subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         str(ROOT), pytest_pin],
+         "-c", str(ROOT / "constraints.txt"), f"{ROOT}[emulator]", pytest_pin],
         capture_output=True,
         text=True,
         timeout=600,
