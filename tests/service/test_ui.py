@@ -505,6 +505,41 @@ def test_a_loop_of_120_items_is_paged_and_filtered(service: Service) -> None:
     assert service.http.get(f"/runs/{run_id}/loops/nope").status_code == 404
 
 
+LABELLED = """\
+name: labelled
+inputs:
+  rows: {type: array, required: true}
+  campaign: {type: string, default: spring}
+nodes:
+  - id: each
+    type: loop
+    label: "{{ inputs.campaign }} #{{ loop.number }}: {{ item.tag | upper }}"
+    with: {items: "{{ inputs.rows }}", concurrency: 5}
+    nodes:
+      - id: clip
+        type: kling.video
+        with: {prompt: "{{ item.title }}", download: false}
+"""
+
+
+def test_a_loop_label_template_names_its_items_in_the_table_and_the_manifest(
+    service: Service,
+) -> None:
+    """`label:` renders per item (item, loop, inputs) in the items table, an item's page and
+    the manifest; a label that cannot render falls back to the item's own fields."""
+    service.publish(LABELLED)
+    rows = [{"title": "a", "tag": "fox"}, {"title": "b", "tag": "owl"}, {"title": "no tag"}]
+    run_id = service.start("labelled", {"rows": rows})
+    assert service.finish(run_id)["run"]["status"] == "completed"
+    table = service.http.get(f"/runs/{run_id}/loops/each").text
+    assert "spring #1: FOX" in table
+    assert "spring #2: OWL" in table
+    assert "no tag" in table  # item.tag is undefined for it: its own title instead
+    assert "spring #2: OWL" in service.http.get(f"/runs/{run_id}/loops/each/items/1").text
+    manifest = service.http.get(f"/runs/{run_id}/manifest.json").json()
+    assert [row["item"] for row in manifest] == ["spring #1: FOX", "spring #2: OWL", "no tag"]
+
+
 LOOP3 = """\
 name: three
 inputs:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+import yaml
 
 from klingflow.errors import InvalidRequestError, TemplateError, WorkflowInputError
 from klingflow.piapi import KlingVideoRequest
@@ -215,3 +216,23 @@ def test_workflows_can_be_built_in_code() -> None:
     assert workflow.nodes[0].with_ == {"values": {"a": 1}}
     assert workflow.source_path is None
     assert workflow.line_of(("nodes", 0)) is None
+
+
+def test_a_loop_without_a_label_keeps_the_content_hash_it_had_before_labels() -> None:
+    """Adding `label:` to the spec did not make every published loop workflow a new version."""
+    text = """
+name: hashed
+nodes:
+  - id: each
+    type: loop
+    with: {items: [1, 2]}
+    nodes:
+      - {id: note, type: set, with: {values: {n: "{{ item }}"}}}
+"""
+    plain = Workflow.model_validate(yaml.safe_load(text))
+    # The hash this file had before loops could have a `label:` (computed then).
+    assert plain.content_hash == "81a974d263ca4786540bd0e558e987a79b2b6f9014e0c71330780f95426a5cab"
+    labelled = Workflow.model_validate(
+        yaml.safe_load(text.replace("type: loop", "type: loop\n    label: '{{ item }}'"))
+    )
+    assert labelled.content_hash != plain.content_hash

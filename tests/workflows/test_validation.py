@@ -427,3 +427,19 @@ def test_loop_concurrency_is_at_least_one_and_items_a_list() -> None:
     """A literal loop needs a list of items and a positive concurrency."""
     assert set(messages("loop", {"items": "abc", "concurrency": 0})) == {"items", "concurrency"}
     assert messages("loop", {"items": "{{ inputs.rows }}"}) == {}
+
+
+def test_a_loop_label_is_checked_like_any_template_with_the_item_in_scope() -> None:
+    """`label:` sees `item` and `loop`, not other nodes; its problems name its line."""
+    problem = one(
+        workflow("""\
+        - id: each
+          type: loop
+          label: "{{ loop.number }}: {{ nodes.each.output }}"
+          with: {items: [1, 2]}
+          nodes:
+            - {id: note, type: set, with: {values: {n: "{{ item }}"}}}
+        """)
+    )
+    assert (problem.line, problem.node_id, problem.field) == (6, "each", "label")
+    assert "nodes.each" in problem.message or "'each'" in problem.message

@@ -20,6 +20,7 @@ from klingflow.service.exports import (
 from klingflow.service.operations import existing_run
 from klingflow.service.views import loop_items_of
 from klingflow.workflows.runlog import NodeRun, RunLog, RunRecord
+from klingflow.workflows.spec import LoopNode, Workflow
 
 __all__ = ["router"]
 
@@ -30,7 +31,9 @@ def _export(runlog: RunLog, run_id: str) -> tuple[RunRecord, list[NodeRun], list
     run = existing_run(runlog, run_id)
     nodes = runlog.nodes(run_id, epoch=run.epoch)
     items = {n.node_id: loop_items_of(n) for n in nodes if n.node_type == "loop"}
-    return run, nodes, manifest(run, nodes, items)
+    spec = Workflow.model_validate(run.workflow)
+    labels = {n.id: n.label for n in spec.nodes if isinstance(n, LoopNode)}
+    return run, nodes, manifest(run, nodes, items, labels)
 
 
 def _attachment(name: str) -> dict[str, str]:

@@ -70,9 +70,14 @@ def run_files(run: RunRecord, node: NodeRun) -> list[tuple[str, Path]]:
 
 
 def manifest(
-    run: RunRecord, nodes: list[NodeRun], items: dict[str, list[Any]]
+    run: RunRecord,
+    nodes: list[NodeRun],
+    items: dict[str, list[Any]],
+    labels: dict[str, str | None] | None = None,
 ) -> list[ManifestRow]:
-    """The manifest's rows: `items` are each loop's items (by loop id), for the labels."""
+    """The manifest's rows: `items` are each loop's items and `labels` its `label:` template
+    (by loop id), for the items' names."""
+    labels = labels or {}
     rows: list[ManifestRow] = []
     ordered = sorted(nodes, key=lambda n: (n.item_index is not None, n.item_index or 0))
     for node in ordered:
@@ -83,7 +88,16 @@ def manifest(
         loop_items = items.get(loop_id, [])
         index = node.item_index
         label = (
-            item_label(loop_items[index]) if index is not None and index < len(loop_items) else ""
+            item_label(
+                loop_items[index],
+                template=labels.get(loop_id),
+                index=index,
+                length=len(loop_items),
+                inputs=run.inputs,
+                trigger=run.trigger,
+            )
+            if index is not None and index < len(loop_items)
+            else ""
         )
         rows.append(
             ManifestRow(

@@ -53,6 +53,7 @@ def _items_context(
     spec, items = _loop(runlog, run, loop_id)
     found = item_page(
         runlog, run_id, run.epoch, loop_id, items=items, body_length=len(spec.nodes),
+        label=spec.label, inputs=run.inputs, trigger=run.trigger,
         status=status, offset=(page - 1) * ITEMS_PER_PAGE, limit=ITEMS_PER_PAGE,
     )  # fmt: skip
     media = {item.index: [m for n in item.nodes for m in media_of(run, n)] for item in found.items}
@@ -112,6 +113,7 @@ def item_detail(
         raise APIError(404, "ItemNotFound", f"loop {loop_id!r} has no item {index}")
     found = item_page(
         runlog, run_id, run.epoch, loop_id, items=items, body_length=len(spec.nodes),
+        label=spec.label, inputs=run.inputs, trigger=run.trigger,
         offset=index, limit=1,
     )  # fmt: skip
     [item] = found.items
@@ -147,6 +149,7 @@ async def items_action(
     spec, items = _loop(runlog, run, loop_id)
     failed_page = item_page(
         runlog, run_id, run.epoch, loop_id, items=items, body_length=len(spec.nodes),
+        label=spec.label, inputs=run.inputs, trigger=run.trigger,
         status="failed", limit=len(items),
     )  # fmt: skip
     failed = [item.index for item in failed_page.items]

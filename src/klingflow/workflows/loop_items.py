@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 
+from klingflow.errors import KlingflowError
 from klingflow.piapi.models import points_to_usd
 from klingflow.workflows.runlog import Attempt, NodeRun, NodeStatus, RunLog, attempt_log, node_runs
 from klingflow.workflows.spec import LoopNode
+from klingflow.workflows.templates import render, template_context
 
 __all__ = [
     "ITEM_STATUSES",
@@ -38,6 +41,8 @@ __all__ = [
 ITEM_STATUSES = ("failed", "running", "queued", "succeeded", "skipped")
 """In the order a filter lists them: what needs a look first."""
 _LABEL_KEYS = ("label", "title", "name", "prompt", "slug", "id")
+MAX_LABEL_CHARS = 200
+"""A rendered `label:` is cut to this many characters in tables."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +80,29 @@ class ItemPage:
         return self.counts.get("succeeded", 0) + self.counts.get("skipped", 0)
 
 
-def item_label(item: Any) -> str:
-    """What names an item in a table: its label, title, name, prompt... or its JSON."""
+def item_label(
+    item: Any,
+    *,
+    template: str | None = None,
+    index: int = 0,
+    length: int = 1,
+    inputs: Mapping[str, Any] | None = None,
+    trigger: Mapping[str, Any] | None = None,
+) -> str:
+    """What names an item in a table: the loop's `label:` template rendered for it, else its
+    label, title, name, prompt... field, or its JSON. A label that fails to render falls back
+    (a name in a table is never worth an error page)."""
+    if template is not None:
+        context = template_context(
+            trigger=trigger or {}, inputs=inputs or {}, outputs={},
+            item=item, index=index, length=length,
+        )  # fmt: skip
+        try:
+            text = render(template, context, node_id=None, field="label")
+        except KlingflowError:
+            text = None
+        if text is not None and str(text).strip():
+            return str(text)[:MAX_LABEL_CHARS]
     if isinstance(item, dict):
         for key in _LABEL_KEYS:
             if isinstance(item.get(key), str | int) and str(item[key]).strip():
@@ -168,9 +194,12 @@ def item_page(
     status: str | None = None,
     offset: int = 0,
     limit: int = 50,
+    label: str | None = None,
+    inputs: Mapping[str, Any] | None = None,
+    trigger: Mapping[str, Any] | None = None,
 ) -> ItemPage:
     """A page of the loop's items in item order (only those in `status`, when given); its
-    rows carry their body nodes."""
+    rows carry their body nodes, and their names from the loop's `label` template."""
     rows = _rows(runlog, run_id, epoch, loop_id, body_length)
     everything = [(index, *rows.get(index, ("queued", 0, None))) for index in range(len(items))]
     counts = Counter(row[1] for row in everything)
@@ -182,7 +211,21 @@ def item_page(
         total=len(items),
         counts={s: counts[s] for s in ITEM_STATUSES if counts[s]},
         items=[
-            LoopItem(index, item_label(items[index]), state, tries, cost, nodes.get(index, []))
+            LoopItem(
+                index,
+                item_label(
+                    items[index],
+                    template=label,
+                    index=index,
+                    length=len(items),
+                    inputs=inputs,
+                    trigger=trigger,
+                ),
+                state,
+                tries,
+                cost,
+                nodes.get(index, []),
+            )
             for index, state, tries, cost in shown
         ],
         status=status,

@@ -592,6 +592,10 @@ class LoopNode(_Node):
     params_model: ClassVar[type[NodeParams]] = LoopParams
     type: Literal["loop"]
     nodes: list[BodyNodeSpec] = Field(min_length=1)
+    label: str | None = Field(default=None, max_length=1000)
+    """A template that names each item in the run's tables (`"{{ item.title }}"`), with
+    `item`, `loop`, `inputs` and `trigger` in scope; unset, an item is named by its `label`,
+    `title`, `name`, `prompt` or `slug` field."""
 
     def render_params(self, context: Mapping[str, Any]) -> LoopParams:
         """`items` and `concurrency`, rendered in the context outside the loop."""
@@ -738,6 +742,9 @@ class Workflow(_Strict):
         data = self.model_dump(mode="json", by_alias=True)
         if not self.schedules:  # files without schedules keep the hash they had before them
             del data["schedules"]
+        for node in data["nodes"]:  # and loops without a label the hash they had before it
+            if node.get("type") == "loop" and node.get("label") is None:
+                node.pop("label", None)
         canonical = json.dumps(
             data,
             sort_keys=True,

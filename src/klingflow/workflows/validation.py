@@ -425,6 +425,12 @@ def validate_workflow(workflow: Workflow) -> list[WorkflowProblem]:
     for index, node in enumerate(workflow.nodes):
         check(node, ("nodes", index), _Scope(node.id, frozenset(earlier), None))
         if isinstance(node, LoopNode):
+            # `label:` names an item in tables: it sees the item, not other nodes' outputs.
+            for rel, source in _templates(node.label, ("label",)):
+                for message in _template_issues(
+                    source, _Scope(node.id, frozenset(), node.id), graph
+                ):
+                    add(("nodes", index, *rel), message, node_id=node.id, base=2)
             body_earlier = list(earlier)
             for inner_index, inner in enumerate(node.nodes):
                 path = ("nodes", index, "nodes", inner_index)
