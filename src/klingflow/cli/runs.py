@@ -212,7 +212,9 @@ def _time(stamp: float | None) -> str:
 
 
 def open_runlog() -> RunLog:
-    return RunLog(make_engine(Settings().resolved_database_url()))
+    settings = Settings()
+    url = settings.resolved_database_url()
+    return RunLog(make_engine(url, outage_seconds=settings.database_outage_seconds))
 
 
 def _exit_for(records: list[RunRecord]) -> None:
