@@ -201,6 +201,8 @@ def summarize(runlog: RunLog, run: RunRecord) -> None:
         err.print(Text(describe_paused(run), style="yellow"))
     elif run.status != RunStatus.COMPLETED and run.message:
         err.print(Text(run.message, style="red"))
+    if run.status == RunStatus.CRASHED:  # a crash is a pause we could not write
+        err.print(Text(f"Resume it with `klingflow runs retry {run.run_id}`.", style="yellow"))
     for path in run_files(runlog, run):
         out.print(path)
 
