@@ -26,6 +26,12 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL (postgresql://...); default: SQLite in home."
     )
+    database_outage_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long a lost Postgres connection is tried again before a run "
+        "ends crashed (resume it with `klingflow runs retry`).",
+    )
     executor_id: str | None = Field(
         default=None,
         description="Stable, unique id of this worker process; default: a free local slot.",

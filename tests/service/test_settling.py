@@ -5,9 +5,13 @@ The workflow makes one attempt per node, so no retry of the loop hides what the 
 
 from __future__ import annotations
 
+import time
+from decimal import Decimal
+
 import pytest
 
 from klingflow.emulator import EmulatorServer, FaultRule
+from klingflow.piapi import PiAPI
 
 from .conftest import Service
 
@@ -55,3 +59,29 @@ def test_webhooks_settling_every_uncertain_item_resume_the_loop(
     notes = sorted(s["note"] or "" for s in detail["submissions"])
     assert notes.count("reconciled by PiAPI's webhook") == 2
     assert all(s["state"] == "completed" for s in detail["submissions"])
+
+
+def test_a_resubmitted_over_submission_is_charged_when_its_webhook_names_it(
+    service: Service, emulator: EmulatorServer, api_key: str
+) -> None:
+    """The user resubmits before PiAPI's webhook arrives: both tasks exist and both are paid,
+    and once the late webhook names the first, spent is exactly what PiAPI charged."""
+    emulator.configure(webhook_faults={"delay_seconds": 3_000})  # 3 s: after the resubmit
+    emulator.add_fault(FaultRule(action="drop", method="POST", path="/api/v1/task", phase="after"))
+    service.publish()
+    run_id = service.start()
+    paused = service.settle(run_id)
+    assert paused["run"]["status"] == "paused"
+    response = service.http.post(f"/api/runs/{run_id}/retry", json={"resubmit": True})
+    assert response.status_code == 200, response.text
+    done = service.finish(run_id)
+    assert done["run"]["status"] == "completed", done["run"]["message"]
+    assert emulator.stats()["creates"] == 2
+    deadline = time.monotonic() + 20
+    while (detail := service.finish(run_id))["run"]["reserved_usd"] != "0":
+        assert time.monotonic() < deadline, detail["run"]
+        time.sleep(0.05)
+    spent = Decimal(detail["run"]["spent_usd"])
+    with PiAPI(api_key=api_key, base_url=emulator.url) as client:
+        charged = Decimal(str(client.account().model_dump()["spent_usd"]))
+    assert spent == charged.quantize(spent) > 0

@@ -326,6 +326,9 @@ def test_a_worker_killed_at_random_points_delivers_every_paid_video_once(
         "PIAPI_BASE_URL": emulator.url,
         "PIAPI_API_KEY": api_key,
         "KLINGFLOW_POLL_SECONDS": "0.05",
+        # Polls every 50 ms would spend the default 60 requests a minute in seconds and
+        # leave the worker waiting on its own rate limit: this test is about crashes.
+        "KLINGFLOW_REQUESTS_PER_MINUTE": "100000",
         "KLINGFLOW_EXECUTOR_ID": "crash-worker",  # a restarted worker recovers its runs
     }
     if database == "postgres":
@@ -363,10 +366,19 @@ def test_a_worker_killed_at_random_points_delivers_every_paid_video_once(
         return worker
 
     def retry(*options: str) -> int:
-        done = subprocess.run(
-            [*klingflow, "runs", "retry", run_id, *options, "--json"],
-            env=env, capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+        """`runs retry` from another shell while the worker runs (without its executor id)."""
+        shell = {k: v for k, v in env.items() if k != "KLINGFLOW_EXECUTOR_ID"}
+        try:
+            done = subprocess.run(
+                [*klingflow, "runs", "retry", run_id, *options, "--json"],
+                env=shell, capture_output=True, text=True, timeout=120, check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired as error:
+            raise AssertionError(
+                f"runs retry {options} hung: {error.stderr!r}\n"
+                f"{[(n.node_path, n.status.value) for n in runlog.nodes(run_id)]}\n"
+                f"{[(i.node_path, i.state.value, i.task_id) for i in runlog.intents(run_id)]}"
+            ) from None
         return done.returncode
 
     rng = random.Random(SEED)
@@ -396,9 +408,6 @@ def test_a_worker_killed_at_random_points_delivers_every_paid_video_once(
                 f"{[(i.node_path, i.state.value, i.task_id) for i in runlog.intents(run_id)]}"
             )
             time.sleep(0.1)
-        worker.terminate()
-        worker.wait(timeout=30)
-
         uncertain = [i for i in runlog.intents(run_id) if i.state == IntentState.UNCERTAIN]
         if uncertain:  # creates caught on the wire: the user looks in PiAPI's task list
             assert status() == RunStatus.PAUSED
@@ -424,7 +433,8 @@ def test_a_worker_killed_at_random_points_delivers_every_paid_video_once(
                 started_worker.wait(timeout=30)
         runlog.engine.dispose()
     assert run.status == RunStatus.COMPLETED, run.message
-    assert len(uncertain) <= 2, f"{len(uncertain)} uncertain after {kills} kills"
+    # Only a create on the wire at a kill can be uncertain: never one still queued.
+    assert len(uncertain) <= kills, f"{len(uncertain)} uncertain after {kills} kills"
     stats = emulator.stats()
     assert stats["creates"] == 20
     assert sorted(t["input"]["prompt"] for t in emulator.tasks()) == sorted(prompts)

@@ -147,6 +147,8 @@ def summarize(runlog: RunLog, run: RunRecord) -> None:
         err.print(Text(describe_paused(run), style="yellow"))
     elif run.status != RunStatus.COMPLETED and run.message:
         err.print(Text(run.message, style="red"))
+    if run.status == RunStatus.CRASHED:  # a crash is a pause we could not write
+        err.print(Text(f"Resume it with `klingflow runs retry {run.run_id}`.", style="yellow"))
     for path in run_files(runlog, run):
         out.print(path)
 
@@ -159,7 +161,9 @@ def _time(stamp: float | None) -> str:
 
 
 def open_runlog() -> RunLog:
-    return RunLog(make_engine(Settings().resolved_database_url()))
+    settings = Settings()
+    url = settings.resolved_database_url()
+    return RunLog(make_engine(url, outage_seconds=settings.database_outage_seconds))
 
 
 def _exit_for(records: list[RunRecord]) -> None:

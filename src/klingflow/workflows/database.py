@@ -3,27 +3,41 @@
 On SQLite we open the file in WAL mode (about 50% more throughput than DBOS's default
 journal, measured in shared/dbos-notes.md) with the connection settings DBOS itself uses:
 IMMEDIATE transactions, a 30 s busy timeout and foreign keys.
+
+On Postgres a lost connection is transient: a new connection that fails is tried again,
+with backoff, for up to `outage_seconds` (`KLINGFLOW_DATABASE_OUTAGE_SECONDS`), and pooled
+connections are checked before use. A blip of a few seconds is ridden out; a longer outage
+raises, and the run it hit ends `crashed`, which `klingflow runs retry` resumes.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 
-__all__ = ["is_sqlite", "make_engine"]
+__all__ = ["DEFAULT_OUTAGE_SECONDS", "is_sqlite", "make_engine"]
+
+log = logging.getLogger("klingflow.database")
 
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def make_engine(url: str) -> sa.Engine:
+DEFAULT_OUTAGE_SECONDS = 60.0
+
+
+def make_engine(url: str, *, outage_seconds: float = DEFAULT_OUTAGE_SECONDS) -> sa.Engine:
     """An engine for `url`; creates the SQLite file's folder when needed."""
     if not is_sqlite(url):
-        return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        engine = sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        _ride_out_outages(engine, outage_seconds)
+        return engine
     path = url.removeprefix("sqlite:///")
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -38,3 +52,24 @@ def make_engine(url: str) -> sa.Engine:
         dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
     return engine
+
+
+def _ride_out_outages(engine: sa.Engine, outage_seconds: float) -> None:
+    """Connect through an outage of up to `outage_seconds`: refused connections, a database
+    not accepting them, a server restarting. Blocks the caller meanwhile, as DBOS itself
+    does with its own connections (a run cannot go on without its database anyway)."""
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        deadline = time.monotonic() + outage_seconds
+        delay = 0.1
+        while True:
+            try:
+                return dialect.loaded_dbapi.connect(*cargs, **cparams)
+            except dialect.loaded_dbapi.OperationalError as error:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                log.warning("database unreachable (%s); trying again for %.0f s", error, left)
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 5.0)

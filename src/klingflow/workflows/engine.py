@@ -334,7 +334,9 @@ class Engine:
                     "SQLite >= 3.42, or Postgres (KLINGFLOW_DATABASE_URL)"
                 )
         self.settings.home.mkdir(parents=True, exist_ok=True)
-        engine = make_engine(self.database_url)
+        engine = make_engine(
+            self.database_url, outage_seconds=self.settings.database_outage_seconds
+        )
         with schema_lock(engine):  # processes starting together on an empty database
             await self._launch(engine)
 
@@ -651,6 +653,7 @@ class Engine:
         run = self.runlog.get_run(run_id)
         if run is None:
             raise RunNotFoundError(run_id, where=str(self.runlog.engine.url))  # password masked
+        run = await self._crash_not_written(run)
         status = run.status.value
         if command.action == "cancel":
             if run.status in TERMINAL_RUN_STATUSES:
@@ -686,6 +689,20 @@ class Engine:
         record = self.runlog.get_run(run_id)
         assert record is not None
         return record
+
+    async def _crash_not_written(self, run: RunRecord) -> RunRecord:
+        """A run the log says is running whose workflow DBOS ended in error crashed while
+        the database could not take even that (an outage longer than the window)."""
+        if run.status is not RunStatus.RUNNING:
+            return run
+        workflow = await DBOS.get_workflow_status_async(run.run_id)
+        if workflow is None or workflow.status != "ERROR":
+            return run
+        message = f"crashed: {workflow.error}" if workflow.error else "crashed"
+        self.runlog.set_status(run.run_id, RunStatus.CRASHED, message=message)
+        crashed = self.runlog.get_run(run.run_id)
+        assert crashed is not None
+        return crashed
 
     async def _no_live_chunks(self, run_id: str) -> bool:
         """A crashed run's loop chunks may still be working (the run's own workflow died,
@@ -1049,7 +1066,7 @@ class RunQueue:
     async def __aenter__(self) -> Self:
         url = self.settings.resolved_database_url()
         self.settings.home.mkdir(parents=True, exist_ok=True)
-        engine = make_engine(url)
+        engine = make_engine(url, outage_seconds=self.settings.database_outage_seconds)
         api_key = os.environ.get("PIAPI_API_KEY")
         secret = SecretStr(api_key) if api_key else None
         self.runlog = RunLog(engine, secrets=_secrets(self.settings, secret))
