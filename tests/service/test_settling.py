@@ -78,7 +78,7 @@ def test_a_resubmitted_over_submission_is_charged_when_its_webhook_names_it(
     assert done["run"]["status"] == "completed", done["run"]["message"]
     assert emulator.stats()["creates"] == 2
     deadline = time.monotonic() + 20
-    while (detail := service.finish(run_id))["run"]["reserved_usd"] != "0":
+    while Decimal((detail := service.finish(run_id))["run"]["reserved_usd"]) != 0:
         assert time.monotonic() < deadline, detail["run"]
         time.sleep(0.05)
     spent = Decimal(detail["run"]["spent_usd"])

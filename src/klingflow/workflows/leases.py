@@ -134,6 +134,32 @@ class Leases:
                 )
             )
 
+    def reclaim(self) -> list[tuple[int, str, str]]:
+        """At start, the leases already under this executor id: a restarted worker's, from
+        its previous life (whose heartbeat this one would otherwise renew for ever). Request
+        slots, and task slots bound to no task, are given back (a request stays counted in
+        its window); (slot, lease_id, task_id) of each task slot bound to a task is returned,
+        so that task counts until it is seen finished."""
+        mine = leases.c.holder == self.holder
+        with self.engine.begin() as connection:
+            connection.execute(
+                leases.update()
+                .where(mine, sa.or_(leases.c.kind == "request", leases.c.task_id.is_(None)))
+                .values(
+                    holder=None,
+                    lease_id=None,
+                    task_id=None,
+                    expires_at=None,
+                    ended_at=sa.func.clock_timestamp(),
+                )
+            )
+            rows = connection.execute(
+                sa.select(leases.c.slot, leases.c.lease_id, leases.c.task_id).where(
+                    mine, leases.c.kind == "task"
+                )
+            ).all()
+        return [(int(slot), str(lease_id), str(task_id)) for slot, lease_id, task_id in rows]
+
     def release_all(self) -> None:
         """At a clean shutdown: give every slot back (tasks still running are the next
         engine's to count again)."""
@@ -225,6 +251,8 @@ class LeasedTasks:
         self._reserved: deque[tuple[int, str]] = deque()
         self._running: dict[str, tuple[int, str]] = {}  # insertion-ordered: oldest first
         leases_.ensure_slots("task", limit)
+        for slot, lease_id, task_id in leases_.reclaim():  # a restarted worker's own tasks
+            self._running[task_id] = (slot, lease_id)
 
     @property
     def limit(self) -> int:
@@ -251,8 +279,9 @@ class LeasedTasks:
         self.leases.in_background(lambda: self.leases.bind_task(slot, lease_id, task_id))
 
     def adopt(self, task_ids: list[str]) -> None:
-        """Nothing to count: a dead worker's tasks hold its own leases until they run out
-        (`KLINGFLOW_LEASE_SECONDS`); then they stop counting, done at PiAPI or not."""
+        """Nothing more to count: this executor's own tasks from before a restart were
+        reclaimed at start; another dead worker's hold its leases until they run out
+        (`KLINGFLOW_LEASE_SECONDS`), then stop counting, done at PiAPI or not."""
 
     def finish(self, task_id: str) -> None:
         held = self._running.pop(task_id, None)
