@@ -1,6 +1,6 @@
 """Reading the data files a user points the CLI at (`--input-file`, `--rows`, `-i k=@file`,
 `cost --body`): every malformed file is one `InvalidRequestError` naming it, never a
-traceback, and nothing is read that a run could not store (see `workflows.payloads`)."""
+traceback, and nothing is read that a run could not store (see `klingflow.payloads`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from klingflow.errors import InvalidRequestError
-from klingflow.workflows.payloads import data_problems, payload_problems
+from klingflow.payloads import data_problems, payload_problems
 
 __all__ = ["read_data_file"]
 

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from klingflow.errors import WorkflowDefinitionError, WorkflowProblem
-from klingflow.workflows.payloads import data_problems, payload_problems
+from klingflow.payloads import data_problems, payload_problems
 from klingflow.workflows.spec import (
     NODE_TYPES,
     InputSpec,

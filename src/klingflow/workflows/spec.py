@@ -36,9 +36,9 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from klingflow.errors import InvalidRequestError, Problem, WorkflowInputError
+from klingflow.payloads import payload_problems
 from klingflow.piapi.kling import KlingRequest, KlingVideoRequest, parse_task_request
 from klingflow.workflows import _cron
-from klingflow.workflows.payloads import payload_problems
 from klingflow.workflows.templates import render
 
 __all__ = [

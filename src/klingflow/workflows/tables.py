@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from klingflow.errors import InvalidRequestError
-from klingflow.workflows.payloads import data_problems, payload_problems
+from klingflow.payloads import data_problems, payload_problems
 from klingflow.workflows.spec import Workflow
 
 __all__ = ["TABLE_SUFFIXES", "coerce_row", "parse_table", "parse_table_bytes"]
