@@ -265,17 +265,7 @@ def item_attempts(runlog: RunLog, run_id: str, epoch: int, paths: list[str]) -> 
         .order_by(attempt_log.c.id)
     )
     with runlog.engine.connect() as c:
-        return [
-            Attempt(
-                node_path=row.node_path,
-                number=row.number,
-                started_at=row.started_at,
-                ended_at=row.ended_at,
-                error=row.error,
-                retry_in_seconds=row.retry_in_seconds,
-            )
-            for row in c.execute(query)
-        ]
+        return [Attempt.from_row(row) for row in c.execute(query)]
 
 
 def finished_item_nodes(runlog: RunLog, run_id: str, epoch: int, *, limit: int) -> list[NodeRun]:

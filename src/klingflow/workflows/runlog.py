@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -338,6 +338,11 @@ class Attempt:
     ended_at: float
     error: dict[str, Any] | None
     retry_in_seconds: float | None
+
+    @classmethod
+    def from_row(cls, row: sa.Row[Any]) -> Attempt:
+        m = row._mapping
+        return cls(**{f.name: m[f.name] for f in fields(cls)})
 
     def public_dict(self) -> dict[str, Any]:
         """JSON output: moments as `klingflow.formats` shows them."""
@@ -767,17 +772,7 @@ class RunLog:
         if epoch is not None:
             query = query.where(attempt_log.c.epoch == epoch)
         with self.engine.connect() as c:
-            return [
-                Attempt(
-                    node_path=row.node_path,
-                    number=row.number,
-                    started_at=row.started_at,
-                    ended_at=row.ended_at,
-                    error=row.error,
-                    retry_in_seconds=row.retry_in_seconds,
-                )
-                for row in c.execute(query)
-            ]
+            return [Attempt.from_row(row) for row in c.execute(query)]
 
     # -- submission intents -----------------------------------------------------------------
 
