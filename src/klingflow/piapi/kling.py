@@ -25,7 +25,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from klingflow.errors import InvalidRequestError, Problem
+from klingflow.errors import InvalidRequestError
+from klingflow.piapi.urls import check_url
+from klingflow.problems import ABSOLUTE_RULE, problems_from
 
 __all__ = [
     "AUDIO_VERSIONS",
@@ -67,31 +69,14 @@ EFFECTS_NEEDING_PROMPT = frozenset(
     {"rocket", "hearting", "fighting", "kissing", "hugging", "birthday", "water"}
 )
 MAX_PROMPT_CHARS = 2500
-_URL = re.compile(r"^https?://[^\s/]+", re.IGNORECASE)
+_UNKNOWN_INPUT = "is not a known field for this task type"
 _SEED_MODEL_NAME = re.compile(r"^\s*kling\s*v?\s*(\d+(?:\.\d+)?(?:-[a-z]+)?)\s*$", re.IGNORECASE)
 _SECONDS = re.compile(r"^\s*(\d+)\s*(?:s|sec|secs|seconds)?\s*$", re.IGNORECASE)
 
 
 def _rule(field: str, message: str) -> PydanticCustomError:
     """A cross-field rule violation that keeps the field it is about."""
-    return PydanticCustomError("kling_rule", "{message}", {"field": field, "message": message})
-
-
-def problems_from(error: ValidationError, *, prefix: str = "input") -> list[Problem]:
-    """Turn a pydantic error into `(field, rule)` pairs named as in the request body."""
-    problems: list[Problem] = []
-    for item in error.errors(include_url=False):
-        ctx = item.get("ctx") or {}
-        if item["type"] == "kling_rule":
-            field = str(ctx["field"])
-        else:
-            field = ".".join(str(part) for part in item["loc"])
-        if item["type"] == "extra_forbidden":
-            message = "is not a known field for this task type"
-        else:
-            message = item["msg"].removeprefix("Value error, ")
-        problems.append((f"{prefix}.{field}" if prefix and field else field or prefix, message))
-    return problems
+    return PydanticCustomError(ABSOLUTE_RULE, "{message}", {"field": field, "message": message})
 
 
 # YAML 1.1 reads an unquoted 16:9 as a base-60 number (16 * 60 + 9), as PyYAML does.
@@ -105,12 +90,6 @@ def _ratio_from_yaml(value: Any) -> Any:
         raise ValueError(
             f'got {value}, which is how YAML reads an unquoted {ratio}: quote it ("{ratio}")'
         )
-    return value
-
-
-def _check_url(value: str | None) -> str | None:
-    if value is not None and not _URL.match(value):
-        raise ValueError("must be an http(s) URL")
     return value
 
 
@@ -167,7 +146,7 @@ class Element(_Strict):
 
     image_url: str
 
-    _url = field_validator("image_url")(_check_url)
+    _url = field_validator("image_url")(check_url)
 
 
 class CameraConfig(_Strict):
@@ -209,7 +188,7 @@ class WebhookConfig(_Strict):
     endpoint: str
     secret: str = ""
 
-    _url = field_validator("endpoint")(_check_url)
+    _url = field_validator("endpoint")(check_url)
 
     def __repr__(self) -> str:  # the secret must never reach a log through a repr
         return f"WebhookConfig(endpoint={self.endpoint!r}, secret={'***' if self.secret else ''!r})"
@@ -244,7 +223,9 @@ class KlingRequest(_Strict):
             try:
                 super().__init__(**data)
             except ValidationError as error:
-                raise InvalidRequestError(problems_from(error)) from None
+                raise InvalidRequestError(
+                    problems_from(error, prefix="input", unknown_field=_UNKNOWN_INPUT)
+                ) from None
 
     @classmethod
     def from_input(cls, data: Mapping[str, Any]) -> Self:
@@ -316,7 +297,7 @@ class _VideoBase(KlingRequest):
     image_url: str | None = None
     image_tail_url: str | None = None
 
-    _urls = field_validator("image_url", "image_tail_url")(_check_url)
+    _urls = field_validator("image_url", "image_tail_url")(check_url)
     _duration = field_validator("duration", mode="before")(_seconds)
 
     @property
@@ -484,7 +465,7 @@ class KlingOmniRequest(KlingRequest):
     @classmethod
     def _image_urls(cls, value: list[str] | None) -> list[str] | None:
         for url in value or []:
-            _check_url(url)
+            check_url(url)
         return value
 
     @model_validator(mode="after")
@@ -545,7 +526,7 @@ class LipSyncRequest(KlingRequest):
     tts_speed: float | None = Field(default=None, ge=0.8, le=2)
     local_dubbing_url: str | None = None
 
-    _url = field_validator("local_dubbing_url")(_check_url)
+    _url = field_validator("local_dubbing_url")(check_url)
 
     @model_validator(mode="after")
     def _speech(self) -> Self:
@@ -573,7 +554,7 @@ class EffectsRequest(KlingRequest):
     version: str | None = Field(default=None, max_length=16)
     """PiAPI's official client sends "2.6" here; accepted and sent, it changes nothing."""
 
-    _url = field_validator("image_url")(_check_url)
+    _url = field_validator("image_url")(check_url)
 
     @model_validator(mode="after")
     def _prompt_needed(self) -> Self:
@@ -630,7 +611,7 @@ class MotionControlRequest(KlingRequest):
     version: Literal["2.6", "3.0"] = "2.6"
     prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
 
-    _urls = field_validator("image_url", "video_url")(_check_url)
+    _urls = field_validator("image_url", "video_url")(check_url)
 
     @model_validator(mode="after")
     def _reference(self) -> Self:
@@ -660,7 +641,7 @@ class AvatarRequest(KlingRequest):
     version: str | None = Field(default=None, max_length=16)
     """PiAPI's official client sends "2.6" here; accepted and sent, it changes nothing."""
 
-    _urls = field_validator("image_url", "audio_url")(_check_url)
+    _urls = field_validator("image_url", "audio_url")(check_url)
 
     @model_validator(mode="after")
     def _speech(self) -> Self:
@@ -690,7 +671,7 @@ class TryOnRequest(KlingRequest):
     version: str | None = Field(default=None, max_length=16)
     """PiAPI's official client sends "2.6" here; accepted and sent, it changes nothing."""
 
-    _urls = field_validator("model_input", "dress_input", "upper_input", "lower_input")(_check_url)
+    _urls = field_validator("model_input", "dress_input", "upper_input", "lower_input")(check_url)
 
     @model_validator(mode="after")
     def _garments(self) -> Self:

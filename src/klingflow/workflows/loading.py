@@ -23,6 +23,7 @@ from pydantic_core import ErrorDetails
 
 from klingflow.errors import WorkflowDefinitionError, WorkflowProblem
 from klingflow.payloads import data_problems, payload_problems
+from klingflow.problems import RELATIVE_RULE
 from klingflow.workflows.spec import (
     NODE_TYPES,
     InputSpec,
@@ -36,8 +37,8 @@ from klingflow.workflows.validation import (
     Path,
     check_params,
     child,
-    describe_error,
     format_field,
+    spec_issue,
     suggest,
     validate_workflow,
 )
@@ -330,8 +331,8 @@ def _describe_structure(data: Any, error: ErrorDetails) -> Issue:
         return (*where, "type"), f"is required (one of: {', '.join(NODE_TYPES)})"
     if error["type"] == "model_attributes_type" and _node_at(data, where) is not None:
         return where, "a node must be a mapping with id, type and with"
-    rel, message = describe_error(error)
-    if error["type"] == "workflow_rule":
+    rel, message = spec_issue(error)
+    if error["type"] == RELATIVE_RULE:
         where = _raw_path(data, rel)
     if error["type"] == "extra_forbidden" and where:
         message = f"is not a known field{suggest(where[-1], _known_keys(data, where[:-1]))}"

@@ -38,6 +38,8 @@ from pydantic_core import PydanticCustomError
 from klingflow.errors import InvalidRequestError, Problem, WorkflowInputError
 from klingflow.payloads import payload_problems
 from klingflow.piapi.kling import KlingRequest, KlingVideoRequest, parse_task_request
+from klingflow.piapi.urls import check_url
+from klingflow.problems import RELATIVE_RULE, problems_from
 from klingflow.workflows import _cron
 from klingflow.workflows.templates import render
 
@@ -83,8 +85,9 @@ P = TypeVar("P", bound="NodeParams")
 
 
 def rule(field: str, message: str) -> PydanticCustomError:
-    """A cross-field rule violation that names the field it is about (see `workflow_rule`)."""
-    return PydanticCustomError("workflow_rule", "{message}", {"field": field, "message": message})
+    """A cross-field rule violation that names the field it is about, relative to the model
+    raising it (`klingflow.problems` turns it into a problem)."""
+    return PydanticCustomError(RELATIVE_RULE, "{message}", {"field": field, "message": message})
 
 
 class _Strict(BaseModel):
@@ -178,13 +181,6 @@ class WorkflowRetry(_Strict):
 # --- parameters (the rendered `with:` block of each node type) ---------------------------
 
 
-def check_url(value: str | None) -> str | None:
-    """Only http(s) URLs: no `file://` or other schemes reaching local resources."""
-    if value is not None and not value.lower().startswith(("http://", "https://")):
-        raise ValueError("must be an http(s) URL")
-    return value
-
-
 MAX_FILE_NAME_BYTES = 255
 
 
@@ -216,20 +212,7 @@ class NodeParams(_Strict):
         try:
             return cls.model_validate(data)
         except ValidationError as error:
-            raise InvalidRequestError(_problems(error)) from None
-
-
-def _problems(error: ValidationError, prefix: str = "with") -> list[Problem]:
-    problems: list[Problem] = []
-    for item in error.errors(include_url=False):
-        ctx = item.get("ctx") or {}
-        field = ".".join(str(part) for part in item["loc"])
-        if item["type"] in {"workflow_rule", "kling_rule"}:
-            field = str(ctx["field"])
-        message = "is required" if item["type"] == "missing" else item["msg"]
-        message = message.removeprefix("Value error, ")
-        problems.append((f"{prefix}.{field}" if field else prefix, message))
-    return problems
+            raise InvalidRequestError(problems_from(error, prefix="with")) from None
 
 
 def request_input(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -279,7 +262,7 @@ def _with_request(
         stand_in = request if request is not None else _PLACEHOLDER_REQUEST
         params = cls.model_validate({**own, "request": stand_in})
     except ValidationError as error:
-        problems = _problems(error) + problems
+        problems = problems_from(error, prefix="with") + problems
     if problems:
         raise InvalidRequestError(problems)
     return params

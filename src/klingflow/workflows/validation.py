@@ -17,7 +17,6 @@ from __future__ import annotations
 import difflib
 import functools
 import itertools
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, get_args
@@ -27,6 +26,7 @@ from pydantic_core import ErrorDetails
 
 from klingflow.errors import InvalidRequestError, WorkflowInputError, WorkflowProblem
 from klingflow.piapi.kling import REQUEST_TYPES, KlingVideoRequest, parse_task_request
+from klingflow.problems import UNKNOWN_FIELD, Issue, Path, issue_from, split_field
 from klingflow.workflows.estimate import estimate_run
 from klingflow.workflows.spec import (
     INPUT_NAME_PATTERN,
@@ -59,16 +59,11 @@ __all__ = [
     "Path",
     "check_params",
     "child",
-    "describe_error",
     "format_field",
+    "spec_issue",
     "suggest",
     "validate_workflow",
 ]
-
-Path = tuple[str | int, ...]
-"""A position in the data: `("nodes", 0, "with", "duration")`."""
-Issue = tuple[Path, str]
-"""A problem at a path relative to what was checked (a node, a `with:` block, the file)."""
 
 _PATTERN_MESSAGES: Final = {
     NODE_ID_PATTERN: "must start with a lowercase letter and use only a-z, 0-9 and _",
@@ -92,9 +87,7 @@ _STAND_INS: Final[dict[str, list[Any]]] = {
         _VERSIONS, key=lambda v: v != KlingVideoRequest.model_fields["version"].default
     ),
 }
-_UNKNOWN: Final = "is not a known field"
 _PLACEHOLDER_REQUEST: Final = KlingVideoRequest(prompt="placeholder")
-_FIELD_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
 def format_field(parts: Iterable[str | int]) -> str:
@@ -105,37 +98,15 @@ def format_field(parts: Iterable[str | int]) -> str:
     return text
 
 
-def _split_field(field: str) -> Path:
-    """The inverse of `format_field`; also reads pydantic's `multi_shots.0.duration`."""
-    parts: list[str | int] = []
-    for name, index in _FIELD_PART.findall(field):
-        parts.append(int(index) if index else int(name) if name.isdigit() else name)
-    return tuple(parts)
-
-
 def suggest(word: object, choices: Iterable[str]) -> str:
     """`" (did you mean 'x'?)"` for the closest choice, or "" when none is close."""
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def describe_error(error: ErrorDetails) -> Issue:
-    """A pydantic error as (path, plain message); rules' own fields are kept."""
-    loc: Path = tuple(error["loc"])
-    ctx = error.get("ctx") or {}
-    kind = error["type"]
-    if kind == "kling_rule":  # the field is absolute within the request
-        return _split_field(str(ctx["field"])), str(ctx["message"])
-    if kind == "workflow_rule":  # the field is relative to the model that raised it
-        return loc + _split_field(str(ctx["field"])), str(ctx["message"])
-    if kind == "missing":
-        return loc, "is required"
-    if kind == "extra_forbidden":
-        return loc, _UNKNOWN
-    if kind == "string_pattern_mismatch":
-        message = _PATTERN_MESSAGES.get(str(ctx.get("pattern")), error["msg"])
-        return loc, f"{message}, got {error['input']!r}"
-    return loc, error["msg"].removeprefix("Value error, ")
+def spec_issue(error: ErrorDetails) -> Issue:
+    """A workflow file's pydantic error as (path, plain message); patterns said in words."""
+    return issue_from(error, pattern_messages=_PATTERN_MESSAGES)
 
 
 def _contains_template(value: Any) -> bool:
@@ -183,7 +154,7 @@ def check_params(node_type: str, data: Mapping[str, Any]) -> list[Issue]:
         own, rest = split_request(params, data)
         issues = _model_issues(params, {**own, "request": _PLACEHOLDER_REQUEST}, data)
         # Unknown keys are reported here and left out, so Kling's rules still run.
-        issues += [((key,), _UNKNOWN) for key in rest if key not in known]
+        issues += [((key,), UNKNOWN_FIELD) for key in rest if key not in known]
         rest = {key: value for key, value in rest.items() if key in known}
         issues += _video_issues(request_input(rest))
     elif issubclass(params, PiAPITaskParams):
@@ -197,7 +168,7 @@ def check_params(node_type: str, data: Mapping[str, Any]) -> list[Issue]:
     known = [name for name in known if name != "request"]
     return [
         (path, f"is not a parameter of {node_type}{suggest(path[0], known)}")
-        if message == _UNKNOWN and len(path) == 1
+        if message == UNKNOWN_FIELD and len(path) == 1
         else (path, message)
         for path, message in issues
     ]
@@ -207,7 +178,7 @@ def _model_issues(model: type[BaseModel], candidate: Mapping[str, Any], raw: Any
     try:
         model.model_validate(candidate)
     except ValidationError as error:
-        issues = [describe_error(item) for item in error.errors(include_url=False)]
+        issues = [spec_issue(item) for item in error.errors(include_url=False)]
         return [(path, message) for path, message in issues if not _is_templated(raw, path)]
     return []
 
@@ -284,10 +255,7 @@ def _request_issues(build: Callable[[], object], raw: Mapping[str, Any]) -> list
     try:
         build()
     except InvalidRequestError as error:
-        issues = [
-            (_split_field(field)[1:], "is required" if message == "Field required" else message)
-            for field, message in error.problems
-        ]
+        issues = [(split_field(field)[1:], message) for field, message in error.problems]
         return [(path, message) for path, message in issues if not _is_templated(raw, path)]
     return []
 
