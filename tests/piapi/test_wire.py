@@ -24,7 +24,7 @@ from klingflow.errors import (
     UnexpectedResponseError,
 )
 from klingflow.piapi import RetryPolicy
-from klingflow.piapi._transport import retry_delay
+from klingflow.piapi._retries import retry_delay
 from klingflow.piapi._wire import (
     RequestKind,
     RequestSpec,

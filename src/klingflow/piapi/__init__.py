@@ -33,7 +33,7 @@ from klingflow.errors import (
     WebhookVerificationError,
 )
 from klingflow.piapi._client import AsyncPiAPI, PiAPI
-from klingflow.piapi._transport import RetryPolicy
+from klingflow.piapi._retries import RetryPolicy
 from klingflow.piapi.downloads import ProgressCallback
 from klingflow.piapi.kling import (
     AvatarRequest,

@@ -1,7 +1,7 @@
 """`PiAPI` and `AsyncPiAPI`: thin sync and async I/O shells over the sans-I/O core.
 
 Everything that decides (request building, envelope unwrapping, error mapping, retry
-decisions, wait pacing, download checks) lives in `_wire`, `_transport`, `waiting` and
+decisions, wait pacing, download checks) lives in `_wire`, `_retries`, `waiting` and
 `downloads`; these classes only move bytes and sleep. The two are kept line-for-line parallel
 (httpx's `Client`/`AsyncClient`), and httpx exceptions are caught here and translated by
 `_wire.transport_error`.
@@ -33,7 +33,7 @@ from klingflow.errors import (
     UnexpectedResponseError,
 )
 from klingflow.piapi import _wire
-from klingflow.piapi._transport import DEFAULT_RETRY_POLICY, RetryPolicy, retry_delay
+from klingflow.piapi._retries import DEFAULT_RETRY_POLICY, RetryPolicy, retry_delay
 from klingflow.piapi.downloads import (
     Download,
     ProgressCallback,
