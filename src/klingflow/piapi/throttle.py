@@ -1,7 +1,7 @@
 """Client-side limits: a request rate, and how many of our tasks may run at once.
 
 Both are shared by everything that uses one client instance (threads for `PiAPI`, coroutines
-for `AsyncPiAPI`). Each comes as a sans-I/O counter plus a thin sync and async shell.
+for `AsyncPiAPI`). Each is a sans-I/O counter with thin sync and async shells on one base.
 
 The rate limit is a sliding window that counts a request from the moment it is sent until
 `per_seconds` after its answer arrived. PiAPI stamps a request somewhere between those two
@@ -17,10 +17,12 @@ So a request marked `is_deferrable` (a status look) waits while any other reques
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 import time
 from collections import deque
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -48,6 +50,7 @@ class RateLimit:
 
     @classmethod
     def per_minute(cls, requests: int) -> RateLimit:
+        """`requests` per minute, the unit PiAPI's plans state their limits in."""
         return cls(requests=requests, per_seconds=60.0)
 
 
@@ -76,75 +79,90 @@ class _Window:
         return math.inf
 
     def release(self, now: float) -> None:
+        """Count the answer of a request that went: it leaves the window `per_seconds` later."""
         self._in_flight -= 1
         self._ended.append(now)
 
+    def pauses(self, *, is_deferrable: bool) -> Generator[float | None, None, None]:
+        """The pauses before one request may go (None: until a release), then it is counted.
 
-class RequestThrottle:
-    """Blocks threads so that requests stay within a `RateLimit`."""
+        Both throttles loop over this under their lock, so the turn-taking rule is written
+        once: an urgent request that must wait is counted as waiting (deferrable ones wait
+        behind it) until it goes or gives up. Close it under the lock, then wake the others.
+        """
+        is_waiting = False
+        try:
+            while (wait := self.try_acquire(time.monotonic(), is_deferrable=is_deferrable)) > 0:
+                if not is_deferrable and not is_waiting:
+                    is_waiting = True
+                    self.urgent_waiting += 1
+                yield None if math.isinf(wait) else wait
+        finally:
+            if is_waiting:
+                self.urgent_waiting -= 1
+
+
+class _Throttle:
+    """What both throttles share: the limit and its window."""
 
     def __init__(self, limit: RateLimit) -> None:
         self.limit = limit
         self._window = _Window(limit)
+
+
+class RequestThrottle(_Throttle):
+    """Blocks threads so that requests stay within a `RateLimit`."""
+
+    def __init__(self, limit: RateLimit) -> None:
+        super().__init__(limit)
         self._cond = threading.Condition()
 
     def acquire(self, *, is_deferrable: bool = False) -> None:
         """Block until a request may go; a deferrable one lets the others go first."""
-        window = self._window
         with self._cond:
-            waiting = False
             try:
-                while (
-                    wait := window.try_acquire(time.monotonic(), is_deferrable=is_deferrable)
-                ) > 0:
-                    if not is_deferrable and not waiting:
-                        waiting = True
-                        window.urgent_waiting += 1
-                    self._cond.wait(None if math.isinf(wait) else wait)
+                with contextlib.closing(self._window.pauses(is_deferrable=is_deferrable)) as pauses:
+                    for pause in pauses:
+                        self._cond.wait(pause)
             finally:
-                if waiting:
-                    window.urgent_waiting -= 1
-                    self._cond.notify_all()
+                self._cond.notify_all()  # a waiting urgent request left: deferrable ones may go
 
     def release(self) -> None:
+        """The request's answer arrived: count it, and wake the requests waiting for room."""
         with self._cond:
             self._window.release(time.monotonic())
             self._cond.notify_all()
 
 
-class AsyncRequestThrottle:
+class AsyncRequestThrottle(_Throttle):
     """Suspends coroutines so that requests stay within a `RateLimit`."""
 
     def __init__(self, limit: RateLimit) -> None:
-        self.limit = limit
-        self._window = _Window(limit)
-        self._cond: asyncio.Condition | None = None
+        super().__init__(limit)
+        self._cond: asyncio.Condition | None = None  # made on first use, inside the loop
+
+    def _condition(self) -> asyncio.Condition:
+        self._cond = self._cond or asyncio.Condition()
+        return self._cond
 
     async def acquire(self, *, is_deferrable: bool = False) -> None:
         """Wait until a request may go; a deferrable one lets the others go first."""
-        cond = self._cond = self._cond or asyncio.Condition()
-        window = self._window
+        cond = self._condition()
         async with cond:
-            waiting = False
             try:
-                while (
-                    wait := window.try_acquire(time.monotonic(), is_deferrable=is_deferrable)
-                ) > 0:
-                    if not is_deferrable and not waiting:
-                        waiting = True
-                        window.urgent_waiting += 1
-                    try:
-                        async with asyncio.timeout(None if math.isinf(wait) else wait):
-                            await cond.wait()
-                    except TimeoutError:
-                        pass
+                with contextlib.closing(self._window.pauses(is_deferrable=is_deferrable)) as pauses:
+                    for pause in pauses:
+                        try:
+                            async with asyncio.timeout(pause):
+                                await cond.wait()
+                        except TimeoutError:
+                            pass
             finally:
-                if waiting:
-                    window.urgent_waiting -= 1
-                    cond.notify_all()
+                cond.notify_all()  # a waiting urgent request left: deferrable ones may go
 
     async def release(self) -> None:
-        cond = self._cond = self._cond or asyncio.Condition()
+        """The request's answer arrived: count it, and wake the requests waiting for room."""
+        cond = self._condition()
         async with cond:
             self._window.release(time.monotonic())
             cond.notify_all()
@@ -161,6 +179,7 @@ class _Slots:
         self.reserved = 0
 
     def try_reserve(self) -> bool:
+        """Take a slot for a submit if one is free (the shells wait and retry)."""
         if len(self.running) + self.reserved < self.limit:
             self.reserved += 1
             return True
@@ -173,6 +192,7 @@ class _Slots:
             self.running[task_id] = None
 
     def finish(self, task_id: str) -> bool:
+        """Free the task's slot; whether it held one (only then is anyone woken)."""
         return self.running.pop(task_id, 0) is None
 
     def adopt(self, task_ids: list[str]) -> None:
@@ -181,21 +201,59 @@ class _Slots:
             self.running.setdefault(task_id, None)
 
 
-class TaskSlots:
-    """Limits the tasks this client submitted that it has not yet seen finish (threads)."""
+class _TaskSlotsBase:
+    """What both task-slot shells share: every change under the shell's lock, and a wake-up
+    for submits waiting in `reserve` when a slot frees. Only `reserve` differs (it waits)."""
 
     def __init__(self, limit: int) -> None:
         self._slots = _Slots(limit)
-        self._cond = threading.Condition()
 
     @property
     def limit(self) -> int:
+        """How many of our tasks may run at once (`max_concurrent_tasks`)."""
         return self._slots.limit
+
+    def _locked(self) -> contextlib.AbstractContextManager[object]:
+        raise NotImplementedError
+
+    def _changed(self) -> None:
+        raise NotImplementedError
 
     def running(self) -> list[str]:
         """Ids of the tracked tasks not yet seen in a terminal state, oldest first."""
-        with self._cond:
+        with self._locked():
             return list(self._slots.running)
+
+    def bind(self, task_id: str | None) -> None:
+        """Turn a submit's reservation into its running task (None: no task was created)."""
+        with self._locked():
+            self._slots.bind(task_id)
+            self._changed()
+
+    def finish(self, task_id: str) -> None:
+        """The task was seen terminal (or gone): its slot frees."""
+        with self._locked():
+            if self._slots.finish(task_id):
+                self._changed()
+
+    def adopt(self, task_ids: list[str]) -> None:
+        """Count tasks submitted elsewhere (an earlier process) until seen finished."""
+        with self._locked():
+            self._slots.adopt(task_ids)
+
+
+class TaskSlots(_TaskSlotsBase):
+    """Limits the tasks this client submitted that it has not yet seen finish (threads)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self._cond = threading.Condition()
+
+    def _locked(self) -> contextlib.AbstractContextManager[object]:
+        return self._cond
+
+    def _changed(self) -> None:
+        self._cond.notify_all()
 
     def reserve(self, timeout_seconds: float) -> bool:
         """Take a slot for a submit, waiting up to `timeout_seconds` for one to free up."""
@@ -208,38 +266,23 @@ class TaskSlots:
                 self._cond.wait(left)
             return True
 
-    def bind(self, task_id: str | None) -> None:
-        with self._cond:
-            self._slots.bind(task_id)
-            self._cond.notify_all()
 
-    def finish(self, task_id: str) -> None:
-        with self._cond:
-            if self._slots.finish(task_id):
-                self._cond.notify_all()
-
-    def adopt(self, task_ids: list[str]) -> None:
-        with self._cond:
-            self._slots.adopt(task_ids)
-
-
-class AsyncTaskSlots:
+class AsyncTaskSlots(_TaskSlotsBase):
     """Limits the tasks this client submitted that it has not yet seen finish (asyncio)."""
 
     def __init__(self, limit: int) -> None:
-        self._slots = _Slots(limit)
-        self._event: asyncio.Event | None = None
+        super().__init__(limit)
+        self._event: asyncio.Event | None = None  # made on first use, inside the loop
 
-    @property
-    def limit(self) -> int:
-        return self._slots.limit
+    def _locked(self) -> contextlib.AbstractContextManager[object]:
+        return contextlib.nullcontext()  # one event loop, no await inside: already atomic
 
-    def running(self) -> list[str]:
-        return list(self._slots.running)
-
-    def _changed(self) -> asyncio.Event:
+    def _event_now(self) -> asyncio.Event:
         self._event = self._event or asyncio.Event()
         return self._event
+
+    def _changed(self) -> None:
+        self._event_now().set()
 
     async def reserve(self, timeout_seconds: float) -> bool:
         """Take a slot for a submit, waiting up to `timeout_seconds` for one to free up."""
@@ -248,7 +291,7 @@ class AsyncTaskSlots:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            event = self._changed()
+            event = self._event_now()
             event.clear()
             try:
                 async with asyncio.timeout(left):
@@ -256,17 +299,6 @@ class AsyncTaskSlots:
             except TimeoutError:
                 return False
         return True
-
-    def bind(self, task_id: str | None) -> None:
-        self._slots.bind(task_id)
-        self._changed().set()
-
-    def finish(self, task_id: str) -> None:
-        if self._slots.finish(task_id):
-            self._changed().set()
-
-    def adopt(self, task_ids: list[str]) -> None:
-        self._slots.adopt(task_ids)
 
 
 class AsyncRequestLimiter(Protocol):
