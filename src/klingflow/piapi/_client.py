@@ -1,8 +1,8 @@
 """`PiAPI` and `AsyncPiAPI`: thin sync and async I/O shells over the sans-I/O core.
 
 Everything that decides (request building, envelope unwrapping, error mapping, retry
-decisions, wait pacing, download checks) lives in `_wire`, `_retries`, `waiting` and
-`downloads`; these classes only move bytes and sleep. The two are kept line-for-line parallel
+decisions, wait pacing, download checks) lives in `_base`, `_wire`, `_retries`, `waiting`
+and `downloads`; these classes only move bytes and sleep. The two are kept line-for-line parallel
 (httpx's `Client`/`AsyncClient`), and httpx exceptions are caught here and translated by
 `_wire.transport_error`.
 """
@@ -10,30 +10,20 @@ decisions, wait pacing, download checks) lives in `_wire`, `_retries`, `waiting`
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import importlib.metadata
-import logging
-import os
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
-from decimal import Decimal
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import httpx
-from pydantic import SecretStr
 
-from klingflow.errors import (
-    BadRequestError,
-    DownloadError,
-    PiAPIError,
-    TaskFailedError,
-    TaskNotFoundError,
-    UnexpectedResponseError,
-)
+from klingflow.errors import BadRequestError, DownloadError, PiAPIError, TaskNotFoundError
 from klingflow.piapi import _wire
-from klingflow.piapi._retries import DEFAULT_RETRY_POLICY, RetryPolicy, retry_delay
+from klingflow.piapi._base import BaseClient
+from klingflow.piapi._config import DEFAULT_MAX_RESUMES, DEFAULT_TIMEOUT_SECONDS
+from klingflow.piapi._hooks import ProgressHook, RequestInput, RetryCallback, SendingHook
+from klingflow.piapi._retries import RetryPolicy
 from klingflow.piapi.downloads import (
     Download,
     ProgressCallback,
@@ -41,10 +31,9 @@ from klingflow.piapi.downloads import (
     resolve_destination,
     source_of,
 )
-from klingflow.piapi.kling import KlingRequest, TaskConfig, WebhookConfig, parse_task_request
-from klingflow.piapi.models import AccountInfo, ActiveTaskCounts, Task, TaskStatus
-from klingflow.piapi.pricing import DEFAULT_PRICES, PriceTable
-from klingflow.piapi.pricing import estimate_cost as _estimate_cost
+from klingflow.piapi.kling import TaskConfig, WebhookConfig
+from klingflow.piapi.models import AccountInfo, ActiveTaskCounts, Task
+from klingflow.piapi.pricing import PriceTable
 from klingflow.piapi.throttle import (
     AsyncRequestLimiter,
     AsyncRequestThrottle,
@@ -54,220 +43,15 @@ from klingflow.piapi.throttle import (
     RequestThrottle,
     TaskSlots,
 )
-from klingflow.piapi.waiting import (
-    DEFAULT_WAIT_POLICY,
-    TYPICAL_RENDER_SECONDS,
-    AsyncWebhookEvents,
-    RenderTimes,
-    WaitClock,
-    WaitPolicy,
-    WebhookEvents,
-    render_kind,
-)
+from klingflow.piapi.waiting import AsyncWebhookEvents, WaitPolicy, WebhookEvents
 
 if TYPE_CHECKING:
     from klingflow.piapi.polling import StatusPoller
 
 __all__ = ["AsyncPiAPI", "PiAPI"]
 
-logger = logging.getLogger("klingflow.piapi")
 
-API_KEY_ENV = "PIAPI_API_KEY"
-BASE_URL_ENV = "PIAPI_BASE_URL"
-DEFAULT_TIMEOUT_SECONDS = 30.0
-DEFAULT_MAX_RESUMES = 5
-ProgressHook = Callable[[Task], None]
-SendingHook = Callable[[], object]
-"""Called right before a create POST leaves, after the client's limits; see `PiAPI.submit`."""
-RetryCallback = Callable[[PiAPIError, float], None]
-"""Called before each retry with the error and the pause (s): the CLI says "PiAPI is not
-answering" after the first failure instead of retrying in silence."""
-RequestInput = KlingRequest | Mapping[str, Any]
-
-
-def _user_agent() -> str:
-    try:
-        version = importlib.metadata.version("klingflow")
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - source checkout
-        version = "0"
-    return f"klingflow/{version}"
-
-
-def origin_of(url: str | httpx.URL) -> tuple[str, str, int | None]:
-    """Scheme, host and port (None for the scheme's default): what must match before PiAPI's
-    key goes along. `http://` on PiAPI's host, or another port there, is another origin."""
-    parsed = httpx.URL(url) if isinstance(url, str) else url
-    return (parsed.scheme, parsed.host, parsed.port)
-
-
-class _KeyAuth(httpx.Auth):
-    """Adds `x-api-key`, only to requests for PiAPI's own origin (never to file hosts)."""
-
-    def __init__(self, api_key: SecretStr, base_url: httpx.URL) -> None:
-        self._api_key = api_key
-        self._origin = origin_of(base_url)
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        if origin_of(request.url) == self._origin:
-            request.headers[_wire.API_KEY_HEADER] = self._api_key.get_secret_value()
-        yield request
-
-    def __repr__(self) -> str:
-        return "_KeyAuth(api_key=SecretStr('**********'))"
-
-
-class _BaseClient:
-    """Configuration shared by both clients; no I/O."""
-
-    def __init__(
-        self,
-        *,
-        api_key: str | None,
-        base_url: str | None,
-        timeout_seconds: float,
-        max_retries: int | None,
-        retry_policy: RetryPolicy | None,
-        wait_policy: WaitPolicy | None,
-        rate_limit: RateLimit | None,
-        requests_per_minute: int | None,
-        prices: PriceTable | None,
-        on_retry: RetryCallback | None = None,
-    ) -> None:
-        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
-        if not key.strip():
-            raise ValueError(f"no PiAPI key: pass api_key= or set {API_KEY_ENV}")
-        self._api_key = SecretStr(key.strip())
-        url = base_url or os.environ.get(BASE_URL_ENV) or _wire.DEFAULT_BASE_URL
-        parsed = httpx.URL(url)
-        if parsed.scheme not in ("http", "https") or not parsed.host:
-            # Refused here, not after a round of retries of a request that cannot be sent.
-            raise ValueError(
-                f"the PiAPI base URL {url!r} needs http:// or https:// and a host "
-                f"(e.g. http://127.0.0.1:8787); pass base_url= or set {BASE_URL_ENV}"
-            )
-        self.base_url = url.rstrip("/")
-        self.on_retry = on_retry
-        self.timeout_seconds = timeout_seconds
-        policy = retry_policy or DEFAULT_RETRY_POLICY
-        if max_retries is not None:
-            policy = dataclasses.replace(policy, max_retries=max_retries)
-        self.retry_policy = policy
-        self.wait_policy = wait_policy or DEFAULT_WAIT_POLICY
-        if rate_limit is not None and requests_per_minute is not None:
-            raise TypeError("pass rate_limit= or requests_per_minute=, not both")
-        if requests_per_minute is not None:
-            rate_limit = RateLimit.per_minute(requests_per_minute)
-        self.rate_limit = rate_limit
-        self.prices = prices or DEFAULT_PRICES
-        self.render_times = RenderTimes()
-        """How long each kind of render took here: `wait` shapes its looks after it."""
-        self._auth = _KeyAuth(self._api_key, httpx.URL(self.base_url))
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={self.base_url!r})"
-
-    def is_piapi_origin(self, url: str) -> bool:
-        """Whether `url` has PiAPI's exact scheme, host and port: the only place its key goes."""
-        try:
-            return origin_of(url) == origin_of(self.base_url)
-        except httpx.InvalidURL:
-            return False
-
-    @property
-    def api_key(self) -> SecretStr:
-        """The key, masked in every repr; `.get_secret_value()` only where it must go on."""
-        return self._api_key
-
-    @property
-    def _secrets(self) -> tuple[str]:
-        return (self._api_key.get_secret_value(),)
-
-    def _timeout(self, timeout_seconds: float | None) -> httpx.Timeout:
-        return httpx.Timeout(self.timeout_seconds if timeout_seconds is None else timeout_seconds)
-
-    def _retries(self, max_retries: int | None) -> int:
-        return self.retry_policy.max_retries if max_retries is None else max_retries
-
-    def _client_options(self) -> dict[str, Any]:
-        return {
-            "base_url": self.base_url,
-            "auth": self._auth,
-            "timeout": self._timeout(None),
-            "headers": {"user-agent": _user_agent()},
-        }
-
-    def _delay(
-        self, spec: _wire.RequestSpec, error: PiAPIError, retry_number: int, retries: int
-    ) -> float | None:
-        delay = retry_delay(
-            spec.kind,
-            error,
-            retry_number=retry_number,
-            max_retries=retries,
-            policy=self.retry_policy,
-        )
-        if delay is not None:
-            logger.info(
-                "retrying %s in %.2f s (retry %d of %d) after %s",
-                spec.describe(),
-                delay,
-                retry_number + 1,
-                retries,
-                type(error).__name__,
-            )
-        return delay
-
-    def estimate_cost(self, request: RequestInput) -> Decimal:
-        """The USD price of a request before submitting it (validated first; no I/O)."""
-        typed = request if isinstance(request, KlingRequest) else parse_task_request(request)[0]
-        return _estimate_cost(typed, prices=self.prices)
-
-    @staticmethod
-    def _finished(task: Task, raise_on_failure: bool) -> Task:
-        if raise_on_failure and task.status is not TaskStatus.COMPLETED:
-            raise TaskFailedError(task)
-        return task
-
-    def _expected_seconds(self, task: Task, *, has_webhook: bool) -> float | None:
-        """How long `task` should take to render, for `generate`'s wait: what was learned of
-        its kind; else the typical time with a webhook coming (the safety net's first look),
-        or None, so that the wait probes until one of its kind has been seen finishing."""
-        if not task.input:
-            return None
-        kind = render_kind(task.input, task_type=task.task_type)
-        expected, learned = self.render_times.expected(
-            kind, task.input, time_scale=self.wait_policy.time_scale
-        )
-        return expected if learned or has_webhook else None
-
-    def _wait_clock(
-        self,
-        task_id: str,
-        policy: WaitPolicy | None,
-        *,
-        has_webhook: bool,
-        expected_seconds: float | None,
-    ) -> WaitClock:
-        """The schedule of one `wait`: with a webhook coming, its first look is the safety
-        net after the expected time (typical, if not given); else it looks at once."""
-        clock = WaitClock(
-            task_id,
-            policy or self.wait_policy,
-            render_times=self.render_times,
-            has_webhook=has_webhook,
-        )
-        if has_webhook or expected_seconds is not None:
-            typical = TYPICAL_RENDER_SECONDS / clock.policy.time_scale
-            clock.expect(expected_seconds=expected_seconds or typical)
-        return clock
-
-    @staticmethod
-    def _tolerable(error: PiAPIError) -> bool:
-        """Errors a long wait rides out (the deadline still bounds it)."""
-        return error.retryable or isinstance(error, UnexpectedResponseError)
-
-
-class PiAPI(_BaseClient):
+class PiAPI(BaseClient):
     """The PiAPI task API for Kling, synchronous and thread-safe.
 
     Options are keyword-only; the key and URL default to `PIAPI_API_KEY` and
@@ -320,6 +104,7 @@ class PiAPI(_BaseClient):
 
     @property
     def is_closed(self) -> bool:
+        """Whether the connection pool is closed: no request can be sent any more."""
         return self._http.is_closed
 
     def close(self) -> None:
@@ -375,25 +160,11 @@ class PiAPI(_BaseClient):
                     raise _wire.transport_error(cause, spec, intent_id=intent_id) from cause
                 return _wire.unwrap(spec, response, secrets=self._secrets, intent_id=intent_id)
             except PiAPIError as error:
-                delay = self._delay(spec, error, retry_number, retries)
+                delay = self._retry_pause(spec, error, retry_number, retries)
                 if delay is None:
                     raise
-                if self.on_retry is not None:
-                    self.on_retry(error, delay)
             time.sleep(delay)
             retry_number += 1
-
-    def _observe(self, task: Task) -> Task:
-        if self._slots is not None and task.is_terminal:
-            self._slots.finish(task.task_id)
-        return task
-
-    def adopt_tasks(self, task_ids: Iterable[str]) -> None:
-        """Count tasks submitted elsewhere (by a process that died, say) toward
-        `max_concurrent_tasks` until this client sees them finished: a restart never has
-        more tasks running at PiAPI than the limit allows."""
-        if self._slots is not None:
-            self._slots.adopt(list(task_ids))
 
     def _reserve_slot(self) -> None:
         """Block until fewer than `max_concurrent_tasks` of our tasks run, polling them."""
@@ -518,12 +289,8 @@ class PiAPI(_BaseClient):
                         raise
                     last_error = error
                 else:
-                    clock.expect(task)
-                    clock.looked(task)
-                    if clock.is_news(task) and on_progress is not None:
-                        on_progress(task)
-                    if task.is_terminal:
-                        return self._finished(task, raise_on_failure)
+                    if done := self._looked(clock, task, on_progress, raise_on_failure):
+                        return done
             is_due = True
             pause = clock.next_pause()
             if pause is None:
@@ -621,17 +388,8 @@ class PiAPI(_BaseClient):
                     if job.end():
                         return job.commit()
                     job.interrupted(EOFError("the body ended early"))
-                except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
-                    # a redirect to file:// (or a request httpx cannot send): never transient
-                    raise DownloadError(
-                        f"cannot download {url}: {type(exc).__name__}", url=url, retryable=False
-                    ) from None
-                except httpx.RequestError as exc:  # cut mid-body, timeout...: resume
-                    job.interrupted(exc)
-                except DownloadError as error:
-                    if not error.retryable:
-                        raise
-                    job.interrupted(error)
+                except (httpx.RequestError, DownloadError) as exc:
+                    self._resume_or_raise(job, url, exc)
                 time.sleep(self.retry_policy.backoff_seconds(job.resumes - 1))
 
     def generate(
@@ -660,7 +418,7 @@ class PiAPI(_BaseClient):
         return done, self.download(done, dest, filename=filename, sha256=sha256)
 
 
-class AsyncPiAPI(_BaseClient):
+class AsyncPiAPI(BaseClient):
     """The PiAPI task API for Kling, for asyncio; the same methods as `PiAPI`, awaitable.
 
     Throttling (`rate_limit`, `max_concurrent_tasks`) is shared by every coroutine using
@@ -717,6 +475,7 @@ class AsyncPiAPI(_BaseClient):
 
     @property
     def is_closed(self) -> bool:
+        """Whether the connection pool is closed: no request can be sent any more."""
         return self._http.is_closed
 
     async def aclose(self) -> None:
@@ -772,27 +531,17 @@ class AsyncPiAPI(_BaseClient):
                     raise _wire.transport_error(cause, spec, intent_id=intent_id) from cause
                 return _wire.unwrap(spec, response, secrets=self._secrets, intent_id=intent_id)
             except PiAPIError as error:
-                delay = self._delay(spec, error, retry_number, retries)
+                delay = self._retry_pause(spec, error, retry_number, retries)
                 if delay is None:
                     raise
-                if self.on_retry is not None:
-                    self.on_retry(error, delay)
             await asyncio.sleep(delay)
             retry_number += 1
 
     def _observe(self, task: Task) -> Task:
-        if self._slots is not None and task.is_terminal:
-            self._slots.finish(task.task_id)
+        task = super()._observe(task)
         if self.poller is not None:
             self.poller.observe(task)
         return task
-
-    def adopt_tasks(self, task_ids: Iterable[str]) -> None:
-        """Count tasks submitted elsewhere (by a process that died, say) toward
-        `max_concurrent_tasks` until this client sees them finished: a restart never has
-        more tasks running at PiAPI than the limit allows."""
-        if self._slots is not None:
-            self._slots.adopt(list(task_ids))
 
     async def _reserve_slot(self) -> None:
         """Wait until fewer than `max_concurrent_tasks` of our tasks run, polling them (or,
@@ -898,12 +647,8 @@ class AsyncPiAPI(_BaseClient):
                         raise
                     last_error = error
                 else:
-                    clock.expect(task)
-                    clock.looked(task)
-                    if clock.is_news(task) and on_progress is not None:
-                        on_progress(task)
-                    if task.is_terminal:
-                        return self._finished(task, raise_on_failure)
+                    if done := self._looked(clock, task, on_progress, raise_on_failure):
+                        return done
             is_due = True
             pause = clock.next_pause()
             if pause is None:
@@ -991,17 +736,8 @@ class AsyncPiAPI(_BaseClient):
                         # loop, where every other task (and the web UI) would wait for it.
                         return await asyncio.to_thread(job.commit)
                     job.interrupted(EOFError("the body ended early"))
-                except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
-                    # a redirect to file:// (or a request httpx cannot send): never transient
-                    raise DownloadError(
-                        f"cannot download {url}: {type(exc).__name__}", url=url, retryable=False
-                    ) from None
-                except httpx.RequestError as exc:  # cut mid-body, timeout...: resume
-                    job.interrupted(exc)
-                except DownloadError as error:
-                    if not error.retryable:
-                        raise
-                    job.interrupted(error)
+                except (httpx.RequestError, DownloadError) as exc:
+                    self._resume_or_raise(job, url, exc)
                 await asyncio.sleep(self.retry_policy.backoff_seconds(job.resumes - 1))
 
     async def generate(
