@@ -96,6 +96,7 @@ class RequestSpec:
     params: Mapping[str, str] | None = None
 
     def describe(self) -> str:
+        """`GET /api/v1/task/<id>`: how logs and errors name the request."""
         return f"{self.method} {self.path}"
 
 
@@ -166,18 +167,22 @@ def plan_submit(
 
 
 def get_spec(task_id: str) -> RequestSpec:
+    """GET the task: a read, retried on transient faults."""
     return RequestSpec("GET", _task_path(task_id), RequestKind.READ)
 
 
 def cancel_spec(task_id: str) -> RequestSpec:
+    """DELETE the task: a cancel, safe to retry (cancelling twice changes nothing)."""
     return RequestSpec("DELETE", _task_path(task_id), RequestKind.CANCEL)
 
 
 def account_spec() -> RequestSpec:
+    """GET the account behind the key, with its credits."""
     return RequestSpec("GET", "/account/info", RequestKind.READ)
 
 
 def active_tasks_spec() -> RequestSpec:
+    """GET the account's unfinished task counts per provider."""
     return RequestSpec("GET", "/account/active_tasks", RequestKind.READ)
 
 
@@ -426,11 +431,13 @@ def parse_task(data: Any, spec: RequestSpec, *, intent_id: str | None = None) ->
 
 
 def parse_account(data: Any) -> AccountInfo:
+    """The account info from an unwrapped `data`; `UnexpectedResponseError` if unfit."""
     info: AccountInfo = _parse(AccountInfo.model_validate, data, "account info")
     return info
 
 
 def parse_active_tasks(data: Any) -> dict[str, ActiveTaskCounts]:
+    """Counts per provider from an unwrapped `data`; `UnexpectedResponseError` if unfit."""
     if not isinstance(data, Mapping):
         raise UnexpectedResponseError("PiAPI's active task counts were not an object")
     counts: dict[str, ActiveTaskCounts] = {}

@@ -258,6 +258,7 @@ class Download:
             )
 
     def feed(self, chunk: bytes) -> None:
+        """Write a chunk, hashing and counting it; refuse a body longer than announced."""
         self._out.write(chunk)
         self._hash.update(chunk)
         self.size += len(chunk)

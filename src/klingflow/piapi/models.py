@@ -84,6 +84,7 @@ class TaskError(_Frozen):
 
     @property
     def is_error(self) -> bool:
+        """Whether PiAPI reported an error at all (it sends an empty one with every task)."""
         return bool(self.code or self.message or self.raw_message)
 
     def summary(self) -> str:
@@ -144,6 +145,7 @@ class Task(_Frozen):
 
     @property
     def is_terminal(self) -> bool:
+        """Whether the task is over (completed, failed or cancelled): nothing more changes."""
         return self.status in TERMINAL_STATUSES
 
     @property

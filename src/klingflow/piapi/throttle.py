@@ -305,23 +305,31 @@ class AsyncRequestLimiter(Protocol):
     """What `AsyncPiAPI` needs of a request throttle; `AsyncRequestThrottle` is one, a limit
     shared by several processes (klingflow's Postgres leases) another."""
 
-    async def acquire(self, *, is_deferrable: bool = False) -> None: ...
+    async def acquire(self, *, is_deferrable: bool = False) -> None:
+        """Wait until a request may go; a deferrable one lets the others go first."""
 
-    async def release(self) -> None: ...
+    async def release(self) -> None:
+        """The request's answer arrived."""
 
 
 class AsyncTaskLimiter(Protocol):
     """What `AsyncPiAPI` needs of task slots; `AsyncTaskSlots` is one."""
 
     @property
-    def limit(self) -> int: ...
+    def limit(self) -> int:
+        """How many of the tasks may run at once."""
 
-    def running(self) -> list[str]: ...
+    def running(self) -> list[str]:
+        """Ids of the tracked tasks not yet seen terminal, oldest first."""
 
-    async def reserve(self, timeout_seconds: float) -> bool: ...
+    async def reserve(self, timeout_seconds: float) -> bool:
+        """Take a slot for a submit, waiting up to `timeout_seconds`; whether one was taken."""
 
-    def bind(self, task_id: str | None) -> None: ...
+    def bind(self, task_id: str | None) -> None:
+        """Turn a submit's reservation into its running task (None: no task was created)."""
 
-    def finish(self, task_id: str) -> None: ...
+    def finish(self, task_id: str) -> None:
+        """The task was seen terminal (or gone): its slot frees."""
 
-    def adopt(self, task_ids: list[str]) -> None: ...
+    def adopt(self, task_ids: list[str]) -> None:
+        """Count tasks submitted elsewhere until seen finished."""

@@ -342,6 +342,7 @@ class WaitClock:
         return min(max(0.0, self.schedule.next_look(elapsed) - elapsed), left)
 
     def timeout_error(self) -> WaitTimeoutError:
+        """The error for a wait past its deadline, with the last status: resume, not resubmit."""
         status = self.last.status.value if self.last is not None else "unknown"
         return WaitTimeoutError(
             self.task_id,

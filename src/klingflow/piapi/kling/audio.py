@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from klingflow.piapi.kling.inputs import (
     MAX_PROMPT_CHARS,
+    InertVersion,
     Mode,
     Resolution,
     resolution_of,
@@ -45,6 +46,7 @@ class LipSyncRequest(KlingRequest):
 
     @property
     def has_audio(self) -> bool:
+        """Always: the output speaks."""
         return True  # the output speaks
 
 
@@ -56,8 +58,7 @@ class SoundRequest(KlingRequest):
     prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     duration: Literal[5, 10] = 10
     origin_task_id: str | None = None
-    version: str | None = Field(default=None, max_length=16)
-    """PiAPI's official client sends "2.6" here; accepted and sent, it changes nothing."""
+    version: InertVersion = None
 
     _duration = field_validator("duration", mode="before")(seconds_from_text)
 
@@ -69,10 +70,12 @@ class SoundRequest(KlingRequest):
 
     @property
     def duration_seconds(self) -> int:
+        """The sound's length, 5 or 10 s."""
         return self.duration
 
     @property
     def has_audio(self) -> bool:
+        """Always: sound is the output."""
         return True
 
 
@@ -86,8 +89,7 @@ class AvatarRequest(KlingRequest):
     tts_text: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     mode: Mode = "std"
-    version: str | None = Field(default=None, max_length=16)
-    """PiAPI's official client sends "2.6" here; accepted and sent, it changes nothing."""
+    version: InertVersion = None
 
     _urls = field_validator("image_url", "audio_url")(check_url)
 
@@ -99,8 +101,10 @@ class AvatarRequest(KlingRequest):
 
     @property
     def resolution(self) -> Resolution:
+        """1080p in pro mode."""
         return resolution_of(is_pro=self.mode == "pro")
 
     @property
     def has_audio(self) -> bool:
+        """Always: the avatar speaks."""
         return True

@@ -10,6 +10,7 @@ from klingflow.piapi.kling.inputs import (
     EFFECTS_NEEDING_PROMPT,
     MAX_PROMPT_CHARS,
     Effect,
+    InertVersion,
     Mode,
     Resolution,
     resolution_of,
@@ -30,8 +31,7 @@ class EffectsRequest(KlingRequest):
     effect: Effect
     prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     professional_mode: bool = False
-    version: str | None = Field(default=None, max_length=16)
-    """PiAPI's official client sends "2.6" here; accepted and sent, it changes nothing."""
+    version: InertVersion = None
 
     _url = field_validator("image_url")(check_url)
 
@@ -45,6 +45,7 @@ class EffectsRequest(KlingRequest):
 
     @property
     def resolution(self) -> Resolution:
+        """1080p with `professional_mode`."""
         return resolution_of(is_pro=self.professional_mode)
 
 
@@ -72,10 +73,12 @@ class MotionControlRequest(KlingRequest):
 
     @property
     def resolution(self) -> Resolution:
+        """1080p in pro mode."""
         return resolution_of(is_pro=self.mode == "pro")
 
     @property
     def has_audio(self) -> bool:
+        """With `keep_original_sound`, the reference video's sound."""
         return self.keep_original_sound
 
 
@@ -89,8 +92,7 @@ class TryOnRequest(KlingRequest):
     upper_input: str | None = None
     lower_input: str | None = None
     batch_size: int = Field(default=1, ge=1, le=4)
-    version: str | None = Field(default=None, max_length=16)
-    """PiAPI's official client sends "2.6" here; accepted and sent, it changes nothing."""
+    version: InertVersion = None
 
     _urls = field_validator("model_input", "dress_input", "upper_input", "lower_input")(check_url)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from klingflow.problems import ABSOLUTE_RULE
@@ -25,6 +25,7 @@ __all__ = [
     "MAX_PROMPT_CHARS",
     "AspectRatio",
     "Effect",
+    "InertVersion",
     "Mode",
     "Resolution",
     "Strict",
@@ -54,6 +55,8 @@ EFFECTS_NEEDING_PROMPT = frozenset(
 )
 """Effects PiAPI accepts without a prompt although they "will very likely fail"."""
 MAX_PROMPT_CHARS = 2500
+InertVersion = Annotated[str | None, Field(max_length=16)]
+"""A `version` PiAPI's official client sends ("2.6") where it changes nothing: accepted, sent."""
 _SECONDS = re.compile(r"^\s*(\d+)\s*(?:s|sec|secs|seconds)?\s*$", re.IGNORECASE)
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "KlingVideoRequest",
     "Shot",
     "check_shots",
+    "seconds_of",
 ]
 
 _SEED_MODEL_NAME = re.compile(r"^\s*kling\s*v?\s*(\d+(?:\.\d+)?(?:-[a-z]+)?)\s*$", re.IGNORECASE)
@@ -58,6 +59,11 @@ def check_shots(shots: list[Shot]) -> None:
     total = sum(shot.duration for shot in shots)
     if not 3 <= total <= 15:
         raise rule("multi_shots", f"shot durations must add up to 3-15 s, got {total}")
+
+
+def seconds_of(shots: list[Shot] | None, *, duration: int) -> int:
+    """The video's length: the shots' sum when there are shots (PiAPI ignores `duration`)."""
+    return duration if shots is None else sum(shot.duration for shot in shots)
 
 
 class Element(Strict):
@@ -208,9 +214,11 @@ class KlingVideoRequest(_VideoBase):
 
     @property
     def resolution(self) -> Resolution:
+        """1080p in pro mode or with `professional_mode`."""
         return resolution_of(is_pro=self.mode == "pro" or bool(self.professional_mode))
 
     def to_input(self) -> dict[str, Any]:
+        """The `input`, without switches this version lacks; shots replace `duration`."""
         data = super().to_input()
         # Switches a version does not have are not sent (PiAPI documents them from 2.6/3.0).
         if self.version not in AUDIO_VERSIONS and not self.enable_audio:
@@ -225,12 +233,12 @@ class KlingVideoRequest(_VideoBase):
 
     @property
     def duration_seconds(self) -> int:
-        if self.multi_shots is not None:
-            return sum(shot.duration for shot in self.multi_shots)  # the shots decide
-        return self.duration
+        """The shots' sum with `multi_shots`, else `duration`."""
+        return seconds_of(self.multi_shots, duration=self.duration)
 
     @property
     def has_audio(self) -> bool:
+        """With `enable_audio` (versions 2.6 and 3.0)."""
         return self.enable_audio
 
 
@@ -297,20 +305,22 @@ class KlingOmniRequest(KlingRequest):
         return self
 
     def to_input(self) -> dict[str, Any]:
+        """The `input`, with `resolution` under its own name (a field alias here)."""
         return self.model_dump(mode="json", exclude_none=True, by_alias=True)
 
     @property
     def duration_seconds(self) -> int:
-        if self.multi_shots is not None:
-            return sum(shot.duration for shot in self.multi_shots)  # the shots decide
-        return self.duration
+        """The shots' sum with `multi_shots`, else `duration`."""
+        return seconds_of(self.multi_shots, duration=self.duration)
 
     @property
     def resolution(self) -> Resolution:
+        """As asked: Omni takes a resolution, not a mode."""
         return self.resolution_
 
     @property
     def has_audio(self) -> bool:
+        """With `enable_audio`."""
         return self.enable_audio
 
 
