@@ -42,10 +42,12 @@ def control_router(emulator: Emulator) -> APIRouter:
 
     @router.get("/config")
     async def get_config() -> dict[str, Any]:
+        """The config in force, API keys masked."""
         return emulator.public_config()
 
     @router.patch("/config")
     async def patch_config(request: Request) -> Response:
+        """Change top-level fields of the config; all or nothing (400 names the problem)."""
         try:
             emulator.configure(await request.json())
         except ValueError as invalid:
@@ -54,6 +56,7 @@ def control_router(emulator: Emulator) -> APIRouter:
 
     @router.post("/reset")
     async def reset(request: Request) -> Response:
+        """Forget tasks, stats, faults and files; `keep_config` keeps the config patched."""
         body = await _json_object(request)
         if body is None:
             return error(400, 'the reset body must be a JSON object such as {"keep_config": true}')
@@ -62,6 +65,7 @@ def control_router(emulator: Emulator) -> APIRouter:
 
     @router.get("/time")
     async def get_time() -> dict[str, Any]:
+        """The emulated time and how fast it runs."""
         now = emulator.clock.now()
         return {
             "now": format_time(now),
@@ -71,6 +75,7 @@ def control_router(emulator: Emulator) -> APIRouter:
 
     @router.post("/time")
     async def set_time(request: Request) -> Response:
+        """Change the speed and/or jump forward; what falls due meanwhile happens at once."""
         body = await _json_object(request)
         if body is None:
             return error(400, "the time body must be a JSON object")
@@ -89,6 +94,7 @@ def control_router(emulator: Emulator) -> APIRouter:
 
     @router.get("/stats")
     async def stats() -> dict[str, Any]:
+        """What clients did, in total, per key id and per task (see `stats`)."""
         emulator.store.advance()  # count what is due by now, as a patient client would see it
         return emulator.stats.to_json(
             peak_concurrency=emulator.store.peak_concurrency,
@@ -97,10 +103,12 @@ def control_router(emulator: Emulator) -> APIRouter:
 
     @router.get("/faults")
     async def faults() -> list[dict[str, object]]:
+        """The fault rules in force, each with its remaining hits."""
         return emulator.faults.rules()
 
     @router.post("/faults")
     async def add_faults(request: Request) -> Response:
+        """Arm one rule or a list of them; a bad rule arms none."""
         try:
             body = await request.json()
             items = body if isinstance(body, list) else [body]
@@ -113,11 +121,13 @@ def control_router(emulator: Emulator) -> APIRouter:
 
     @router.delete("/faults")
     async def clear_faults() -> dict[str, bool]:
+        """Disarm every fault rule."""
         emulator.faults.clear()
         return {"cleared": True}
 
     @router.get("/tasks")
     async def tasks() -> dict[str, Any]:
+        """Every key's tasks as PiAPI shows them: the view no single key has."""
         emulator.store.advance()
         return {"tasks": [task.to_json() for task in emulator.store.tasks.values()]}
 

@@ -69,6 +69,12 @@ class OutputFile:
 
 @dataclass
 class EmulatedTask:
+    """One task as the emulator keeps it: the parsed request plus its lifecycle and billing.
+
+    `planned_error` is decided at submit (an injected `fail_task` or a drawn failure), so
+    the task fails when processing ends, as a real generation would, not when it is created.
+    """
+
     task_id: str
     key_id: str
     request: KlingRequest
@@ -87,14 +93,17 @@ class EmulatedTask:
 
     @property
     def model(self) -> str:
+        """PiAPI's `model` of the task (`kling`, `kling-turbo`...)."""
         return self.request.model
 
     @property
     def task_type(self) -> str:
+        """PiAPI's `task_type` (`video_generation`, `extend_video`...)."""
         return self.request.task_type
 
     @property
     def is_terminal(self) -> bool:
+        """True once the task can no longer change (see `TERMINAL_STATUSES`)."""
         return self.status in TERMINAL_STATUSES
 
     @property
@@ -244,6 +253,11 @@ class TaskStore:
         base_url: str,
         planned_error: GenerationError | None,
     ) -> EmulatedTask:
+        """Create, bill and queue a task: `pending` at once, or `staged` over the limit.
+
+        Raises `CreditError`, `OverConcurrencyError` (only when set to reject) or
+        `OriginError`; nothing is created or billed then.
+        """
         now = self.clock.now()
         self.advance(now)
         origin = self._origin_of(request, key_id)
@@ -438,6 +452,7 @@ class TaskStore:
         return True
 
     def counts(self, key_id: str) -> dict[str, int]:
+        """The key's staged, pending and processing tasks, as `/account/active_tasks` counts."""
         self.advance()
         counts = {status: 0 for status in (TaskStatus.STAGED, *ACTIVE)}
         for task in self.tasks.values():
