@@ -30,7 +30,13 @@ from klingflow.emulator.clock import Clock
 from klingflow.emulator.config import EmulatorConfig, FaultRule, key_id
 from klingflow.emulator.control import control_router
 from klingflow.emulator.echo import echo_input
-from klingflow.emulator.faults import FILE_FAULTS, REQUEST_FAULTS, FaultBook, apply_fault
+from klingflow.emulator.faults import (
+    FILE_FAULTS,
+    REQUEST_FAULTS,
+    TASK_FAULTS,
+    FaultBook,
+    apply_fault,
+)
 from klingflow.emulator.files import GONE_MESSAGE, RenderCache, file_response, find_output
 from klingflow.emulator.rate_limits import RateWindows
 from klingflow.emulator.responses import OPENAI, PIAPI, Dialect, envelope, error
@@ -201,7 +207,7 @@ class Emulator:
         fail = self.faults.take(
             method="POST",
             path=request.url.path,
-            actions={"fail_task"},
+            actions=TASK_FAULTS,
             task_type=task_request.task_type,
         )
         planned = fail.error if fail is not None else None

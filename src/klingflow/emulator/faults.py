@@ -26,13 +26,16 @@ __all__ = [
     "FILE_FAULTS",
     "REQUEST_FAULTS",
     "STOPPING_MESSAGE",
+    "TASK_FAULTS",
     "CutResponse",
     "FaultBook",
     "apply_fault",
 ]
 
 REQUEST_FAULTS = frozenset({"error", "slow", "drop", "malformed", "rate_limit"})
-"""The actions that can hit an API request (`fail_task` hits the task it creates instead)."""
+"""The actions that can hit an API request's answer."""
+TASK_FAULTS = frozenset({"fail_task"})
+"""The actions that hit the task a create request makes: it fails when processing ends."""
 FILE_FAULTS = frozenset({"error", "slow", "drop", "truncate"})
 """The actions that can hit a download of an output file."""
 STOPPING_MESSAGE = "service unavailable (the emulator was reset or is stopping)"
