@@ -39,6 +39,7 @@ TASK_FAULTS = frozenset({"fail_task"})
 FILE_FAULTS = frozenset({"error", "slow", "drop", "truncate"})
 """The actions that can hit a download of an output file."""
 STOPPING_MESSAGE = "service unavailable (the emulator was reset or is stopping)"
+"""What a `slow` fault cut short by a reset or a stop answers, with 503."""
 
 
 @dataclass
