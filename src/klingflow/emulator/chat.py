@@ -64,6 +64,8 @@ class ChatRequestError(Exception):
 
 @dataclass(frozen=True)
 class ChatMessage:
+    """One message of the conversation; only its role and text shape the reply."""
+
     role: str
     content: str
 

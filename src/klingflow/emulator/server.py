@@ -78,10 +78,16 @@ class EmulatorServer:
 
     @property
     def url(self) -> str:
+        """The base URL clients use; an IPv6 host is bracketed, as URLs require."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
     def start(self, *, timeout_seconds: float = 10.0) -> Self:
+        """Serve in a daemon thread and return once it accepts connections.
+
+        Raises RuntimeError when it does not within `timeout_seconds`, so a test fails
+        loudly instead of talking to nothing.
+        """
         self._thread = threading.Thread(
             target=self._server.run,
             kwargs={"sockets": [self._socket]},

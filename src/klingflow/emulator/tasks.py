@@ -13,17 +13,16 @@ import dataclasses
 import heapq
 import itertools
 import random
-import time
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from klingflow.emulator import media
+from klingflow.emulator.clock import Clock, format_time
 from klingflow.emulator.config import EmulatorConfig, GenerationError
-from klingflow.piapi.kling import (
+from klingflow.piapi import (
     ExtendVideoRequest,
     KlingOmniRequest,
     KlingRequest,
@@ -34,55 +33,16 @@ from klingflow.piapi.kling import (
     TaskConfig,
     TryOnRequest,
 )
-from klingflow.piapi.models import TaskStatus, Usage, usd_to_points
+from klingflow.piapi.models import TERMINAL_STATUSES, TaskStatus, Usage, usd_to_points
 from klingflow.piapi.pricing import estimate_usage
 
-__all__ = ["Clock", "EmulatedTask", "OutputFile", "TaskStore", "Transition", "format_time"]
+__all__ = ["EmulatedTask", "OutputFile", "TaskStore", "Transition"]
 
 WATERMARK = "watermark · "
 """What a watermarked file shows before each prompt, so its pixels differ from the clean one."""
 
-ZERO_TIME = "0001-01-01T00:00:00Z"
 EXTEND_SECONDS = 5.0  # what one extend_video adds (Kling extends by about 5 s)
 ACTIVE = frozenset({TaskStatus.PENDING, TaskStatus.PROCESSING})
-
-
-def format_time(epoch_seconds: float | None) -> str:
-    """RFC 3339 with nanoseconds in UTC, or Go's zero time when unset (as PiAPI sends)."""
-    if epoch_seconds is None:
-        return ZERO_TIME
-    whole = int(epoch_seconds)
-    nanos = round((epoch_seconds - whole) * 1e9)
-    stamp = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{min(nanos, 999_999_999):09d}Z"
-
-
-class Clock:
-    """Emulated wall-clock time: starts at the real time, runs `time_scale` times faster."""
-
-    def __init__(self, time_scale: float) -> None:
-        self._scale = time_scale
-        self._real_origin = time.monotonic()
-        self._emulated_origin = time.time()
-
-    @property
-    def time_scale(self) -> float:
-        return self._scale
-
-    def now(self) -> float:
-        return self._emulated_origin + (time.monotonic() - self._real_origin) * self._scale
-
-    def set_scale(self, time_scale: float) -> None:
-        self._emulated_origin = self.now()
-        self._real_origin = time.monotonic()
-        self._scale = time_scale
-
-    def advance(self, seconds: float) -> None:
-        """Jump forward: everything due in the next `seconds` happens at once."""
-        self._emulated_origin += seconds
-
-    def real_seconds(self, emulated_seconds: float) -> float:
-        return emulated_seconds / self._scale
 
 
 @dataclass(frozen=True)
@@ -109,6 +69,12 @@ class OutputFile:
 
 @dataclass
 class EmulatedTask:
+    """One task as the emulator keeps it: the parsed request plus its lifecycle and billing.
+
+    `planned_error` is decided at submit (an injected `fail_task` or a drawn failure), so
+    the task fails when processing ends, as a real generation would, not when it is created.
+    """
+
     task_id: str
     key_id: str
     request: KlingRequest
@@ -127,15 +93,18 @@ class EmulatedTask:
 
     @property
     def model(self) -> str:
+        """PiAPI's `model` of the task (`kling`, `kling-turbo`...)."""
         return self.request.model
 
     @property
     def task_type(self) -> str:
+        """PiAPI's `task_type` (`video_generation`, `extend_video`...)."""
         return self.request.task_type
 
     @property
     def is_terminal(self) -> bool:
-        return self.status in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+        """True once the task can no longer change (see `TERMINAL_STATUSES`)."""
+        return self.status in TERMINAL_STATUSES
 
     @property
     def has_video_shape(self) -> bool:
@@ -284,6 +253,11 @@ class TaskStore:
         base_url: str,
         planned_error: GenerationError | None,
     ) -> EmulatedTask:
+        """Create, bill and queue a task: `pending` at once, or `staged` over the limit.
+
+        Raises `CreditError`, `OverConcurrencyError` (only when set to reject) or
+        `OriginError`; nothing is created or billed then.
+        """
         now = self.clock.now()
         self.advance(now)
         origin = self._origin_of(request, key_id)
@@ -478,6 +452,7 @@ class TaskStore:
         return True
 
     def counts(self, key_id: str) -> dict[str, int]:
+        """The key's staged, pending and processing tasks, as `/account/active_tasks` counts."""
         self.advance()
         counts = {status: 0 for status in (TaskStatus.STAGED, *ACTIVE)}
         for task in self.tasks.values():

@@ -23,12 +23,12 @@ from typing import Any
 
 import httpx
 
+from klingflow.emulator.clock import Clock
 from klingflow.emulator.config import EmulatorConfig
-from klingflow.emulator.tasks import Clock
+from klingflow.piapi.models import TERMINAL_STATUSES
 
 __all__ = ["WebhookSender"]
 
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
 POLL_SECONDS = 0.02  # how soon a waiting delivery notices a jump of the clock (real time)
 
 
@@ -63,7 +63,7 @@ class WebhookSender:
         task_id, status = task["task_id"], task["status"]
         at = self.clock.now() if at is None else at
         delivery = _Delivery(endpoint, secret, {"timestamp": int(at), "data": task}, at)
-        if self.config().webhook_faults.reorder and status not in TERMINAL:
+        if self.config().webhook_faults.reorder and status not in TERMINAL_STATUSES:
             self._held.setdefault(task_id, []).append(delivery)
             return
         self._queue(task_id, delivery)
