@@ -20,7 +20,8 @@ from klingflow.emulator import EmulatorServer
 from klingflow.testing import DEFAULT_TIME_SCALE
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.leases import Leases
-from klingflow.workflows.runlog import IntentState, RunLog, RunStatus
+from klingflow.workflows.records import IntentState, RunStatus
+from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.workers import WorkerRegistry
 
 from .test_postgres import postgres_url  # noqa: F401  (the fixture: a fresh database)

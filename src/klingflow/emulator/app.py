@@ -52,6 +52,7 @@ from klingflow.emulator.tasks import (
 from klingflow.errors import InvalidRequestError
 from klingflow.piapi.kling import parse_task_request
 from klingflow.piapi.models import TaskStatus, points_to_usd, usd_to_points
+from klingflow.redaction import MASK
 
 __all__ = ["Emulator", "create_app", "key_id"]
 
@@ -60,7 +61,7 @@ TERMINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCEL
 STOPPING_MESSAGE = "service unavailable (the emulator was reset or is stopping)"
 GONE_MESSAGE = "file not found (outputs are deleted after the retention period)"
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-_MASK = "***"
+_MASK = MASK  # keys read back masked; a PATCH of masks keeps the keys
 ACCOUNT_NAME = "klingflow-emulator"
 REUSED_LABEL = "emulated video"
 """What shared renders (`reuse_renders`) show in place of a prompt."""

@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from klingflow.errors import InvalidRequestError, Problem
+from klingflow.redaction import MASK
 
 __all__ = [
     "AUDIO_VERSIONS",
@@ -212,7 +213,7 @@ class WebhookConfig(_Strict):
     _url = field_validator("endpoint")(_check_url)
 
     def __repr__(self) -> str:  # the secret must never reach a log through a repr
-        return f"WebhookConfig(endpoint={self.endpoint!r}, secret={'***' if self.secret else ''!r})"
+        return f"WebhookConfig(endpoint={self.endpoint!r}, secret={MASK if self.secret else ''!r})"
 
 
 class TaskConfig(_Strict):

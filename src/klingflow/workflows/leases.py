@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from klingflow.workflows.schema import create_tables
+from klingflow.workflows.schema import create_tables, leases
 
 __all__ = ["LeasedRequests", "LeasedTasks", "Leases"]
 
@@ -35,20 +35,6 @@ logger = logging.getLogger("klingflow.leases")
 
 RETRY_PAUSES_SECONDS = (0.02, 0.05, 0.1, 0.2, 0.5)
 """Pauses between attempts to take a slot while all are taken (then 0.5 s each)."""
-
-metadata = sa.MetaData()
-
-leases = sa.Table(
-    "kf_leases",
-    metadata,
-    sa.Column("kind", sa.String(16), primary_key=True),  # task | request
-    sa.Column("slot", sa.Integer, primary_key=True),
-    sa.Column("holder", sa.String(255), nullable=True),  # executor id; NULL: free
-    sa.Column("lease_id", sa.String(32), nullable=True),
-    sa.Column("task_id", sa.String(255), nullable=True),
-    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
-    sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),  # request answered
-)
 
 _TAKE = sa.text(
     """
@@ -77,7 +63,7 @@ class Leases:
         self.holder = holder
         self.lease_seconds = lease_seconds
         self._background: set[asyncio.Task[Any]] = set()
-        create_tables(engine, metadata)
+        create_tables(engine)
 
     def ensure_slots(self, kind: str, count: int) -> None:
         """Slots 0..count-1 of `kind` exist (each process may add; none removes)."""
