@@ -79,6 +79,7 @@ class ItemPage:
 
     @property
     def done(self) -> int:
+        """Items finished (succeeded or skipped): what a progress bar counts."""
         return self.counts.get("succeeded", 0) + self.counts.get("skipped", 0)
 
 

@@ -42,6 +42,7 @@ class UncertainSubmission:
 
     @property
     def window(self) -> str:
+        """When to look in PiAPI's task list, in UTC as its dashboard shows times."""
         return f"{_utc(self.window_start)} to {_utc(self.window_end)}"
 
 
