@@ -41,9 +41,8 @@ _NODE_UPDATE_COUNTING = NODE_UPDATE.values(attempts=node_runs.c.attempts + 1)
 
 def _node_upsert(engine: sa.Engine) -> Any:
     """INSERT a node's row, or restart the row a replay or retry left (its dialect's form)."""
-    insert = (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(
-        node_runs
-    )
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    insert = dialect.insert(node_runs)  # both have ON CONFLICT DO UPDATE
     restarted = ("status", "inputs", "started_at", "error")
     return insert.on_conflict_do_update(
         index_elements=["run_id", "epoch", "node_path"],
