@@ -53,7 +53,7 @@ from klingflow.piapi import AsyncPiAPI, WaitPolicy
 from klingflow.settings import Settings
 from klingflow.workflows import Workflow, load_workflow_text
 from klingflow.workflows.engine import Engine
-from klingflow.workflows.runlog import RunStatus
+from klingflow.workflows.records import RunStatus
 
 API_KEY = "bench-key"
 WARMUP_VIDEOS = 20

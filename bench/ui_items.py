@@ -25,7 +25,8 @@ from klingflow.workflows import load_workflow_text
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.failed_tasks import failed_task_intents
 from klingflow.workflows.loop_items import item_counts, item_page, top_level
-from klingflow.workflows.runlog import NodeStatus, RunLog, RunStatus
+from klingflow.workflows.records import NodeStatus, RunStatus
+from klingflow.workflows.runlog import RunLog
 
 WORKFLOW = """\
 name: many

@@ -14,7 +14,7 @@ from klingflow.piapi import AsyncPiAPI, WaitPolicy
 from klingflow.settings import Settings
 from klingflow.workflows import load_workflow_text, render, template_context
 from klingflow.workflows.engine import Engine
-from klingflow.workflows.runlog import RunRecord, RunStatus
+from klingflow.workflows.records import RunRecord, RunStatus
 
 from .conftest import Cases
 

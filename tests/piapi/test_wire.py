@@ -88,7 +88,7 @@ def test_status_code_and_message_map_to_one_error_class(
     assert (error.status_code, error.code, error.api_message) == (status, code, message)
     assert message in str(error)
     assert error.response is not None
-    assert error.response.request.headers["x-api-key"] == "[redacted]"
+    assert error.response.request.headers["x-api-key"] == "***"
 
 
 def test_rate_limit_error_reads_retry_after_seconds_and_dates() -> None:

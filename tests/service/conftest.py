@@ -23,7 +23,7 @@ from klingflow.piapi import AsyncPiAPI, RetryPolicy, WaitPolicy
 from klingflow.service import create_app
 from klingflow.settings import Settings
 from klingflow.workflows.engine import Engine
-from klingflow.workflows.runlog import TERMINAL_RUN_STATUSES, RunStatus
+from klingflow.workflows.records import TERMINAL_RUN_STATUSES, RunStatus
 
 FAST_WAIT = WaitPolicy(initial_interval_seconds=0.02, max_interval_seconds=0.1, jitter=0)
 FAST_RETRY = RetryPolicy(max_retries=2, initial_delay_seconds=0.01, max_delay_seconds=0.05)

@@ -21,7 +21,7 @@ from klingflow.emulator import EmulatorServer, FaultRule
 from klingflow.service.sessions import SESSION_COOKIE, session_key
 from klingflow.service.views import NodeView, progress_of, run_view
 from klingflow.settings import Settings
-from klingflow.workflows.runlog import Attempt, NodeRun, NodeStatus, RunRecord, RunStatus
+from klingflow.workflows.records import Attempt, NodeRun, NodeStatus, RunRecord, RunStatus
 
 from .conftest import API_TOKEN, WEBHOOK_SECRET, Service, StartService
 

@@ -13,7 +13,7 @@ from klingflow.piapi import AsyncPiAPI, RetryPolicy, WaitPolicy
 from klingflow.settings import Settings
 from klingflow.workflows import Workflow, load_workflow_text
 from klingflow.workflows.engine import Command, Engine
-from klingflow.workflows.runlog import RunRecord
+from klingflow.workflows.records import RunRecord
 
 T = TypeVar("T")
 

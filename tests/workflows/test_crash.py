@@ -27,7 +27,8 @@ import pytest
 from klingflow.emulator import EmulatorServer, FaultRule
 from klingflow.piapi import PiAPI
 from klingflow.workflows.database import make_engine
-from klingflow.workflows.runlog import IntentState, RunLog, RunStatus
+from klingflow.workflows.records import IntentState, RunStatus
+from klingflow.workflows.runlog import RunLog
 
 from .test_postgres import postgres_url  # noqa: F401  (the fixture)
 

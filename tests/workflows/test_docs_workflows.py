@@ -28,7 +28,8 @@ from klingflow.workflows import (
     load_workflow_text,
 )
 from klingflow.workflows.database import make_engine
-from klingflow.workflows.runlog import RunLog, RunStatus
+from klingflow.workflows.records import RunStatus
+from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.spec import KlingVideoParams
 
 from .harness import Harness

@@ -16,7 +16,8 @@ from klingflow.piapi.waiting import render_kind, typical_render_seconds
 from klingflow.workflows import load_workflow, load_workflow_text
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.engine import Command, Engine
-from klingflow.workflows.runlog import IntentState, NodeStatus, RunLog, RunRecord, RunStatus
+from klingflow.workflows.records import IntentState, NodeStatus, RunRecord, RunStatus
+from klingflow.workflows.runlog import RunLog
 
 from .harness import Harness
 

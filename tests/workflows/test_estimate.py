@@ -11,7 +11,7 @@ import pytest
 from klingflow.emulator import EmulatorServer
 from klingflow.errors import InvalidRequestError, WorkflowInputError
 from klingflow.workflows import estimate_run, load_workflow, load_workflow_text
-from klingflow.workflows.runlog import RunStatus
+from klingflow.workflows.records import RunStatus
 
 from .harness import Harness
 

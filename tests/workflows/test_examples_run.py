@@ -11,7 +11,7 @@ import pytest
 
 from klingflow.emulator import EmulatorServer
 from klingflow.workflows import load_workflow
-from klingflow.workflows.runlog import RunStatus
+from klingflow.workflows.records import RunStatus
 
 from .harness import Harness
 

@@ -10,7 +10,8 @@ from klingflow.emulator import EmulatorServer, FaultRule
 from klingflow.workflows import load_workflow
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.engine import Command
-from klingflow.workflows.runlog import IntentState, RunLog, RunStatus
+from klingflow.workflows.records import IntentState, RunStatus
+from klingflow.workflows.runlog import RunLog
 
 from .harness import Harness
 

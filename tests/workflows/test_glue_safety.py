@@ -13,7 +13,8 @@ from klingflow.piapi import PiAPI
 from klingflow.workflows import load_workflow_text
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.engine import Command, Engine
-from klingflow.workflows.runlog import RunLog, RunRecord, RunStatus
+from klingflow.workflows.records import RunRecord, RunStatus
+from klingflow.workflows.runlog import RunLog
 
 from .harness import Harness
 from .recorder import recorder

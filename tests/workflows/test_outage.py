@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from klingflow.emulator import EmulatorServer
 from klingflow.workflows import load_workflow_text
 from klingflow.workflows.engine import Command, Engine
-from klingflow.workflows.runlog import RunRecord, RunStatus
+from klingflow.workflows.records import RunRecord, RunStatus
 
 from .harness import Harness
 from .test_postgres import (

@@ -23,8 +23,9 @@ from klingflow.emulator import EmulatorServer, FaultRule
 from klingflow.workflows import load_workflow
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.engine import Command, Engine
+from klingflow.workflows.records import RunRecord, RunStatus
 from klingflow.workflows.registry import WorkflowRegistry
-from klingflow.workflows.runlog import RunLog, RunRecord, RunStatus
+from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.schedules import Scheduler
 
 from .harness import Harness

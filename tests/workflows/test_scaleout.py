@@ -13,14 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
-import pytest
 import sqlalchemy as sa
 
 from klingflow.emulator import EmulatorServer
 from klingflow.testing import DEFAULT_TIME_SCALE
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.leases import Leases
-from klingflow.workflows.runlog import IntentState, RunLog, RunStatus
+from klingflow.workflows.records import IntentState, RunStatus
+from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.workers import WorkerRegistry
 
 from .test_postgres import postgres_url  # noqa: F401  (the fixture: a fresh database)
@@ -411,12 +411,6 @@ def test_leases_count_across_holders_and_a_dead_holders_share_runs_out(
         engine.dispose()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open (issue #12): a run-log statement on a connection cut while in use is not "
-    "retried; pool pre-ping and the outage retry cover new checkouts only, so the run ends "
-    "crashed about 1 time in 3 (`runs retry` resumes it)",
-)
 def test_workers_survive_their_postgres_connections_being_cut(
     postgres_url: str,  # noqa: F811
     emulator: EmulatorServer,

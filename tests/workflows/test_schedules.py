@@ -17,14 +17,10 @@ from klingflow.emulator import EmulatorServer
 from klingflow.errors import WorkflowDefinitionError
 from klingflow.workflows import ScheduleSpec, load_workflow_text
 from klingflow.workflows.engine import Engine
-from klingflow.workflows.registry import (
-    PublishedWorkflow,
-    PublishOutcome,
-    WorkflowRegistry,
-    workflows,
-)
-from klingflow.workflows.runlog import RunRecord, RunStatus
+from klingflow.workflows.records import RunRecord, RunStatus
+from klingflow.workflows.registry import PublishedWorkflow, PublishOutcome, WorkflowRegistry
 from klingflow.workflows.schedules import Scheduler, schedule_key
+from klingflow.workflows.schema import workflows
 
 from .harness import Harness
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from klingflow.emulator import EmulatorServer
 from klingflow.workflows.database import make_engine
-from klingflow.workflows.runlog import IntentState, RunLog, RunStatus
+from klingflow.workflows.records import IntentState, RunStatus
+from klingflow.workflows.runlog import RunLog
 
 from .harness import Harness
 

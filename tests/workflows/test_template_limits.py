@@ -10,7 +10,7 @@ import pytest
 from klingflow.emulator import EmulatorServer
 from klingflow.errors import TemplateError
 from klingflow.workflows import render, template_context
-from klingflow.workflows.runlog import RunStatus
+from klingflow.workflows.records import RunStatus
 
 from .harness import Harness
 

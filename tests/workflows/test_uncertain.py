@@ -9,7 +9,7 @@ import pytest
 
 from klingflow.emulator import EmulatorServer, FaultRule
 from klingflow.workflows.engine import Command, describe_paused
-from klingflow.workflows.runlog import RunStatus
+from klingflow.workflows.records import RunStatus
 
 from .harness import Harness
 

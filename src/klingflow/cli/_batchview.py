@@ -20,7 +20,8 @@ from rich.table import Table
 from rich.text import Text
 
 from klingflow.cli._console import usd
-from klingflow.workflows.runlog import NodeRun, NodeStatus, RunLog, RunRecord, RunStatus
+from klingflow.workflows.records import NodeRun, NodeStatus, RunRecord, RunStatus
+from klingflow.workflows.runlog import RunLog
 
 __all__ = ["BatchView", "Unit", "units_of"]
 

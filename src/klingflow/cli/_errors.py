@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.text import Text
 
 from klingflow import errors
+from klingflow.redaction import mask_secrets
 
 __all__ = ["EXIT_CODES", "exit_code_for", "handles_errors", "state"]
 
@@ -53,7 +54,7 @@ def exit_code_for(error: errors.KlingflowError) -> int:
 def redact(text: str) -> str:
     """Belt and braces: whatever the path, the configured key is never printed."""
     key = os.environ.get("PIAPI_API_KEY", "")
-    return text.replace(key, "***") if len(key) >= 4 else text
+    return mask_secrets(text, (key,)) if len(key) >= 4 else text
 
 
 def handles_errors(command: Callable[P, R]) -> Callable[P, R]:

@@ -33,8 +33,9 @@ from klingflow.workflows import RunEstimate, estimate_run, load_workflow
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.engine import Command, Engine, RunQueue, describe_paused
 from klingflow.workflows.reconcile import parse_task_ids
+from klingflow.workflows.records import RunRecord, RunStatus
 from klingflow.workflows.registry import WorkflowRegistry
-from klingflow.workflows.runlog import RunLog, RunRecord, RunStatus
+from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.schedules import Scheduler
 from klingflow.workflows.tables import coerce_row, parse_table_bytes
 

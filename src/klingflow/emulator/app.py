@@ -53,12 +53,13 @@ from klingflow.emulator.webhooks import WebhookSender
 from klingflow.errors import InvalidRequestError
 from klingflow.piapi import parse_task_request
 from klingflow.piapi.models import TERMINAL_STATUSES
+from klingflow.redaction import MASK
 
 __all__ = ["Emulator", "create_app", "key_id"]
 
 TICK_SECONDS = 0.02
 """How often (real time) tasks move on when nobody asks, so their webhooks fire on time."""
-_MASK = "***"
+_MASK = MASK  # keys read back masked; a PATCH of masks keeps the keys
 _logger = logging.getLogger(__name__)
 
 

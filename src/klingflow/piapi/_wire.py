@@ -41,6 +41,7 @@ from klingflow.errors import (
 )
 from klingflow.piapi.kling import KlingRequest, TaskConfig, WebhookConfig, parse_task_request
 from klingflow.piapi.models import AccountInfo, ActiveTaskCounts, Task
+from klingflow.redaction import MASK, mask_secrets
 
 __all__ = [
     "API_KEY_HEADER",
@@ -67,7 +68,7 @@ __all__ = [
 
 DEFAULT_BASE_URL = "https://api.piapi.ai"
 API_KEY_HEADER = "x-api-key"
-REDACTED = "[redacted]"
+REDACTED = MASK  # one mask for users, everywhere: klingflow/redaction.py
 SUCCESS_CODES = frozenset({0, 200})
 # Texts PiAPI is reported to use when the balance cannot pay for a task (spec §6).
 _CREDIT_MESSAGES = ("credit not enough", "quota not enough", "freeze credit", "insufficient credit")
@@ -206,10 +207,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 
 def _scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return text
+    return mask_secrets(text, secrets)
 
 
 def redact_request(request: httpx.Request) -> httpx.Request:

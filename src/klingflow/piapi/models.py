@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from klingflow.redaction import MASK
+
 __all__ = [
     "POINTS_PER_USD",
     "TERMINAL_STATUSES",
@@ -199,7 +201,7 @@ class Task(_Frozen):
         data = self.model_dump(mode="json")
         webhook = (data.get("config") or {}).get("webhook_config")
         if isinstance(webhook, dict) and webhook.get("secret"):
-            webhook["secret"] = "***"  # noqa: S105 - a mask, not a password
+            webhook["secret"] = MASK
         return data
 
 

@@ -19,7 +19,8 @@ from klingflow.service.exports import (
 )
 from klingflow.service.operations import existing_run
 from klingflow.service.views import loop_items_of
-from klingflow.workflows.runlog import NodeRun, RunLog, RunRecord
+from klingflow.workflows.records import NodeRun, RunRecord
+from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.spec import LoopNode, Workflow
 
 __all__ = ["router"]

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from klingflow.workflows.loop_items import item_label
-from klingflow.workflows.runlog import NodeRun, RunRecord
+from klingflow.workflows.records import NodeRun, RunRecord
 
 __all__ = [
     "MANIFEST_COLUMNS",

@@ -23,7 +23,8 @@ from klingflow.workflows.loop_items import (
     skip_items,
     top_level,
 )
-from klingflow.workflows.runlog import RunLog, RunRecord, RunStatus
+from klingflow.workflows.records import RunRecord, RunStatus
+from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.spec import LoopNode, Workflow
 
 __all__ = ["ITEMS_PER_PAGE", "router"]

@@ -13,8 +13,9 @@ from klingflow.errors import (
     WorkflowNotFoundError,
 )
 from klingflow.workflows.engine import Command, Engine
+from klingflow.workflows.records import RunRecord, RunStatus
 from klingflow.workflows.registry import PublishedWorkflow, WorkflowRegistry
-from klingflow.workflows.runlog import RunLog, RunRecord, RunStatus
+from klingflow.workflows.runlog import RunLog
 
 __all__ = [
     "existing_run",

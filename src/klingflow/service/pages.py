@@ -19,8 +19,8 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from klingflow.redaction import redact, redact_values
 from klingflow.service.sessions import csrf_token, is_signed_in
-from klingflow.workflows.runlog import redact, redact_values
 
 __all__ = ["PAGE_HEADERS", "Pages", "PagesDep", "flash", "see_other"]
 

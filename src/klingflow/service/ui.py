@@ -66,8 +66,9 @@ from klingflow.workflows.loop_items import (
     item_counts,
     top_level,
 )
+from klingflow.workflows.records import NodeRun, RunRecord, RunStatus
 from klingflow.workflows.registry import PublishedWorkflow, WorkflowRegistry
-from klingflow.workflows.runlog import NodeRun, RunLog, RunRecord, RunStatus
+from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.spec import LoopNode, Workflow
 from klingflow.workflows.uncertain import uncertain_submissions
 

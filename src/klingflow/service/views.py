@@ -18,7 +18,7 @@ from urllib.parse import quote
 from klingflow.service.exports import node_files
 from klingflow.service.graph import GraphLayout, layout
 from klingflow.workflows.estimate import RunEstimate
-from klingflow.workflows.runlog import (
+from klingflow.workflows.records import (
     TERMINAL_RUN_STATUSES,
     Attempt,
     Intent,

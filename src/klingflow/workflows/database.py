@@ -26,6 +26,7 @@ log = logging.getLogger("klingflow.database")
 
 
 def is_sqlite(url: str) -> bool:
+    """Whether `url` names a SQLite file: one machine, no advisory locks or leases needed."""
     return url.startswith("sqlite")
 
 

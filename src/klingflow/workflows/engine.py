@@ -62,6 +62,7 @@ from klingflow.piapi import AsyncPiAPI, AsyncWebhookEvents, Task, WaitPolicy
 from klingflow.piapi.polling import StatusPoller
 from klingflow.piapi.pricing import DEFAULT_PRICES, PriceTable
 from klingflow.piapi.waiting import RenderTimes
+from klingflow.redaction import redact_values
 from klingflow.settings import Settings
 from klingflow.workflows.database import is_sqlite, make_engine
 from klingflow.workflows.estimate import estimate_run
@@ -76,15 +77,14 @@ from klingflow.workflows.failed_tasks import reopen_submitters
 from klingflow.workflows.leases import LeasedRequests, LeasedTasks, Leases
 from klingflow.workflows.nodes import Services
 from klingflow.workflows.reconcile import ONLY_UNCERTAIN, is_settled, settle_uncertain
-from klingflow.workflows.runlog import (
+from klingflow.workflows.records import (
     TERMINAL_RUN_STATUSES,
     IntentState,
     NodeStatus,
-    RunLog,
     RunRecord,
     RunStatus,
-    redact_values,
 )
+from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.schema import schema_lock
 from klingflow.workflows.spec import LoopNode, LoopParams, Workflow
 from klingflow.workflows.workers import Heartbeat, WorkerRegistry

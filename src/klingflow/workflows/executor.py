@@ -29,7 +29,7 @@ from klingflow.errors import (
     TaskFailedError,
 )
 from klingflow.workflows.nodes import Durable, Runner, Runtime, Services, glue, kling
-from klingflow.workflows.runlog import NodeStatus, RunRecord
+from klingflow.workflows.records import NodeStatus, RunRecord
 from klingflow.workflows.spec import LoopNode, LoopParams, NodeSpec, Workflow, WorkflowRetry
 from klingflow.workflows.templates import template_context
 

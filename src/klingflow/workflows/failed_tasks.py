@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from klingflow.workflows.runlog import Intent, IntentState, NodeRun, NodeStatus, RunLog, node_runs
+from klingflow.workflows.records import Intent, IntentState, NodeRun, NodeStatus
+from klingflow.workflows.runlog import RunLog
+from klingflow.workflows.schema import node_runs
 
 __all__ = ["failed_task_intents", "reopen_submitters"]
 
@@ -29,8 +31,7 @@ def _failed_nodes(runlog: RunLog, run_id: str, epoch: int, prefix: str) -> list[
             node_runs.c.node_path.startswith(prefix + "[", autoescape=True),
         ),
     )
-    with runlog.engine.connect() as c:
-        return [NodeRun.from_row(row) for row in c.execute(query.order_by(node_runs.c.id))]
+    return runlog.node_runs(query.order_by(node_runs.c.id))
 
 
 def failed_task_intents(runlog: RunLog, run_id: str, epoch: int, prefix: str) -> list[Intent]:

@@ -27,7 +27,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from klingflow.workflows.schema import create_tables
+from klingflow.workflows.schema import create_tables, leases
+from klingflow.workflows.transactions import transaction
 
 __all__ = ["LeasedRequests", "LeasedTasks", "Leases"]
 
@@ -35,20 +36,6 @@ logger = logging.getLogger("klingflow.leases")
 
 RETRY_PAUSES_SECONDS = (0.02, 0.05, 0.1, 0.2, 0.5)
 """Pauses between attempts to take a slot while all are taken (then 0.5 s each)."""
-
-metadata = sa.MetaData()
-
-leases = sa.Table(
-    "kf_leases",
-    metadata,
-    sa.Column("kind", sa.String(16), primary_key=True),  # task | request
-    sa.Column("slot", sa.Integer, primary_key=True),
-    sa.Column("holder", sa.String(255), nullable=True),  # executor id; NULL: free
-    sa.Column("lease_id", sa.String(32), nullable=True),
-    sa.Column("task_id", sa.String(255), nullable=True),
-    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
-    sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),  # request answered
-)
 
 _TAKE = sa.text(
     """
@@ -77,7 +64,7 @@ class Leases:
         self.holder = holder
         self.lease_seconds = lease_seconds
         self._background: set[asyncio.Task[Any]] = set()
-        create_tables(engine, metadata)
+        create_tables(engine)
 
     def ensure_slots(self, kind: str, count: int) -> None:
         """Slots 0..count-1 of `kind` exist (each process may add; none removes)."""
@@ -88,39 +75,40 @@ class Leases:
     def take(self, kind: str, limit: int, *, window_seconds: float = 0.0) -> tuple[int, str] | None:
         """A free slot of `kind` among the first `limit`, leased to this holder; else None."""
         lease_id = uuid.uuid4().hex
-        with self.engine.begin() as connection:
-            row = connection.execute(
-                _TAKE,
-                {
-                    "holder": self.holder,
-                    "lease_id": lease_id,
-                    "lease": self.lease_seconds,
-                    "kind": kind,
-                    "limit": limit,
-                    "window": window_seconds,
-                },
-            ).first()
+        params = {
+            "holder": self.holder,
+            "lease_id": lease_id,
+            "lease": self.lease_seconds,
+            "kind": kind,
+            "limit": limit,
+            "window": window_seconds,
+        }
+        mine = sa.select(leases.c.slot).where(leases.c.lease_id == lease_id)
+        row = transaction(  # a cut COMMIT that took the slot: that slot is ours
+            self.engine,
+            lambda connection: connection.execute(_TAKE, params).first(),
+            committed=lambda connection: connection.execute(mine).first() is not None,
+        )
         return None if row is None else (int(row[0]), lease_id)
 
     def give_back(self, kind: str, slot: int, lease_id: str, *, answered: bool) -> None:
         """Free a slot (a request's stays counted in its window from now: `ended_at`)."""
         ended = sa.func.clock_timestamp() if answered else None
-        with self.engine.begin() as connection:
-            connection.execute(
-                leases.update()
-                .where(leases.c.kind == kind, leases.c.slot == slot, leases.c.lease_id == lease_id)
-                .values(holder=None, lease_id=None, task_id=None, ended_at=ended, expires_at=None)
-            )
+        statement = (
+            leases.update()
+            .where(leases.c.kind == kind, leases.c.slot == slot, leases.c.lease_id == lease_id)
+            .values(holder=None, lease_id=None, task_id=None, ended_at=ended, expires_at=None)
+        )
+        transaction(self.engine, lambda connection: connection.execute(statement), idempotent=True)
 
     def bind_task(self, slot: int, lease_id: str, task_id: str) -> None:
-        with self.engine.begin() as connection:
-            connection.execute(
-                leases.update()
-                .where(
-                    leases.c.kind == "task", leases.c.slot == slot, leases.c.lease_id == lease_id
-                )
-                .values(task_id=task_id)
-            )
+        """Count the slot's task until it is seen finished (a restart reclaims it by this)."""
+        statement = (
+            leases.update()
+            .where(leases.c.kind == "task", leases.c.slot == slot, leases.c.lease_id == lease_id)
+            .values(task_id=task_id)
+        )
+        transaction(self.engine, lambda connection: connection.execute(statement), idempotent=True)
 
     def renew(self) -> None:
         """Extend every lease this holder has: one UPDATE, from the heartbeat."""

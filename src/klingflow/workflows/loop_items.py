@@ -21,7 +21,9 @@ import sqlalchemy as sa
 
 from klingflow.errors import KlingflowError
 from klingflow.piapi.models import points_to_usd
-from klingflow.workflows.runlog import Attempt, NodeRun, NodeStatus, RunLog, attempt_log, node_runs
+from klingflow.workflows.records import Attempt, NodeRun, NodeStatus
+from klingflow.workflows.runlog import RunLog
+from klingflow.workflows.schema import attempt_log, node_runs
 from klingflow.workflows.spec import LoopNode
 from klingflow.workflows.templates import render, template_context
 
@@ -77,6 +79,7 @@ class ItemPage:
 
     @property
     def done(self) -> int:
+        """Items finished (succeeded or skipped): what a progress bar counts."""
         return self.counts.get("succeeded", 0) + self.counts.get("skipped", 0)
 
 
@@ -116,13 +119,24 @@ _HAS_ERROR = sa.and_(
 """A JSON column keeps Python's None as JSON `null`, which SQL's IS NULL does not see."""
 
 
-def _item_filter(run_id: str, epoch: int, loop_id: str) -> list[sa.ColumnElement[bool]]:
-    return [
-        node_runs.c.run_id == run_id,
-        node_runs.c.epoch == epoch,
+def _in_epoch(run_id: str, epoch: int, *more: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
+    """The node rows of one epoch of a run, with `more` conditions: every query here starts so."""
+    return sa.and_(node_runs.c.run_id == run_id, node_runs.c.epoch == epoch, *more)
+
+
+def _item_filter(run_id: str, epoch: int, loop_id: str) -> sa.ColumnElement[bool]:
+    """The rows of one loop's items (their body nodes' paths start with `loop_id[`)."""
+    return _in_epoch(
+        run_id,
+        epoch,
         node_runs.c.item_index.is_not(None),
         node_runs.c.node_path.startswith(f"{loop_id}[", autoescape=True),
-    ]
+    )
+
+
+def _nodes(runlog: RunLog, condition: sa.ColumnElement[bool]) -> list[NodeRun]:
+    """The node executions matching `condition`, in the order they started."""
+    return runlog.node_runs(node_runs.select().where(condition).order_by(node_runs.c.id))
 
 
 def _status(statuses: Counter[str], body_length: int) -> str:
@@ -149,19 +163,20 @@ def _rows(
             sa.func.sum(node_runs.c.cost_points),
             sa.func.sum(sa.case((_HAS_ERROR, 1), else_=0)),
         )
-        .where(*_item_filter(run_id, epoch, loop_id))
+        .where(_item_filter(run_id, epoch, loop_id))
         .group_by(node_runs.c.item_index, node_runs.c.status)
     )
     grouped: dict[int, tuple[Counter[str], int, int | None]] = {}
-    with runlog.engine.connect() as c:
-        for index, status, count, attempts, cost, with_error in c.execute(query):
-            statuses, tries, points = grouped.get(index, (Counter(), 0, None))
-            statuses[status] += count
-            if status == NodeStatus.SKIPPED.value and with_error:
-                statuses["skipped after an error"] += with_error
-            if cost is not None:
-                points = (points or 0) + int(cost)
-            grouped[index] = (statuses, tries + int(attempts or 0), points)
+    for index, status, count, attempts, cost, with_error in runlog.read(
+        lambda c: list(c.execute(query))
+    ):
+        statuses, tries, points = grouped.get(index, (Counter(), 0, None))
+        statuses[status] += count
+        if status == NodeStatus.SKIPPED.value and with_error:
+            statuses["skipped after an error"] += with_error
+        if cost is not None:
+            points = (points or 0) + int(cost)
+        grouped[index] = (statuses, tries + int(attempts or 0), points)
     return {
         index: (
             _status(statuses, body_length),
@@ -240,22 +255,17 @@ def _nodes_of(
 ) -> dict[int, list[NodeRun]]:
     if not indices:
         return {}
-    query = (
-        node_runs.select()
-        .where(*_item_filter(run_id, epoch, loop_id), node_runs.c.item_index.in_(indices))
-        .order_by(node_runs.c.id)
-    )
     found: dict[int, list[NodeRun]] = {}
-    with runlog.engine.connect() as c:
-        for row in c.execute(query):
-            node = NodeRun.from_row(row)
-            found.setdefault(node.item_index or 0, []).append(node)
+    for node in _nodes(
+        runlog, sa.and_(_item_filter(run_id, epoch, loop_id), node_runs.c.item_index.in_(indices))
+    ):
+        found.setdefault(node.item_index or 0, []).append(node)
     return found
 
 
 def item_attempts(runlog: RunLog, run_id: str, epoch: int, paths: list[str]) -> list[Attempt]:
     """The attempts of some nodes (one item's body), in order."""
-    query = (
+    return runlog.attempt_rows(
         attempt_log.select()
         .where(
             attempt_log.c.run_id == run_id,
@@ -264,40 +274,27 @@ def item_attempts(runlog: RunLog, run_id: str, epoch: int, paths: list[str]) -> 
         )
         .order_by(attempt_log.c.id)
     )
-    with runlog.engine.connect() as c:
-        return [Attempt.from_row(row) for row in c.execute(query)]
 
 
 def finished_item_nodes(runlog: RunLog, run_id: str, epoch: int, *, limit: int) -> list[NodeRun]:
     """The first `limit` succeeded item nodes of the run's loops, in item order (a gallery)."""
-    query = (
+    succeeded = _in_epoch(
+        run_id,
+        epoch,
+        node_runs.c.item_index.is_not(None),
+        node_runs.c.status == NodeStatus.SUCCEEDED.value,
+    )
+    return runlog.node_runs(
         node_runs.select()
-        .where(
-            node_runs.c.run_id == run_id,
-            node_runs.c.epoch == epoch,
-            node_runs.c.item_index.is_not(None),
-            node_runs.c.status == NodeStatus.SUCCEEDED.value,
-        )
+        .where(succeeded)
         .order_by(node_runs.c.item_index, node_runs.c.id)
         .limit(limit)
     )
-    with runlog.engine.connect() as c:
-        return [NodeRun.from_row(row) for row in c.execute(query)]
 
 
 def top_level(runlog: RunLog, run_id: str, epoch: int) -> tuple[list[NodeRun], list[Attempt]]:
     """The run's top-level nodes and their attempts, without any loop item's."""
-    nodes_query = (
-        node_runs.select()
-        .where(
-            node_runs.c.run_id == run_id,
-            node_runs.c.epoch == epoch,
-            node_runs.c.item_index.is_(None),
-        )
-        .order_by(node_runs.c.id)
-    )
-    with runlog.engine.connect() as c:
-        nodes = [NodeRun.from_row(row) for row in c.execute(nodes_query)]
+    nodes = _nodes(runlog, _in_epoch(run_id, epoch, node_runs.c.item_index.is_(None)))
     return nodes, item_attempts(runlog, run_id, epoch, [n.node_path for n in nodes])
 
 

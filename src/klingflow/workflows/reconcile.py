@@ -16,7 +16,8 @@ from typing import Any
 
 from klingflow.errors import InvalidRequestError, PiAPIError
 from klingflow.piapi import AsyncPiAPI, Task
-from klingflow.workflows.runlog import Intent, IntentState, RunLog
+from klingflow.workflows.records import Intent, IntentState
+from klingflow.workflows.runlog import RunLog
 
 __all__ = [
     "ONLY_UNCERTAIN",

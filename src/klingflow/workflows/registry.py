@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from klingflow.errors import WorkflowDefinitionError, WorkflowProblem
 from klingflow.workflows.loading import load_workflow_text
-from klingflow.workflows.schema import create_tables
+from klingflow.workflows.schema import create_tables, workflows
 from klingflow.workflows.spec import Workflow
 
 __all__ = ["LOAD_CACHE_SIZE", "PublishOutcome", "PublishedWorkflow", "WorkflowRegistry"]
@@ -34,18 +34,6 @@ LOAD_CACHE_SIZE: Final = 256
 """How many parsed versions `PublishedWorkflow.load()` keeps (least recently used go first)."""
 _ORDER_STEP_SECONDS: Final = 0.001  # the new latest is always after the old one, whatever the clock
 _PUBLISH_ATTEMPTS: Final = 3  # a concurrent publish of the same new version makes ours conflict
-
-metadata = sa.MetaData()
-
-workflows = sa.Table(
-    "kf_workflows",
-    metadata,
-    sa.Column("name", sa.String(128), primary_key=True),
-    sa.Column("hash", sa.String(64), primary_key=True),
-    sa.Column("source", sa.Text, nullable=False),
-    # When the version was last published (not first): the latest version has the largest.
-    sa.Column("created_at", sa.Float, nullable=False),
-)
 
 
 class PublishOutcome(StrEnum):
@@ -92,7 +80,7 @@ class WorkflowRegistry:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        create_tables(engine, metadata)
+        create_tables(engine)
 
     def publish(
         self, text: str, *, path: str | None = None

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from klingflow.formats import moment_text, usd_text
 
 if TYPE_CHECKING:
-    from klingflow.workflows.runlog import RunRecord
+    from klingflow.workflows.records import RunRecord
 
 __all__ = ["RUN_LOGGER", "event_of", "log_run_event"]
 

@@ -48,8 +48,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final, Self
 
 from klingflow.errors import KlingflowError
+from klingflow.redaction import redact_values
+from klingflow.workflows.records import RunRecord
 from klingflow.workflows.registry import PublishedWorkflow, WorkflowRegistry
-from klingflow.workflows.runlog import RunRecord, redact_values
 from klingflow.workflows.spec import ScheduleSpec, Workflow
 
 if TYPE_CHECKING:  # the engine imports DBOS, which only the running process needs

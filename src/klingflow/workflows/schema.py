@@ -1,4 +1,8 @@
-"""Schema creation that several processes may run at once on one empty database.
+"""Every `kf_*` table, in one `MetaData`, and their creation when several processes start at once.
+
+One schema for the whole run log, the workflow registry, the executors' heartbeats and the
+account-wide leases, so a reader sees every table klingflow keeps in one page, and one call
+(`create_tables`) creates them all, whichever component starts first.
 
 `metadata.create_all` checks for a table, then creates it: two processes starting together on
 a fresh Postgres database both see no `kf_runs` and one dies with `UniqueViolation`. DBOS's
@@ -21,7 +25,20 @@ import sqlalchemy as sa
 
 from klingflow.workflows.database import is_sqlite
 
-__all__ = ["DBOS_SCHEMA_LOCK", "TABLES_LOCK", "create_tables", "schema_lock"]
+__all__ = [
+    "DBOS_SCHEMA_LOCK",
+    "TABLES_LOCK",
+    "attempt_log",
+    "create_tables",
+    "intents",
+    "leases",
+    "metadata",
+    "node_runs",
+    "runs",
+    "schema_lock",
+    "workers",
+    "workflows",
+]
 
 TABLES_LOCK = 0x6B66_0001
 """Advisory-lock key held while klingflow's own tables are created."""
@@ -29,9 +46,139 @@ DBOS_SCHEMA_LOCK = 0x6B66_0002
 """Advisory-lock key held while DBOS launches (and migrates its system tables)."""
 LOCK_POLL_SECONDS = 0.05
 
+metadata = sa.MetaData()
+"""Every table klingflow keeps beside DBOS's own."""
 
-def create_tables(engine: sa.Engine, metadata: sa.MetaData) -> None:
-    """`metadata.create_all`, safe when other processes do the same at the same moment."""
+# -- the run log: runs, their nodes and attempts, and the paid-submission journal ---------
+
+runs = sa.Table(
+    "kf_runs",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("idempotency_key", sa.String(255), unique=True, nullable=True),
+    sa.Column("workflow_name", sa.String(128), nullable=False, index=True),
+    sa.Column("workflow_hash", sa.String(64), nullable=False),
+    sa.Column("workflow", sa.JSON, nullable=False),
+    sa.Column("source_path", sa.Text, nullable=True),
+    sa.Column("trigger", sa.JSON, nullable=False),
+    sa.Column("inputs", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Column("paused_node", sa.String(255), nullable=True),
+    sa.Column("epoch", sa.Integer, nullable=False, default=0),
+    sa.Column("outputs", sa.JSON, nullable=True),
+    sa.Column("output_dir", sa.Text, nullable=False),
+    sa.Column("budget_points", sa.BigInteger, nullable=True),
+    sa.Column("reserved_points", sa.BigInteger, nullable=False, default=0),
+    sa.Column("spent_points", sa.BigInteger, nullable=False, default=0),
+    sa.Column("estimated_points", sa.BigInteger, nullable=False, default=0),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float, nullable=True),
+)
+
+node_runs = sa.Table(
+    "kf_node_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("kf_runs.run_id"), nullable=False),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("node_path", sa.String(255), nullable=False),
+    sa.Column("node_id", sa.String(64), nullable=False),
+    sa.Column("node_type", sa.String(64), nullable=False),
+    sa.Column("item_index", sa.Integer, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("inputs", sa.JSON, nullable=True),
+    sa.Column("output", sa.JSON, nullable=True),
+    sa.Column("error", sa.JSON, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("task_id", sa.String(64), nullable=True),
+    sa.Column("cost_points", sa.BigInteger, nullable=True),
+    sa.Column("started_at", sa.Float, nullable=True),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.UniqueConstraint("run_id", "epoch", "node_path"),
+)
+
+attempt_log = sa.Table(
+    "kf_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("kf_runs.run_id"), nullable=False),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("node_path", sa.String(255), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float, nullable=False),
+    sa.Column("error", sa.JSON, nullable=True),
+    sa.Column("retry_in_seconds", sa.Float, nullable=True),
+    sa.Index("ix_kf_attempts_node", "run_id", "epoch", "node_path"),
+)
+
+intents = sa.Table(
+    "kf_intents",
+    metadata,
+    sa.Column("intent_id", sa.String(64), primary_key=True),
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("kf_runs.run_id"), nullable=False),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("node_path", sa.String(255), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("task_id", sa.String(64), nullable=True, index=True),
+    sa.Column("request", sa.JSON, nullable=False),
+    sa.Column("estimated_points", sa.BigInteger, nullable=False),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("ix_kf_intents_node", "run_id", "epoch", "node_path"),
+)
+
+# -- the workflow registry (workflows/registry.py) ----------------------------------------
+
+workflows = sa.Table(
+    "kf_workflows",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("source", sa.Text, nullable=False),
+    # When the version was last published (not first): the latest version has the largest.
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# -- account-wide limits as leased slots, Postgres only (workflows/leases.py) -------------
+
+leases = sa.Table(
+    "kf_leases",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),  # task | request
+    sa.Column("slot", sa.Integer, primary_key=True),
+    sa.Column("holder", sa.String(255), nullable=True),  # executor id; NULL: free
+    sa.Column("lease_id", sa.String(32), nullable=True),
+    sa.Column("task_id", sa.String(255), nullable=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),  # request answered
+)
+
+# -- executors' heartbeats and takeovers (workflows/workers.py) --------------------------
+
+workers = sa.Table(
+    "kf_workers",
+    metadata,
+    sa.Column("executor_id", sa.String(255), primary_key=True),
+    sa.Column("hostname", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),  # worker | serve | run
+    sa.Column("heartbeat_seconds", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+    sa.Column("stopped_at", sa.Float, nullable=True),
+    sa.Column("recover_requested_at", sa.Float, nullable=True),
+    sa.Column("recovered_by", sa.String(255), nullable=True),
+    sa.Column("recovered_at", sa.Float, nullable=True),
+    sa.Column("recovered_runs", sa.Integer, nullable=True),
+)
+
+
+def create_tables(engine: sa.Engine) -> None:
+    """Create every missing `kf_*` table, safe when other processes do it at the same moment."""
     if is_sqlite(str(engine.url)):
         metadata.create_all(engine)
         return

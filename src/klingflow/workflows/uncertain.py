@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from klingflow.piapi._wire import with_intent_id
-from klingflow.workflows.runlog import IntentState, RunLog, intents
+from klingflow.workflows.records import IntentState
+from klingflow.workflows.runlog import RunLog
+from klingflow.workflows.schema import intents
 
 __all__ = ["SKEW_SECONDS", "UncertainSubmission", "uncertain_hint", "uncertain_submissions"]
 
@@ -40,6 +42,7 @@ class UncertainSubmission:
 
     @property
     def window(self) -> str:
+        """When to look in PiAPI's task list, in UTC as its dashboard shows times."""
         return f"{_utc(self.window_start)} to {_utc(self.window_end)}"
 
 
@@ -79,8 +82,7 @@ def uncertain_submissions(
         )
         .order_by(intents.c.created_at)
     )
-    with runlog.engine.connect() as c:
-        rows = list(c.execute(query))
+    rows = runlog.read(lambda c: list(c.execute(query)))
     found = []
     for row in rows:
         start, end, url = _find(row.intent_id, row.created_at, timeout_seconds, webhook_endpoint)

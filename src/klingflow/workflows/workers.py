@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from klingflow.workflows.database import is_sqlite
-from klingflow.workflows.schema import create_tables
+from klingflow.workflows.schema import create_tables, workers
 
 __all__ = [
     "ALIVE_BEATS",
@@ -44,25 +44,6 @@ logger = logging.getLogger("klingflow.workers")
 
 ALIVE_BEATS = 3
 """An executor is alive while its last heartbeat is younger than this many intervals."""
-
-metadata = sa.MetaData()
-
-workers = sa.Table(
-    "kf_workers",
-    metadata,
-    sa.Column("executor_id", sa.String(255), primary_key=True),
-    sa.Column("hostname", sa.String(255), nullable=False),
-    sa.Column("pid", sa.Integer, nullable=False),
-    sa.Column("mode", sa.String(16), nullable=False),  # worker | serve | run
-    sa.Column("heartbeat_seconds", sa.Float, nullable=False),
-    sa.Column("started_at", sa.Float, nullable=False),
-    sa.Column("heartbeat_at", sa.Float, nullable=False),
-    sa.Column("stopped_at", sa.Float, nullable=True),
-    sa.Column("recover_requested_at", sa.Float, nullable=True),
-    sa.Column("recovered_by", sa.String(255), nullable=True),
-    sa.Column("recovered_at", sa.Float, nullable=True),
-    sa.Column("recovered_runs", sa.Integer, nullable=True),
-)
 
 
 @dataclass(frozen=True)
@@ -106,7 +87,7 @@ class WorkerRegistry:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        create_tables(engine, metadata)
+        create_tables(engine)
 
     def _now(self) -> sa.ColumnElement[float]:
         """The database's clock (Postgres) or this machine's (SQLite: one machine)."""

@@ -13,6 +13,7 @@ from pydantic import field_validator
 
 from klingflow.piapi.kling.inputs import Strict
 from klingflow.piapi.urls import check_url
+from klingflow.redaction import MASK
 
 __all__ = ["TaskConfig", "WebhookConfig"]
 
@@ -26,7 +27,7 @@ class WebhookConfig(Strict):
     _url = field_validator("endpoint")(check_url)
 
     def __repr__(self) -> str:  # the secret must never reach a log through a repr
-        return f"WebhookConfig(endpoint={self.endpoint!r}, secret={'***' if self.secret else ''!r})"
+        return f"WebhookConfig(endpoint={self.endpoint!r}, secret={MASK if self.secret else ''!r})"
 
 
 class TaskConfig(Strict):

@@ -18,7 +18,7 @@ from klingflow.service.operations import (
 )
 from klingflow.workflows.engine import Command
 from klingflow.workflows.estimate import estimate_run
-from klingflow.workflows.runlog import (
+from klingflow.workflows.records import (
     Attempt,
     Intent,
     IntentState,

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from klingflow.formats import MomentJSON, UsdJSON
 from klingflow.service.deps import RunLogDep
 from klingflow.service.operations import utc_midnight
-from klingflow.workflows.runlog import IntentState, Submission
+from klingflow.workflows.records import IntentState, Submission
 
 __all__ = ["SpendPublic", "TaskPublic", "TasksPage", "router"]
 

@@ -10,10 +10,10 @@ from pydantic import BaseModel
 
 from klingflow.errors import InvalidRequestError, WorkflowNotFoundError
 from klingflow.formats import MomentJSON
+from klingflow.redaction import redact_values
 from klingflow.service.api import APIError, ErrorPublic
 from klingflow.service.deps import RegistryDep, RunLogDep
 from klingflow.workflows.registry import PublishedWorkflow, PublishOutcome
-from klingflow.workflows.runlog import redact_values
 
 __all__ = ["WorkflowDetailPublic", "WorkflowVersionPublic", "WorkflowsPage", "router"]
 

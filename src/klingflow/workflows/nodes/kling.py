@@ -23,7 +23,7 @@ from klingflow.errors import (
 )
 from klingflow.piapi import KlingRequest, Task
 from klingflow.workflows.nodes import Runtime
-from klingflow.workflows.runlog import IntentState
+from klingflow.workflows.records import IntentState
 from klingflow.workflows.spec import (
     KlingGenerateVideoParams,
     KlingVideoParams,
