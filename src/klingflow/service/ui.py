@@ -58,7 +58,7 @@ from klingflow.service.views import (
     schedules_of,
     workflow_graph,
 )
-from klingflow.workflows.engine import Command, Engine
+from klingflow.workflows.engine import Engine
 from klingflow.workflows.estimate import RunEstimate, estimate_run
 from klingflow.workflows.failed_tasks import failed_task_intents
 from klingflow.workflows.loop_items import (
@@ -69,6 +69,7 @@ from klingflow.workflows.loop_items import (
 from klingflow.workflows.registry import PublishedWorkflow, WorkflowRegistry
 from klingflow.workflows.runlog import NodeRun, RunLog, RunRecord, RunStatus
 from klingflow.workflows.spec import LoopNode, Workflow
+from klingflow.workflows.steering import Action, Command
 from klingflow.workflows.uncertain import uncertain_submissions
 
 __all__ = ["STATIC_DIR", "pages_router", "public_router"]
@@ -370,7 +371,7 @@ async def run_action(
         if key.startswith("task_id:") and isinstance(value, str) and value.strip()
     }
     command = Command(
-        action=action,
+        action=Action(action),
         resubmit=form.get("resubmit") == "on",
         task_id=task_id or None,
         task_ids=task_ids or None,

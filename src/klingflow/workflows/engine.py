@@ -24,20 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
 import os
-import socket
 import sqlite3
 import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Self
+from typing import Any, Self
 
 import sqlalchemy as sa
 from dbos import (
@@ -51,7 +48,6 @@ from dbos import (
 from pydantic import SecretStr
 
 from klingflow.errors import (
-    InvalidRequestError,
     KlingflowError,
     LoopItemsFailedError,
     RecordedError,
@@ -60,11 +56,10 @@ from klingflow.errors import (
 )
 from klingflow.piapi import AsyncPiAPI, AsyncWebhookEvents, Task, WaitPolicy
 from klingflow.piapi.polling import StatusPoller
-from klingflow.piapi.pricing import DEFAULT_PRICES, PriceTable
+from klingflow.piapi.pricing import PriceTable
 from klingflow.piapi.waiting import RenderTimes
 from klingflow.settings import Settings
 from klingflow.workflows.database import is_sqlite, make_engine
-from klingflow.workflows.estimate import estimate_run
 from klingflow.workflows.executor import (
     NodePaused,
     RunState,
@@ -72,14 +67,12 @@ from klingflow.workflows.executor import (
     execute_items,
     execute_run,
 )
-from klingflow.workflows.failed_tasks import reopen_submitters
+from klingflow.workflows.executor_slots import ExecutorSlot, recover_abandoned_slots, slot_prefix
 from klingflow.workflows.leases import LeasedRequests, LeasedTasks, Leases
 from klingflow.workflows.nodes import Services
-from klingflow.workflows.reconcile import ONLY_UNCERTAIN, is_settled, settle_uncertain
 from klingflow.workflows.runlog import (
     TERMINAL_RUN_STATUSES,
     IntentState,
-    NodeStatus,
     RunLog,
     RunRecord,
     RunStatus,
@@ -87,6 +80,20 @@ from klingflow.workflows.runlog import (
 )
 from klingflow.workflows.schema import schema_lock
 from klingflow.workflows.spec import LoopNode, LoopParams, Workflow
+from klingflow.workflows.starting import RunStarter, known_secrets
+from klingflow.workflows.steering import (
+    Action,
+    Command,
+    CommandRoute,
+    PausedDecision,
+    bind_webhook_task,
+    claim_if_settled,
+    decide_paused,
+    is_settled_pause,
+    resolve_pause,
+    route_command,
+    settle_webhook_cost,
+)
 from klingflow.workflows.workers import Heartbeat, WorkerRegistry
 
 __all__ = ["ENGINE_VERSION", "Engine", "RunQueue", "recover_executor"]
@@ -103,8 +110,6 @@ PAUSED_WAIT_SECONDS = 24 * 3600.0
 RENDER_TIMES_FILE = "render-times.json"
 """In KLINGFLOW_HOME: how long each kind of render took, so the next process's waits look
 at the right time from its first task (see piapi.waiting.RenderTimes)."""
-START_CHECK_SECONDS = 30.0
-"""Longest the checks before a run starts may take (rendering every paid request)."""
 ORPHAN_SCAN_LIMIT = 10_000
 """Queued runs checked at launch for a lost enqueue (newest first)."""
 
@@ -199,7 +204,7 @@ async def _run_workflow(run_id: str) -> dict[str, Any]:
             )
             return outputs
         except Exception as error:  # recorded as `crashed` (a bug, not a node failure), raised
-            if engine.closing:  # cut off by a shutdown: left pending for the next engine
+            if engine.is_closing:  # cut off by a shutdown: left pending for the next engine
                 raise
             engine.runlog.set_status(
                 run_id, RunStatus.CRASHED, message=f"{type(error).__name__}: {error}"
@@ -248,25 +253,7 @@ def recover_executor(executor_id: str) -> int:
 # -- the engine ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Command:
-    """What a paused run is told to do."""
-
-    action: str  # retry | skip | restart | cancel
-    resubmit: bool = False
-    task_id: str | None = None
-    """The task of the one uncertain submission (`--task-id ID`)."""
-    task_ids: dict[str, str] | None = None
-    """The task of each uncertain submission, by node path (`--task-id 'each[3].video=ID'`)."""
-
-    def given_task_ids(self) -> dict[str, str]:
-        given = dict(self.task_ids or {})
-        if self.task_id:
-            given[ONLY_UNCERTAIN] = self.task_id
-        return given
-
-
-class Engine:
+class Engine(RunStarter):
     """DBOS launched in this process, with the shared client, run log and queues.
 
     Use `async with Engine(settings) as engine:` inside the event loop that will run the
@@ -302,13 +289,15 @@ class Engine:
         self.leases: Leases | None = None
         self.events = AsyncWebhookEvents()
         self.poller: StatusPoller | None = None
-        self._slot: IO[str] | None = None
+        self._slot: ExecutorSlot | None = None
         self._semaphores: dict[tuple[str, int, str], asyncio.Semaphore] = {}
         self._run_slots = asyncio.Semaphore(self.settings.max_runs)
         """Runs executing nodes at once in this process (KLINGFLOW_MAX_RUNS); a paused
         run gives its slot back while it waits for a command."""
         self.executor_id = ""
-        self.closing = False
+        self.is_closing = False
+        """Set once `aclose` begins: a workflow cut off by the shutdown is left pending for
+        the next engine, not recorded as crashed."""
         self._workflows: set[asyncio.Task[Any]] = set()
         self._unstoppable: set[asyncio.Task[Any]] = set()
         self.runlog: RunLog
@@ -342,8 +331,12 @@ class Engine:
 
     async def _launch(self, engine: sa.Engine) -> None:
         global _engine
-        self.runlog = RunLog(engine, secrets=_secrets(self.settings, self.client.api_key))
-        self.executor_id = self.requested_executor_id or self._claim_slot()
+        self.runlog = RunLog(engine, secrets=known_secrets(self.settings, self.client.api_key))
+        if self.requested_executor_id:
+            self.executor_id = self.requested_executor_id
+        else:
+            self._slot = ExecutorSlot.claim(self.settings.home, slot_prefix(self.database_url))
+            self.executor_id = self._slot.executor_id
         self._adopt_tasks_in_flight()
         for handler in logging.getLogger("dbos").handlers:
             # DBOS keeps the handler it made the first time; follow today's stderr instead.
@@ -404,7 +397,7 @@ class Engine:
     async def aclose(self) -> None:
         global _engine
         if _engine is self:
-            self.closing = True
+            self.is_closing = True
             if self.heartbeat is not None:
                 await self.heartbeat.stop()
             if self.leases is not None:
@@ -488,40 +481,16 @@ class Engine:
             slots=LeasedTasks(self.leases, self.settings.concurrency),
         )
 
-    def _slot_prefix(self) -> str:
-        return "local" if is_sqlite(self.database_url) else f"{socket.gethostname()}-local"
-
-    def _claim_slot(self) -> str:
-        """A unique, stable executor id: the first free local slot (lock file in home)."""
-        for number in range(64):
-            handle = (self.settings.home / f"executor-{number}.lock").open("a")
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                handle.close()
-                continue
-            self._slot = handle
-            return self._slot_prefix() if number == 0 else f"{self._slot_prefix()}-{number}"
-        raise RuntimeError("64 klingflow processes already share this home folder")
-
     def _recover_abandoned_slots(self) -> None:
-        """Take over the runs of local slots whose process died (their lock is free)."""
+        """Take over the runs of local slots whose process died (executor_slots.py)."""
         if self.requested_executor_id:
             return
-        for number in range(64):
-            executor_id = self._slot_prefix() if number == 0 else f"{self._slot_prefix()}-{number}"
-            if executor_id == self.executor_id:
-                continue
-            path = self.settings.home / f"executor-{number}.lock"
-            if not path.exists():
-                continue
-            with path.open("a") as handle:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    continue  # alive
-                recover_executor(executor_id)
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        recover_abandoned_slots(
+            self.settings.home,
+            slot_prefix(self.database_url),
+            own_id=self.executor_id,
+            recover=recover_executor,
+        )
 
     def services(self) -> Services:
         base_url = str(self.client.base_url)
@@ -557,50 +526,25 @@ class Engine:
 
     # -- starting and steering runs ----------------------------------------------------------
 
-    async def start_run(
-        self,
-        workflow: Workflow,
-        payload: dict[str, Any],
-        *,
-        idempotency_key: str | None = None,
-    ) -> RunRecord:
-        """Create the run and queue it, its inputs checked first; a known idempotency key
-        returns the key's run, whatever this payload says (a retried call gets its answer).
+    @property
+    def prices(self) -> PriceTable:
+        """The client's prices: a run's budget is checked against what this client pays."""
+        return self.client.prices
 
-        The checks are the estimate's: the inputs, and every paid node's request as these
-        inputs render it. A payload that cannot make a valid Kling request raises here
-        (`WorkflowInputError`, `InvalidRequestError`) instead of starting a run that would
-        pause on it; every entry point (CLI, API, hooks, forms, schedules) starts here.
-        """
-        run, created = await _create_run(
-            self.runlog,
-            self.settings,
-            workflow,
-            payload,
-            idempotency_key=idempotency_key,
-            prices=self.client.prices,
-        )
-        if created:
-            await self._enqueue(run.run_id)
-        elif run.status is RunStatus.QUEUED:
-            await self._enqueue_orphan(run.run_id)
-        return run
-
-    async def _enqueue(self, run_id: str) -> None:
+    async def _enqueue(self, run_id: str, *, is_new: bool) -> None:
+        """Queue a new run; a known queued run only when DBOS never received it (its process
+        died between writing the run and enqueueing it). A run DBOS knows is left alone."""
+        if not is_new and await DBOS.get_workflow_status_async(run_id) is not None:
+            return
         queue = await DBOS.retrieve_queue_async(RUNS_QUEUE)
         assert queue is not None
         with SetWorkflowID(run_id):
             await queue.enqueue_async(_run_workflow, run_id)
 
-    async def _enqueue_orphan(self, run_id: str) -> None:
-        """Enqueue a queued run DBOS never received: its process died between writing the
-        run and enqueueing it. A run DBOS knows is left alone."""
-        if await DBOS.get_workflow_status_async(run_id) is None:
-            await self._enqueue(run_id)
-
     async def _enqueue_orphans(self) -> None:
+        """At launch: queue the queued runs whose enqueue was lost (see `_enqueue`)."""
         for run in self.runlog.list_runs(status=RunStatus.QUEUED, limit=ORPHAN_SCAN_LIMIT):
-            await self._enqueue_orphan(run.run_id)
+            await self._enqueue(run.run_id, is_new=False)
 
     async def wait(
         self,
@@ -649,43 +593,26 @@ class Engine:
                 await asyncio.wait_for(handle.get_result(polling_interval_sec=0.02), 5)
 
     async def command(self, run_id: str, command: Command) -> RunRecord:
-        """Tell a paused run what to do; `cancel` also stops a queued or running one."""
+        """Tell a paused run what to do; `cancel` also stops a queued or running one.
+
+        Where the command goes is steering's decision (`route_command`); this carries it
+        out through DBOS. Raises `RunNotFoundError`, or `RunStateError` when the run's
+        status does not allow the command (nothing is changed then).
+        """
         run = self.runlog.get_run(run_id)
         if run is None:
             raise RunNotFoundError(run_id, where=str(self.runlog.engine.url))  # password masked
         run = await self._crash_not_written(run)
-        status = run.status.value
-        if command.action == "cancel":
-            if run.status in TERMINAL_RUN_STATUSES:
-                raise RunStateError(
-                    f"run {run_id} is already {status}", run_id=run_id, status=status
-                )
+        route = await route_command(
+            self.runlog, run, command, live_chunks=lambda: self._live_chunks(run_id)
+        )
+        if route is CommandRoute.CANCEL_WORKFLOW:
             await DBOS.cancel_workflow_async(run_id, cancel_children=True)
             self.runlog.set_status(run_id, RunStatus.CANCELLED, message="cancelled by the user")
-        elif self.runlog.claim_paused(run_id, message=f"{command.action} requested"):
-            await DBOS.send_async(run_id, command.__dict__, topic=CONTROL_TOPIC)
-        elif (
-            command.action in ("retry", "restart")
-            and run.status is RunStatus.CRASHED
-            and await self._no_live_chunks(run_id)
-            and self.runlog.claim_crashed(
-                run_id, message=f"{command.action} of a crashed run requested"
-            )
-        ):
-            # DBOS ended the workflow in error; run it again from its first step, in place.
-            # Finished nodes come back from the run log and paid submissions from their
-            # intents, so this is a resume, not a rerun (`restart` opens a new epoch first).
-            if command.action == "restart":
-                self.runlog.new_epoch(run_id)
+        elif route is CommandRoute.SEND_TO_PAUSED:
+            await DBOS.send_async(run_id, command.to_message(), topic=CONTROL_TOPIC)
+        else:  # DBOS ended the workflow in error: run it again from its first step, in place
             await DBOS.rewind_workflow_async(run_id, start_step=1, queue_name=RUNS_QUEUE)
-        else:  # not paused, or another command (another click, another process) came first
-            now = self.runlog.get_run(run_id)
-            status = now.status.value if now is not None else status
-            raise RunStateError(
-                f"run {run_id} is {status}, not paused: there is nothing to {command.action}",
-                run_id=run_id,
-                status=status,
-            )
         record = self.runlog.get_run(run_id)
         assert record is not None
         return record
@@ -704,23 +631,16 @@ class Engine:
         assert crashed is not None
         return crashed
 
-    async def _no_live_chunks(self, run_id: str) -> bool:
-        """A crashed run's loop chunks may still be working (the run's own workflow died,
-        not theirs): running the run again beside them could submit an item twice."""
+    async def _live_chunks(self, run_id: str) -> int:
+        """How many of a run's loop chunks DBOS still runs or has queued (the run's own
+        workflow may have died, not theirs)."""
         live = await DBOS.list_workflows_async(
             parent_workflow_id=run_id,
             status=["PENDING", "ENQUEUED"],
             load_input=False,
             load_output=False,
         )
-        if live:
-            raise RunStateError(
-                f"run {run_id} crashed while {len(live)} of its loop chunks still run; retry "
-                "once they have finished (a worker finishes them)",
-                run_id=run_id,
-                status=RunStatus.CRASHED.value,
-            )
-        return True
+        return len(live)
 
     async def deliver_webhook(self, task: Task, *, intent_id: str | None = None) -> None:
         """A verified, confirmed webhook: settle a lost answer, and settle the cost of a
@@ -731,71 +651,23 @@ class Engine:
         records the task id and, if it paused over it, resumes without paying again.
         """
         self.events.put(task)
-        if intent_id is not None and (found := self.runlog.intent_by_id(intent_id)):
-            run_id, intent = found
-            # SENT: the answer may still be on its way, or lost; either way this is the task.
-            if intent.state in (IntentState.SENT, IntentState.UNCERTAIN) and not intent.task_id:
-                self.runlog.update_intent(
-                    intent_id,
-                    IntentState.ACCEPTED,
-                    task_id=task.task_id,
-                    note="reconciled by PiAPI's webhook",
-                )
-                await self.resume_if_settled(run_id)
-            elif intent.state is IntentState.ABANDONED and task.is_terminal:
-                # Resubmitted over, yet PiAPI made it: what it cost is known now.
-                spent = task.meta.usage.consume
-                self.runlog.settle_abandoned(intent_id, task_id=task.task_id, spent_points=spent)
-        owner = self.runlog.intent_for_task(task.task_id)
-        if owner is None:
-            return
-        if task.status == "completed":
-            # Settles what it cost even when no node waits for the task (a lone
-            # `kling.generate_video`); a waiting node's own settle then finds it done. A
-            # failed task is left to its node, whose retry policy decides what comes next.
-            spent = task.meta.usage.consume
-            self.runlog.finish_intent(task.task_id, IntentState.COMPLETED, spent_points=spent)
+        run_id = bind_webhook_task(self.runlog, task, intent_id=intent_id)
+        if run_id is not None:
+            await self.resume_if_settled(run_id)
+        settle_webhook_cost(self.runlog, task)
         # The waiting node needs no message: the confirming GET that produced `task` went
         # through `self.client`, whose status poller ended that node's wait as it arrived.
 
     async def resume_if_settled(self, run_id: str) -> bool:
-        """Retry a run paused only over uncertain submissions once none is left uncertain.
-
-        Called after a webhook settles one. A run that pauses just after this looked (the
-        webhook came while the loop still ran) checks the same itself once it has paused,
-        so one of the two always sees the other's write; `claim_paused` lets only one act.
-        """
-        run = self.runlog.get_run(run_id)
-        if run is None or run.status != RunStatus.PAUSED or run.paused_node is None:
-            return False
-        if not is_settled(self.runlog, run_id, run.epoch, run.paused_node, self._error_of(run)):
+        """Retry a run paused only over uncertain submissions once none is left uncertain
+        (`is_settled_pause`); False when it is not such a run, or another came first."""
+        if not is_settled_pause(self.runlog, run_id):
             return False
         try:
-            await self.command(run_id, Command(action="retry"))
+            await self.command(run_id, Command(action=Action.RETRY))
         except RunStateError:  # another process, or the run itself, came first
             return False
         return True
-
-    def _error_of(self, run: RunRecord) -> Any:
-        node = next(
-            (n for n in self.runlog.nodes(run.run_id, run.epoch) if n.node_path == run.paused_node),
-            None,
-        )
-        return None if node is None else node.error
-
-    def _settled_at_pause(
-        self, run_id: str, epoch: int, paused: NodePaused
-    ) -> Callable[[], Awaitable[bool]]:
-        """Claim the run for a retry when webhooks settled its uncertain submissions before
-        it paused (see `resume_if_settled`)."""
-
-        async def check() -> bool:
-            runlog = self.runlog
-            return is_settled(
-                runlog, run_id, epoch, paused.node_path, paused.error
-            ) and runlog.claim_paused(run_id, message="settled by PiAPI's webhook")
-
-        return check
 
     # -- inside the workflows ----------------------------------------------------------------
 
@@ -854,21 +726,22 @@ class Engine:
                         "run.settled", self._settled_at_pause(run_id, epoch, paused)
                     )
                     if settled:
-                        command = Command(action="retry")
+                        command = Command(action=Action.RETRY)
                     else:
                         slot.give()  # a paused run holds no slot
                         command = await self._next_command()
                         await slot.take()
-                    if command.action == "cancel":
+                    decision = decide_paused(command, node)
+                    if decision is PausedDecision.CANCEL:
                         message = "cancelled while paused"
                         await durable.step(
                             "run.status", status(RunStatus.CANCELLED, message=message)
                         )
                         return {"cancelled": True}
-                    if command.action == "skip" and node == "outputs":
+                    if decision is PausedDecision.COMPLETE_EMPTY:
                         await durable.step("run.status", status(RunStatus.COMPLETED, outputs={}))
                         return {}
-                    if command.action == "restart":
+                    if decision is PausedDecision.RESTART:
                         epoch = await durable.step("run.restart", self._new_epoch(run_id))
                         break
                     refusal: str | None = await durable.step(
@@ -883,12 +756,25 @@ class Engine:
             return outputs
 
     async def _next_command(self) -> Command:
+        """Wait (durably, for as long as it takes) for a command on the control topic."""
         while True:
             message = await DBOS.recv_async(CONTROL_TOPIC, timeout_seconds=PAUSED_WAIT_SECONDS)
-            if isinstance(message, dict) and message.get("action"):
-                return Command(**message)
+            if (command := Command.from_message(message)) is not None:
+                return command
+
+    def _settled_at_pause(
+        self, run_id: str, epoch: int, paused: NodePaused
+    ) -> Callable[[], Awaitable[bool]]:
+        """Whether webhooks settled the pause before it began, as a step (`claim_if_settled`)."""
+
+        async def check() -> bool:
+            return claim_if_settled(self.runlog, run_id, epoch, paused)
+
+        return check
 
     def _new_epoch(self, run_id: str) -> Callable[[], Awaitable[int]]:
+        """A new epoch for the run (`restart`), as a step."""
+
         async def bump() -> int:
             return self.runlog.new_epoch(run_id)
 
@@ -897,32 +783,10 @@ class Engine:
     def _resolve(
         self, run_id: str, epoch: int, paused: NodePaused, command: Command
     ) -> Callable[[], Awaitable[str | None]]:
-        """Apply retry's or skip's decisions to the run log; a refusal says why not."""
+        """Retry's or skip's changes to the run log, as a step (`resolve_pause`)."""
 
         async def apply() -> str | None:
-            runlog = self.runlog
-            prefix = paused.node_path
-            uncertain = [
-                intent
-                for intent in runlog.intents(run_id, epoch=epoch)
-                if intent.state == IntentState.UNCERTAIN
-                and (intent.node_path == prefix or intent.node_path.startswith(prefix + "["))
-            ]
-            if given := command.given_task_ids():
-                refusal = await settle_uncertain(runlog, self.client, uncertain, given)
-                if refusal is not None:
-                    return refusal
-            elif command.resubmit:
-                for intent in uncertain:
-                    runlog.abandon_intent(intent.intent_id, note="user chose to resubmit")
-            if command.action == "retry":  # a failed task is retried as a new task
-                reopen_submitters(runlog, run_id, epoch, prefix)
-            if command.action == "skip":
-                partial = paused.error.get("partial_output")
-                runlog.node_finished(
-                    run_id, epoch, prefix, status=NodeStatus.SKIPPED, output=partial
-                )
-            return None
+            return await resolve_pause(self.runlog, self.client, run_id, epoch, paused, command)
 
         return apply
 
@@ -1004,52 +868,7 @@ class Engine:
         return result
 
 
-def _secrets(settings: Settings, api_key: SecretStr | None) -> tuple[str, ...]:
-    """The values the run log masks wherever they appear (in a trigger, a message)."""
-    return tuple(
-        secret.get_secret_value()
-        for secret in (api_key, settings.chat_api_key, settings.webhook_secret, settings.api_token)
-        if secret is not None
-    )
-
-
-async def _create_run(
-    runlog: RunLog,
-    settings: Settings,
-    workflow: Workflow,
-    payload: dict[str, Any],
-    *,
-    idempotency_key: str | None,
-    prices: PriceTable,
-) -> tuple[RunRecord, bool]:
-    """The key's run, or a new queued one (inputs and paid requests checked first)."""
-    known = None if idempotency_key is None else runlog.find_by_key(idempotency_key)
-    if known is not None:
-        return known, False
-    # The estimate's checks, off the event loop (a large loop renders every item) and within
-    # START_CHECK_SECONDS; each template render has its own limits as well.
-    check = asyncio.to_thread(estimate_run, workflow, payload, prices=prices)
-    try:
-        await asyncio.wait_for(check, timeout=START_CHECK_SECONDS)
-    except TimeoutError:
-        raise InvalidRequestError(
-            [("payload", f"checking the run took over {START_CHECK_SECONDS:g} s: "
-              "simplify its templates or split the batch")]
-        ) from None  # fmt: skip
-    return runlog.create_run(
-        workflow_name=workflow.name,
-        workflow_hash=workflow.content_hash,
-        workflow=workflow.model_dump(mode="json", by_alias=True, exclude_unset=True),
-        source_path=workflow.source_path,
-        trigger=payload,
-        inputs=workflow.resolve_inputs(payload),
-        output_root=str(settings.outputs_dir),
-        budget_usd=workflow.budget_usd,
-        idempotency_key=idempotency_key,
-    )
-
-
-class RunQueue:
+class RunQueue(RunStarter):
     """Queues runs without executing any: `klingflow run --detach`.
 
     An `Engine` executes whatever DBOS hands it, so a short-lived one would take queued
@@ -1069,7 +888,7 @@ class RunQueue:
         engine = make_engine(url, outage_seconds=self.settings.database_outage_seconds)
         api_key = os.environ.get("PIAPI_API_KEY")
         secret = SecretStr(api_key) if api_key else None
-        self.runlog = RunLog(engine, secrets=_secrets(self.settings, secret))
+        self.runlog = RunLog(engine, secrets=known_secrets(self.settings, secret))
         # The client never creates DBOS's tables; a first `--detach` on a new database must.
         await asyncio.to_thread(DBOS.migrate, url)
         self._client = DBOSClient(
@@ -1084,38 +903,14 @@ class RunQueue:
             self._client.destroy()
         self.runlog.engine.dispose()
 
-    async def start_run(
-        self,
-        workflow: Workflow,
-        payload: dict[str, Any],
-        *,
-        idempotency_key: str | None = None,
-    ) -> RunRecord:
-        """Like `Engine.start_run`, but only queued. Enqueueing a known run's id again
-        attaches to it (DBOS's default), so a lost enqueue is repaired and nothing repeats."""
+    async def _enqueue(self, run_id: str, *, is_new: bool) -> None:
+        """Only queued, for workers to execute. Enqueueing a known run's id again attaches
+        to it (DBOS's default), so a lost enqueue is repaired and nothing repeats."""
         assert self._client is not None, "use `async with RunQueue(...)`"
-        run, created = await _create_run(
-            self.runlog,
-            self.settings,
-            workflow,
-            payload,
-            idempotency_key=idempotency_key,
-            prices=DEFAULT_PRICES,
-        )
-        if created or run.status is RunStatus.QUEUED:
-            options: EnqueueOptions = {
-                "queue_name": RUNS_QUEUE,
-                "workflow_name": "klingflow.run",
-                "workflow_id": run.run_id,
-                "app_version": ENGINE_VERSION,
-            }
-            await self._client.enqueue_async(options, run.run_id)
-        return run
-
-
-def describe_paused(run: RunRecord) -> str:
-    """One line for a paused run: where and why, and what to type next."""
-    return (
-        f"run {run.run_id} paused on {run.paused_node}: {run.message}. "
-        f"Retry with `klingflow runs retry {run.run_id}` (or skip / cancel)."
-    )
+        options: EnqueueOptions = {
+            "queue_name": RUNS_QUEUE,
+            "workflow_name": "klingflow.run",
+            "workflow_id": run_id,
+            "app_version": ENGINE_VERSION,
+        }
+        await self._client.enqueue_async(options, run_id)
