@@ -61,14 +61,13 @@ from klingflow.piapi.waiting import RenderTimes
 from klingflow.settings import Settings
 from klingflow.workflows.database import is_sqlite, make_engine
 from klingflow.workflows.executor import (
-    NodePaused,
     RunState,
     describe_error,
     execute_items,
-    execute_run,
 )
 from klingflow.workflows.executor_slots import ExecutorSlot, recover_abandoned_slots, slot_prefix
 from klingflow.workflows.leases import LeasedRequests, LeasedTasks, Leases
+from klingflow.workflows.lifecycle import RunLife
 from klingflow.workflows.nodes import Services
 from klingflow.workflows.runlog import (
     TERMINAL_RUN_STATUSES,
@@ -85,12 +84,8 @@ from klingflow.workflows.steering import (
     Action,
     Command,
     CommandRoute,
-    PausedDecision,
     bind_webhook_task,
-    claim_if_settled,
-    decide_paused,
     is_settled_pause,
-    resolve_pause,
     route_command,
     settle_webhook_cost,
 )
@@ -170,24 +165,6 @@ class _InlineDurable:
             await self.events.wait_for(wake_topic.removeprefix("task:"), timeout_seconds=seconds)
         else:
             await asyncio.sleep(seconds)
-
-
-class _RunSlot:
-    """One run's hold on an execution slot (KLINGFLOW_MAX_RUNS), given back while paused;
-    `give` is safe to repeat, so a cancellation anywhere leaves the count right."""
-
-    def __init__(self, slots: asyncio.Semaphore) -> None:
-        self._slots = slots
-        self._held = False
-
-    async def take(self) -> None:
-        await self._slots.acquire()
-        self._held = True
-
-    def give(self) -> None:
-        if self._held:
-            self._held = False
-            self._slots.release()
 
 
 # -- the DBOS workflows ----------------------------------------------------------------------
@@ -672,88 +649,18 @@ class Engine(RunStarter):
     # -- inside the workflows ----------------------------------------------------------------
 
     async def _run(self, run_id: str) -> dict[str, Any]:
-        durable = _WorkflowDurable()
-        runlog = self.runlog
-
-        async def load_epoch() -> int:
-            run = runlog.get_run(run_id)
-            assert run is not None, f"run {run_id} is not in the run log"
-            return run.epoch
-
-        epoch: int = await durable.step("run.epoch", load_epoch)
-        run = runlog.get_run(run_id)
-        assert run is not None
-        workflow = Workflow.model_validate(run.workflow)
-
-        def status(value: RunStatus, **fields: Any) -> Callable[[], Awaitable[None]]:
-            async def write() -> None:
-                runlog.set_status(run_id, value, **fields)
-
-            return write
-
-        # Status writes are steps: a replay after a crash must not flip them back.
-        slot = _RunSlot(self._run_slots)
-        await slot.take()  # until a slot is free, the run stays `queued`
-        try:
-            await durable.step("run.status", status(RunStatus.RUNNING))
-            return await self._execute(run_id, run, epoch, workflow, durable, status, slot)
-        finally:
-            slot.give()
-
-    async def _execute(
-        self,
-        run_id: str,
-        run: RunRecord,
-        epoch: int,
-        workflow: Workflow,
-        durable: _WorkflowDurable,
-        status: Callable[..., Callable[[], Awaitable[None]]],
-        slot: _RunSlot,
-    ) -> dict[str, Any]:
-        """The run's nodes, and its pauses: the caller holds a run slot, given back while
-        the run waits for a command."""
-        while True:
-            state = RunState(run, epoch, workflow, self.services(), durable)
-            try:
-                outputs = await execute_run(state, loop_runner=self._loop)
-            except NodePaused as paused:
-                message, node = paused.error["message"], paused.node_path
-                while True:  # until a command the run can act on
-                    await durable.step(
-                        "run.status", status(RunStatus.PAUSED, message=message, paused_node=node)
-                    )
-                    settled = await durable.step(
-                        "run.settled", self._settled_at_pause(run_id, epoch, paused)
-                    )
-                    if settled:
-                        command = Command(action=Action.RETRY)
-                    else:
-                        slot.give()  # a paused run holds no slot
-                        command = await self._next_command()
-                        await slot.take()
-                    decision = decide_paused(command, node)
-                    if decision is PausedDecision.CANCEL:
-                        message = "cancelled while paused"
-                        await durable.step(
-                            "run.status", status(RunStatus.CANCELLED, message=message)
-                        )
-                        return {"cancelled": True}
-                    if decision is PausedDecision.COMPLETE_EMPTY:
-                        await durable.step("run.status", status(RunStatus.COMPLETED, outputs={}))
-                        return {}
-                    if decision is PausedDecision.RESTART:
-                        epoch = await durable.step("run.restart", self._new_epoch(run_id))
-                        break
-                    refusal: str | None = await durable.step(
-                        f"run.{command.action}", self._resolve(run_id, epoch, paused, command)
-                    )
-                    if refusal is None:
-                        break
-                    message = refusal
-                await durable.step("run.status", status(RunStatus.RUNNING))
-                continue
-            await durable.step("run.status", status(RunStatus.COMPLETED, outputs=outputs))
-            return outputs
+        """The body of the `klingflow.run` workflow (lifecycle.py), with DBOS durability."""
+        life = RunLife(
+            run_id,
+            runlog=self.runlog,
+            client=self.client,
+            services=self.services,
+            durable=_WorkflowDurable(),
+            run_slots=self._run_slots,
+            loop_runner=self._loop,
+            next_command=self._next_command,
+        )
+        return await life.live()
 
     async def _next_command(self) -> Command:
         """Wait (durably, for as long as it takes) for a command on the control topic."""
@@ -761,34 +668,6 @@ class Engine(RunStarter):
             message = await DBOS.recv_async(CONTROL_TOPIC, timeout_seconds=PAUSED_WAIT_SECONDS)
             if (command := Command.from_message(message)) is not None:
                 return command
-
-    def _settled_at_pause(
-        self, run_id: str, epoch: int, paused: NodePaused
-    ) -> Callable[[], Awaitable[bool]]:
-        """Whether webhooks settled the pause before it began, as a step (`claim_if_settled`)."""
-
-        async def check() -> bool:
-            return claim_if_settled(self.runlog, run_id, epoch, paused)
-
-        return check
-
-    def _new_epoch(self, run_id: str) -> Callable[[], Awaitable[int]]:
-        """A new epoch for the run (`restart`), as a step."""
-
-        async def bump() -> int:
-            return self.runlog.new_epoch(run_id)
-
-        return bump
-
-    def _resolve(
-        self, run_id: str, epoch: int, paused: NodePaused, command: Command
-    ) -> Callable[[], Awaitable[str | None]]:
-        """Retry's or skip's changes to the run log, as a step (`resolve_pause`)."""
-
-        async def apply() -> str | None:
-            return await resolve_pause(self.runlog, self.client, run_id, epoch, paused, command)
-
-        return apply
 
     async def _loop(
         self,
