@@ -1,7 +1,7 @@
 """Steering runs: what retry, skip, restart and cancel do, decided here without DBOS.
 
 A paused run is a DBOS workflow waiting for a message; a crashed one is a workflow DBOS
-ended in error. The engine (engine.py) only carries out what this module decides:
+ended in error. The engine (the `engine` package) only carries out what this module decides:
 
 - `route_command`: where a user's command goes, given the run's status: cancel the workflow,
   send the command to the paused run, or run a crashed one again in place; or why not

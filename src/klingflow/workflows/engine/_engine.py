@@ -1,84 +1,54 @@
-"""The durable engine: runs are DBOS workflows. The only module that imports `dbos`.
-
-Each run is one DBOS workflow whose id is the run id (an idempotency key maps to one run).
-Its nodes call `Durable.step` (a DBOS step: recorded, not repeated after a crash) and
-`Durable.sleep` (a durable sleep, or a `recv` a webhook can cut short). A paused run stays
-alive in a durable `recv` on its control topic, so retry, skip, restart and cancel are
-messages, and a restart of the process finds the run exactly where it was.
-
-Loops fan out over the `klingflow-piapi` queue in chunks: one child workflow runs many items
-(each with its own journal entries in the run log), so 1,000 videos cost tens of DBOS
-workflows rather than thousands of steps.
-
-The traps of shared/dbos-notes.md, and what we do about each:
-- steps run at least once -> paid submissions are guarded by the run log's intents;
-- a code edit strands in-flight runs -> `application_version` is pinned (ENGINE_VERSION);
-- two processes with one executor id run steps twice -> each process locks its own slot;
-- unbounded thread pool -> `max_executor_threads`;
-- pickle by default, secrets in arguments -> portable JSON, and only ids are arguments;
-- attempts are not stored -> the run log stores every attempt;
-- Python >= 3.12 with SQLite < 3.42 cannot launch -> refused with a clear message.
-"""
+"""`Engine`: DBOS launched in this process, with the shared client, run log and queues."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import functools
 import logging
-import os
 import sqlite3
 import sys
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Self
 
 import sqlalchemy as sa
-from dbos import (
-    DBOS,
-    DBOSClient,
-    DBOSPortableJSONSerializer,
-    EnqueueOptions,
-    SetWorkflowID,
-    WorkflowHandleAsync,
-)
-from pydantic import SecretStr
+from dbos import DBOS, DBOSPortableJSONSerializer, SetWorkflowID, WorkflowHandleAsync
 
-from klingflow.errors import (
-    KlingflowError,
-    LoopItemsFailedError,
-    RecordedError,
-    RunNotFoundError,
-    RunStateError,
-)
+from klingflow.errors import RunNotFoundError, RunStateError
 from klingflow.piapi import AsyncPiAPI, AsyncWebhookEvents, Task, WaitPolicy
 from klingflow.piapi.polling import StatusPoller
 from klingflow.piapi.pricing import PriceTable
-from klingflow.piapi.waiting import RenderTimes
 from klingflow.settings import Settings
 from klingflow.workflows.database import is_sqlite, make_engine
-from klingflow.workflows.executor import (
-    RunState,
-    describe_error,
-    execute_items,
+from klingflow.workflows.engine._durable import (
+    APPLICATION_NAME,
+    CONTROL_TOPIC,
+    ENGINE_VERSION,
+    PIAPI_QUEUE,
+    RUNS_QUEUE,
+    WorkflowDurable,
+    bind,
+    next_command,
+    recover_executor,
+    run_workflow,
+    running_engine,
 )
+from klingflow.workflows.engine._fanout import CHUNK_SIZE, fan_out
 from klingflow.workflows.executor_slots import ExecutorSlot, recover_abandoned_slots, slot_prefix
 from klingflow.workflows.leases import LeasedRequests, LeasedTasks, Leases
 from klingflow.workflows.lifecycle import RunLife
 from klingflow.workflows.nodes import Services
+from klingflow.workflows.render_times import load_render_times, save_render_times
 from klingflow.workflows.runlog import (
     TERMINAL_RUN_STATUSES,
     IntentState,
     RunLog,
     RunRecord,
     RunStatus,
-    redact_values,
 )
 from klingflow.workflows.schema import schema_lock
-from klingflow.workflows.spec import LoopNode, LoopParams, Workflow
 from klingflow.workflows.starting import RunStarter, known_secrets
 from klingflow.workflows.steering import (
     Action,
@@ -91,143 +61,10 @@ from klingflow.workflows.steering import (
 )
 from klingflow.workflows.workers import Heartbeat, WorkerRegistry
 
-__all__ = ["ENGINE_VERSION", "Engine", "RunQueue", "recover_executor"]
+__all__ = ["Engine"]
 
-ENGINE_VERSION = "klingflow-engine-1"
-"""DBOS application version: change it only with a migration plan for in-flight runs."""
-
-APPLICATION_NAME = "klingflow"
-RUNS_QUEUE = "klingflow-runs"
-PIAPI_QUEUE = "klingflow-piapi"
-CONTROL_TOPIC = "control"
-CHUNK_SIZE = 50
-PAUSED_WAIT_SECONDS = 24 * 3600.0
-RENDER_TIMES_FILE = "render-times.json"
-"""In KLINGFLOW_HOME: how long each kind of render took, so the next process's waits look
-at the right time from its first task (see piapi.waiting.RenderTimes)."""
 ORPHAN_SCAN_LIMIT = 10_000
 """Queued runs checked at launch for a lost enqueue (newest first)."""
-
-_engine: Engine | None = None
-
-
-def _current() -> Engine:
-    if _engine is None:
-        raise RuntimeError("no klingflow Engine is running in this process")
-    return _engine
-
-
-# -- durability ------------------------------------------------------------------------------
-
-
-@DBOS.step(name="klingflow.step")
-async def _durable_step(name: str, fn: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
-    """Run `fn` as a checkpointed step; our errors are recorded as data, not exceptions.
-
-    What it returns is stored by DBOS (`operation_outputs`), so known secrets (the PiAPI key,
-    the webhook secret, the chat key, the API token) are masked in it, as in the run log.
-    """
-    secrets = _current().runlog.secrets
-    try:
-        return {"ok": redact_values(await fn(), secrets)}
-    except KlingflowError as error:
-        return {"err": redact_values(describe_error(error), secrets), "step": name}
-
-
-class _WorkflowDurable:
-    """Durability at the top level of a run: DBOS steps, durable sleeps and receives."""
-
-    async def step(self, name: str, fn: Callable[[], Awaitable[Any]]) -> Any:
-        result = await _durable_step(name, fn)
-        if "err" in result:
-            raise RecordedError(result["err"])
-        return result["ok"]
-
-    async def sleep(self, seconds: float, *, wake_topic: str | None = None) -> None:
-        if wake_topic is None:
-            await DBOS.sleep_async(seconds)
-        else:
-            await DBOS.recv_async(wake_topic, timeout_seconds=seconds)
-
-
-class _InlineDurable:
-    """Durability inside a loop chunk: the chunk is one step; the run log's intents and node
-    records make each item's work exactly-once when the chunk is run again."""
-
-    def __init__(self, events: AsyncWebhookEvents) -> None:
-        self.events = events
-
-    async def step(self, name: str, fn: Callable[[], Awaitable[Any]]) -> Any:
-        return await fn()
-
-    async def sleep(self, seconds: float, *, wake_topic: str | None = None) -> None:
-        if wake_topic is not None and wake_topic.startswith("task:"):
-            await self.events.wait_for(wake_topic.removeprefix("task:"), timeout_seconds=seconds)
-        else:
-            await asyncio.sleep(seconds)
-
-
-# -- the DBOS workflows ----------------------------------------------------------------------
-
-
-@DBOS.workflow(name="klingflow.run", max_recovery_attempts=50)
-async def _run_workflow(run_id: str) -> dict[str, Any]:
-    engine = _current()
-    with engine.running():
-        try:
-            # DBOS stores the return value (`workflow_status.output`): secrets masked
-            outputs: dict[str, Any] = redact_values(
-                await engine._run(run_id), engine.runlog.secrets
-            )
-            return outputs
-        except Exception as error:  # recorded as `crashed` (a bug, not a node failure), raised
-            if engine.is_closing:  # cut off by a shutdown: left pending for the next engine
-                raise
-            engine.runlog.set_status(
-                run_id, RunStatus.CRASHED, message=f"{type(error).__name__}: {error}"
-            )
-            raise
-
-
-@DBOS.workflow(name="klingflow.loop_chunk", max_recovery_attempts=50)
-async def _chunk_workflow(
-    run_id: str,
-    epoch: int,
-    loop_id: str,
-    indices: list[int],
-    items: list[Any],
-    length: int,
-    outer: dict[str, Any],
-    concurrency: int,
-) -> dict[str, Any]:
-    engine = _current()
-    with engine.running():
-        result = await engine._chunk(
-            run_id,
-            epoch,
-            loop_id,
-            dict(zip(indices, items, strict=True)),
-            length,
-            outer,
-            concurrency,
-        )
-        masked: dict[str, Any] = redact_values(result, engine.runlog.secrets)  # DBOS stores it
-        return masked
-
-
-def recover_executor(executor_id: str) -> int:
-    """Hand a dead executor's pending workflows back to their queues; returns how many.
-
-    The one call into DBOS's private API: open-source DBOS has no public way to recover
-    another executor's workflows (shared/dbos-notes.md §0). Since 3.4 it re-enqueues them
-    on their own queues, and only while they still belong to `executor_id`, so a repeat
-    or a second recoverer is harmless. Whether a PiAPI task is submitted again is decided by
-    the run log's intents when the workflow replays, not here.
-    """
-    return len(DBOS._recover_pending_workflows([executor_id]))
-
-
-# -- the engine ------------------------------------------------------------------------------
 
 
 class Engine(RunStarter):
@@ -289,8 +126,9 @@ class Engine(RunStarter):
         await self.aclose()
 
     async def launch(self) -> None:
-        global _engine
-        if _engine is not None:
+        """Launch DBOS in this process (one engine per process), with its queues, then
+        recover what died with earlier processes; `__aenter__` calls it."""
+        if running_engine() is not None:
             raise RuntimeError("an Engine is already running in this process")
         if is_sqlite(self.database_url) and sys.version_info >= (3, 12):
             if sqlite3.sqlite_version_info < (3, 42):  # DBOS needs unixepoch('subsec')
@@ -307,7 +145,6 @@ class Engine(RunStarter):
             await self._launch(engine)
 
     async def _launch(self, engine: sa.Engine) -> None:
-        global _engine
         self.runlog = RunLog(engine, secrets=known_secrets(self.settings, self.client.api_key))
         if self.requested_executor_id:
             self.executor_id = self.requested_executor_id
@@ -334,9 +171,9 @@ class Engine(RunStarter):
                 "notification_listener_polling_interval_sec": 0.1,
             }
         )
-        _engine = self
+        bind(self)
         try:
-            self.client.render_times = self._load_render_times()
+            self.client.render_times = load_render_times(self.settings.home)
             self.poller = StatusPoller(self.client, policy=self.wait_policy)
             if not self.execute:
                 DBOS.listen_queues([])  # every run and chunk goes through a queue
@@ -372,8 +209,9 @@ class Engine(RunStarter):
             raise
 
     async def aclose(self) -> None:
-        global _engine
-        if _engine is self:
+        """Stop this process's workflows (DBOS keeps them pending for the next engine),
+        give back leases and the executor slot, and close what the engine opened."""
+        if running_engine() is self:
             self.is_closing = True
             if self.heartbeat is not None:
                 await self.heartbeat.stop()
@@ -383,11 +221,11 @@ class Engine(RunStarter):
                     await asyncio.to_thread(self.leases.release_all)
             await self._stop_workflows()
             DBOS.destroy()
-            _engine = None
+            bind(None)
             if self.poller is not None:
                 await self.poller.aclose()
                 self.poller = None
-                self._save_render_times()
+                save_render_times(self.settings.home, self.client.render_times)
             # DBOS leaves its shut-down pool as the loop's default executor (dbos-notes §1).
             asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor())
             self.runlog.engine.dispose()
@@ -396,29 +234,6 @@ class Engine(RunStarter):
         if self._slot is not None:
             self._slot.close()
             self._slot = None
-
-    @property
-    def _render_times_path(self) -> Path:
-        return self.settings.home / RENDER_TIMES_FILE
-
-    def _load_render_times(self) -> RenderTimes:
-        """What earlier processes of this home learned about render times (none: defaults)."""
-        try:
-            data = json.loads(self._render_times_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return RenderTimes()
-        return RenderTimes.from_json(data)
-
-    def _save_render_times(self) -> None:
-        """Keep what this process learned for the next one (atomically; best effort)."""
-        path = self._render_times_path
-        part = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
-        try:
-            part.write_text(json.dumps(self.client.render_times.to_json()), encoding="utf-8")
-            part.replace(path)
-        except OSError as error:
-            logging.getLogger(__name__).warning("could not save %s: %s", path, error)
-            part.unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -516,7 +331,7 @@ class Engine(RunStarter):
         queue = await DBOS.retrieve_queue_async(RUNS_QUEUE)
         assert queue is not None
         with SetWorkflowID(run_id):
-            await queue.enqueue_async(_run_workflow, run_id)
+            await queue.enqueue_async(run_workflow, run_id)
 
     async def _enqueue_orphans(self) -> None:
         """At launch: queue the queued runs whose enqueue was lost (see `_enqueue`)."""
@@ -655,141 +470,9 @@ class Engine(RunStarter):
             runlog=self.runlog,
             client=self.client,
             services=self.services,
-            durable=_WorkflowDurable(),
+            durable=WorkflowDurable(),
             run_slots=self._run_slots,
-            loop_runner=self._loop,
-            next_command=self._next_command,
+            loop_runner=functools.partial(fan_out, self),
+            next_command=next_command,
         )
         return await life.live()
-
-    async def _next_command(self) -> Command:
-        """Wait (durably, for as long as it takes) for a command on the control topic."""
-        while True:
-            message = await DBOS.recv_async(CONTROL_TOPIC, timeout_seconds=PAUSED_WAIT_SECONDS)
-            if (command := Command.from_message(message)) is not None:
-                return command
-
-    async def _loop(
-        self,
-        run: RunRecord,
-        epoch: int,
-        loop: LoopNode,
-        params: LoopParams,
-        context: dict[str, Any],
-    ) -> list[Any]:
-        """Fan the items out over the PiAPI queue in chunks; outputs come back in item order."""
-        durable = _WorkflowDurable()
-
-        async def new_generation() -> str:
-            return uuid.uuid4().hex[:8]
-
-        generation: str = await durable.step("loop.generation", new_generation)
-        items = params.items
-        outer = {node_id: value["output"] for node_id, value in context["nodes"].items()}
-        queue = await DBOS.retrieve_queue_async(PIAPI_QUEUE)
-        assert queue is not None
-        handles = []
-        for start in range(0, len(items), self.chunk_size):
-            indices = list(range(start, min(start + self.chunk_size, len(items))))
-            with SetWorkflowID(f"{run.run_id}.{loop.id}.{generation}.{start}"):
-                handles.append(
-                    await queue.enqueue_async(
-                        _chunk_workflow,
-                        run.run_id,
-                        epoch,
-                        loop.id,
-                        indices,
-                        # DBOS stores a workflow's arguments: known secrets masked
-                        redact_values([items[i] for i in indices], self.runlog.secrets),
-                        len(items),
-                        redact_values(outer, self.runlog.secrets),
-                        params.concurrency,
-                    )
-                )
-        outputs: dict[str, Any] = {}
-        failed: dict[str, Any] = {}
-        for handle in handles:
-            result = await handle.get_result(polling_interval_sec=0.1)
-            outputs.update(result["outputs"])
-            failed.update(result["failed"])
-        self._semaphores.pop((run.run_id, epoch, loop.id), None)
-        ordered = [outputs.get(str(index)) for index in range(len(items))]
-        if failed:
-            raise LoopItemsFailedError(
-                loop.id, failed={int(k): v for k, v in failed.items()}, total=len(items),
-                partial_output=ordered,
-            )  # fmt: skip
-        return ordered
-
-    async def _chunk(
-        self,
-        run_id: str,
-        epoch: int,
-        loop_id: str,
-        items: dict[int, Any],
-        length: int,
-        outer: dict[str, Any],
-        concurrency: int,
-    ) -> dict[str, Any]:
-        run = self.runlog.get_run(run_id)
-        assert run is not None
-        workflow = Workflow.model_validate(run.workflow)
-        loop = workflow.node(loop_id)
-        assert isinstance(loop, LoopNode)
-        key = (run_id, epoch, loop_id)
-        semaphore = self._semaphores.setdefault(key, asyncio.Semaphore(concurrency))
-        state = RunState(run, epoch, workflow, self.services(), _InlineDurable(self.events))
-
-        async def run_items() -> dict[str, Any]:
-            return await execute_items(state, loop, items, length, outer, semaphore)
-
-        result: dict[str, Any] = (await _durable_step("loop.items", run_items))["ok"]
-        return result
-
-
-class RunQueue(RunStarter):
-    """Queues runs without executing any: `klingflow run --detach`.
-
-    An `Engine` executes whatever DBOS hands it, so a short-lived one would take queued
-    runs and abandon them when it exits (under its own executor id, which no worker
-    recovers). This writes the run and enqueues its workflow through a `DBOSClient`: only
-    workers and `serve` execute. Use `async with RunQueue(settings) as queue:`.
-    """
-
-    def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or Settings()
-        self.runlog: RunLog
-        self._client: DBOSClient | None = None
-
-    async def __aenter__(self) -> Self:
-        url = self.settings.resolved_database_url()
-        self.settings.home.mkdir(parents=True, exist_ok=True)
-        engine = make_engine(url, outage_seconds=self.settings.database_outage_seconds)
-        api_key = os.environ.get("PIAPI_API_KEY")
-        secret = SecretStr(api_key) if api_key else None
-        self.runlog = RunLog(engine, secrets=known_secrets(self.settings, secret))
-        # The client never creates DBOS's tables; a first `--detach` on a new database must.
-        await asyncio.to_thread(DBOS.migrate, url)
-        self._client = DBOSClient(
-            system_database_engine=engine,
-            serializer=DBOSPortableJSONSerializer(),
-            application_name=APPLICATION_NAME,
-        )
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._client is not None:
-            self._client.destroy()
-        self.runlog.engine.dispose()
-
-    async def _enqueue(self, run_id: str, *, is_new: bool) -> None:
-        """Only queued, for workers to execute. Enqueueing a known run's id again attaches
-        to it (DBOS's default), so a lost enqueue is repaired and nothing repeats."""
-        assert self._client is not None, "use `async with RunQueue(...)`"
-        options: EnqueueOptions = {
-            "queue_name": RUNS_QUEUE,
-            "workflow_name": "klingflow.run",
-            "workflow_id": run_id,
-            "app_version": ENGINE_VERSION,
-        }
-        await self._client.enqueue_async(options, run_id)
