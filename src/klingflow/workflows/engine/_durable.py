@@ -83,12 +83,14 @@ class WorkflowDurable:
     """Durability at the top level of a run: DBOS steps, durable sleeps and receives."""
 
     async def step(self, name: str, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """A DBOS step; an error it recorded is raised again as `RecordedError`."""
         result = await durable_step(name, fn)
         if "err" in result:
             raise RecordedError(result["err"])
         return result["ok"]
 
     async def sleep(self, seconds: float, *, wake_topic: str | None = None) -> None:
+        """A durable sleep, or a durable `recv` on `wake_topic` that a webhook can end."""
         if wake_topic is None:
             await DBOS.sleep_async(seconds)
         else:
@@ -132,4 +134,5 @@ def recover_executor(executor_id: str) -> int:
     or a second recoverer is harmless. Whether a PiAPI task is submitted again is decided by
     the run log's intents when the workflow replays, not here.
     """
+    # Private on purpose: DBOS's public recovery serves only this process's own executor id.
     return len(DBOS._recover_pending_workflows([executor_id]))

@@ -285,6 +285,7 @@ class Engine(RunStarter):
         )
 
     def services(self) -> Services:
+        """What every node runs with: this process's client, run log and settings."""
         base_url = str(self.client.base_url)
         return Services(
             client=self.client,

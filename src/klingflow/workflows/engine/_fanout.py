@@ -39,9 +39,11 @@ class InlineDurable:
         self.events = events
 
     async def step(self, name: str, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """Just run `fn`: the chunk around it is the step."""
         return await fn()
 
     async def sleep(self, seconds: float, *, wake_topic: str | None = None) -> None:
+        """Sleep in memory; a task's webhook (seen by this process) ends it early."""
         if wake_topic is not None and wake_topic.startswith("task:"):
             await self.events.wait_for(wake_topic.removeprefix("task:"), timeout_seconds=seconds)
         else:
