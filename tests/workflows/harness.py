@@ -12,8 +12,9 @@ from klingflow.emulator import EmulatorServer
 from klingflow.piapi import AsyncPiAPI, RetryPolicy, WaitPolicy
 from klingflow.settings import Settings
 from klingflow.workflows import Workflow, load_workflow_text
-from klingflow.workflows.engine import Command, Engine
+from klingflow.workflows.engine import Engine
 from klingflow.workflows.records import RunRecord
+from klingflow.workflows.steering import Command
 
 T = TypeVar("T")
 

@@ -15,9 +15,10 @@ from klingflow.piapi import Task
 from klingflow.piapi.waiting import render_kind, typical_render_seconds
 from klingflow.workflows import load_workflow, load_workflow_text
 from klingflow.workflows.database import make_engine
-from klingflow.workflows.engine import Command, Engine
+from klingflow.workflows.engine import Engine
 from klingflow.workflows.records import IntentState, NodeStatus, RunRecord, RunStatus
 from klingflow.workflows.runlog import RunLog
+from klingflow.workflows.steering import Action, Command
 
 from .harness import Harness
 
@@ -104,7 +105,7 @@ def test_one_failed_item_pauses_the_loop_and_retry_redoes_only_that_item(
     assert failed[0].error["raw_message"] == "nsfw"
     assert emulator.stats()["creates"] == 5
 
-    resumed = harness.steer(run.run_id, Command(action="retry"))
+    resumed = harness.steer(run.run_id, Command(action=Action.RETRY))
     assert resumed.status == RunStatus.COMPLETED, resumed.message
     assert emulator.stats()["creates"] == 6
     assert all(v["video"]["status"] == "completed" for v in resumed.outputs["videos"])
@@ -177,7 +178,7 @@ def test_out_of_attempts_pauses_then_skip_goes_on(
     assert run.paused_node == "call"
     assert len(runlog_of(harness).attempts(run.run_id)) == 3
     emulator.reset(keep_config=True)
-    skipped = harness.steer(run.run_id, Command(action="skip"))
+    skipped = harness.steer(run.run_id, Command(action=Action.SKIP))
     assert skipped.status == RunStatus.COMPLETED
     assert runlog_of(harness).nodes(skipped.run_id)[0].status == NodeStatus.SKIPPED
 
@@ -212,13 +213,13 @@ def test_lost_create_response_pauses_as_uncertain_and_is_never_resent(
     [intent] = runlog_of(harness).intents(run.run_id)
     assert intent.state == IntentState.UNCERTAIN
 
-    again = harness.steer(run.run_id, Command(action="retry"))
+    again = harness.steer(run.run_id, Command(action=Action.RETRY))
     assert again.status == RunStatus.PAUSED
     assert "will not pay twice" in (again.message or "")
     assert emulator.stats()["creates"] == 1
 
     [task] = emulator.tasks()
-    done = harness.steer(run.run_id, Command(action="retry", task_id=task["task_id"]))
+    done = harness.steer(run.run_id, Command(action=Action.RETRY, task_id=task["task_id"]))
     assert done.status == RunStatus.COMPLETED, done.message
     assert emulator.stats()["creates"] == 1
 
@@ -245,7 +246,7 @@ def test_restart_from_the_start_reruns_every_node(
     run = harness.run(text)
     assert run.status == RunStatus.PAUSED
     assert run.paused_node == "first"
-    restarted = harness.steer(run.run_id, Command(action="restart"))
+    restarted = harness.steer(run.run_id, Command(action=Action.RESTART))
     assert restarted.status == RunStatus.COMPLETED, restarted.message
     assert restarted.epoch == 1
     assert emulator.stats()["creates"] == 3
@@ -257,7 +258,7 @@ def test_cancel_ends_a_paused_run(harness: Harness, emulator: EmulatorServer) ->
     text = "name: cancelme\nnodes:\n  - {id: clip, type: kling.video, with: {prompt: a fox}}\n"
     run = harness.run(text)
     assert run.status == RunStatus.PAUSED
-    cancelled = harness.steer(run.run_id, Command(action="cancel"))
+    cancelled = harness.steer(run.run_id, Command(action=Action.CANCEL))
     assert cancelled.status == RunStatus.CANCELLED
 
 

@@ -9,9 +9,9 @@ import pytest
 from klingflow.emulator import EmulatorServer, FaultRule
 from klingflow.workflows import load_workflow
 from klingflow.workflows.database import make_engine
-from klingflow.workflows.engine import Command
 from klingflow.workflows.records import IntentState, RunStatus
 from klingflow.workflows.runlog import RunLog
+from klingflow.workflows.steering import Action, Command
 
 from .harness import Harness
 
@@ -55,7 +55,7 @@ def test_seed_retry_after_a_failed_task_submits_exactly_one_new_task(
     assert run.paused_node == "wait"
     assert emulator.stats()["creates"] == 1
 
-    resumed = harness.steer(run.run_id, Command(action="retry"))
+    resumed = harness.steer(run.run_id, Command(action=Action.RETRY))
     assert resumed.status == RunStatus.COMPLETED, resumed.message
     assert emulator.stats()["creates"] == 2
     first, second = runlog_of(harness).intents(run.run_id)
@@ -74,7 +74,7 @@ def test_a_failed_task_in_a_loop_item_is_resubmitted_for_that_item_only(
     assert run.status == RunStatus.PAUSED
     assert emulator.stats()["creates"] == 3
 
-    resumed = harness.steer(run.run_id, Command(action="retry"))
+    resumed = harness.steer(run.run_id, Command(action=Action.RETRY))
     assert resumed.status == RunStatus.COMPLETED, resumed.message
     assert emulator.stats()["creates"] == 4
 
@@ -86,6 +86,6 @@ def test_an_uncertain_submission_is_not_resubmitted_by_a_plain_retry(
     emulator.add_fault(FaultRule(action="drop", method="POST", path="/api/v1/task", phase="after"))
     run = harness.run(load_workflow(EXAMPLES / "seed-action.yaml"), SEED)
     assert run.status == RunStatus.PAUSED
-    again = harness.steer(run.run_id, Command(action="retry"))
+    again = harness.steer(run.run_id, Command(action=Action.RETRY))
     assert again.status == RunStatus.PAUSED
     assert emulator.stats()["creates"] == 1

@@ -12,9 +12,10 @@ from klingflow.errors import DownloadError
 from klingflow.piapi import PiAPI
 from klingflow.workflows import load_workflow_text
 from klingflow.workflows.database import make_engine
-from klingflow.workflows.engine import Command, Engine
+from klingflow.workflows.engine import Engine
 from klingflow.workflows.records import RunRecord, RunStatus
 from klingflow.workflows.runlog import RunLog
+from klingflow.workflows.steering import Action, Command
 
 from .harness import Harness
 from .recorder import recorder
@@ -91,7 +92,7 @@ def test_a_download_failing_after_payment_pauses_and_retry_fetches_without_payin
     [task] = emulator.tasks()
     assert task["task_id"] in (run.message or "")
     blocker.unlink()
-    done = harness.steer(run.run_id, Command(action="retry"))
+    done = harness.steer(run.run_id, Command(action=Action.RETRY))
     assert done.status == RunStatus.COMPLETED, done.message
     assert Path(done.outputs.get("path") or next(Path(done.output_dir).glob("*.mp4"))).exists()
     assert emulator.stats()["creates"] == 1

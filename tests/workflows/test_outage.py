@@ -18,8 +18,9 @@ import sqlalchemy as sa
 
 from klingflow.emulator import EmulatorServer
 from klingflow.workflows import load_workflow_text
-from klingflow.workflows.engine import Command, Engine
+from klingflow.workflows.engine import Engine
 from klingflow.workflows.records import RunRecord, RunStatus
+from klingflow.workflows.steering import Action, Command
 
 from .harness import Harness
 from .test_postgres import (
@@ -121,7 +122,7 @@ def test_a_database_outage_under_a_run_loses_nothing_and_pays_once(
         assert run.status is RunStatus.COMPLETED, run.message  # nobody had to do anything
     else:  # a crash is a pause we could not write
         assert run.status is not RunStatus.COMPLETED
-        run = harness.steer(run.run_id, Command(action="retry"))
+        run = harness.steer(run.run_id, Command(action=Action.RETRY))
     assert run.status is RunStatus.COMPLETED, run.message
     assert emulator.stats()["creates"] == len(PROMPTS)
     assert sorted(p.name for p in tmp_path.glob("runs/*/*.mp4")) == ["1.mp4", "2.mp4", "3.mp4"]

@@ -22,11 +22,12 @@ import pytest
 from klingflow.emulator import EmulatorServer, FaultRule
 from klingflow.workflows import load_workflow
 from klingflow.workflows.database import make_engine
-from klingflow.workflows.engine import Command, Engine
+from klingflow.workflows.engine import Engine
 from klingflow.workflows.records import RunRecord, RunStatus
 from klingflow.workflows.registry import WorkflowRegistry
 from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.schedules import Scheduler
+from klingflow.workflows.steering import Action, Command
 
 from .harness import Harness
 
@@ -71,7 +72,7 @@ def test_batch_runs_on_postgres_and_a_paused_item_retries(
     run = harness.run(load_workflow(EXAMPLES / "batch-from-csv.yaml"), {"rows": rows()})
     assert run.status == RunStatus.PAUSED
     assert emulator.stats()["creates"] == 5
-    done = harness.steer(run.run_id, Command(action="retry"))
+    done = harness.steer(run.run_id, Command(action=Action.RETRY))
     assert done.status == RunStatus.COMPLETED, done.message
     assert emulator.stats()["creates"] == 6
     assert len(done.outputs["videos"]) == 5

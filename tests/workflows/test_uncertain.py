@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from klingflow.emulator import EmulatorServer, FaultRule
-from klingflow.workflows.engine import Command, describe_paused
 from klingflow.workflows.records import RunStatus
+from klingflow.workflows.steering import Action, Command, describe_paused
 
 from .harness import Harness
 
@@ -31,7 +31,10 @@ def test_the_pause_message_gives_the_intent_the_window_and_the_command(
     emulator.add_fault(FaultRule(action="drop", method="POST", path="/api/v1/task", phase="after"))
     run = harness.run(ONCE)
     assert run.status == RunStatus.PAUSED
-    for message in (run.message or "", harness.steer(run.run_id, Command("retry")).message or ""):
+    for message in (
+        run.message or "",
+        harness.steer(run.run_id, Command(Action.RETRY)).message or "",
+    ):
         assert re.search(WINDOW, message), message
         assert f"klingflow runs retry {run.run_id} --task-id ID" in message
         assert "checked at PiAPI first" in message

@@ -31,12 +31,12 @@ from klingflow.errors import InvalidRequestError, RunNotFoundError
 from klingflow.settings import Settings
 from klingflow.workflows import RunEstimate, estimate_run, load_workflow
 from klingflow.workflows.database import make_engine
-from klingflow.workflows.engine import Command, Engine, RunQueue, describe_paused
-from klingflow.workflows.reconcile import parse_task_ids
+from klingflow.workflows.engine import Engine, RunQueue
 from klingflow.workflows.records import RunRecord, RunStatus
 from klingflow.workflows.registry import WorkflowRegistry
 from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.schedules import Scheduler
+from klingflow.workflows.steering import Action, Command, describe_paused, parse_task_ids
 from klingflow.workflows.tables import coerce_row, parse_table_bytes
 
 __all__ = ["RUN_NOT_COMPLETED", "run", "runs_app", "worker"]
@@ -543,7 +543,7 @@ def retry(
         raise typer.BadParameter("give a run id, or --all-paused", param_hint="'RUN_ID'")
     else:
         run_ids = [run_id]
-    action = "restart" if from_start else "retry"
+    action = Action.RESTART if from_start else Action.RETRY
     _steer(
         run_ids,
         Command(action=action, resubmit=resubmit, task_ids=given or None),
@@ -556,11 +556,11 @@ def retry(
 @handles_errors
 def skip(run_id: RunId, as_json: AsJson = False) -> None:
     """Skip the node a run paused on (its output becomes null) and go on."""
-    _steer([run_id], Command(action="skip"), wait=True, as_json=as_json)
+    _steer([run_id], Command(action=Action.SKIP), wait=True, as_json=as_json)
 
 
 @runs_app.command("cancel")
 @handles_errors
 def cancel(run_id: RunId, as_json: AsJson = False) -> None:
     """Stop a run for good (tasks already submitted keep running at PiAPI)."""
-    _steer([run_id], Command(action="cancel"), wait=False, as_json=as_json)
+    _steer([run_id], Command(action=Action.CANCEL), wait=False, as_json=as_json)

@@ -15,7 +15,6 @@ from klingflow.service.operations import existing_run
 from klingflow.service.pages import PagesDep, flash, see_other
 from klingflow.service.sessions import read_form
 from klingflow.service.views import loop_items_of, media_of, poll_ms
-from klingflow.workflows.engine import Command
 from klingflow.workflows.loop_items import (
     ITEM_STATUSES,
     item_attempts,
@@ -26,6 +25,7 @@ from klingflow.workflows.loop_items import (
 from klingflow.workflows.records import RunRecord, RunStatus
 from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.spec import LoopNode, Workflow
+from klingflow.workflows.steering import Action, Command
 
 __all__ = ["ITEMS_PER_PAGE", "router"]
 
@@ -163,7 +163,7 @@ async def items_action(
     retried = len(failed) - len(skip)
     skip_items(runlog, run_id, run.epoch, spec, skip)
     try:
-        await engine.command(run_id, Command(action="retry"))
+        await engine.command(run_id, Command(action=Action.RETRY))
     except KlingflowError as error:
         flash(request, f"retry refused: {error}", "error")
     else:

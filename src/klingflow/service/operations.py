@@ -12,10 +12,11 @@ from klingflow.errors import (
     RunNotFoundError,
     WorkflowNotFoundError,
 )
-from klingflow.workflows.engine import Command, Engine
+from klingflow.workflows.engine import Engine
 from klingflow.workflows.records import RunRecord, RunStatus
 from klingflow.workflows.registry import PublishedWorkflow, WorkflowRegistry
 from klingflow.workflows.runlog import RunLog
+from klingflow.workflows.steering import Action, Command
 
 __all__ = [
     "existing_run",
@@ -93,7 +94,7 @@ async def retry_paused_runs(
     refused: dict[str, str] = {}
     for run in engine.runlog.list_runs(status=RunStatus.PAUSED, workflow_name=name, limit=limit):
         try:
-            await engine.command(run.run_id, Command(action="retry"))
+            await engine.command(run.run_id, Command(action=Action.RETRY))
         except KlingflowError as error:
             refused[run.run_id] = str(error)
         else:

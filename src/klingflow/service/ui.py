@@ -58,7 +58,7 @@ from klingflow.service.views import (
     schedules_of,
     workflow_graph,
 )
-from klingflow.workflows.engine import Command, Engine
+from klingflow.workflows.engine import Engine
 from klingflow.workflows.estimate import RunEstimate, estimate_run
 from klingflow.workflows.failed_tasks import failed_task_intents
 from klingflow.workflows.loop_items import (
@@ -70,6 +70,7 @@ from klingflow.workflows.records import NodeRun, RunRecord, RunStatus
 from klingflow.workflows.registry import PublishedWorkflow, WorkflowRegistry
 from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.spec import LoopNode, Workflow
+from klingflow.workflows.steering import Action, Command
 from klingflow.workflows.uncertain import uncertain_submissions
 
 __all__ = ["STATIC_DIR", "pages_router", "public_router"]
@@ -371,7 +372,7 @@ async def run_action(
         if key.startswith("task_id:") and isinstance(value, str) and value.strip()
     }
     command = Command(
-        action=action,
+        action=Action(action),
         resubmit=form.get("resubmit") == "on",
         task_id=task_id or None,
         task_ids=task_ids or None,

@@ -16,7 +16,6 @@ from klingflow.service.operations import (
     retry_paused_runs,
     start_published,
 )
-from klingflow.workflows.engine import Command
 from klingflow.workflows.estimate import estimate_run
 from klingflow.workflows.records import (
     Attempt,
@@ -27,6 +26,7 @@ from klingflow.workflows.records import (
     RunRecord,
     RunStatus,
 )
+from klingflow.workflows.steering import Action, Command
 
 __all__ = [
     "RetryRequest",
@@ -252,7 +252,7 @@ async def retry_run(
     """Retry a paused run where it stopped (or from the start)."""
     existing_run(engine.runlog, run_id)
     body = body or RetryRequest()
-    action = "restart" if body.from_start else "retry"
+    action = Action.RESTART if body.from_start else Action.RETRY
     command = Command(
         action=action, resubmit=body.resubmit, task_id=body.task_id, task_ids=body.task_ids
     )
@@ -263,14 +263,14 @@ async def retry_run(
 async def skip_node(run_id: str, engine: EngineDep) -> RunPublic:
     """Skip the node a run paused on and carry on."""
     existing_run(engine.runlog, run_id)
-    return RunPublic.of(await engine.command(run_id, Command(action="skip")))
+    return RunPublic.of(await engine.command(run_id, Command(action=Action.SKIP)))
 
 
 @router.post("/runs/{run_id}/cancel", responses=ERRORS)
 async def cancel_run(run_id: str, engine: EngineDep) -> RunPublic:
     """Cancel a queued, running or paused run."""
     existing_run(engine.runlog, run_id)
-    return RunPublic.of(await engine.command(run_id, Command(action="cancel")))
+    return RunPublic.of(await engine.command(run_id, Command(action=Action.CANCEL)))
 
 
 @router.post("/workflows/{name}/retry-paused", responses=ERRORS)

@@ -1,0 +1,139 @@
+"""DBOS's side of the engine: the names it knows, the process's engine, steps, the run.
+
+DBOS registers workflows and steps by name when this is imported, and is one instance per
+process: the workflows find the `Engine` launched in this process through `current()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from dbos import DBOS
+
+from klingflow.errors import KlingflowError, RecordedError
+from klingflow.redaction import redact_values
+from klingflow.workflows.executor import describe_error
+from klingflow.workflows.records import RunStatus
+from klingflow.workflows.steering import Command
+
+if TYPE_CHECKING:
+    from klingflow.workflows.engine._engine import Engine
+
+__all__ = [
+    "APPLICATION_NAME",
+    "CONTROL_TOPIC",
+    "ENGINE_VERSION",
+    "PIAPI_QUEUE",
+    "RUNS_QUEUE",
+    "WorkflowDurable",
+    "bind",
+    "current",
+    "durable_step",
+    "next_command",
+    "recover_executor",
+    "run_workflow",
+    "running_engine",
+]
+
+ENGINE_VERSION = "klingflow-engine-1"
+"""DBOS application version: change it only with a migration plan for in-flight runs."""
+
+APPLICATION_NAME = "klingflow"
+RUNS_QUEUE = "klingflow-runs"
+PIAPI_QUEUE = "klingflow-piapi"
+CONTROL_TOPIC = "control"
+PAUSED_WAIT_SECONDS = 24 * 3600.0
+
+_engine: Engine | None = None
+
+
+def current() -> Engine:
+    """The engine launched in this process, which the workflows run on."""
+    if _engine is None:
+        raise RuntimeError("no klingflow Engine is running in this process")
+    return _engine
+
+
+def running_engine() -> Engine | None:
+    """The engine launched in this process, if any."""
+    return _engine
+
+
+def bind(engine: Engine | None) -> None:
+    """Make `engine` the process's one engine (None: none); DBOS is one per process."""
+    global _engine
+    _engine = engine
+
+
+@DBOS.step(name="klingflow.step")
+async def durable_step(name: str, fn: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
+    """Run `fn` as a checkpointed step; our errors are recorded as data, not exceptions.
+
+    What it returns is stored by DBOS (`operation_outputs`), so known secrets (the PiAPI key,
+    the webhook secret, the chat key, the API token) are masked in it, as in the run log.
+    """
+    secrets = current().runlog.secrets
+    try:
+        return {"ok": redact_values(await fn(), secrets)}
+    except KlingflowError as error:
+        return {"err": redact_values(describe_error(error), secrets), "step": name}
+
+
+class WorkflowDurable:
+    """Durability at the top level of a run: DBOS steps, durable sleeps and receives."""
+
+    async def step(self, name: str, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """A DBOS step; an error it recorded is raised again as `RecordedError`."""
+        result = await durable_step(name, fn)
+        if "err" in result:
+            raise RecordedError(result["err"])
+        return result["ok"]
+
+    async def sleep(self, seconds: float, *, wake_topic: str | None = None) -> None:
+        """A durable sleep, or a durable `recv` on `wake_topic` that a webhook can end."""
+        if wake_topic is None:
+            await DBOS.sleep_async(seconds)
+        else:
+            await DBOS.recv_async(wake_topic, timeout_seconds=seconds)
+
+
+async def next_command() -> Command:
+    """Wait (durably, for as long as it takes) for a command on the run's control topic."""
+    while True:
+        message = await DBOS.recv_async(CONTROL_TOPIC, timeout_seconds=PAUSED_WAIT_SECONDS)
+        if (command := Command.from_message(message)) is not None:
+            return command
+
+
+@DBOS.workflow(name="klingflow.run", max_recovery_attempts=50)
+async def run_workflow(run_id: str) -> dict[str, Any]:
+    """The run `run_id`, from its first node to its end (lifecycle.py); a bug crashes it."""
+    engine = current()
+    with engine.running():
+        try:
+            # DBOS stores the return value (`workflow_status.output`): secrets masked
+            outputs: dict[str, Any] = redact_values(
+                await engine._run(run_id), engine.runlog.secrets
+            )
+            return outputs
+        except Exception as error:  # recorded as `crashed` (a bug, not a node failure), raised
+            if engine.is_closing:  # cut off by a shutdown: left pending for the next engine
+                raise
+            engine.runlog.set_status(
+                run_id, RunStatus.CRASHED, message=f"{type(error).__name__}: {error}"
+            )
+            raise
+
+
+def recover_executor(executor_id: str) -> int:
+    """Hand a dead executor's pending workflows back to their queues; returns how many.
+
+    The one call into DBOS's private API: open-source DBOS has no public way to recover
+    another executor's workflows (shared/dbos-notes.md §0). Since 3.4 it re-enqueues them
+    on their own queues, and only while they still belong to `executor_id`, so a repeat
+    or a second recoverer is harmless. Whether a PiAPI task is submitted again is decided by
+    the run log's intents when the workflow replays, not here.
+    """
+    # Private on purpose: DBOS's public recovery serves only this process's own executor id.
+    return len(DBOS._recover_pending_workflows([executor_id]))

@@ -1,0 +1,160 @@
+"""A loop's items fan out over the PiAPI queue in chunks, each chunk a child workflow.
+
+One child workflow runs many items (each with its own journal entries in the run log), so
+1,000 videos cost tens of DBOS workflows rather than thousands of steps. Inside a chunk the
+items are not steps: the chunk is one, and the run log's intents and node records make each
+item's work exactly-once when the chunk is run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from dbos import DBOS, SetWorkflowID
+
+from klingflow.errors import LoopItemsFailedError
+from klingflow.piapi import AsyncWebhookEvents
+from klingflow.redaction import redact_values
+from klingflow.workflows.engine._durable import PIAPI_QUEUE, WorkflowDurable, current, durable_step
+from klingflow.workflows.executor import RunState, execute_items
+from klingflow.workflows.records import RunRecord
+from klingflow.workflows.spec import LoopNode, LoopParams, Workflow
+
+if TYPE_CHECKING:
+    from klingflow.workflows.engine._engine import Engine
+
+__all__ = ["CHUNK_SIZE", "fan_out", "run_chunk"]
+
+CHUNK_SIZE = 50
+"""Loop items per child workflow."""
+
+
+class InlineDurable:
+    """Durability inside a loop chunk: the chunk is one step; the run log's intents and node
+    records make each item's work exactly-once when the chunk is run again."""
+
+    def __init__(self, events: AsyncWebhookEvents) -> None:
+        self.events = events
+
+    async def step(self, name: str, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """Just run `fn`: the chunk around it is the step."""
+        return await fn()
+
+    async def sleep(self, seconds: float, *, wake_topic: str | None = None) -> None:
+        """Sleep in memory; a task's webhook (seen by this process) ends it early."""
+        if wake_topic is not None and wake_topic.startswith("task:"):
+            await self.events.wait_for(wake_topic.removeprefix("task:"), timeout_seconds=seconds)
+        else:
+            await asyncio.sleep(seconds)
+
+
+@DBOS.workflow(name="klingflow.loop_chunk", max_recovery_attempts=50)
+async def chunk_workflow(
+    run_id: str,
+    epoch: int,
+    loop_id: str,
+    indices: list[int],
+    items: list[Any],
+    length: int,
+    outer: dict[str, Any],
+    concurrency: int,
+) -> dict[str, Any]:
+    """Items `indices` of a run's loop (the run's workflow waits for every chunk)."""
+    engine = current()
+    with engine.running():
+        result = await run_chunk(
+            engine,
+            run_id,
+            epoch,
+            loop_id,
+            dict(zip(indices, items, strict=True)),
+            length,
+            outer,
+            concurrency,
+        )
+        masked: dict[str, Any] = redact_values(result, engine.runlog.secrets)  # DBOS stores it
+        return masked
+
+
+async def fan_out(
+    engine: Engine,
+    run: RunRecord,
+    epoch: int,
+    loop: LoopNode,
+    params: LoopParams,
+    context: dict[str, Any],
+) -> list[Any]:
+    """Fan the items out over the PiAPI queue in chunks; outputs come back in item order."""
+    durable = WorkflowDurable()
+
+    async def new_generation() -> str:
+        return uuid.uuid4().hex[:8]
+
+    generation: str = await durable.step("loop.generation", new_generation)
+    items = params.items
+    outer = {node_id: value["output"] for node_id, value in context["nodes"].items()}
+    queue = await DBOS.retrieve_queue_async(PIAPI_QUEUE)
+    assert queue is not None
+    handles = []
+    for start in range(0, len(items), engine.chunk_size):
+        indices = list(range(start, min(start + engine.chunk_size, len(items))))
+        with SetWorkflowID(f"{run.run_id}.{loop.id}.{generation}.{start}"):
+            handles.append(
+                await queue.enqueue_async(
+                    chunk_workflow,
+                    run.run_id,
+                    epoch,
+                    loop.id,
+                    indices,
+                    # DBOS stores a workflow's arguments: known secrets masked
+                    redact_values([items[i] for i in indices], engine.runlog.secrets),
+                    len(items),
+                    redact_values(outer, engine.runlog.secrets),
+                    params.concurrency,
+                )
+            )
+    outputs: dict[str, Any] = {}
+    failed: dict[str, Any] = {}
+    for handle in handles:
+        result = await handle.get_result(polling_interval_sec=0.1)
+        outputs.update(result["outputs"])
+        failed.update(result["failed"])
+    engine._semaphores.pop((run.run_id, epoch, loop.id), None)
+    ordered = [outputs.get(str(index)) for index in range(len(items))]
+    if failed:
+        raise LoopItemsFailedError(
+            loop.id, failed={int(k): v for k, v in failed.items()}, total=len(items),
+            partial_output=ordered,
+        )  # fmt: skip
+    return ordered
+
+
+async def run_chunk(
+    engine: Engine,
+    run_id: str,
+    epoch: int,
+    loop_id: str,
+    items: dict[int, Any],
+    length: int,
+    outer: dict[str, Any],
+    concurrency: int,
+) -> dict[str, Any]:
+    """Run the chunk's items, at most `concurrency` at once across the run's chunks in this
+    process, as one step."""
+    run = engine.runlog.get_run(run_id)
+    assert run is not None
+    workflow = Workflow.model_validate(run.workflow)
+    loop = workflow.node(loop_id)
+    assert isinstance(loop, LoopNode)
+    key = (run_id, epoch, loop_id)
+    semaphore = engine._semaphores.setdefault(key, asyncio.Semaphore(concurrency))
+    state = RunState(run, epoch, workflow, engine.services(), InlineDurable(engine.events))
+
+    async def run_items() -> dict[str, Any]:
+        return await execute_items(state, loop, items, length, outer, semaphore)
+
+    result: dict[str, Any] = (await durable_step("loop.items", run_items))["ok"]
+    return result

@@ -1,0 +1,66 @@
+"""`RunQueue`: queues runs through a `DBOSClient`, for workers to execute."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Self
+
+from dbos import DBOS, DBOSClient, DBOSPortableJSONSerializer, EnqueueOptions
+from pydantic import SecretStr
+
+from klingflow.settings import Settings
+from klingflow.workflows.database import make_engine
+from klingflow.workflows.engine._durable import APPLICATION_NAME, ENGINE_VERSION, RUNS_QUEUE
+from klingflow.workflows.runlog import RunLog
+from klingflow.workflows.starting import RunStarter, known_secrets
+
+__all__ = ["RunQueue"]
+
+
+class RunQueue(RunStarter):
+    """Queues runs without executing any: `klingflow run --detach`.
+
+    An `Engine` executes whatever DBOS hands it, so a short-lived one would take queued
+    runs and abandon them when it exits (under its own executor id, which no worker
+    recovers). This writes the run and enqueues its workflow through a `DBOSClient`: only
+    workers and `serve` execute. Use `async with RunQueue(settings) as queue:`.
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.runlog: RunLog
+        self._client: DBOSClient | None = None
+
+    async def __aenter__(self) -> Self:
+        url = self.settings.resolved_database_url()
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(url, outage_seconds=self.settings.database_outage_seconds)
+        api_key = os.environ.get("PIAPI_API_KEY")
+        secret = SecretStr(api_key) if api_key else None
+        self.runlog = RunLog(engine, secrets=known_secrets(self.settings, secret))
+        # The client never creates DBOS's tables; a first `--detach` on a new database must.
+        await asyncio.to_thread(DBOS.migrate, url)
+        self._client = DBOSClient(
+            system_database_engine=engine,
+            serializer=DBOSPortableJSONSerializer(),
+            application_name=APPLICATION_NAME,
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._client is not None:
+            self._client.destroy()
+        self.runlog.engine.dispose()
+
+    async def _enqueue(self, run_id: str, *, is_new: bool) -> None:
+        """Only queued, for workers to execute. Enqueueing a known run's id again attaches
+        to it (DBOS's default), so a lost enqueue is repaired and nothing repeats."""
+        assert self._client is not None, "use `async with RunQueue(...)`"
+        options: EnqueueOptions = {
+            "queue_name": RUNS_QUEUE,
+            "workflow_name": "klingflow.run",
+            "workflow_id": run_id,
+            "app_version": ENGINE_VERSION,
+        }
+        await self._client.enqueue_async(options, run_id)
