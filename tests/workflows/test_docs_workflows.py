@@ -21,6 +21,7 @@ from klingflow.settings import Settings
 from klingflow.workflows import (
     NODE_TYPES,
     InputSpec,
+    KlingVideoParams,
     PiAPITaskParams,
     ScheduleSpec,
     Workflow,
@@ -29,7 +30,6 @@ from klingflow.workflows import (
 )
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.runlog import RunLog, RunStatus
-from klingflow.workflows.spec import KlingVideoParams
 
 from .harness import Harness
 

@@ -19,8 +19,9 @@ from klingflow.service.exports import (
 )
 from klingflow.service.operations import existing_run
 from klingflow.service.views import loop_items_of
+from klingflow.workflows.nodes.loop import LoopNode
 from klingflow.workflows.runlog import NodeRun, RunLog, RunRecord
-from klingflow.workflows.spec import LoopNode, Workflow
+from klingflow.workflows.spec import Workflow
 
 __all__ = ["router"]
 

@@ -23,8 +23,9 @@ from klingflow.workflows.loop_items import (
     skip_items,
     top_level,
 )
+from klingflow.workflows.nodes.loop import LoopNode
 from klingflow.workflows.runlog import RunLog, RunRecord, RunStatus
-from klingflow.workflows.spec import LoopNode, Workflow
+from klingflow.workflows.spec import Workflow
 
 __all__ = ["ITEMS_PER_PAGE", "router"]
 

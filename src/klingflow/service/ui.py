@@ -66,9 +66,10 @@ from klingflow.workflows.loop_items import (
     item_counts,
     top_level,
 )
+from klingflow.workflows.nodes.loop import LoopNode
 from klingflow.workflows.registry import PublishedWorkflow, WorkflowRegistry
 from klingflow.workflows.runlog import NodeRun, RunLog, RunRecord, RunStatus
-from klingflow.workflows.spec import LoopNode, Workflow
+from klingflow.workflows.spec import Workflow
 from klingflow.workflows.uncertain import uncertain_submissions
 
 __all__ = ["STATIC_DIR", "pages_router", "public_router"]

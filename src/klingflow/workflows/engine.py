@@ -68,13 +68,14 @@ from klingflow.workflows.estimate import estimate_run
 from klingflow.workflows.executor import (
     NodePaused,
     RunState,
-    describe_error,
+    error_record,
     execute_items,
     execute_run,
 )
 from klingflow.workflows.failed_tasks import reopen_submitters
 from klingflow.workflows.leases import LeasedRequests, LeasedTasks, Leases
-from klingflow.workflows.nodes import Services
+from klingflow.workflows.nodes.loop import LoopNode, LoopParams
+from klingflow.workflows.nodes.runtime import Services
 from klingflow.workflows.reconcile import ONLY_UNCERTAIN, is_settled, settle_uncertain
 from klingflow.workflows.runlog import (
     TERMINAL_RUN_STATUSES,
@@ -86,7 +87,7 @@ from klingflow.workflows.runlog import (
     redact_values,
 )
 from klingflow.workflows.schema import schema_lock
-from klingflow.workflows.spec import LoopNode, LoopParams, Workflow
+from klingflow.workflows.spec import Workflow
 from klingflow.workflows.workers import Heartbeat, WorkerRegistry
 
 __all__ = ["ENGINE_VERSION", "Engine", "RunQueue", "recover_executor"]
@@ -131,7 +132,7 @@ async def _durable_step(name: str, fn: Callable[[], Awaitable[Any]]) -> dict[str
     try:
         return {"ok": redact_values(await fn(), secrets)}
     except KlingflowError as error:
-        return {"err": redact_values(describe_error(error), secrets), "step": name}
+        return {"err": redact_values(error_record(error), secrets), "step": name}
 
 
 class _WorkflowDurable:

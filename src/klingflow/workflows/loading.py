@@ -23,21 +23,17 @@ from pydantic_core import ErrorDetails
 
 from klingflow.errors import WorkflowDefinitionError, WorkflowProblem
 from klingflow.payloads import data_problems, payload_problems
-from klingflow.workflows.spec import (
-    NODE_TYPES,
-    InputSpec,
-    ScheduleSpec,
-    Workflow,
-    WorkflowRetry,
-)
+from klingflow.workflows.nodes import NODE_TYPES
+from klingflow.workflows.retries import WorkflowRetry
+from klingflow.workflows.spec import InputSpec, ScheduleSpec, Workflow
 from klingflow.workflows.validation import (
     MISSING,
     Issue,
     Path,
     check_params,
     child,
-    describe_error,
     format_field,
+    pydantic_issue,
     suggest,
     validate_workflow,
 )
@@ -330,7 +326,7 @@ def _describe_structure(data: Any, error: ErrorDetails) -> Issue:
         return (*where, "type"), f"is required (one of: {', '.join(NODE_TYPES)})"
     if error["type"] == "model_attributes_type" and _node_at(data, where) is not None:
         return where, "a node must be a mapping with id, type and with"
-    rel, message = describe_error(error)
+    rel, message = pydantic_issue(error)
     if error["type"] == "workflow_rule":
         where = _raw_path(data, rel)
     if error["type"] == "extra_forbidden" and where:

@@ -28,20 +28,17 @@ from pydantic_core import ErrorDetails
 from klingflow.errors import InvalidRequestError, WorkflowInputError, WorkflowProblem
 from klingflow.piapi.kling import REQUEST_TYPES, KlingVideoRequest, parse_task_request
 from klingflow.workflows.estimate import estimate_run
-from klingflow.workflows.spec import (
-    INPUT_NAME_PATTERN,
-    NAME_PATTERN,
-    NODE_ID_PATTERN,
-    NODE_TYPES,
-    KlingGenerateVideoParams,
-    KlingVideoParams,
-    LoopNode,
-    NodeSpec,
-    PiAPITaskParams,
-    Workflow,
+from klingflow.workflows.nodes import NODE_TYPES, NodeSpec
+from klingflow.workflows.nodes.base import NODE_ID_PATTERN
+from klingflow.workflows.nodes.kling_requests import (
+    PLACEHOLDER_REQUEST,
+    VideoParams,
     request_input,
     split_request,
 )
+from klingflow.workflows.nodes.loop import LoopNode
+from klingflow.workflows.nodes.piapi_task import PiAPITaskParams
+from klingflow.workflows.spec import INPUT_NAME_PATTERN, NAME_PATTERN, Workflow
 from klingflow.workflows.templates import (
     CONTEXT_NAMES,
     LOOP_ATTRIBUTES,
@@ -59,8 +56,8 @@ __all__ = [
     "Path",
     "check_params",
     "child",
-    "describe_error",
     "format_field",
+    "pydantic_issue",
     "suggest",
     "validate_workflow",
 ]
@@ -93,7 +90,6 @@ _STAND_INS: Final[dict[str, list[Any]]] = {
     ),
 }
 _UNKNOWN: Final = "is not a known field"
-_PLACEHOLDER_REQUEST: Final = KlingVideoRequest(prompt="placeholder")
 _FIELD_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
@@ -119,8 +115,9 @@ def suggest(word: object, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def describe_error(error: ErrorDetails) -> Issue:
-    """A pydantic error as (path, plain message); rules' own fields are kept."""
+def pydantic_issue(error: ErrorDetails) -> Issue:
+    """A pydantic error as (path, plain message) for a workflow problem; rules' own fields
+    are kept. (Not the executor's `error_record`, which records a node's failure.)"""
     loc: Path = tuple(error["loc"])
     ctx = error.get("ctx") or {}
     kind = error["type"]
@@ -178,10 +175,10 @@ def check_params(node_type: str, data: Mapping[str, Any]) -> list[Issue]:
     Paths are relative to the block (`("duration",)`). Raises KeyError for an unknown type.
     """
     params = NODE_TYPES[node_type].params_model
-    if issubclass(params, KlingGenerateVideoParams | KlingVideoParams):
+    if issubclass(params, VideoParams):
         known = [*params.model_fields, *KlingVideoRequest.model_fields, "model_name"]
         own, rest = split_request(params, data)
-        issues = _model_issues(params, {**own, "request": _PLACEHOLDER_REQUEST}, data)
+        issues = _model_issues(params, {**own, "request": PLACEHOLDER_REQUEST}, data)
         # Unknown keys are reported here and left out, so Kling's rules still run.
         issues += [((key,), _UNKNOWN) for key in rest if key not in known]
         rest = {key: value for key, value in rest.items() if key in known}
@@ -189,7 +186,7 @@ def check_params(node_type: str, data: Mapping[str, Any]) -> list[Issue]:
     elif issubclass(params, PiAPITaskParams):
         own, rest = split_request(params, data, params.REQUEST_KEYS)
         known = [*params.model_fields, *params.REQUEST_KEYS]
-        issues = _model_issues(params, {**own, "request": _PLACEHOLDER_REQUEST}, data)
+        issues = _model_issues(params, {**own, "request": PLACEHOLDER_REQUEST}, data)
         issues += _task_issues(rest)
     else:
         known = [field.alias or name for name, field in params.model_fields.items()]
@@ -207,7 +204,7 @@ def _model_issues(model: type[BaseModel], candidate: Mapping[str, Any], raw: Any
     try:
         model.model_validate(candidate)
     except ValidationError as error:
-        issues = [describe_error(item) for item in error.errors(include_url=False)]
+        issues = [pydantic_issue(item) for item in error.errors(include_url=False)]
         return [(path, message) for path, message in issues if not _is_templated(raw, path)]
     return []
 
