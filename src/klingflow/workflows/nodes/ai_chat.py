@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal, Self
 
-import httpx
 from pydantic import Field, field_validator, model_validator
 
-from klingflow.errors import HTTPNodeError
 from klingflow.workflows._strict import Strict, rule
 from klingflow.workflows.nodes.base import Node, NodeParams, check_url
-from klingflow.workflows.nodes.http_request import raise_for_status
+from klingflow.workflows.nodes.http_request import send
 
 if TYPE_CHECKING:
     from klingflow.workflows.nodes.runtime import Runtime
@@ -76,18 +74,15 @@ class AIChatNode(Node[AIChatParams]):
             headers = {}
             if key := services.chat_key_for(base_url):
                 headers["authorization"] = f"Bearer {key}"
-            async with httpx.AsyncClient(timeout=120) as http:
-                try:
-                    response = await http.post(
-                        f"{base_url}/v1/chat/completions", json=body, headers=headers
-                    )
-                except httpx.TransportError as error:
-                    raise HTTPNodeError(
-                        f"the chat endpoint could not be reached: {type(error).__name__}",
-                        status_code=None,
-                        retryable=True,
-                    ) from None
-            raise_for_status(response, "the chat endpoint")
+            response = await send(
+                "POST",
+                f"{base_url}/v1/chat/completions",
+                what="the chat endpoint",
+                unreachable="the chat endpoint could not be reached",
+                timeout_seconds=120,
+                headers=headers,
+                json_body=body,
+            )
             data = response.json()
             return {
                 "text": data["choices"][0]["message"]["content"],

@@ -6,6 +6,7 @@ refused unless allowed (see `egress`), and redirects are not followed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
@@ -18,7 +19,7 @@ from klingflow.workflows.nodes.egress import node_egress_refusal
 if TYPE_CHECKING:
     from klingflow.workflows.nodes.runtime import Runtime
 
-__all__ = ["HTTPRequestNode", "HTTPRequestParams", "raise_for_status"]
+__all__ = ["HTTPRequestNode", "HTTPRequestParams", "raise_for_status", "send"]
 
 
 class HTTPRequestParams(NodeParams):
@@ -65,6 +66,38 @@ def raise_for_status(response: httpx.Response, what: str) -> None:
 _PERMANENT = (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL)
 
 
+async def send(
+    method: str,
+    url: str,
+    *,
+    what: str,
+    unreachable: str,
+    timeout_seconds: float,
+    headers: Mapping[str, str],
+    json_body: Any,
+    permanent: tuple[type[Exception], ...] = (),
+) -> httpx.Response:
+    """Send a node's one HTTP request: a transport failure is a retryable `HTTPNodeError`
+    (`unreachable: <error class>`), an error answer one from `raise_for_status` naming
+    `what`, and an exception in `permanent` (a request that can never be sent) one that is
+    not retryable."""
+    async with httpx.AsyncClient(timeout=timeout_seconds) as http:
+        try:
+            response = await http.request(method, url, headers=headers, json=json_body)
+        except permanent as error:
+            raise HTTPNodeError(
+                f"{what} cannot be sent: {type(error).__name__}",
+                status_code=None,
+                retryable=False,
+            ) from None
+        except httpx.TransportError as error:
+            raise HTTPNodeError(
+                f"{unreachable}: {type(error).__name__}", status_code=None, retryable=True
+            ) from None
+    raise_for_status(response, what)
+    return response
+
+
 class HTTPRequestNode(Node[HTTPRequestParams]):
     """A node whose `with:` block becomes `HTTPRequestParams`."""
 
@@ -77,24 +110,16 @@ class HTTPRequestNode(Node[HTTPRequestParams]):
             raise HTTPNodeError(reason, status_code=None, retryable=False)
 
         async def call() -> dict[str, Any]:
-            async with httpx.AsyncClient(timeout=params.timeout_seconds) as http:
-                try:
-                    response = await http.request(
-                        params.method, params.url, headers=params.headers, json=params.json_body
-                    )
-                except _PERMANENT as error:
-                    raise HTTPNodeError(
-                        f"{params.method} {params.url} cannot be sent: {type(error).__name__}",
-                        status_code=None,
-                        retryable=False,
-                    ) from None
-                except httpx.TransportError as error:
-                    raise HTTPNodeError(
-                        f"{params.method} {params.url} failed: {type(error).__name__}",
-                        status_code=None,
-                        retryable=True,
-                    ) from None
-            raise_for_status(response, f"{params.method} {params.url}")
+            response = await send(
+                params.method,
+                params.url,
+                what=f"{params.method} {params.url}",
+                unreachable=f"{params.method} {params.url} failed",
+                timeout_seconds=params.timeout_seconds,
+                headers=params.headers,
+                json_body=params.json_body,
+                permanent=_PERMANENT,
+            )
             try:
                 payload = response.json()
             except ValueError:
