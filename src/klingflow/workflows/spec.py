@@ -174,8 +174,8 @@ class Workflow(Strict):
     _lines: Mapping[tuple[str | int, ...], int] = PrivateAttr(default_factory=dict)
 
     def model_post_init(self, context: Any, /) -> None:
-        # The loader passes where the data came from as validation context, so that checks
-        # run later (validate_workflow) can still name lines.
+        """Keep where the data came from (the loader's validation context), so that checks
+        run later (`validate_workflow`) can still name lines."""
         if isinstance(context, Mapping):
             self._source_path = context.get("source_path")
             self._lines = context.get("lines") or {}
