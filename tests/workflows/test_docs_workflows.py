@@ -21,6 +21,7 @@ from klingflow.settings import Settings
 from klingflow.workflows import (
     NODE_TYPES,
     InputSpec,
+    KlingVideoParams,
     PiAPITaskParams,
     ScheduleSpec,
     Workflow,
@@ -30,7 +31,6 @@ from klingflow.workflows import (
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.records import RunStatus
 from klingflow.workflows.runlog import RunLog
-from klingflow.workflows.spec import KlingVideoParams
 
 from .harness import Harness
 

@@ -19,9 +19,10 @@ from klingflow.service.exports import (
 )
 from klingflow.service.operations import existing_run
 from klingflow.service.views import loop_items_of
+from klingflow.workflows.nodes.loop import LoopNode
 from klingflow.workflows.records import NodeRun, RunRecord
 from klingflow.workflows.runlog import RunLog
-from klingflow.workflows.spec import LoopNode, Workflow
+from klingflow.workflows.spec import Workflow
 
 __all__ = ["router"]
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from klingflow.workflows.spec import LoopNode, NodeSpec, Workflow, WorkflowRetry
+from klingflow.workflows.nodes import NodeSpec
+from klingflow.workflows.nodes.loop import LoopNode
+from klingflow.workflows.retries import WorkflowRetry
+from klingflow.workflows.spec import Workflow
 
 __all__ = ["GraphBox", "GraphEdge", "GraphLayout", "layout"]
 

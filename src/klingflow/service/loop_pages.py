@@ -22,9 +22,10 @@ from klingflow.workflows.loop_items import (
     skip_items,
     top_level,
 )
+from klingflow.workflows.nodes.loop import LoopNode
 from klingflow.workflows.records import RunRecord, RunStatus
 from klingflow.workflows.runlog import RunLog
-from klingflow.workflows.spec import LoopNode, Workflow
+from klingflow.workflows.spec import Workflow
 from klingflow.workflows.steering import Action, Command
 
 __all__ = ["ITEMS_PER_PAGE", "router"]

@@ -66,10 +66,11 @@ from klingflow.workflows.loop_items import (
     item_counts,
     top_level,
 )
+from klingflow.workflows.nodes.loop import LoopNode
 from klingflow.workflows.records import NodeRun, RunRecord, RunStatus
 from klingflow.workflows.registry import PublishedWorkflow, WorkflowRegistry
 from klingflow.workflows.runlog import RunLog
-from klingflow.workflows.spec import LoopNode, Workflow
+from klingflow.workflows.spec import Workflow
 from klingflow.workflows.steering import Action, Command
 from klingflow.workflows.uncertain import uncertain_submissions
 

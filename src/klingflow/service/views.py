@@ -18,6 +18,8 @@ from urllib.parse import quote
 from klingflow.service.exports import node_files
 from klingflow.service.graph import GraphLayout, layout
 from klingflow.workflows.estimate import RunEstimate
+from klingflow.workflows.nodes import NodeSpec
+from klingflow.workflows.nodes.loop import LoopNode
 from klingflow.workflows.records import (
     TERMINAL_RUN_STATUSES,
     Attempt,
@@ -27,7 +29,7 @@ from klingflow.workflows.records import (
     RunRecord,
     RunStatus,
 )
-from klingflow.workflows.spec import LoopNode, NodeSpec, Workflow
+from klingflow.workflows.spec import Workflow
 
 __all__ = [
     "EstimateLine",

@@ -9,42 +9,30 @@ context = template_context(trigger={"prompt": "a red fox"}, inputs=inputs, outpu
 params = workflow.nodes[0].render_params(context)  # typed, e.g. KlingGenerateVideoParams
 ```
 
-`spec` holds the models, `loading` reads files, `templates` renders `{{ }}` in a sandbox,
-`validation` finds every problem before a run spends anything, `estimate` prices a run
-before it starts, and `schedules` fires the published workflows' cron schedules.
+`spec` holds the workflow's models, `nodes` one module per node kind, `loading` reads files,
+`templates` renders `{{ }}` in a sandbox, `validation` finds every problem before a run
+spends anything, `estimate` prices a run before it starts, and `schedules` fires the
+published workflows' cron schedules.
 """
 
 from klingflow.workflows.estimate import NodeEstimate, RunEstimate, estimate_run
 from klingflow.workflows.loading import load_workflow, load_workflow_text
-from klingflow.workflows.spec import (
-    NODE_TYPES,
-    AIChatNode,
-    AIChatParams,
-    BodyNodeSpec,
-    ChatMessage,
-    DownloadNode,
-    DownloadParams,
-    HTTPRequestNode,
-    HTTPRequestParams,
-    InputSpec,
+from klingflow.workflows.nodes import NODE_TYPES, BodyNodeSpec, NodeSpec
+from klingflow.workflows.nodes.ai_chat import AIChatNode, AIChatParams, ChatMessage
+from klingflow.workflows.nodes.base import NodeParams
+from klingflow.workflows.nodes.download import DownloadNode, DownloadParams
+from klingflow.workflows.nodes.http_request import HTTPRequestNode, HTTPRequestParams
+from klingflow.workflows.nodes.kling_generate_video import (
     KlingGenerateVideoNode,
     KlingGenerateVideoParams,
-    KlingVideoNode,
-    KlingVideoParams,
-    KlingWaitNode,
-    KlingWaitParams,
-    LoopNode,
-    LoopParams,
-    NodeParams,
-    NodeSpec,
-    PiAPITaskNode,
-    PiAPITaskParams,
-    ScheduleSpec,
-    SetNode,
-    SetParams,
-    Workflow,
-    WorkflowRetry,
 )
+from klingflow.workflows.nodes.kling_video import KlingVideoNode, KlingVideoParams
+from klingflow.workflows.nodes.kling_wait import KlingWaitNode, KlingWaitParams
+from klingflow.workflows.nodes.loop import LoopNode, LoopParams
+from klingflow.workflows.nodes.piapi_task import PiAPITaskNode, PiAPITaskParams
+from klingflow.workflows.nodes.set import SetNode, SetParams
+from klingflow.workflows.retries import WorkflowRetry
+from klingflow.workflows.spec import InputSpec, ScheduleSpec, Workflow
 from klingflow.workflows.templates import (
     is_template,
     references,

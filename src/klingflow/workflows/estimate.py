@@ -17,29 +17,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from klingflow.errors import InvalidRequestError, TemplateError
+from klingflow.errors import TemplateError
 from klingflow.formats import usd_text
-from klingflow.piapi import KlingRequest
-from klingflow.piapi.pricing import DEFAULT_PRICES, PriceTable, estimate_cost, fixed_price
-from klingflow.workflows.spec import (
-    BodyNodeSpec,
-    KlingGenerateVideoNode,
-    KlingGenerateVideoParams,
-    KlingVideoNode,
-    KlingVideoParams,
-    LoopNode,
-    NodeSpec,
-    PiAPITaskNode,
-    Workflow,
-)
-from klingflow.workflows.templates import render, template_context
+from klingflow.piapi.pricing import DEFAULT_PRICES, PriceTable
+from klingflow.workflows.nodes import BodyNodeSpec, NodeSpec
+from klingflow.workflows.nodes.loop import LoopNode
+from klingflow.workflows.spec import Workflow
+from klingflow.workflows.templates import template_context
 
 __all__ = ["NodeEstimate", "RunEstimate", "estimate_run"]
-
-_PAID = (KlingGenerateVideoNode, KlingVideoNode, PiAPITaskNode)
-_PRICE_NEUTRAL = {"prompt": "a stand-in prompt", "negative_prompt": "", "name": None}
-"""Video fields that never change the price: what stands in when an earlier node fills them
-(None: leave the field out)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +38,7 @@ class NodeEstimate:
     note: str | None = None
 
     def public_dict(self) -> dict[str, Any]:
+        """The estimate as JSON-ready data (USD as text), for the API and `--json`."""
         return {"node_path": self.node_path, "node_type": self.node_type,
                 "estimate_usd": usd_text(self.usd), "note": self.note}  # fmt: skip
 
@@ -70,13 +57,16 @@ class RunEstimate:
 
     @property
     def unknown(self) -> int:
+        """How many submissions cannot be priced before the run (left out of the total)."""
         return sum(1 for n in self.nodes if n.usd is None)
 
     @property
     def over_budget(self) -> bool:
+        """Whether the known submissions alone exceed the workflow's `budget_usd`."""
         return self.budget_usd is not None and self.total_usd > self.budget_usd
 
     def public_dict(self) -> dict[str, Any]:
+        """The run's estimate as JSON-ready data, with each node's."""
         return {
             "estimate_usd": usd_text(self.total_usd),
             "unknown": self.unknown,
@@ -108,7 +98,8 @@ def estimate_run(
 def _node(
     node: NodeSpec | BodyNodeSpec, path: str, context: Mapping[str, Any], prices: PriceTable
 ) -> list[NodeEstimate]:
-    if not isinstance(node, _PAID):
+    """The node's submission, if it is paid and its `if` may hold; its kind prices it."""
+    if not node.is_paid:
         return []
     note = None
     try:
@@ -116,56 +107,8 @@ def _node(
             return []
     except TemplateError:  # the `if` reads an earlier node's output
         note = "only if its `if` holds, which depends on an earlier node"
-    request: KlingRequest
-    try:
-        request = node.render_params(context).request
-    except TemplateError:
-        fixed = _fixed_price(node, context, prices)
-        if fixed is not None:  # extend_video of an earlier node's video: $0.26 all the same
-            return [NodeEstimate(path, node.type, fixed, note)]
-        stand_in = _with_stand_ins(node, context)
-        if stand_in is None:
-            return [NodeEstimate(path, node.type, None, "its price depends on an earlier node")]
-        request, note = stand_in, note or "its prompt comes from an earlier node"
-    return [NodeEstimate(path, node.type, estimate_cost(request, prices=prices), note)]
-
-
-def _fixed_price(
-    node: NodeSpec | BodyNodeSpec, context: Mapping[str, Any], prices: PriceTable
-) -> Decimal | None:
-    """The price of a `piapi.task` node of a fixed-price task type, whatever its input."""
-    if not isinstance(node, PiAPITaskNode):
-        return None
-    try:
-        task_type = render(
-            node.with_.get("task_type"), context, node_id=node.id, field="with.task_type"
-        )
-    except TemplateError:
-        return None
-    return fixed_price(task_type, prices=prices) if isinstance(task_type, str) else None
-
-
-def _with_stand_ins(
-    node: NodeSpec | BodyNodeSpec, context: Mapping[str, Any]
-) -> KlingRequest | None:
-    """The node's request with stand-ins for the price-neutral fields it cannot render yet;
-    None when another field cannot be rendered, or the node is not a plain video node."""
-    if not isinstance(node, KlingGenerateVideoNode | KlingVideoNode):
-        return None
-    fields: dict[str, Any] = {}
-    for key, value in node.with_.items():
-        try:
-            fields[key] = render(value, context, node_id=node.id, field=f"with.{key}")
-        except TemplateError:
-            if key not in _PRICE_NEUTRAL:
-                return None
-            if _PRICE_NEUTRAL[key] is not None:
-                fields[key] = _PRICE_NEUTRAL[key]
-    model = KlingVideoParams if isinstance(node, KlingVideoNode) else KlingGenerateVideoParams
-    try:
-        return model.from_with(fields).request
-    except InvalidRequestError:
-        return None
+    usd, how = node.estimate_usd(context, prices)
+    return [NodeEstimate(path, node.type, usd, how if usd is None else note or how)]
 
 
 def _loop(
@@ -175,7 +118,7 @@ def _loop(
     context: Mapping[str, Any],
     prices: PriceTable,
 ) -> list[NodeEstimate]:
-    paid = [node for node in loop.nodes if isinstance(node, _PAID)]
+    paid = [node for node in loop.nodes if node.is_paid]
     if not paid:
         return []
     try:

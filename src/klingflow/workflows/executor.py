@@ -1,5 +1,8 @@
 """Runs a workflow's nodes in order: templates, `if`, retries with backoff, pauses, loops.
 
+A node's own work is its kind's `run` (see `klingflow.workflows.nodes`); `loop` alone is
+run here, through the engine's loop runner.
+
 This is the interpreter, and it knows nothing of DBOS: durability comes in through the
 `Durable` it is given (engine.py supplies DBOS steps and durable sleeps; loop chunks supply
 inline ones). Decisions depend only on values returned by durable steps, so a replay after a
@@ -28,24 +31,16 @@ from klingflow.errors import (
     SubmitUncertainError,
     TaskFailedError,
 )
-from klingflow.workflows.nodes import Durable, Runner, Runtime, Services, glue, kling
+from klingflow.workflows.nodes import NodeSpec
+from klingflow.workflows.nodes.base import Node
+from klingflow.workflows.nodes.loop import LoopNode, LoopParams
+from klingflow.workflows.nodes.runtime import Durable, Runtime, Services
 from klingflow.workflows.records import NodeStatus, RunRecord
-from klingflow.workflows.spec import LoopNode, LoopParams, NodeSpec, Workflow, WorkflowRetry
+from klingflow.workflows.retries import WorkflowRetry
+from klingflow.workflows.spec import Workflow
 from klingflow.workflows.templates import template_context
 
-__all__ = ["RUNNERS", "LoopRunner", "NodePaused", "execute_items", "execute_run"]
-
-RUNNERS: dict[str, Runner] = {
-    "kling.generate_video": kling.generate_video,
-    "kling.wait": kling.wait,
-    "kling.video": kling.video,
-    "piapi.task": kling.piapi_task,
-    "download": glue.download,
-    "ai.chat": glue.ai_chat,
-    "http.request": glue.http_request,
-    "set": glue.set_values,
-}
-"""Node type -> runner; `loop` is the executor's own."""
+__all__ = ["LoopRunner", "NodePaused", "error_record", "execute_items", "execute_run"]
 
 
 class NodePaused(Exception):
@@ -57,8 +52,10 @@ class NodePaused(Exception):
         self.error = error
 
 
-def describe_error(error: BaseException) -> dict[str, Any]:
-    """The run log's record of an error: class, message, PiAPI codes, whether to retry."""
+def error_record(error: BaseException) -> dict[str, Any]:
+    """The run log's record of an error: class, message, PiAPI codes, whether to retry.
+
+    (Not validation's `pydantic_issue`, which turns a pydantic error into a file problem.)"""
     if isinstance(error, RecordedError):
         return dict(error.info)
     info: dict[str, Any] = {
@@ -118,6 +115,7 @@ class RunState:
 
     @property
     def output_dir(self) -> Path:
+        """The run's output folder, where its nodes save files."""
         return Path(self.run.output_dir)
 
 
@@ -151,7 +149,7 @@ async def run_node(
     try:
         params = node.render_params(context)
     except (InvalidRequestError, KlingflowError) as error:
-        info = describe_error(error)
+        info = error_record(error)
         await record(state, started(dict(node.with_)))
         await record(state, attempted(1, time.time(), info, None))
         await record(
@@ -178,9 +176,10 @@ async def run_node(
                 assert isinstance(params, LoopParams)
                 output = await loop_runner(state.run, state.epoch, node, params, dict(context))
             else:
-                output = await RUNNERS[node.type](runtime, params)
+                kind: Node[Any] = node  # each kind's `run` takes the params it rendered
+                output = await kind.run(runtime, params)
         except KlingflowError as error:
-            info = describe_error(error)
+            info = error_record(error)
             retry = info["retryable"] or (
                 info["type"] == "TaskFailedError" and policy.retry_failed_generations
             )
@@ -237,7 +236,7 @@ async def execute_run(state: RunState, *, loop_runner: LoopRunner) -> dict[str, 
     try:
         return state.workflow.render_outputs(context)
     except KlingflowError as error:
-        raise NodePaused("outputs", describe_error(error)) from None
+        raise NodePaused("outputs", error_record(error)) from None
 
 
 async def _should_run(
@@ -254,7 +253,7 @@ async def _should_run(
         if node.should_run(context):
             return True
     except KlingflowError as error:
-        info = describe_error(error)
+        info = error_record(error)
     await record(
         state,
         lambda: runlog.node_started(
@@ -272,6 +271,7 @@ async def _should_run(
 
 
 def item_path(loop_id: str, index: int, node_id: str) -> str:
+    """A loop body node's path in the run log: `loop[3].node`."""
     return f"{loop_id}[{index}].{node_id}"
 
 

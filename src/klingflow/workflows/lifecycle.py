@@ -15,7 +15,7 @@ from typing import Any
 
 from klingflow.piapi import AsyncPiAPI
 from klingflow.workflows.executor import LoopRunner, NodePaused, RunState, execute_run
-from klingflow.workflows.nodes import Durable, Services
+from klingflow.workflows.nodes.runtime import Durable, Services
 from klingflow.workflows.records import RunRecord, RunStatus
 from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.spec import Workflow

@@ -24,13 +24,9 @@ from pydantic_core import ErrorDetails
 from klingflow.errors import WorkflowDefinitionError, WorkflowProblem
 from klingflow.payloads import data_problems, payload_problems
 from klingflow.problems import RELATIVE_RULE
-from klingflow.workflows.spec import (
-    NODE_TYPES,
-    InputSpec,
-    ScheduleSpec,
-    Workflow,
-    WorkflowRetry,
-)
+from klingflow.workflows.nodes import NODE_TYPES
+from klingflow.workflows.retries import WorkflowRetry
+from klingflow.workflows.spec import InputSpec, ScheduleSpec, Workflow
 from klingflow.workflows.validation import (
     MISSING,
     Issue,
@@ -38,7 +34,7 @@ from klingflow.workflows.validation import (
     check_params,
     child,
     format_field,
-    spec_issue,
+    pydantic_issue,
     suggest,
     validate_workflow,
 )
@@ -331,7 +327,7 @@ def _describe_structure(data: Any, error: ErrorDetails) -> Issue:
         return (*where, "type"), f"is required (one of: {', '.join(NODE_TYPES)})"
     if error["type"] == "model_attributes_type" and _node_at(data, where) is not None:
         return where, "a node must be a mapping with id, type and with"
-    rel, message = spec_issue(error)
+    rel, message = pydantic_issue(error)
     if error["type"] == RELATIVE_RULE:
         where = _raw_path(data, rel)
     if error["type"] == "extra_forbidden" and where:

@@ -21,10 +21,10 @@ import sqlalchemy as sa
 
 from klingflow.errors import KlingflowError
 from klingflow.piapi.models import points_to_usd
+from klingflow.workflows.nodes.loop import LoopNode
 from klingflow.workflows.records import Attempt, NodeRun, NodeStatus
 from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.schema import attempt_log, node_runs
-from klingflow.workflows.spec import LoopNode
 from klingflow.workflows.templates import render, template_context
 
 __all__ = [

@@ -28,20 +28,17 @@ from klingflow.errors import InvalidRequestError, WorkflowInputError, WorkflowPr
 from klingflow.piapi.kling import REQUEST_TYPES, KlingVideoRequest, parse_task_request
 from klingflow.problems import UNKNOWN_FIELD, Issue, Path, issue_from, split_field
 from klingflow.workflows.estimate import estimate_run
-from klingflow.workflows.spec import (
-    INPUT_NAME_PATTERN,
-    NAME_PATTERN,
-    NODE_ID_PATTERN,
-    NODE_TYPES,
-    KlingGenerateVideoParams,
-    KlingVideoParams,
-    LoopNode,
-    NodeSpec,
-    PiAPITaskParams,
-    Workflow,
+from klingflow.workflows.nodes import NODE_TYPES, NodeSpec
+from klingflow.workflows.nodes.base import NODE_ID_PATTERN
+from klingflow.workflows.nodes.kling_requests import (
+    PLACEHOLDER_REQUEST,
+    VideoParams,
     request_input,
     split_request,
 )
+from klingflow.workflows.nodes.loop import LoopNode
+from klingflow.workflows.nodes.piapi_task import PiAPITaskParams
+from klingflow.workflows.spec import INPUT_NAME_PATTERN, NAME_PATTERN, Workflow
 from klingflow.workflows.templates import (
     CONTEXT_NAMES,
     LOOP_ATTRIBUTES,
@@ -60,7 +57,7 @@ __all__ = [
     "check_params",
     "child",
     "format_field",
-    "spec_issue",
+    "pydantic_issue",
     "suggest",
     "validate_workflow",
 ]
@@ -87,7 +84,6 @@ _STAND_INS: Final[dict[str, list[Any]]] = {
         _VERSIONS, key=lambda v: v != KlingVideoRequest.model_fields["version"].default
     ),
 }
-_PLACEHOLDER_REQUEST: Final = KlingVideoRequest(prompt="placeholder")
 
 
 def format_field(parts: Iterable[str | int]) -> str:
@@ -104,8 +100,9 @@ def suggest(word: object, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def spec_issue(error: ErrorDetails) -> Issue:
-    """A workflow file's pydantic error as (path, plain message); patterns said in words."""
+def pydantic_issue(error: ErrorDetails) -> Issue:
+    """A workflow file's pydantic error as (path, plain message); patterns said in words.
+    (Not the executor's `error_record`, which records a node's failure.)"""
     return issue_from(error, pattern_messages=_PATTERN_MESSAGES)
 
 
@@ -149,10 +146,10 @@ def check_params(node_type: str, data: Mapping[str, Any]) -> list[Issue]:
     Paths are relative to the block (`("duration",)`). Raises KeyError for an unknown type.
     """
     params = NODE_TYPES[node_type].params_model
-    if issubclass(params, KlingGenerateVideoParams | KlingVideoParams):
+    if issubclass(params, VideoParams):
         known = [*params.model_fields, *KlingVideoRequest.model_fields, "model_name"]
         own, rest = split_request(params, data)
-        issues = _model_issues(params, {**own, "request": _PLACEHOLDER_REQUEST}, data)
+        issues = _model_issues(params, {**own, "request": PLACEHOLDER_REQUEST}, data)
         # Unknown keys are reported here and left out, so Kling's rules still run.
         issues += [((key,), UNKNOWN_FIELD) for key in rest if key not in known]
         rest = {key: value for key, value in rest.items() if key in known}
@@ -160,7 +157,7 @@ def check_params(node_type: str, data: Mapping[str, Any]) -> list[Issue]:
     elif issubclass(params, PiAPITaskParams):
         own, rest = split_request(params, data, params.REQUEST_KEYS)
         known = [*params.model_fields, *params.REQUEST_KEYS]
-        issues = _model_issues(params, {**own, "request": _PLACEHOLDER_REQUEST}, data)
+        issues = _model_issues(params, {**own, "request": PLACEHOLDER_REQUEST}, data)
         issues += _task_issues(rest)
     else:
         known = [field.alias or name for name, field in params.model_fields.items()]
@@ -178,7 +175,7 @@ def _model_issues(model: type[BaseModel], candidate: Mapping[str, Any], raw: Any
     try:
         model.model_validate(candidate)
     except ValidationError as error:
-        issues = [spec_issue(item) for item in error.errors(include_url=False)]
+        issues = [pydantic_issue(item) for item in error.errors(include_url=False)]
         return [(path, message) for path, message in issues if not _is_templated(raw, path)]
     return []
 

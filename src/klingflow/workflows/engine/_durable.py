@@ -13,7 +13,7 @@ from dbos import DBOS
 
 from klingflow.errors import KlingflowError, RecordedError
 from klingflow.redaction import redact_values
-from klingflow.workflows.executor import describe_error
+from klingflow.workflows.executor import error_record
 from klingflow.workflows.records import RunStatus
 from klingflow.workflows.steering import Command
 
@@ -77,7 +77,7 @@ async def durable_step(name: str, fn: Callable[[], Awaitable[Any]]) -> dict[str,
     try:
         return {"ok": redact_values(await fn(), secrets)}
     except KlingflowError as error:
-        return {"err": redact_values(describe_error(error), secrets), "step": name}
+        return {"err": redact_values(error_record(error), secrets), "step": name}
 
 
 class WorkflowDurable:

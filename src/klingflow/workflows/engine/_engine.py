@@ -39,7 +39,7 @@ from klingflow.workflows.engine._fanout import CHUNK_SIZE, fan_out
 from klingflow.workflows.executor_slots import ExecutorSlot, recover_abandoned_slots, slot_prefix
 from klingflow.workflows.leases import LeasedRequests, LeasedTasks, Leases
 from klingflow.workflows.lifecycle import RunLife
-from klingflow.workflows.nodes import Services
+from klingflow.workflows.nodes.runtime import Services
 from klingflow.workflows.records import TERMINAL_RUN_STATUSES, IntentState, RunRecord, RunStatus
 from klingflow.workflows.render_times import load_render_times, save_render_times
 from klingflow.workflows.runlog import RunLog

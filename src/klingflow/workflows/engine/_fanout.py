@@ -20,8 +20,9 @@ from klingflow.piapi import AsyncWebhookEvents
 from klingflow.redaction import redact_values
 from klingflow.workflows.engine._durable import PIAPI_QUEUE, WorkflowDurable, current, durable_step
 from klingflow.workflows.executor import RunState, execute_items
+from klingflow.workflows.nodes.loop import LoopNode, LoopParams
 from klingflow.workflows.records import RunRecord
-from klingflow.workflows.spec import LoopNode, LoopParams, Workflow
+from klingflow.workflows.spec import Workflow
 
 if TYPE_CHECKING:
     from klingflow.workflows.engine._engine import Engine

@@ -15,10 +15,14 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING
 
 import httpx
 
-__all__ = ["EMULATOR_CONTROL_PREFIX", "egress_refusal"]
+if TYPE_CHECKING:
+    from klingflow.workflows.nodes.runtime import Runtime
+
+__all__ = ["EMULATOR_CONTROL_PREFIX", "egress_refusal", "node_egress_refusal"]
 
 EMULATOR_CONTROL_PREFIX = "/_emulator"
 """The emulator's admin API: faults, clock and keys; never a workflow's business."""
@@ -75,3 +79,15 @@ async def egress_refusal(
                 "the node, or list the host in KLINGFLOW_ALLOW_PRIVATE_HOSTS"
             )
     return None
+
+
+async def node_egress_refusal(rt: Runtime, url: str, allow_private_network: bool) -> str | None:
+    """`egress_refusal` for a node of this run: PiAPI's origin and the deployment's allowed
+    hosts come from the run's services."""
+    services = rt.services
+    return await egress_refusal(
+        url,
+        is_piapi_origin=services.client.is_piapi_origin,
+        allowed_hosts=services.private_hosts,
+        allow_private_network=allow_private_network,
+    )

@@ -1,4 +1,4 @@
-"""The Kling nodes: `kling.generate_video`, `kling.wait`, `kling.video` and `piapi.task`.
+"""What the Kling node kinds share: submit a request exactly once, wait, download the output.
 
 Paying exactly once is decided here. Before a create request waits for the client's limits,
 its intent is written to the run log (`prepared`); it becomes `sent` at the last moment
@@ -22,17 +22,11 @@ from klingflow.errors import (
     TaskFailedError,
 )
 from klingflow.piapi import KlingRequest, Task
-from klingflow.workflows.nodes import Runtime
+from klingflow.workflows.nodes.runtime import Runtime
 from klingflow.workflows.records import IntentState
-from klingflow.workflows.spec import (
-    KlingGenerateVideoParams,
-    KlingVideoParams,
-    KlingWaitParams,
-    PiAPITaskParams,
-)
 from klingflow.workflows.uncertain import uncertain_hint
 
-__all__ = ["generate_video", "piapi_task", "task_summary", "video", "wait"]
+__all__ = ["download_outputs", "submit_once", "submitted", "task_summary", "wait_for_task"]
 
 
 def task_summary(task: Task) -> dict[str, Any]:
@@ -183,9 +177,12 @@ async def wait_for_task(
     return task
 
 
-async def _download_all(rt: Runtime, task: Task, name: str | None) -> list[str]:
+async def download_outputs(rt: Runtime, task: Task, name: str | None) -> list[str]:
+    """Save every output file of a finished task (`name` is for the first one, the video);
+    one step, so a crash does not fetch files twice."""
+
     async def fetch() -> list[str]:
-        urls = enumerate(task.output_urls)  # `name` is for the first output, the video
+        urls = enumerate(task.output_urls)
         return [
             str(await rt.save(url, name if n == 0 else None, task_id=task.task_id))
             for n, url in urls
@@ -195,33 +192,6 @@ async def _download_all(rt: Runtime, task: Task, name: str | None) -> list[str]:
     return paths
 
 
-async def generate_video(rt: Runtime, params: KlingGenerateVideoParams) -> dict[str, Any]:
-    """The seed action: submit and return `{code, data: {status, task_id}}` at once."""
-    task = await submit_once(rt, params.request)
+def submitted(task: Task) -> dict[str, Any]:
+    """The seed action's answer to a submission: `{code, data: {status, task_id}}`."""
     return {"code": 200, "data": {"status": task.status.value, "task_id": task.task_id}}
-
-
-async def wait(rt: Runtime, params: KlingWaitParams) -> dict[str, Any]:
-    return task_summary(await wait_for_task(rt, params.task_id, params.deadline_seconds))
-
-
-async def video(rt: Runtime, params: KlingVideoParams) -> dict[str, Any]:
-    """Generate, wait and download: the common case in one node."""
-    task = await submit_once(rt, params.request)
-    done = await wait_for_task(rt, task.task_id, params.deadline_seconds, request=params.request)
-    summary = task_summary(done)
-    summary["path"] = None
-    if params.download and done.video_url:
-        summary["path"] = (await _download_all(rt, done, params.name))[0]
-    return summary
-
-
-async def piapi_task(rt: Runtime, params: PiAPITaskParams) -> dict[str, Any]:
-    """Any Kling task type; waits (and downloads) when asked to."""
-    task = await submit_once(rt, params.request)
-    if not params.wait:
-        return {"code": 200, "data": {"status": task.status.value, "task_id": task.task_id}}
-    done = await wait_for_task(rt, task.task_id, params.deadline_seconds, request=params.request)
-    summary = task_summary(done)
-    summary["paths"] = await _download_all(rt, done, None) if params.download else []
-    return summary
