@@ -16,8 +16,9 @@ from klingflow.service.operations import (
     retry_paused_runs,
     start_published,
 )
-from klingflow.workflows.engine import Command
+from klingflow.workflows.engine import Command, Engine
 from klingflow.workflows.estimate import estimate_run
+from klingflow.workflows.registry import WorkflowRegistry
 from klingflow.workflows.runlog import (
     Attempt,
     Intent,
@@ -34,6 +35,7 @@ __all__ = [
     "RunPublic",
     "RunsPage",
     "router",
+    "start_latest_run",
 ]
 
 router = APIRouter(tags=["runs"])
@@ -199,6 +201,30 @@ def list_runs(
     return RunsPage(runs=[RunPublic.of(run) for run in records])
 
 
+async def start_latest_run(
+    registry: WorkflowRegistry,
+    engine: Engine,
+    response: Response,
+    name: str,
+    payload: dict[str, Any],
+    *,
+    idempotency_key: str | None,
+) -> tuple[RunRecord, bool]:
+    """Start a run of `name`'s latest version with `payload` as its trigger: (run, created).
+
+    The one start-a-run endpoint path, behind `POST /workflows/{name}/runs` and the trigger
+    hook `POST /hooks/{workflow}`, so both answer alike: 201 for a new run, 200 (set on
+    `response`) with the Idempotency-Key's earlier run, 404 for a workflow never published.
+    """
+    published = latest_published(registry, name)
+    run, created = await start_published(
+        engine, published, payload, idempotency_key=idempotency_key
+    )
+    if not created:
+        response.status_code = 200
+    return run, created
+
+
 @router.post("/workflows/{name}/runs", status_code=201, responses=ERRORS)
 async def start_run(
     name: str,
@@ -209,12 +235,9 @@ async def start_run(
     idempotency_key: IdempotencyKey = None,
 ) -> RunPublic:
     """Start a run of the latest version with `payload` as trigger (200: the key's run)."""
-    published = latest_published(registry, name)
-    run, created = await start_published(
-        engine, published, payload, idempotency_key=idempotency_key
+    run, _ = await start_latest_run(
+        registry, engine, response, name, payload, idempotency_key=idempotency_key
     )
-    if not created:
-        response.status_code = 200
     return RunPublic.of(run)
 
 
