@@ -23,6 +23,7 @@ TaskId = Annotated[str, typer.Argument(help="The PiAPI task id.")]
 
 
 def show_task(task: Task, *, as_json: bool) -> None:
+    """A task as PiAPI has it now: JSON, or its status, times, cost, video and error."""
     if as_json:
         print_json(task.public_dict())
         return

@@ -170,6 +170,7 @@ def checked_name(name: str, out_path: str) -> str:
 
 
 def show_estimate(request: KlingRequest, *, as_json: bool) -> None:
+    """`--dry-run`: the request body that would be sent and its price; nothing is sent."""
     body = request.to_body()
     estimate = estimate_cost(request)
     if as_json:

@@ -72,6 +72,7 @@ class Upload:
 
     @property
     def columns(self) -> list[str]:
+        """The preview's column names, in the order the rows first use them."""
         seen: dict[str, None] = {}
         for row in self.rows[:PREVIEW_ROWS]:
             if isinstance(row, dict):
@@ -80,9 +81,11 @@ class Upload:
 
     @property
     def preview(self) -> list[Any]:
+        """The first rows, enough to see the file was read as intended."""
         return self.rows[:PREVIEW_ROWS]
 
     def cell(self, row: Any, column: str) -> str:
+        """A preview cell as text: text as it is, other values as JSON."""
         value = row.get(column, "") if isinstance(row, dict) else row
         return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 

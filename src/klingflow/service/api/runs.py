@@ -76,6 +76,7 @@ class RunPublic(BaseModel):
 
     @classmethod
     def of(cls, run: RunRecord) -> RunPublic:
+        """The public view of `run`; the idempotency key as the client sent it."""
         public = cls.model_validate(run, from_attributes=True)
         key, scope = run.idempotency_key, f"{run.workflow_name}/"
         if key is not None and key.startswith(scope):  # shown as the client sent it
@@ -103,6 +104,7 @@ class NodePublic(BaseModel):
 
     @classmethod
     def of(cls, node: NodeRun) -> NodePublic:
+        """The public view of `node`, field by field."""
         return cls(**{name: getattr(node, name) for name in cls.model_fields})
 
 
@@ -118,6 +120,7 @@ class AttemptPublic(BaseModel):
 
     @classmethod
     def of(cls, attempt: Attempt) -> AttemptPublic:
+        """The public view of `attempt`, field by field."""
         return cls(**{name: getattr(attempt, name) for name in cls.model_fields})
 
 
@@ -134,6 +137,7 @@ class SubmissionPublic(BaseModel):
 
     @classmethod
     def of(cls, intent: Intent) -> SubmissionPublic:
+        """The public view of `intent`, the run log's record of a paid submission."""
         return cls.model_validate(intent, from_attributes=True)
 
 
@@ -147,6 +151,8 @@ class RunDetailPublic(BaseModel):
 
 
 class RunsPage(BaseModel):
+    """A page of runs, newest first (`GET /api/runs`)."""
+
     runs: list[RunPublic]
 
 
@@ -185,6 +191,8 @@ class EstimatePublic(BaseModel):
 
 
 class BulkRetryPublic(BaseModel):
+    """The runs a bulk retry resumed, and the ones it could not, with why."""
+
     retried: list[str]
     refused: dict[str, str]
 
