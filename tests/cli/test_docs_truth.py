@@ -10,8 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from klingflow.cli import app
-from klingflow.cli._errors import EXIT_CODES
-from klingflow.cli.runs import RUN_NOT_COMPLETED
+from klingflow.cli.exit_codes import EXIT_CODES, RUN_NOT_COMPLETED
 from klingflow.errors import RunNotFoundError, RunStateError
 
 from .conftest import Invoke

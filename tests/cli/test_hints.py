@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from klingflow.cli._ports import PORT_IN_USE_EXIT_CODE
+from klingflow.cli.exit_codes import PORT_IN_USE_EXIT_CODE
 from klingflow.errors import InvalidRequestError, LoopItemsFailedError
 from klingflow.piapi import KlingVideoRequest
 

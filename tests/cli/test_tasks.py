@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from klingflow.cli.tasks import TOO_LATE_EXIT_CODE
-from klingflow.cli.videos import INTERRUPTED_EXIT_CODE
+from klingflow.cli.exit_codes import INTERRUPTED_EXIT_CODE, TOO_LATE_EXIT_CODE
 from klingflow.emulator import EmulatorServer
 
 from .conftest import Invoke

@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 import pytest
 
-from klingflow.cli._errors import EXIT_CODES
+from klingflow.cli.exit_codes import EXIT_CODES
 from klingflow.emulator import EmulatorServer, FaultRule
 
 from .conftest import Invoke

@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner, Result
 
-from klingflow.cli._errors import EXIT_CODES
+from klingflow.cli.exit_codes import EXIT_CODES
 from klingflow.cli.workflows import validate
 from klingflow.errors import WorkflowDefinitionError
 

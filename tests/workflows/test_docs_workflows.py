@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from klingflow.cli._errors import exit_code_for
-from klingflow.cli.runs import RUN_NOT_COMPLETED, build_payloads, parse_input
+from klingflow.cli._run_inputs import build_payloads, parse_input
+from klingflow.cli.exit_codes import RUN_NOT_COMPLETED, exit_code_for
 from klingflow.emulator import EmulatorServer
 from klingflow.errors import (
     WorkflowDefinitionError,

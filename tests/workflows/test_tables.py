@@ -7,7 +7,7 @@ from pathlib import Path
 import openpyxl  # type: ignore[import-untyped]
 import pytest
 
-from klingflow.cli.runs import read_table
+from klingflow.cli._run_inputs import read_table
 from klingflow.errors import InvalidRequestError
 
 

@@ -17,7 +17,8 @@ import typer
 
 from klingflow.cli._errors import err_console, state
 from klingflow.cli._help import ReadableHelpGroup
-from klingflow.extras import MISSING_EXTRA_EXIT_CODE, install_hint
+from klingflow.cli.exit_codes import MISSING_EXTRA_EXIT_CODE
+from klingflow.extras import install_hint
 
 __all__ = ["app", "main"]
 
@@ -56,7 +57,9 @@ _COMMANDS: list[tuple[str, list[str], str]] = [
     ("prices", ["prices"], "cli"),
     ("videos", ["account"], "cli"),
     ("workflows", ["validate", "publish"], "workflows"),
-    ("runs", ["run", "runs", "worker"], "workflows"),
+    ("execution", ["run"], "workflows"),
+    ("runs", ["runs"], "workflows"),
+    ("execution", ["worker"], "workflows"),
     ("workers", ["workers", "recover"], "workflows"),
     ("serve", ["serve"], "server"),
     ("emulator", ["emulator"], "emulator"),

@@ -19,7 +19,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from klingflow.cli._console import usd
+from klingflow.cli._console import STATUS_STYLE, usd
 from klingflow.workflows.records import NodeRun, NodeStatus, RunRecord, RunStatus
 from klingflow.workflows.runlog import RunLog
 
@@ -31,7 +31,6 @@ MAX_ROWS = 10
 _LABEL_KEYS = ("slug", "name", "title", "prompt")
 _DONE = {"completed"}
 _FAILED = {"failed", "crashed", "cancelled"}
-_STYLE = {"running": "cyan", "queued": "dim", "paused": "yellow", "failed": "red"}
 
 
 @dataclass(frozen=True)
@@ -116,6 +115,7 @@ class BatchView:
         self._seen: dict[int, str] = {}
 
     def update(self, units: list[Unit]) -> None:
+        """Take the batch's units as they are now (`units_of`), for the next render."""
         self.units = units
 
     def summary(self) -> str:
@@ -146,7 +146,7 @@ class BatchView:
             table.add_row(
                 str(unit.number),
                 unit.label,
-                Text(unit.status, style=_STYLE.get(unit.status, "")),
+                Text(unit.status, style=STATUS_STYLE.get(unit.status, "")),
                 usd(unit.spent_usd),
             )
         parts: list[Any] = [Text(self.summary(), style="bold")]

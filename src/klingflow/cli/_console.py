@@ -27,17 +27,20 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from klingflow.cli.exit_codes import USAGE_EXIT_CODE
 from klingflow.errors import PiAPIConnectionError, PiAPIError
 from klingflow.piapi import PiAPI, Task, WaitPolicy
 from klingflow.piapi.downloads import ProgressCallback
 
 __all__ = [
+    "STATUS_STYLE",
     "StatusLine",
     "download_progress",
     "err",
     "make_client",
     "out",
     "print_json",
+    "require_key",
     "usd",
     "wait_policy",
 ]
@@ -53,7 +56,7 @@ def make_client() -> PiAPI:
             "error: PIAPI_API_KEY is not set: export your PiAPI key, or run `klingflow "
             "emulator` and point PIAPI_BASE_URL at it (any key works there)"
         )
-        raise typer.Exit(code=2)
+        raise typer.Exit(code=USAGE_EXIT_CODE)
     warned = False
     where = os.environ.get("PIAPI_BASE_URL") or "https://api.piapi.ai"
 
@@ -71,10 +74,25 @@ def make_client() -> PiAPI:
         return PiAPI(on_retry=on_retry)
     except ValueError as error:  # a base URL without a scheme: refused before any request
         err.print(f"error: {error}", markup=False)
-        raise typer.Exit(code=2) from None
+        raise typer.Exit(code=USAGE_EXIT_CODE) from None
+
+
+def require_key() -> None:
+    """Engines talk to PiAPI: without a key, say so (exit 2) instead of a traceback."""
+    make_client().close()
+
+
+STATUS_STYLE = {
+    "completed": "green", "succeeded": "green", "running": "cyan", "queued": "dim",
+    "paused": "yellow", "failed": "red", "crashed": "red", "cancelled": "magenta",
+    "skipped": "dim", "sent": "cyan", "accepted": "cyan", "uncertain": "yellow",
+    "rejected": "red", "abandoned": "magenta",
+}  # fmt: skip
+"""The colour of each run, node and submission status, wherever the CLI shows one."""
 
 
 def wait_policy(poll_seconds: float, deadline_minutes: float) -> WaitPolicy:
+    """The client's wait from the options as people give them: seconds, then minutes."""
     return WaitPolicy(
         initial_interval_seconds=poll_seconds,
         deadline_seconds=deadline_minutes * 60,
@@ -100,6 +118,7 @@ class StatusLine:
         self.started = time.monotonic()
 
     def update(self, task: Task) -> None:
+        """Show `task`'s status from the next redraw on."""
         self.task = task
 
     def __rich__(self) -> Text:
@@ -114,6 +133,7 @@ class StatusLine:
 
     @contextmanager
     def live(self) -> Iterator[StatusLine]:
+        """Redraw the line on stderr while the block runs, and clear it after."""
         # No redirection of sys.stdout/stderr: a Ctrl-C while Live starts would leave them
         # redirected, and the "resume with" line would never be printed.
         with Live(
@@ -147,5 +167,6 @@ def download_progress(label: str) -> Iterator[ProgressCallback]:
 
 
 def describe_file(path: Path) -> str:
+    """A saved file with its size, so the user sees at once that a video (not 0 bytes) came."""
     size = path.stat().st_size
     return f"{path} ({size / 1_000_000:.1f} MB)" if size >= 100_000 else f"{path} ({size} bytes)"

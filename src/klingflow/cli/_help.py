@@ -73,6 +73,7 @@ class ReadableHelpGroup(TyperGroup):
         readable_help(self)
 
     def get_params(self, ctx: Any) -> Any:
+        """The options as `--help` lists them, Typer's completion options made readable too."""
         # Typer adds --install-completion and --show-completion after __init__.
         params = super().get_params(ctx)
         for param in params:

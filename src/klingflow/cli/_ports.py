@@ -8,11 +8,9 @@ import socket
 import typer
 
 from klingflow.cli._console import err
+from klingflow.cli.exit_codes import PORT_IN_USE_EXIT_CODE
 
-__all__ = ["PORT_IN_USE_EXIT_CODE", "require_free_port"]
-
-PORT_IN_USE_EXIT_CODE = 21
-"""`serve` or `emulator` on a port something else listens on."""
+__all__ = ["require_free_port"]
 
 
 def require_free_port(host: str, port: int) -> None:

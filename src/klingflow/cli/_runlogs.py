@@ -6,22 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Annotated, Literal
 
-import typer
-
+from klingflow.cli._options import LogFormat
 from klingflow.workflows.runevents import RUN_LOGGER
 
-__all__ = ["LogFormat", "LogFormatOption", "log_runs"]
-
-LogFormat = Literal["text", "json"]
-LogFormatOption = Annotated[
-    LogFormat,
-    typer.Option(
-        "--log-format",
-        help="Each run's start, pause and finish on stderr: text lines, or JSON objects.",
-    ),
-]
+__all__ = ["log_runs"]
 
 
 class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]

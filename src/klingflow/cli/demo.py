@@ -19,7 +19,8 @@ import typer
 
 from klingflow.cli._console import err, out
 from klingflow.cli.examples import examples_dir
-from klingflow.cli.runs import run, show
+from klingflow.cli.execution import run
+from klingflow.cli.runs import show
 from klingflow.cli.videos import video
 from klingflow.emulator import EmulatorConfig, EmulatorServer
 from klingflow.workflows.database import make_engine

@@ -13,7 +13,8 @@ from typing import get_args
 from rich.table import Table
 
 from klingflow.cli._console import out, print_json, usd
-from klingflow.cli.videos import PRICE_STAND_IN_PROMPT, AsJson
+from klingflow.cli._options import AsJson
+from klingflow.cli.videos import PRICE_STAND_IN_PROMPT
 from klingflow.errors import InvalidRequestError
 from klingflow.formats import usd_text
 from klingflow.piapi import KlingVideoRequest, estimate_cost

@@ -11,11 +11,11 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from klingflow.cli._console import err
+from klingflow.cli._console import err, require_key
 from klingflow.cli._errors import handles_errors
+from klingflow.cli._options import LogFormatOption
 from klingflow.cli._ports import require_free_port
-from klingflow.cli._runlogs import LogFormatOption, log_runs
-from klingflow.cli.runs import require_key
+from klingflow.cli._runlogs import log_runs
 from klingflow.cli.workflows import publish_files
 from klingflow.service import create_app
 from klingflow.service.app import EngineFactory

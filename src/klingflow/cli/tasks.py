@@ -8,19 +8,12 @@ import typer
 
 from klingflow.cli._console import err, make_client, out, print_json, usd
 from klingflow.cli._errors import handles_errors
-from klingflow.cli.videos import (
-    AsJson,
-    DeadlineMinutes,
-    PollSeconds,
-    resumable,
-    wait_and_download,
-)
+from klingflow.cli._options import AsJson, DeadlineMinutes, PollSeconds
+from klingflow.cli.exit_codes import TOO_LATE_EXIT_CODE
+from klingflow.cli.videos import resumable, wait_and_download
 from klingflow.piapi import Task, TaskStatus
 
-__all__ = ["TOO_LATE_EXIT_CODE", "task_app"]
-
-TOO_LATE_EXIT_CODE = 20
-"""`task cancel` on a task that had already finished: nothing was cancelled (or refunded)."""
+__all__ = ["task_app"]
 
 task_app = typer.Typer(
     help="Look after an existing task: get it, wait for it (and download), cancel it.",
@@ -30,6 +23,7 @@ TaskId = Annotated[str, typer.Argument(help="The PiAPI task id.")]
 
 
 def show_task(task: Task, *, as_json: bool) -> None:
+    """A task as PiAPI has it now: JSON, or its status, times, cost, video and error."""
     if as_json:
         print_json(task.public_dict())
         return

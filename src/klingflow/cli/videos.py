@@ -26,6 +26,8 @@ from klingflow.cli._console import (
 )
 from klingflow.cli._data import read_data_file
 from klingflow.cli._errors import handles_errors
+from klingflow.cli._options import AsJson, DeadlineMinutes, PollSeconds
+from klingflow.cli.exit_codes import INTERRUPTED_EXIT_CODE
 from klingflow.errors import InvalidRequestError, Problem
 from klingflow.formats import usd_text
 from klingflow.piapi import KlingRequest, KlingVideoRequest, PiAPI, Task, parse_task_request
@@ -35,10 +37,7 @@ from klingflow.piapi.kling import Mode as KlingMode
 from klingflow.piapi.kling import VideoVersion
 from klingflow.piapi.pricing import estimate_cost
 
-__all__ = ["INTERRUPTED_EXIT_CODE", "PRICE_STAND_IN_PROMPT", "account", "cost", "video"]
-
-INTERRUPTED_EXIT_CODE = 130
-"""Ctrl-C during a wait or a download: the task goes on at PiAPI; `task wait` resumes."""
+__all__ = ["PRICE_STAND_IN_PROMPT", "account", "cost", "video"]
 
 PRICE_STAND_IN_PROMPT = "a stand-in prompt"
 """What `cost` and `prices` price when no prompt is given: the price never depends on it."""
@@ -66,13 +65,6 @@ Shots = Annotated[
 Image = Annotated[str | None, typer.Option("--image", help="First frame (image-to-video).")]
 ImageTail = Annotated[str | None, typer.Option("--image-tail", help="Last frame.")]
 Negative = Annotated[str | None, typer.Option("--negative-prompt", help="What to avoid.")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
-PollSeconds = Annotated[
-    float,
-    # One variable for every first poll pause: the engine's Settings.poll_seconds reads it too.
-    typer.Option("--poll-interval", envvar="KLINGFLOW_POLL_SECONDS", help="First poll pause (s)."),
-]
-DeadlineMinutes = Annotated[float, typer.Option("--deadline", help="Give up waiting after (min).")]
 
 
 def check_given(options: dict[str, str | None]) -> None:
@@ -178,6 +170,7 @@ def checked_name(name: str, out_path: str) -> str:
 
 
 def show_estimate(request: KlingRequest, *, as_json: bool) -> None:
+    """`--dry-run`: the request body that would be sent and its price; nothing is sent."""
     body = request.to_body()
     estimate = estimate_cost(request)
     if as_json:

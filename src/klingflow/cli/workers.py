@@ -12,13 +12,16 @@ from rich.table import Table
 
 from klingflow.cli._console import err, out, print_json
 from klingflow.cli._errors import handles_errors
+from klingflow.cli._options import AsJson
+from klingflow.cli.exit_codes import exit_code_of
+from klingflow.errors import RunStateError
 from klingflow.settings import Settings
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.workers import WorkerInfo, WorkerRegistry
 
-__all__ = ["RECOVER_REFUSED", "recover", "workers"]
+__all__ = ["recover", "workers"]
 
-RECOVER_REFUSED = 18
+RECOVER_REFUSED = exit_code_of(RunStateError)
 """Exit code of `recover` for an executor that looks alive: as for a run whose status does
 not allow a command (docs/client.md), nothing was changed."""
 
@@ -54,7 +57,7 @@ def _as_dict(worker: WorkerInfo) -> dict[str, object]:
 
 @handles_errors
 def workers(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """The engines (workers, services, `run` processes) that share this database, with their
     last heartbeat."""

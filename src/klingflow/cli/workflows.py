@@ -11,7 +11,8 @@ from typing import Annotated
 import typer
 
 from klingflow.cli._console import err, out, print_json
-from klingflow.cli._errors import EXIT_CODES, handles_errors, redact, state
+from klingflow.cli._errors import handles_errors, redact, state
+from klingflow.cli.exit_codes import exit_code_of
 from klingflow.errors import WorkflowDefinitionError
 from klingflow.settings import Settings
 from klingflow.workflows import load_workflow, load_workflow_text
@@ -21,7 +22,7 @@ from klingflow.workflows.registry import PublishedWorkflow, PublishOutcome, Work
 
 __all__ = ["INVALID_EXIT_CODE", "publish", "publish_files", "validate", "workflow_files"]
 
-INVALID_EXIT_CODE = next(code for cls, code, _ in EXIT_CODES if cls is WorkflowDefinitionError)
+INVALID_EXIT_CODE = exit_code_of(WorkflowDefinitionError)
 """An invalid workflow file (15): rejected before anything ran or was spent."""
 
 

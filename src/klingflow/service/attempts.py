@@ -61,6 +61,8 @@ class FailedAttempts:
             )
 
     def failed(self, client: str) -> None:
+        """Count a failed sign-in or wrong token from `client` (past the cap of clients
+        tracked, the oldest is forgotten)."""
         times = self._recent(client)
         times.append(self.clock())
         self._failures[client] = times
@@ -68,6 +70,7 @@ class FailedAttempts:
             self._failures.pop(next(iter(self._failures)))
 
     def succeeded(self, client: str) -> None:
+        """Forget `client`'s failures: it proved it has the token."""
         self._failures.pop(client, None)
 
 

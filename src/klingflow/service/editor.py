@@ -146,6 +146,7 @@ class DraftCheck:
 
     @property
     def problem_lines(self) -> list[int]:
+        """The lines with a problem, each once, for the editor's gutter marks."""
         return sorted({p.line for p in self.problems if p.line is not None})
 
 

@@ -114,6 +114,7 @@ def manifest(
 
 
 def manifest_csv(rows: list[ManifestRow]) -> str:
+    """The manifest as CSV, one row per item node, for a spreadsheet."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -123,6 +124,7 @@ def manifest_csv(rows: list[ManifestRow]) -> str:
 
 
 def manifest_json(rows: list[ManifestRow]) -> str:
+    """The manifest as a JSON array, for scripts."""
     return json.dumps([asdict(row) for row in rows], indent=2, ensure_ascii=False)
 
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from starlette.datastructures import FormData, UploadFile
 
 from klingflow.errors import InvalidRequestError, WorkflowInputError
+from klingflow.workflows.inputs import json_from_text, value_from_text
 from klingflow.workflows.spec import InputSpec, Workflow
 from klingflow.workflows.tables import TABLE_SUFFIXES, coerce_row, parse_table_bytes
 
@@ -71,6 +72,7 @@ class Upload:
 
     @property
     def columns(self) -> list[str]:
+        """The preview's column names, in the order the rows first use them."""
         seen: dict[str, None] = {}
         for row in self.rows[:PREVIEW_ROWS]:
             if isinstance(row, dict):
@@ -79,9 +81,11 @@ class Upload:
 
     @property
     def preview(self) -> list[Any]:
+        """The first rows, enough to see the file was read as intended."""
         return self.rows[:PREVIEW_ROWS]
 
     def cell(self, row: Any, column: str) -> str:
+        """A preview cell as text: text as it is, other values as JSON."""
         value = row.get(column, "") if isinstance(row, dict) else row
         return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
@@ -184,23 +188,12 @@ def fields_for(
     return fields
 
 
-def _parse(widget: Widget, text: str) -> Any:
-    if widget in ("text", "textarea"):
-        return text
-    if widget == "integer":
-        try:
-            return int(text)
-        except ValueError:
-            raise ValueError(f"must be a whole number, got {text!r}") from None
-    if widget == "number":
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError(f"must be a number, got {text!r}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"must be JSON ({error.msg} at column {error.colno})") from None
+def _parse(widget: Widget, spec: InputSpec, text: str) -> Any:
+    """A field's text as its input's value, by the rule CSV cells follow too; a select
+    submits its option as JSON, so an option's type survives the form."""
+    if widget == "select":
+        return json_from_text(text)
+    return value_from_text(spec.type, text)
 
 
 def parse_form(
@@ -224,7 +217,7 @@ def parse_form(
         if text.strip() == "":
             continue  # the default applies, or "is required" below
         try:
-            payload[name] = _parse(widget, text)
+            payload[name] = _parse(widget, spec, text)
         except ValueError as error:
             errors[name] = str(error)
     try:

@@ -57,6 +57,8 @@ class GraphEdge:
 
 @dataclass
 class GraphLayout:
+    """A workflow drawn as boxes and edges on a canvas of `width` x `height` pixels."""
+
     width: int
     height: int
     boxes: list[GraphBox] = field(default_factory=list)

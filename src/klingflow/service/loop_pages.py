@@ -3,9 +3,10 @@ paused loop by item (retry or skip the selected failed items)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from klingflow.errors import KlingflowError
@@ -17,6 +18,7 @@ from klingflow.service.sessions import read_form
 from klingflow.service.views import loop_items_of, media_of, poll_ms
 from klingflow.workflows.loop_items import (
     ITEM_STATUSES,
+    ItemPage,
     item_attempts,
     item_page,
     skip_items,
@@ -34,9 +36,28 @@ router = APIRouter(include_in_schema=False)
 
 
 ITEMS_PER_PAGE = 50
+"""Rows per items page: a batch of thousands is paged, not drawn at once."""
 
 
-def _loop(runlog: RunLog, run: RunRecord, loop_id: str) -> tuple[LoopNode, list[Any]]:
+@dataclass(frozen=True)
+class _Loop:
+    """A started loop of a run: its spec and its items, for the pages to page through."""
+
+    runlog: RunLog
+    run: RunRecord
+    spec: LoopNode
+    items: list[Any]
+
+    def page(self, *, status: str | None = None, offset: int = 0, limit: int) -> ItemPage:
+        """The loop's items from `offset` (only those in `status`, when given)."""
+        return item_page(
+            self.runlog, self.run.run_id, self.run.epoch, self.spec.id, items=self.items,
+            body_length=len(self.spec.nodes), label=self.spec.label, inputs=self.run.inputs,
+            trigger=self.run.trigger, status=status, offset=offset, limit=limit,
+        )  # fmt: skip
+
+
+def _loop(runlog: RunLog, run: RunRecord, loop_id: str) -> _Loop:
     """The loop's spec and its items, or a 404 when the run has no such loop (yet)."""
     workflow = Workflow.model_validate(run.workflow)
     spec = next((n for n in workflow.nodes if n.id == loop_id), None)
@@ -45,23 +66,27 @@ def _loop(runlog: RunLog, run: RunRecord, loop_id: str) -> tuple[LoopNode, list[
     )
     if not isinstance(spec, LoopNode) or row is None:
         raise APIError(404, "LoopNotFound", f"run {run.run_id} has no started loop {loop_id!r}")
-    return spec, loop_items_of(row)
+    return _Loop(runlog, run, spec, loop_items_of(row))
+
+
+ItemStatus = Literal["failed", "running", "queued", "succeeded", "skipped"]
 
 
 def _items_context(
-    runlog: RunLog, run_id: str, loop_id: str, status: str | None, page: int
+    run_id: str,
+    loop_id: str,
+    runlog: RunLogDep,
+    status: ItemStatus | None = None,
+    page: Annotated[int, Query(ge=1)] = 1,
 ) -> dict[str, Any]:
+    """What the items page and its live fragment show: one page of rows, filtered."""
     run = existing_run(runlog, run_id)
-    spec, items = _loop(runlog, run, loop_id)
-    found = item_page(
-        runlog, run_id, run.epoch, loop_id, items=items, body_length=len(spec.nodes),
-        label=spec.label, inputs=run.inputs, trigger=run.trigger,
-        status=status, offset=(page - 1) * ITEMS_PER_PAGE, limit=ITEMS_PER_PAGE,
-    )  # fmt: skip
+    loop = _loop(runlog, run, loop_id)
+    found = loop.page(status=status, offset=(page - 1) * ITEMS_PER_PAGE, limit=ITEMS_PER_PAGE)
     media = {item.index: [m for n in item.nodes for m in media_of(run, n)] for item in found.items}
     return {
         "run": run,
-        "loop": spec,
+        "loop": loop.spec,
         "items": found,
         "media": media,
         "page": page,
@@ -72,35 +97,19 @@ def _items_context(
     }
 
 
-ItemStatus = Literal["failed", "running", "queued", "succeeded", "skipped"]
+ItemsContext = Annotated[dict[str, Any], Depends(_items_context)]
+"""The route signature the items page and its live fragment share (path, filter, page)."""
 
 
 @router.get("/runs/{run_id}/loops/{loop_id}")
-def items_page(
-    run_id: str,
-    loop_id: str,
-    request: Request,
-    pages: PagesDep,
-    runlog: RunLogDep,
-    status: ItemStatus | None = None,
-    page: Annotated[int, Query(ge=1)] = 1,
-) -> HTMLResponse:
+def items_page(request: Request, pages: PagesDep, context: ItemsContext) -> HTMLResponse:
     """A loop's items as rows: label, status, attempts, cost, player; filtered and paged."""
-    context = _items_context(runlog, run_id, loop_id, status, page)
     return pages.render(request, "items.html", **context)
 
 
 @router.get("/runs/{run_id}/loops/{loop_id}/live")
-def items_live(
-    run_id: str,
-    loop_id: str,
-    request: Request,
-    pages: PagesDep,
-    runlog: RunLogDep,
-    status: ItemStatus | None = None,
-    page: Annotated[int, Query(ge=1)] = 1,
-) -> HTMLResponse:
-    context = _items_context(runlog, run_id, loop_id, status, page)
+def items_live(request: Request, pages: PagesDep, context: ItemsContext) -> HTMLResponse:
+    """The items page's rows alone, which the page fetches again while the loop runs."""
     return pages.render(request, "_items_live.html", live=True, **context)
 
 
@@ -110,15 +119,11 @@ def item_detail(
 ) -> HTMLResponse:
     """One item: its value, and each body node with inputs, output, error and attempts."""
     run = existing_run(runlog, run_id)
-    spec, items = _loop(runlog, run, loop_id)
+    loop = _loop(runlog, run, loop_id)
+    spec, items = loop.spec, loop.items
     if not 0 <= index < len(items):
         raise APIError(404, "ItemNotFound", f"loop {loop_id!r} has no item {index}")
-    found = item_page(
-        runlog, run_id, run.epoch, loop_id, items=items, body_length=len(spec.nodes),
-        label=spec.label, inputs=run.inputs, trigger=run.trigger,
-        offset=index, limit=1,
-    )  # fmt: skip
-    [item] = found.items
+    [item] = loop.page(offset=index, limit=1).items
     attempts = item_attempts(runlog, run_id, run.epoch, [n.node_path for n in item.nodes])
     return pages.render(
         request,
@@ -148,13 +153,8 @@ async def items_action(
     if run.status is not RunStatus.PAUSED or run.paused_node != loop_id:
         flash(request, f"run {run_id} is not paused on {loop_id}: nothing was changed", "error")
         return see_other(back)
-    spec, items = _loop(runlog, run, loop_id)
-    failed_page = item_page(
-        runlog, run_id, run.epoch, loop_id, items=items, body_length=len(spec.nodes),
-        label=spec.label, inputs=run.inputs, trigger=run.trigger,
-        status="failed", limit=len(items),
-    )  # fmt: skip
-    failed = [item.index for item in failed_page.items]
+    loop = _loop(runlog, run, loop_id)
+    failed = [item.index for item in loop.page(status="failed", limit=len(loop.items)).items]
     selected = {int(v) for v in form.getlist("item") if isinstance(v, str) and v.isdigit()}
     chosen = [i for i in failed if i in selected]
     if not chosen:
@@ -162,7 +162,7 @@ async def items_action(
         return see_other(back)
     skip = chosen if form.get("action") == "skip" else [i for i in failed if i not in selected]
     retried = len(failed) - len(skip)
-    skip_items(runlog, run_id, run.epoch, spec, skip)
+    skip_items(runlog, run_id, run.epoch, loop.spec, skip)
     try:
         await engine.command(run_id, Command(action=Action.RETRY))
     except KlingflowError as error:

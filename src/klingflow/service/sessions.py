@@ -61,6 +61,7 @@ def _settings(request: Request) -> Settings:
 
 
 def is_signed_in(request: Request) -> bool:
+    """True when no API token is set, or this browser signed in and its session is still valid."""
     if _settings(request).api_token is None:
         return True
     # Counted here, not by the cookie's own max-age: the cookie is re-signed on every

@@ -103,11 +103,13 @@ def _dashboard(runlog: RunLog) -> dict[str, Any]:
 
 @pages_router.get("/")
 def dashboard(request: Request, pages: PagesDep, runlog: RunLogDep) -> HTMLResponse:
+    """The dashboard: spend, the PiAPI tasks running now, the latest runs."""
     return pages.render(request, "dashboard.html", **_dashboard(runlog))
 
 
 @pages_router.get("/fragments/dashboard")
 def dashboard_live(request: Request, pages: PagesDep, runlog: RunLogDep) -> HTMLResponse:
+    """The dashboard's live part alone, which the page fetches again while it is open."""
     return pages.render(request, "_dashboard_live.html", live=True, **_dashboard(runlog))
 
 
@@ -118,6 +120,7 @@ def dashboard_live(request: Request, pages: PagesDep, runlog: RunLogDep) -> HTML
 def workflows_page(
     request: Request, pages: PagesDep, registry: RegistryDep, runlog: RunLogDep
 ) -> HTMLResponse:
+    """The published workflows with their next schedule tick and last run."""
     rows = []
     now = datetime.now(UTC)
     for name in registry.names():
@@ -182,6 +185,7 @@ def _workflow_page(
 def workflow_page(
     name: str, request: Request, pages: PagesDep, registry: RegistryDep, runlog: RunLogDep
 ) -> HTMLResponse:
+    """A workflow's latest version: its graph, schedules, runs and start form."""
     return _workflow_page(request, pages, registry, runlog, latest_published(registry, name))
 
 
@@ -256,6 +260,7 @@ def runs_page(
     workflow: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> HTMLResponse:
+    """The newest runs, filtered by status and workflow."""
     runs = runlog.list_runs(status=status, workflow_name=workflow, limit=limit)
     return pages.render(
         request,
@@ -343,11 +348,13 @@ def _run_context(engine: Engine, run_id: str) -> dict[str, Any]:
 
 @pages_router.get("/runs/{run_id}")
 def run_page(run_id: str, request: Request, pages: PagesDep, engine: EngineDep) -> HTMLResponse:
+    """A run: its nodes on a timeline, attempts, submissions, media, and its controls."""
     return pages.render(request, "run.html", **_run_context(engine, run_id))
 
 
 @pages_router.get("/runs/{run_id}/live")
 def run_live(run_id: str, request: Request, pages: PagesDep, engine: EngineDep) -> HTMLResponse:
+    """The run page's live part alone, which the page fetches again while the run goes on."""
     return pages.render(request, "_run_live.html", live=True, **_run_context(engine, run_id))
 
 
@@ -436,6 +443,7 @@ def _safe_next(value: Any) -> str:
 
 @public_router.get("/login", response_model=None)
 def login_page(request: Request, pages: PagesDep, next: str = "/") -> Response:
+    """The sign-in form (straight on to `next` when no token is needed or already signed in)."""
     if request.app.state.settings.api_token is None or is_signed_in(request):
         return _redirect(_safe_next(next))
     return pages.render(request, "login.html", next=_safe_next(next), failed=False)
@@ -443,6 +451,7 @@ def login_page(request: Request, pages: PagesDep, next: str = "/") -> Response:
 
 @public_router.post("/login", response_model=None)
 async def login(request: Request, pages: PagesDep) -> Response:
+    """Sign in with the API token; too many failures from one client get a 429."""
     form = await read_form(request)
     token = form.get("token")
     target = _safe_next(form.get("next"))
@@ -457,6 +466,7 @@ async def login(request: Request, pages: PagesDep) -> Response:
 
 @public_router.post("/logout")
 async def logout(request: Request) -> RedirectResponse:
+    """Sign out: this session is revoked, even in copies of its cookie."""
     await read_form(request)
     sign_out(request)
     return _redirect("/login")

@@ -110,6 +110,7 @@ class ScheduleView:
 
 
 def schedules_of(workflow: Workflow, now: datetime) -> list[ScheduleView]:
+    """The workflow's schedules as the page shows them, each with its next tick after `now`."""
     return [
         ScheduleView(
             key=schedule.key(),
@@ -186,14 +187,17 @@ class NodeView:
 
     @property
     def items_done(self) -> int:
+        """A loop's items that need nothing more: succeeded or skipped."""
         return self.item_counts.get("succeeded", 0) + self.item_counts.get("skipped", 0)
 
     @property
     def is_loop(self) -> bool:
+        """A loop node, drawn with its items' progress."""
         return self.node.node_type == "loop"
 
     @property
     def dom_id(self) -> str:
+        """The node's element id on the page (the live refresh matches by it)."""
         return dom_id(self.node.node_path)
 
     @property
@@ -219,6 +223,8 @@ class NodeView:
 
 @dataclass(frozen=True)
 class RunView:
+    """A run as its page shows it: nodes, submissions, media and what may be done now."""
+
     run: RunRecord
     nodes: list[NodeView]
     submissions: list[Intent]
@@ -229,26 +235,32 @@ class RunView:
 
     @property
     def resubmit_usd(self) -> Decimal:
+        """What Retry would spend again on failed PiAPI tasks it resubmits."""
         return sum((i.estimated_usd for i in self.resubmits), Decimal(0))
 
     @property
     def finished(self) -> bool:
+        """The run reached a terminal status: no more refreshes, no Cancel."""
         return self.run.status in TERMINAL_RUN_STATUSES
 
     @property
     def can_retry(self) -> bool:
+        """Only a paused run can be retried or skipped."""
         return self.run.status is RunStatus.PAUSED
 
     @property
     def can_cancel(self) -> bool:
+        """Any run not yet finished can be cancelled."""
         return not self.finished
 
     @property
     def submissions_shown(self) -> list[Intent]:
+        """The submissions the page lists (a batch can have thousands)."""
         return self.submissions[:MAX_SUBMISSIONS_SHOWN]
 
     @property
     def has_more_submissions(self) -> bool:
+        """There are submissions beyond those shown."""
         return len(self.submissions) > MAX_SUBMISSIONS_SHOWN
 
 

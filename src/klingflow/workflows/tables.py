@@ -4,8 +4,8 @@ typed as inputs.
 One home for the rule the CLI's `--rows` / `-i key=@file` and the web UI's upload share: a
 CSV or sheet row is an object keyed by its header, its cells are text (an Excel number 5
 is "5", as a CSV export would write it), and `coerce_row` reads the cells named after a
-declared input as that input's type (integer, number, boolean), so `duration,5` arrives as
-the integer 5 wherever the rows came from.
+declared input as that input's type (integer, number, boolean; `inputs.py` holds the rule),
+so `duration,5` arrives as the integer 5 wherever the rows came from.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import yaml
 
 from klingflow.errors import InvalidRequestError
 from klingflow.payloads import data_problems, payload_problems
+from klingflow.workflows.inputs import SCALAR_INPUT_TYPES, value_from_text
 from klingflow.workflows.spec import Workflow
 
 __all__ = ["TABLE_SUFFIXES", "coerce_row", "parse_table", "parse_table_bytes"]
@@ -117,15 +118,15 @@ def parse_table(text: str, *, suffix: str, source: str) -> list[Any]:
 
 
 def coerce_row(workflow: Workflow, payload: dict[str, Any]) -> dict[str, Any]:
-    """CSV cells are text: read them as the declared input types (integer, number, boolean)."""
+    """CSV cells are text: read them as the declared input types (integer, number, boolean)
+    by the rule the web form's fields follow too (`inputs.value_from_text`)."""
     coerced = dict(payload)
     for name, spec in workflow.inputs.items():
         value = coerced.get(name)
-        if not isinstance(value, str) or spec.type in ("string", "array", "object"):
+        if not isinstance(value, str) or spec.type not in SCALAR_INPUT_TYPES:
             continue
         try:
-            parsed = json.loads(value.strip().lower() if spec.type == "boolean" else value)
+            coerced[name] = value_from_text(spec.type, value)
         except ValueError:
             continue  # left as text: resolve_inputs names the problem
-        coerced[name] = parsed
     return coerced

@@ -16,6 +16,7 @@ from klingflow.service.operations import (
     retry_paused_runs,
     start_published,
 )
+from klingflow.workflows.engine import Engine
 from klingflow.workflows.estimate import estimate_run
 from klingflow.workflows.records import (
     Attempt,
@@ -26,6 +27,7 @@ from klingflow.workflows.records import (
     RunRecord,
     RunStatus,
 )
+from klingflow.workflows.registry import WorkflowRegistry
 from klingflow.workflows.steering import Action, Command
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "RunPublic",
     "RunsPage",
     "router",
+    "start_latest_run",
 ]
 
 router = APIRouter(tags=["runs"])
@@ -74,6 +77,7 @@ class RunPublic(BaseModel):
 
     @classmethod
     def of(cls, run: RunRecord) -> RunPublic:
+        """The public view of `run`; the idempotency key as the client sent it."""
         public = cls.model_validate(run, from_attributes=True)
         key, scope = run.idempotency_key, f"{run.workflow_name}/"
         if key is not None and key.startswith(scope):  # shown as the client sent it
@@ -101,6 +105,7 @@ class NodePublic(BaseModel):
 
     @classmethod
     def of(cls, node: NodeRun) -> NodePublic:
+        """The public view of `node`, field by field."""
         return cls(**{name: getattr(node, name) for name in cls.model_fields})
 
 
@@ -116,6 +121,7 @@ class AttemptPublic(BaseModel):
 
     @classmethod
     def of(cls, attempt: Attempt) -> AttemptPublic:
+        """The public view of `attempt`, field by field."""
         return cls(**{name: getattr(attempt, name) for name in cls.model_fields})
 
 
@@ -132,6 +138,7 @@ class SubmissionPublic(BaseModel):
 
     @classmethod
     def of(cls, intent: Intent) -> SubmissionPublic:
+        """The public view of `intent`, the run log's record of a paid submission."""
         return cls.model_validate(intent, from_attributes=True)
 
 
@@ -145,6 +152,8 @@ class RunDetailPublic(BaseModel):
 
 
 class RunsPage(BaseModel):
+    """A page of runs, newest first (`GET /api/runs`)."""
+
     runs: list[RunPublic]
 
 
@@ -183,6 +192,8 @@ class EstimatePublic(BaseModel):
 
 
 class BulkRetryPublic(BaseModel):
+    """The runs a bulk retry resumed, and the ones it could not, with why."""
+
     retried: list[str]
     refused: dict[str, str]
 
@@ -199,6 +210,30 @@ def list_runs(
     return RunsPage(runs=[RunPublic.of(run) for run in records])
 
 
+async def start_latest_run(
+    registry: WorkflowRegistry,
+    engine: Engine,
+    response: Response,
+    name: str,
+    payload: dict[str, Any],
+    *,
+    idempotency_key: str | None,
+) -> tuple[RunRecord, bool]:
+    """Start a run of `name`'s latest version with `payload` as its trigger: (run, created).
+
+    The one start-a-run endpoint path, behind `POST /workflows/{name}/runs` and the trigger
+    hook `POST /hooks/{workflow}`, so both answer alike: 201 for a new run, 200 (set on
+    `response`) with the Idempotency-Key's earlier run, 404 for a workflow never published.
+    """
+    published = latest_published(registry, name)
+    run, created = await start_published(
+        engine, published, payload, idempotency_key=idempotency_key
+    )
+    if not created:
+        response.status_code = 200
+    return run, created
+
+
 @router.post("/workflows/{name}/runs", status_code=201, responses=ERRORS)
 async def start_run(
     name: str,
@@ -209,12 +244,9 @@ async def start_run(
     idempotency_key: IdempotencyKey = None,
 ) -> RunPublic:
     """Start a run of the latest version with `payload` as trigger (200: the key's run)."""
-    published = latest_published(registry, name)
-    run, created = await start_published(
-        engine, published, payload, idempotency_key=idempotency_key
+    run, _ = await start_latest_run(
+        registry, engine, response, name, payload, idempotency_key=idempotency_key
     )
-    if not created:
-        response.status_code = 200
     return RunPublic.of(run)
 
 

@@ -33,6 +33,7 @@ class TaskPublic(BaseModel):
 
     @classmethod
     def of(cls, submission: Submission) -> TaskPublic:
+        """The public view of a submission: its intent, with its run and workflow."""
         intent = submission.intent
         return cls(
             intent_id=intent.intent_id,
@@ -48,6 +49,8 @@ class TaskPublic(BaseModel):
 
 
 class TasksPage(BaseModel):
+    """The PiAPI tasks the runs submitted, newest first (`GET /api/tasks`)."""
+
     tasks: list[TaskPublic]
 
 

@@ -29,9 +29,8 @@ from klingflow.errors import KlingflowError, WebhookVerificationError
 from klingflow.piapi import WebhookDelivery, verify_webhook
 from klingflow.piapi.webhooks import SECRET_HEADER
 from klingflow.service.api import APIError, ErrorPublic
-from klingflow.service.api.runs import IdempotencyKey
+from klingflow.service.api.runs import IdempotencyKey, start_latest_run
 from klingflow.service.deps import EngineDep, RegistryDep, SettingsDep
-from klingflow.service.operations import latest_published, start_published
 from klingflow.service.webhook_intents import checked_intent, intent_matches
 from klingflow.settings import Settings
 from klingflow.workflows.engine import Engine
@@ -187,10 +186,7 @@ async def trigger_workflow(
     idempotency_key: IdempotencyKey = None,
 ) -> TriggeredPublic:
     """Start a run of the workflow's latest version with the JSON body as trigger."""
-    published = latest_published(registry, workflow)
-    run, created = await start_published(
-        engine, published, payload, idempotency_key=idempotency_key
+    run, created = await start_latest_run(
+        registry, engine, response, workflow, payload, idempotency_key=idempotency_key
     )
-    if not created:
-        response.status_code = 200
     return TriggeredPublic(run_id=run.run_id, status=run.status.value, created=created)

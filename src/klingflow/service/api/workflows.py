@@ -42,6 +42,7 @@ class WorkflowVersionPublic(BaseModel):
 
     @classmethod
     def of(cls, version: PublishedWorkflow, secrets: tuple[str, ...] = ()) -> WorkflowVersionPublic:
+        """The public view of `version`; values of `secrets` in its text masked."""
         return cls(
             name=version.name,
             hash=version.hash,
@@ -51,6 +52,8 @@ class WorkflowVersionPublic(BaseModel):
 
 
 class WorkflowSummaryPublic(BaseModel):
+    """A published workflow at a glance: its latest version and how many there are."""
+
     name: str
     latest_hash: str
     latest_created_at: MomentJSON
@@ -58,10 +61,14 @@ class WorkflowSummaryPublic(BaseModel):
 
 
 class WorkflowsPage(BaseModel):
+    """Every published workflow (`GET /api/workflows`)."""
+
     workflows: list[WorkflowSummaryPublic]
 
 
 class WorkflowSummaryVersion(BaseModel):
+    """One version of a workflow, without its text (which can be long)."""
+
     hash: str
     created_at: MomentJSON
 

@@ -1,16 +1,27 @@
-"""Run ids as people type them: the whole id, or any unique beginning of it (`run-3f2a`,
-or `3f2a` without the `run-`), as git takes commit hashes."""
+"""The run log as the `runs` commands reach it: opened from the settings, and run ids as
+people type them: the whole id, or any unique beginning of it (`run-3f2a`, or `3f2a`
+without the `run-`), as git takes commit hashes."""
 
 from __future__ import annotations
 
 import typer
 
 from klingflow.errors import RunNotFoundError
+from klingflow.settings import Settings
+from klingflow.workflows.database import make_engine
 from klingflow.workflows.runlog import RunLog
 
-__all__ = ["resolve_run_id"]
+__all__ = ["open_runlog", "resolve_run_id"]
 
 PREFIX = "run-"
+
+
+def open_runlog() -> RunLog:
+    """The run log of `KLINGFLOW_DATABASE_URL` (or the home's SQLite file), riding out a
+    database outage as long as the engine would."""
+    settings = Settings()
+    url = settings.resolved_database_url()
+    return RunLog(make_engine(url, outage_seconds=settings.database_outage_seconds))
 
 
 def resolve_run_id(runlog: RunLog, text: str) -> str:
