@@ -19,14 +19,14 @@ import uvicorn
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from klingflow.emulator import EmulatorServer
-from klingflow.piapi import AsyncPiAPI, RetryPolicy, WaitPolicy
+from klingflow.piapi import AsyncPiAPI, WaitPolicy
 from klingflow.service import create_app
 from klingflow.settings import Settings
 from klingflow.workflows.engine import Engine
 from klingflow.workflows.runlog import TERMINAL_RUN_STATUSES, RunStatus
 
-FAST_WAIT = WaitPolicy(initial_interval_seconds=0.02, max_interval_seconds=0.1, jitter=0)
-FAST_RETRY = RetryPolicy(max_retries=2, initial_delay_seconds=0.01, max_delay_seconds=0.05)
+from ..policies import FAST_RETRY, FAST_WAIT
+
 WEBHOOK_SECRET = "kf-hook-secret-5c2e91"  # a test value
 API_TOKEN = "kf-api-token-8a71f3"  # a test value
 SETTLED = frozenset(

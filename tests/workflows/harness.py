@@ -9,16 +9,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from klingflow.emulator import EmulatorServer
-from klingflow.piapi import AsyncPiAPI, RetryPolicy, WaitPolicy
+from klingflow.piapi import AsyncPiAPI
 from klingflow.settings import Settings
 from klingflow.workflows import Workflow, load_workflow_text
+from klingflow.workflows.database import make_engine
 from klingflow.workflows.engine import Command, Engine
-from klingflow.workflows.runlog import RunRecord
+from klingflow.workflows.runlog import RunLog, RunRecord
+
+from ..policies import FAST_RETRY, FAST_WAIT
 
 T = TypeVar("T")
 
-FAST_WAIT = WaitPolicy(initial_interval_seconds=0.02, max_interval_seconds=0.1, jitter=0)
-FAST_RETRY = RetryPolicy(max_retries=2, initial_delay_seconds=0.01, max_delay_seconds=0.05)
+POSTGRES_ENV = "KLINGFLOW_TEST_POSTGRES_URL"
+"""The admin URL of the Postgres server the tests may create databases on (unset: skip)."""
 
 
 @dataclass
@@ -35,6 +38,10 @@ class Harness:
         values: dict[str, Any] = {"home": self.home, "database_url": url, "executor_id": None}
         values.update(overrides)
         return Settings(**values)
+
+    def runlog(self) -> RunLog:
+        """The run log of this harness's database, read outside any Engine."""
+        return RunLog(make_engine(self.settings().resolved_database_url()))
 
     def session(
         self,

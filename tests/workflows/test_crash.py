@@ -29,8 +29,6 @@ from klingflow.piapi import PiAPI
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.runlog import IntentState, RunLog, RunStatus
 
-from .test_postgres import postgres_url  # noqa: F401  (the fixture)
-
 PROMPTS = ["a red fox in snow", "a paper boat at sea", "sunflowers at dawn"]
 WORKFLOW = """
 name: crash-batch

@@ -13,8 +13,6 @@ import psycopg
 
 from klingflow.emulator import EmulatorServer
 
-from .test_postgres import postgres_url  # noqa: F401  (the fixture)
-
 CLIP = """\
 name: clip
 inputs:
@@ -27,7 +25,7 @@ nodes:
 
 
 def test_detached_runs_are_executed_by_the_worker_alone(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
     emulator: EmulatorServer,
     api_key: str,
     tmp_path: Path,

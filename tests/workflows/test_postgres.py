@@ -11,12 +11,9 @@ import re
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from klingflow.emulator import EmulatorServer, FaultRule
@@ -29,32 +26,13 @@ from klingflow.workflows.schedules import Scheduler
 
 from .harness import Harness
 
-POSTGRES_ENV = "KLINGFLOW_TEST_POSTGRES_URL"
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, empty database on the server named by KLINGFLOW_TEST_POSTGRES_URL."""
-    admin_url = os.environ.get(POSTGRES_ENV)
-    if not admin_url:
-        pytest.skip(f"{POSTGRES_ENV} is not set: no Postgres server to test against")
-    try:
-        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as error:
-        pytest.skip(f"Postgres at {POSTGRES_ENV} is not reachable: {error}")
-    name = f"kf_test_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
-def harness(emulator: EmulatorServer, tmp_path: Path, api_key: str, postgres_url: str) -> Harness:
-    return Harness(emulator=emulator, home=tmp_path, api_key=api_key, database_url=postgres_url)
+def database_url(postgres_url: str) -> str:
+    """Every `harness` of this module runs on a fresh Postgres database."""
+    return postgres_url
 
 
 def rows() -> list[dict[str, str]]:

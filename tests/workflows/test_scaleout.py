@@ -23,8 +23,6 @@ from klingflow.workflows.leases import Leases
 from klingflow.workflows.runlog import IntentState, RunLog, RunStatus
 from klingflow.workflows.workers import WorkerRegistry
 
-from .test_postgres import postgres_url  # noqa: F401  (the fixture: a fresh database)
-
 START_TOGETHER = """
 import asyncio, os, sys, time
 from pathlib import Path
@@ -46,7 +44,7 @@ asyncio.run(main())
 
 
 def test_processes_started_together_on_an_empty_database_all_launch(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
     tmp_path: Path,
 ) -> None:
     """Five processes launched at once on an empty database: none dies creating the schema
@@ -249,7 +247,7 @@ def _batch_with_a_killed_worker(
 
 
 def test_live_workers_take_over_a_killed_worker_by_themselves(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
     emulator: EmulatorServer,
     api_key: str,
     tmp_path: Path,
@@ -261,7 +259,7 @@ def test_live_workers_take_over_a_killed_worker_by_themselves(
 
 
 def test_klingflow_recover_hands_a_killed_workers_runs_to_the_live_ones(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
     emulator: EmulatorServer,
     api_key: str,
     tmp_path: Path,
@@ -297,7 +295,7 @@ def test_klingflow_recover_hands_a_killed_workers_runs_to_the_live_ones(
 
 
 def test_workers_hold_the_accounts_concurrency_together(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
     emulator: EmulatorServer,
     api_key: str,
     tmp_path: Path,
@@ -343,7 +341,7 @@ asyncio.run(main())
 
 
 def test_processes_sharing_leases_hold_the_accounts_limits_together(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
     emulator: EmulatorServer,
     api_key: str,
 ) -> None:
@@ -375,7 +373,7 @@ def test_processes_sharing_leases_hold_the_accounts_limits_together(
 
 
 def test_leases_count_across_holders_and_a_dead_holders_share_runs_out(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
 ) -> None:
     """Request slots stay counted a window after their answer, whoever asks next; task slots
     of a holder that stops renewing come free when its lease runs out; taking a slot is one
@@ -418,7 +416,7 @@ def test_leases_count_across_holders_and_a_dead_holders_share_runs_out(
     "crashed about 1 time in 3 (`runs retry` resumes it)",
 )
 def test_workers_survive_their_postgres_connections_being_cut(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
     emulator: EmulatorServer,
     api_key: str,
     tmp_path: Path,
@@ -444,7 +442,7 @@ def _wait_for_line(log: Path, process: subprocess.Popen[bytes], needle: str) -> 
 
 
 def test_serve_no_execute_leaves_runs_to_workers_and_says_where_it_runs(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
     emulator: EmulatorServer,
     api_key: str,
     tmp_path: Path,
