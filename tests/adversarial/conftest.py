@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,38 +30,29 @@ from klingflow.service import create_app
 from klingflow.settings import Settings
 from klingflow.workflows.engine import Engine
 
+from ..conftest import BAD_INPUTS
+
 WEBHOOK_SECRET = "kf-adversarial-hook-secret-31c9a0"  # a test value
 API_TOKEN = "kf-adversarial-api-token-5be27d90aa41c3f6"  # a test value
 
 
 @dataclass
 class Cases:
-    """How many bad inputs the suite fed, per entry point."""
+    """Counts the bad inputs one test fed, per entry point.
 
-    by_entry: dict[str, int] = field(default_factory=dict)
+    The counts ride on the test's report (`user_properties`), so the root conftest can sum
+    them over the whole run, pytest-xdist workers included, and print the total at the end.
+    """
+
+    node: pytest.Item
 
     def add(self, entry: str, count: int = 1) -> None:
-        self.by_entry[entry] = self.by_entry.get(entry, 0) + count
-
-    @property
-    def total(self) -> int:
-        return sum(self.by_entry.values())
-
-
-CASES = Cases()
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if CASES.total:
-        parts = ", ".join(f"{entry} {count}" for entry, count in sorted(CASES.by_entry.items()))
-        terminalreporter.write_line(
-            f"adversarial suite: {CASES.total} bad inputs refused ({parts})"
-        )
+        self.node.user_properties.append((BAD_INPUTS, (entry, count)))
 
 
 @pytest.fixture
-def cases() -> Cases:
-    return CASES
+def cases(request: pytest.FixtureRequest) -> Cases:
+    return Cases(request.node)
 
 
 def secrets_of(api_key: str) -> tuple[str, ...]:

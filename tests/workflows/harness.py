@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,3 +99,32 @@ class Harness:
             return record
 
         return self.session(work)
+
+
+def command_env(
+    home: Path,
+    emulator: EmulatorServer,
+    api_key: str,
+    *,
+    database_url: str | None = None,
+    **variables: str,
+) -> dict[str, str]:
+    """The environment of a `klingflow` subprocess: this process's, pointed at the emulator.
+
+    Polls every 50 ms (the emulator's clock runs x1000). With no `database_url` the run log is
+    a SQLite file in `home`, whatever KLINGFLOW_DATABASE_URL the caller's shell has set.
+    `variables` adds or overrides settings, e.g. `KLINGFLOW_CONCURRENCY="20"`.
+    """
+    env = {
+        **os.environ,
+        "KLINGFLOW_HOME": str(home),
+        "PIAPI_BASE_URL": emulator.url,
+        "PIAPI_API_KEY": api_key,
+        "KLINGFLOW_POLL_SECONDS": "0.05",
+    }
+    if database_url is None:
+        env.pop("KLINGFLOW_DATABASE_URL", None)
+    else:
+        env["KLINGFLOW_DATABASE_URL"] = database_url
+    env.update(variables)
+    return env

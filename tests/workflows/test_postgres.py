@@ -6,7 +6,6 @@ import csv
 import itertools
 import json
 import logging
-import os
 import re
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from klingflow.workflows.registry import WorkflowRegistry
 from klingflow.workflows.runlog import RunLog, RunRecord, RunStatus
 from klingflow.workflows.schedules import Scheduler
 
-from .harness import Harness
+from .harness import Harness, command_env
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -68,16 +67,14 @@ def test_two_workers_share_a_batch_on_postgres(
     postgres_url: str, emulator: EmulatorServer, api_key: str, tmp_path: Path
 ) -> None:
     """Two `klingflow worker` processes drain one detached batch of 100; each video is paid once."""
-    env = {
-        **os.environ,
-        "KLINGFLOW_HOME": str(tmp_path / "home"),
-        "KLINGFLOW_DATABASE_URL": postgres_url,
-        "PIAPI_BASE_URL": emulator.url,
-        "PIAPI_API_KEY": api_key,
-        "KLINGFLOW_POLL_SECONDS": "0.05",
-        "KLINGFLOW_CONCURRENCY": "20",  # per worker: the account's limit / 2
-        "KLINGFLOW_REQUESTS_PER_MINUTE": "100000",
-    }
+    env = command_env(
+        tmp_path / "home",
+        emulator,
+        api_key,
+        database_url=postgres_url,
+        KLINGFLOW_CONCURRENCY="20",  # per worker: the account's limit / 2
+        KLINGFLOW_REQUESTS_PER_MINUTE="100000",
+    )
     klingflow = [sys.executable, "-m", "klingflow"]
     rows_file = tmp_path / "rows.json"
     rows_file.write_text(json.dumps([{"prompt": f"clip {n}", "slug": f"c{n}"} for n in range(100)]))
@@ -126,16 +123,12 @@ def test_two_workers_fire_each_tick_of_a_schedule_once_on_postgres(
     one run a tick, each paid once. (The URL carries a password, which the local server's trust
     auth ignores: no log shows it.)"""
     password = "kf-pg-password-5e1d"
-    env = {
-        **os.environ,
-        "KLINGFLOW_HOME": str(tmp_path / "home"),
-        "KLINGFLOW_DATABASE_URL": re.sub(
-            r"^(postgresql://[^@:/]+)@", rf"\1:{password}@", postgres_url
-        ),
-        "PIAPI_BASE_URL": emulator.url,
-        "PIAPI_API_KEY": api_key,
-        "KLINGFLOW_POLL_SECONDS": "0.05",
-    }
+    env = command_env(
+        tmp_path / "home",
+        emulator,
+        api_key,
+        database_url=re.sub(r"^(postgresql://[^@:/]+)@", rf"\1:{password}@", postgres_url),
+    )
     klingflow = [sys.executable, "-m", "klingflow"]
     (tmp_path / "ticker.yaml").write_text(
         "name: ticker\n"

@@ -23,6 +23,8 @@ from klingflow.workflows.leases import Leases
 from klingflow.workflows.runlog import IntentState, RunLog, RunStatus
 from klingflow.workflows.workers import WorkerRegistry
 
+from .harness import command_env
+
 START_TOGETHER = """
 import asyncio, os, sys, time
 from pathlib import Path
@@ -161,17 +163,15 @@ def _batch_with_a_killed_worker(
     SIGKILLed while it holds a loop chunk; the batch must finish, every video paid once."""
     emulator.configure(concurrency_limit=C, over_concurrency="reject")
     emulator.configure(rate_limit={"requests": R, "window_seconds": 60})
-    env = {
-        **os.environ,
-        "KLINGFLOW_HOME": str(tmp_path / "home"),
-        "KLINGFLOW_DATABASE_URL": url,
-        "PIAPI_BASE_URL": emulator.url,
-        "PIAPI_API_KEY": api_key,
-        "KLINGFLOW_POLL_SECONDS": "0.05",
-        "KLINGFLOW_CONCURRENCY": str(C),  # the account's limits, held by all workers together
-        "KLINGFLOW_REQUESTS_PER_MINUTE": str(R),
-        "KLINGFLOW_HEARTBEAT_SECONDS": "0.2",
-    }
+    env = command_env(
+        tmp_path / "home",
+        emulator,
+        api_key,
+        database_url=url,
+        KLINGFLOW_CONCURRENCY=str(C),  # the account's limits, held by all workers together
+        KLINGFLOW_REQUESTS_PER_MINUTE=str(R),
+        KLINGFLOW_HEARTBEAT_SECONDS="0.2",
+    )
     if takeover_after_seconds is not None:
         env["KLINGFLOW_TAKEOVER_AFTER_SECONDS"] = str(takeover_after_seconds)
     rows_file = tmp_path / "rows.json"
@@ -453,15 +453,9 @@ def test_serve_no_execute_leaves_runs_to_workers_and_says_where_it_runs(
     password = "pw-must-not-show"  # the server trusts loopback: any password connects
     url = postgres_url.replace("postgresql://postgres@", f"postgresql://postgres:{password}@")
     assert password in url
-    env = {
-        **os.environ,
-        "KLINGFLOW_HOME": str(tmp_path / "home"),
-        "KLINGFLOW_DATABASE_URL": url,
-        "PIAPI_BASE_URL": emulator.url,
-        "PIAPI_API_KEY": api_key,
-        "KLINGFLOW_POLL_SECONDS": "0.05",
-        "KLINGFLOW_EXECUTOR_ID": "api-1",
-    }
+    env = command_env(
+        tmp_path / "home", emulator, api_key, database_url=url, KLINGFLOW_EXECUTOR_ID="api-1"
+    )
     serve_log, worker_log = tmp_path / "serve.log", tmp_path / "worker.log"
     klingflow = [sys.executable, "-m", "klingflow"]
     with serve_log.open("wb") as handle:
