@@ -8,18 +8,14 @@ row. `Cases` counts the bad inputs, and the count is printed at the end of the r
 
 from __future__ import annotations
 
-import socket
 import sqlite3
-import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 from typer.testing import CliRunner, Result
 
@@ -30,38 +26,30 @@ from klingflow.service import create_app
 from klingflow.settings import Settings
 from klingflow.workflows.engine import Engine
 
+from ..conftest import BAD_INPUTS
+from ..loopback import LoopbackServer
+
 WEBHOOK_SECRET = "kf-adversarial-hook-secret-31c9a0"  # a test value
 API_TOKEN = "kf-adversarial-api-token-5be27d90aa41c3f6"  # a test value
 
 
 @dataclass
 class Cases:
-    """How many bad inputs the suite fed, per entry point."""
+    """Counts the bad inputs one test fed, per entry point.
 
-    by_entry: dict[str, int] = field(default_factory=dict)
+    The counts ride on the test's report (`user_properties`), so the root conftest can sum
+    them over the whole run, pytest-xdist workers included, and print the total at the end.
+    """
+
+    node: pytest.Item
 
     def add(self, entry: str, count: int = 1) -> None:
-        self.by_entry[entry] = self.by_entry.get(entry, 0) + count
-
-    @property
-    def total(self) -> int:
-        return sum(self.by_entry.values())
-
-
-CASES = Cases()
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if CASES.total:
-        parts = ", ".join(f"{entry} {count}" for entry, count in sorted(CASES.by_entry.items()))
-        terminalreporter.write_line(
-            f"adversarial suite: {CASES.total} bad inputs refused ({parts})"
-        )
+        self.node.user_properties.append((BAD_INPUTS, (entry, count)))
 
 
 @pytest.fixture
-def cases() -> Cases:
-    return CASES
+def cases(request: pytest.FixtureRequest) -> Cases:
+    return Cases(request.node)
 
 
 def secrets_of(api_key: str) -> tuple[str, ...]:
@@ -113,10 +101,8 @@ class Service:
 @pytest.fixture
 def service(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Iterator[Service]:
     """The HTTP service on loopback (token, webhooks on), its engine on the emulator."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = LoopbackServer()
+    url = server.url
     database = tmp_path / "klingflow.sqlite"
     settings = Settings(
         home=tmp_path,
@@ -139,21 +125,10 @@ def service(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Iterator[
         async with client, Engine(settings, client=client, wait_policy=wait) as engine:
             yield engine
 
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, engine_factory=engine_factory), log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive(), "the service stopped while starting"
-        assert time.monotonic() < deadline, "the service did not start in time"
-        time.sleep(0.01)
+    server.start(create_app(settings, engine_factory=engine_factory))
     http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30)
     try:
         yield Service(url=url, http=http, database=database)
     finally:
         http.close()
-        server.should_exit = True
-        thread.join(timeout=20)
-        sock.close()
+        server.stop()

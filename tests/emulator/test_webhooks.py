@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,6 +24,8 @@ from starlette.routing import Route
 
 from klingflow.emulator import EmulatorServer, FaultRule
 from klingflow.piapi.models import Task
+
+from ..loopback import LoopbackServer
 
 WAIT_SECONDS = 10.0  # an upper bound for slow machines, never a timing assertion
 
@@ -56,16 +57,10 @@ class Receiver:
         self._deliveries: list[Delivery] = []
         self._answers: deque[int] = deque()
         app = Starlette(routes=[Route("/{path:path}", self._hook, methods=["POST"])])
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._socket.bind(("127.0.0.1", 0))
-        self.base_url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        self._app = app
+        self._server = LoopbackServer()
+        self.base_url = self._server.url
         self.path = "/hook"
-        self._server = uvicorn.Server(
-            uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-        )
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
-        )
 
     async def _hook(self, request: Request) -> Response:
         body = await request.json()
@@ -75,16 +70,12 @@ class Receiver:
         return Response(status_code=status)
 
     def start(self) -> None:
-        self._thread.start()
-        deadline = time.monotonic() + WAIT_SECONDS
-        while not self._server.started:
-            assert time.monotonic() < deadline, "the receiver did not start"
-            time.sleep(0.005)
+        self._server.start(
+            self._app, lifespan="off", access_log=False, timeout_seconds=WAIT_SECONDS
+        )
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=WAIT_SECONDS)
-        self._socket.close()
+        self._server.stop(timeout_seconds=WAIT_SECONDS)
 
     @property
     def url(self) -> str:

@@ -17,21 +17,11 @@ from klingflow.piapi import (
     AsyncPiAPI,
     AsyncWebhookEvents,
     PiAPI,
-    RetryPolicy,
     Task,
-    WaitPolicy,
     WebhookDelivery,
     WebhookEvents,
     verify_webhook,
 )
-
-FAST_WAIT = WaitPolicy(
-    deadline_seconds=20.0, initial_interval_seconds=0.01, max_interval_seconds=0.05
-)
-"""Polls every 10-50 ms: the emulator at time_scale 1000 finishes a task in about 60 ms."""
-
-FAST_RETRY = RetryPolicy(max_retries=4, initial_delay_seconds=0.001, max_delay_seconds=0.01)
-"""Real backoff arithmetic with tiny waits, instead of patching time."""
 
 Flavour = Literal["sync", "async"]
 

@@ -11,7 +11,8 @@ import pytest
 
 from klingflow.emulator import EmulatorServer
 
-from .adapter import FAST_RETRY, FAST_WAIT, Api, Flavour, Receiver
+from ..policies import FAST_RETRY, FAST_WAIT
+from .adapter import Api, Flavour, Receiver
 
 
 @pytest.fixture(params=["sync", "async"])

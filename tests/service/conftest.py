@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -15,18 +13,18 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from klingflow.emulator import EmulatorServer
-from klingflow.piapi import AsyncPiAPI, RetryPolicy, WaitPolicy
+from klingflow.piapi import AsyncPiAPI, WaitPolicy
 from klingflow.service import create_app
 from klingflow.settings import Settings
 from klingflow.workflows.engine import Engine
 from klingflow.workflows.records import TERMINAL_RUN_STATUSES, RunStatus
 
-FAST_WAIT = WaitPolicy(initial_interval_seconds=0.02, max_interval_seconds=0.1, jitter=0)
-FAST_RETRY = RetryPolicy(max_retries=2, initial_delay_seconds=0.01, max_delay_seconds=0.05)
+from ..loopback import LoopbackServer
+from ..policies import FAST_RETRY, FAST_WAIT
+
 WEBHOOK_SECRET = "kf-hook-secret-5c2e91"  # a test value
 API_TOKEN = "kf-api-token-8a71f3"  # a test value
 SETTLED = frozenset(
@@ -96,10 +94,8 @@ def start_service(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Ite
         client_options: dict[str, Any] | None = None,
         **overrides: Any,
     ) -> Service:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        server = LoopbackServer()
+        url = server.url
         values: dict[str, Any] = {
             "home": tmp_path,
             "database_url": f"sqlite:///{tmp_path / 'klingflow.sqlite'}",
@@ -120,15 +116,7 @@ def start_service(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Ite
             async with client, Engine(settings, client=client, wait_policy=wait_policy) as engine:
                 yield engine
 
-        app = create_app(settings, engine_factory=engine_factory)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert thread.is_alive(), "the service stopped while starting"
-            assert time.monotonic() < deadline, "the service did not start in time"
-            time.sleep(0.01)
+        server.start(create_app(settings, engine_factory=engine_factory))
         headers = {}
         if settings.api_token is not None:
             headers["Authorization"] = f"Bearer {settings.api_token.get_secret_value()}"
@@ -136,9 +124,7 @@ def start_service(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Ite
 
         def stop() -> None:
             http.close()
-            server.should_exit = True
-            thread.join(timeout=20)
-            sock.close()
+            server.stop()
 
         stops.append(stop)
         return Service(url=url, http=http)

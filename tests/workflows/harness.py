@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from klingflow.emulator import EmulatorServer
-from klingflow.piapi import AsyncPiAPI, RetryPolicy, WaitPolicy
+from klingflow.piapi import AsyncPiAPI
 from klingflow.settings import Settings
 from klingflow.workflows import Workflow, load_workflow_text
+from klingflow.workflows.database import make_engine
 from klingflow.workflows.engine import Engine
 from klingflow.workflows.records import RunRecord
+from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.steering import Command
+
+from ..policies import FAST_RETRY, FAST_WAIT
 
 T = TypeVar("T")
 
-FAST_WAIT = WaitPolicy(initial_interval_seconds=0.02, max_interval_seconds=0.1, jitter=0)
-FAST_RETRY = RetryPolicy(max_retries=2, initial_delay_seconds=0.01, max_delay_seconds=0.05)
+POSTGRES_ENV = "KLINGFLOW_TEST_POSTGRES_URL"
+"""The admin URL of the Postgres server the tests may create databases on (unset: skip)."""
 
 
 @dataclass
@@ -36,6 +41,10 @@ class Harness:
         values: dict[str, Any] = {"home": self.home, "database_url": url, "executor_id": None}
         values.update(overrides)
         return Settings(**values)
+
+    def runlog(self) -> RunLog:
+        """The run log of this harness's database, read outside any Engine."""
+        return RunLog(make_engine(self.settings().resolved_database_url()))
 
     def session(
         self,
@@ -92,3 +101,32 @@ class Harness:
             return record
 
         return self.session(work)
+
+
+def command_env(
+    home: Path,
+    emulator: EmulatorServer,
+    api_key: str,
+    *,
+    database_url: str | None = None,
+    **variables: str,
+) -> dict[str, str]:
+    """The environment of a `klingflow` subprocess: this process's, pointed at the emulator.
+
+    Polls every 50 ms (the emulator's clock runs x1000). With no `database_url` the run log is
+    a SQLite file in `home`, whatever KLINGFLOW_DATABASE_URL the caller's shell has set.
+    `variables` adds or overrides settings, e.g. `KLINGFLOW_CONCURRENCY="20"`.
+    """
+    env = {
+        **os.environ,
+        "KLINGFLOW_HOME": str(home),
+        "PIAPI_BASE_URL": emulator.url,
+        "PIAPI_API_KEY": api_key,
+        "KLINGFLOW_POLL_SECONDS": "0.05",
+    }
+    if database_url is None:
+        env.pop("KLINGFLOW_DATABASE_URL", None)
+    else:
+        env["KLINGFLOW_DATABASE_URL"] = database_url
+    env.update(variables)
+    return env

@@ -30,7 +30,7 @@ from klingflow.workflows.database import make_engine
 from klingflow.workflows.records import IntentState, RunStatus
 from klingflow.workflows.runlog import RunLog
 
-from .test_postgres import postgres_url  # noqa: F401  (the fixture)
+from .harness import command_env
 
 PROMPTS = ["a red fox in snow", "a paper boat at sea", "sunflowers at dawn"]
 WORKFLOW = """
@@ -56,14 +56,7 @@ class Batch:
         self.file.write_text(WORKFLOW)
         self.home = tmp_path / "home"
         self.emulator = emulator
-        self.env = {
-            **os.environ,
-            "KLINGFLOW_HOME": str(self.home),
-            "PIAPI_BASE_URL": emulator.url,
-            "PIAPI_API_KEY": api_key,
-            "KLINGFLOW_POLL_SECONDS": "0.05",
-        }
-        self.env.pop("KLINGFLOW_DATABASE_URL", None)
+        self.env = command_env(self.home, emulator, api_key)
         self.command = [
             sys.executable, "-m", "klingflow", "run", str(self.file),
             "-i", f"prompts={json.dumps(PROMPTS)}", "--idempotency-key", "batch-1", "--json",
@@ -321,22 +314,18 @@ def test_a_worker_killed_at_random_points_delivers_every_paid_video_once(
     for a create caught on the wire (settled with `--task-id` per item)."""
     home = tmp_path / "home"
     url = f"sqlite:///{home / 'klingflow.sqlite'}"
-    env = {
-        **os.environ,
-        "KLINGFLOW_HOME": str(home),
-        "PIAPI_BASE_URL": emulator.url,
-        "PIAPI_API_KEY": api_key,
-        "KLINGFLOW_POLL_SECONDS": "0.05",
-        # Polls every 50 ms would spend the default 60 requests a minute in seconds and
-        # leave the worker waiting on its own rate limit: this test is about crashes.
-        "KLINGFLOW_REQUESTS_PER_MINUTE": "100000",
-        "KLINGFLOW_EXECUTOR_ID": "crash-worker",  # a restarted worker recovers its runs
-    }
     if database == "postgres":
         url = request.getfixturevalue("postgres_url")
-        env["KLINGFLOW_DATABASE_URL"] = url
-    else:
-        env.pop("KLINGFLOW_DATABASE_URL", None)
+    env = command_env(
+        home,
+        emulator,
+        api_key,
+        database_url=url if database == "postgres" else None,
+        # Polls every 50 ms would spend the default 60 requests a minute in seconds and
+        # leave the worker waiting on its own rate limit: this test is about crashes.
+        KLINGFLOW_REQUESTS_PER_MINUTE="100000",
+        KLINGFLOW_EXECUTOR_ID="crash-worker",  # a restarted worker recovers its runs
+    )
     prompts = [f"crash loop clip {n}" for n in range(20)]
     (tmp_path / "loop.yaml").write_text(LOOP_OF_20)
     emulator.configure(processing_seconds=2_500)  # 2.5 s of real time per video at x1000

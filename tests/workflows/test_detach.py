@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import psycopg
 
 from klingflow.emulator import EmulatorServer
 
-from .test_postgres import postgres_url  # noqa: F401  (the fixture)
+from .harness import command_env
 
 CLIP = """\
 name: clip
@@ -27,23 +26,21 @@ nodes:
 
 
 def test_detached_runs_are_executed_by_the_worker_alone(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
     emulator: EmulatorServer,
     api_key: str,
     tmp_path: Path,
 ) -> None:
     """With a worker running on Postgres, `--detach` runs nothing itself: every run is the
     worker's (its executor id in DBOS), completes, and is paid once."""
-    env = {
-        **os.environ,
-        "KLINGFLOW_HOME": str(tmp_path / "home"),
-        "KLINGFLOW_DATABASE_URL": postgres_url,
-        "PIAPI_BASE_URL": emulator.url,
-        "PIAPI_API_KEY": api_key,
-        "KLINGFLOW_POLL_SECONDS": "0.05",
-        "KLINGFLOW_CONCURRENCY": "20",
-        "KLINGFLOW_REQUESTS_PER_MINUTE": "100000",
-    }
+    env = command_env(
+        tmp_path / "home",
+        emulator,
+        api_key,
+        database_url=postgres_url,
+        KLINGFLOW_CONCURRENCY="20",
+        KLINGFLOW_REQUESTS_PER_MINUTE="100000",
+    )
     klingflow = [sys.executable, "-m", "klingflow"]
     (tmp_path / "clip.yaml").write_text(CLIP)
     log = tmp_path / "worker.log"

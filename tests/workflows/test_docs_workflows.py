@@ -59,11 +59,6 @@ def doc_workflow(name: str) -> Workflow:
     return load_workflow_text(text, path=f"docs/workflows.md ({name})")
 
 
-@pytest.fixture
-def harness(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Harness:
-    return Harness(emulator=emulator, home=tmp_path, api_key=api_key)
-
-
 def test_the_page_shows_whole_workflows() -> None:
     """The extraction finds the page's nine YAML workflows and its JSON one, named apart."""
     names = [workflow_name(code) for code in YAML_WORKFLOWS]

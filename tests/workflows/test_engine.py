@@ -25,15 +25,6 @@ from .harness import Harness
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
-@pytest.fixture
-def harness(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Harness:
-    return Harness(emulator=emulator, home=tmp_path, api_key=api_key)
-
-
-def runlog_of(harness: Harness) -> RunLog:
-    return RunLog(make_engine(harness.settings().resolved_database_url()))
-
-
 def rows() -> list[dict[str, str]]:
     with (EXAMPLES / "prompts.csv").open() as handle:
         return list(csv.DictReader(handle))
@@ -55,7 +46,7 @@ def test_seed_action_maps_trigger_fields_into_the_request(
     assert task["input"]["version"] == "2.1"
     assert task["input"]["duration"] == 10
     assert task["input"]["aspect_ratio"] == "9:16"
-    nodes = {n.node_id: n for n in runlog_of(harness).nodes(run.run_id)}
+    nodes = {n.node_id: n for n in harness.runlog().nodes(run.run_id)}
     assert nodes["generate"].output["data"]["task_id"] == task["task_id"]
     assert nodes["generate"].inputs["request"]["prompt"] == "a red fox"
     assert str(run.spent_usd) == "0.52"
@@ -95,7 +86,7 @@ def test_one_failed_item_pauses_the_loop_and_retry_redoes_only_that_item(
     assert run.status == RunStatus.PAUSED
     assert run.paused_node == "each"
     assert "1 of 5 items" in (run.message or "")
-    runlog = runlog_of(harness)
+    runlog = harness.runlog()
     failed = [
         n for n in runlog.nodes(run.run_id) if n.status == NodeStatus.FAILED and "[" in n.node_path
     ]
@@ -154,7 +145,7 @@ def test_retryable_errors_back_off_and_every_attempt_is_logged(
     emulator.add_fault(FaultRule(action="error", status=503, path="/account/info", times=2))
     run = harness.run(RETRYING, {"url": emulator.url})
     assert run.status == RunStatus.COMPLETED, run.message
-    attempts = runlog_of(harness).attempts(run.run_id)
+    attempts = harness.runlog().attempts(run.run_id)
     assert [a.number for a in attempts] == [1, 2, 3]
     assert [a.error is not None for a in attempts] == [True, True, False]
     first, second = (a.retry_in_seconds or 0 for a in attempts[:2])
@@ -162,9 +153,9 @@ def test_retryable_errors_back_off_and_every_attempt_is_logged(
     assert 0.05 <= second <= 0.1
     assert attempts[0].error is not None
     assert attempts[0].error["code"] == 503
-    node = runlog_of(harness).nodes(run.run_id)[0]
+    node = harness.runlog().nodes(run.run_id)[0]
     assert node.inputs["headers"]["x-api-key"] == "***"
-    assert "node-secret-0042" not in str(runlog_of(harness).nodes(run.run_id))
+    assert "node-secret-0042" not in str(harness.runlog().nodes(run.run_id))
 
 
 def test_out_of_attempts_pauses_then_skip_goes_on(
@@ -176,11 +167,11 @@ def test_out_of_attempts_pauses_then_skip_goes_on(
     run = harness.run(RETRYING, {"url": emulator.url})
     assert run.status == RunStatus.PAUSED
     assert run.paused_node == "call"
-    assert len(runlog_of(harness).attempts(run.run_id)) == 3
+    assert len(harness.runlog().attempts(run.run_id)) == 3
     emulator.reset(keep_config=True)
     skipped = harness.steer(run.run_id, Command(action=Action.SKIP))
     assert skipped.status == RunStatus.COMPLETED
-    assert runlog_of(harness).nodes(skipped.run_id)[0].status == NodeStatus.SKIPPED
+    assert harness.runlog().nodes(skipped.run_id)[0].status == NodeStatus.SKIPPED
 
 
 def test_failed_generation_is_resubmitted_only_when_the_policy_says_so(
@@ -196,7 +187,7 @@ def test_failed_generation_is_resubmitted_only_when_the_policy_says_so(
     run = harness.run(text)
     assert run.status == RunStatus.COMPLETED, run.message
     assert emulator.stats()["creates"] == 2
-    intents = runlog_of(harness).intents(run.run_id)
+    intents = harness.runlog().intents(run.run_id)
     assert [i.state for i in intents] == [IntentState.FAILED, IntentState.COMPLETED]
 
 
@@ -210,7 +201,7 @@ def test_lost_create_response_pauses_as_uncertain_and_is_never_resent(
     assert run.status == RunStatus.PAUSED
     assert "may have been created" in (run.message or "")
     assert emulator.stats()["creates"] == 1
-    [intent] = runlog_of(harness).intents(run.run_id)
+    [intent] = harness.runlog().intents(run.run_id)
     assert intent.state == IntentState.UNCERTAIN
 
     again = harness.steer(run.run_id, Command(action=Action.RETRY))
@@ -270,7 +261,7 @@ def test_webhook_with_the_intent_id_settles_a_lost_answer(
     text = "name: hooked\nnodes:\n  - {id: clip, type: kling.video, with: {prompt: a fox}}\n"
     run = harness.run(text)
     assert run.status == RunStatus.PAUSED
-    [intent] = runlog_of(harness).intents(run.run_id)
+    [intent] = harness.runlog().intents(run.run_id)
     [created] = emulator.tasks()
 
     async def webhook_arrives(engine: Engine) -> RunRecord:
@@ -281,7 +272,7 @@ def test_webhook_with_the_intent_id_settles_a_lost_answer(
     done = harness.session(webhook_arrives)
     assert done.status == RunStatus.COMPLETED, done.message
     assert emulator.stats()["creates"] == 1
-    [settled] = runlog_of(harness).intents(run.run_id)
+    [settled] = harness.runlog().intents(run.run_id)
     assert settled.note == "reconciled by PiAPI's webhook"
 
 
@@ -296,7 +287,7 @@ def test_auth_errors_stop_at_once_without_retrying(
     )
     run = harness.run(text)
     assert run.status == RunStatus.PAUSED
-    [attempt] = runlog_of(harness).attempts(run.run_id)
+    [attempt] = harness.runlog().attempts(run.run_id)
     assert attempt.error is not None
     assert attempt.error["type"] == "AuthenticationError"
 
@@ -396,7 +387,7 @@ def test_an_engine_shut_down_mid_run_leaves_it_for_the_next_one(
         return run.run_id
 
     run_id = harness.session(start_and_stop)
-    stopped = runlog_of(harness).get_run(run_id)
+    stopped = harness.runlog().get_run(run_id)
     assert stopped is not None
     assert stopped.status == RunStatus.RUNNING, stopped.message
 

@@ -32,11 +32,6 @@ PAYLOADS: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.fixture
-def harness(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Harness:
-    return Harness(emulator=emulator, home=tmp_path, api_key=api_key)
-
-
 def test_every_example_has_a_payload_here() -> None:
     """A new example cannot be added without being run by this module."""
     assert sorted(PAYLOADS) == sorted(p.name for p in EXAMPLES.glob("*.yaml"))

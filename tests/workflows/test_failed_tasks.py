@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from klingflow.emulator import EmulatorServer, FaultRule
 from klingflow.workflows import load_workflow
-from klingflow.workflows.database import make_engine
 from klingflow.workflows.records import IntentState, RunStatus
-from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.steering import Action, Command
 
 from .harness import Harness
@@ -36,15 +32,6 @@ nodes:
 """
 
 
-@pytest.fixture
-def harness(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Harness:
-    return Harness(emulator=emulator, home=tmp_path, api_key=api_key)
-
-
-def runlog_of(harness: Harness) -> RunLog:
-    return RunLog(make_engine(harness.settings().resolved_database_url()))
-
-
 def test_seed_retry_after_a_failed_task_submits_exactly_one_new_task(
     harness: Harness, emulator: EmulatorServer
 ) -> None:
@@ -58,7 +45,7 @@ def test_seed_retry_after_a_failed_task_submits_exactly_one_new_task(
     resumed = harness.steer(run.run_id, Command(action=Action.RETRY))
     assert resumed.status == RunStatus.COMPLETED, resumed.message
     assert emulator.stats()["creates"] == 2
-    first, second = runlog_of(harness).intents(run.run_id)
+    first, second = harness.runlog().intents(run.run_id)
     assert first.state is IntentState.FAILED
     assert "submits a new task" in (first.note or "")
     assert second.state is IntentState.COMPLETED

@@ -11,23 +11,12 @@ from klingflow.emulator import EmulatorServer, FaultRule
 from klingflow.errors import DownloadError
 from klingflow.piapi import PiAPI
 from klingflow.workflows import load_workflow_text
-from klingflow.workflows.database import make_engine
 from klingflow.workflows.engine import Engine
 from klingflow.workflows.records import RunRecord, RunStatus
-from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.steering import Action, Command
 
 from .harness import Harness
 from .recorder import recorder
-
-
-@pytest.fixture
-def harness(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Harness:
-    return Harness(emulator=emulator, home=tmp_path, api_key=api_key)
-
-
-def runlog_of(harness: Harness) -> RunLog:
-    return RunLog(make_engine(harness.settings().resolved_database_url()))
 
 
 def chat_workflow(base_url: str) -> str:
@@ -120,7 +109,7 @@ def test_loopback_hosts_are_refused_without_a_request_or_a_retry(
         assert local.requests == []
     assert run.status == RunStatus.PAUSED, run.message
     assert "loopback" in (run.message or "")
-    assert [a.number for a in runlog_of(harness).attempts(run.run_id)] == [1]
+    assert [a.number for a in harness.runlog().attempts(run.run_id)] == [1]
 
 
 @pytest.mark.parametrize(
@@ -168,7 +157,7 @@ def test_a_header_with_crlf_is_not_retried(harness: Harness, emulator: EmulatorS
     extra = '\n      headers: {x-a: "{{ trigger.h }}"}'
     run = harness.run(call(f"{emulator.url}/account/info", extra=extra), {"h": "a\r\nb"})
     assert run.status == RunStatus.PAUSED, run.message
-    assert [a.number for a in runlog_of(harness).attempts(run.run_id)] == [1]
+    assert [a.number for a in harness.runlog().attempts(run.run_id)] == [1]
 
 
 def test_paused_runs_hold_no_execution_slot(harness: Harness, emulator: EmulatorServer) -> None:
@@ -213,7 +202,7 @@ def test_unencodable_answers_are_stored_safely(harness: Harness) -> None:
     with recorder(body=body) as local:
         run = harness.run(call(f"{local.url}/x", extra="\n      allow_private_network: true"))
     assert run.status == RunStatus.COMPLETED, run.message
-    [node] = runlog_of(harness).nodes(run.run_id)
+    [node] = harness.runlog().nodes(run.run_id)
     encoded = json.dumps(node.output, ensure_ascii=False).encode("utf-8")
     assert "ok ? and \ufffd end" in encoded.decode("utf-8")
 

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import os
 import threading
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -22,11 +21,7 @@ from klingflow.workflows.engine import Engine
 from klingflow.workflows.records import RunRecord, RunStatus
 from klingflow.workflows.steering import Action, Command
 
-from .harness import Harness
-from .test_postgres import (
-    POSTGRES_ENV,
-    postgres_url,  # noqa: F401  (the fixture)
-)
+from .harness import POSTGRES_ENV, Harness
 
 LOOP = """
 name: outage
@@ -43,6 +38,12 @@ nodes:
 """
 PROMPTS = ["outage clip 1", "outage clip 2", "outage clip 3"]
 SETTLED = (RunStatus.COMPLETED, RunStatus.PAUSED, RunStatus.CRASHED)
+
+
+@pytest.fixture
+def database_url(postgres_url: str) -> str:
+    """The harness runs on the test's own Postgres database, the one the test cuts."""
+    return postgres_url
 
 
 def cut(database_url: str, *, is_cut: bool) -> None:
@@ -93,17 +94,15 @@ async def settle(
     ids=["a-blip-within-the-window", "an-outage-beyond-the-window"],
 )
 def test_a_database_outage_under_a_run_loses_nothing_and_pays_once(
-    postgres_url: str,  # noqa: F811
+    harness: Harness,
+    postgres_url: str,
     emulator: EmulatorServer,
-    tmp_path: Path,
-    api_key: str,
     outage_seconds: float,
     window_seconds: float,
 ) -> None:
     """Postgres refuses the engine mid-loop. Within KLINGFLOW_DATABASE_OUTAGE_SECONDS the run
     just goes on; beyond it the run crashes and `runs retry` resumes it. Either way every
     video is saved and each is paid once."""
-    harness = Harness(emulator=emulator, home=tmp_path, api_key=api_key, database_url=postgres_url)
     emulator.configure(processing_seconds=1_500)  # 1.5 s of real time per video at x1000
     workflow = load_workflow_text(LOOP)
 
@@ -125,4 +124,4 @@ def test_a_database_outage_under_a_run_loses_nothing_and_pays_once(
         run = harness.steer(run.run_id, Command(action=Action.RETRY))
     assert run.status is RunStatus.COMPLETED, run.message
     assert emulator.stats()["creates"] == len(PROMPTS)
-    assert sorted(p.name for p in tmp_path.glob("runs/*/*.mp4")) == ["1.mp4", "2.mp4", "3.mp4"]
+    assert sorted(p.name for p in harness.home.glob("runs/*/*.mp4")) == ["1.mp4", "2.mp4", "3.mp4"]

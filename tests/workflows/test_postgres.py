@@ -6,17 +6,13 @@ import csv
 import itertools
 import json
 import logging
-import os
 import re
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from klingflow.emulator import EmulatorServer, FaultRule
@@ -29,34 +25,15 @@ from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.schedules import Scheduler
 from klingflow.workflows.steering import Action, Command
 
-from .harness import Harness
+from .harness import Harness, command_env
 
-POSTGRES_ENV = "KLINGFLOW_TEST_POSTGRES_URL"
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, empty database on the server named by KLINGFLOW_TEST_POSTGRES_URL."""
-    admin_url = os.environ.get(POSTGRES_ENV)
-    if not admin_url:
-        pytest.skip(f"{POSTGRES_ENV} is not set: no Postgres server to test against")
-    try:
-        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as error:
-        pytest.skip(f"Postgres at {POSTGRES_ENV} is not reachable: {error}")
-    name = f"kf_test_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
-def harness(emulator: EmulatorServer, tmp_path: Path, api_key: str, postgres_url: str) -> Harness:
-    return Harness(emulator=emulator, home=tmp_path, api_key=api_key, database_url=postgres_url)
+def database_url(postgres_url: str) -> str:
+    """Every `harness` of this module runs on a fresh Postgres database."""
+    return postgres_url
 
 
 def rows() -> list[dict[str, str]]:
@@ -92,16 +69,14 @@ def test_two_workers_share_a_batch_on_postgres(
     postgres_url: str, emulator: EmulatorServer, api_key: str, tmp_path: Path
 ) -> None:
     """Two `klingflow worker` processes drain one detached batch of 100; each video is paid once."""
-    env = {
-        **os.environ,
-        "KLINGFLOW_HOME": str(tmp_path / "home"),
-        "KLINGFLOW_DATABASE_URL": postgres_url,
-        "PIAPI_BASE_URL": emulator.url,
-        "PIAPI_API_KEY": api_key,
-        "KLINGFLOW_POLL_SECONDS": "0.05",
-        "KLINGFLOW_CONCURRENCY": "20",  # per worker: the account's limit / 2
-        "KLINGFLOW_REQUESTS_PER_MINUTE": "100000",
-    }
+    env = command_env(
+        tmp_path / "home",
+        emulator,
+        api_key,
+        database_url=postgres_url,
+        KLINGFLOW_CONCURRENCY="20",  # per worker: the account's limit / 2
+        KLINGFLOW_REQUESTS_PER_MINUTE="100000",
+    )
     klingflow = [sys.executable, "-m", "klingflow"]
     rows_file = tmp_path / "rows.json"
     rows_file.write_text(json.dumps([{"prompt": f"clip {n}", "slug": f"c{n}"} for n in range(100)]))
@@ -150,16 +125,12 @@ def test_two_workers_fire_each_tick_of_a_schedule_once_on_postgres(
     one run a tick, each paid once. (The URL carries a password, which the local server's trust
     auth ignores: no log shows it.)"""
     password = "kf-pg-password-5e1d"
-    env = {
-        **os.environ,
-        "KLINGFLOW_HOME": str(tmp_path / "home"),
-        "KLINGFLOW_DATABASE_URL": re.sub(
-            r"^(postgresql://[^@:/]+)@", rf"\1:{password}@", postgres_url
-        ),
-        "PIAPI_BASE_URL": emulator.url,
-        "PIAPI_API_KEY": api_key,
-        "KLINGFLOW_POLL_SECONDS": "0.05",
-    }
+    env = command_env(
+        tmp_path / "home",
+        emulator,
+        api_key,
+        database_url=re.sub(r"^(postgresql://[^@:/]+)@", rf"\1:{password}@", postgres_url),
+    )
     klingflow = [sys.executable, "-m", "klingflow"]
     (tmp_path / "ticker.yaml").write_text(
         "name: ticker\n"

@@ -23,7 +23,7 @@ from klingflow.workflows.records import IntentState, RunStatus
 from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.workers import WorkerRegistry
 
-from .test_postgres import postgres_url  # noqa: F401  (the fixture: a fresh database)
+from .harness import command_env
 
 START_TOGETHER = """
 import asyncio, os, sys, time
@@ -46,7 +46,7 @@ asyncio.run(main())
 
 
 def test_processes_started_together_on_an_empty_database_all_launch(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
     tmp_path: Path,
 ) -> None:
     """Five processes launched at once on an empty database: none dies creating the schema
@@ -163,17 +163,15 @@ def _batch_with_a_killed_worker(
     SIGKILLed while it holds a loop chunk; the batch must finish, every video paid once."""
     emulator.configure(concurrency_limit=C, over_concurrency="reject")
     emulator.configure(rate_limit={"requests": R, "window_seconds": 60})
-    env = {
-        **os.environ,
-        "KLINGFLOW_HOME": str(tmp_path / "home"),
-        "KLINGFLOW_DATABASE_URL": url,
-        "PIAPI_BASE_URL": emulator.url,
-        "PIAPI_API_KEY": api_key,
-        "KLINGFLOW_POLL_SECONDS": "0.05",
-        "KLINGFLOW_CONCURRENCY": str(C),  # the account's limits, held by all workers together
-        "KLINGFLOW_REQUESTS_PER_MINUTE": str(R),
-        "KLINGFLOW_HEARTBEAT_SECONDS": "0.2",
-    }
+    env = command_env(
+        tmp_path / "home",
+        emulator,
+        api_key,
+        database_url=url,
+        KLINGFLOW_CONCURRENCY=str(C),  # the account's limits, held by all workers together
+        KLINGFLOW_REQUESTS_PER_MINUTE=str(R),
+        KLINGFLOW_HEARTBEAT_SECONDS="0.2",
+    )
     if takeover_after_seconds is not None:
         env["KLINGFLOW_TAKEOVER_AFTER_SECONDS"] = str(takeover_after_seconds)
     rows_file = tmp_path / "rows.json"
@@ -249,7 +247,7 @@ def _batch_with_a_killed_worker(
 
 
 def test_live_workers_take_over_a_killed_worker_by_themselves(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
     emulator: EmulatorServer,
     api_key: str,
     tmp_path: Path,
@@ -261,7 +259,7 @@ def test_live_workers_take_over_a_killed_worker_by_themselves(
 
 
 def test_klingflow_recover_hands_a_killed_workers_runs_to_the_live_ones(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
     emulator: EmulatorServer,
     api_key: str,
     tmp_path: Path,
@@ -297,7 +295,7 @@ def test_klingflow_recover_hands_a_killed_workers_runs_to_the_live_ones(
 
 
 def test_workers_hold_the_accounts_concurrency_together(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
     emulator: EmulatorServer,
     api_key: str,
     tmp_path: Path,
@@ -343,7 +341,7 @@ asyncio.run(main())
 
 
 def test_processes_sharing_leases_hold_the_accounts_limits_together(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
     emulator: EmulatorServer,
     api_key: str,
 ) -> None:
@@ -375,7 +373,7 @@ def test_processes_sharing_leases_hold_the_accounts_limits_together(
 
 
 def test_leases_count_across_holders_and_a_dead_holders_share_runs_out(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
 ) -> None:
     """Request slots stay counted a window after their answer, whoever asks next; task slots
     of a holder that stops renewing come free when its lease runs out; taking a slot is one
@@ -412,7 +410,7 @@ def test_leases_count_across_holders_and_a_dead_holders_share_runs_out(
 
 
 def test_workers_survive_their_postgres_connections_being_cut(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
     emulator: EmulatorServer,
     api_key: str,
     tmp_path: Path,
@@ -438,7 +436,7 @@ def _wait_for_line(log: Path, process: subprocess.Popen[bytes], needle: str) -> 
 
 
 def test_serve_no_execute_leaves_runs_to_workers_and_says_where_it_runs(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
     emulator: EmulatorServer,
     api_key: str,
     tmp_path: Path,
@@ -449,15 +447,9 @@ def test_serve_no_execute_leaves_runs_to_workers_and_says_where_it_runs(
     password = "pw-must-not-show"  # the server trusts loopback: any password connects
     url = postgres_url.replace("postgresql://postgres@", f"postgresql://postgres:{password}@")
     assert password in url
-    env = {
-        **os.environ,
-        "KLINGFLOW_HOME": str(tmp_path / "home"),
-        "KLINGFLOW_DATABASE_URL": url,
-        "PIAPI_BASE_URL": emulator.url,
-        "PIAPI_API_KEY": api_key,
-        "KLINGFLOW_POLL_SECONDS": "0.05",
-        "KLINGFLOW_EXECUTOR_ID": "api-1",
-    }
+    env = command_env(
+        tmp_path / "home", emulator, api_key, database_url=url, KLINGFLOW_EXECUTOR_ID="api-1"
+    )
     serve_log, worker_log = tmp_path / "serve.log", tmp_path / "worker.log"
     klingflow = [sys.executable, "-m", "klingflow"]
     with serve_log.open("wb") as handle:

@@ -8,12 +8,10 @@ import logging
 import re
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from klingflow.emulator import EmulatorServer
 from klingflow.errors import WorkflowDefinitionError
 from klingflow.workflows import ScheduleSpec, load_workflow_text
 from klingflow.workflows.engine import Engine
@@ -48,11 +46,6 @@ def problems_of(text: str) -> list[str]:
     with pytest.raises(WorkflowDefinitionError) as caught:
         load_workflow_text(text, path="note.yaml")
     return [str(problem) for problem in caught.value.problems]
-
-
-@pytest.fixture
-def harness(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Harness:
-    return Harness(emulator=emulator, home=tmp_path, api_key=api_key)
 
 
 def registry_of(engine: Engine) -> WorkflowRegistry:

@@ -3,8 +3,6 @@ point 11). Each hostile template is a TemplateError, never a hang, a crash or a 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from klingflow.emulator import EmulatorServer
@@ -76,11 +74,6 @@ def test_ordinary_templates_still_render() -> None:
     assert render("{{ {'a': [1, 2.5, none]} }}", CONTEXT, node_id=None, field="f") == {
         "a": [1, 2.5, None]
     }
-
-
-@pytest.fixture
-def harness(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Harness:
-    return Harness(emulator=emulator, home=tmp_path, api_key=api_key)
 
 
 @pytest.mark.parametrize("name", ["nested-loops", "range-value", "recursion", "concat"])

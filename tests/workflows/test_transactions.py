@@ -15,11 +15,9 @@ from klingflow.workflows.database import make_engine
 from klingflow.workflows.records import RunStatus
 from klingflow.workflows.runlog import RunLog
 
-from .test_postgres import postgres_url  # noqa: F401  (the fixture: a fresh database)
-
 
 @pytest.fixture
-def runlog(postgres_url: str) -> Iterator[RunLog]:  # noqa: F811
+def runlog(postgres_url: str) -> Iterator[RunLog]:
     """A run log on a fresh Postgres database, through psycopg as the product connects."""
     engine = make_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
     yield RunLog(engine)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
-
-import pytest
 
 from klingflow.emulator import EmulatorServer, FaultRule
 from klingflow.workflows.records import RunStatus
@@ -17,11 +14,6 @@ ONCE = "name: once\nnodes:\n  - {id: clip, type: kling.video, with: {prompt: a f
 WINDOW = (
     r"a task created from \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC to \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
 )
-
-
-@pytest.fixture
-def harness(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Harness:
-    return Harness(emulator=emulator, home=tmp_path, api_key=api_key)
 
 
 def test_the_pause_message_gives_the_intent_the_window_and_the_command(

@@ -1,0 +1,54 @@
+"""ASGI apps of the tests (the service, a webhook receiver) under uvicorn in a thread.
+
+The socket is bound before the app is built, so the app may be told its own URL (the service's
+settings need `public_url` for the webhooks PiAPI sends back to it).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any, Literal
+
+import uvicorn
+
+
+class LoopbackServer:
+    """One uvicorn server on a free port of 127.0.0.1, started and stopped by the test."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(
+        self,
+        app: Any,
+        *,
+        lifespan: Literal["on", "off"] = "on",
+        access_log: bool = True,
+        timeout_seconds: float = 20.0,
+    ) -> None:
+        """Serve `app` and return once uvicorn says it has started (and its lifespan ran)."""
+        config = uvicorn.Config(app, log_level="warning", lifespan=lifespan, access_log=access_log)
+        self._server = server = uvicorn.Server(config)
+        self._thread = thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [self.socket]}, daemon=True
+        )
+        thread.start()
+        deadline = time.monotonic() + timeout_seconds
+        while not server.started:
+            assert thread.is_alive(), "the server stopped while starting"
+            assert time.monotonic() < deadline, "the server did not start in time"
+            time.sleep(0.005)
+
+    def stop(self, *, timeout_seconds: float = 20.0) -> None:
+        """Ask uvicorn to exit (the app's lifespan shuts down), wait for it, free the port."""
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=timeout_seconds)
+        self.socket.close()

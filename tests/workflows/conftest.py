@@ -1,0 +1,55 @@
+"""Fixtures of the workflow tests: the `harness` (an Engine on the emulator) and Postgres.
+
+A test module on Postgres overrides `database_url` with `postgres_url`; every other one gets
+a SQLite file in the test's own folder.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from klingflow.emulator import EmulatorServer
+
+from .harness import POSTGRES_ENV, Harness
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty database on the server named by KLINGFLOW_TEST_POSTGRES_URL.
+
+    Its name is random, so tests running at once (pytest-xdist workers) never share one.
+    """
+    admin_url = os.environ.get(POSTGRES_ENV)
+    if not admin_url:
+        pytest.skip(f"{POSTGRES_ENV} is not set: no Postgres server to test against")
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as error:
+        pytest.skip(f"Postgres at {POSTGRES_ENV} is not reachable: {error}")
+    name = f"kf_test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url() -> str | None:
+    """The harness's database: None means a SQLite file in the test's folder."""
+    return None
+
+
+@pytest.fixture
+def harness(
+    emulator: EmulatorServer, tmp_path: Path, api_key: str, database_url: str | None
+) -> Harness:
+    """An Engine factory on the emulator with fast policies, its data in the test's folder."""
+    return Harness(emulator=emulator, home=tmp_path, api_key=api_key, database_url=database_url)
