@@ -89,6 +89,13 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"adversarial suite: {total} bad inputs refused ({parts})")
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` starts two workers per core: serially the suite keeps about a third of one
+    core busy (the rest is waiting on subprocesses, servers and the emulator's clock), so
+    one worker per core would leave the cores idle most of the time."""
+    return 2 * (os.cpu_count() or 1)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Start the longest tests first: those that declare a longer `timeout` than the default.
 
