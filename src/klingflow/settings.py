@@ -110,6 +110,7 @@ class Settings(BaseSettings):
 
     @property
     def outputs_dir(self) -> Path:
+        """Where each run's videos go (`home/runs/<run id>/`), beside the run database."""
         return self.home / "runs"
 
     def resolved_database_url(self) -> str:

@@ -178,6 +178,7 @@ class Leases:
         task.add_done_callback(self._background.discard)
 
     async def drain(self) -> None:
+        """Wait for the give-backs still on their way, so a closing engine leaves no slot held."""
         await asyncio.gather(*self._background, return_exceptions=True)
 
 
@@ -215,6 +216,7 @@ class LeasedRequests:
         leases_.ensure_slots("request", requests_per_minute)
 
     async def acquire(self, *, is_deferrable: bool = False) -> None:
+        """Take one request slot of the account's minute, waiting while every one is taken."""
         # Shared leases keep no queue of their own, so a deferrable look is not held back
         # for creates here: across workers, slots go first come, first served.
         taken = await _take(self.leases, "request", self.limit, self.WINDOW_SECONDS, None)
@@ -222,6 +224,7 @@ class LeasedRequests:
         self._held.append(taken)
 
     async def release(self) -> None:
+        """Give a request slot back once the request is answered (it still counts for 60 s)."""
         # Our held request slots are interchangeable: give back the oldest.
         slot, lease_id = self._held.popleft()
         self.leases.in_background(
@@ -244,12 +247,15 @@ class LeasedTasks:
 
     @property
     def limit(self) -> int:
+        """The account's task concurrency, shared by every worker."""
         return self._limit
 
     def running(self) -> list[str]:
+        """The task ids this worker holds a slot for, oldest first."""
         return list(self._running)
 
     async def reserve(self, timeout_seconds: float) -> bool:
+        """Hold a task slot for a create about to be sent; False when none frees in time."""
         taken = await _take(self.leases, "task", self._limit, 0.0, timeout_seconds)
         if taken is None:
             return False
@@ -257,6 +263,7 @@ class LeasedTasks:
         return True
 
     def bind(self, task_id: str | None) -> None:
+        """Tie the reserved slot to the task PiAPI made, or free it when nothing was made."""
         slot, lease_id = self._reserved.popleft()
         if task_id is None:  # the submit created nothing
             self.leases.in_background(
@@ -272,6 +279,7 @@ class LeasedTasks:
         (`KLINGFLOW_LEASE_SECONDS`), then stop counting, done at PiAPI or not."""
 
     def finish(self, task_id: str) -> None:
+        """Free the slot of a task seen finished at PiAPI."""
         held = self._running.pop(task_id, None)
         if held is None:
             return

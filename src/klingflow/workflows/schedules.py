@@ -168,6 +168,7 @@ class Scheduler:
 
     @property
     def is_running(self) -> bool:
+        """Whether the schedule loop is alive (it stops with its engine, or on a crash)."""
         return self._task is not None and not self._task.done()
 
     async def _loop(self) -> None:

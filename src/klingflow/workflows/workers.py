@@ -66,6 +66,7 @@ class WorkerInfo:
 
     @property
     def silent_seconds(self) -> float:
+        """Seconds since the last heartbeat, by the database's clock (no skew between hosts)."""
         return max(0.0, self.now - self.heartbeat_at)
 
     @property
@@ -118,6 +119,7 @@ class WorkerRegistry:
                 connection.execute(workers.insert().values(executor_id=executor_id, **values))
 
     def beat(self, executor_id: str) -> None:
+        """Say this executor is alive now (and no longer stopped, after a restart)."""
         with self.engine.begin() as connection:
             connection.execute(
                 workers.update()
@@ -126,6 +128,7 @@ class WorkerRegistry:
             )
 
     def stopped(self, executor_id: str) -> None:
+        """Say this executor stopped cleanly: its silence then means nothing to take over."""
         with self.engine.begin() as connection:
             connection.execute(
                 workers.update()
@@ -134,12 +137,14 @@ class WorkerRegistry:
             )
 
     def all(self) -> list[WorkerInfo]:
+        """Every executor this database has seen, as `klingflow workers` lists them."""
         with self.engine.connect() as connection:
             now = connection.execute(sa.select(self._now())).scalar_one()
             rows = connection.execute(workers.select().order_by(workers.c.executor_id)).all()
         return [WorkerInfo(**row._mapping, now=now) for row in rows]
 
     def get(self, executor_id: str) -> WorkerInfo | None:
+        """One executor's row, or None when it never ran against this database."""
         found = [w for w in self.all() if w.executor_id == executor_id]
         return found[0] if found else None
 
@@ -202,6 +207,7 @@ class WorkerRegistry:
         return claimed
 
     def recovered(self, executor_id: str, count: int) -> None:
+        """Record how many runs a takeover handed back, for `klingflow workers` to show."""
         with self.engine.begin() as connection:
             connection.execute(
                 workers.update()
@@ -239,6 +245,7 @@ class Heartbeat:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Register this executor and start beating."""
         await asyncio.to_thread(
             self.registry.register,
             self.executor_id,
@@ -248,6 +255,7 @@ class Heartbeat:
         self._task = asyncio.create_task(self._loop(), name="klingflow-heartbeat")
 
     async def stop(self) -> None:
+        """Stop beating and mark this executor stopped (best effort: the database may be down)."""
         if self._task is None:
             return
         self._task.cancel()
