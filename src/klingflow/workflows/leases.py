@@ -37,6 +37,13 @@ logger = logging.getLogger("klingflow.leases")
 RETRY_PAUSES_SECONDS = (0.02, 0.05, 0.1, 0.2, 0.5)
 """Pauses between attempts to take a slot while all are taken (then 0.5 s each)."""
 
+
+def _freed(*, ended_at: Any) -> dict[str, Any]:
+    """A free slot's columns: nobody holds it; `ended_at` keeps a request's in its window."""
+    return {"holder": None, "lease_id": None, "task_id": None, "expires_at": None,
+            "ended_at": ended_at}  # fmt: skip
+
+
 _TAKE = sa.text(
     """
     UPDATE kf_leases SET holder = :holder, lease_id = :lease_id, task_id = NULL,
@@ -97,7 +104,7 @@ class Leases:
         statement = (
             leases.update()
             .where(leases.c.kind == kind, leases.c.slot == slot, leases.c.lease_id == lease_id)
-            .values(holder=None, lease_id=None, task_id=None, ended_at=ended, expires_at=None)
+            .values(**_freed(ended_at=ended))
         )
         transaction(self.engine, lambda connection: connection.execute(statement), idempotent=True)
 
@@ -133,13 +140,7 @@ class Leases:
             connection.execute(
                 leases.update()
                 .where(mine, sa.or_(leases.c.kind == "request", leases.c.task_id.is_(None)))
-                .values(
-                    holder=None,
-                    lease_id=None,
-                    task_id=None,
-                    expires_at=None,
-                    ended_at=sa.func.clock_timestamp(),
-                )
+                .values(**_freed(ended_at=sa.func.clock_timestamp()))
             )
             rows = connection.execute(
                 sa.select(leases.c.slot, leases.c.lease_id, leases.c.task_id).where(
@@ -155,13 +156,7 @@ class Leases:
             connection.execute(
                 leases.update()
                 .where(leases.c.holder == self.holder)
-                .values(
-                    holder=None,
-                    lease_id=None,
-                    task_id=None,
-                    expires_at=None,
-                    ended_at=sa.func.clock_timestamp(),
-                )
+                .values(**_freed(ended_at=sa.func.clock_timestamp()))
             )
 
     def in_background(self, work: Callable[[], None]) -> None:
