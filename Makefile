@@ -48,8 +48,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Then the engine tests again with their run log and DBOS on Postgres (the same switch,
+# KLINGFLOW_TEST_DATABASE=postgres, runs them there by hand; modules that pick their own
+# database already ran).
 unit: $(STAMP)
 	$(BIN)/pytest -q
+	KLINGFLOW_TEST_DATABASE=postgres $(BIN)/pytest -q tests/workflows
 
 # The slow packaging tests alone: the wheel in fresh venvs (by role, the docs' pytest user),
 # and the lower bounds of pyproject.toml in another (all also run in `make unit`).

@@ -1,7 +1,8 @@
 """Fixtures of the workflow tests: the `harness` (an Engine on the emulator) and Postgres.
 
 A test module on Postgres overrides `database_url` with `postgres_url`; every other one gets
-a SQLite file in the test's own folder.
+a SQLite file in the test's own folder, or, with `KLINGFLOW_TEST_DATABASE=postgres`, a fresh
+Postgres database: one switch runs every engine test on either (`make test` runs both legs).
 """
 
 from __future__ import annotations
@@ -41,15 +42,45 @@ def postgres_url() -> Iterator[str]:
             admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
+DATABASE_SWITCH = "KLINGFLOW_TEST_DATABASE"
+"""`sqlite` (the default) or `postgres`: where the harness keeps its run log and DBOS."""
+
+
 @pytest.fixture
-def database_url() -> str | None:
+def database_url(request: pytest.FixtureRequest) -> str | None:
     """The harness's database: None means a SQLite file in the test's folder."""
+    switch = os.environ.get(DATABASE_SWITCH, "sqlite")
+    if switch not in {"sqlite", "postgres"}:
+        raise pytest.UsageError(f"{DATABASE_SWITCH} must be sqlite or postgres, not {switch!r}")
+    if switch == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
     return None
 
 
 @pytest.fixture
 def harness(
     emulator: EmulatorServer, tmp_path: Path, api_key: str, database_url: str | None
-) -> Harness:
+) -> Iterator[Harness]:
     """An Engine factory on the emulator with fast policies, its data in the test's folder."""
-    return Harness(emulator=emulator, home=tmp_path, api_key=api_key, database_url=database_url)
+    harness = Harness(emulator=emulator, home=tmp_path, api_key=api_key, database_url=database_url)
+    yield harness
+    harness.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With the switch on Postgres, keep only the tests it changes: those whose harness takes
+    the default `database_url` (modules that pick their own database ran in the SQLite leg)."""
+    if os.environ.get(DATABASE_SWITCH, "sqlite") != "postgres":
+        return
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        module = getattr(item, "module", None)
+        switched = "database_url" in getattr(item, "fixturenames", ()) and not hasattr(
+            module, "database_url"
+        )
+        (kept if switched else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+import sqlalchemy as sa
 
 from klingflow.emulator import EmulatorServer
 from klingflow.piapi import AsyncPiAPI
@@ -35,6 +37,7 @@ class Harness:
     home: Path
     api_key: str
     database_url: str | None = None
+    _engines: list[sa.Engine] = field(default_factory=list)
 
     def settings(self, **overrides: Any) -> Settings:
         url = self.database_url or f"sqlite:///{self.home / 'klingflow.sqlite'}"
@@ -43,8 +46,15 @@ class Harness:
         return Settings(**values)
 
     def runlog(self) -> RunLog:
-        """The run log of this harness's database, read outside any Engine."""
-        return RunLog(make_engine(self.settings().resolved_database_url()))
+        """The run log of this harness's database, read outside any Engine (closed with it)."""
+        engine = make_engine(self.settings().resolved_database_url())
+        self._engines.append(engine)
+        return RunLog(engine)
+
+    def close(self) -> None:
+        """Close the connections `runlog()` opened (Postgres counts them; a leak warns)."""
+        for engine in self._engines:
+            engine.dispose()
 
     def session(
         self,
