@@ -28,9 +28,7 @@ from klingflow.workflows import (
     WorkflowRetry,
     load_workflow_text,
 )
-from klingflow.workflows.database import make_engine
 from klingflow.workflows.records import RunStatus
-from klingflow.workflows.runlog import RunLog
 
 from .harness import Harness
 
@@ -93,7 +91,7 @@ def test_the_quick_start_runs_and_returns_the_seed_shape(
     assert video.name == "a-red-fox-in-the-snow.mp4"
     assert video.parent == harness.settings().outputs_dir / run.run_id
     assert video.stat().st_size > 0
-    runlog = RunLog(make_engine(harness.settings().resolved_database_url()))
+    runlog = harness.runlog()
     nodes = {node.node_id: node for node in runlog.nodes(run.run_id)}
     assert nodes["generate"].output == {
         "code": 200,

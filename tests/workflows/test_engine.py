@@ -14,10 +14,8 @@ from klingflow.errors import WorkflowInputError
 from klingflow.piapi import Task
 from klingflow.piapi.waiting import render_kind, typical_render_seconds
 from klingflow.workflows import load_workflow, load_workflow_text
-from klingflow.workflows.database import make_engine
 from klingflow.workflows.engine import Engine
 from klingflow.workflows.records import IntentState, NodeStatus, RunRecord, RunStatus
-from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.steering import Action, Command
 
 from .harness import Harness
@@ -356,7 +354,7 @@ def test_two_commands_for_one_paused_run_send_one(
     text = "name: race\nnodes:\n  - {id: clip, type: kling.video, with: {prompt: a fox}}\n"
     run = harness.run(text)
     assert run.status == RunStatus.PAUSED
-    runlog = RunLog(make_engine(harness.settings().resolved_database_url()))
+    runlog = harness.runlog()
     try:
         assert runlog.claim_paused(run.run_id, message="retry requested")
         assert not runlog.claim_paused(run.run_id, message="retry requested")

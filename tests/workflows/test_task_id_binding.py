@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from klingflow.emulator import EmulatorServer
-from klingflow.workflows.database import make_engine
 from klingflow.workflows.records import IntentState, RunStatus
-from klingflow.workflows.runlog import RunLog
 
 from .harness import Harness
 
@@ -29,7 +27,7 @@ def test_a_task_id_already_bound_to_another_run_pauses_loudly(
     assert second.status == RunStatus.PAUSED
     assert first.run_id in (second.message or "")
     assert second.run_id in (second.message or "")
-    runlog = RunLog(make_engine(harness.settings().resolved_database_url()))
+    runlog = harness.runlog()
     [old] = runlog.intents(first.run_id)
     [new] = runlog.intents(second.run_id)
     assert old.state == IntentState.COMPLETED  # the first run's booking is untouched
