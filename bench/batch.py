@@ -39,17 +39,16 @@ import statistics
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
-import psycopg
 import typer
 import uvicorn
 import yaml
+from common import fresh_postgres, percentile
 
 from klingflow.emulator import EmulatorConfig, EmulatorServer
 from klingflow.service import create_app
@@ -122,21 +121,6 @@ def service(settings: Settings) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
-
-
-@contextlib.contextmanager
-def fresh_database(admin_url: str | None) -> Iterator[str | None]:
-    """A new, empty Postgres database on `admin_url`'s server (None: use SQLite)."""
-    if admin_url is None:
-        yield None
-        return
-    name = f"kf_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def _wall(emulated_iso: str, ref_emulated: float, ref_wall: float, scale: float) -> float:
@@ -226,12 +210,13 @@ def measure(
         "webhook_deliveries": stats["webhook_deliveries"],
         "webhook_failures": stats["webhook_failures"],
         "detection_p50_ms": round(1000 * statistics.median(detection)) if detection else None,
-        "detection_p99_ms": (
-            round(1000 * detection[min(len(detection) - 1, math.ceil(0.99 * len(detection)) - 1)])
-            if detection
-            else None
-        ),
+        "detection_p99_ms": _ms(percentile(detection, 0.99)),
+        "detection_ms": [round(1000 * seconds, 1) for seconds in detection],
     }
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else round(1000 * seconds)
 
 
 async def _run_polling(settings: Settings, prompts: list[str]) -> tuple[Any, Any, float, float]:
@@ -267,7 +252,7 @@ def main(
     for name in modes:
         with (
             tempfile.TemporaryDirectory(prefix="klingflow-batch-") as folder,
-            fresh_database(postgres) as database_url,
+            fresh_postgres(postgres) as database_url,
         ):
             for batch in range(1, batches + 1):
                 result = measure(
@@ -285,7 +270,8 @@ def main(
                 if as_json:
                     print(json.dumps(result), flush=True)
                 else:
-                    print("  ".join(f"{k}={v}" for k, v in result.items()), flush=True)
+                    shown = {k: v for k, v in result.items() if k != "detection_ms"}
+                    print("  ".join(f"{k}={v}" for k, v in shown.items()), flush=True)
 
 
 if __name__ == "__main__":
