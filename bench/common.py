@@ -222,7 +222,7 @@ def worker_processes(count: int, env: dict[str, str], folder: Path) -> Iterator[
                 "KLINGFLOW_HOME": str(folder / f"worker-{number}"),
             }
             processes.append(
-                subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                subprocess.Popen(
                     [sys.executable, "-m", "klingflow", "worker"],
                     env=worker_env,
                     stdout=log,

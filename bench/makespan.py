@@ -33,10 +33,20 @@ INPUT = {"duration": 5, "mode": "std", "version": "2.1"}
 def scenario(quick: bool) -> dict[str, Any]:
     """The issue's batch (20 videos, C 5, 30 s renders), sped up to fit the time budget."""
     if quick:
-        return {"videos": 10, "account_concurrency": 5, "processing_seconds": 30.0,
-                "time_scale": 16.0, "rate_scale": 8.0}
-    return {"videos": 20, "account_concurrency": 5, "processing_seconds": 30.0,
-            "time_scale": 8.0, "rate_scale": 4.0}
+        return {
+            "videos": 10,
+            "account_concurrency": 5,
+            "processing_seconds": 30.0,
+            "time_scale": 16.0,
+            "rate_scale": 8.0,
+        }
+    return {
+        "videos": 20,
+        "account_concurrency": 5,
+        "processing_seconds": 30.0,
+        "time_scale": 8.0,
+        "rate_scale": 4.0,
+    }
 
 
 def emulator_config(s: dict[str, Any]) -> EmulatorConfig:
@@ -61,7 +71,9 @@ def naive_sequential(url: str, prompts: list[str], poll_seconds: float) -> None:
     """What a first script does: one video after the other, polling each until done."""
     with httpx.Client(base_url=url, headers={"x-api-key": batch.API_KEY}, timeout=30) as http:
         for prompt in prompts:
-            task = _task(http.post("/api/v1/task", json={**BODY, "input": {"prompt": prompt, **INPUT}}))
+            task = _task(
+                http.post("/api/v1/task", json={**BODY, "input": {"prompt": prompt, **INPUT}})
+            )
             while task["status"] not in TERMINAL:
                 time.sleep(poll_seconds)
                 task = _task(http.get(f"/api/v1/task/{task['task_id']}"))
@@ -127,8 +139,15 @@ def measure(quick: bool, options: Options) -> Section:
         measure_naive("asyncio", s),
     ]
     rows = [
-        [r["mode"], r["makespan_seconds"], r["ideal_seconds"], f"**{r['makespan_ratio']}**",
-         r["gets_per_video"], r.get("rate_limited"), r.get("webhook_failures")]
+        [
+            r["mode"],
+            r["makespan_seconds"],
+            r["ideal_seconds"],
+            f"**{r['makespan_ratio']}**",
+            r["gets_per_video"],
+            r.get("rate_limited"),
+            r.get("webhook_failures"),
+        ]
         for r in results
     ]
     by_mode = {r["mode"]: r for r in results}
@@ -152,8 +171,15 @@ def measure(quick: bool, options: Options) -> Section:
         "budget presses as hard as in the issue's real-time scenario; the naive scripts poll "
         f"every {batch.DEFAULT_POLL_SECONDS / s['rate_scale']:g} s.\n\n"
         + table(
-            ["contender", "makespan s", "ideal s", "makespan / ideal", "status GETs / video",
-             "429s", "webhook failures"],
+            [
+                "contender",
+                "makespan s",
+                "ideal s",
+                "makespan / ideal",
+                "status GETs / video",
+                "429s",
+                "webhook failures",
+            ],
             rows,
         )
     )
@@ -163,10 +189,18 @@ def measure(quick: bool, options: Options) -> Section:
         command="bench/run.py --only makespan",
         text=text,
         targets=[
-            Target("makespan / ideal, klingflow webhooks", webhooks, "<= 1.05",
-                   ratio(webhooks, 1.05, at_most=True)),
-            Target("makespan / ideal, klingflow polling", polling, "<= 1.10 (#17)",
-                   ratio(polling, 1.10, at_most=True)),
+            Target(
+                "makespan / ideal, klingflow webhooks",
+                webhooks,
+                "<= 1.05",
+                ratio(webhooks, 1.05, at_most=True),
+            ),
+            Target(
+                "makespan / ideal, klingflow polling",
+                polling,
+                "<= 1.10 (#17)",
+                ratio(polling, 1.10, at_most=True),
+            ),
         ],
         figures=[save(figure, "makespan.png")],
         raw={"scenario": s, "results": results},

@@ -27,9 +27,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DEFAULT_POSTGRES, DOCS, LoadSampler, Options, git_commit, machine  # noqa: E402
+from common import DEFAULT_POSTGRES, DOCS, LoadSampler, Options, git_commit, machine
 
-MEASUREMENTS = ["makespan", "requests", "detection", "overhead", "memory", "ratelimit", "downloads"]
+MEASUREMENTS = [
+    "makespan",
+    "request_counts",
+    "detection",
+    "overhead",
+    "memory",
+    "ratelimit",
+    "downloads",
+]
 """Module names under bench/, in the issue's order (items 1 to 7)."""
 
 
@@ -40,11 +48,17 @@ def run_one(name: str, quick: bool, options: Options) -> dict[str, Any]:
         try:
             section = module.measure(quick, options)
             result = dataclasses.asdict(section)
-        except Exception as error:  # noqa: BLE001 - one failed measurement must not stop the rest
+        except Exception as error:
             traceback.print_exc()
-            result = {"name": name, "title": name, "command": f"bench/run.py --only {name}",
-                      "text": f"**Failed:** `{type(error).__name__}: {error}`", "targets": [],
-                      "figures": [], "raw": {}}
+            result = {
+                "name": name,
+                "title": name,
+                "command": f"bench/run.py --only {name}",
+                "text": f"**Failed:** `{type(error).__name__}: {error}`",
+                "targets": [],
+                "figures": [],
+                "raw": {},
+            }
     result["seconds"] = round(time.monotonic() - started, 1)
     result["run"] = {
         "commit": git_commit(),
