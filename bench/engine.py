@@ -120,8 +120,9 @@ def _free_port() -> int:
 class EmulatorProcess:
     """`python -m klingflow emulator` on a free loopback port, with its CPU time readable."""
 
-    def __init__(self, folder: Path) -> None:
-        settings = {k: v for k, v in EMULATOR_SETTINGS.items() if k in EmulatorConfig.model_fields}
+    def __init__(self, folder: Path, overrides: dict[str, Any] | None = None) -> None:
+        wanted = {**EMULATOR_SETTINGS, **(overrides or {})}
+        settings = {k: v for k, v in wanted.items() if k in EmulatorConfig.model_fields}
         self.has_shared_renders = "reuse_renders" in settings
         self.config_path = folder / "emulator.yaml"
         self.config_path.write_text(yaml.safe_dump(settings), encoding="utf-8")
