@@ -30,15 +30,13 @@ CHUNK_SIZE = 50
 WORKER = """
 import asyncio, sys
 sys.path.insert(0, sys.argv[1])
-from engine import API_KEY, WAIT_POLICY
-from klingflow.piapi import AsyncPiAPI
+from engine import WAIT_POLICY
 from klingflow.settings import Settings
 from klingflow.workflows.engine import Engine
 
 async def main() -> None:
-    client = AsyncPiAPI(api_key=API_KEY, base_url=sys.argv[2], max_concurrent_tasks=100)
-    async with client, Engine(Settings(), client=client, wait_policy=WAIT_POLICY,
-                              chunk_size=int(sys.argv[3]), executor_id=sys.argv[4]):
+    async with Engine(Settings(), wait_policy=WAIT_POLICY, chunk_size=int(sys.argv[3]),
+                      executor_id=sys.argv[4]):
         print("ready", flush=True)
         await asyncio.Event().wait()
 
@@ -48,14 +46,21 @@ asyncio.run(main())
 
 @contextlib.contextmanager
 def extra_workers(
-    count: int, database_url: str, emulator_url: str, folder: Path
+    count: int,
+    database_url: str,
+    emulator_url: str,
+    folder: Path,
+    requests_per_minute: int = 1_000_000,
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Engines in subprocesses, configured as the bench's own (no limits, fast looks)."""
+    """Engines in subprocesses, configured as the bench's own (fast looks; no request limit
+    unless given: on Postgres it is held by all workers together)."""
     env = {
         **os.environ,
+        "PIAPI_API_KEY": eng.API_KEY,
+        "PIAPI_BASE_URL": emulator_url,
         "KLINGFLOW_DATABASE_URL": database_url,
         "KLINGFLOW_CONCURRENCY": str(CONCURRENCY),
-        "KLINGFLOW_REQUESTS_PER_MINUTE": "1000000",
+        "KLINGFLOW_REQUESTS_PER_MINUTE": str(requests_per_minute),
         "KLINGFLOW_MAX_RUNS": "4",
     }
     processes = []
