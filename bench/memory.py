@@ -60,7 +60,7 @@ async def inflight(count: int, folder: Path) -> dict[str, Any]:
         client = AsyncPiAPI(api_key=eng.API_KEY, base_url=emulator.url, max_concurrent_tasks=count)
         async with client, Engine(settings, client=client, chunk_size=CHUNK_SIZE) as engine:
             launched = rss_mb()
-            spec = eng.workflow(concurrency=count, download=False)
+            spec = eng.workflow(concurrency=min(count, 100), download=False)  # per chunk
             started = time.monotonic()
             await engine.start_run(spec, {"prompts": eng.prompts(count, "inflight")})
             creates = 0

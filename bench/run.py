@@ -119,7 +119,7 @@ def render(results: dict[str, Any]) -> str:
             "",
             f"## {section['title']}",
             "",
-            f"`.venv/bin/python {section['command']}`{' --quick' if run['quick'] else ''}: "
+            f"`.venv/bin/python {section['command']}{' --quick' if run['quick'] else ''}`: "
             f"commit `{run['commit']}`, {run['at']}, {section['seconds']} s, load average "
             f"{load['min']} / {load['mean']} / {load['max']}"
             + (" (**quick run**: smaller and faster than the full one)" if run["quick"] else ""),
@@ -154,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         print(f"== {name}", flush=True)
         section = run_one(name, args.quick, options)
+        if json_path.exists():  # another run may have written a section meanwhile
+            results["sections"] = json.loads(json_path.read_text())["sections"]
         results["sections"][name] = section
         for target in section["targets"]:
             print(f"   {target['name']}: {target['value']} (target {target['target']})", flush=True)
