@@ -40,7 +40,7 @@ class Options:
 
     postgres: str | None = DEFAULT_POSTGRES
     inflight: int | None = None
-    """Tasks in flight for the RSS figure (default: 5,000 full, 500 quick)."""
+    """Tasks in flight for the RSS figure (default: 2,000 full, 300 quick; issue: 5,000)."""
     batch_videos: int | None = None
     """Largest batch of the growth figure (default: 4,000 full, 400 quick; issue: 100,000)."""
 
