@@ -142,8 +142,8 @@ class LoadSampler:
 
 def git_commit() -> str:
     def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False
+        return subprocess.run(  # noqa: S603 - git, fixed arguments
+            ["git", *args],  # noqa: S607 - git from PATH, as a developer runs it, cwd=ROOT, capture_output=True, text=True, check=False
         ).stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
@@ -204,43 +204,6 @@ def fresh_postgres(admin_url: str | None) -> Iterator[str | None]:
             yield admin_url.rsplit("/", 1)[0] + f"/{name}"
         finally:
             admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
-@contextlib.contextmanager
-def worker_processes(count: int, env: dict[str, str], folder: Path) -> Iterator[list[int]]:
-    """`count` `klingflow worker` processes on `env`'s database; yields their pids."""
-    processes = []
-    logs = []
-    try:
-        for number in range(1, count + 1):
-            log = (folder / f"worker-{number}.log").open("wb")
-            logs.append(log)
-            worker_env = {
-                **os.environ,
-                **env,
-                "KLINGFLOW_EXECUTOR_ID": f"bench-worker-{number}",
-                "KLINGFLOW_HOME": str(folder / f"worker-{number}"),
-            }
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "klingflow", "worker"],
-                    env=worker_env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-        yield [process.pid for process in processes]
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for log in logs:
-            log.close()
 
 
 def wait_for(condition: Any, *, timeout_seconds: float, every_seconds: float = 0.05) -> bool:

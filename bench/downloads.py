@@ -161,7 +161,7 @@ def measure(quick: bool, options: Options) -> Section:
                     ("bare httpx stream + fsync", lambda: httpx_fsync(url, folder / "bare.mp4")),
                     (
                         "klingflow `PiAPI.download`",
-                        lambda: client.download(url, folder / f"kf-{attempt}.mp4"),
+                        lambda n=attempt: client.download(url, folder / f"kf-{n}.mp4"),
                     ),
                 ):
                     seconds = timed(action)

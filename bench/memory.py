@@ -228,8 +228,8 @@ def measure(quick: bool, options: Options) -> Section:
                 ],
                 ["batch wall time", f"{large['wall_seconds']} s"],
                 [
-                    f"`klingflow runs show RUN --json` on it (a CLI process, {large['runs_show_bytes']} "
-                    "bytes)",
+                    "`klingflow runs show RUN --json` on it (a CLI process, "
+                    f"{large['runs_show_bytes']} bytes)",
                     f"**{large['runs_show_seconds']} s**",
                 ],
                 [

@@ -1,7 +1,8 @@
 """`make bench`: every measurement of issue 16 in one command; rewrites docs/benchmarks.md.
 
-    .venv/bin/python bench/run.py [--quick] [--only NAME[,NAME]] [--postgres ADMIN_URL | --no-postgres]
-                                  [--inflight 5000] [--batch-videos 100000]
+    .venv/bin/python bench/run.py [--quick] [--only NAME[,NAME]] [--no-postgres]
+                                  [--postgres ADMIN_URL] [--inflight 5000]
+                                  [--batch-videos 100000]
 
 Runs each measurement module under bench/ in turn against the emulator on loopback, records
 its figures, the machine (cores, CPU, Python, SQLite, Postgres), the load average while it
