@@ -51,8 +51,8 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q
 
-# The slow packaging tests alone: the wheel in a fresh venv, and the lower bounds of
-# pyproject.toml in another (both also run in `make unit`).
+# The slow packaging tests alone: the wheel in fresh venvs (by role, the docs' pytest user),
+# and the lower bounds of pyproject.toml in another (all also run in `make unit`).
 packaging: $(STAMP)
 	$(BIN)/pytest -q -m packaging
 

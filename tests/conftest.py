@@ -3,15 +3,56 @@
 The emulator and its clients come from our own pytest plugin, `klingflow.testing` (the one
 our users get): `piapi_emulator`, `piapi_api_key`, `piapi_client`, `async_piapi_client`.
 Here they only get the shorter names our tests use.
+
+Also here: the wheel, built once a run for the packaging tests; the order that starts the
+longest tests first (for pytest-xdist); the adversarial suite's count of bad inputs.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from klingflow.emulator import EmulatorServer
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="session")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`python -m build`: the sdist and the wheel, as a release makes them; built once a run.
+
+    Under pytest-xdist the packaging tests run on several workers at once (each spends
+    minutes in pip), so the first to get here builds into the run's shared temp folder while
+    holding a lock, and the others wait for it and reuse the result.
+    """
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    out = shared / "dist"
+    with (shared / "dist.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (out / "built").exists():
+            subprocess.run(
+                [sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
+                check=True,
+                capture_output=True,
+                timeout=600,
+            )
+            (out / "built").touch()
+    return out
+
+
+@pytest.fixture(scope="session")
+def wheel(dist: Path) -> Path:
+    """The wheel of `dist`: what `pip install klingflow` gets."""
+    [built] = dist.glob("klingflow-*.whl")
+    return built
 
 
 @pytest.fixture
@@ -46,3 +87,25 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         total = sum(_bad_inputs.values())
         parts = ", ".join(f"{entry} {count}" for entry, count in sorted(_bad_inputs.items()))
         terminalreporter.write_line(f"adversarial suite: {total} bad inputs refused ({parts})")
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` starts two workers per core: serially the suite keeps about a third of one
+    core busy (the rest is waiting on subprocesses, servers and the emulator's clock), so
+    one worker per core would leave the cores idle most of the time."""
+    return 2 * (os.cpu_count() or 1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Start the longest tests first: those that declare a longer `timeout` than the default.
+
+    pytest-xdist hands out tests in collection order, so a crash test or a fresh venv left
+    for the end would run alone while the other workers idle. Sorting is stable: the rest
+    keep their order.
+    """
+
+    def declared_timeout(item: pytest.Item) -> float:
+        marker = item.get_closest_marker("timeout")
+        return float(marker.args[0]) if marker is not None and marker.args else 0.0
+
+    items.sort(key=declared_timeout, reverse=True)

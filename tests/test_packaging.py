@@ -61,46 +61,27 @@ class Venv:
         return result
 
 
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`python -m build`: the sdist and the wheel, as a release makes them."""
-    out = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    return out
-
-
-def wheel_of(dist: Path) -> Path:
-    [wheel] = dist.glob("klingflow-*.whl")
-    return wheel
-
-
 def readme_python_snippet() -> str:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     [code] = re.findall(r"^```python\n(.*?)^```$", readme, re.DOTALL | re.MULTILINE)
     return str(code)
 
 
-def test_the_sdist_and_wheel_carry_the_examples(dist: Path) -> None:
+def test_the_sdist_and_wheel_carry_the_examples(dist: Path, wheel: Path) -> None:
     """`python -m build` makes both, and the wheel ships the examples beside the code."""
     import zipfile
 
     assert len(list(dist.glob("klingflow-*.tar.gz"))) == 1
-    names = zipfile.ZipFile(wheel_of(dist)).namelist()
+    names = zipfile.ZipFile(wheel).namelist()
     assert "klingflow/examples/batch-from-csv.yaml" in names
     assert "klingflow/examples/prompts.csv" in names
 
 
 def test_the_wheel_installs_by_role_into_fresh_venvs(
-    dist: Path, tmp_path: Path, emulator: EmulatorServer, api_key: str
+    wheel: Path, tmp_path: Path, emulator: EmulatorServer, api_key: str
 ) -> None:
     """Bare: the client without numpy, av, DBOS...; [cli]: commands name missing extras;
     [all]: `klingflow --help`, `klingflow demo` and README's client snippet work."""
-    wheel = wheel_of(dist)
     venv = Venv(tmp_path / "venv")
 
     venv.pip_install(str(wheel))
@@ -129,13 +110,13 @@ def test_the_wheel_installs_by_role_into_fresh_venvs(
 
 
 def test_the_lower_bounds_of_every_dependency_install_and_work(
-    dist: Path, tmp_path: Path, emulator: EmulatorServer, api_key: str
+    wheel: Path, tmp_path: Path, emulator: EmulatorServer, api_key: str
 ) -> None:
     """With every direct dependency at its lowest allowed version, the demo and the client run."""
     lowest = tmp_path / "lowest.txt"
     lowest.write_text("\n".join(lower_bounds()) + "\n", encoding="utf-8")
     venv = Venv(tmp_path / "venv")
-    venv.pip_install(f"{wheel_of(dist)}[all]", "-c", str(lowest))
+    venv.pip_install(f"{wheel}[all]", "-c", str(lowest))
     frozen = venv.run("python", "-m", "pip", "freeze").stdout.splitlines()
     installed = {
         canonicalize_name(name): Version(number)

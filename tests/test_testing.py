@@ -94,8 +94,9 @@ def test_the_docs_user_test_file_runs_as_written(tmp_path: Path) -> None:
     assert re.search(r"\b5 passed\b", result.stdout), result.stdout
 
 
+@pytest.mark.packaging
 @pytest.mark.timeout(900)
-def test_the_docs_user_test_file_runs_in_a_fresh_virtualenv(tmp_path: Path) -> None:
+def test_the_docs_user_test_file_runs_in_a_fresh_virtualenv(tmp_path: Path, wheel: Path) -> None:
     """`pip install 'klingflow[emulator]' pytest` into a new venv, then pytest on the doc's
     file, passes."""
     env_dir = tmp_path / "venv"
@@ -104,7 +105,7 @@ def test_the_docs_user_test_file_runs_in_a_fresh_virtualenv(tmp_path: Path) -> N
     pytest_pin = f"pytest=={importlib.metadata.version('pytest')}"
     install = subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "-c", str(ROOT / "constraints.txt"), f"{ROOT}[emulator]", pytest_pin],
+         "-c", str(ROOT / "constraints.txt"), f"{wheel}[emulator]", pytest_pin],
         capture_output=True,
         text=True,
         timeout=600,

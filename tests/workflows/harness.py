@@ -130,3 +130,21 @@ def command_env(
         env["KLINGFLOW_DATABASE_URL"] = database_url
     env.update(variables)
     return env
+
+
+def video_loop(name: str, *, concurrency: int = 1) -> str:
+    """A workflow that makes a 5 s video of each of `inputs.prompts`, saved as `N.mp4`, with
+    `concurrency` items at a time: the batch the crash and outage tests interrupt."""
+    return f"""
+name: {name}
+inputs:
+  prompts: {{type: array, required: true}}
+nodes:
+  - id: each
+    type: loop
+    with: {{items: "{{{{ inputs.prompts }}}}", concurrency: {concurrency}}}
+    nodes:
+      - id: video
+        type: kling.video
+        with: {{prompt: "{{{{ item }}}}", duration: 5, name: "{{{{ loop.number }}}}.mp4"}}
+"""

@@ -30,22 +30,10 @@ from klingflow.workflows.database import make_engine
 from klingflow.workflows.records import IntentState, RunStatus
 from klingflow.workflows.runlog import RunLog
 
-from .harness import command_env
+from .harness import command_env, video_loop
 
 PROMPTS = ["a red fox in snow", "a paper boat at sea", "sunflowers at dawn"]
-WORKFLOW = """
-name: crash-batch
-inputs:
-  prompts: {type: array, required: true}
-nodes:
-  - id: each
-    type: loop
-    with: {items: "{{ inputs.prompts }}", concurrency: 1}
-    nodes:
-      - id: video
-        type: kling.video
-        with: {prompt: "{{ item }}", duration: 5, name: "{{ loop.number }}.mp4"}
-"""
+WORKFLOW = video_loop("crash-batch")
 
 
 class Batch:
@@ -90,25 +78,19 @@ class Batch:
 
     def accepted(self) -> int:
         """Submissions whose task id the batch has recorded (read from its run log)."""
-        database = self.home / "klingflow.sqlite"
-        if not database.exists():
-            return 0
-        with sqlite3.connect(database) as db:
-            try:
-                row = db.execute("select count(*) from kf_intents where task_id is not null")
-            except sqlite3.OperationalError:  # tables not created yet
-                return 0
-            count: int = row.fetchone()[0]
-            return count
+        return self._count_intents("where task_id is not null")
 
     def recorded(self) -> int:
         """Submissions the batch has recorded, sent or not (read from its run log)."""
+        return self._count_intents("")
+
+    def _count_intents(self, where: str) -> int:
         database = self.home / "klingflow.sqlite"
         if not database.exists():
             return 0
         with sqlite3.connect(database) as db:
             try:
-                row = db.execute("select count(*) from kf_intents")
+                row = db.execute(f"select count(*) from kf_intents {where}")  # noqa: S608
             except sqlite3.OperationalError:  # tables not created yet
                 return 0
             count: int = row.fetchone()[0]
@@ -283,19 +265,7 @@ def test_restart_counts_the_dead_processs_tasks_toward_the_concurrency_limit(
     assert emulator.stats()["peak_concurrency"] == 2
 
 
-LOOP_OF_20 = """
-name: crash-loop
-inputs:
-  prompts: {type: array, required: true}
-nodes:
-  - id: each
-    type: loop
-    with: {items: "{{ inputs.prompts }}", concurrency: 5}
-    nodes:
-      - id: video
-        type: kling.video
-        with: {prompt: "{{ item }}", duration: 5, name: "{{ loop.number }}.mp4"}
-"""
+LOOP_OF_20 = video_loop("crash-loop", concurrency=5)
 KILLS = 20
 SEED = 20261206
 

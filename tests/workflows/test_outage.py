@@ -21,21 +21,9 @@ from klingflow.workflows.engine import Engine
 from klingflow.workflows.records import RunRecord, RunStatus
 from klingflow.workflows.steering import Action, Command
 
-from .harness import POSTGRES_ENV, Harness
+from .harness import POSTGRES_ENV, Harness, video_loop
 
-LOOP = """
-name: outage
-inputs:
-  prompts: {type: array, required: true}
-nodes:
-  - id: each
-    type: loop
-    with: {items: "{{ inputs.prompts }}", concurrency: 1}
-    nodes:
-      - id: video
-        type: kling.video
-        with: {prompt: "{{ item }}", duration: 5, name: "{{ loop.number }}.mp4"}
-"""
+LOOP = video_loop("outage")
 PROMPTS = ["outage clip 1", "outage clip 2", "outage clip 3"]
 SETTLED = (RunStatus.COMPLETED, RunStatus.PAUSED, RunStatus.CRASHED)
 

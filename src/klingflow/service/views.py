@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 from urllib.parse import quote
 
+from klingflow.piapi.urls import url_problem
 from klingflow.service.exports import node_files
 from klingflow.service.graph import GraphLayout, layout
 from klingflow.workflows.estimate import RunEstimate
@@ -283,7 +284,7 @@ def _media(run: RunRecord, node: NodeRun) -> list[Media]:
     output = node.output
     if not found and isinstance(output, dict) and isinstance(output.get("video_url"), str):
         url = output["video_url"]
-        if url.startswith(("https://", "http://")):
+        if url_problem(url) is None:  # only a link the browser can open
             found.append(Media(node.node_path, "video", url, url.rsplit("/", 1)[-1]))
     return found
 

@@ -4,9 +4,9 @@ A node's own work is its kind's `run` (see `klingflow.workflows.nodes`); `loop` 
 run here, through the engine's loop runner.
 
 This is the interpreter, and it knows nothing of DBOS: durability comes in through the
-`Durable` it is given (engine.py supplies DBOS steps and durable sleeps; loop chunks supply
-inline ones). Decisions depend only on values returned by durable steps, so a replay after a
-crash takes exactly the same path.
+`Durable` it is given (the `engine` package supplies DBOS steps and durable sleeps; loop
+chunks supply inline ones). Decisions depend only on values returned by durable steps, so a
+replay after a crash takes exactly the same path.
 """
 
 from __future__ import annotations

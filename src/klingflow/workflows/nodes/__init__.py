@@ -2,9 +2,10 @@
 
 A kind is one module in this package holding its params model (`NodeParams`), its node class
 (`Node[ItsParams]` with `type: Literal["its.type"]`), the `run` that does its work and, for a
-paid kind, its `estimate_usd`. To add one, write that module and add its class to `BodyNode`
-below (or, like `loop`, to `AnyNode` alone if it may not sit in a loop's body). `NODE_TYPES`
-and the discriminated unions follow.
+paid kind, its `estimate_usd`. To add one, write that module and add its class to `_Kling`
+or `_Glue` below (or, like `loop`, to `NodeSpec` alone if it may not sit in a loop's body).
+`NODE_TYPES`, the discriminated unions and so loading, validation, the executor and the
+estimate follow.
 """
 
 from __future__ import annotations

@@ -156,9 +156,9 @@ class VideoNode(PaidNode[VP], Generic[VP]):
                 if _PRICE_NEUTRAL[key] is not None:
                     fields[key] = _PRICE_NEUTRAL[key]
         try:
-            request = self.params_model.from_with(fields)
+            params = self.params_model.from_with(fields)
         except InvalidRequestError:
             return super().estimate_unrendered_usd(context, prices)
-        assert isinstance(request, VideoParams)
-        cost: Decimal = estimate_cost(request.request, prices=prices)
+        assert isinstance(params, VideoParams)
+        cost: Decimal = estimate_cost(params.request, prices=prices)
         return cost, "its prompt comes from an earlier node"
