@@ -143,7 +143,11 @@ class LoadSampler:
 def git_commit() -> str:
     def git(*args: str) -> str:
         return subprocess.run(  # noqa: S603 - git, fixed arguments
-            ["git", *args],  # noqa: S607 - git from PATH, as a developer runs it, cwd=ROOT, capture_output=True, text=True, check=False
+            ["git", *args],  # noqa: S607 - git from PATH, as a developer runs it
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
         ).stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
@@ -224,6 +228,31 @@ def plot() -> Any:
     import matplotlib.pyplot as pyplot
 
     return pyplot
+
+
+def bar_chart(
+    name: str,
+    labels: list[str],
+    values: list[float],
+    xlabel: str,
+    *,
+    log: bool = False,
+    marks: dict[str, float] | None = None,
+    height: float = 3.0,
+) -> str:
+    """One horizontal bar per contender (the first on top) and dashed reference lines
+    (`marks`: label -> x), saved as `name`; returns its path relative to docs/."""
+    figure, axes = plot().subplots(figsize=(6, height))
+    axes.barh(labels, values)
+    if log:
+        axes.set_xscale("log")
+    for label, x in (marks or {}).items():
+        axes.axvline(x, color="green", linestyle="--", linewidth=1, label=label)
+    if marks:
+        axes.legend(loc="lower right", fontsize=8)
+    axes.set_xlabel(xlabel)
+    axes.invert_yaxis()
+    return save(figure, name)
 
 
 def save(figure: Any, name: str) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 import batch
 import httpx
-from common import Options, Section, Target, plot, ratio, save, table
+from common import Options, Section, Target, bar_chart, ratio, table
 
 from klingflow.emulator import EmulatorConfig, EmulatorServer
 
@@ -153,14 +153,13 @@ def measure(quick: bool, options: Options) -> Section:
     by_mode = {r["mode"]: r for r in results}
     polling = by_mode["klingflow polling"]["makespan_ratio"]
     webhooks = by_mode["klingflow webhooks"]["makespan_ratio"]
-    pyplot = plot()
-    figure, axes = pyplot.subplots(figsize=(6, 3))
-    axes.barh([r["mode"] for r in results], [r["makespan_ratio"] for r in results])
-    axes.axvline(1.0, color="black", linewidth=1)
-    axes.axvline(1.05, color="green", linestyle="--", linewidth=1, label="target 1.05")
-    axes.set_xlabel("makespan / ideal (lower is better; 1 = the account's limit)")
-    axes.invert_yaxis()
-    axes.legend(loc="lower right")
+    figure = bar_chart(
+        "makespan.png",
+        [r["mode"] for r in results],
+        [r["makespan_ratio"] for r in results],
+        "makespan / ideal (lower is better; 1 = the account's limit)",
+        marks={"the limit": 1.0, "target 1.05": 1.05},
+    )
     one = (batch.PENDING_SECONDS + s["processing_seconds"]) / s["time_scale"]
     text = (
         f"{s['videos']} videos, emulator `concurrency_limit` {s['account_concurrency']}, "
@@ -202,6 +201,6 @@ def measure(quick: bool, options: Options) -> Section:
                 ratio(polling, 1.10, at_most=True),
             ),
         ],
-        figures=[save(figure, "makespan.png")],
+        figures=[figure],
         raw={"scenario": s, "results": results},
     )

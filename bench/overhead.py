@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import engine as eng
-from common import Options, Section, Target, cpu_seconds, fresh_postgres, plot, ratio, save, table
+from common import (
+    Options,
+    Section,
+    Target,
+    bar_chart,
+    cpu_seconds,
+    fresh_postgres,
+    ratio,
+    table,
+)
 
 CONCURRENCY = 100
 CHUNK_SIZE = 50
@@ -188,11 +197,13 @@ def measure(quick: bool, options: Options) -> Section:
                 ratio(scale_out, 2.5, at_most=False),
             )
         )
-    pyplot = plot()
-    figure, axes = pyplot.subplots(figsize=(6, 2.6))
-    axes.barh([r.name for r in results], [r.videos_per_second for r in results])
-    axes.set_xlabel("videos/s (zero-latency emulator, downloads on)")
-    axes.invert_yaxis()
+    figure = bar_chart(
+        "overhead.png",
+        [r.name for r in results],
+        [r.videos_per_second for r in results],
+        "videos/s (zero-latency emulator, downloads on)",
+        marks={"0.5 x bare": 0.5 * bare},
+    )
     rows: list[list[Any]] = [
         [
             r.name,
@@ -231,6 +242,6 @@ def measure(quick: bool, options: Options) -> Section:
         command="bench/run.py --only overhead",
         text=text,
         targets=targets,
-        figures=[save(figure, "overhead.png")],
+        figures=[figure],
         raw={"videos": videos, "results": [r.as_dict() for r in results], "scale_out": scale_out},
     )

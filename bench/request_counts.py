@@ -21,7 +21,7 @@ from typing import Any
 
 import batch
 import httpx
-from common import Options, Section, Target, plot, ratio, save, table
+from common import Options, Section, Target, bar_chart, ratio, table
 from makespan import BODY, TERMINAL
 
 from klingflow.emulator import EmulatorConfig, EmulatorServer
@@ -122,12 +122,14 @@ def measure(quick: bool, options: Options) -> Section:
     by_name = {r["contender"]: r for r in results}
     webhooks = by_name["klingflow webhooks"]["requests_per_video"]
     polling = by_name["klingflow polling"]["requests_per_video"]
-    pyplot = plot()
-    figure, axes = pyplot.subplots(figsize=(6, 2.8))
-    axes.barh([r["contender"] for r in results], [r["requests_per_video"] for r in results])
-    axes.set_xscale("log")
-    axes.set_xlabel("requests per video, 10-minute render (log scale)")
-    axes.invert_yaxis()
+    figure = bar_chart(
+        "requests.png",
+        [r["contender"] for r in results],
+        [r["requests_per_video"] for r in results],
+        "requests per video, 10-minute render (log scale)",
+        log=True,
+        marks={"polling target 12": 12},
+    )
     text = (
         f"{videos} videos at once (emulator concurrency {videos}), each rendering "
         f"{RENDER_SECONDS:g} emulated seconds at time scale {scale:g} "
@@ -157,6 +159,6 @@ def measure(quick: bool, options: Options) -> Section:
             ),
             Target("requests / video, polling", polling, "<= 12", ratio(polling, 12, at_most=True)),
         ],
-        figures=[save(figure, "requests.png")],
+        figures=[figure],
         raw={"videos": videos, "time_scale": scale, "input": NODE_INPUT, "results": results},
     )

@@ -28,6 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import common
 from common import DEFAULT_POSTGRES, DOCS, LoadSampler, Options, git_commit, machine
 
 MEASUREMENTS = [
@@ -160,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inflight", type=int, help="tasks in flight for RSS (full: 5000)")
     parser.add_argument("--batch-videos", type=int, help="largest batch for growth (100000)")
     parser.add_argument("--docs", type=Path, default=DOCS, help="where benchmarks.md goes")
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite benchmarks.md from its JSON (notes)"
+    )
     args = parser.parse_args(argv)
     names = MEASUREMENTS if not args.only else [n.strip() for n in args.only.split(",")]
     unknown = sorted(set(names) - set(MEASUREMENTS))
@@ -167,10 +171,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown measurement(s): {', '.join(unknown)}")
     postgres = None if args.no_postgres else args.postgres
     options = Options(postgres=postgres, inflight=args.inflight, batch_videos=args.batch_videos)
+    common.IMAGES = args.docs / "images" / "bench"  # plots go next to the doc that shows them
     json_path = args.docs / "benchmarks.json"
     results: dict[str, Any] = {"sections": {}}
     if json_path.exists():
         results = json.loads(json_path.read_text())
+    if args.render:
+        (args.docs / "benchmarks.md").write_text(render(results))
+        return 0
     results["machine"] = machine(postgres)
     for name in names:
         print(f"== {name}", flush=True)
