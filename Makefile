@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck browser unit packaging lock clean
+.PHONY: demo test lint typecheck browser unit packaging bench lock clean
 
 # Postgres tests use this server (skipped, with the reason, when it does not answer).
 KLINGFLOW_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
@@ -42,8 +42,8 @@ browser:
 	fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -59,6 +59,13 @@ unit: $(STAMP)
 # and the lower bounds of pyproject.toml in another (all also run in `make unit`).
 packaging: $(STAMP)
 	$(BIN)/pytest -q -m packaging
+
+# The benchmarks of issue 16 against the emulator on loopback (about 10 minutes on 2 cores):
+# rewrites docs/benchmarks.md, docs/benchmarks.json and docs/images/bench/*.png.
+# `make bench BENCH_FLAGS=--quick` is a 1-2 minute smoke run; `BENCH_FLAGS="--only memory"`
+# redoes one section (bench/README.md lists them and their flags).
+bench: $(STAMP)
+	$(BIN)/python bench/run.py $(BENCH_FLAGS)
 
 # Refresh constraints.txt from a fresh venv with the newest versions pyproject.toml allows
 # (then run `make test` before committing it).

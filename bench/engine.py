@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Self
@@ -120,8 +120,9 @@ def _free_port() -> int:
 class EmulatorProcess:
     """`python -m klingflow emulator` on a free loopback port, with its CPU time readable."""
 
-    def __init__(self, folder: Path) -> None:
-        settings = {k: v for k, v in EMULATOR_SETTINGS.items() if k in EmulatorConfig.model_fields}
+    def __init__(self, folder: Path, overrides: dict[str, Any] | None = None) -> None:
+        wanted = {**EMULATOR_SETTINGS, **(overrides or {})}
+        settings = {k: v for k, v in wanted.items() if k in EmulatorConfig.model_fields}
         self.has_shared_renders = "reuse_renders" in settings
         self.config_path = folder / "emulator.yaml"
         self.config_path.write_text(yaml.safe_dump(settings), encoding="utf-8")
@@ -235,15 +236,20 @@ def median(results: list[Result], name: str) -> Result:
 class Meter:
     """Wall clock, this process's CPU and the emulator's CPU and counters, from now."""
 
-    def __init__(self, emulator: EmulatorProcess) -> None:
+    def __init__(
+        self, emulator: EmulatorProcess, cpu_of: Callable[[], float] | None = None
+    ) -> None:
         self.emulator = emulator
+        self.cpu_of = cpu_of or (lambda: 0.0)
+        """Other processes' CPU seconds (workers) counted with this one's."""
         self.stats = emulator.stats()
         self.emulator_cpu = emulator.cpu_seconds()
-        self.cpu = time.process_time()
+        self.cpu = time.process_time() + self.cpu_of()
         self.wall = time.perf_counter()
 
     def result(self, name: str, videos: int) -> Result:
-        wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        wall = time.perf_counter() - self.wall
+        cpu = time.process_time() + self.cpu_of() - self.cpu
         stats = self.emulator.stats()
         return Result(
             name=name,
@@ -344,10 +350,11 @@ async def engine_run(
     videos: int,
     tag: str,
     download: bool,
+    cpu_of: Callable[[], float] | None = None,
 ) -> Result:
     """Start one run of the loop and wait for it; checks every item's output."""
     before = emulator.stats()
-    meter = Meter(emulator)
+    meter = Meter(emulator, cpu_of)
     run = await engine.start_run(spec, {"prompts": prompts(videos, tag)})
     [record] = await engine.wait([run.run_id], poll_seconds=WAIT_POLL_SECONDS)
     result = meter.result(f"engine {tag}", videos)
@@ -385,11 +392,16 @@ async def engine_batches(
     home: Path,
     repeat: int,
     profile: cProfile.Profile | None,
+    database_url: str | None = None,
+    cpu_of: Callable[[], float] | None = None,
 ) -> tuple[Result, Result, list[Result]]:
-    """Launch, a first run, `repeat` later runs: (launch, first, later), DB size in each."""
+    """Launch, a first run, `repeat` later runs: (launch, first, later), DB size in each.
+
+    `database_url` (Postgres) replaces the temporary SQLite file (no DB size then); `cpu_of`
+    adds other processes' CPU seconds (workers sharing the database) to this one's."""
     settings = Settings(
         home=home,
-        database_url=None,
+        database_url=database_url,
         executor_id=None,
         concurrency=concurrency,  # the PiAPI queue's chunk workflows at once
         requests_per_minute=1_000_000,  # no limiter on the queue or the client
@@ -399,15 +411,19 @@ async def engine_batches(
     client = AsyncPiAPI(api_key=API_KEY, base_url=emulator.url, max_concurrent_tasks=concurrency)
     if profile is not None:
         profile.enable()
-    meter = Meter(emulator)
+    meter = Meter(emulator, cpu_of)
     async with (
         client,
         Engine(settings, client=client, wait_policy=WAIT_POLICY, chunk_size=chunk_size) as engine,
     ):
         launch = meter.result("engine launch", 0)
-        first = await engine_run(engine, spec, emulator, videos=videos, tag="0", download=download)
+        first = await engine_run(
+            engine, spec, emulator, videos=videos, tag="0", download=download, cpu_of=cpu_of
+        )
         later = [
-            await engine_run(engine, spec, emulator, videos=videos, tag=str(n), download=download)
+            await engine_run(
+                engine, spec, emulator, videos=videos, tag=str(n), download=download, cpu_of=cpu_of
+            )
             for n in range(1, repeat + 1)
         ]
         # The run log says "completed" a moment before DBOS stores the run workflow's output;
@@ -415,9 +431,10 @@ async def engine_batches(
         await asyncio.sleep(SETTLE_SECONDS)
     if profile is not None:
         profile.disable()
-    per_video = db_size(settings.resolved_database_url()) / (videos * (1 + repeat))
-    for result in (first, *later):
-        result.db_bytes_per_video = per_video
+    if database_url is None:
+        per_video = db_size(settings.resolved_database_url()) / (videos * (1 + repeat))
+        for result in (first, *later):
+            result.db_bytes_per_video = per_video
     return launch, first, later
 
 

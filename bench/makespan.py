@@ -1,0 +1,206 @@
+"""Item 1 of issue 16: a batch's makespan against the account's limit, and the alternatives.
+
+    .venv/bin/python bench/run.py --only makespan [--quick]
+
+N videos against an emulator account running C at once, each taking T seconds (time-scaled):
+nothing finishes sooner than ceil(N / C) x T. Measured in one run, each on a fresh emulator:
+klingflow polling (an `Engine`, what `klingflow run` does) and with webhooks (the service with
+a public URL and secret; `batch.py`), a naive sequential loop (create, poll every few seconds,
+next) and a naive asyncio httpx script (create all, poll each every few seconds). The naive
+scripts poll at klingflow's default first-poll pace (5 s, divided by the rate scale).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import batch
+import httpx
+from common import Options, Section, Target, bar_chart, ratio, table
+
+from klingflow.emulator import EmulatorConfig, EmulatorServer
+
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+BODY = {"model": "kling", "task_type": "video_generation"}
+INPUT = {"duration": 5, "mode": "std", "version": "2.1"}
+
+
+def scenario(quick: bool) -> dict[str, Any]:
+    """The issue's batch (20 videos, C 5, 30 s renders), sped up to fit the time budget."""
+    if quick:
+        return {
+            "videos": 10,
+            "account_concurrency": 5,
+            "processing_seconds": 30.0,
+            "time_scale": 16.0,
+            "rate_scale": 8.0,
+        }
+    return {
+        "videos": 20,
+        "account_concurrency": 5,
+        "processing_seconds": 30.0,
+        "time_scale": 8.0,
+        "rate_scale": 4.0,
+    }
+
+
+def emulator_config(s: dict[str, Any]) -> EmulatorConfig:
+    return EmulatorConfig(
+        api_keys=[batch.API_KEY],
+        time_scale=s["time_scale"],
+        pending_seconds=batch.PENDING_SECONDS,
+        processing_seconds=s["processing_seconds"],
+        concurrency_limit=s["account_concurrency"],
+        video_max_height=16,
+        video_fps=1,
+    )
+
+
+def _task(response: httpx.Response) -> dict[str, Any]:
+    response.raise_for_status()
+    data: dict[str, Any] = response.json()["data"]
+    return data
+
+
+def naive_sequential(url: str, prompts: list[str], poll_seconds: float) -> None:
+    """What a first script does: one video after the other, polling each until done."""
+    with httpx.Client(base_url=url, headers={"x-api-key": batch.API_KEY}, timeout=30) as http:
+        for prompt in prompts:
+            task = _task(
+                http.post("/api/v1/task", json={**BODY, "input": {"prompt": prompt, **INPUT}})
+            )
+            while task["status"] not in TERMINAL:
+                time.sleep(poll_seconds)
+                task = _task(http.get(f"/api/v1/task/{task['task_id']}"))
+
+
+async def naive_asyncio(url: str, prompts: list[str], poll_seconds: float) -> None:
+    """The next script: every create at once, each task polled on its own fixed period."""
+    headers = {"x-api-key": batch.API_KEY}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
+
+        async def one(prompt: str) -> None:
+            body = {**BODY, "input": {"prompt": prompt, **INPUT}}
+            task = _task(await http.post("/api/v1/task", json=body))
+            while task["status"] not in TERMINAL:
+                await asyncio.sleep(poll_seconds)
+                task = _task(await http.get(f"/api/v1/task/{task['task_id']}"))
+
+        await asyncio.gather(*(one(prompt) for prompt in prompts))
+
+
+def measure_naive(kind: str, s: dict[str, Any]) -> dict[str, Any]:
+    prompts = [f"naive video {n}" for n in range(s["videos"])]
+    poll = batch.DEFAULT_POLL_SECONDS / s["rate_scale"]
+    with EmulatorServer(emulator_config(s)) as emulator:
+        started = time.time()
+        if kind == "sequential":
+            naive_sequential(emulator.url, prompts, poll)
+        else:
+            asyncio.run(naive_asyncio(emulator.url, prompts, poll))
+        makespan = time.time() - started
+        stats = emulator.stats()
+    ideal = ideal_seconds(s)
+    return {
+        "mode": f"naive {kind}",
+        "makespan_seconds": round(makespan, 2),
+        "ideal_seconds": round(ideal, 2),
+        "makespan_ratio": round(makespan / ideal, 3),
+        "status_gets": stats["gets"],
+        "gets_per_video": round(stats["gets"] / s["videos"], 2),
+        "rate_limited": stats["rate_limited"],
+        "webhook_failures": None,
+    }
+
+
+def ideal_seconds(s: dict[str, Any]) -> float:
+    one = (batch.PENDING_SECONDS + s["processing_seconds"]) / s["time_scale"]
+    return math.ceil(s["videos"] / s["account_concurrency"]) * one
+
+
+def measure_klingflow(mode: str, s: dict[str, Any]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="klingflow-makespan-") as folder:
+        result = batch.measure(mode, database_url=None, folder=Path(folder), **s)
+    result["mode"] = f"klingflow {mode}"
+    return result
+
+
+def measure(quick: bool, options: Options) -> Section:
+    s = scenario(quick)
+    results = [
+        measure_klingflow("polling", s),
+        measure_klingflow("webhooks", s),
+        measure_naive("sequential", s),
+        measure_naive("asyncio", s),
+    ]
+    rows = [
+        [
+            r["mode"],
+            r["makespan_seconds"],
+            r["ideal_seconds"],
+            f"**{r['makespan_ratio']}**",
+            r["gets_per_video"],
+            r.get("rate_limited"),
+            r.get("webhook_failures"),
+        ]
+        for r in results
+    ]
+    by_mode = {r["mode"]: r for r in results}
+    polling = by_mode["klingflow polling"]["makespan_ratio"]
+    webhooks = by_mode["klingflow webhooks"]["makespan_ratio"]
+    figure = bar_chart(
+        "makespan.png",
+        [r["mode"] for r in results],
+        [r["makespan_ratio"] for r in results],
+        "makespan / ideal (lower is better; 1 = the account's limit)",
+        marks={"the limit": 1.0, "target 1.05": 1.05},
+    )
+    one = (batch.PENDING_SECONDS + s["processing_seconds"]) / s["time_scale"]
+    text = (
+        f"{s['videos']} videos, emulator `concurrency_limit` {s['account_concurrency']}, "
+        f"`pending_seconds` 2 + `processing_seconds` {s['processing_seconds']:g} at time scale "
+        f"{s['time_scale']:g}: T = {one:.2f} s, ideal = ceil(N / C) x T = "
+        f"{ideal_seconds(s):.1f} s. klingflow runs with default settings whose request budget "
+        f"is multiplied (and first poll divided) by the rate scale {s['rate_scale']:g}, so the "
+        "budget presses as hard as in the issue's real-time scenario; the naive scripts poll "
+        f"every {batch.DEFAULT_POLL_SECONDS / s['rate_scale']:g} s.\n\n"
+        + table(
+            [
+                "contender",
+                "makespan s",
+                "ideal s",
+                "makespan / ideal",
+                "status GETs / video",
+                "429s",
+                "webhook failures",
+            ],
+            rows,
+        )
+    )
+    return Section(
+        name="makespan",
+        title="1. Makespan against the account's limit",
+        command="bench/run.py --only makespan",
+        text=text,
+        targets=[
+            Target(
+                "makespan / ideal, klingflow webhooks",
+                webhooks,
+                "<= 1.05",
+                ratio(webhooks, 1.05, at_most=True),
+            ),
+            Target(
+                "makespan / ideal, klingflow polling",
+                polling,
+                "<= 1.10 (#17)",
+                ratio(polling, 1.10, at_most=True),
+            ),
+        ],
+        figures=[figure],
+        raw={"scenario": s, "results": results},
+    )

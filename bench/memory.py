@@ -1,0 +1,288 @@
+"""Item 5 of issue 16: memory with many tasks in flight, growth over a large batch, and how
+fast a large run reads back.
+
+    .venv/bin/python bench/run.py --only memory [--quick] [--inflight 5000] [--batch-videos 100000]
+
+Each part runs in a child process (`python bench/memory.py inflight|batch N`), so its RSS is
+the engine's alone (the emulator is a process of its own too) and nothing of an earlier part
+stays in it:
+
+- **inflight**: an emulator whose renders never end in time; one loop of N items with N
+  allowed at once; once the emulator has N tasks, the child's RSS.
+- **batch**: N videos on a zero-latency emulator, no downloads, SQLite; RSS and the DB's size
+  sampled as videos complete (bytes per video should stay flat, RSS should not grow with N),
+  then `klingflow runs show RUN --json` (a CLI process) and `GET /api/runs/{id}` (the
+  service's app in process) timed on that run.
+
+The issue asks for 5,000 in flight and a 100,000-video batch; the default full run uses
+2,000 and 4,000 to fit the time budget (`--inflight 5000 --batch-videos 100000` for the
+real thing: the batch alone takes about 20 minutes at 100 videos/s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import engine as eng
+from common import Options, Section, Target, plot, ratio, rss_mb, save, table
+
+from klingflow.piapi import AsyncPiAPI
+from klingflow.settings import Settings
+from klingflow.workflows.engine import Engine
+
+CHUNK_SIZE = 50
+LOOP_LIMIT = 100
+"""A loop's `concurrency` is at most 100 (per run and process)."""
+
+
+def _sqlite_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.exists())
+
+
+async def inflight(count: int, folder: Path) -> dict[str, Any]:
+    """A loop runs at most 100 items at once per run and process, so N in flight are
+    ceil(N / 100) runs of one 100-item loop each, all executing at once."""
+    overrides = {"processing_seconds": 3600.0, "time_scale": 1.0}
+    runs = math.ceil(count / LOOP_LIMIT)
+    with eng.EmulatorProcess(folder, overrides) as emulator:
+        baseline = rss_mb()
+        settings = Settings(
+            home=folder / "home",
+            database_url=None,
+            concurrency=count,
+            requests_per_minute=1_000_000,
+            max_runs=runs,
+        )
+        client = AsyncPiAPI(api_key=eng.API_KEY, base_url=emulator.url, max_concurrent_tasks=count)
+        async with client, Engine(settings, client=client, chunk_size=CHUNK_SIZE) as engine:
+            launched = rss_mb()
+            spec = eng.workflow(concurrency=LOOP_LIMIT, download=False)
+            started = time.monotonic()
+            for number in range(runs):
+                size = min(LOOP_LIMIT, count - number * LOOP_LIMIT)
+                await engine.start_run(spec, {"prompts": eng.prompts(size, f"inflight-{number}")})
+            creates = 0
+            while time.monotonic() - started < 300:
+                creates = emulator.stats()["creates"]
+                if creates >= count:
+                    break
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(2)
+            result = {
+                "tasks": count,
+                "in_flight": creates,
+                "runs": runs,
+                "rss_mb": round(rss_mb(), 1),
+                "baseline_mb": round(baseline, 1),
+                "launched_mb": round(launched, 1),
+                "seconds_to_submit": round(time.monotonic() - started, 1),
+            }
+            # Tearing down thousands of waiting tasks is not measured: stop the emulator and
+            # leave at once.
+            print(json.dumps(result), flush=True)
+            emulator.__exit__(None, None, None)
+            os._exit(0)
+
+
+async def large_batch(count: int, folder: Path) -> dict[str, Any]:
+    with eng.EmulatorProcess(folder) as emulator:
+        home = folder / "home"
+        settings = Settings(
+            home=home, database_url=None, concurrency=100, requests_per_minute=1_000_000, max_runs=4
+        )
+        client = AsyncPiAPI(api_key=eng.API_KEY, base_url=emulator.url, max_concurrent_tasks=100)
+        samples: list[dict[str, float]] = []
+        db = Path(settings.resolved_database_url().removeprefix("sqlite:///"))
+        async with (
+            client,
+            Engine(
+                settings, client=client, wait_policy=eng.WAIT_POLICY, chunk_size=CHUNK_SIZE
+            ) as engine,
+        ):
+            spec = eng.workflow(concurrency=100, download=False)
+            base_creates = emulator.stats()["creates"]
+            base_bytes = _sqlite_bytes(db)
+            stop = threading.Event()
+
+            def sample() -> None:
+                while not stop.wait(1.0):
+                    done = emulator.stats()["creates"] - base_creates
+                    samples.append(
+                        {
+                            "videos": done,
+                            "rss_mb": round(rss_mb(), 1),
+                            "db_bytes": _sqlite_bytes(db) - base_bytes,
+                        }
+                    )
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            started = time.monotonic()
+            run = await engine.start_run(spec, {"prompts": eng.prompts(count, "large")})
+            [record] = await engine.wait([run.run_id], poll_seconds=1.0)
+            wall = time.monotonic() - started
+            stop.set()
+            sampler.join()
+            await asyncio.sleep(eng.SETTLE_SECONDS)
+        db_bytes = eng.db_size(f"sqlite:///{db}") - base_bytes
+        env = {**os.environ, "KLINGFLOW_HOME": str(home)}
+        began = time.perf_counter()
+        shown = subprocess.run(  # noqa: S603 - our own interpreter
+            [sys.executable, "-m", "klingflow", "runs", "show", run.run_id, "--json"],
+            env=env,
+            capture_output=True,
+            check=False,
+        )
+        runs_show = time.perf_counter() - began
+        from fastapi.testclient import TestClient
+
+        from klingflow.service import create_app
+
+        os.environ.setdefault("PIAPI_API_KEY", eng.API_KEY)  # never used: nothing executes
+
+        def reader(settings: Settings) -> Engine:
+            return Engine(settings, execute=False)
+
+        app = create_app(Settings(home=home, database_url=None), engine_factory=reader)
+        with TestClient(app, base_url="http://127.0.0.1", client=("127.0.0.1", 50000)) as http:
+            began = time.perf_counter()
+            answer = http.get(f"/api/runs/{run.run_id}")
+            api = time.perf_counter() - began
+        return {
+            "videos": count,
+            "status": str(record.status),
+            "wall_seconds": round(wall, 1),
+            "db_bytes_per_video": round(db_bytes / count),
+            "samples": samples,
+            "runs_show_seconds": round(runs_show, 2),
+            "runs_show_exit": shown.returncode,
+            "runs_show_bytes": len(shown.stdout),
+            "api_seconds": round(api, 3),
+            "api_status": answer.status_code,
+            "api_bytes": len(answer.content),
+        }
+
+
+def child(part: str, count: int) -> dict[str, Any]:
+    """Run one part in a fresh interpreter; its last stdout line is the JSON result."""
+    completed = subprocess.run(  # noqa: S603 - our own interpreter and script
+        [sys.executable, __file__, part, str(count)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=3600,
+    )
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
+    if completed.returncode != 0 or not lines:
+        raise RuntimeError(f"memory {part} {count} failed: {completed.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def growth_plot(samples: list[dict[str, float]]) -> str:
+    """RSS and DB size against videos submitted: flat RSS and a straight DB line (constant
+    bytes per video) are what scaling to 100,000 needs."""
+    figure, (left, right) = plot().subplots(1, 2, figsize=(8, 3))
+    videos = [s["videos"] for s in samples]
+    left.plot(videos, [s["rss_mb"] for s in samples])
+    left.set_ylabel("RSS, MB")
+    right.plot(videos, [s["db_bytes"] / 1e6 for s in samples])
+    right.set_ylabel("DB size (with WAL), MB")
+    for axes in (left, right):
+        axes.set_xlabel("videos submitted")
+        axes.set_ylim(bottom=0)
+    return save(figure, "memory.png")
+
+
+def measure(quick: bool, options: Options) -> Section:
+    tasks = options.inflight or (300 if quick else 2000)
+    videos = options.batch_videos or (400 if quick else 4000)
+    held = child("inflight", tasks)
+    held_note = "scaled down" if tasks < 5000 else ""
+    if held["in_flight"] < tasks:
+        held_note += f"; only {held['in_flight']} of {tasks} submitted in 300 s"
+    large = child("batch", videos)
+    samples = large["samples"]
+    later = [s["rss_mb"] for s in samples if s["videos"] >= videos / 4]
+    growth = round(max(later) - min(later), 1) if later else None
+    text = (
+        ("**Scaled down** for the time budget" if videos < 100_000 else "Full size")
+        + f": {tasks} tasks in flight and a batch of {videos} videos (the issue: 5,000 and "
+        "100,000; `bench/run.py --only memory --inflight 5000 --batch-videos 100000` for the "
+        "full figures, about 20 minutes). Each part runs in a fresh child process on SQLite.\n\n"
+        + table(
+            ["figure", "value"],
+            [
+                [
+                    f"RSS with {held['in_flight']} of {tasks} tasks in flight",
+                    f"**{held['rss_mb']} MB**",
+                ],
+                ["RSS after launch, before the run", f"{held['launched_mb']} MB"],
+                [f"RSS growth over the batch's last 3/4 ({videos} videos)", f"**{growth} MB**"],
+                [
+                    "DB bytes per video at the end (after a WAL checkpoint)",
+                    large["db_bytes_per_video"],
+                ],
+                ["batch wall time", f"{large['wall_seconds']} s"],
+                [
+                    "`klingflow runs show RUN --json` on it (a CLI process, "
+                    f"{large['runs_show_bytes']} bytes)",
+                    f"**{large['runs_show_seconds']} s**",
+                ],
+                [
+                    f"`GET /api/runs/{{id}}` on it (in-process app, HTTP {large['api_status']}, "
+                    f"{large['api_bytes']} bytes)",
+                    f"**{large['api_seconds']} s**",
+                ],
+            ],
+        )
+    )
+    return Section(
+        name="memory",
+        title="5. Memory and growth",
+        command="bench/run.py --only memory",
+        text=text,
+        targets=[
+            Target(
+                f"RSS MB, {held['in_flight']} tasks in flight",
+                held["rss_mb"],
+                "<= 300",
+                ratio(held["rss_mb"], 300, at_most=True),
+                held_note,
+            ),
+            Target(f"RSS growth MB over {videos} videos", growth, "flat", None, "scaled down"),
+            Target(
+                "`runs show` s",
+                large["runs_show_seconds"],
+                "< 1",
+                ratio(large["runs_show_seconds"], 1, at_most=True),
+                f"{videos} videos",
+            ),
+            Target(
+                "`GET /api/runs/{id}` s",
+                large["api_seconds"],
+                "< 1",
+                ratio(large["api_seconds"], 1, at_most=True),
+                f"{videos} videos",
+            ),
+        ],
+        figures=[growth_plot(samples)],
+        raw={"inflight": held, "batch": large},
+    )
+
+
+if __name__ == "__main__":
+    part, number = sys.argv[1], int(sys.argv[2])
+    with tempfile.TemporaryDirectory(prefix="klingflow-memory-") as scratch:
+        work = inflight if part == "inflight" else large_batch
+        print(json.dumps(asyncio.run(work(number, Path(scratch)))), flush=True)
