@@ -52,7 +52,7 @@ class TaskIdConflictError(WorkflowError):
 
 
 # -- the hot path's statements, built once: building a statement costs more than running it
-# (docs/benchmarks.md). WHERE parameters are `q_*`; SET values are passed by column name.
+# (docs/benchmarks-history.md). WHERE parameters are `q_*`; SET values are passed by column name.
 
 NODE_UPDATE = (
     node_runs.update()
