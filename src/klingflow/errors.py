@@ -35,6 +35,8 @@ KlingflowError                          base for everything we raise
     ├── WorkflowNotFoundError(LookupError)  no published workflow of that name; .name
     ├── RunStateError                   the run's status does not allow the command
     │                                   (retry a run that is not paused); .run_id .status
+    ├── RunLogWriteError                the run database refused a write (disk full, read
+    │                                   only): runs stay where they were; .reason
     └── IdempotencyConflictError        a key reused with another body (409); .run_id
 ```
 
@@ -74,6 +76,7 @@ __all__ = [
     "RateLimitError",
     "RecordedError",
     "RunNotFoundError",
+    "RunLogWriteError",
     "RunStateError",
     "ServerError",
     "SubmitUncertainError",
@@ -414,6 +417,21 @@ class RunStateError(WorkflowError):
         super().__init__(message)
         self.run_id = run_id
         self.status = status
+
+
+class RunLogWriteError(WorkflowError):
+    """The run database refused a write (its disk is full, it is read only, it is gone):
+    a run cannot record its progress, so waiting for it would wait for ever. Nothing is lost:
+    its work up to the last record stands, paid tasks keep their ids, and `klingflow worker`
+    on the repaired database resumes the run (DBOS recovers it)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"the run database refused a write ({reason}): the runs stop where they were. "
+            "Free space (or fix the database), then run `klingflow worker` on it: they resume "
+            "from their last record, and nothing paid is paid again"
+        )
+        self.reason = reason
 
 
 class IdempotencyConflictError(WorkflowError):

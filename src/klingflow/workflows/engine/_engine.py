@@ -16,7 +16,7 @@ from typing import Any, Self
 import sqlalchemy as sa
 from dbos import DBOS, DBOSPortableJSONSerializer, SetWorkflowID, WorkflowHandleAsync
 
-from klingflow.errors import RunNotFoundError, RunStateError
+from klingflow.errors import RunLogWriteError, RunNotFoundError, RunStateError
 from klingflow.piapi import AsyncPiAPI, AsyncWebhookEvents, Task, WaitPolicy
 from klingflow.piapi.polling import StatusPoller
 from klingflow.piapi.pricing import PriceTable
@@ -105,6 +105,8 @@ class Engine(RunStarter):
         run gives its slot back while it waits for a command."""
         self.executor_id = ""
         self.is_closing = False
+        self.write_failure: sa.exc.DBAPIError | None = None
+        """The database error that stopped one of this process's workflows, if any."""
         """Set once `aclose` begins: a workflow cut off by the shutdown is left pending for
         the next engine, not recorded as crashed."""
         self._workflows: set[asyncio.Task[Any]] = set()
@@ -238,6 +240,10 @@ class Engine(RunStarter):
         self._workflows.add(task)
         try:
             yield
+        except Exception as error:
+            if (failure := _database_failure(error)) is not None and not self.is_closing:
+                self.write_failure = failure  # `wait` says so instead of waiting for ever
+            raise
         finally:
             self._workflows.discard(task)
 
@@ -345,6 +351,9 @@ class Engine(RunStarter):
         """Until every run is finished or paused; `on_poll` sees each look."""
         deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
         while True:
+            if self.write_failure is not None:
+                reason = str(self.write_failure.orig).strip() or type(self.write_failure).__name__
+                raise RunLogWriteError(reason) from self.write_failure
             runs = [self.runlog.get_run(run_id) for run_id in run_ids]
             records = [run for run in runs if run is not None]
             if on_poll is not None:
@@ -472,3 +481,14 @@ class Engine(RunStarter):
             next_command=next_command,
         )
         return await life.live()
+
+
+def _database_failure(error: BaseException) -> sa.exc.DBAPIError | None:
+    """The database error behind a workflow's end, if one is (DBOS recording a step's result
+    raises it as it is, or as the cause of its own error)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, sa.exc.DBAPIError) and not seen.connection_invalidated:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
