@@ -35,6 +35,12 @@ __all__ = ["StatusPoller"]
 
 logger = logging.getLogger("klingflow.piapi")
 
+PROBE_FACTOR = 1.5
+"""How the pauses of the one task probing a kind never seen finish grow (PiAPI's own CLI
+grows by 1.5): a steady 5 s beat cost a 10-minute render 120 looks, which set the pace of a
+batch at 60 requests a minute; growing, it costs about ten, and once a render of the kind
+finishes the others look when it says."""
+
 
 @dataclass
 class _Watch:
@@ -215,7 +221,7 @@ class StatusPoller:
             expected,
             has_webhook=self.has_webhook,
             is_probing=is_probing,
-            probe_factor=1.0,  # one task per kind probes: a steady pace costs little
+            probe_factor=PROBE_FACTOR,
             upper_seconds=self._upper(kind),
             rng=self._rng,
         )
@@ -250,7 +256,7 @@ class StatusPoller:
         oldest = min(same, key=lambda w: w.since)
         assert oldest.schedule is not None
         oldest.schedule.is_probing = True
-        oldest.schedule.probe_factor = 1.0
+        oldest.schedule.probe_factor = PROBE_FACTOR
         oldest.due = min(oldest.due, time.time() + self.policy.initial_interval_seconds)
         self._changed.set()
 

@@ -224,8 +224,7 @@ class LookSchedule:
     - `is_probing` (its kind was never seen finish, so the expected time is only typical):
       looks from `initial_interval_seconds`, growing by `probe_factor` (doubling: a lone
       wait finds a fast server's finish early and a 10-minute render in a dozen looks; the
-      poller probes one task per kind at a steady pace, factor 1), and one just past the
-      typical time.
+      poller probes one task per kind, growing by 1.5), and one just past the typical time.
     - Otherwise the first look is `margin` past the expected time. A task not done by then
       is looked at again halfway to `upper_seconds` (when every finish seen so far came
       before it), else after a tenth of the expected time, growing by `factor`.
