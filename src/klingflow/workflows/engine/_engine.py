@@ -105,7 +105,7 @@ class Engine(RunStarter):
         run gives its slot back while it waits for a command."""
         self.executor_id = ""
         self.is_closing = False
-        self.write_failure: sa.exc.DBAPIError | None = None
+        self.write_failure: sa.exc.OperationalError | None = None
         """The database error that stopped one of this process's workflows, if any."""
         """Set once `aclose` begins: a workflow cut off by the shutdown is left pending for
         the next engine, not recorded as crashed."""
@@ -351,9 +351,6 @@ class Engine(RunStarter):
         """Until every run is finished or paused; `on_poll` sees each look."""
         deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
         while True:
-            if self.write_failure is not None:
-                reason = str(self.write_failure.orig).strip() or type(self.write_failure).__name__
-                raise RunLogWriteError(reason) from self.write_failure
             runs = [self.runlog.get_run(run_id) for run_id in run_ids]
             records = [run for run in runs if run is not None]
             if on_poll is not None:
@@ -362,6 +359,9 @@ class Engine(RunStarter):
             if all(run.status in settled for run in records):
                 await self._workflows_stored(r.run_id for r in records if r.status == "completed")
                 return records
+            if self.write_failure is not None:  # a run that could not record its end
+                reason = str(self.write_failure.orig).strip() or type(self.write_failure).__name__
+                raise RunLogWriteError(reason) from self.write_failure
             if deadline is not None and time.monotonic() > deadline:
                 return records
             await asyncio.sleep(poll_seconds)
@@ -483,12 +483,13 @@ class Engine(RunStarter):
         return await life.live()
 
 
-def _database_failure(error: BaseException) -> sa.exc.DBAPIError | None:
-    """The database error behind a workflow's end, if one is (DBOS recording a step's result
-    raises it as it is, or as the cause of its own error)."""
+def _database_failure(error: BaseException) -> sa.exc.OperationalError | None:
+    """The database's refusal behind a workflow's end, if one is (disk full, read only; DBOS
+    recording a step's result raises it as it is, or as the cause of its own error). A bug's
+    error (an integrity or programming error) is not one: the run records it as `crashed`."""
     seen: BaseException | None = error
     while seen is not None:
-        if isinstance(seen, sa.exc.DBAPIError) and not seen.connection_invalidated:
+        if isinstance(seen, sa.exc.OperationalError) and not seen.connection_invalidated:
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
