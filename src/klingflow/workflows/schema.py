@@ -34,6 +34,7 @@ __all__ = [
     "leases",
     "metadata",
     "node_runs",
+    "run_secrets",
     "runs",
     "schema_lock",
     "workers",
@@ -155,6 +156,15 @@ leases = sa.Table(
     sa.Column("task_id", sa.String(255), nullable=True),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),  # request answered
+)
+
+# -- a run's secret inputs, sealed (workflows/secret_inputs.py) ----------------------------
+
+run_secrets = sa.Table(
+    "kf_run_secrets",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("sealed", sa.Text, nullable=False),  # a Fernet token; the key is not stored
 )
 
 # -- executors' heartbeats and takeovers (workflows/workers.py) --------------------------

@@ -143,6 +143,7 @@ class Engine(RunStarter):
 
     async def _launch(self, engine: sa.Engine) -> None:
         self.runlog = RunLog(engine, secrets=known_secrets(self.settings, self.client.api_key))
+        self.sealing_key = self.client.api_key
         if self.requested_executor_id:
             self.executor_id = self.requested_executor_id
         else:
