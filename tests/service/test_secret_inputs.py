@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -191,3 +192,24 @@ def test_a_run_whose_secret_cannot_be_opened_stops_instead_of_sending_the_mask(
     with pytest.raises(SecretInputsUnreadable, match="were not kept"):
         open_run(log, run, spec, SecretStr(api_key))
     log.engine.dispose()
+
+
+def test_the_start_form_takes_a_secret_unseen_and_never_shows_it_back(
+    start_service: StartService,
+) -> None:
+    """The web form draws a secret input as a password field, and a refused form (another
+    field wrong) asks for it again instead of putting it back into the page."""
+    service = start_service()
+    service.publish(
+        workflow("http://127.0.0.1:9").replace("note: {type: string}", "note: {type: integer}")
+    )
+    page = service.http.get("/workflows/secret-call")
+    assert re.search(r'name="api_token"[^>]*\s+type="password"', page.text)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token is not None
+    form = {"csrf_token": token.group(1), "api_token": TOKEN, "note": "not a number"}
+    refused = service.http.post("/workflows/secret-call/runs", data=form)
+    assert refused.status_code == 422
+    assert "note" in refused.text
+    assert TOKEN not in refused.text
+    assert service.http.get("/api/runs").json()["runs"] == []
