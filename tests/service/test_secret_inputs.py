@@ -213,3 +213,37 @@ def test_the_start_form_takes_a_secret_unseen_and_never_shows_it_back(
     assert "note" in refused.text
     assert TOKEN not in refused.text
     assert service.http.get("/api/runs").json()["runs"] == []
+
+
+LOOPED = """\
+name: secret-loop
+inputs:
+  api_token: {type: string, secret: true, required: true}
+nodes:
+  - id: each
+    type: loop
+    with: {items: [1, 2]}
+    nodes:
+      - id: call
+        type: http.request
+        with:
+          url: "URL/item"
+          allow_private_network: true
+          headers: {X-Pass: "{{ inputs.api_token }}"}
+outputs:
+  calls: "{{ nodes.each.output | length }}"
+"""
+
+
+def test_a_loop_body_reads_the_secret_and_stores_only_the_mask(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    """Loop chunks run as workflows of their own: each opens the run's secret too."""
+    service = start_service()
+    with recorder() as local:
+        service.publish(LOOPED.replace("URL", local.url))
+        run_id = service.start("secret-loop", {"api_token": TOKEN})
+        detail = service.finish(run_id)
+        assert received(local) == [TOKEN, TOKEN]
+    assert detail["run"]["status"] == "completed", detail["run"]["message"]
+    assert TOKEN not in sqlite_rows(tmp_path / "klingflow.sqlite")
