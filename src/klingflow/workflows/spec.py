@@ -213,6 +213,9 @@ class Workflow(Strict):
         for node in data["nodes"]:  # and loops without a label the hash they had before it
             if node.get("type") == "loop" and node.get("label") is None:
                 node.pop("label", None)
+        for spec in data["inputs"].values():  # and inputs not secret the hash they had
+            if spec.get("secret") is False:
+                spec.pop("secret")
         canonical = json.dumps(
             data,
             sort_keys=True,
