@@ -69,7 +69,7 @@ def test_saving_from_the_editor_keeps_a_masked_secret(
     expect(problems.first).to_contain_text("line 8")
     expect(problems.first).to_contain_text("where the published file has a secret")
     # Publish, as the form posts it (a 422 page would count as a console error here)
-    form = {
+    form: dict[str, str | float | bool] = {
         "csrf_token": page.input_value("input[name=csrf_token]"),
         "editing": "notify",
         "source": editor_text(page),
