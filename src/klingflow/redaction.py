@@ -14,12 +14,28 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from typing import Any, Final
 
-__all__ = ["MASK", "is_secret_name", "mask_secrets", "redact", "redact_values", "storable"]
+__all__ = [
+    "MASK",
+    "MIN_SECRET_LENGTH",
+    "hold_run_secrets",
+    "is_secret_name",
+    "mask_secrets",
+    "redact",
+    "redact_values",
+    "run_secrets",
+    "storable",
+]
 
 MASK: Final = "***"
 """What stands where a secret was, everywhere klingflow shows or keeps a value."""
+
+MIN_SECRET_LENGTH: Final = 4
+"""Shorter values are not searched for in other text: masking every `a` would ruin it."""
+
+_run_secrets: ContextVar[tuple[str, ...]] = ContextVar("klingflow_run_secrets", default=())
 
 _SECRET_NAME = re.compile(
     r"(secret|token|password|passwd|authorization|cookie|(^|[-_])key$|api[-_]?key)", re.I
@@ -29,6 +45,18 @@ _SECRET_NAME = re.compile(
 def is_secret_name(name: str) -> bool:
     """Whether a field or header called `name` holds a secret (its value is masked whole)."""
     return _SECRET_NAME.search(name) is not None
+
+
+def run_secrets() -> tuple[str, ...]:
+    """The secret input values of the run executing in this task (`hold_run_secrets`)."""
+    return _run_secrets.get()
+
+
+def hold_run_secrets(values: Iterable[str]) -> None:
+    """Make `values` known secrets for the rest of this task and the tasks it starts: the
+    run log's writes and DBOS's step outputs made inside a run mask them (a context
+    variable, so two runs in one process never see each other's)."""
+    _run_secrets.set(tuple(v for v in values if len(v) >= MIN_SECRET_LENGTH))
 
 
 def mask_secrets(text: str, secrets: Iterable[str]) -> str:

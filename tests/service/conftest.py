@@ -49,6 +49,8 @@ class Service:
 
     url: str
     http: httpx.Client
+    stop: Callable[[], None] = lambda: None
+    """Stop the service now (a test that restarts it; teardown stops it anyway)."""
 
     def publish(self, text: str = CLIP) -> dict[str, Any]:
         response = self.http.post("/api/workflows", content=text)
@@ -127,7 +129,7 @@ def start_service(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Ite
             server.stop()
 
         stops.append(stop)
-        return Service(url=url, http=http)
+        return Service(url=url, http=http, stop=stop)
 
     yield start
     for stop in reversed(stops):

@@ -25,6 +25,7 @@ from klingflow.service.api import APIError, ErrorPublic, runs, tasks, webhooks, 
 from klingflow.service.apidocs import add_api_docs
 from klingflow.service.pages import Pages
 from klingflow.service.security import CrossSiteGuard, require_token
+from klingflow.service.session_log import SessionLog
 from klingflow.service.sessions import (
     SESSION_COOKIE,
     SESSION_MAX_AGE_SECONDS,
@@ -146,6 +147,7 @@ def create_app(
             app.state.engine = engine
             app.state.registry = registry
             app.state.pages = Pages(engine.runlog.secrets)
+            app.state.session_log = SessionLog(engine.runlog.engine)
             async with Scheduler(engine, registry) as scheduler:
                 app.state.scheduler = scheduler
                 yield

@@ -3,17 +3,17 @@
 After `MAX_FAILED_ATTEMPTS` failures within `FAILED_ATTEMPTS_WINDOW_SECONDS`, a client gets
 429 (with `Retry-After`) for every sign-in or token until the oldest failure leaves the
 window, even with the right token: a guesser learns nothing more. A success clears the
-client's count. The counts live in this process's memory.
+client's count. The counts live in the run log's database (`SessionLog`), shared by every
+`serve` process on it and kept across restarts.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections import deque
-from collections.abc import Callable
 
 from fastapi import HTTPException, Request
+
+from klingflow.service.session_log import SessionLog
 
 __all__ = [
     "FAILED_ATTEMPTS_WINDOW_SECONDS",
@@ -24,36 +24,30 @@ __all__ = [
 
 MAX_FAILED_ATTEMPTS = 10
 FAILED_ATTEMPTS_WINDOW_SECONDS = 60.0
-_MAX_CLIENTS = 10_000  # clients remembered at once; the oldest are forgotten first
 
 
 class FailedAttempts:
-    """Failure times per client (an IP address), in a sliding window."""
+    """Failure times per client (an IP address) in a sliding window, kept in the run log's
+    database (`SessionLog`), so every `serve` process on it counts together and a restart
+    forgets nothing."""
 
     def __init__(
         self,
+        log: SessionLog,
         *,
         limit: int = MAX_FAILED_ATTEMPTS,
         window_seconds: float = FAILED_ATTEMPTS_WINDOW_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.log = log
         self.limit = limit
         self.window_seconds = window_seconds
-        self.clock = clock
-        self._failures: dict[str, deque[float]] = {}
-
-    def _recent(self, client: str) -> deque[float]:
-        times = self._failures.get(client, deque())
-        cutoff = self.clock() - self.window_seconds
-        while times and times[0] <= cutoff:
-            times.popleft()
-        return times
 
     def check(self, client: str) -> None:
         """429 when the client is over the limit."""
-        times = self._recent(client)
+        now = self.log.clock()
+        times = self.log.failures(client, since=now - self.window_seconds)
         if len(times) >= self.limit:
-            wait = max(1, math.ceil(times[0] + self.window_seconds - self.clock()))
+            wait = max(1, math.ceil(times[0] + self.window_seconds - now))
             raise HTTPException(
                 status_code=429,
                 detail=f"too many failed sign-ins or wrong tokens: try again in {wait} s",
@@ -61,25 +55,21 @@ class FailedAttempts:
             )
 
     def failed(self, client: str) -> None:
-        """Count a failed sign-in or wrong token from `client` (past the cap of clients
-        tracked, the oldest is forgotten)."""
-        times = self._recent(client)
-        times.append(self.clock())
-        self._failures[client] = times
-        if len(self._failures) > _MAX_CLIENTS:
-            self._failures.pop(next(iter(self._failures)))
+        """Count a failed sign-in or wrong token from `client` (failures past every
+        client's window are dropped on the way)."""
+        self.log.add_failure(client, forget_before=self.log.clock() - self.window_seconds)
 
     def succeeded(self, client: str) -> None:
         """Forget `client`'s failures: it proved it has the token."""
-        self._failures.pop(client, None)
+        self.log.clear_failures(client)
 
 
 def failed_attempts(request: Request) -> tuple[FailedAttempts, str]:
-    """The app's counter and this request's client key."""
+    """The app's counter (over `app.state.session_log`) and this request's client key."""
     state = request.app.state
     try:
         counter: FailedAttempts = state.failed_attempts
     except AttributeError:
-        counter = state.failed_attempts = FailedAttempts()
+        counter = state.failed_attempts = FailedAttempts(state.session_log)
     client = request.client.host if request.client else "unknown"
     return counter, client

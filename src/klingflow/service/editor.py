@@ -8,12 +8,14 @@ one run of the draft, as the start form's Estimate does. Nothing is stored until
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from klingflow.errors import InvalidRequestError, WorkflowDefinitionError, WorkflowProblem
 from klingflow.piapi.pricing import PriceTable
+from klingflow.redaction import MASK, redact_values
 from klingflow.service.graph import GraphLayout
 from klingflow.service.views import workflow_graph
 from klingflow.workflows.estimate import RunEstimate, estimate_run
@@ -27,7 +29,9 @@ __all__ = [
     "DraftCheck",
     "Snippet",
     "check_draft",
+    "restore_secrets",
     "sample_inputs",
+    "stray_mask_problems",
 ]
 
 MAX_DRAFT_BYTES = 1024 * 1024
@@ -194,3 +198,43 @@ def check_draft(text: str, sample_text: str, *, prices: PriceTable) -> DraftChec
     except (ValueError, InvalidRequestError) as error:  # JSON, or inputs that do not fit
         estimate = f"cannot price these sample inputs: {error}"
     return DraftCheck([], workflow, workflow_graph(workflow), estimate)
+
+
+def restore_secrets(draft: str, published: str, secrets: tuple[str, ...]) -> tuple[str, list[int]]:
+    """`draft`, as posted from the editor of `published`, with its secrets put back.
+
+    Pages show a known secret written into a workflow file as `***`, so the editor's text
+    has `***` where the file has the key; published as posted, the key would be lost. Every
+    line the draft kept from the masked view gets its published text back; a line the user
+    changed keeps what was typed. Returns the text, and the (1-based) lines of the draft
+    that still hold `***` while the published file had a secret masked: publishing those
+    would store the mask in place of the secret, so the editor refuses them.
+    """
+    shown = redact_values(published, secrets)
+    if shown == published:
+        return draft, []
+    original, masked, lines = published.split("\n"), shown.split("\n"), draft.split("\n")
+    if len(original) != len(masked):  # a secret spanning lines: keep the draft as it is
+        return draft, [n for n, line in enumerate(lines, 1) if MASK in line]
+    restored: list[str] = []
+    stray: list[int] = []
+    matcher = difflib.SequenceMatcher(a=masked, b=lines, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            restored += original[i1:i2]
+            continue
+        restored += lines[j1:j2]
+        stray += [j + 1 for j in range(j1, j2) if MASK in lines[j]]
+    return "\n".join(restored), stray
+
+
+def stray_mask_problems(lines: list[int]) -> list[WorkflowProblem]:
+    """The editor's refusal of lines that would publish `***` in place of a secret."""
+    return [
+        WorkflowProblem(
+            f"holds {MASK} where the published file has a secret (pages mask it): type the "
+            "secret again, or leave the line as it was and it is kept",
+            line=line,
+        )
+        for line in lines
+    ]

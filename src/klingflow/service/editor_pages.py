@@ -11,12 +11,20 @@ from starlette.datastructures import FormData
 
 from klingflow.errors import WorkflowDefinitionError
 from klingflow.service.deps import EngineDep, RegistryDep
-from klingflow.service.editor import SNIPPETS, STARTER, DraftCheck, check_draft, sample_inputs
+from klingflow.service.editor import (
+    SNIPPETS,
+    STARTER,
+    DraftCheck,
+    check_draft,
+    restore_secrets,
+    sample_inputs,
+    stray_mask_problems,
+)
 from klingflow.service.operations import latest_published
 from klingflow.service.pages import Pages, PagesDep, flash, see_other
 from klingflow.service.sessions import read_form
 from klingflow.workflows.engine import Engine
-from klingflow.workflows.registry import PublishOutcome
+from klingflow.workflows.registry import PublishOutcome, WorkflowRegistry
 
 __all__ = ["router"]
 
@@ -54,18 +62,31 @@ def editor_page(
     return _editor_page(request, pages, source=source, sample=sample, check=check, editing=workflow)
 
 
-async def _draft(request: Request, engine: Engine) -> tuple[str, str, DraftCheck, FormData]:
+async def _draft(
+    request: Request, engine: Engine, registry: WorkflowRegistry, pages: Pages
+) -> tuple[str, str, DraftCheck, FormData]:
+    """The posted draft, checked; editing a published workflow, the secrets the page showed
+    as `***` are put back (`restore_secrets`), and a `***` left on a changed line refused."""
     form = await read_form(request)
     source, sample = form.get("source"), form.get("sample")
     text = source.replace("\r\n", "\n") if isinstance(source, str) else ""
     sample_text = sample if isinstance(sample, str) else ""
+    editing = form.get("editing")
+    published = registry.latest(editing) if isinstance(editing, str) and editing else None
+    stray: list[int] = []
+    if published is not None:
+        text, stray = restore_secrets(text, published.source, pages.secrets)
+    if stray:
+        return text, sample_text, DraftCheck(stray_mask_problems(stray)), form
     return text, sample_text, check_draft(text, sample_text, prices=engine.client.prices), form
 
 
 @router.post("/fragments/editor-check")
-async def editor_check(request: Request, pages: PagesDep, engine: EngineDep) -> HTMLResponse:
+async def editor_check(
+    request: Request, pages: PagesDep, engine: EngineDep, registry: RegistryDep
+) -> HTMLResponse:
     """The editor's live check as you type: problems with their lines, graph and price."""
-    _, _, check, _ = await _draft(request, engine)
+    _, _, check, _ = await _draft(request, engine, registry, pages)
     return pages.render(request, "_editor_results.html", live=True, check=check)
 
 
@@ -74,7 +95,7 @@ async def editor_post(
     request: Request, pages: PagesDep, registry: RegistryDep, engine: EngineDep
 ) -> Response:
     """Check the draft (without JavaScript), or publish it as a new version."""
-    text, sample, check, form = await _draft(request, engine)
+    text, sample, check, form = await _draft(request, engine, registry, pages)
     raw = form.get("editing")
     editing = raw if isinstance(raw, str) and raw else None
     if form.get("intent") != "publish" or check.problems:

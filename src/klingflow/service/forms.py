@@ -39,7 +39,7 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 """A spreadsheet of prompts is kilobytes; this stops a wrong file before it fills memory."""
 PREVIEW_ROWS = 5
 
-Widget = Literal["text", "textarea", "integer", "number", "checkbox", "select", "json"]
+Widget = Literal["text", "textarea", "integer", "number", "checkbox", "select", "json", "password"]
 
 _LONG_TEXT = ("prompt", "description", "text", "script", "message")
 
@@ -134,6 +134,8 @@ async def _read_uploads(
 
 
 def _widget(name: str, spec: InputSpec) -> Widget:
+    if spec.secret:
+        return "password"  # typed unseen, and never sent back to the page
     if spec.enum is not None:
         return "select"
     if spec.type == "string":
@@ -168,6 +170,8 @@ def fields_for(
         default = spec.default if spec.has_default else None
         if typed is None:
             value, checked = _shown(widget, default), default is True
+        elif widget == "password":  # a refused form asks for the secret again
+            value, checked = "", False
         else:
             value, checked = typed.get(name, ""), name in typed
         options = [(json.dumps(o, ensure_ascii=False), str(o)) for o in spec.enum or []]

@@ -18,6 +18,7 @@ from fastapi import HTTPException, Request
 from starlette.datastructures import FormData
 
 from klingflow.service.security import token_matches
+from klingflow.service.session_log import SessionLog
 from klingflow.settings import Settings
 
 __all__ = [
@@ -67,23 +68,17 @@ def is_signed_in(request: Request) -> bool:
     # Counted here, not by the cookie's own max-age: the cookie is re-signed on every
     # response, so a tab that keeps polling would otherwise stay signed in for ever.
     since = request.session.get("signed_in_at")
-    if request.session.get("sid") in _revoked(request):
+    sid = request.session.get("sid")
+    if isinstance(sid, str) and _log(request).is_revoked(sid):
         return False  # signed out: the cookie may live on in a copy, the session does not
     return isinstance(since, int | float) and 0 <= time.time() - since < SESSION_MAX_AGE_SECONDS
 
 
-def _revoked(request: Request) -> dict[str, float]:
-    """Session ids signed out in this process (id -> sign-in time), kept while they could
-    still be valid; a cookie is signed, not stored, so logout must be remembered here."""
-    state = request.app.state
-    try:
-        revoked: dict[str, float] = state.revoked_sessions
-    except AttributeError:
-        revoked = state.revoked_sessions = {}
-    cutoff = time.time() - SESSION_MAX_AGE_SECONDS
-    for sid in [sid for sid, since in revoked.items() if since < cutoff]:
-        del revoked[sid]
-    return revoked
+def _log(request: Request) -> SessionLog:
+    """Where signed-out sessions are kept: the run log's database, shared by every `serve`
+    process on it and kept across restarts (a cookie is signed, not stored)."""
+    log: SessionLog = request.app.state.session_log
+    return log
 
 
 def require_login(request: Request) -> None:
@@ -107,7 +102,8 @@ def sign_out(request: Request) -> None:
     """End the session here and now: its id is revoked, so a copy of the cookie is dead."""
     sid, since = request.session.get("sid"), request.session.get("signed_in_at")
     if isinstance(sid, str):
-        _revoked(request)[sid] = since if isinstance(since, int | float) else time.time()
+        signed_in_at = since if isinstance(since, int | float) else time.time()
+        _log(request).revoke(sid, expires_at=signed_in_at + SESSION_MAX_AGE_SECONDS)
     request.session.clear()
 
 

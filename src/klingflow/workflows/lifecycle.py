@@ -18,6 +18,7 @@ from klingflow.workflows.executor import LoopRunner, NodePaused, RunState, execu
 from klingflow.workflows.nodes.runtime import Durable, Services
 from klingflow.workflows.records import RunRecord, RunStatus
 from klingflow.workflows.runlog import RunLog
+from klingflow.workflows.secret_inputs import open_run
 from klingflow.workflows.spec import Workflow
 from klingflow.workflows.steering import (
     Action,
@@ -81,6 +82,7 @@ class RunLife:
         run = runlog.get_run(self.run_id)
         assert run is not None
         workflow = Workflow.model_validate(run.workflow)
+        run = open_run(runlog, run, workflow, self.client.api_key)  # its secret inputs
         # Status writes are steps: a replay after a crash must not flip them back.
         slot = RunSlot(self.run_slots)
         await slot.take()  # until a slot is free, the run stays `queued`

@@ -30,10 +30,13 @@ __all__ = [
     "TABLES_LOCK",
     "attempt_log",
     "create_tables",
+    "failed_sign_ins",
     "intents",
     "leases",
     "metadata",
     "node_runs",
+    "revoked_sessions",
+    "run_secrets",
     "runs",
     "schema_lock",
     "workers",
@@ -155,6 +158,32 @@ leases = sa.Table(
     sa.Column("task_id", sa.String(255), nullable=True),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),  # request answered
+)
+
+# -- a run's secret inputs, sealed (workflows/secret_inputs.py) ----------------------------
+
+run_secrets = sa.Table(
+    "kf_run_secrets",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("sealed", sa.Text, nullable=False),  # a Fernet token; the key is not stored
+)
+
+# -- the service's sign-ins, shared by every `serve` process (service/session_log.py) ----
+
+revoked_sessions = sa.Table(
+    "kf_revoked_sessions",
+    metadata,
+    sa.Column("sid", sa.String(64), primary_key=True),  # the signed-out session's id
+    sa.Column("expires_at", sa.Float, nullable=False),  # when its cookie would expire anyway
+)
+
+failed_sign_ins = sa.Table(
+    "kf_failed_sign_ins",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("client", sa.String(255), nullable=False, index=True),  # an IP address
+    sa.Column("failed_at", sa.Float, nullable=False, index=True),
 )
 
 # -- executors' heartbeats and takeovers (workflows/workers.py) --------------------------

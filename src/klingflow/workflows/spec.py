@@ -64,6 +64,10 @@ class InputSpec(Strict):
     default: Any = None
     description: str | None = None
     enum: list[Any] | None = Field(default=None, min_length=1)
+    secret: bool = False
+    """A credential (a token for an `http.request` header): its value is shown and stored
+    as `***` everywhere (API, CLI, pages, the run log, DBOS) and kept for the run sealed
+    with the PiAPI key (workflows/secret_inputs.py); templates still read the real value."""
 
     @property
     def has_default(self) -> bool:
@@ -83,6 +87,12 @@ class InputSpec(Strict):
         for index, option in enumerate(self.enum or []):
             if (kind := type_problem(self.type, option)) is not None:
                 raise rule(f"enum[{index}]", kind)
+        if self.secret:
+            if self.type != "string":
+                raise rule("secret", "only a string input can be secret")
+            if self.has_default or self.enum is not None:
+                raise rule("secret", "a secret input can have no default or enum: the file "
+                           "would hold the secret")  # fmt: skip
         if self.has_default:
             if self.required:
                 raise rule("required", "an input with a default cannot be required")
@@ -203,6 +213,9 @@ class Workflow(Strict):
         for node in data["nodes"]:  # and loops without a label the hash they had before it
             if node.get("type") == "loop" and node.get("label") is None:
                 node.pop("label", None)
+        for spec in data["inputs"].values():  # and inputs not secret the hash they had
+            if spec.get("secret") is False:
+                spec.pop("secret")
         canonical = json.dumps(
             data,
             sort_keys=True,

@@ -20,6 +20,7 @@ from klingflow.settings import Settings
 from klingflow.workflows.estimate import estimate_run
 from klingflow.workflows.records import RunRecord, RunStatus
 from klingflow.workflows.runlog import RunLog
+from klingflow.workflows.secret_inputs import keep_secrets, mask_secret_inputs, require_sealing_key
 from klingflow.workflows.spec import Workflow
 
 __all__ = ["START_CHECK_SECONDS", "RunStarter", "create_run", "known_secrets"]
@@ -45,12 +46,15 @@ async def create_run(
     *,
     idempotency_key: str | None,
     prices: PriceTable,
+    sealing_key: SecretStr | None = None,
 ) -> tuple[RunRecord, bool]:
     """The key's run, or a new queued one (inputs and paid requests checked first); and
-    whether it is new."""
+    whether it is new. Secret inputs are stored `***` and sealed with `sealing_key` (the
+    PiAPI key) for the run (workflows/secret_inputs.py)."""
     known = None if idempotency_key is None else runlog.find_by_key(idempotency_key)
     if known is not None:
         return known, False
+    require_sealing_key(workflow, sealing_key)
     # The estimate's checks, off the event loop (a large loop renders every item) and within
     # START_CHECK_SECONDS; each template render has its own limits as well.
     check = asyncio.to_thread(estimate_run, workflow, payload, prices=prices)
@@ -61,17 +65,23 @@ async def create_run(
             [("payload", f"checking the run took over {START_CHECK_SECONDS:g} s: "
               "simplify its templates or split the batch")]
         ) from None  # fmt: skip
-    return runlog.create_run(
+    trigger, inputs, secrets = mask_secret_inputs(
+        workflow, payload, workflow.resolve_inputs(payload)
+    )
+    run, created = runlog.create_run(
         workflow_name=workflow.name,
         workflow_hash=workflow.content_hash,
         workflow=workflow.model_dump(mode="json", by_alias=True, exclude_unset=True),
         source_path=workflow.source_path,
-        trigger=payload,
-        inputs=workflow.resolve_inputs(payload),
+        trigger=trigger,
+        inputs=inputs,
         output_root=str(settings.outputs_dir),
         budget_usd=workflow.budget_usd,
         idempotency_key=idempotency_key,
     )
+    if created:
+        keep_secrets(runlog, run.run_id, secrets, sealing_key)
+    return run, created
 
 
 class RunStarter(ABC):
@@ -79,6 +89,8 @@ class RunStarter(ABC):
 
     settings: Settings
     runlog: RunLog
+    sealing_key: SecretStr | None = None
+    """The PiAPI key, which seals a run's secret inputs (None: no run may have any)."""
 
     @property
     def prices(self) -> PriceTable:
@@ -108,6 +120,7 @@ class RunStarter(ABC):
             payload,
             idempotency_key=idempotency_key,
             prices=self.prices,
+            sealing_key=self.sealing_key,
         )
         if created or run.status is RunStatus.QUEUED:
             await self._enqueue(run.run_id, is_new=created)

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from klingflow.redaction import redact
+from klingflow.redaction import MIN_SECRET_LENGTH, redact, run_secrets
 from klingflow.workflows.schema import create_tables
 
 __all__ = ["DISCONNECT_RETRIES", "Transactions", "transaction"]
@@ -73,8 +73,13 @@ class Transactions:
 
     def __init__(self, engine: sa.Engine, *, secrets: tuple[str, ...] = ()) -> None:
         self.engine = engine
-        self.secrets = tuple(s for s in secrets if len(s) >= 4)
+        self._secrets = tuple(s for s in secrets if len(s) >= MIN_SECRET_LENGTH)
         create_tables(engine)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The deployment's known secrets, and the executing run's secret inputs."""
+        return self._secrets + run_secrets()
 
     def _clean(self, value: Any) -> Any:
         """What may be stored: secret-looking keys and known secret values masked."""

@@ -39,6 +39,7 @@ from klingflow.workflows.engine._fanout import CHUNK_SIZE, fan_out
 from klingflow.workflows.executor_slots import ExecutorSlot, recover_abandoned_slots, slot_prefix
 from klingflow.workflows.leases import LeasedRequests, LeasedTasks, Leases
 from klingflow.workflows.lifecycle import RunLife
+from klingflow.workflows.nodes.egress import egress_transport
 from klingflow.workflows.nodes.runtime import Services
 from klingflow.workflows.records import TERMINAL_RUN_STATUSES, IntentState, RunRecord, RunStatus
 from klingflow.workflows.render_times import load_render_times, save_render_times
@@ -86,6 +87,7 @@ class Engine(RunStarter):
         self.client = client or AsyncPiAPI(
             max_concurrent_tasks=self.settings.concurrency,
             requests_per_minute=self.settings.requests_per_minute,
+            transport=egress_transport(),  # a download connects only where it was checked
         )
         self.wait_policy = wait_policy or WaitPolicy(
             initial_interval_seconds=self.settings.poll_seconds
@@ -143,6 +145,7 @@ class Engine(RunStarter):
 
     async def _launch(self, engine: sa.Engine) -> None:
         self.runlog = RunLog(engine, secrets=known_secrets(self.settings, self.client.api_key))
+        self.sealing_key = self.client.api_key
         if self.requested_executor_id:
             self.executor_id = self.requested_executor_id
         else:

@@ -22,6 +22,7 @@ from klingflow.workflows.engine._durable import PIAPI_QUEUE, WorkflowDurable, cu
 from klingflow.workflows.executor import RunState, execute_items
 from klingflow.workflows.nodes.loop import LoopNode, LoopParams
 from klingflow.workflows.records import RunRecord
+from klingflow.workflows.secret_inputs import open_run
 from klingflow.workflows.spec import Workflow
 
 if TYPE_CHECKING:
@@ -148,6 +149,7 @@ async def run_chunk(
     run = engine.runlog.get_run(run_id)
     assert run is not None
     workflow = Workflow.model_validate(run.workflow)
+    run = open_run(engine.runlog, run, workflow, engine.client.api_key)  # its secret inputs
     loop = workflow.node(loop_id)
     assert isinstance(loop, LoopNode)
     key = (run_id, epoch, loop_id)

@@ -39,6 +39,7 @@ class RunQueue(RunStarter):
         api_key = os.environ.get("PIAPI_API_KEY")
         secret = SecretStr(api_key) if api_key else None
         self.runlog = RunLog(engine, secrets=known_secrets(self.settings, secret))
+        self.sealing_key = secret
         # The client never creates DBOS's tables; a first `--detach` on a new database must.
         await asyncio.to_thread(DBOS.migrate, url)
         self._client = DBOSClient(

@@ -9,7 +9,7 @@ from pydantic import field_validator
 from klingflow.errors import DownloadError
 from klingflow.piapi.urls import check_url
 from klingflow.workflows.nodes.base import Node, NodeParams, check_file_name
-from klingflow.workflows.nodes.egress import node_egress_refusal
+from klingflow.workflows.nodes.egress import egress_rule, node_egress_refusal
 
 if TYPE_CHECKING:
     from klingflow.workflows.nodes.runtime import Runtime
@@ -45,7 +45,8 @@ class DownloadNode(Node[DownloadParams]):
             return await node_egress_refusal(rt, target, allow)
 
         async def fetch() -> dict[str, Any]:
-            path = await rt.save(params.url, params.name, check_redirect=hop)
+            async with egress_rule(rt, allow):  # the engine's client connects only to
+                path = await rt.save(params.url, params.name, check_redirect=hop)  # checked IPs
             return {"path": str(path), "bytes": path.stat().st_size}
 
         result: dict[str, Any] = await rt.durable.step("download", fetch)

@@ -7,6 +7,14 @@ addresses are refused, after resolving the host name. PiAPI's own origin (scheme
 port of the client's base URL: the emulator's, in tests and the demo) stays allowed, so its
 file URLs download, but never its `/_emulator/*` control API. A node opts out with
 `allow_private_network: true`; a deployment lists hosts in `KLINGFLOW_ALLOW_PRIVATE_HOSTS`.
+
+Checking a name, then letting httpx resolve it again to connect, would let a DNS server
+answer a public address to the check and a private one to the connection (DNS rebinding).
+So the connection itself is checked: `egress_transport` (http.request's, and the engine's
+client's, for downloads) resolves the host once when it opens a connection, refuses any
+private answer, and connects to the address it checked; TLS and the `Host` header still use
+the name. The rule a connection follows is the node's (`egress_rule`, a context variable
+set around the request); connections opened outside a node (PiAPI's own calls) are free.
 """
 
 from __future__ import annotations
@@ -14,15 +22,29 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import httpcore
 import httpx
+
+from klingflow.errors import DownloadError
 
 if TYPE_CHECKING:
     from klingflow.workflows.nodes.runtime import Runtime
 
-__all__ = ["EMULATOR_CONTROL_PREFIX", "egress_refusal", "node_egress_refusal"]
+__all__ = [
+    "EMULATOR_CONTROL_PREFIX",
+    "EgressRefusedError",
+    "EgressRule",
+    "egress_refusal",
+    "egress_rule",
+    "egress_transport",
+    "node_egress_refusal",
+]
 
 EMULATOR_CONTROL_PREFIX = "/_emulator"
 """The emulator's admin API: faults, clock and keys; never a workflow's business."""
@@ -91,3 +113,102 @@ async def node_egress_refusal(rt: Runtime, url: str, allow_private_network: bool
         allowed_hosts=services.private_hosts,
         allow_private_network=allow_private_network,
     )
+
+
+# -- the connection itself: resolved once, checked, connected to the checked address -----
+
+
+class EgressRefusedError(DownloadError):
+    """A connection refused because its host resolved to a private address (not retried:
+    a `DownloadError` so a download stops at once; `http.request` turns it into its own)."""
+
+    def __init__(self, message: str, *, url: str = "") -> None:
+        super().__init__(message, url=url, retryable=False)
+
+
+@dataclass(frozen=True)
+class EgressRule:
+    """What a node's connections may reach: the hosts allowed on a private network
+    (`host` or `host:port`), PiAPI's own `host:port` among them."""
+
+    allowed_hosts: frozenset[str] = frozenset()
+
+
+_rule: ContextVar[EgressRule | None] = ContextVar("klingflow_egress_rule", default=None)
+
+
+@asynccontextmanager
+async def egress_rule(rt: Runtime, allow_private_network: bool) -> AsyncIterator[None]:
+    """Make the node's connections in this block follow its egress rule (none to follow
+    with `allow_private_network`)."""
+    if allow_private_network:
+        token = _rule.set(None)
+    else:
+        base = httpx.URL(rt.services.client.base_url)
+        piapi = f"{base.host}:{base.port or (443 if base.scheme == 'https' else 80)}"
+        token = _rule.set(EgressRule(frozenset(rt.services.private_hosts) | {piapi}))
+    try:
+        yield
+    finally:
+        _rule.reset(token)
+
+
+class _CheckedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's own backend, but a connection opened under an `EgressRule` goes to an
+    address resolved and checked here, once."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
+        self.inner = inner
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        rule = _rule.get()
+        if rule is not None and not {host, f"{host}:{port}"} & rule.allowed_hosts:
+            host = await _checked_address(host, port)
+        return await self.inner.connect_tcp(host, port, timeout, local_address, socket_options)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        return await self.inner.connect_unix_socket(path, timeout, socket_options)
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+
+async def _checked_address(host: str, port: int) -> str:
+    """The first address `host` resolves to, when every one it resolves to is public."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as error:
+        raise httpcore.ConnectError(f"{host} cannot be resolved: {error}") from None
+    addresses = [str(info[4][0]) for info in infos]
+    for address in addresses:
+        if (reason := _kind(address)) is not None:
+            raise EgressRefusedError(
+                f"refusing to connect to {host}: it resolved to {reason} when connecting; set "
+                "allow_private_network: true on the node, or list the host in "
+                "KLINGFLOW_ALLOW_PRIVATE_HOSTS"
+            )
+    if not addresses:
+        raise httpcore.ConnectError(f"{host} resolved to no address")
+    return addresses[0]
+
+
+def egress_transport() -> httpx.AsyncHTTPTransport:
+    """An httpx transport whose connections follow the current `egress_rule`."""
+    transport = httpx.AsyncHTTPTransport()
+    # httpx has no public way to give its pool a network backend (httpcore has one):
+    # the pool made above is given ours in place of its default.
+    pool = transport._pool
+    pool._network_backend = _CheckedBackend(pool._network_backend)
+    return transport

@@ -15,7 +15,12 @@ from pydantic import Field, field_validator
 from klingflow.errors import HTTPNodeError
 from klingflow.piapi.urls import check_url
 from klingflow.workflows.nodes.base import Node, NodeParams
-from klingflow.workflows.nodes.egress import node_egress_refusal
+from klingflow.workflows.nodes.egress import (
+    EgressRefusedError,
+    egress_rule,
+    egress_transport,
+    node_egress_refusal,
+)
 
 if TYPE_CHECKING:
     from klingflow.workflows.nodes.runtime import Runtime
@@ -77,12 +82,13 @@ async def send(
     headers: Mapping[str, str],
     json_body: Any,
     permanent: tuple[type[Exception], ...] = (),
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.Response:
     """Send a node's one HTTP request: a transport failure is a retryable `HTTPNodeError`
     (`unreachable: <error class>`), an error answer one from `raise_for_status` naming
     `what`, and an exception in `permanent` (a request that can never be sent) one that is
     not retryable."""
-    async with httpx.AsyncClient(timeout=timeout_seconds) as http:
+    async with httpx.AsyncClient(timeout=timeout_seconds, transport=transport) as http:
         try:
             response = await http.request(method, url, headers=headers, json=json_body)
         except permanent as error:
@@ -111,16 +117,21 @@ class HTTPRequestNode(Node[HTTPRequestParams]):
             raise HTTPNodeError(reason, status_code=None, retryable=False)
 
         async def call() -> dict[str, Any]:
-            response = await send(
-                params.method,
-                params.url,
-                what=f"{params.method} {params.url}",
-                unreachable=f"{params.method} {params.url} failed",
-                timeout_seconds=params.timeout_seconds,
-                headers=params.headers,
-                json_body=params.json_body,
-                permanent=_PERMANENT,
-            )
+            try:  # connects only to an address it checked (DNS rebinding: see `egress`)
+                async with egress_rule(rt, params.allow_private_network):
+                    response = await send(
+                        params.method,
+                        params.url,
+                        what=f"{params.method} {params.url}",
+                        unreachable=f"{params.method} {params.url} failed",
+                        timeout_seconds=params.timeout_seconds,
+                        headers=params.headers,
+                        json_body=params.json_body,
+                        permanent=_PERMANENT,
+                        transport=egress_transport(),
+                    )
+            except EgressRefusedError as error:
+                raise HTTPNodeError(str(error), status_code=None, retryable=False) from None
             try:
                 payload = response.json()
             except ValueError:
