@@ -81,3 +81,26 @@ def test_saving_from_the_editor_keeps_a_masked_secret(
     assert "type the secret again" in refused.text()
     assert WEBHOOK_SECRET not in refused.text()
     assert len(stored_sources(tmp_path / "klingflow.sqlite")) == 2
+
+
+def test_posting_back_the_api_s_masked_text_keeps_the_secret(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    """`GET /api/workflows/{name}` shows the secret as `***`; a client that edits another line
+    and posts the text back publishes the secret, and one that edits the masked line itself
+    (still `***`) gets a 422 naming that line, and nothing is published."""
+    service = start_service()
+    service.publish(NOTIFY)
+    shown = service.http.get("/api/workflows/notify").json()["latest"]["source"]
+    assert 'X-Hook: "***"' in shown
+
+    service.publish(shown.replace("method: POST", "method: PUT"))
+    latest = stored_sources(tmp_path / "klingflow.sqlite")[-1]
+    assert "method: PUT" in latest
+    assert f'X-Hook: "{WEBHOOK_SECRET}"' in latest
+
+    edited = shown.replace('X-Hook: "***"', 'X-Hook: "***", X-Other: "1"')
+    refused = service.http.post("/api/workflows", content=edited)
+    assert refused.status_code == 422
+    assert "where the published file has a secret" in refused.text
+    assert len(stored_sources(tmp_path / "klingflow.sqlite")) == 2

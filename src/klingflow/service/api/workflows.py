@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
-from klingflow.errors import InvalidRequestError, WorkflowNotFoundError
+from klingflow.errors import InvalidRequestError, WorkflowDefinitionError, WorkflowNotFoundError
 from klingflow.formats import MomentJSON
-from klingflow.redaction import redact_values
+from klingflow.redaction import MASK, redact_values
 from klingflow.service.api import APIError, ErrorPublic
 from klingflow.service.deps import RegistryDep, RunLogDep
-from klingflow.workflows.registry import PublishedWorkflow, PublishOutcome
+from klingflow.service.editor import restore_secrets, stray_mask_problems
+from klingflow.workflows.registry import PublishedWorkflow, PublishOutcome, WorkflowRegistry
 
 __all__ = ["WorkflowDetailPublic", "WorkflowVersionPublic", "WorkflowsPage", "router"]
 
@@ -88,7 +90,7 @@ class WorkflowDetailPublic(BaseModel):
     responses={422: {"model": ErrorPublic, "description": "The workflow is invalid."}},
 )
 async def publish_workflow(
-    request: Request, registry: RegistryDep, response: Response
+    request: Request, registry: RegistryDep, runlog: RunLogDep, response: Response
 ) -> WorkflowVersionPublic:
     """Validate and publish a workflow (201); an older version's text makes that version the
     latest again (200), and the latest's text is a no-op (200)."""
@@ -99,6 +101,8 @@ async def publish_workflow(
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidRequestError([("body", "must be UTF-8 text")]) from None
+    if MASK in text:
+        text = _restore_masked(text, registry, runlog.secrets)
     # Off the event loop: validating a large file renders its literal templates, which
     # may take up to the template time limit each; the service keeps answering meanwhile.
     version, outcome = await asyncio.to_thread(registry.publish, text)
@@ -107,6 +111,23 @@ async def publish_workflow(
     if outcome is not PublishOutcome.PUBLISHED:
         response.status_code = 200
     return WorkflowVersionPublic.of(version)
+
+
+_TOP_LEVEL_NAME = re.compile(r"""^name:[ \t]*['"]?([^'"\s#]+)""", re.MULTILINE)
+
+
+def _restore_masked(text: str, registry: WorkflowRegistry, secrets: tuple[str, ...]) -> str:
+    """A text read from `GET /api/workflows/{name}` shows its secrets as `***`: posted back,
+    the lines kept as shown get the published text back (as the web editor does), and a
+    changed line still holding `***` is refused, so the mask is never published as a key."""
+    match = _TOP_LEVEL_NAME.search(text)
+    published = registry.latest(match.group(1)) if match else None
+    if published is None:
+        return text
+    restored, stray = restore_secrets(text, published.source, secrets)
+    if stray:
+        raise WorkflowDefinitionError(stray_mask_problems(stray))
+    return restored
 
 
 @router.get("/workflows")
