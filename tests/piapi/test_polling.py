@@ -162,3 +162,13 @@ def test_probing_a_batch_of_unseen_ten_minute_renders_stays_within_twelve_reques
     assert stats["creates"] == stats["create_requests"] == videos
     assert stats["gets"] == looks
     assert (stats["gets"] + stats["create_requests"]) / videos <= 12
+
+
+def test_an_older_task_answered_late_does_not_skew_the_rate() -> None:
+    """Only tasks created after every one seen pair their `created_at` with our clock: an
+    older task looked up later (a listing) would make PiAPI's clock look slower."""
+    clock = ServerClock(nominal_rate=1.0)
+    clock.submitted(stamped(0, status="pending"), received_at=1000.0)
+    clock.submitted(stamped(3, status="pending"), received_at=1003.0)
+    clock.submitted(stamped(1, status="staged"), received_at=1009.0)
+    assert clock.rate == 1.0

@@ -54,9 +54,12 @@ class ServerClock:
             return
         pair = (received_at, created.timestamp())
         with self._lock:
-            if self._first is None:
+            latest = self._last or self._first
+            if latest is None:
                 self._first = pair
-            elif pair[0] > self._first[0] and pair[1] > self._first[1]:
+            elif pair[0] > latest[0] and pair[1] > latest[1]:
+                # only a task created after every one seen: an older one, looked up late
+                # (a listing, say), would pair its creation with a later time of ours
                 self._last = pair
 
     @property
