@@ -19,6 +19,7 @@ from klingflow.piapi.server_clock import ServerClock
 from klingflow.piapi.waiting import LookSchedule, RenderTimes, render_kind
 
 from ..policies import FAST_RETRY
+from .adapter import Api
 
 ORIGIN = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
@@ -172,3 +173,14 @@ def test_an_older_task_answered_late_does_not_skew_the_rate() -> None:
     clock.submitted(stamped(3, status="pending"), received_at=1003.0)
     clock.submitted(stamped(1, status="staged"), received_at=1009.0)
     assert clock.rate == 1.0
+
+
+def test_a_lone_wait_learns_the_exact_render_time_too(api: Api, emulator: EmulatorServer) -> None:
+    """`wait` without a poller (the CLI's `klingflow video`, the library) also keeps the
+    render time PiAPI stamped, at the time scale its policy states."""
+    emulator.configure(time_scale=SPEED, pending_seconds=2, processing_seconds=600)
+    task = api.submit(TEN_MINUTES)
+    assert api.wait(task.task_id, policy=scaled_policy()).status == "completed"
+    bracket = api.client.render_times.bracket(render_kind(task.input, task_type=task.task_type))
+    assert bracket is not None
+    assert bracket[0] == bracket[1] == pytest.approx(602 / SPEED, rel=0.01)
