@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -75,9 +76,15 @@ def _task(response: httpx.Response) -> dict[str, Any]:
     return data
 
 
+KEEPALIVE = httpx.Limits(keepalive_expiry=4.0)
+"""Below uvicorn's 5 s keep-alive timeout: a script polling every 5 s would otherwise reuse a
+connection the emulator is closing (a `ReadError`, a crash rather than a measurement)."""
+
+
 def naive_sequential(url: str, prompts: list[str], poll_seconds: float) -> None:
     """What a first script does: one video after the other, polling each until done."""
-    with httpx.Client(base_url=url, headers={"x-api-key": batch.API_KEY}, timeout=30) as http:
+    headers = {"x-api-key": batch.API_KEY}
+    with httpx.Client(base_url=url, headers=headers, timeout=30, limits=KEEPALIVE) as http:
         for prompt in prompts:
             task = _task(
                 http.post("/api/v1/task", json={**BODY, "input": {"prompt": prompt, **INPUT}})
@@ -90,7 +97,9 @@ def naive_sequential(url: str, prompts: list[str], poll_seconds: float) -> None:
 async def naive_asyncio(url: str, prompts: list[str], poll_seconds: float) -> None:
     """The next script: every create at once, each task polled on its own fixed period."""
     headers = {"x-api-key": batch.API_KEY}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
+    async with httpx.AsyncClient(
+        base_url=url, headers=headers, timeout=30, limits=KEEPALIVE
+    ) as http:
 
         async def one(prompt: str) -> None:
             body = {**BODY, "input": {"prompt": prompt, **INPUT}}
@@ -144,6 +153,8 @@ def measure_klingflow(mode: str, s: dict[str, Any], *, batches: int = 1) -> list
             home = "fresh home" if batch_number == 1 else "learned home"
             result["mode"] = f"klingflow {mode}" + (f", {home}" if mode == "polling" else "")
             results.append(result)
+            shown = {k: v for k, v in result.items() if k not in ("detection_ms", "waves")}
+            print(shown, result["waves"], file=sys.stderr, flush=True)
     return results
 
 
