@@ -218,6 +218,17 @@ def measure(
     one_video = (PENDING_SECONDS + processing_seconds) / time_scale
     ideal = math.ceil(videos / account_concurrency) * one_video
     makespan = ended - started
+    timeline = sorted(
+        (
+            _wall(tasks[node.task_id]["meta"]["created_at"], ref_emulated, ref_wall, time_scale)
+            - started,
+            _wall(tasks[node.task_id]["meta"]["ended_at"], ref_emulated, ref_wall, time_scale)
+            - started,
+            node.finished_at - started,
+        )
+        for node in nodes
+        if node.task_id and node.finished_at and node.node_type == "kling.video"
+    )
     return {
         "mode": mode,
         "status": status.status.value,
@@ -235,7 +246,32 @@ def measure(
         "detection_p50_ms": round(1000 * statistics.median(detection)) if detection else None,
         "detection_p99_ms": _ms(percentile(detection, 0.99)),
         "detection_ms": [round(1000 * seconds, 1) for seconds in detection],
+        "waves": waves(timeline, account_concurrency),
     }
+
+
+def waves(timeline: list[tuple[float, float, float]], concurrency: int) -> list[dict[str, float]]:
+    """Where each wave's seconds go, from (created, ended, detected) per task (seconds after
+    the start, wall clock): when its first create reached the emulator (`start`: the first
+    wave's is the start cost; the others' is the gap from the slot freed to the next
+    create), its last render's end and the last detection (`late`: detection delay)."""
+    out = []
+    for first in range(0, len(timeline), concurrency):
+        wave = timeline[first : first + concurrency]
+        created = min(c for c, _, _ in wave)
+        ended = max(e for _, e, _ in wave)
+        detected = max(d for _, _, d in wave)
+        previous = out[-1]["detected"] if out else 0.0
+        out.append(
+            {
+                "start": round(created - previous, 3),
+                "created": round(created, 3),
+                "ended": round(ended, 3),
+                "detected": round(detected, 3),
+                "late": round(detected - ended, 3),
+            }
+        )
+    return out
 
 
 def _ms(seconds: float | None) -> int | None:
@@ -298,8 +334,11 @@ def main(
                 if as_json:
                     print(json.dumps(result), flush=True)
                 else:
-                    shown = {k: v for k, v in result.items() if k != "detection_ms"}
+                    shown = {k: v for k, v in result.items() if k not in ("detection_ms", "waves")}
                     print("  ".join(f"{k}={v}" for k, v in shown.items()), flush=True)
+                    for number, wave in enumerate(result["waves"], 1):
+                        shown = {"wave": number, **wave}
+                        print("    " + "  ".join(f"{k}={v}" for k, v in shown.items()))
 
 
 if __name__ == "__main__":

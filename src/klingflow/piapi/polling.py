@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Mapping
@@ -25,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from klingflow.errors import PiAPIError, UnexpectedResponseError, WaitTimeoutError
-from klingflow.piapi.models import Task
+from klingflow.piapi.models import Task, TaskStatus
+from klingflow.piapi.server_clock import ServerClock
 from klingflow.piapi.waiting import LookSchedule, RenderTimes, WaitPolicy, render_kind
 
 if TYPE_CHECKING:
@@ -39,7 +41,15 @@ PROBE_FACTOR = 1.5
 """How the pauses of the one task probing a kind never seen finish grow (PiAPI's own CLI
 grows by 1.5): a steady 5 s beat cost a 10-minute render 120 looks, which set the pace of a
 batch at 60 requests a minute; growing, it costs about ten, and once a render of the kind
-finishes the others look when it says."""
+finishes the others look when it says.
+
+Those pauses are divided by the square root of the tasks of the kind being waited on (the
+probe's `probe_density`). A probe look every `p` seconds finds the first finish `p / 2` late
+on average, and each of the `k` tasks waiting on what it learns (their next looks, their
+slots' next creates) pays that delay, while the looks cost `T / p` requests for a render of
+`T`: `k p / 2 + c T / p` is least at `p` proportional to `1 / sqrt(k)` (the square-root law
+of polling). Per video, the probe then costs `sqrt(k)` times its lone looks shared by `k`
+tasks: fewer requests per video as `k` grows, and a first wave found sooner."""
 
 
 @dataclass
@@ -81,6 +91,8 @@ class StatusPoller:
         self.policy = policy or client.wait_policy
         self.render_times = render_times or client.render_times
         self.has_webhook = has_webhook
+        self.server_clock = ServerClock(self.policy.time_scale)
+        """PiAPI's clock against ours: exact render times from a task's timestamps."""
         self.looks = 0
         """GETs this poller has sent."""
         self._watches: dict[str, _Watch] = {}
@@ -136,6 +148,8 @@ class StatusPoller:
         """Any fresh answer about a task: a terminal one resolves its waiters."""
         watch = self._watches.get(task.task_id)
         if watch is None:
+            if task.status in (TaskStatus.PENDING, TaskStatus.STAGED):  # a submission's answer
+                self.server_clock.submitted(task, time.time())
             return
         watch.status = task.status.value
         if watch.schedule is None and task.input:
@@ -145,9 +159,15 @@ class StatusPoller:
         del self._watches[task.task_id]
         if task.status.value == "completed" and watch.kind is not None:
             now = time.time() - watch.since
-            # Our own look brackets the end between it and the look before; an answer
-            # someone else asked for (a webhook's confirming GET) reports it as it happens.
-            lower = watch.looked_at if self._looking == task.task_id else now
+            # PiAPI's timestamps give the render time exactly, when they agree with the
+            # looks; else our own look brackets the end between it and the look before, and
+            # an answer someone else asked for (a webhook's confirming GET) reports it as
+            # it happens.
+            exact = self.server_clock.exact(task, lower_seconds=watch.looked_at, upper_seconds=now)
+            if exact is not None:
+                lower = now = exact
+            else:
+                lower = watch.looked_at if self._looking == task.task_id else now
             self.render_times.observe(watch.kind, lower_seconds=lower, upper_seconds=now)
             self._reshape(watch.kind)
         elif watch.kind is not None:
@@ -226,7 +246,19 @@ class StatusPoller:
             rng=self._rng,
         )
         watch.due = watch.since + watch.schedule.next_look(watch.looked_at)
+        if not is_probing and not is_learned:
+            self._densify(kind)
         self._changed.set()
+
+    def _densify(self, kind: str) -> None:
+        """Probe `kind` as densely as the tasks waiting on what it learns are worth: see
+        `PROBE_FACTOR`. Bring the probe's next look forward to match."""
+        same = [w for w in self._watches.values() if w.kind == kind]
+        for probe in same:
+            if probe.schedule is not None and probe.schedule.is_probing:
+                probe.schedule.probe_density = math.sqrt(len(same))
+                due = probe.since + probe.schedule.next_look(probe.looked_at)
+                probe.due = min(probe.due, max(due, time.time()))
 
     def _reshape(self, kind: str) -> None:
         """`kind` has just been learned: move its waiting tasks' next looks to match."""
@@ -258,6 +290,7 @@ class StatusPoller:
         oldest.schedule.is_probing = True
         oldest.schedule.probe_factor = PROBE_FACTOR
         oldest.due = min(oldest.due, time.time() + self.policy.initial_interval_seconds)
+        self._densify(kind)
         self._changed.set()
 
     def _upper(self, kind: str) -> float | None:
@@ -308,4 +341,7 @@ class StatusPoller:
         watch.looked_at = elapsed
         if watch.schedule is None:  # a task with no input in its answer: plain backoff
             watch.schedule = LookSchedule(self.policy, 1.0, is_probing=True, rng=self._rng)
+        elif watch.schedule.is_probing and watch.kind is not None:
+            same = sum(1 for w in self._watches.values() if w.kind == watch.kind)
+            watch.schedule.probe_density = math.sqrt(same)
         watch.due = watch.since + watch.schedule.next_look(elapsed)

@@ -25,11 +25,12 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from klingflow.errors import WaitTimeoutError
 from klingflow.piapi.models import TERMINAL_STATUSES, Task
+from klingflow.piapi.server_clock import ServerClock
 from klingflow.piapi.webhooks import WebhookDelivery
 
 __all__ = [
@@ -113,6 +114,8 @@ PRO_MODE_FACTOR = 2.0
 AUDIO_EXTRA_SECONDS = 60.0
 HISTORY = 20
 """Recent finishes of one kind of task that its expected time is learned from."""
+AGREE = 0.02
+"""Render times within 2 % of each other count as one (noise of converting clocks)."""
 
 
 def render_kind(task_input: Mapping[str, Any], *, task_type: str = "video_generation") -> str:
@@ -184,14 +187,18 @@ class RenderTimes:
 
     def bracket(self, kind: str) -> tuple[float, float] | None:
         """(latest lower bound, earliest upper bound) of `kind`'s render time, when the
-        finishes seen agree on one (else None, as when nothing was seen)."""
+        finishes seen agree on one (else None, as when nothing was seen). Exact times
+        (PiAPI's timestamps) that differ by less than `AGREE` of themselves agree: the
+        bracket is then the range they span."""
         with self._lock:
             seen = list(self._seen.get(kind, ()))
         if not seen:
             return None
         lower = max(low for low, _ in seen)
         upper = min(high for _, high in seen)
-        return (lower, upper) if lower <= upper else None
+        if lower <= upper:
+            return lower, upper
+        return (upper, lower) if lower - upper <= AGREE * lower else None
 
     def learned(self, kind: str) -> float | None:
         """The expected render time of `kind` from what was seen, or None if nothing was."""
@@ -222,10 +229,15 @@ class LookSchedule:
     - With a webhook coming, looks are a safety net: the first at `webhook_grace` times the
       expected time, then one every expected time (at least the pause cap).
     - `is_probing` (its kind was never seen finish, so the expected time is only typical):
-      looks from `initial_interval_seconds`, growing by `probe_factor` (doubling: a lone
-      wait finds a fast server's finish early and a 10-minute render in a dozen looks; the
-      poller probes one task per kind, growing by 1.5), and one just past the typical time.
-    - Otherwise the first look is `margin` past the expected time. A task not done by then
+      the pause after a look at `t` is `initial_interval_seconds + (probe_factor - 1) * t`
+      (pauses growing by `probe_factor` from the initial interval: doubling, a lone wait
+      finds a fast server's finish early and a 10-minute render in a dozen looks; the poller
+      probes one task per kind, growing by 1.5), divided by `probe_density`, and one look
+      just past the typical time. The poller sets `probe_density` to the square root of the
+      tasks waiting on what the probe learns (see piapi/polling.py).
+    - Otherwise the first look is `margin` past the expected time, but no later than a
+      fifth of that margin past `upper_seconds` (when renders agree, as PiAPI's exact
+      timestamps show, the margin would only delay every wave). A task not done by then
       is looked at again halfway to `upper_seconds` (when every finish seen so far came
       before it), else after a tenth of the expected time, growing by `factor`.
 
@@ -238,11 +250,11 @@ class LookSchedule:
     has_webhook: bool = False
     is_probing: bool = False
     probe_factor: float = 2.0
+    probe_density: float = 1.0
     upper_seconds: float | None = None
     """By when every finish of this kind seen so far had happened (`RenderTimes.bracket`)."""
     rng: random.Random = field(default_factory=random.Random)
     _late_looks: int = 0
-    _probe: Iterator[float] | None = None
 
     def next_look(self, elapsed_seconds: float) -> float:
         """The time (since submission) of the look after one made at `elapsed_seconds`."""
@@ -250,14 +262,16 @@ class LookSchedule:
         cap = policy.cap_seconds(expected)
         spread = 1 + self.rng.uniform(-policy.jitter, policy.jitter)
         first = expected * (1 + policy.margin)
+        if self.upper_seconds is not None and self.upper_seconds >= expected:
+            # every finish seen was done by `upper`: past it, the margin buys nothing
+            first = min(first, self.upper_seconds * (1 + policy.margin / 5))
         if self.has_webhook:  # a safety net
             first = expected * policy.webhook_grace
             at = first if elapsed_seconds < first else elapsed_seconds + max(cap, expected)
         elif self.is_probing and elapsed_seconds < first:
-            if self._probe is None:
-                probe = replace(policy, factor=self.probe_factor, max_interval_seconds=cap)
-                self._probe = probe.intervals(self.rng)
-            at = min(elapsed_seconds + next(self._probe), first)
+            growth = (self.probe_factor - 1) * elapsed_seconds
+            pause = (policy.initial_interval_seconds + growth) / self.probe_density
+            at = min(elapsed_seconds + min(pause * spread, cap), first)
         elif elapsed_seconds < first:
             at = first
         elif self.upper_seconds is not None and elapsed_seconds < self.upper_seconds:
@@ -323,11 +337,16 @@ class WaitClock:
         return news
 
     def looked(self, task: Task) -> None:
-        """Note a look; a terminal task teaches `render_times` how long its kind takes."""
+        """Note a look; a terminal task teaches `render_times` how long its kind takes:
+        exactly from PiAPI's timestamps when they agree with the looks (piapi/server_clock.py),
+        else between this look and the one before."""
         now = time.monotonic() - self.started
         completed = task.status.value == "completed"
         if completed and self.kind is not None and self.render_times is not None:
-            self.render_times.observe(self.kind, lower_seconds=self.looked_at, upper_seconds=now)
+            server = ServerClock(self.policy.time_scale)
+            exact = server.exact(task, lower_seconds=self.looked_at, upper_seconds=now)
+            lower, upper = (self.looked_at, now) if exact is None else (exact, exact)
+            self.render_times.observe(self.kind, lower_seconds=lower, upper_seconds=upper)
         self.looked_at = now
 
     def next_pause(self) -> float | None:

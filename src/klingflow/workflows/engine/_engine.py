@@ -36,6 +36,7 @@ from klingflow.workflows.engine._durable import (
     running_engine,
 )
 from klingflow.workflows.engine._fanout import CHUNK_SIZE, fan_out
+from klingflow.workflows.engine._queue import create_queues
 from klingflow.workflows.executor_slots import ExecutorSlot, recover_abandoned_slots, slot_prefix
 from klingflow.workflows.leases import LeasedRequests, LeasedTasks, Leases
 from klingflow.workflows.lifecycle import RunLife
@@ -175,21 +176,24 @@ class Engine(RunStarter):
         try:
             self.client.render_times = load_render_times(self.settings.home)
             self.poller = StatusPoller(self.client, policy=self.wait_policy)
-            if not self.execute:
+            # No queue limit on runs: a paused run is a workflow waiting in `recv`, and the
+            # queue would count it against the limit until it ends (20 paused runs froze
+            # every later run). The limit is `_run_slots`, held only while a run executes.
+            queues: dict[str, dict[str, Any]] = {
+                RUNS_QUEUE: {"global_concurrency": None, "polling_interval_sec": 0.2},
+                PIAPI_QUEUE: {
+                    "global_concurrency": self.settings.concurrency,
+                    "limiter": {"limit": self.settings.requests_per_minute, "period": 60},
+                    "polling_interval_sec": 0.2,
+                },
+            }
+            if self.execute:  # polled from launch on, not from the queue manager's rescan
+                await asyncio.to_thread(create_queues, self.database_url, engine, queues)
+            else:
                 DBOS.listen_queues([])  # every run and chunk goes through a queue
             DBOS.launch()
-            # No queue limit: a paused run is a workflow waiting in `recv`, and the queue
-            # would count it against the limit until it ends (20 paused runs froze every
-            # later run). The limit is `_run_slots`, held only while a run executes nodes.
-            await DBOS.register_queue_async(
-                RUNS_QUEUE, global_concurrency=None, polling_interval_sec=0.2
-            )
-            await DBOS.register_queue_async(
-                PIAPI_QUEUE,
-                global_concurrency=self.settings.concurrency,
-                limiter={"limit": self.settings.requests_per_minute, "period": 60},
-                polling_interval_sec=0.2,
-            )
+            for name, options in queues.items():
+                await DBOS.register_queue_async(name, **options)
             self._recover_abandoned_slots()
             await self._enqueue_orphans()
             if not is_sqlite(self.database_url) and self._own_client:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Self
+from typing import Any, Self
 
+import sqlalchemy as sa
 from dbos import DBOS, DBOSClient, DBOSPortableJSONSerializer, EnqueueOptions
 from pydantic import SecretStr
 
@@ -15,7 +16,28 @@ from klingflow.workflows.engine._durable import APPLICATION_NAME, ENGINE_VERSION
 from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.starting import RunStarter, known_secrets
 
-__all__ = ["RunQueue"]
+__all__ = ["RunQueue", "create_queues"]
+
+
+def create_queues(url: str, engine: sa.Engine, queues: dict[str, dict[str, Any]]) -> None:
+    """Write `queues` (name: `register_queue` options) to DBOS's database before `launch`.
+
+    DBOS's queue manager gives each queue already in the database a worker thread at
+    launch, but notices one registered after launch only at its next rescan, up to 1 s
+    later (shared/dbos-notes.md, "Queue start"): the first run on a new database waited
+    that second before its first node. Registering again after launch is harmless.
+    """
+    DBOS.migrate(url)
+    client = DBOSClient(
+        system_database_engine=engine,
+        serializer=DBOSPortableJSONSerializer(),
+        application_name=APPLICATION_NAME,
+    )
+    try:
+        for name, options in queues.items():
+            client.register_queue(name, **options)
+    finally:
+        client.destroy()
 
 
 class RunQueue(RunStarter):
