@@ -9,9 +9,10 @@ import typer
 from klingflow.errors import RunNotFoundError
 from klingflow.settings import Settings
 from klingflow.workflows.database import make_engine
+from klingflow.workflows.records import RunRecord
 from klingflow.workflows.runlog import RunLog
 
-__all__ = ["open_runlog", "resolve_run_id"]
+__all__ = ["open_runlog", "resolve_run", "resolve_run_id"]
 
 PREFIX = "run-"
 
@@ -22,6 +23,16 @@ def open_runlog() -> RunLog:
     settings = Settings()
     url = settings.resolved_database_url()
     return RunLog(make_engine(url, outage_seconds=settings.database_outage_seconds))
+
+
+def resolve_run(runlog: RunLog, text: str) -> RunRecord:
+    """The one run `text` names (see `resolve_run_id`), read once."""
+    record = runlog.get_run(text)
+    if record is None:
+        record = runlog.get_run(resolve_run_id(runlog, text))
+    if record is None:
+        raise RunNotFoundError(text)
+    return record
 
 
 def resolve_run_id(runlog: RunLog, text: str) -> str:

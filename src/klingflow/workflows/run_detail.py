@@ -1,0 +1,313 @@
+"""A run as `GET /api/runs/{id}` and `klingflow runs show --json` show it: one page, whatever
+the run's size.
+
+A batch of 100,000 videos has 100,000 item nodes, as many attempts and submissions: listing
+them all made the answer megabytes long and seconds slow. So the detail holds the run, its
+top-level nodes (every epoch), and for each loop its items counted by status with their
+spend and one page of items (each with its body nodes); the attempts and submissions are
+those of the nodes shown, and the submissions are counted by state. `offset`, `limit` and
+`status` choose the page; `next_offset` says where the next one starts. Every query is
+bounded by the page or grouped in the database.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from pydantic import BaseModel, Field
+
+from klingflow.formats import MomentJSON, UsdJSON
+from klingflow.piapi.models import points_to_usd
+from klingflow.workflows.loop_items import item_page
+from klingflow.workflows.nodes.loop import LoopNode
+from klingflow.workflows.records import (
+    Attempt,
+    Intent,
+    IntentState,
+    NodeRun,
+    NodeStatus,
+    RunRecord,
+    RunStatus,
+)
+from klingflow.workflows.runlog import RunLog
+from klingflow.workflows.schema import attempt_log, intents, node_runs
+from klingflow.workflows.spec import Workflow
+
+__all__ = [
+    "ITEMS_PER_PAGE",
+    "MAX_ITEMS_PER_PAGE",
+    "AttemptPublic",
+    "ItemPublic",
+    "ItemStatus",
+    "LoopPublic",
+    "NodePublic",
+    "RunDetailPublic",
+    "RunPublic",
+    "SubmissionPublic",
+    "run_detail",
+]
+
+ITEMS_PER_PAGE = 50
+"""Items of each loop in one detail, unless asked for more (at most `MAX_ITEMS_PER_PAGE`)."""
+MAX_ITEMS_PER_PAGE = 1000
+
+ItemStatus = Literal["failed", "running", "queued", "succeeded", "skipped"]
+"""An item's status, as a page's filter takes it (`loop_items.ITEM_STATUSES`)."""
+
+
+class RunPublic(BaseModel):
+    """A run as the run log has it (its workflow text is left out)."""
+
+    run_id: str
+    idempotency_key: str | None
+    workflow_name: str
+    workflow_hash: str
+    status: RunStatus
+    message: str | None
+    paused_node: str | None
+    epoch: int
+    trigger: dict[str, Any]
+    inputs: dict[str, Any]
+    outputs: Any
+    output_dir: str
+    budget_usd: UsdJSON | None
+    reserved_usd: UsdJSON
+    spent_usd: UsdJSON
+    estimate_usd: UsdJSON = Field(validation_alias="estimated_usd")
+    created_at: MomentJSON
+    updated_at: MomentJSON
+    finished_at: MomentJSON | None
+
+    @classmethod
+    def of(cls, run: RunRecord) -> RunPublic:
+        """The public view of `run`; the idempotency key as the client sent it."""
+        public = cls.model_validate(run, from_attributes=True)
+        key, scope = run.idempotency_key, f"{run.workflow_name}/"
+        if key is not None and key.startswith(scope):  # shown as the client sent it
+            public = public.model_copy(update={"idempotency_key": key.removeprefix(scope)})
+        return public
+
+
+class NodePublic(BaseModel):
+    """One node execution (loop items have their own, with `item_index`)."""
+
+    node_path: str
+    node_id: str
+    node_type: str
+    epoch: int
+    item_index: int | None
+    status: NodeStatus
+    inputs: Any
+    output: Any
+    error: dict[str, Any] | None
+    attempts: int
+    task_id: str | None
+    cost_usd: UsdJSON | None
+    started_at: MomentJSON | None
+    finished_at: MomentJSON | None
+
+    @classmethod
+    def of(cls, node: NodeRun) -> NodePublic:
+        """The public view of `node`, field by field."""
+        return cls(**{name: getattr(node, name) for name in cls.model_fields})
+
+
+class AttemptPublic(BaseModel):
+    """One attempt of a node, failed or not."""
+
+    node_path: str
+    number: int
+    started_at: MomentJSON
+    ended_at: MomentJSON
+    error: dict[str, Any] | None
+    retry_in_seconds: float | None
+
+    @classmethod
+    def of(cls, attempt: Attempt) -> AttemptPublic:
+        """The public view of `attempt`, field by field."""
+        return cls(**{name: getattr(attempt, name) for name in cls.model_fields})
+
+
+class SubmissionPublic(BaseModel):
+    """A paid submission to PiAPI, recorded before it was sent."""
+
+    intent_id: str
+    node_path: str
+    state: IntentState
+    task_id: str | None
+    estimate_usd: UsdJSON = Field(validation_alias="estimated_usd")
+    note: str | None
+    created_at: MomentJSON
+
+    @classmethod
+    def of(cls, intent: Intent) -> SubmissionPublic:
+        """The public view of `intent`, the run log's record of a paid submission."""
+        return cls.model_validate(intent, from_attributes=True)
+
+
+class ItemPublic(BaseModel):
+    """One item of a loop: its row (its body nodes are in the detail's `nodes`)."""
+
+    index: int
+    label: str
+    status: str
+    attempts: int
+    cost_usd: UsdJSON | None
+
+
+class LoopPublic(BaseModel):
+    """A loop of the run: its items counted by status, its spend, and one page of items."""
+
+    loop_id: str
+    total: int
+    counts: dict[str, int]
+    """Items by status (failed, running, queued, succeeded, skipped), only those present."""
+    spent_usd: UsdJSON
+    status: str | None
+    """The page's filter: only items in this status (null: every item)."""
+    offset: int
+    limit: int
+    matching: int
+    """Items that pass the filter, on every page."""
+    next_offset: int | None
+    """Where the next page starts (`?offset=`), null on the last one."""
+    items: list[ItemPublic]
+
+
+class RunDetailPublic(BaseModel):
+    """A run with what it did, one page at a time: its top-level nodes, each loop summarised
+    with one page of its items (their body nodes are in `nodes`), the attempts and
+    submissions of the nodes shown, and every submission counted by state."""
+
+    run: RunPublic
+    nodes: list[NodePublic]
+    attempts: list[AttemptPublic]
+    submissions: list[SubmissionPublic]
+    submission_counts: dict[str, int]
+    loops: list[LoopPublic]
+
+
+def _loop_specs(run: RunRecord) -> dict[str, LoopNode]:
+    workflow = Workflow.model_validate(run.workflow)
+    return {node.id: node for node in workflow.nodes if isinstance(node, LoopNode)}
+
+
+def _loop_spent(runlog: RunLog, run: RunRecord, loop_id: str) -> Any:
+    query = sa.select(sa.func.sum(node_runs.c.cost_points)).where(
+        node_runs.c.run_id == run.run_id,
+        node_runs.c.epoch == run.epoch,
+        node_runs.c.item_index.is_not(None),
+        node_runs.c.node_path.startswith(f"{loop_id}[", autoescape=True),
+    )
+    points = runlog.read(lambda c: c.execute(query).scalar())
+    return points_to_usd(int(points or 0))
+
+
+def _loop(
+    runlog: RunLog, run: RunRecord, row: NodeRun, spec: LoopNode, *, status: str | None,
+    offset: int, limit: int,
+) -> tuple[LoopPublic, list[NodeRun]]:  # fmt: skip
+    inputs = row.inputs if isinstance(row.inputs, dict) else {}
+    items = inputs.get("items")
+    page = item_page(
+        runlog, run.run_id, run.epoch, spec.id, items=items if isinstance(items, list) else [],
+        body_length=len(spec.nodes), label=spec.label, inputs=run.inputs, trigger=run.trigger,
+        status=status, offset=offset, limit=limit,
+    )  # fmt: skip
+    end = offset + len(page.items)
+    public = LoopPublic(
+        loop_id=spec.id, total=page.total, counts=page.counts,
+        spent_usd=_loop_spent(runlog, run, spec.id), status=status, offset=offset, limit=limit,
+        matching=page.matching, next_offset=end if end < page.matching else None,
+        items=[
+            ItemPublic(index=i.index, label=i.label, status=i.status, attempts=i.attempts,
+                       cost_usd=i.cost_usd)
+            for i in page.items
+        ],
+    )  # fmt: skip
+    return public, [node for item in page.items for node in item.nodes]
+
+
+def _top_level(runlog: RunLog, run_id: str) -> list[NodeRun]:
+    """The run's nodes outside any loop item, of every epoch, in the order they started."""
+    return runlog.node_runs(
+        node_runs.select()
+        .where(node_runs.c.run_id == run_id, node_runs.c.item_index.is_(None))
+        .order_by(node_runs.c.id)
+    )
+
+
+def _all_rows(query: sa.Select[Any], connection: sa.Connection) -> list[Any]:
+    return list(connection.execute(query))
+
+
+def _of_nodes(runlog: RunLog, run_id: str, table: sa.Table, nodes: list[NodeRun]) -> list[Any]:
+    """The rows of `table` (attempts or submissions) that belong to `nodes`, in order: looked
+    up by (run, epoch, path), the index both tables have, so the page sets the cost."""
+    by_epoch: dict[int, list[str]] = {}
+    for node in nodes:
+        by_epoch.setdefault(node.epoch, []).append(node.node_path)
+    order = table.c.id if table is attempt_log else table.c.created_at
+    rows: list[Any] = []
+    for epoch, paths in sorted(by_epoch.items()):
+        for start in range(0, len(paths), 500):  # bounded IN lists
+            query = (
+                table.select()
+                .where(
+                    table.c.run_id == run_id,
+                    table.c.epoch == epoch,
+                    table.c.node_path.in_(paths[start : start + 500]),
+                )
+                .order_by(order)
+            )
+            rows += runlog.read(partial(_all_rows, query))
+    rows.sort(key=lambda row: getattr(row, order.name))
+    return rows
+
+
+def _submission_counts(runlog: RunLog, run_id: str) -> dict[str, int]:
+    query = (
+        sa.select(intents.c.state, sa.func.count())
+        .where(intents.c.run_id == run_id)
+        .group_by(intents.c.state)
+    )
+    counted = runlog.read(lambda c: {state: n for state, n in c.execute(query)})
+    return {state.value: counted[state.value] for state in IntentState if counted.get(state.value)}
+
+
+def run_detail(
+    runlog: RunLog,
+    run: RunRecord,
+    *,
+    status: ItemStatus | None = None,
+    offset: int = 0,
+    limit: int = ITEMS_PER_PAGE,
+) -> RunDetailPublic:
+    """`run` with one page of each loop's items (from `offset`, only those in `status`)."""
+    top = _top_level(runlog, run.run_id)
+    specs = _loop_specs(run)
+    loops: list[LoopPublic] = []
+    item_nodes: list[NodeRun] = []
+    for node in top:
+        spec = specs.get(node.node_id)
+        if node.epoch == run.epoch and node.node_type == "loop" and spec is not None:
+            loop, nodes = _loop(runlog, run, node, spec, status=status, offset=offset, limit=limit)
+            loops.append(loop)
+            item_nodes += nodes
+    shown = [*top, *item_nodes]
+    return RunDetailPublic(
+        run=RunPublic.of(run),
+        nodes=[NodePublic.of(node) for node in shown],
+        attempts=[
+            AttemptPublic.of(Attempt.from_row(row))
+            for row in _of_nodes(runlog, run.run_id, attempt_log, shown)
+        ],
+        submissions=[
+            SubmissionPublic.of(Intent.from_row(row))
+            for row in _of_nodes(runlog, run.run_id, intents, shown)
+        ],
+        submission_counts=_submission_counts(runlog, run.run_id),
+        loops=loops,
+    )
