@@ -4,15 +4,16 @@ without the `run-`), as git takes commit hashes."""
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 import typer
 
 from klingflow.errors import RunNotFoundError
 from klingflow.settings import Settings
 from klingflow.workflows.database import make_engine
-from klingflow.workflows.records import RunRecord
 from klingflow.workflows.runlog import RunLog
+from klingflow.workflows.schema import runs
 
-__all__ = ["open_runlog", "resolve_run", "resolve_run_id"]
+__all__ = ["open_runlog", "resolve_run_id"]
 
 PREFIX = "run-"
 
@@ -25,20 +26,11 @@ def open_runlog() -> RunLog:
     return RunLog(make_engine(url, outage_seconds=settings.database_outage_seconds))
 
 
-def resolve_run(runlog: RunLog, text: str) -> RunRecord:
-    """The one run `text` names (see `resolve_run_id`), read once."""
-    record = runlog.get_run(text)
-    if record is None:
-        record = runlog.get_run(resolve_run_id(runlog, text))
-    if record is None:
-        raise RunNotFoundError(text)
-    return record
-
-
 def resolve_run_id(runlog: RunLog, text: str) -> str:
     """The one run id `text` names; `RunNotFoundError` for none, a usage error (2) listing
     the candidates when several runs begin with it."""
-    if runlog.get_run(text) is not None:
+    exact = sa.select(runs.c.run_id).where(runs.c.run_id == text)
+    if runlog.read(lambda c: c.execute(exact).first()) is not None:  # not the whole row
         return text
     candidates = runlog.run_ids_starting_with(text) if text else []
     if not candidates and text and not text.startswith(PREFIX):

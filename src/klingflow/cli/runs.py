@@ -24,8 +24,8 @@ from klingflow.cli._console import STATUS_STYLE, err, out, print_json, require_k
 from klingflow.cli._errors import handles_errors
 from klingflow.cli._options import AsJson, RunId
 from klingflow.cli._progress import video_paths
-from klingflow.cli._runlog import open_runlog, resolve_run, resolve_run_id
-from klingflow.errors import InvalidRequestError
+from klingflow.cli._runlog import open_runlog, resolve_run_id
+from klingflow.errors import InvalidRequestError, RunNotFoundError
 from klingflow.workflows.records import RunRecord, RunStatus
 from klingflow.workflows.run_detail import (
     ITEMS_PER_PAGE,
@@ -33,6 +33,7 @@ from klingflow.workflows.run_detail import (
     ItemStatus,
     LoopPublic,
     RunDetailPublic,
+    RunPublic,
     run_detail,
 )
 from klingflow.workflows.steering import Action, Command, parse_task_ids
@@ -133,11 +134,14 @@ def show(
         raise typer.BadParameter("give --offset or --page, not both", param_hint="'--page'")
     first = offset if offset is not None else ((page or 1) - 1) * limit
     runlog = open_runlog()
-    record = resolve_run(runlog, run_id)
-    detail = run_detail(runlog, record, status=status, offset=first, limit=limit)
+    run_id = resolve_run_id(runlog, run_id)
+    detail = run_detail(runlog, run_id, status=status, offset=first, limit=limit)
+    if detail is None:
+        raise RunNotFoundError(run_id)
     if as_json:
         print_json(detail.model_dump(mode="json"))
         return
+    record = detail.run
     _print_run(record)
     if items:
         for loop in detail.loops:
@@ -148,7 +152,7 @@ def show(
         out.print(_loop_line(record.run_id, loop), markup=False, highlight=False)
 
 
-def _print_run(record: RunRecord) -> None:
+def _print_run(record: RunPublic) -> None:
     out.print(
         f"[bold]{record.run_id}[/] {record.workflow_name} ({record.workflow_hash[:12]}) "
         f"[{STATUS_STYLE.get(record.status.value, '')}]{record.status.value}[/]"
@@ -166,7 +170,7 @@ def _money(amount: Decimal | None) -> str:
     return "" if amount is None else usd(amount)
 
 
-def _print_nodes(record: RunRecord, detail: RunDetailPublic) -> None:
+def _print_nodes(record: RunPublic, detail: RunDetailPublic) -> None:
     """The nodes shown (top level, and the items of the page), their submissions, the
     attempts that failed and the files they made."""
     print_rows(

@@ -8,12 +8,19 @@ spend and one page of items (each with its body nodes); the attempts and submiss
 those of the nodes shown, and the submissions are counted by state. `offset`, `limit` and
 `status` choose the page; `next_offset` says where the next one starts. Every query is
 bounded by the page or grouped in the database.
+
+A JSON value over `MAX_VALUE_BYTES` (a run's trigger, inputs or outputs, a node's inputs or
+output: in a batch, the list of every row or every video) is left out, `null`, and named in
+`elided`; the database measures it without sending it. A loop's items are then read from
+its stored list one page at a time, and its outputs are its items' nodes, page by page.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
@@ -32,7 +39,7 @@ from klingflow.workflows.records import (
     RunStatus,
 )
 from klingflow.workflows.runlog import RunLog
-from klingflow.workflows.schema import attempt_log, intents, node_runs
+from klingflow.workflows.schema import attempt_log, intents, node_runs, runs
 from klingflow.workflows.spec import Workflow
 
 __all__ = [
@@ -46,9 +53,12 @@ __all__ = [
     "RunDetailPublic",
     "RunPublic",
     "SubmissionPublic",
+    "find_run",
     "run_detail",
 ]
 
+MAX_VALUE_BYTES = 256 * 1024
+"""A stored JSON value longer than this is left out of the detail (see `elided`)."""
 ITEMS_PER_PAGE = 50
 """Items of each loop in one detail, unless asked for more (at most `MAX_ITEMS_PER_PAGE`)."""
 MAX_ITEMS_PER_PAGE = 1000
@@ -68,8 +78,9 @@ class RunPublic(BaseModel):
     message: str | None
     paused_node: str | None
     epoch: int
-    trigger: dict[str, Any]
-    inputs: dict[str, Any]
+    trigger: dict[str, Any] | None
+    """Null when left out for its size (see `RunDetailPublic.elided`), as `inputs`."""
+    inputs: dict[str, Any] | None
     outputs: Any
     output_dir: str
     budget_usd: UsdJSON | None
@@ -187,6 +198,94 @@ class RunDetailPublic(BaseModel):
     submissions: list[SubmissionPublic]
     submission_counts: dict[str, int]
     loops: list[LoopPublic]
+    elided: list[str]
+    """Values left out (null here) for their size, over 256 KiB of JSON: `run.outputs`, or
+    `nodes[each].output` (the node path in brackets). A loop's items and outputs are in its
+    pages of items."""
+
+
+def _capped(table: sa.Table, big: tuple[str, ...]) -> list[sa.ColumnElement[Any]]:
+    """`table`'s columns, the `big` JSON ones null when over `MAX_VALUE_BYTES`, each with a
+    `<name>_elided` flag: the database measures the value and sends it only when small."""
+    columns: list[sa.ColumnElement[Any]] = []
+    for column in table.c:
+        if column.name not in big:
+            columns.append(column)
+            continue
+        over = sa.func.length(sa.cast(column, sa.Text)) > MAX_VALUE_BYTES
+        columns.append(
+            sa.type_coerce(sa.case((over, sa.null()), else_=column), sa.JSON).label(column.name)
+        )
+        columns.append(over.label(f"{column.name}_elided"))
+    return columns
+
+
+_RUN_VALUES = ("trigger", "inputs", "outputs")
+_NODE_VALUES = ("inputs", "output")
+
+
+def _elided(row: Any, names: tuple[str, ...], prefix: str) -> list[str]:
+    return [f"{prefix}.{name}" for name in names if row._mapping[f"{name}_elided"]]
+
+
+def find_run(runlog: RunLog, run_id: str) -> tuple[RunRecord, list[str]] | None:
+    """The run (its big values left out, see `MAX_VALUE_BYTES`) and what was left out."""
+    query = sa.select(*_capped(runs, _RUN_VALUES)).where(runs.c.run_id == run_id)
+    row = runlog.read(lambda c: c.execute(query).first())
+    if row is None:
+        return None
+    return RunRecord.from_row(row), _elided(row, _RUN_VALUES, "run")
+
+
+class _StoredItems(Sequence[Any]):
+    """A loop's stored `inputs.items`, too big to read whole: its length and the values of
+    a page, read from the database."""
+
+    def __init__(self, runlog: RunLog, node: NodeRun) -> None:
+        self.runlog = runlog
+        self.where = sa.and_(
+            node_runs.c.run_id == node.run_id,
+            node_runs.c.epoch == node.epoch,
+            node_runs.c.node_path == node.node_path,
+        )
+        query = sa.select(sa.func.json_array_length(node_runs.c.inputs["items"])).where(self.where)
+        self.length = int(runlog.read(lambda c: c.execute(query).scalar()) or 0)
+        self.values: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def fetch(self, indices: list[int]) -> None:
+        """Read the values of `indices` for `__getitem__`, parsing the stored list once."""
+        wanted = sorted(set(indices) - set(self.values))
+        if wanted:
+            self.values.update(self.runlog.read(partial(self._read, wanted)))
+
+    def _read(self, indices: list[int], connection: sa.Connection) -> dict[int, Any]:
+        items = node_runs.c.inputs["items"]
+        if connection.dialect.name == "sqlite":  # json_extract of several paths: one array
+            paths = [f"$.items[{index}]" for index in [*indices, indices[0]]]
+            query = sa.select(sa.func.json_extract(node_runs.c.inputs, *paths)).where(self.where)
+            found = json.loads(connection.execute(query).scalar() or "[]")
+            return dict(zip(indices, found, strict=False))
+        elements = sa.func.json_array_elements(items).table_valued("value", with_ordinality="n")
+        query = (
+            sa.select(elements.c.n, elements.c.value)
+            .select_from(node_runs)
+            .join(elements, sa.true())
+            .where(self.where, elements.c.n.in_([index + 1 for index in indices]))
+        )
+        return {int(n) - 1: value for n, value in connection.execute(query)}
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Any]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            raise TypeError("a stored list is read by index, a page at a time")
+        self.fetch([index])
+        return self.values.get(index)
 
 
 def _loop_specs(run: RunRecord) -> dict[str, LoopNode]:
@@ -206,13 +305,16 @@ def _loop_spent(runlog: RunLog, run: RunRecord, loop_id: str) -> Any:
 
 
 def _loop(
-    runlog: RunLog, run: RunRecord, row: NodeRun, spec: LoopNode, *, status: str | None,
-    offset: int, limit: int,
+    runlog: RunLog, run: RunRecord, row: NodeRun, spec: LoopNode, *, elided: bool,
+    status: str | None, offset: int, limit: int,
 ) -> tuple[LoopPublic, list[NodeRun]]:  # fmt: skip
     inputs = row.inputs if isinstance(row.inputs, dict) else {}
-    items = inputs.get("items")
+    listed = inputs.get("items")
+    items: Sequence[Any] = listed if isinstance(listed, list) else []
+    if elided:
+        items = _StoredItems(runlog, row)
     page = item_page(
-        runlog, run.run_id, run.epoch, spec.id, items=items if isinstance(items, list) else [],
+        runlog, run.run_id, run.epoch, spec.id, items=items,
         body_length=len(spec.nodes), label=spec.label, inputs=run.inputs, trigger=run.trigger,
         status=status, offset=offset, limit=limit,
     )  # fmt: skip
@@ -230,13 +332,18 @@ def _loop(
     return public, [node for item in page.items for node in item.nodes]
 
 
-def _top_level(runlog: RunLog, run_id: str) -> list[NodeRun]:
-    """The run's nodes outside any loop item, of every epoch, in the order they started."""
-    return runlog.node_runs(
-        node_runs.select()
+def _top_level(runlog: RunLog, run_id: str) -> list[tuple[NodeRun, list[str]]]:
+    """The run's nodes outside any loop item, of every epoch, in the order they started,
+    each with the values left out of it for their size."""
+    query = (
+        sa.select(*_capped(node_runs, _NODE_VALUES))
         .where(node_runs.c.run_id == run_id, node_runs.c.item_index.is_(None))
         .order_by(node_runs.c.id)
     )
+    return [
+        (NodeRun.from_row(row), _elided(row, _NODE_VALUES, f"nodes[{row.node_path}]"))
+        for row in runlog.read(partial(_all_rows, query))
+    ]
 
 
 def _all_rows(query: sa.Select[Any], connection: sa.Connection) -> list[Any]:
@@ -279,21 +386,31 @@ def _submission_counts(runlog: RunLog, run_id: str) -> dict[str, int]:
 
 def run_detail(
     runlog: RunLog,
-    run: RunRecord,
+    run_id: str,
     *,
     status: ItemStatus | None = None,
     offset: int = 0,
     limit: int = ITEMS_PER_PAGE,
-) -> RunDetailPublic:
-    """`run` with one page of each loop's items (from `offset`, only those in `status`)."""
-    top = _top_level(runlog, run.run_id)
-    specs = _loop_specs(run)
+) -> RunDetailPublic | None:
+    """The run with one page of each loop's items (from `offset`, only those in `status`);
+    None when the log has no such run."""
+    found = find_run(runlog, run_id)
+    if found is None:
+        return None
+    run, elided = found
+    top: list[NodeRun] = []
     loops: list[LoopPublic] = []
     item_nodes: list[NodeRun] = []
-    for node in top:
+    specs = _loop_specs(run)
+    for node, left_out in _top_level(runlog, run_id):
+        top.append(node)
+        elided += left_out
         spec = specs.get(node.node_id)
         if node.epoch == run.epoch and node.node_type == "loop" and spec is not None:
-            loop, nodes = _loop(runlog, run, node, spec, status=status, offset=offset, limit=limit)
+            loop, nodes = _loop(
+                runlog, run, node, spec, elided=any(n.endswith(".inputs") for n in left_out),
+                status=status, offset=offset, limit=limit,
+            )  # fmt: skip
             loops.append(loop)
             item_nodes += nodes
     shown = [*top, *item_nodes]
@@ -302,12 +419,13 @@ def run_detail(
         nodes=[NodePublic.of(node) for node in shown],
         attempts=[
             AttemptPublic.of(Attempt.from_row(row))
-            for row in _of_nodes(runlog, run.run_id, attempt_log, shown)
+            for row in _of_nodes(runlog, run_id, attempt_log, shown)
         ],
         submissions=[
             SubmissionPublic.of(Intent.from_row(row))
-            for row in _of_nodes(runlog, run.run_id, intents, shown)
+            for row in _of_nodes(runlog, run_id, intents, shown)
         ],
-        submission_counts=_submission_counts(runlog, run.run_id),
+        submission_counts=_submission_counts(runlog, run_id),
         loops=loops,
+        elided=list(dict.fromkeys(elided)),
     )

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Response
 from pydantic import BaseModel
 
+from klingflow.errors import RunNotFoundError
 from klingflow.formats import UsdJSON
 from klingflow.service.api import ErrorPublic
 from klingflow.service.deps import EngineDep, RegistryDep, RunLogDep
@@ -179,8 +180,10 @@ def get_run(
     """A run with its top-level nodes and, for each loop, its items counted by status and one
     page of them (`offset`, `limit`, `status`; `next_offset` says where the next page
     starts), with the attempts and PiAPI submissions of the nodes shown."""
-    run = existing_run(runlog, run_id)
-    return run_detail(runlog, run, status=status, offset=offset, limit=limit)
+    detail = run_detail(runlog, run_id, status=status, offset=offset, limit=limit)
+    if detail is None:
+        raise RunNotFoundError(run_id)
+    return detail
 
 
 @router.post("/runs/{run_id}/retry", responses=ERRORS)
