@@ -9,6 +9,7 @@ import typer
 from typer.testing import CliRunner
 
 from klingflow.cli import app
+from klingflow.cli._help import unwrap
 
 PYTHON_PLACEHOLDER = re.compile(r"<(bool|str|int|float|Path|list\[[^\]]*\])>")
 
@@ -16,10 +17,22 @@ PYTHON_PLACEHOLDER = re.compile(r"<(bool|str|int|float|Path|list\[[^\]]*\])>")
 def every_command_path() -> list[list[str]]:
     root = typer.main.get_command(app)
     paths: list[list[str]] = [[]]
-    for name, command in getattr(root, "commands", {}).items():
+    for name in root.list_commands(root.make_context("klingflow", [], resilient_parsing=True)):
+        command = root.load(name)  # imported now: the root lists commands it has not loaded
         paths.append([name])
         paths += [[name, sub] for sub in getattr(command, "commands", {})]
     return paths
+
+
+def test_the_root_lists_each_command_with_its_own_help() -> None:
+    """`klingflow --help` lists every command without importing it: the help it shows is the
+    first paragraph of the command's own docstring, word for word."""
+    root = typer.main.get_command(app)
+    ctx = root.make_context("klingflow", [], resilient_parsing=True)
+    for name in root.list_commands(ctx):
+        listed = root.get_command(ctx, name).help
+        loaded = root.load(name)
+        assert listed == unwrap(loaded.help).split("\n\n")[0], name
 
 
 @pytest.mark.parametrize("path", every_command_path(), ids=lambda path: " ".join(path) or "root")

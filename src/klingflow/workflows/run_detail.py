@@ -268,7 +268,11 @@ class _StoredItems(Sequence[Any]):
             query = sa.select(sa.func.json_extract(node_runs.c.inputs, *paths)).where(self.where)
             found = json.loads(connection.execute(query).scalar() or "[]")
             return dict(zip(indices, found, strict=False))
-        elements = sa.func.json_array_elements(items).table_valued("value", with_ordinality="n")
+        elements = (
+            sa.func.json_array_elements(items)
+            .table_valued("value", with_ordinality="n")
+            .render_derived()
+        )
         query = (
             sa.select(elements.c.n, elements.c.value)
             .select_from(node_runs)

@@ -1,0 +1,73 @@
+"""A run's detail (`GET /api/runs/{id}`, `klingflow runs show --json`) is one page of its
+loops' items, counted by status in the database, with big values left out: its size does
+not grow with the batch."""
+
+from __future__ import annotations
+
+import json
+
+from klingflow.workflows.run_detail import MAX_VALUE_BYTES, run_detail
+
+from .harness import Harness
+
+BIG = """\
+name: big
+inputs:
+  rows: {type: array, required: true}
+nodes:
+  - id: each
+    type: loop
+    with: {items: "{{ inputs.rows }}", concurrency: 20}
+    nodes:
+      - id: note
+        type: set
+        if: "{{ item.n % 3 != 0 }}"
+        with: {values: {text: "{{ item.title }}"}}
+"""
+ROWS = [{"title": f"row {n:03d}", "n": n, "pad": "x" * 1000} for n in range(300)]
+
+
+def test_a_big_loop_is_counted_paged_and_its_big_values_left_out(harness: Harness) -> None:
+    """300 items of 1 KB: every third skipped by its `if`; the detail counts them all, shows
+    50, names them from the stored list, and leaves the 300 KB lists out."""
+    assert len(json.dumps(ROWS)) > MAX_VALUE_BYTES
+    run = harness.run(BIG, {"rows": ROWS})
+    assert run.status == "completed", run.message
+    runlog = harness.runlog()
+
+    detail = run_detail(runlog, run.run_id)
+    assert detail is not None
+    [loop] = detail.loops
+    assert (loop.total, loop.counts) == (300, {"succeeded": 200, "skipped": 100})
+    assert (loop.offset, loop.matching, loop.next_offset) == (0, 300, 50)
+    assert [item.label for item in loop.items] == [f"row {n:03d}" for n in range(50)]
+    assert [item.status for item in loop.items[:3]] == ["skipped", "succeeded", "succeeded"]
+    assert [n.node_path for n in detail.nodes] == ["each"] + [f"each[{i}].note" for i in range(50)]
+    assert sorted(detail.elided) == ["nodes[each].inputs", "run.inputs", "run.trigger"]
+    assert detail.run.trigger is None and detail.nodes[0].inputs is None
+    assert len(detail.model_dump_json()) < 60_000  # the rows alone are 300 KB
+
+    last = run_detail(runlog, run.run_id, offset=290, limit=50)
+    assert last is not None
+    assert [item.label for item in last.loops[0].items] == [f"row {n}" for n in range(290, 300)]
+    assert last.loops[0].next_offset is None
+
+    skipped = run_detail(runlog, run.run_id, status="skipped", offset=10, limit=3)
+    assert skipped is not None
+    assert [item.index for item in skipped.loops[0].items] == [30, 33, 36]
+    assert (skipped.loops[0].matching, skipped.loops[0].next_offset) == (100, 13)
+    queued = run_detail(runlog, run.run_id, status="queued")
+    assert queued is not None and queued.loops[0].items == []
+    assert run_detail(runlog, "run-nope") is None
+
+
+def test_a_small_run_shows_every_value(harness: Harness) -> None:
+    """Under the size limit nothing is left out: the trigger and the loop's items are whole."""
+    rows = ROWS[:5]
+    run = harness.run(BIG, {"rows": rows})
+    detail = run_detail(harness.runlog(), run.run_id)
+    assert detail is not None
+    assert detail.elided == []
+    assert detail.run.trigger == {"rows": rows}
+    assert detail.nodes[0].inputs["items"] == rows
+    assert detail.loops[0].counts == {"succeeded": 3, "skipped": 2}
