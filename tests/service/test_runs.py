@@ -211,7 +211,8 @@ def test_a_run_s_detail_pages_its_loop_items_as_runs_show_does(
     assert loop["items"][0] == {
         "index": 0, "label": "row 000", "status": "succeeded", "attempts": 1, "cost_usd": None
     }  # fmt: skip
-    assert len(first["nodes"]) == 51 and len(first["attempts"]) == 51
+    assert len(first["nodes"]) == 51
+    assert len(first["attempts"]) == 51
     assert first["elided"] == []
 
     page = {"offset": 100, "limit": 30}

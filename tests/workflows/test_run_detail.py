@@ -44,7 +44,8 @@ def test_a_big_loop_is_counted_paged_and_its_big_values_left_out(harness: Harnes
     assert [item.status for item in loop.items[:3]] == ["skipped", "succeeded", "succeeded"]
     assert [n.node_path for n in detail.nodes] == ["each"] + [f"each[{i}].note" for i in range(50)]
     assert sorted(detail.elided) == ["nodes[each].inputs", "run.inputs", "run.trigger"]
-    assert detail.run.trigger is None and detail.nodes[0].inputs is None
+    assert detail.run.trigger is None
+    assert detail.nodes[0].inputs is None
     assert len(detail.model_dump_json()) < 60_000  # the rows alone are 300 KB
 
     last = run_detail(runlog, run.run_id, offset=290, limit=50)
@@ -57,7 +58,8 @@ def test_a_big_loop_is_counted_paged_and_its_big_values_left_out(harness: Harnes
     assert [item.index for item in skipped.loops[0].items] == [30, 33, 36]
     assert (skipped.loops[0].matching, skipped.loops[0].next_offset) == (100, 13)
     queued = run_detail(runlog, run.run_id, status="queued")
-    assert queued is not None and queued.loops[0].items == []
+    assert queued is not None
+    assert queued.loops[0].items == []
     assert run_detail(runlog, "run-nope") is None
 
 
