@@ -21,7 +21,6 @@ from klingflow.cli._runlog import open_runlog
 from klingflow.cli.exit_codes import RUN_NOT_COMPLETED
 from klingflow.workflows.records import RunRecord, RunStatus
 from klingflow.workflows.runlog import RunLog
-from klingflow.workflows.steering import describe_paused
 
 if TYPE_CHECKING:  # the engine (DBOS) is loaded by the commands that run workflows
     from klingflow.workflows.engine import Engine
@@ -54,6 +53,8 @@ def summarize(runlog: RunLog, run: RunRecord) -> None:
     spent = f" · spent {usd(run.spent_usd)}"
     err.print(Text.assemble((f"{run.run_id} ", "bold"), (run.status.value, style), spent))
     if run.status == RunStatus.PAUSED:
+        from klingflow.workflows.steering import describe_paused  # not for `runs show`
+
         err.print(Text(describe_paused(run), style="yellow"))
     elif run.status != RunStatus.COMPLETED and run.message:
         err.print(Text(run.message, style="red"))

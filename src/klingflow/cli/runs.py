@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -36,7 +36,9 @@ from klingflow.workflows.run_detail import (
     RunPublic,
     run_detail,
 )
-from klingflow.workflows.steering import Action, Command, parse_task_ids
+
+if TYPE_CHECKING:  # steering (and the engine under it) is loaded by the commands that steer
+    from klingflow.workflows.steering import Command
 
 __all__ = ["print_rows", "runs_app"]
 
@@ -325,6 +327,8 @@ def retry(
     as_json: AsJson = False,
 ) -> None:
     """Resume a paused run from its failed node (finished nodes are reused)."""
+    from klingflow.workflows.steering import Action, Command, parse_task_ids
+
     given = parse_task_ids(task_ids or [])
     if given and all_paused:
         raise InvalidRequestError([("--task-id", "settles one run's submissions: give one run id")])
@@ -353,6 +357,8 @@ def retry(
 @handles_errors
 def skip(run_id: RunId, as_json: AsJson = False) -> None:
     """Skip the node a run paused on (its output becomes null) and go on."""
+    from klingflow.workflows.steering import Action, Command
+
     _steer([run_id], Command(action=Action.SKIP), wait=True, as_json=as_json)
 
 
@@ -360,4 +366,6 @@ def skip(run_id: RunId, as_json: AsJson = False) -> None:
 @handles_errors
 def cancel(run_id: RunId, as_json: AsJson = False) -> None:
     """Stop a run for good (tasks already submitted keep running at PiAPI)."""
+    from klingflow.workflows.steering import Action, Command
+
     _steer([run_id], Command(action=Action.CANCEL), wait=False, as_json=as_json)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -78,6 +78,8 @@ class ItemPage:
     offset: int
     limit: int
     matching: int
+    spent_usd: Decimal = Decimal(0)
+    """What every item of the loop cost, all pages."""
 
     @property
     def done(self) -> int:
@@ -145,9 +147,12 @@ def _count(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
     return sa.func.sum(sa.case((condition, 1), else_=0))
 
 
-def _per_item(run_id: str, epoch: int, loop_id: str, body_length: int) -> sa.Subquery:
-    """One row per started item: (item_index, status, attempts, cost_points), its status from
-    its body nodes' (see the module docstring), grouped in the database."""
+def _per_item(
+    run_id: str, epoch: int, loop_id: str, body_length: int, *more: sa.ColumnElement[bool]
+) -> sa.Subquery:
+    """One row per started item (of those `more` selects): (item_index, status, attempts,
+    cost_points), its status from its body nodes' (see the module docstring), grouped in the
+    database."""
     status = node_runs.c.status
     failed = _count(status == NodeStatus.FAILED.value)
     running = _count(status == NodeStatus.RUNNING.value)
@@ -167,7 +172,7 @@ def _per_item(run_id: str, epoch: int, loop_id: str, body_length: int) -> sa.Sub
             sa.func.sum(node_runs.c.attempts).label("attempts"),
             sa.func.sum(node_runs.c.cost_points).label("cost_points"),
         )
-        .where(_item_filter(run_id, epoch, loop_id))
+        .where(_item_filter(run_id, epoch, loop_id), *more)
         .group_by(node_runs.c.item_index)
         .subquery()
     )
@@ -185,34 +190,43 @@ def _item_rows(runlog: RunLog, query: sa.Select[Any]) -> dict[int, _ItemRow]:
     }
 
 
-def _counts(runlog: RunLog, items: sa.Subquery, *, total: int) -> Counter[str]:
-    query = sa.select(items.c.status, sa.func.count()).group_by(items.c.status)
-    counts: Counter[str] = Counter(runlog.read(lambda c: dict(list(c.execute(query)))))
+def _counts(runlog: RunLog, items: sa.Subquery, *, total: int) -> tuple[Counter[str], Decimal]:
+    """Items by status (`queued`: not started), and what they cost in all, in one scan."""
+    query = sa.select(items.c.status, sa.func.count(), sa.func.sum(items.c.cost_points)).group_by(
+        items.c.status
+    )
+    rows = runlog.read(lambda c: list(c.execute(query)))
+    counts: Counter[str] = Counter({status: count for status, count, _ in rows})
     counts["queued"] = max(0, total - sum(counts.values()))
-    return counts
+    return counts, points_to_usd(sum(int(points or 0) for _, _, points in rows))
 
 
 def item_counts(
     runlog: RunLog, run_id: str, epoch: int, loop_id: str, *, total: int, body_length: int
 ) -> dict[str, int]:
     """How many of the loop's `total` items are in each status (`queued`: not started)."""
-    counts = _counts(runlog, _per_item(run_id, epoch, loop_id, body_length), total=total)
+    counts, _ = _counts(runlog, _per_item(run_id, epoch, loop_id, body_length), total=total)
     return {status: counts[status] for status in ITEM_STATUSES if counts[status]}
 
 
 def _page_rows(
-    runlog: RunLog, items: sa.Subquery, *, total: int, status: str | None, offset: int, limit: int
+    runlog: RunLog,
+    items: sa.Subquery,
+    page: Callable[[int, int], sa.Subquery],
+    *,
+    total: int,
+    status: str | None,
+    offset: int,
+    limit: int,
 ) -> list[tuple[int, str, int, Decimal | None]]:
     """The page's (index, status, attempts, cost), reading only the page's rows where it can:
-    in item order every index is an item (a missing row is a queued one); a status picks its
-    rows in the database; only `queued`, which has no rows, lists the started indices."""
+    in item order every index is an item (a missing row is a queued one), so `page(start,
+    end)` groups those rows alone; a status picks its rows in the database; only `queued`,
+    which has no rows, lists the started indices."""
     indices: Sequence[int]
     if status is None:
         end = min(total, offset + limit)
-        rows = _item_rows(
-            runlog,
-            sa.select(items).where(items.c.item_index >= offset, items.c.item_index < end),
-        )
+        rows = _item_rows(runlog, sa.select(page(offset, end)))
         indices = range(offset, end)
     elif status == "queued":
         started = runlog.read(lambda c: set(c.execute(sa.select(items.c.item_index)).scalars()))
@@ -251,8 +265,15 @@ def item_page(
     by status in the database; only the page's rows, nodes and item values are read."""
     total = len(items)
     per_item = _per_item(run_id, epoch, loop_id, body_length)
-    counts = _counts(runlog, per_item, total=total)
-    shown = _page_rows(runlog, per_item, total=total, status=status, offset=offset, limit=limit)
+
+    def page(start: int, end: int) -> sa.Subquery:
+        index = node_runs.c.item_index
+        return _per_item(run_id, epoch, loop_id, body_length, index >= start, index < end)
+
+    counts, spent = _counts(runlog, per_item, total=total)
+    shown = _page_rows(
+        runlog, per_item, page, total=total, status=status, offset=offset, limit=limit
+    )
     nodes = _nodes_of(runlog, run_id, epoch, loop_id, [row[0] for row in shown])
     fetch = getattr(items, "fetch", None)
     if fetch is not None:  # a list too big to load whole reads the page's values at once
@@ -283,6 +304,7 @@ def item_page(
         offset=offset,
         limit=limit,
         matching=total if status is None else counts[status],
+        spent_usd=spent,
     )
 
 
@@ -292,9 +314,13 @@ def _nodes_of(
     if not indices:
         return {}
     found: dict[int, list[NodeRun]] = {}
-    for node in _nodes(
-        runlog, sa.and_(_item_filter(run_id, epoch, loop_id), node_runs.c.item_index.in_(indices))
-    ):
+    chosen = _in_epoch(  # the IN list on the index: the page's rows, not every item's
+        run_id,
+        epoch,
+        node_runs.c.item_index.in_(indices),
+        node_runs.c.node_path.startswith(f"{loop_id}[", autoescape=True),
+    )
+    for node in _nodes(runlog, chosen):
         found.setdefault(node.item_index or 0, []).append(node)
     return found
 

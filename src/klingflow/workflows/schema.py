@@ -97,6 +97,8 @@ node_runs = sa.Table(
     sa.Column("started_at", sa.Float, nullable=True),
     sa.Column("finished_at", sa.Float, nullable=True),
     sa.UniqueConstraint("run_id", "epoch", "node_path"),
+    # A run's top-level nodes, and one page of a loop's items, without visiting every item.
+    sa.Index("ix_kf_node_runs_item", "run_id", "epoch", "item_index"),
 )
 
 attempt_log = sa.Table(
@@ -180,11 +182,22 @@ workers = sa.Table(
 def create_tables(engine: sa.Engine) -> None:
     """Create every missing `kf_*` table, safe when other processes do it at the same moment."""
     if is_sqlite(str(engine.url)):
-        metadata.create_all(engine)
+        with engine.begin() as connection:
+            metadata.create_all(connection)
+            _create_indexes(connection)
         return
     with engine.begin() as connection:
         connection.execute(sa.select(sa.func.pg_advisory_xact_lock(TABLES_LOCK)))
         metadata.create_all(connection)
+        _create_indexes(connection)
+
+
+def _create_indexes(connection: sa.Connection) -> None:
+    """Add the indexes a newer klingflow declares to tables an older one created
+    (`create_all` makes an index only with its table)."""
+    for table in metadata.sorted_tables:
+        for index in table.indexes:
+            index.create(connection, checkfirst=True)
 
 
 @contextmanager
