@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import json
 
+import sqlalchemy as sa
+
+from klingflow.workflows.database import make_engine
 from klingflow.workflows.run_detail import MAX_VALUE_BYTES, run_detail
+from klingflow.workflows.runlog import RunLog
 
 from .harness import Harness
 
@@ -73,3 +77,22 @@ def test_a_small_run_shows_every_value(harness: Harness) -> None:
     assert detail.run.trigger == {"rows": rows}
     assert detail.nodes[0].inputs["items"] == rows
     assert detail.loops[0].counts == {"succeeded": 3, "skipped": 2}
+
+
+def test_a_run_log_made_before_the_item_index_gets_it_when_opened(harness: Harness) -> None:
+    """An older klingflow's database lacks `ix_kf_node_runs_item`: opening the run log adds
+    it (a loop's page is then read by item, not by scanning every item)."""
+    run = harness.run(BIG, {"rows": ROWS[:3]})
+    engine = make_engine(harness.settings().resolved_database_url())
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("DROP INDEX ix_kf_node_runs_item"))
+        assert "ix_kf_node_runs_item" not in indexes(engine)
+        assert RunLog(engine).get_run(run.run_id) is not None
+        assert "ix_kf_node_runs_item" in indexes(engine)
+    finally:
+        engine.dispose()
+
+
+def indexes(engine: sa.Engine) -> set[str]:
+    return {index["name"] or "" for index in sa.inspect(engine).get_indexes("kf_node_runs")}
