@@ -96,3 +96,36 @@ def test_a_run_log_made_before_the_item_index_gets_it_when_opened(harness: Harne
 
 def indexes(engine: sa.Engine) -> set[str]:
     return {index["name"] or "" for index in sa.inspect(engine).get_indexes("kf_node_runs")}
+
+
+FAILING = """\
+name: failing
+inputs:
+  rows: {type: array, required: true}
+nodes:
+  - id: each
+    type: loop
+    with: {items: "{{ inputs.rows }}", concurrency: 20}
+    nodes:
+      - id: note
+        type: set
+        with: {values: {pad: "{{ item.pad }}", ratio: "{{ 1 / (item.n - 7) }}"}}
+"""
+
+
+def test_a_failed_loop_s_big_error_keeps_its_type_and_message(harness: Harness) -> None:
+    """A loop whose item 7 fails pauses with every other item's output in its error (300 KB
+    here): the detail keeps the error's type and message, not the outputs."""
+    run = harness.run(FAILING, {"rows": ROWS})
+    assert run.status == "paused", run.message
+    detail = run_detail(harness.runlog(), run.run_id, status="failed")
+    assert detail is not None
+    assert "nodes[each].error" in detail.elided
+    error = detail.nodes[0].error
+    assert error is not None
+    assert error["type"] == "LoopItemsFailedError"
+    assert "1 of 300 items of loop 'each' failed" in error["message"]
+    assert [item.index for item in detail.loops[0].items] == [7]
+    [loop_attempt] = [a for a in detail.attempts if a.node_path == "each"]
+    assert loop_attempt.error == error
+    assert len(detail.model_dump_json()) < 60_000

@@ -9,18 +9,20 @@ those of the nodes shown, and the submissions are counted by state. `offset`, `l
 `status` choose the page; `next_offset` says where the next one starts. Every query is
 bounded by the page or grouped in the database.
 
-A JSON value over `MAX_VALUE_BYTES` (a run's trigger, inputs or outputs, a node's inputs or
-output: in a batch, the list of every row or every video) is left out, `null`, and named in
-`elided`; the database measures it without sending it. A loop's items are then read from
-its stored list one page at a time, and its outputs are its items' nodes, page by page.
+A JSON value over `MAX_VALUE_BYTES` (a run's trigger, inputs or outputs, a node's inputs,
+output or error: in a batch, the list of every row or every video) is left out, `null`, and
+named in `elided` (an error keeps its type, code and message); the database measures it
+without sending it. A loop's items are then read from its stored list one page at a time,
+and its outputs are its items' nodes, page by page.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
@@ -60,6 +62,8 @@ __all__ = [
 
 MAX_VALUE_BYTES = 256 * 1024
 """A stored JSON value longer than this is left out of the detail (see `elided`)."""
+_Record = TypeVar("_Record", NodeRun, Attempt)
+
 ITEMS_PER_PAGE = 50
 """Items of each loop in one detail, unless asked for more (at most `MAX_ITEMS_PER_PAGE`)."""
 MAX_ITEMS_PER_PAGE = 1000
@@ -236,15 +240,27 @@ def _capped(table: sa.Table, big: tuple[str, ...]) -> list[sa.ColumnElement[Any]
             sa.type_coerce(sa.case((over, sa.null()), else_=column), sa.JSON).label(column.name)
         )
         columns.append(over.label(f"{column.name}_elided"))
+        if column.name == "error":  # kept in short: what a person reads of it
+            columns += [column[key].label(f"error_{key}") for key in _ERROR_KEYS]
     return columns
 
 
 _RUN_VALUES = ("trigger", "inputs", "outputs")
-_NODE_VALUES = ("inputs", "output")
+_NODE_VALUES = ("inputs", "output", "error")
+_ERROR_KEYS = ("type", "code", "message")
+"""What is kept of an error too big to show whole (a loop's carries every item's output)."""
 
 
 def _elided(row: Any, names: tuple[str, ...], prefix: str) -> list[str]:
     return [f"{prefix}.{name}" for name in names if row._mapping[f"{name}_elided"]]
+
+
+def _with_short_error(record: _Record, row: Any) -> _Record:
+    """`record`, its error cut to its type, code and message when it was too big."""
+    if not row._mapping["error_elided"]:
+        return record
+    short = {key: row._mapping[f"error_{key}"] for key in _ERROR_KEYS}
+    return replace(record, error={k: v for k, v in short.items() if v is not None})
 
 
 def find_run(runlog: RunLog, run_id: str) -> tuple[RunRecord, list[str]] | None:
@@ -357,7 +373,10 @@ def _top_level(runlog: RunLog, run_id: str, epoch: int) -> list[tuple[NodeRun, l
         .order_by(node_runs.c.id)
     )
     return [
-        (NodeRun.from_row(row), _elided(row, _NODE_VALUES, f"nodes[{row.node_path}]"))
+        (
+            _with_short_error(NodeRun.from_row(row), row),
+            _elided(row, _NODE_VALUES, f"nodes[{row.node_path}]"),
+        )
         for row in runlog.read(partial(_all_rows, query))
     ]
 
@@ -377,7 +396,7 @@ def _of_nodes(runlog: RunLog, run_id: str, table: sa.Table, nodes: list[NodeRun]
     for epoch, paths in sorted(by_epoch.items()):
         for start in range(0, len(paths), 500):  # bounded IN lists
             query = (
-                table.select()
+                sa.select(*_capped(table, ("error",) if table is attempt_log else ()))
                 .where(
                     table.c.run_id == run_id,
                     table.c.epoch == epoch,
@@ -434,7 +453,7 @@ def run_detail(
         run=RunPublic.of(run),
         nodes=[NodePublic.of(node) for node in shown],
         attempts=[
-            AttemptPublic.of(Attempt.from_row(row))
+            AttemptPublic.of(_with_short_error(Attempt.from_row(row), row))
             for row in _of_nodes(runlog, run_id, attempt_log, shown)
         ],
         submissions=[
