@@ -194,10 +194,15 @@ def create_tables(engine: sa.Engine) -> None:
 
 def _create_indexes(connection: sa.Connection) -> None:
     """Add the indexes a newer klingflow declares to tables an older one created
-    (`create_all` makes an index only with its table)."""
-    for table in metadata.sorted_tables:
+    (`create_all` makes an index only with its table); the existing ones are read in one go,
+    as every process start passes here."""
+    tables = metadata.sorted_tables
+    found = sa.inspect(connection).get_multi_indexes(filter_names=[t.name for t in tables])
+    existing = {index["name"] for indexes in found.values() for index in indexes}
+    for table in tables:
         for index in table.indexes:
-            index.create(connection, checkfirst=True)
+            if index.name not in existing:
+                index.create(connection)
 
 
 @contextmanager
