@@ -12,7 +12,8 @@ stays in it:
 - **batch**: N videos on a zero-latency emulator, no downloads, SQLite; RSS and the DB's size
   sampled as videos complete (bytes per video should stay flat, RSS should not grow with N),
   then `klingflow runs show RUN --json` (a CLI process) and `GET /api/runs/{id}` (the
-  service's app in process) timed on that run.
+  service's app in process) timed on that run, wall and CPU (the wall time of a process
+  waits for a busy machine; its CPU time does not).
 
 The issue asks for 5,000 in flight and a 100,000-video batch; the default full run uses
 2,000 and 4,000 to fit the time budget (`--inflight 5000 --batch-videos 100000` for the
@@ -25,6 +26,7 @@ import asyncio
 import json
 import math
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -43,6 +45,12 @@ from klingflow.workflows.engine import Engine
 CHUNK_SIZE = 50
 LOOP_LIMIT = 100
 """A loop's `concurrency` is at most 100 (per run and process)."""
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user and system) of the child processes waited for so far."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def _sqlite_bytes(path: Path) -> int:
@@ -136,6 +144,7 @@ async def large_batch(count: int, folder: Path) -> dict[str, Any]:
             await asyncio.sleep(eng.SETTLE_SECONDS)
         db_bytes = eng.db_size(f"sqlite:///{db}") - base_bytes
         env = {**os.environ, "KLINGFLOW_HOME": str(home)}
+        cpu_before = _children_cpu()
         began = time.perf_counter()
         shown = subprocess.run(  # noqa: S603 - our own interpreter
             [sys.executable, "-m", "klingflow", "runs", "show", run.run_id, "--json"],
@@ -144,6 +153,7 @@ async def large_batch(count: int, folder: Path) -> dict[str, Any]:
             check=False,
         )
         runs_show = time.perf_counter() - began
+        runs_show_cpu = _children_cpu() - cpu_before  # the wall time waits for a busy machine
         from fastapi.testclient import TestClient
 
         from klingflow.service import create_app
@@ -155,9 +165,10 @@ async def large_batch(count: int, folder: Path) -> dict[str, Any]:
 
         app = create_app(Settings(home=home, database_url=None), engine_factory=reader)
         with TestClient(app, base_url="http://127.0.0.1", client=("127.0.0.1", 50000)) as http:
-            began = time.perf_counter()
+            began, cpu_began = time.perf_counter(), time.process_time()
             answer = http.get(f"/api/runs/{run.run_id}")
             api = time.perf_counter() - began
+            api_cpu = time.process_time() - cpu_began
         return {
             "videos": count,
             "status": str(record.status),
@@ -165,9 +176,11 @@ async def large_batch(count: int, folder: Path) -> dict[str, Any]:
             "db_bytes_per_video": round(db_bytes / count),
             "samples": samples,
             "runs_show_seconds": round(runs_show, 2),
+            "runs_show_cpu_seconds": round(runs_show_cpu, 2),
             "runs_show_exit": shown.returncode,
             "runs_show_bytes": len(shown.stdout),
             "api_seconds": round(api, 3),
+            "api_cpu_seconds": round(api_cpu, 3),
             "api_status": answer.status_code,
             "api_bytes": len(answer.content),
         }
@@ -237,12 +250,13 @@ def measure(quick: bool, options: Options) -> Section:
                 [
                     "`klingflow runs show RUN --json` on it (a CLI process, "
                     f"{large['runs_show_bytes']} bytes)",
-                    f"**{large['runs_show_seconds']} s**",
+                    f"**{large['runs_show_seconds']} s** "
+                    f"({large.get('runs_show_cpu_seconds')} s CPU)",
                 ],
                 [
                     f"`GET /api/runs/{{id}}` on it (in-process app, HTTP {large['api_status']}, "
                     f"{large['api_bytes']} bytes)",
-                    f"**{large['api_seconds']} s**",
+                    f"**{large['api_seconds']} s** ({large.get('api_cpu_seconds')} s CPU)",
                 ],
             ],
         )

@@ -8,7 +8,7 @@ module imports nothing beyond the standard library, so it works in the smallest 
 
 from __future__ import annotations
 
-__all__ = ["MISSING_EXTRA_EXIT_CODE", "extra_for_module", "install_hint"]
+__all__ = ["MISSING_EXTRA_EXIT_CODE", "extra_for_module", "install_hint", "modules_of_extra"]
 
 MISSING_EXTRA_EXIT_CODE = 19
 """Exit code of a command whose extra is not installed (docs/client.md)."""
@@ -39,6 +39,11 @@ def extra_for_module(module: str | None, *, default: str = "all") -> str:
     """The extra that installs `module` (a dotted name is looked up by its top level)."""
     top = (module or "").partition(".")[0]
     return _EXTRA_OF_MODULE.get(top, default)
+
+
+def modules_of_extra(extra: str) -> list[str]:
+    """The top-level modules `extra` brings (every one for `all`)."""
+    return [m for m, e in _EXTRA_OF_MODULE.items() if extra in (e, "all")]
 
 
 def install_hint(*, feature: str, extra: str, module: str | None = None) -> str:

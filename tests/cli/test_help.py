@@ -9,17 +9,38 @@ import typer
 from typer.testing import CliRunner
 
 from klingflow.cli import app
+from klingflow.cli._help import unwrap
+from klingflow.cli._lazy import LazyGroup
 
 PYTHON_PLACEHOLDER = re.compile(r"<(bool|str|int|float|Path|list\[[^\]]*\])>")
 
 
-def every_command_path() -> list[list[str]]:
+def root_group() -> LazyGroup:
     root = typer.main.get_command(app)
+    assert isinstance(root, LazyGroup)
+    return root
+
+
+def every_command_path() -> list[list[str]]:
+    root = root_group()
     paths: list[list[str]] = [[]]
-    for name, command in getattr(root, "commands", {}).items():
+    for name in root.list_commands(root.make_context("klingflow", [], resilient_parsing=True)):
+        command = root.load(name)  # imported now: the root lists commands it has not loaded
         paths.append([name])
         paths += [[name, sub] for sub in getattr(command, "commands", {})]
     return paths
+
+
+def test_the_root_lists_each_command_with_its_own_help() -> None:
+    """`klingflow --help` lists every command without importing it: the help it shows is the
+    first paragraph of the command's own docstring, word for word."""
+    root = root_group()
+    ctx = root.make_context("klingflow", [], resilient_parsing=True)
+    for name in root.list_commands(ctx):
+        listed = root.get_command(ctx, name)
+        loaded = root.load(name)
+        assert listed is not None
+        assert listed.help == (unwrap(loaded.help) or "").split("\n\n")[0], name
 
 
 @pytest.mark.parametrize("path", every_command_path(), ids=lambda path: " ".join(path) or "root")

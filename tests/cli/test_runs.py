@@ -186,3 +186,35 @@ def test_dry_run_prints_the_cost_and_starts_nothing(
     assert [e["estimate_usd"] for e in json.loads(rows.stdout)] == ["0.26"] * 5
     assert emulator.stats()["creates"] == 0
     assert json.loads(klingflow("runs", "list", "--json").stdout) == []
+
+
+def test_runs_show_counts_a_loop_s_items_and_pages_them(klingflow: Invoke) -> None:
+    """`runs show` sums the loop up (counts, spend, what is shown); `--items` lists a page,
+    `--page`/`--limit` choose it, `--status` filters; --json has the same pages."""
+    assert klingflow("run", BATCH, "-i", ROWS).exit_code == 0
+    [run] = json.loads(klingflow("runs", "list", "--json").stdout)
+    summary = klingflow("runs", "show", run["run_id"]).stdout
+    assert "each: 5 items · 5 succeeded · spent $2.50 · shown: items 1-5 of 5" in summary
+
+    page = klingflow("runs", "show", run["run_id"], "--items", "--limit", "2", "--page", "2")
+    assert page.exit_code == 0, page.output
+    rows = [line.split("\t") for line in page.stdout.splitlines() if line[:1].isdigit()]
+    assert [row[0] for row in rows] == ["3", "4"]
+    assert all(row[2:] == ["succeeded", "1", "$0.50"] for row in rows)
+    assert "shown: items 3-4 of 5 · next: --offset 4" in page.stdout
+
+    shown = json.loads(
+        klingflow("runs", "show", run["run_id"], "--json", "--offset", "4", "--limit", "2").stdout
+    )
+    [loop] = shown["loops"]
+    assert (loop["total"], loop["counts"], loop["spent_usd"]) == (5, {"succeeded": 5}, "2.50")
+    assert [item["index"] for item in loop["items"]] == [4]
+    assert loop["next_offset"] is None
+    assert [n["node_path"] for n in shown["nodes"]] == ["each", "each[4].video"]
+    assert [s["node_path"] for s in shown["submissions"]] == ["each[4].video"]
+    assert shown["submission_counts"] == {"completed": 5}
+
+    none = klingflow("runs", "show", run["run_id"], "--items", "--status", "failed")
+    assert "each: 5 items · 5 succeeded · spent $2.50 · no failed items from 1" in none.stdout
+    both = klingflow("runs", "show", run["run_id"], "--offset", "1", "--page", "2")
+    assert both.exit_code == 2

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
+from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
+from klingflow.cli import app
 from klingflow.emulator import EmulatorServer, FaultRule
 
 from .conftest import CLIP, Service
@@ -172,3 +178,56 @@ def test_estimate_prices_a_run_without_starting_it(
     assert service.http.get("/api/runs").json()["runs"] == []
     ran = service.settle(service.start(payload={"prompt": "a fox"}))["run"]
     assert Decimal(ran["spent_usd"]) == Decimal(body["estimate_usd"]) == Decimal("0.5")
+
+
+LOOP = """\
+name: many
+inputs:
+  rows: {type: array, required: true}
+nodes:
+  - id: each
+    type: loop
+    with: {items: "{{ inputs.rows }}", concurrency: 20}
+    nodes:
+      - id: note
+        type: set
+        with: {values: {text: "{{ item.title }}"}}
+"""
+
+
+def test_a_run_s_detail_pages_its_loop_items_as_runs_show_does(
+    service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET /api/runs/{id} holds the loop's counts and one page of items (with their nodes);
+    `offset`, `limit` and `status` page it, and `klingflow runs show --json` prints the same."""
+    service.publish(LOOP)
+    run_id = service.start("many", {"rows": [{"title": f"row {n:03d}"} for n in range(120)]})
+    assert service.finish(run_id)["run"]["status"] == "completed"
+
+    first = service.http.get(f"/api/runs/{run_id}").json()
+    [loop] = first["loops"]
+    assert (loop["total"], loop["counts"], loop["matching"]) == (120, {"succeeded": 120}, 120)
+    assert (len(loop["items"]), loop["next_offset"]) == (50, 50)
+    assert loop["items"][0] == {
+        "index": 0, "label": "row 000", "status": "succeeded", "attempts": 1, "cost_usd": None
+    }  # fmt: skip
+    assert len(first["nodes"]) == 51
+    assert len(first["attempts"]) == 51
+    assert first["elided"] == []
+
+    page = {"offset": 100, "limit": 30}
+    last = service.http.get(f"/api/runs/{run_id}", params=page).json()
+    assert [i["label"] for i in last["loops"][0]["items"]] == [f"row {n}" for n in range(100, 120)]
+    assert last["loops"][0]["next_offset"] is None
+    assert last["nodes"][-1]["node_path"] == "each[119].note"
+    failed = service.http.get(f"/api/runs/{run_id}", params={"status": "failed"}).json()
+    assert (failed["loops"][0]["items"], failed["loops"][0]["matching"]) == ([], 0)
+    for wrong in ({"limit": 0}, {"limit": 1001}, {"offset": -1}, {"status": "done"}):
+        assert service.http.get(f"/api/runs/{run_id}", params=wrong).status_code == 422
+
+    monkeypatch.setenv("KLINGFLOW_DATABASE_URL", f"sqlite:///{tmp_path / 'klingflow.sqlite'}")
+    shown = CliRunner().invoke(
+        app, ["runs", "show", run_id, "--json", "--offset", "100", "--limit", "30"]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout) == last

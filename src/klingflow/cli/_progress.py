@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.live import Live
@@ -19,10 +19,11 @@ from klingflow.cli._batchview import BatchView, units_of
 from klingflow.cli._console import STATUS_STYLE, err, out, print_json, usd
 from klingflow.cli._runlog import open_runlog
 from klingflow.cli.exit_codes import RUN_NOT_COMPLETED
-from klingflow.workflows.engine import Engine
 from klingflow.workflows.records import RunRecord, RunStatus
 from klingflow.workflows.runlog import RunLog
-from klingflow.workflows.steering import describe_paused
+
+if TYPE_CHECKING:  # the engine (DBOS) is loaded by the commands that run workflows
+    from klingflow.workflows.engine import Engine
 
 __all__ = ["exit_unless_completed", "finish_runs", "report_runs", "run_files", "summarize"]
 
@@ -52,6 +53,8 @@ def summarize(runlog: RunLog, run: RunRecord) -> None:
     spent = f" · spent {usd(run.spent_usd)}"
     err.print(Text.assemble((f"{run.run_id} ", "bold"), (run.status.value, style), spent))
     if run.status == RunStatus.PAUSED:
+        from klingflow.workflows.steering import describe_paused  # not for `runs show`
+
         err.print(Text(describe_paused(run), style="yellow"))
     elif run.status != RunStatus.COMPLETED and run.message:
         err.print(Text(run.message, style="red"))

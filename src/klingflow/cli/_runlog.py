@@ -4,12 +4,14 @@ without the `run-`), as git takes commit hashes."""
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 import typer
 
 from klingflow.errors import RunNotFoundError
 from klingflow.settings import Settings
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.runlog import RunLog
+from klingflow.workflows.schema import runs
 
 __all__ = ["open_runlog", "resolve_run_id"]
 
@@ -27,7 +29,8 @@ def open_runlog() -> RunLog:
 def resolve_run_id(runlog: RunLog, text: str) -> str:
     """The one run id `text` names; `RunNotFoundError` for none, a usage error (2) listing
     the candidates when several runs begin with it."""
-    if runlog.get_run(text) is not None:
+    exact = sa.select(runs.c.run_id).where(runs.c.run_id == text)
+    if runlog.read(lambda c: c.execute(exact).first()) is not None:  # not the whole row
         return text
     candidates = runlog.run_ids_starting_with(text) if text else []
     if not candidates and text and not text.startswith(PREFIX):

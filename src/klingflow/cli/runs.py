@@ -2,6 +2,9 @@
 
 A paused run waits, durably, for one of these commands; `retry` and `skip` then follow the
 run to its end as `klingflow run` does (cli/_progress.py), since this process executes it.
+`list` and `show` only read the run log: they load neither DBOS nor the engine, and `show`
+reads one page of a loop's items (`workflows/run_detail.py`), so a batch of 100,000 videos
+shows as fast as one of five.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ import asyncio
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated
+from decimal import Decimal
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -19,12 +23,22 @@ from rich.text import Text
 from klingflow.cli._console import STATUS_STYLE, err, out, print_json, require_key, usd
 from klingflow.cli._errors import handles_errors
 from klingflow.cli._options import AsJson, RunId
-from klingflow.cli._progress import exit_unless_completed, finish_runs, report_runs, run_files
+from klingflow.cli._progress import video_paths
 from klingflow.cli._runlog import open_runlog, resolve_run_id
 from klingflow.errors import InvalidRequestError, RunNotFoundError
-from klingflow.workflows.engine import Engine
 from klingflow.workflows.records import RunRecord, RunStatus
-from klingflow.workflows.steering import Action, Command, parse_task_ids
+from klingflow.workflows.run_detail import (
+    ITEMS_PER_PAGE,
+    MAX_ITEMS_PER_PAGE,
+    ItemStatus,
+    LoopPublic,
+    RunDetailPublic,
+    RunPublic,
+    run_detail,
+)
+
+if TYPE_CHECKING:  # steering (and the engine under it) is loaded by the commands that steer
+    from klingflow.workflows.steering import Command
 
 __all__ = ["print_rows", "runs_app"]
 
@@ -87,28 +101,60 @@ def print_rows(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None
     out.print(table)
 
 
+ItemStatusOption = Annotated[
+    ItemStatus | None, typer.Option("--status", help="Only loop items in this status.")
+]
+LimitOption = Annotated[
+    int,
+    typer.Option(min=1, max=MAX_ITEMS_PER_PAGE, help="Loop items per page."),
+]
+OffsetOption = Annotated[
+    int | None, typer.Option(min=0, help="The first loop item shown (0 is the first).")
+]
+PageOption = Annotated[
+    int | None, typer.Option(min=1, help="The page of loop items shown (1 is the first).")
+]
+
+
 @runs_app.command("show")
 @handles_errors
-def show(run_id: RunId, as_json: AsJson = False) -> None:
-    """A run in full: nodes with inputs, outputs, errors, attempts and PiAPI tasks."""
+def show(
+    run_id: RunId,
+    items: Annotated[
+        bool, typer.Option("--items", help="List the loop items: number, label, status, cost.")
+    ] = False,
+    status: ItemStatusOption = None,
+    limit: LimitOption = ITEMS_PER_PAGE,
+    offset: OffsetOption = None,
+    page: PageOption = None,
+    as_json: AsJson = False,
+) -> None:
+    """A run: its nodes with attempts, errors and PiAPI submissions; a loop's items counted
+    by status with their spend, and one page of them (--items lists them, --status, --page
+    or --offset choose which). --json prints what GET /api/runs/{id} answers."""
+    if offset is not None and page is not None:
+        raise typer.BadParameter("give --offset or --page, not both", param_hint="'--page'")
+    first = offset if offset is not None else ((page or 1) - 1) * limit
     runlog = open_runlog()
     run_id = resolve_run_id(runlog, run_id)
-    record = runlog.get_run(run_id)
-    if record is None:
+    detail = run_detail(runlog, run_id, status=status, offset=first, limit=limit)
+    if detail is None:
         raise RunNotFoundError(run_id)
-    nodes = runlog.nodes(run_id)
-    attempts = runlog.attempts(run_id)
-    intents = runlog.intents(run_id)
     if as_json:
-        print_json(
-            {
-                "run": record.public_dict(),
-                "nodes": [node.public_dict() for node in nodes],
-                "attempts": [attempt.public_dict() for attempt in attempts],
-                "submissions": [intent.public_dict() for intent in intents],
-            }
-        )
+        print_json(detail.model_dump(mode="json"))
         return
+    record = detail.run
+    _print_run(record)
+    if items:
+        for loop in detail.loops:
+            _print_items(record.run_id, loop)
+        return
+    _print_nodes(record, detail)
+    for loop in detail.loops:
+        out.print(_loop_line(record.run_id, loop), markup=False, highlight=False)
+
+
+def _print_run(record: RunPublic) -> None:
     out.print(
         f"[bold]{record.run_id}[/] {record.workflow_name} ({record.workflow_hash[:12]}) "
         f"[{STATUS_STYLE.get(record.status.value, '')}]{record.status.value}[/]"
@@ -120,6 +166,15 @@ def show(run_id: RunId, as_json: AsJson = False) -> None:
     )
     if record.message:
         out.print(f"  {record.message}", markup=False)
+
+
+def _money(amount: Decimal | None) -> str:
+    return "" if amount is None else usd(amount)
+
+
+def _print_nodes(record: RunPublic, detail: RunDetailPublic) -> None:
+    """The nodes shown (top level, and the items of the page), their submissions, the
+    attempts that failed and the files they made."""
     print_rows(
         ("node", "status", "attempts", "task", "cost", "error"),
         [
@@ -130,13 +185,13 @@ def show(run_id: RunId, as_json: AsJson = False) -> None:
                 node.status.value,
                 str(node.attempts),
                 node.task_id or "",
-                "" if node.cost_usd is None else usd(node.cost_usd),
+                _money(node.cost_usd),
                 (node.error or {}).get("message", "")[:120],
             )
-            for node in nodes
+            for node in detail.nodes
         ],
     )
-    if intents:  # every paid submission, so "was I charged twice?" is answered here too
+    if detail.submissions:  # every paid submission, so "was I charged twice?" is answered
         out.print("submissions:")
         print_rows(
             ("node", "state", "task", "estimated", "sent", "note"),
@@ -145,14 +200,18 @@ def show(run_id: RunId, as_json: AsJson = False) -> None:
                     intent.node_path,
                     intent.state.value,
                     intent.task_id or "",
-                    usd(intent.estimated_usd),
+                    usd(intent.estimate_usd),
                     _time(intent.created_at),
                     intent.note or "",
                 )
-                for intent in intents
+                for intent in detail.submissions
             ],
         )
-    failures = [a for a in attempts if a.error]
+    counts = detail.submission_counts
+    if sum(counts.values()) > len(detail.submissions):
+        listed = " · ".join(f"{n} {state}" for state, n in counts.items())
+        out.print(f"submissions in all: {listed}", markup=False, highlight=False)
+    failures = [a for a in detail.attempts if a.error]
     if failures:
         out.print("attempts that failed:")
         for attempt in failures:
@@ -166,13 +225,55 @@ def show(run_id: RunId, as_json: AsJson = False) -> None:
                 f"{error.get('message', '')[:160]}{retry}",
                 markup=False,
             )
-    for path in run_files(runlog, record):
+    epoch_nodes = [n for n in detail.nodes if n.epoch == record.epoch]
+    for path in dict.fromkeys(p for node in epoch_nodes for p in video_paths(node.output)):
         out.print(path)
+
+
+def _span(loop: LoopPublic) -> str:
+    """`items 1-50 of 20000` (of those in the filter), and how to see the next page."""
+    which = "" if loop.status is None else f" {loop.status}"
+    if not loop.items:
+        return f"no{which} items from {loop.offset + 1}"
+    span = f"{which} items {loop.offset + 1}-{loop.offset + len(loop.items)} of {loop.matching}"
+    more = f" · next: --offset {loop.next_offset}" if loop.next_offset is not None else ""
+    return f"shown:{span}{more}"
+
+
+def _loop_line(run_id: str, loop: LoopPublic) -> str:
+    """`each: 20000 items · 19990 succeeded · 10 failed · spent $10.00 · shown: ...`."""
+    counts = " · ".join(f"{n} {state}" for state, n in loop.counts.items())
+    line = f"{loop.loop_id}: {loop.total} items · {counts} · spent {_money(loop.spent_usd)}"
+    line += f" · {_span(loop)}"
+    if loop.counts.get("failed") and loop.status is None:
+        line += f"\n  the failed ones: klingflow runs show {run_id} --items --status failed"
+    return line
+
+
+def _print_items(run_id: str, loop: LoopPublic) -> None:
+    """One page of a loop's items as rows: number, label, status, attempts, cost."""
+    out.print(_loop_line(run_id, loop), markup=False, highlight=False)
+    print_rows(
+        ("#", "item", "status", "attempts", "cost"),
+        [
+            (
+                str(item.index + 1),
+                item.label,
+                item.status,
+                str(item.attempts),
+                _money(item.cost_usd),
+            )
+            for item in loop.items
+        ],
+    )
 
 
 def _steer(run_ids: list[str], command: Command, *, wait: bool, as_json: bool) -> None:
     """Send `command` to each run; with `wait`, follow them to their end (exit 16 unless
     every one completed), else print their records as the command left them."""
+    from klingflow.cli._progress import exit_unless_completed, finish_runs, report_runs
+    from klingflow.workflows.engine import Engine  # DBOS: only commands that steer load it
+
     require_key()
     runlog = open_runlog()
     run_ids = [resolve_run_id(runlog, run_id) for run_id in run_ids]  # unique prefixes too
@@ -226,6 +327,8 @@ def retry(
     as_json: AsJson = False,
 ) -> None:
     """Resume a paused run from its failed node (finished nodes are reused)."""
+    from klingflow.workflows.steering import Action, Command, parse_task_ids
+
     given = parse_task_ids(task_ids or [])
     if given and all_paused:
         raise InvalidRequestError([("--task-id", "settles one run's submissions: give one run id")])
@@ -254,6 +357,8 @@ def retry(
 @handles_errors
 def skip(run_id: RunId, as_json: AsJson = False) -> None:
     """Skip the node a run paused on (its output becomes null) and go on."""
+    from klingflow.workflows.steering import Action, Command
+
     _steer([run_id], Command(action=Action.SKIP), wait=True, as_json=as_json)
 
 
@@ -261,4 +366,6 @@ def skip(run_id: RunId, as_json: AsJson = False) -> None:
 @handles_errors
 def cancel(run_id: RunId, as_json: AsJson = False) -> None:
     """Stop a run for good (tasks already submitted keep running at PiAPI)."""
+    from klingflow.workflows.steering import Action, Command
+
     _steer([run_id], Command(action=Action.CANCEL), wait=False, as_json=as_json)

@@ -5,14 +5,16 @@ An item's status comes from its body nodes: `failed` if one failed, `running` wh
 or until every body node has finished, `succeeded` once all did (a node skipped by its `if`
 counts as done), `skipped` when every node was skipped, and `queued` before any started.
 Reads only, over the run log's tables; `skip_items` is the one write, for the UI's "skip
-selected items" on a paused loop.
+selected items" on a paused loop. Statuses are worked out and counted in the database, and a
+page reads only its own rows, so a loop of 100,000 items costs one grouped scan, not 100,000
+Python objects.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -76,6 +78,8 @@ class ItemPage:
     offset: int
     limit: int
     matching: int
+    spent_usd: Decimal = Decimal(0)
+    """What every item of the loop cost, all pages."""
 
     @property
     def done(self) -> int:
@@ -139,63 +143,106 @@ def _nodes(runlog: RunLog, condition: sa.ColumnElement[bool]) -> list[NodeRun]:
     return runlog.node_runs(node_runs.select().where(condition).order_by(node_runs.c.id))
 
 
-def _status(statuses: Counter[str], body_length: int) -> str:
-    if statuses["failed"]:
-        return "failed"
-    finished = statuses["succeeded"] + statuses["skipped"]
-    if statuses["running"] or finished < body_length:
-        return "running"
-    if statuses["skipped after an error"] or not statuses["succeeded"]:
-        return "skipped"  # by the user (Skip), or every node by its `if`
-    return "succeeded"
+def _count(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
+    return sa.func.sum(sa.case((condition, 1), else_=0))
 
 
-def _rows(
-    runlog: RunLog, run_id: str, epoch: int, loop_id: str, body_length: int
-) -> dict[int, tuple[str, int, Decimal | None]]:
-    """Item index -> (status, attempts, cost), in one grouped query."""
-    query = (
-        sa.select(
-            node_runs.c.item_index,
-            node_runs.c.status,
-            sa.func.count(),
-            sa.func.sum(node_runs.c.attempts),
-            sa.func.sum(node_runs.c.cost_points),
-            sa.func.sum(sa.case((_HAS_ERROR, 1), else_=0)),
-        )
-        .where(_item_filter(run_id, epoch, loop_id))
-        .group_by(node_runs.c.item_index, node_runs.c.status)
+def _per_item(
+    run_id: str, epoch: int, loop_id: str, body_length: int, *more: sa.ColumnElement[bool]
+) -> sa.Subquery:
+    """One row per started item (of those `more` selects): (item_index, status, attempts,
+    cost_points), its status from its body nodes' (see the module docstring), grouped in the
+    database."""
+    status = node_runs.c.status
+    failed = _count(status == NodeStatus.FAILED.value)
+    running = _count(status == NodeStatus.RUNNING.value)
+    succeeded = _count(status == NodeStatus.SUCCEEDED.value)
+    skipped = _count(status == NodeStatus.SKIPPED.value)
+    skipped_after_error = _count(sa.and_(status == NodeStatus.SKIPPED.value, _HAS_ERROR))
+    item_status = sa.case(
+        (failed > 0, "failed"),
+        (sa.or_(running > 0, succeeded + skipped < body_length), "running"),
+        (sa.or_(skipped_after_error > 0, succeeded == 0), "skipped"),  # by the user, or `if`
+        else_="succeeded",
     )
-    grouped: dict[int, tuple[Counter[str], int, int | None]] = {}
-    for index, status, count, attempts, cost, with_error in runlog.read(
-        lambda c: list(c.execute(query))
-    ):
-        statuses, tries, points = grouped.get(index, (Counter(), 0, None))
-        statuses[status] += count
-        if status == NodeStatus.SKIPPED.value and with_error:
-            statuses["skipped after an error"] += with_error
-        if cost is not None:
-            points = (points or 0) + int(cost)
-        grouped[index] = (statuses, tries + int(attempts or 0), points)
-    return {
-        index: (
-            _status(statuses, body_length),
-            tries,
-            None if points is None else points_to_usd(points),
+    return (
+        sa.select(
+            node_runs.c.item_index.label("item_index"),
+            item_status.label("status"),
+            sa.func.sum(node_runs.c.attempts).label("attempts"),
+            sa.func.sum(node_runs.c.cost_points).label("cost_points"),
         )
-        for index, (statuses, tries, points) in grouped.items()
+        .where(_item_filter(run_id, epoch, loop_id), *more)
+        .group_by(node_runs.c.item_index)
+        .subquery()
+    )
+
+
+_ItemRow = tuple[str, int, Decimal | None]
+"""An item's (status, attempts, cost)."""
+
+
+def _item_rows(runlog: RunLog, query: sa.Select[Any]) -> dict[int, _ItemRow]:
+    """Item index -> (status, attempts, cost) for the rows of `_per_item` that `query` picks."""
+    return {
+        index: (status, int(attempts or 0), None if cost is None else points_to_usd(int(cost)))
+        for index, status, attempts, cost in runlog.read(lambda c: list(c.execute(query)))
     }
+
+
+def _counts(runlog: RunLog, items: sa.Subquery, *, total: int) -> tuple[Counter[str], Decimal]:
+    """Items by status (`queued`: not started), and what they cost in all, in one scan."""
+    query = sa.select(items.c.status, sa.func.count(), sa.func.sum(items.c.cost_points)).group_by(
+        items.c.status
+    )
+    rows = runlog.read(lambda c: list(c.execute(query)))
+    counts: Counter[str] = Counter({status: count for status, count, _ in rows})
+    counts["queued"] = max(0, total - sum(counts.values()))
+    return counts, points_to_usd(sum(int(points or 0) for _, _, points in rows))
 
 
 def item_counts(
     runlog: RunLog, run_id: str, epoch: int, loop_id: str, *, total: int, body_length: int
 ) -> dict[str, int]:
     """How many of the loop's `total` items are in each status (`queued`: not started)."""
-    counts = Counter(
-        status for status, _, _ in _rows(runlog, run_id, epoch, loop_id, body_length).values()
-    )
-    counts["queued"] = max(0, total - sum(counts.values()))
+    counts, _ = _counts(runlog, _per_item(run_id, epoch, loop_id, body_length), total=total)
     return {status: counts[status] for status in ITEM_STATUSES if counts[status]}
+
+
+def _page_rows(
+    runlog: RunLog,
+    items: sa.Subquery,
+    page: Callable[[int, int], sa.Subquery],
+    *,
+    total: int,
+    status: str | None,
+    offset: int,
+    limit: int,
+) -> list[tuple[int, str, int, Decimal | None]]:
+    """The page's (index, status, attempts, cost), reading only the page's rows where it can:
+    in item order every index is an item (a missing row is a queued one), so `page(start,
+    end)` groups those rows alone; a status picks its rows in the database; only `queued`,
+    which has no rows, lists the started indices."""
+    indices: Sequence[int]
+    if status is None:
+        end = min(total, offset + limit)
+        rows = _item_rows(runlog, sa.select(page(offset, end)))
+        indices = range(offset, end)
+    elif status == "queued":
+        started = runlog.read(lambda c: set(c.execute(sa.select(items.c.item_index)).scalars()))
+        indices = [i for i in range(total) if i not in started][offset : offset + limit]
+        rows = {}
+    else:
+        rows = _item_rows(
+            runlog,
+            sa.select(items)
+            .where(items.c.status == status, items.c.item_index < total)
+            .order_by(items.c.item_index)
+            .offset(offset)
+            .limit(limit),
+        )
+        indices = sorted(rows)
+    return [(index, *rows.get(index, ("queued", 0, None))) for index in indices]
 
 
 def item_page(
@@ -204,7 +251,7 @@ def item_page(
     epoch: int,
     loop_id: str,
     *,
-    items: list[Any],
+    items: Sequence[Any],
     body_length: int,
     status: str | None = None,
     offset: int = 0,
@@ -214,16 +261,26 @@ def item_page(
     trigger: Mapping[str, Any] | None = None,
 ) -> ItemPage:
     """A page of the loop's items in item order (only those in `status`, when given); its
-    rows carry their body nodes, and their names from the loop's `label` template."""
-    rows = _rows(runlog, run_id, epoch, loop_id, body_length)
-    everything = [(index, *rows.get(index, ("queued", 0, None))) for index in range(len(items))]
-    counts = Counter(row[1] for row in everything)
-    chosen = [row for row in everything if status is None or row[1] == status]
-    shown = chosen[offset : offset + limit]
+    rows carry their body nodes, and their names from the loop's `label` template. Counted
+    by status in the database; only the page's rows, nodes and item values are read."""
+    total = len(items)
+    per_item = _per_item(run_id, epoch, loop_id, body_length)
+
+    def page(start: int, end: int) -> sa.Subquery:
+        index = node_runs.c.item_index
+        return _per_item(run_id, epoch, loop_id, body_length, index >= start, index < end)
+
+    counts, spent = _counts(runlog, per_item, total=total)
+    shown = _page_rows(
+        runlog, per_item, page, total=total, status=status, offset=offset, limit=limit
+    )
     nodes = _nodes_of(runlog, run_id, epoch, loop_id, [row[0] for row in shown])
+    fetch = getattr(items, "fetch", None)
+    if fetch is not None:  # a list too big to load whole reads the page's values at once
+        fetch([row[0] for row in shown])
     return ItemPage(
         loop_id=loop_id,
-        total=len(items),
+        total=total,
         counts={s: counts[s] for s in ITEM_STATUSES if counts[s]},
         items=[
             LoopItem(
@@ -232,7 +289,7 @@ def item_page(
                     items[index],
                     template=label,
                     index=index,
-                    length=len(items),
+                    length=total,
                     inputs=inputs,
                     trigger=trigger,
                 ),
@@ -246,7 +303,8 @@ def item_page(
         status=status,
         offset=offset,
         limit=limit,
-        matching=len(chosen),
+        matching=total if status is None else counts[status],
+        spent_usd=spent,
     )
 
 
@@ -256,9 +314,13 @@ def _nodes_of(
     if not indices:
         return {}
     found: dict[int, list[NodeRun]] = {}
-    for node in _nodes(
-        runlog, sa.and_(_item_filter(run_id, epoch, loop_id), node_runs.c.item_index.in_(indices))
-    ):
+    chosen = _in_epoch(  # the IN list on the index: the page's rows, not every item's
+        run_id,
+        epoch,
+        node_runs.c.item_index.in_(indices),
+        node_runs.c.node_path.startswith(f"{loop_id}[", autoescape=True),
+    )
+    for node in _nodes(runlog, chosen):
         found.setdefault(node.item_index or 0, []).append(node)
     return found
 

@@ -100,6 +100,8 @@ node_runs = sa.Table(
     sa.Column("started_at", sa.Float, nullable=True),
     sa.Column("finished_at", sa.Float, nullable=True),
     sa.UniqueConstraint("run_id", "epoch", "node_path"),
+    # A run's top-level nodes, and one page of a loop's items, without visiting every item.
+    sa.Index("ix_kf_node_runs_item", "run_id", "epoch", "item_index"),
 )
 
 attempt_log = sa.Table(
@@ -209,11 +211,27 @@ workers = sa.Table(
 def create_tables(engine: sa.Engine) -> None:
     """Create every missing `kf_*` table, safe when other processes do it at the same moment."""
     if is_sqlite(str(engine.url)):
-        metadata.create_all(engine)
+        with engine.begin() as connection:
+            metadata.create_all(connection)
+            _create_indexes(connection)
         return
     with engine.begin() as connection:
         connection.execute(sa.select(sa.func.pg_advisory_xact_lock(TABLES_LOCK)))
         metadata.create_all(connection)
+        _create_indexes(connection)
+
+
+def _create_indexes(connection: sa.Connection) -> None:
+    """Add the indexes a newer klingflow declares to tables an older one created
+    (`create_all` makes an index only with its table); the existing ones are read in one go,
+    as every process start passes here."""
+    tables = metadata.sorted_tables
+    found = sa.inspect(connection).get_multi_indexes(filter_names=[t.name for t in tables])
+    existing = {index["name"] for indexes in found.values() for index in indexes}
+    for table in tables:
+        for index in table.indexes:
+            if index.name not in existing:
+                index.create(connection)
 
 
 @contextmanager

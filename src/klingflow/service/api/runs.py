@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
-from klingflow.formats import MomentJSON, UsdJSON
+from klingflow.errors import RunNotFoundError
+from klingflow.formats import UsdJSON
 from klingflow.service.api import ErrorPublic
 from klingflow.service.deps import EngineDep, RegistryDep, RunLogDep
 from klingflow.service.operations import (
@@ -18,16 +19,16 @@ from klingflow.service.operations import (
 )
 from klingflow.workflows.engine import Engine
 from klingflow.workflows.estimate import estimate_run
-from klingflow.workflows.records import (
-    Attempt,
-    Intent,
-    IntentState,
-    NodeRun,
-    NodeStatus,
-    RunRecord,
-    RunStatus,
-)
+from klingflow.workflows.records import RunRecord, RunStatus
 from klingflow.workflows.registry import WorkflowRegistry
+from klingflow.workflows.run_detail import (
+    ITEMS_PER_PAGE,
+    MAX_ITEMS_PER_PAGE,
+    ItemStatus,
+    RunDetailPublic,
+    RunPublic,
+    run_detail,
+)
 from klingflow.workflows.steering import Action, Command
 
 __all__ = [
@@ -50,105 +51,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorPublic, "description": "The run is not in a state that allows this."},
     422: {"model": ErrorPublic, "description": "Invalid inputs or request."},
 }
-
-
-class RunPublic(BaseModel):
-    """A run as the run log has it (its workflow text is left out)."""
-
-    run_id: str
-    idempotency_key: str | None
-    workflow_name: str
-    workflow_hash: str
-    status: RunStatus
-    message: str | None
-    paused_node: str | None
-    epoch: int
-    trigger: dict[str, Any]
-    inputs: dict[str, Any]
-    outputs: Any
-    output_dir: str
-    budget_usd: UsdJSON | None
-    reserved_usd: UsdJSON
-    spent_usd: UsdJSON
-    estimate_usd: UsdJSON = Field(validation_alias="estimated_usd")
-    created_at: MomentJSON
-    updated_at: MomentJSON
-    finished_at: MomentJSON | None
-
-    @classmethod
-    def of(cls, run: RunRecord) -> RunPublic:
-        """The public view of `run`; the idempotency key as the client sent it."""
-        public = cls.model_validate(run, from_attributes=True)
-        key, scope = run.idempotency_key, f"{run.workflow_name}/"
-        if key is not None and key.startswith(scope):  # shown as the client sent it
-            public = public.model_copy(update={"idempotency_key": key.removeprefix(scope)})
-        return public
-
-
-class NodePublic(BaseModel):
-    """One node execution (loop items have their own, with `item_index`)."""
-
-    node_path: str
-    node_id: str
-    node_type: str
-    epoch: int
-    item_index: int | None
-    status: NodeStatus
-    inputs: Any
-    output: Any
-    error: dict[str, Any] | None
-    attempts: int
-    task_id: str | None
-    cost_usd: UsdJSON | None
-    started_at: MomentJSON | None
-    finished_at: MomentJSON | None
-
-    @classmethod
-    def of(cls, node: NodeRun) -> NodePublic:
-        """The public view of `node`, field by field."""
-        return cls(**{name: getattr(node, name) for name in cls.model_fields})
-
-
-class AttemptPublic(BaseModel):
-    """One attempt of a node, failed or not."""
-
-    node_path: str
-    number: int
-    started_at: MomentJSON
-    ended_at: MomentJSON
-    error: dict[str, Any] | None
-    retry_in_seconds: float | None
-
-    @classmethod
-    def of(cls, attempt: Attempt) -> AttemptPublic:
-        """The public view of `attempt`, field by field."""
-        return cls(**{name: getattr(attempt, name) for name in cls.model_fields})
-
-
-class SubmissionPublic(BaseModel):
-    """A paid submission to PiAPI, recorded before it was sent."""
-
-    intent_id: str
-    node_path: str
-    state: IntentState
-    task_id: str | None
-    estimate_usd: UsdJSON = Field(validation_alias="estimated_usd")
-    note: str | None
-    created_at: MomentJSON
-
-    @classmethod
-    def of(cls, intent: Intent) -> SubmissionPublic:
-        """The public view of `intent`, the run log's record of a paid submission."""
-        return cls.model_validate(intent, from_attributes=True)
-
-
-class RunDetailPublic(BaseModel):
-    """A run with everything it did."""
-
-    run: RunPublic
-    nodes: list[NodePublic]
-    attempts: list[AttemptPublic]
-    submissions: list[SubmissionPublic]
 
 
 class RunsPage(BaseModel):
@@ -264,15 +166,24 @@ def estimate(
 
 
 @router.get("/runs/{run_id}", responses=ERRORS)
-def get_run(run_id: str, runlog: RunLogDep) -> RunDetailPublic:
-    """A run with its nodes, attempts and PiAPI submissions."""
-    run = existing_run(runlog, run_id)
-    return RunDetailPublic(
-        run=RunPublic.of(run),
-        nodes=[NodePublic.of(node) for node in runlog.nodes(run_id)],
-        attempts=[AttemptPublic.of(a) for a in runlog.attempts(run_id)],
-        submissions=[SubmissionPublic.of(i) for i in runlog.intents(run_id)],
-    )
+def get_run(
+    run_id: str,
+    runlog: RunLogDep,
+    status: Annotated[
+        ItemStatus | None, Query(description="Only loop items in this status.")
+    ] = None,
+    offset: Annotated[int, Query(ge=0, description="The first loop item shown.")] = 0,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_ITEMS_PER_PAGE, description="Loop items per page.")
+    ] = ITEMS_PER_PAGE,
+) -> RunDetailPublic:
+    """A run with its top-level nodes and, for each loop, its items counted by status and one
+    page of them (`offset`, `limit`, `status`; `next_offset` says where the next page
+    starts), with the attempts and PiAPI submissions of the nodes shown."""
+    detail = run_detail(runlog, run_id, status=status, offset=offset, limit=limit)
+    if detail is None:
+        raise RunNotFoundError(run_id)
+    return detail
 
 
 @router.post("/runs/{run_id}/retry", responses=ERRORS)
