@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dbos import DBOS, SetWorkflowID
@@ -134,6 +136,33 @@ async def fan_out(
     return ordered
 
 
+@dataclass(eq=False)
+class _StoredRun:
+    """A run's record and workflow as its chunks read them."""
+
+    record: RunRecord
+    workflow: Workflow
+
+
+_stored_runs: weakref.WeakValueDictionary[tuple[int, str, int], _StoredRun] = (
+    weakref.WeakValueDictionary()
+)
+"""One copy of each run per process, shared by the run's chunks executing there: each chunk
+used to read its own, and a loop's chunks are all dequeued at once, so a 20,000-video loop
+held 400 copies of its 20,000 prompts (6 GB). Weak: it is gone when no chunk holds it."""
+
+
+def _stored_run(engine: Engine, run_id: str, epoch: int) -> _StoredRun:
+    key = (id(engine.runlog), run_id, epoch)
+    stored = _stored_runs.get(key)
+    if stored is None:
+        run = engine.runlog.get_run(run_id)
+        assert run is not None
+        stored = _StoredRun(run, Workflow.model_validate(run.workflow))
+        _stored_runs[key] = stored
+    return stored
+
+
 async def run_chunk(
     engine: Engine,
     run_id: str,
@@ -146,10 +175,10 @@ async def run_chunk(
 ) -> dict[str, Any]:
     """Run the chunk's items, at most `concurrency` at once across the run's chunks in this
     process, as one step."""
-    run = engine.runlog.get_run(run_id)
-    assert run is not None
-    workflow = Workflow.model_validate(run.workflow)
-    run = open_run(engine.runlog, run, workflow, engine.client.api_key)  # its secret inputs
+    stored = _stored_run(engine, run_id, epoch)
+    workflow = stored.workflow
+    # Its secret inputs, held in this task's context (a shallow copy of the shared record).
+    run = open_run(engine.runlog, stored.record, workflow, engine.client.api_key)
     loop = workflow.node(loop_id)
     assert isinstance(loop, LoopNode)
     key = (run_id, epoch, loop_id)
