@@ -60,3 +60,27 @@ def test_reset_cuts_a_slow_fault_in_flight_so_it_creates_nothing_afterwards(
     assert outcome == [503]
     assert emulator.tasks() == []
     assert emulator.stats()["creates"] == 0
+
+
+def test_an_idle_connection_outlives_the_client_pools_expiry() -> None:
+    """A client reuses a connection idle for 5.5 s (past httpx's 5 s default): the emulator
+    keeps it open (as nginx would, 75 s), so a create never meets a server closing it."""
+    server = EmulatorServer(EmulatorConfig(time_scale=1e-6)).start()
+    peers: list[tuple[str, int]] = []
+
+    def remember(response: httpx.Response) -> None:
+        stream = response.extensions["network_stream"]
+        peers.append(stream.get_extra_info("client_addr"))
+
+    limits = httpx.Limits(keepalive_expiry=30)
+    try:
+        with httpx.Client(
+            base_url=server.url, headers={"x-api-key": "k"}, limits=limits,
+            event_hooks={"response": [remember]},
+        ) as http:  # fmt: skip
+            assert http.get("/account/info").status_code == 200
+            time.sleep(5.5)
+            assert http.post("/api/v1/task", json=BODY).status_code == 200
+    finally:
+        server.stop()
+    assert peers[0] == peers[1]  # the same connection, from the same local port

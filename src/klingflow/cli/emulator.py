@@ -12,6 +12,7 @@ import yaml
 
 from klingflow.cli._ports import require_free_port
 from klingflow.emulator import EmulatorConfig, create_app
+from klingflow.emulator.server import KEEP_ALIVE_SECONDS
 
 __all__ = ["emulator"]
 
@@ -62,4 +63,10 @@ def emulator(
         f"PiAPI emulator on http://{host}:{port}  (time scale x{emulator_config.time_scale:g}; "
         f"control API at /_emulator/, docs at /docs)"
     )
-    uvicorn.run(create_app(emulator_config), host=host, port=port, log_level="warning")
+    uvicorn.run(
+        create_app(emulator_config),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+    )
