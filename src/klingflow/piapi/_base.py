@@ -220,6 +220,13 @@ class BaseClient:
         job.interrupted(exc)  # cut mid-body, timeout...: resume
 
     @staticmethod
+    def _reads_raw(job: Download, response: httpx.Response) -> bool:
+        """Whether the body can be written as it comes off the wire: not content-encoded,
+        and not already read (a transport such as `httpx.MockTransport` hands over bodies
+        read in full, which only `iter_bytes` replays)."""
+        return not (job.decodes or response.is_stream_consumed)
+
+    @staticmethod
     def _tolerable(error: PiAPIError) -> bool:
         """Errors a long wait rides out (the deadline still bounds it)."""
         return error.retryable or isinstance(error, UnexpectedResponseError)

@@ -394,7 +394,12 @@ class PiAPI(BaseClient):
                                 raise DownloadError(reason, url=url, retryable=False)
                             continue
                         job.start(response.status_code, response.headers)
-                        for chunk in response.iter_bytes():
+                        chunks = (
+                            response.iter_raw()  # as stored: no decoder pass (bench/notes.md)
+                            if self._reads_raw(job, response)
+                            else response.iter_bytes()
+                        )
+                        for chunk in chunks:
                             job.feed(chunk)
                     if job.end():
                         return job.commit()
@@ -749,7 +754,12 @@ class AsyncPiAPI(BaseClient):
                                 raise DownloadError(reason, url=url, retryable=False)
                             continue
                         job.start(response.status_code, response.headers)
-                        async for chunk in response.aiter_bytes():
+                        chunks = (
+                            response.aiter_raw()  # as stored: no decoder pass (bench/notes.md)
+                            if self._reads_raw(job, response)
+                            else response.aiter_bytes()
+                        )
+                        async for chunk in chunks:
                             job.feed(chunk)
                     if job.end():
                         # fsync and rename block for as long as the disk takes: not on the
