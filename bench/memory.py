@@ -94,6 +94,8 @@ async def inflight(count: int, folder: Path) -> dict[str, Any]:
                 "baseline_mb": round(baseline, 1),
                 "launched_mb": round(launched, 1),
                 "seconds_to_submit": round(time.monotonic() - started, 1),
+                # what each task in flight holds once launched: the figure that extrapolates
+                "kb_per_task": round((rss_mb() - launched) * 1024 / max(creates, 1), 1),
             }
             # Tearing down thousands of waiting tasks is not measured: stop the emulator and
             # leave at once.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -182,6 +183,32 @@ def test_download_restarts_when_the_server_ignores_range(
     path = api.download("http://files.test/v/a.mp4", tmp_path)
     assert path.read_bytes() == PAYLOAD
     assert seen_ranges == [None, "bytes=1000-"]
+
+
+def test_download_asks_for_the_file_as_stored_and_decodes_a_body_encoded_anyway(
+    make_api: Callable[..., Api], tmp_path: Path
+) -> None:
+    """Downloads ask for `identity`; a server that gzips the body anyway (its Content-Length
+    then counts compressed bytes) still yields the exact file, and a cut transfer of it
+    starts over rather than resuming at an offset that is not the server's."""
+    packed = gzip.compress(PAYLOAD)
+    seen: list[tuple[str | None, str | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.headers.get("accept-encoding"), request.headers.get("range")))
+        headers = {
+            "content-type": "video/mp4",
+            "content-encoding": "gzip",
+            "content-length": str(len(packed)),
+        }
+        if len(seen) == 1:
+            return httpx.Response(200, headers=headers, stream=_CutStream(packed[:100]))
+        return httpx.Response(200, headers=headers, content=packed)
+
+    api = make_api(base_url="http://piapi.test", transport=serve(handler))
+    path = api.download("http://files.test/v/a.mp4", tmp_path)
+    assert path.read_bytes() == PAYLOAD
+    assert seen == [("identity", None), ("identity", None)]
 
 
 def test_download_resumes_a_body_that_ends_short(

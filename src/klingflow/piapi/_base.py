@@ -40,6 +40,9 @@ __all__ = ["BaseClient"]
 
 logger = logging.getLogger("klingflow.piapi")
 
+DEFAULT_MAX_CONNECTIONS = 100
+"""httpx's own default cap on a pool's connections, kept for downloads (not gated)."""
+
 
 class BaseClient:
     """Configuration and every decision shared by both clients; no I/O."""
@@ -97,12 +100,18 @@ class BaseClient:
     def _retries(self, max_retries: int | None) -> int:
         return self.retry_policy.max_retries if max_retries is None else max_retries
 
-    def _client_options(self) -> dict[str, Any]:
+    def _client_options(self, max_in_flight_requests: int) -> dict[str, Any]:
+        """httpx's options; its pool keeps alive a connection for each request the gate lets
+        out at once (downloads, not gated, share the rest of the pool)."""
         return {
             "base_url": self.base_url,
             "auth": self._auth,
             "timeout": self._timeout(None),
             "headers": {"user-agent": user_agent()},
+            "limits": httpx.Limits(
+                max_connections=max(DEFAULT_MAX_CONNECTIONS, max_in_flight_requests),
+                max_keepalive_connections=max_in_flight_requests,
+            ),
         }
 
     def _retry_pause(
@@ -209,6 +218,13 @@ class BaseClient:
         if isinstance(exc, DownloadError) and not exc.retryable:
             raise exc
         job.interrupted(exc)  # cut mid-body, timeout...: resume
+
+    @staticmethod
+    def _reads_raw(job: Download, response: httpx.Response) -> bool:
+        """Whether the body can be written as it comes off the wire: not content-encoded,
+        and not already read (a transport such as `httpx.MockTransport` hands over bodies
+        read in full, which only `iter_bytes` replays)."""
+        return not (job.decodes or response.is_stream_consumed)
 
     @staticmethod
     def _tolerable(error: PiAPIError) -> bool:

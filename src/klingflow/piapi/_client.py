@@ -22,6 +22,7 @@ from klingflow.errors import BadRequestError, DownloadError, PiAPIError, TaskNot
 from klingflow.piapi import _wire
 from klingflow.piapi._base import BaseClient
 from klingflow.piapi._config import DEFAULT_MAX_RESUMES, DEFAULT_TIMEOUT_SECONDS
+from klingflow.piapi._gate import DEFAULT_MAX_IN_FLIGHT, AsyncRequestGate, RequestGate
 from klingflow.piapi._hooks import ProgressHook, RequestInput, RetryCallback, SendingHook
 from klingflow.piapi._retries import RetryPolicy
 from klingflow.piapi.downloads import (
@@ -59,7 +60,9 @@ class PiAPI(BaseClient):
     safe requests (the create POST is retried only when PiAPI provably did not take it), and
     `on_retry(error, delay_seconds)` hears of each retry before its pause;
     `rate_limit` / `requests_per_minute` and `max_concurrent_tasks` throttle this client
-    across threads. Use it as a context manager, or call `close()`.
+    across threads, and at most `max_in_flight_requests` API requests are on the wire at
+    once (creates before status looks; downloads are not counted). Use it as a context
+    manager, or call `close()`.
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class PiAPI(BaseClient):
         prices: PriceTable | None = None,
         transport: httpx.BaseTransport | None = None,
         on_retry: RetryCallback | None = None,
+        max_in_flight_requests: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         super().__init__(
             api_key=api_key,
@@ -90,9 +94,12 @@ class PiAPI(BaseClient):
             prices=prices,
             on_retry=on_retry,
         )
+        self._gate = RequestGate(max_in_flight_requests)
         self._throttle = RequestThrottle(self.rate_limit) if self.rate_limit else None
         self._slots = TaskSlots(max_concurrent_tasks) if max_concurrent_tasks else None
-        self._http = httpx.Client(transport=transport, **self._client_options())
+        self._http = httpx.Client(
+            transport=transport, **self._client_options(max_in_flight_requests)
+        )
 
     def share_limits(self, *, throttle: RequestThrottle | None, slots: TaskSlots | None) -> None:
         """Count requests and tasks with limiters shared with other clients (one account,
@@ -141,15 +148,19 @@ class PiAPI(BaseClient):
             if self._throttle is not None:
                 self._throttle.acquire(is_deferrable=is_deferrable)
             try:
-                if on_sending is not None:  # past every limit of ours: it goes out now
-                    on_sending()
-                response = self._http.request(
-                    spec.method,
-                    spec.path,
-                    json=spec.json,
-                    params=spec.params,
-                    timeout=self._timeout(timeout_seconds),
-                )
+                self._gate.acquire(is_deferrable=is_deferrable)
+                try:
+                    if on_sending is not None:  # past every limit of ours: it goes out now
+                        on_sending()
+                    response = self._http.request(
+                        spec.method,
+                        spec.path,
+                        json=spec.json,
+                        params=spec.params,
+                        timeout=self._timeout(timeout_seconds),
+                    )
+                finally:
+                    self._gate.release()
             except httpx.RequestError as exc:
                 cause = exc
             finally:
@@ -383,7 +394,12 @@ class PiAPI(BaseClient):
                                 raise DownloadError(reason, url=url, retryable=False)
                             continue
                         job.start(response.status_code, response.headers)
-                        for chunk in response.iter_bytes():
+                        chunks = (
+                            response.iter_raw()  # as stored: no decoder pass (bench/notes.md)
+                            if self._reads_raw(job, response)
+                            else response.iter_bytes()
+                        )
+                        for chunk in chunks:
                             job.feed(chunk)
                     if job.end():
                         return job.commit()
@@ -421,8 +437,9 @@ class PiAPI(BaseClient):
 class AsyncPiAPI(BaseClient):
     """The PiAPI task API for Kling, for asyncio; the same methods as `PiAPI`, awaitable.
 
-    Throttling (`rate_limit`, `max_concurrent_tasks`) is shared by every coroutine using
-    this instance. Use `async with`, or call `aclose()`.
+    Throttling (`rate_limit`, `max_concurrent_tasks`, `max_in_flight_requests`) is shared by
+    every coroutine using this instance: thousands of tasks can be waited on at once while
+    only a few dozen requests are on the wire. Use `async with`, or call `aclose()`.
     """
 
     def __init__(
@@ -440,6 +457,7 @@ class AsyncPiAPI(BaseClient):
         prices: PriceTable | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         on_retry: RetryCallback | None = None,
+        max_in_flight_requests: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         super().__init__(
             api_key=api_key,
@@ -453,13 +471,16 @@ class AsyncPiAPI(BaseClient):
             prices=prices,
             on_retry=on_retry,
         )
+        self._gate = AsyncRequestGate(max_in_flight_requests)
         self._throttle: AsyncRequestLimiter | None = (
             AsyncRequestThrottle(self.rate_limit) if self.rate_limit else None
         )
         self._slots: AsyncTaskLimiter | None = (
             AsyncTaskSlots(max_concurrent_tasks) if max_concurrent_tasks else None
         )
-        self._http = httpx.AsyncClient(transport=transport, **self._client_options())
+        self._http = httpx.AsyncClient(
+            transport=transport, **self._client_options(max_in_flight_requests)
+        )
         self.poller: StatusPoller | None = None
         """The process's status poller, when one looks after this client's tasks."""
 
@@ -512,15 +533,19 @@ class AsyncPiAPI(BaseClient):
             if self._throttle is not None:
                 await self._throttle.acquire(is_deferrable=is_deferrable)
             try:
-                if on_sending is not None:  # past every limit of ours: it goes out now
-                    on_sending()
-                response = await self._http.request(
-                    spec.method,
-                    spec.path,
-                    json=spec.json,
-                    params=spec.params,
-                    timeout=self._timeout(timeout_seconds),
-                )
+                await self._gate.acquire(is_deferrable=is_deferrable)
+                try:
+                    if on_sending is not None:  # past every limit of ours: it goes out now
+                        on_sending()
+                    response = await self._http.request(
+                        spec.method,
+                        spec.path,
+                        json=spec.json,
+                        params=spec.params,
+                        timeout=self._timeout(timeout_seconds),
+                    )
+                finally:
+                    self._gate.release()
             except httpx.RequestError as exc:
                 cause = exc
             finally:
@@ -729,7 +754,12 @@ class AsyncPiAPI(BaseClient):
                                 raise DownloadError(reason, url=url, retryable=False)
                             continue
                         job.start(response.status_code, response.headers)
-                        async for chunk in response.aiter_bytes():
+                        chunks = (
+                            response.aiter_raw()  # as stored: no decoder pass (bench/notes.md)
+                            if self._reads_raw(job, response)
+                            else response.aiter_bytes()
+                        )
+                        async for chunk in chunks:
                             job.feed(chunk)
                     if job.end():
                         # fsync and rename block for as long as the disk takes: not on the

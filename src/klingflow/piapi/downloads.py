@@ -188,6 +188,9 @@ class Download:
         self.size = 0
         self.total: int | None = None
         self._hash = self._new_hash()
+        self.decodes = False
+        """Whether the body came content-encoded (gzip...) although identity was asked: the
+        client must decode it, and its Content-Length says nothing of the file's size."""
         self._part = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.part"
         self._file: IO[bytes] | None = None
 
@@ -214,8 +217,14 @@ class Download:
         return self._file
 
     def request_headers(self) -> dict[str, str]:
-        """`Range: bytes=<have>-` once some bytes are on disk."""
-        return {"range": f"bytes={self.size}-"} if self.size else {}
+        """The body as stored (`Accept-Encoding: identity`: media is compressed already, and
+        only then do Range offsets and Content-Length count the bytes written), and
+        `Range: bytes=<have>-` once some bytes are on disk (unless the server encoded the
+        body anyway: then the offsets are not ours, and it starts over)."""
+        headers = {"accept-encoding": "identity"}
+        if self.size and not self.decodes:
+            headers["range"] = f"bytes={self.size}-"
+        return headers
 
     def _new_hash(self) -> hashlib._Hash | None:
         """A hash only when a digest is to be checked: hashing every byte of every video
@@ -256,6 +265,10 @@ class Download:
                 url=self.url,
                 retryable=not final,
             )
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        self.decodes = encoding not in ("", "identity")
+        if self.decodes:
+            self.total = None
         content_type = headers.get("content-type")
         if not _content_type_ok(content_type):
             raise _refuse(
