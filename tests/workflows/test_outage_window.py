@@ -122,7 +122,7 @@ def test_a_run_crashed_by_an_outage_beyond_the_window_sends_nothing_more(
     cannot record its video ends the run `crashed`, and its loop starts no other item (it
     went on creating the next videos for a run nobody was watching, racing its `runs retry`).
     The retry then completes the run, each video paid once."""
-    emulator.configure(processing_seconds=1_000)  # 1 s of real time per video at x1000
+    emulator.configure(processing_seconds=2_000)  # 2 s of real time per video at x1000
     seen: dict[str, int] = {}
 
     async def work(engine: Engine) -> RunRecord | None:
