@@ -13,6 +13,7 @@ raises, and the run it hit ends `crashed`, which `klingflow runs retry` resumes.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ def _ride_out_outages(engine: sa.Engine, outage_seconds: float) -> None:
     """Connect through an outage of up to `outage_seconds`: refused connections, a database
     not accepting them, a server restarting. Blocks the caller meanwhile, as DBOS itself
     does with its own connections (a run cannot go on without its database anyway)."""
+    outage = _Outage()
 
     @event.listens_for(engine, "do_connect")
     def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
@@ -66,11 +68,40 @@ def _ride_out_outages(engine: sa.Engine, outage_seconds: float) -> None:
         delay = 0.1
         while True:
             try:
-                return dialect.loaded_dbapi.connect(*cargs, **cparams)
+                connection = dialect.loaded_dbapi.connect(*cargs, **cparams)
             except dialect.loaded_dbapi.OperationalError as error:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise
-                log.warning("database unreachable (%s); trying again for %.0f s", error, left)
+                outage.failed(error, left)
                 time.sleep(min(delay, left))
                 delay = min(delay * 2, 5.0)
+            else:
+                outage.ended()
+                return connection
+
+
+class _Outage:
+    """One notice per outage, not one per attempt: every thread of a process (runs, DBOS's
+    queue and heartbeat) retries its own connect, which printed dozens of lines on
+    `klingflow run`'s stderr for a 4 s blip."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._since: float | None = None
+
+    def failed(self, error: Exception, left: float) -> None:
+        with self._lock:
+            first = self._since is None
+            if first:
+                self._since = time.monotonic()
+        if first:
+            log.warning("database unreachable (%s); trying again for up to %.0f s", error, left)
+        else:
+            log.debug("database still unreachable (%s)", error)
+
+    def ended(self) -> None:
+        with self._lock:
+            since, self._since = self._since, None
+        if since is not None:
+            log.info("database reachable again after %.1f s", time.monotonic() - since)

@@ -284,7 +284,7 @@ async def execute_items(
     semaphore: asyncio.Semaphore,
 ) -> dict[str, Any]:
     """Run the loop body for some items (index -> item), concurrently; one item's failure
-    spares the rest.
+    spares the rest (an unexpected error, which crashes the run, ends them all).
 
     Returns `{"outputs": {index: {node_id: output}}, "failed": {index: error}}`. Body nodes
     finished by an earlier attempt (this epoch) are reused from the run log, not re-run.
@@ -294,8 +294,12 @@ async def execute_items(
     outputs: dict[str, Any] = {}
     failed: dict[str, Any] = {}
 
+    halted = asyncio.Event()  # an item's unexpected error: the chunk is over
+
     async def one(index: int) -> None:
         async with semaphore:
+            if halted.is_set():
+                return  # never start an item for a run that crashed meanwhile
             item_outputs: dict[str, Any] = {}
             for node in loop.nodes:
                 path = item_path(loop.id, index, node.id)
@@ -322,5 +326,23 @@ async def execute_items(
                     return
             outputs[str(index)] = item_outputs
 
-    await asyncio.gather(*(one(index) for index in items))
+    async def guarded(index: int) -> None:
+        try:
+            await one(index)
+        except BaseException:
+            halted.set()
+            raise
+
+    tasks = [asyncio.ensure_future(guarded(index)) for index in items]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        # An item's unexpected error (a database outage beyond its window, a bug) ends the
+        # chunk, so it ends the items still working too: left running, they went on sending
+        # paid creates for a crashed run, unseen by shutdown and racing its `runs retry`.
+        # (A create already sent still gets its answer recorded: see kling_tasks.submit_once.)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     return {"outputs": outputs, "failed": failed}

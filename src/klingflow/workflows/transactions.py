@@ -64,7 +64,9 @@ def transaction(
                 with engine.connect() as connection:
                     if committed(connection):
                         return result
-            log.warning("database connection cut (%s); running the transaction again", error)
+            # Not a warning: it is handled, and an outage behind it gets its own one-line
+            # notice (database.py); this one spans lines (SQL, parameters) on a CLI's stderr.
+            log.info("database connection cut (%s); running the transaction again", error)
     raise AssertionError("unreachable")
 
 
