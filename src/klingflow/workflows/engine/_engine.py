@@ -224,6 +224,7 @@ class Engine(RunStarter):
                 with contextlib.suppress(Exception):  # else they run out by themselves
                     await asyncio.to_thread(self.leases.release_all)
             await self._stop_workflows()
+            await self.runlog.group.idle()  # writes of stopped workflows still committing
             DBOS.destroy()
             bind(None)
             if self.poller is not None:
