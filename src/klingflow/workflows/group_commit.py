@@ -61,6 +61,8 @@ class GroupCommit:
         """Transactions committed so far (shared or alone): for tests and the bench."""
         self._queue: list[tuple[Write[Any], asyncio.Future[Any]]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        """The event loop whose writes are grouped (the first to write, until it closes);
+        the queue is only touched on its thread."""
         self._busy = False
         """A flush is scheduled or under way (on `_loop`): new writes join the queue."""
         self._drain: asyncio.Task[None] | None = None
@@ -68,15 +70,15 @@ class GroupCommit:
     async def run(self, write: Write[T]) -> T:
         """Commit `write` with the others queued now; its answer, or its error, once done."""
         loop = asyncio.get_running_loop()
-        if self._loop is not None and self._loop.is_closed():  # its pending writes died with it
-            self._queue, self._busy = [], False
-        if self._busy and loop is not self._loop:  # another event loop's batch is open
+        if self._loop is None or self._loop.is_closed():  # its pending writes died with it
+            self._loop, self._queue, self._busy = loop, [], False
+        if loop is not self._loop:  # another event loop, in another thread: on its own
             answer: T = _result(self._alone(write))
             return answer
         future: asyncio.Future[T] = loop.create_future()
         self._queue.append((write, future))
         if not self._busy:
-            self._busy, self._loop = True, loop
+            self._busy = True
             if self.off_loop:
                 self._drain = loop.create_task(self._drain_in_thread())
             else:
@@ -85,7 +87,7 @@ class GroupCommit:
 
     async def idle(self) -> None:
         """Wait until the writes under way have been committed (a closing engine)."""
-        if self._drain is not None:
+        if self._drain is not None and self._drain.get_loop() is asyncio.get_running_loop():
             await asyncio.gather(self._drain, return_exceptions=True)
 
     def _drain_here(self) -> None:
