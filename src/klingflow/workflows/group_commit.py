@@ -87,8 +87,10 @@ class GroupCommit:
 
     async def idle(self) -> None:
         """Wait until the writes under way have been committed (a closing engine)."""
-        if self._drain is not None and self._drain.get_loop() is asyncio.get_running_loop():
-            await asyncio.gather(self._drain, return_exceptions=True)
+        while (drain := self._drain) is not None and not drain.done():
+            if drain.get_loop() is not asyncio.get_running_loop():
+                return
+            await asyncio.gather(drain, return_exceptions=True)
 
     def _drain_here(self) -> None:
         try:
@@ -103,7 +105,13 @@ class GroupCommit:
         try:
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                _settle(batch, await asyncio.to_thread(self._commit, batch))
+                work = asyncio.ensure_future(asyncio.to_thread(self._commit, batch))
+                try:
+                    outcomes = await asyncio.shield(work)
+                except asyncio.CancelledError:  # the loop is closing: let the thread finish
+                    await asyncio.wait([work])  # with its connection, which it gives back
+                    raise
+                _settle(batch, outcomes)
         except BaseException as error:  # cancelled with the loop: nobody waits for an answer
             for _, future in batch + self._queue:
                 if not future.done():
