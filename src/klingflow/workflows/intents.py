@@ -187,7 +187,9 @@ def _finish(task_id: str, state: IntentState, spent_points: int) -> Write[bool]:
 
 class IntentJournal(Transactions):
     """Reads and writes `kf_intents` (and the budget reservations that go with them); every
-    write is one short transaction. `RunLog` is one, with the runs and nodes besides."""
+    write is one short transaction, or, in its `*_soon` form on the hot path, shares one with
+    the writes queued at the same time (group_commit.py). `RunLog` is one, with the runs and
+    nodes besides."""
 
     def current_intent(self, run_id: str, epoch: int, node_path: str) -> Intent | None:
         """The node's live submission, if any. Rejected (nothing created), failed (the task is

@@ -39,7 +39,8 @@ __all__ = ["RunLog"]
 
 class RunLog(IntentJournal):
     """Reads and writes the run log; every write is its own short transaction, run again
-    when the database connection is cut (workflows/transactions.py)."""
+    when the database connection is cut (workflows/transactions.py), or in its `*_soon`
+    form (a node's hot path) group-committed with others (workflows/group_commit.py)."""
 
     def __init__(self, engine: sa.Engine, *, secrets: tuple[str, ...] = ()) -> None:
         super().__init__(engine, secrets=secrets)
