@@ -224,7 +224,6 @@ class Engine(RunStarter):
                 with contextlib.suppress(Exception):  # else they run out by themselves
                     await asyncio.to_thread(self.leases.release_all)
             await self._stop_workflows()
-            await self.runlog.group.idle()  # writes of stopped workflows still committing
             DBOS.destroy()
             bind(None)
             if self.poller is not None:
@@ -233,7 +232,7 @@ class Engine(RunStarter):
                 save_render_times(self.settings.home, self.client.render_times)
             # DBOS leaves its shut-down pool as the loop's default executor (dbos-notes §1).
             asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor())
-            await self.runlog.group.idle()  # and any a workflow queued as DBOS stopped it
+            await self.runlog.group.idle()  # writes of stopped workflows still committing
             self.runlog.engine.dispose()
         if self._own_client:
             await self.client.aclose()
