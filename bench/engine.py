@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Annotated, Any, Self
 
 import httpx
+import sqlalchemy as sa
 import typer
 import yaml
 
@@ -189,6 +190,8 @@ class Result:
     creates: int
     gets: int
     db_bytes_per_video: float | None = None
+    commits: int | None = None
+    """Database COMMITs in this process (run log and DBOS, one engine) during the phase."""
 
     @property
     def videos_per_second(self) -> float:
@@ -223,6 +226,7 @@ class Result:
             creates=other.creates,
             gets=other.gets,
             db_bytes_per_video=other.db_bytes_per_video,
+            commits=other.commits,
         )
 
 
@@ -351,13 +355,17 @@ async def engine_run(
     tag: str,
     download: bool,
     cpu_of: Callable[[], float] | None = None,
+    commits: list[int] | None = None,
 ) -> Result:
     """Start one run of the loop and wait for it; checks every item's output."""
     before = emulator.stats()
     meter = Meter(emulator, cpu_of)
+    commits_before = commits[0] if commits else 0
     run = await engine.start_run(spec, {"prompts": prompts(videos, tag)})
     [record] = await engine.wait([run.run_id], poll_seconds=WAIT_POLL_SECONDS)
     result = meter.result(f"engine {tag}", videos)
+    if commits:
+        result.commits = commits[0] - commits_before
     if record.status != RunStatus.COMPLETED:
         raise RuntimeError(f"run {record.run_id} is {record.status}: {record.message}")
     outputs = record.outputs["videos"]
@@ -417,12 +425,26 @@ async def engine_batches(
         Engine(settings, client=client, wait_policy=WAIT_POLICY, chunk_size=chunk_size) as engine,
     ):
         launch = meter.result("engine launch", 0)
+        commits = [0]
+
+        def count(_connection: Any) -> None:
+            commits[0] += 1
+
+        sa.event.listen(engine.runlog.engine, "commit", count)
         first = await engine_run(
-            engine, spec, emulator, videos=videos, tag="0", download=download, cpu_of=cpu_of
-        )
+            engine, spec, emulator, videos=videos, tag="0", download=download, cpu_of=cpu_of,
+            commits=commits,
+        )  # fmt: skip
         later = [
             await engine_run(
-                engine, spec, emulator, videos=videos, tag=str(n), download=download, cpu_of=cpu_of
+                engine,
+                spec,
+                emulator,
+                videos=videos,
+                tag=str(n),
+                download=download,
+                cpu_of=cpu_of,
+                commits=commits,
             )
             for n in range(1, repeat + 1)
         ]
@@ -444,15 +466,17 @@ async def engine_batches(
 def table(results: list[Result]) -> str:
     header = (
         "| phase | videos | wall s | videos/s | CPU ms/video | CPU share | emulator CPU ms/video "
-        "| GETs/video | DB KB/video |"
+        "| GETs/video | DB KB/video | commits/video |"
     )
-    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         db = "-" if r.db_bytes_per_video is None else f"{r.db_bytes_per_video / 1024:.1f}"
+        commits = "-" if r.commits is None else f"{r.commits / r.videos:.2f}"
         lines.append(
             f"| {r.name} | {r.videos} | {r.wall_seconds:.2f} | {r.videos_per_second:.1f} | "
             f"{r.cpu_ms_per_video:.2f} | {r.cpu_share:.2f} | "
-            f"{1000 * r.emulator_cpu_seconds / r.videos:.2f} | {r.gets / r.videos:.2f} | {db} |"
+            f"{1000 * r.emulator_cpu_seconds / r.videos:.2f} | {r.gets / r.videos:.2f} | {db} "
+            f"| {commits} |"
         )
     return "\n".join(lines)
 

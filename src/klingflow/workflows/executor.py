@@ -90,11 +90,12 @@ def _jitter(key: str) -> float:
     return 0.5 + digest[0] / 512
 
 
-async def record(state: RunState, write: Callable[[], object]) -> None:
-    """A run-log write as a durable step, so a replay after a crash does not repeat it."""
+async def record(state: RunState, write: Callable[[], Awaitable[object]]) -> None:
+    """A run-log write as a durable step, so a replay after a crash does not repeat it.
+    `write` is the run log's group-committed form (`*_soon`): awaited, it has landed."""
 
     async def once() -> None:
-        write()
+        await write()
 
     await state.durable.step("runlog", once)
 
@@ -134,14 +135,16 @@ async def run_node(
     run_id = state.run.run_id
     epoch = state.epoch
 
-    def started(inputs: Any) -> Callable[[], None]:
-        return lambda: runlog.node_started(
+    def started(inputs: Any) -> Callable[[], Awaitable[None]]:
+        return lambda: runlog.node_started_soon(
             run_id, epoch, node_path, node_id=node.id, node_type=node.type,
             item_index=item_index, inputs=inputs,
         )  # fmt: skip
 
-    def attempted(number: int, began: float, info: Any, delay: float | None) -> Callable[[], None]:
-        return lambda: runlog.add_attempt(
+    def attempted(
+        number: int, began: float, info: Any, delay: float | None
+    ) -> Callable[[], Awaitable[None]]:
+        return lambda: runlog.add_attempt_soon(
             run_id, epoch, node_path, number=number, started_at=began, error=info,
             retry_in_seconds=delay,
         )  # fmt: skip
@@ -154,7 +157,7 @@ async def run_node(
         await record(state, attempted(1, time.time(), info, None))
         await record(
             state,
-            lambda: runlog.node_finished(
+            lambda: runlog.node_finished_soon(
                 run_id, epoch, node_path, status=NodeStatus.FAILED, error=info
             ),
         )
@@ -189,14 +192,17 @@ async def run_node(
                 await state.durable.sleep(delay)
                 continue
             failed = partial(
-                runlog.node_finished, status=NodeStatus.FAILED, error=info, attempt=(attempt, began)
+                runlog.node_finished_soon,
+                status=NodeStatus.FAILED,
+                error=info,
+                attempt=(attempt, began),
             )
             await record(state, partial(failed, run_id, epoch, node_path))
             raise NodePaused(node_path, info) from None
         summary = output if isinstance(output, dict) else {}
         cost = summary.get("cost_usd")
         succeeded = partial(
-            runlog.node_finished,
+            runlog.node_finished_soon,
             status=NodeStatus.SUCCEEDED,
             output=output,
             task_id=summary.get("task_id"),
@@ -256,14 +262,15 @@ async def _should_run(
         info = error_record(error)
     await record(
         state,
-        lambda: runlog.node_started(
+        lambda: runlog.node_started_soon(
             run_id, epoch, node_path, node_id=node.id, node_type=node.type,
             item_index=item_index, inputs=None,
         ),
     )  # fmt: skip
     status = NodeStatus.SKIPPED if info is None else NodeStatus.FAILED
     await record(
-        state, lambda: runlog.node_finished(run_id, epoch, node_path, status=status, error=info)
+        state,
+        lambda: runlog.node_finished_soon(run_id, epoch, node_path, status=status, error=info),
     )
     if info is not None:
         raise NodePaused(node_path, info)

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 
 from klingflow.errors import WorkflowError
 from klingflow.piapi.models import usd_to_points
+from klingflow.workflows.group_commit import Write
 from klingflow.workflows.records import (
     ACTIVE_INTENT_STATES,
     TERMINAL_RUN_STATUSES,
@@ -86,6 +87,10 @@ _LIVE_INTENT = (
 _INTENT_BY_ID = intents.select().where(intents.c.intent_id == sa.bindparam("q_intent"))
 _INTENT_BY_TASK = intents.select().where(intents.c.task_id == sa.bindparam("q_task"))
 _INTENT_UPDATE = intents.update().where(intents.c.intent_id == sa.bindparam("q_intent"))
+_INTENT_INSERT = intents.insert()
+_MARK_SENT = _INTENT_UPDATE.where(intents.c.state == IntentState.PREPARED.value).values(
+    state=IntentState.SENT.value
+)
 _RESERVE = (
     runs.update()
     .where(runs.c.run_id == sa.bindparam("q_run"))
@@ -112,16 +117,88 @@ def _has_intent(intent_id: str) -> Any:
     return committed
 
 
+def _current_intent(run_id: str, epoch: int, node_path: str) -> Write[Intent | None]:
+    params = {"q_run": run_id, "q_epoch": epoch, "q_path": node_path}
+
+    def read(connection: sa.Connection) -> Intent | None:
+        row = connection.execute(_LIVE_INTENT, params).first()
+        return None if row is None else Intent.from_row(row)
+
+    return Write(read, idempotent=True)
+
+
+def _accept(
+    intent_id: str, run_id: str, epoch: int, node_path: str, task_id: str
+) -> Write[TaskIdConflictError | None]:
+    """Bind `task_id` to the intent and its node; the conflict, when another intent has it."""
+    now = time.time()
+
+    def bind(tx: sa.Connection) -> TaskIdConflictError | None:
+        owner = tx.execute(_INTENT_BY_TASK, {"q_task": task_id}).first()
+        if owner is not None and owner.intent_id != intent_id:
+            return TaskIdConflictError(
+                f"PiAPI answered node {node_path} of run {run_id} (intent {intent_id}) with "
+                f"task {task_id}, which the run log already holds for run {owner.run_id} "
+                f"(intent {owner.intent_id}, node {owner.node_path}); klingflow will not book "
+                "one task on two runs: check the task at PiAPI, then settle this run with "
+                f"`klingflow runs retry {run_id} --task-id ID` or `--resubmit`"
+            )
+        tx.execute(
+            _INTENT_UPDATE,
+            {
+                "q_intent": intent_id,
+                "state": IntentState.ACCEPTED.value,
+                "task_id": task_id,
+                "updated_at": now,
+            },
+        )
+        tx.execute(
+            NODE_UPDATE,
+            {"q_run": run_id, "q_epoch": epoch, "q_path": node_path, "task_id": task_id},
+        )
+        return None
+
+    # Done twice, the second finds the task bound to this very intent: idempotent.
+    return Write(bind, idempotent=True)
+
+
+def _finish(task_id: str, state: IntentState, spent_points: int) -> Write[bool]:
+    """Close an accepted intent and settle its reservation; False when it was not accepted."""
+    now = time.time()
+
+    def finish(tx: sa.Connection) -> bool:
+        row = tx.execute(_INTENT_BY_TASK, {"q_task": task_id}).first()
+        if row is None or row.state != IntentState.ACCEPTED.value:
+            return False
+        tx.execute(_INTENT_UPDATE, {"q_intent": row.intent_id, "state": state.value,
+                                    "updated_at": now})  # fmt: skip
+        tx.execute(
+            SETTLE,
+            {"q_run": row.run_id, "q_reserved": row.estimated_points, "q_spent": spent_points},
+        )
+        return True
+
+    def committed(c: sa.Connection) -> bool:  # our COMMIT landed: it carries our moment
+        row = c.execute(_INTENT_BY_TASK, {"q_task": task_id}).first()
+        return row is not None and row.state == state.value and row.updated_at == now
+
+    return Write(finish, committed=committed)
+
+
 class IntentJournal(Transactions):
     """Reads and writes `kf_intents` (and the budget reservations that go with them); every
-    write is one short transaction. `RunLog` is one, with the runs and nodes besides."""
+    write is one short transaction, or, in its `*_soon` form on the hot path, shares one with
+    the writes queued at the same time (group_commit.py). `RunLog` is one, with the runs and
+    nodes besides."""
 
     def current_intent(self, run_id: str, epoch: int, node_path: str) -> Intent | None:
         """The node's live submission, if any. Rejected (nothing created), failed (the task is
         over: trying again means a new task) and abandoned intents do not count."""
-        params = {"q_run": run_id, "q_epoch": epoch, "q_path": node_path}
-        row = self.read(lambda c: c.execute(_LIVE_INTENT, params).first())
-        return None if row is None else Intent.from_row(row)
+        return self.write_now(_current_intent(run_id, epoch, node_path))
+
+    async def current_intent_soon(self, run_id: str, epoch: int, node_path: str) -> Intent | None:
+        """`current_intent`, read with the writes queued now (group commit)."""
+        return await self.write_soon(_current_intent(run_id, epoch, node_path))
 
     def reserve_and_record(
         self,
@@ -136,36 +213,52 @@ class IntentJournal(Transactions):
         over budget. Written before the create waits for the client's limits: from then on a
         crash cannot lose it. `mark_sent` says when it really leaves.
         """
+        return self.write_now(self._reserve(run_id, epoch, node_path, request, estimated_usd))
+
+    async def reserve_and_record_soon(
+        self,
+        run_id: str,
+        epoch: int,
+        node_path: str,
+        *,
+        request: dict[str, Any],
+        estimated_usd: Decimal,
+    ) -> str | None:
+        """`reserve_and_record`, committed with the writes queued now (group commit)."""
+        write = self._reserve(run_id, epoch, node_path, request, estimated_usd)
+        return await self.write_soon(write)
+
+    def _reserve(
+        self,
+        run_id: str,
+        epoch: int,
+        node_path: str,
+        request: dict[str, Any],
+        estimated_usd: Decimal,
+    ) -> Write[str | None]:
         points = usd_to_points(estimated_usd)
         intent_id = uuid.uuid4().hex
         now = time.time()
+        row = {
+            "intent_id": intent_id, "run_id": run_id, "epoch": epoch,
+            "node_path": node_path, "state": IntentState.PREPARED.value,
+            "request": self._clean(request), "estimated_points": points,
+            "created_at": now, "updated_at": now,
+        }  # fmt: skip
 
         def record(tx: sa.Connection) -> str | None:
             reserved = tx.execute(_RESERVE, {"q_run": run_id, "q_points": points})
             if reserved.rowcount != 1:
                 return None
-            tx.execute(
-                intents.insert(),
-                {
-                    "intent_id": intent_id, "run_id": run_id, "epoch": epoch,
-                    "node_path": node_path, "state": IntentState.PREPARED.value,
-                    "request": self._clean(request), "estimated_points": points,
-                    "created_at": now, "updated_at": now,
-                },
-            )  # fmt: skip
+            tx.execute(_INTENT_INSERT, row)
             return intent_id
 
-        return self.write(record, committed=_has_intent(intent_id))
+        return Write(record, committed=_has_intent(intent_id))
 
     def mark_sent(self, intent_id: str) -> None:
         """The create POST is leaving now: from here a crash leaves it uncertain."""
-        statement = (
-            intents.update()
-            .where(intents.c.intent_id == intent_id)
-            .where(intents.c.state == IntentState.PREPARED.value)
-            .values(state=IntentState.SENT.value, updated_at=time.time())
-        )
-        self.write(lambda tx: tx.execute(statement), idempotent=True)
+        params = {"q_intent": intent_id, "updated_at": time.time()}
+        self.write(lambda tx: tx.execute(_MARK_SENT, params), idempotent=True)
 
     def accept_intent(
         self, intent_id: str, *, run_id: str, epoch: int, node_path: str, task_id: str
@@ -176,35 +269,17 @@ class IntentJournal(Transactions):
         answering from a cache) is never merged: that would book this submission's cost on
         the other run. The intent becomes uncertain and `TaskIdConflictError` names both runs.
         """
-        now = time.time()
+        write = _accept(intent_id, run_id, epoch, node_path, task_id)
+        self._raise_conflict(intent_id, self.write_now(write))
 
-        def bind(tx: sa.Connection) -> TaskIdConflictError | None:
-            owner = tx.execute(_INTENT_BY_TASK, {"q_task": task_id}).first()
-            if owner is not None and owner.intent_id != intent_id:
-                return TaskIdConflictError(
-                    f"PiAPI answered node {node_path} of run {run_id} (intent {intent_id}) with "
-                    f"task {task_id}, which the run log already holds for run {owner.run_id} "
-                    f"(intent {owner.intent_id}, node {owner.node_path}); klingflow will not book "
-                    "one task on two runs: check the task at PiAPI, then settle this run with "
-                    f"`klingflow runs retry {run_id} --task-id ID` or `--resubmit`"
-                )
-            tx.execute(
-                _INTENT_UPDATE,
-                {
-                    "q_intent": intent_id,
-                    "state": IntentState.ACCEPTED.value,
-                    "task_id": task_id,
-                    "updated_at": now,
-                },
-            )
-            tx.execute(
-                NODE_UPDATE,
-                {"q_run": run_id, "q_epoch": epoch, "q_path": node_path, "task_id": task_id},
-            )
-            return None
+    async def accept_intent_soon(
+        self, intent_id: str, *, run_id: str, epoch: int, node_path: str, task_id: str
+    ) -> None:
+        """`accept_intent`, committed with the writes queued now (group commit)."""
+        write = _accept(intent_id, run_id, epoch, node_path, task_id)
+        self._raise_conflict(intent_id, await self.write_soon(write))
 
-        # Done twice, the second finds the task bound to this very intent: idempotent.
-        conflict = self.write(bind, idempotent=True)
+    def _raise_conflict(self, intent_id: str, conflict: TaskIdConflictError | None) -> None:
         if conflict is not None:
             self.update_intent(intent_id, IntentState.UNCERTAIN, note=str(conflict))
             raise conflict
@@ -257,25 +332,13 @@ class IntentJournal(Transactions):
 
     def finish_intent(self, task_id: str, state: IntentState, *, spent_points: int) -> bool:
         """Close an accepted submission and settle its reservation, once (False if done)."""
-        now = time.time()
+        return self.write_now(_finish(task_id, state, spent_points))
 
-        def finish(tx: sa.Connection) -> bool:
-            row = tx.execute(_INTENT_BY_TASK, {"q_task": task_id}).first()
-            if row is None or row.state != IntentState.ACCEPTED.value:
-                return False
-            tx.execute(_INTENT_UPDATE, {"q_intent": row.intent_id, "state": state.value,
-                                        "updated_at": now})  # fmt: skip
-            tx.execute(
-                SETTLE,
-                {"q_run": row.run_id, "q_reserved": row.estimated_points, "q_spent": spent_points},
-            )
-            return True
-
-        def committed(c: sa.Connection) -> bool:  # our COMMIT landed: it carries our moment
-            row = c.execute(_INTENT_BY_TASK, {"q_task": task_id}).first()
-            return row is not None and row.state == state.value and row.updated_at == now
-
-        return self.write(finish, committed=committed)
+    async def finish_intent_soon(
+        self, task_id: str, state: IntentState, *, spent_points: int
+    ) -> bool:
+        """`finish_intent`, committed with the writes queued now (group commit)."""
+        return await self.write_soon(_finish(task_id, state, spent_points))
 
     def mark_uncertain(self, intent_id: str, *, note: str) -> str | None:
         """A sent submission got no answer: mark it uncertain, unless a webhook already

@@ -17,11 +17,11 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from klingflow.piapi.models import points_to_usd, usd_to_points
 from klingflow.redaction import redact_values
-from klingflow.workflows.intents import NODE_UPDATE, SETTLE, IntentJournal
+from klingflow.workflows import node_writes
+from klingflow.workflows.intents import SETTLE, IntentJournal
 from klingflow.workflows.records import (
     TERMINAL_RUN_STATUSES,
     Attempt,
@@ -36,43 +36,15 @@ from klingflow.workflows.schema import attempt_log, node_runs, runs
 
 __all__ = ["RunLog"]
 
-_NODE_UPDATE_COUNTING = NODE_UPDATE.values(attempts=node_runs.c.attempts + 1)
-
-
-def _node_upsert(engine: sa.Engine) -> Any:
-    """INSERT a node's row, or restart the row a replay or retry left (its dialect's form)."""
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    insert = dialect.insert(node_runs)  # both have ON CONFLICT DO UPDATE
-    restarted = ("status", "inputs", "started_at", "error")
-    return insert.on_conflict_do_update(
-        index_elements=["run_id", "epoch", "node_path"],
-        set_={name: insert.excluded[name] for name in restarted},
-    )
-
-
-def _has_attempt(run_id: str, epoch: int, node_path: str, number: int, started_at: float) -> Any:
-    """A `committed` check (see `Transactions.write`): this attempt's row exists."""
-    query = sa.select(attempt_log.c.id).where(
-        attempt_log.c.run_id == run_id,
-        attempt_log.c.epoch == epoch,
-        attempt_log.c.node_path == node_path,
-        attempt_log.c.number == number,
-        attempt_log.c.started_at == started_at,
-    )
-
-    def committed(connection: sa.Connection) -> bool:
-        return connection.execute(query).first() is not None
-
-    return committed
-
 
 class RunLog(IntentJournal):
     """Reads and writes the run log; every write is its own short transaction, run again
-    when the database connection is cut (workflows/transactions.py)."""
+    when the database connection is cut (workflows/transactions.py), or in its `*_soon`
+    form (a node's hot path) group-committed with others (workflows/group_commit.py)."""
 
     def __init__(self, engine: sa.Engine, *, secrets: tuple[str, ...] = ()) -> None:
         super().__init__(engine, secrets=secrets)
-        self._node_upsert = _node_upsert(engine)
+        self._node_upsert = node_writes.node_upsert(engine)
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -256,20 +228,27 @@ class RunLog(IntentJournal):
         inputs: Any,
     ) -> None:
         """The node's row, new or restarted (`running`, no error): a replay writes it again."""
-        row = {
-            "run_id": run_id,
-            "epoch": epoch,
-            "node_path": node_path,
-            "node_id": node_id,
-            "node_type": node_type,
-            "item_index": item_index,
-            "attempts": 0,
-            "status": NodeStatus.RUNNING.value,
-            "inputs": self._clean(inputs),
-            "started_at": time.time(),
-            "error": None,
-        }
-        self.write(lambda tx: tx.execute(self._node_upsert, row), idempotent=True)
+        self.write_now(
+            node_writes.started(self._node_upsert, self._clean, run_id, epoch, node_path,
+                                node_id, node_type, item_index, inputs)
+        )  # fmt: skip
+
+    async def node_started_soon(
+        self,
+        run_id: str,
+        epoch: int,
+        node_path: str,
+        *,
+        node_id: str,
+        node_type: str,
+        item_index: int | None,
+        inputs: Any,
+    ) -> None:
+        """`node_started`, committed with the writes queued now (group commit)."""
+        await self.write_soon(
+            node_writes.started(self._node_upsert, self._clean, run_id, epoch, node_path,
+                                node_id, node_type, item_index, inputs)
+        )  # fmt: skip
 
     def node_finished(
         self,
@@ -287,29 +266,28 @@ class RunLog(IntentJournal):
     ) -> None:
         """The node's outcome; with `attempt` (number, started_at), its last attempt too,
         in the same transaction (one write per finished node on the hot path)."""
-        values: dict[str, Any] = {
-            "q_run": run_id,
-            "q_epoch": epoch,
-            "q_path": node_path,
-            "status": status.value,
-            "output": self._clean(output),
-            "error": self._clean(error),
-            "finished_at": time.time(),
-        }
-        if attempts is not None and attempt is None:
-            values["attempts"] = attempts
-        if task_id is not None:
-            values["task_id"] = task_id
-        if cost_usd is not None:
-            values["cost_points"] = usd_to_points(cost_usd)
-        if attempt is None:
-            self.write(lambda tx: tx.execute(NODE_UPDATE, values), idempotent=True)
-            return
-        number, started_at = attempt
-        self._add_attempt(
-            run_id, epoch, node_path, number=number, started_at=started_at,
-            ended_at=values["finished_at"], error=values["error"], retry_in_seconds=None,
-            node_update=(_NODE_UPDATE_COUNTING, values),
+        self.write_now(
+            node_writes.finished(self._clean, run_id, epoch, node_path, status, output, error,
+                                 attempts, task_id, cost_usd, attempt)
+        )  # fmt: skip
+
+    async def node_finished_soon(
+        self,
+        run_id: str,
+        epoch: int,
+        node_path: str,
+        *,
+        status: NodeStatus,
+        output: Any = None,
+        error: dict[str, Any] | None = None,
+        task_id: str | None = None,
+        cost_usd: Decimal | None = None,
+        attempt: tuple[int, float] | None = None,
+    ) -> None:
+        """`node_finished`, committed with the writes queued now (group commit)."""
+        await self.write_soon(
+            node_writes.finished(self._clean, run_id, epoch, node_path, status, output, error,
+                                 None, task_id, cost_usd, attempt)
         )  # fmt: skip
 
     def finished_nodes(self, run_id: str, epoch: int) -> dict[str, NodeRun]:
@@ -329,15 +307,10 @@ class RunLog(IntentJournal):
         retry_in_seconds: float | None,
     ) -> None:
         """A failed attempt that will be retried, counted on its node."""
-        self._add_attempt(
-            run_id, epoch, node_path, number=number, started_at=started_at,
-            ended_at=time.time(), error=self._clean(error), retry_in_seconds=retry_in_seconds,
-            node_update=(
-                _NODE_UPDATE_COUNTING, {"q_run": run_id, "q_epoch": epoch, "q_path": node_path}
-            ),
-        )  # fmt: skip
+        self.write_now(node_writes.failed_attempt(self._clean, run_id, epoch, node_path, number,
+                                                  started_at, error, retry_in_seconds))  # fmt: skip
 
-    def _add_attempt(
+    async def add_attempt_soon(
         self,
         run_id: str,
         epoch: int,
@@ -345,24 +318,13 @@ class RunLog(IntentJournal):
         *,
         number: int,
         started_at: float,
-        ended_at: float,
-        error: Any,
+        error: dict[str, Any] | None,
         retry_in_seconds: float | None,
-        node_update: tuple[Any, dict[str, Any]],
     ) -> None:
-        """Insert an attempt and update its node (counting it) in one transaction; after a
-        cut COMMIT, done again only if the attempt's row is not there."""
-        row = {
-            "run_id": run_id, "epoch": epoch, "node_path": node_path, "number": number,
-            "started_at": started_at, "ended_at": ended_at, "error": error,
-            "retry_in_seconds": retry_in_seconds,
-        }  # fmt: skip
-
-        def record(tx: sa.Connection) -> None:
-            tx.execute(attempt_log.insert(), row)
-            tx.execute(*node_update)
-
-        self.write(record, committed=_has_attempt(run_id, epoch, node_path, number, started_at))
+        """`add_attempt`, committed with the writes queued now (group commit)."""
+        await self.write_soon(node_writes.failed_attempt(
+            self._clean, run_id, epoch, node_path, number, started_at, error, retry_in_seconds
+        ))  # fmt: skip
 
     # -- reads: nodes, attempts, summaries (dashboard, /api/spend, /api/tasks) ---------------
 

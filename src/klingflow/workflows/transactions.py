@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from klingflow.redaction import MIN_SECRET_LENGTH, redact, run_secrets
+from klingflow.workflows.group_commit import GroupCommit, Write
 from klingflow.workflows.schema import create_tables
 
 __all__ = ["DISCONNECT_RETRIES", "Transactions", "transaction"]
@@ -76,6 +77,10 @@ class Transactions:
     def __init__(self, engine: sa.Engine, *, secrets: tuple[str, ...] = ()) -> None:
         self.engine = engine
         self._secrets = tuple(s for s in secrets if len(s) >= MIN_SECRET_LENGTH)
+        self.group = GroupCommit(
+            engine, off_loop=engine.dialect.name != "sqlite", alone=transaction
+        )
+        """The hot path's writes, committed together (workflows/group_commit.py)."""
         create_tables(engine)
 
     @property
@@ -100,3 +105,12 @@ class Transactions:
     ) -> T:
         """`body` in one transaction, run again after a cut as `transaction` says."""
         return transaction(self.engine, body, idempotent=idempotent, committed=committed)
+
+    def write_now(self, write: Write[T]) -> T:
+        """`write` in a transaction of its own (what the hot path's sync forms use)."""
+        return self.write(write.body, idempotent=write.idempotent, committed=write.committed)
+
+    async def write_soon(self, write: Write[T]) -> T:
+        """`write` committed with the others queued now (group commit); awaited, so it has
+        landed when this returns, as with `write`."""
+        return await self.group.run(write)

@@ -232,6 +232,7 @@ class Engine(RunStarter):
                 save_render_times(self.settings.home, self.client.render_times)
             # DBOS leaves its shut-down pool as the loop's default executor (dbos-notes §1).
             asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor())
+            await self.runlog.group.idle()  # writes of stopped workflows still committing
             self.runlog.engine.dispose()
         if self._own_client:
             await self.client.aclose()

@@ -47,7 +47,7 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
     services, runlog = rt.services, rt.services.runlog
 
     async def submit() -> dict[str, Any]:
-        intent = runlog.current_intent(rt.run_id, rt.epoch, rt.node_path)
+        intent = await runlog.current_intent_soon(rt.run_id, rt.epoch, rt.node_path)
         if intent is not None and intent.task_id:
             task = await services.client.get(intent.task_id)
             return task.public_dict()
@@ -82,7 +82,7 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
 
     async def record_and_send() -> dict[str, Any]:  # from the intent to the task id
         estimate = services.client.estimate_cost(request)
-        intent_id = runlog.reserve_and_record(
+        intent_id = await runlog.reserve_and_record_soon(
             rt.run_id, rt.epoch, rt.node_path, request=request.to_body(), estimated_usd=estimate
         )
         if intent_id is None:
@@ -122,7 +122,7 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
             runlog.update_intent(intent_id, IntentState.REJECTED, note=str(error))
             runlog.settle(rt.run_id, reserved_usd=estimate, spent_usd=Decimal(0))
             raise
-        runlog.accept_intent(
+        await runlog.accept_intent_soon(
             intent_id,
             run_id=rt.run_id,
             epoch=rt.epoch,
@@ -169,7 +169,9 @@ async def wait_for_task(
 
     async def settle() -> bool:
         state = IntentState.COMPLETED if task.status == "completed" else IntentState.FAILED
-        return services.runlog.finish_intent(task_id, state, spent_points=task.meta.usage.consume)
+        return await services.runlog.finish_intent_soon(
+            task_id, state, spent_points=task.meta.usage.consume
+        )
 
     await rt.durable.step("kling.settle", settle)
     if task.status != "completed":
