@@ -297,7 +297,7 @@ async def execute_items(
     finished by an earlier attempt (this epoch) are reused from the run log, not re-run.
     """
     runlog = state.services.runlog
-    done = runlog.finished_nodes(state.run.run_id, state.epoch)
+    done = runlog.finished_nodes(state.run.run_id, state.epoch, item_indices=items.keys())
     outputs: dict[str, Any] = {}
     failed: dict[str, Any] = {}
 

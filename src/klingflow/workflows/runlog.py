@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Collection
 from decimal import Decimal
 from typing import Any
 
@@ -290,10 +291,21 @@ class RunLog(IntentJournal):
                                  None, task_id, cost_usd, attempt)
         )  # fmt: skip
 
-    def finished_nodes(self, run_id: str, epoch: int) -> dict[str, NodeRun]:
-        """Succeeded or skipped nodes of this epoch, by path: what a retry reuses."""
-        done = {NodeStatus.SUCCEEDED, NodeStatus.SKIPPED}
-        return {n.node_path: n for n in self.nodes(run_id, epoch) if n.status in done}
+    def finished_nodes(
+        self, run_id: str, epoch: int, *, item_indices: Collection[int] | None = None
+    ) -> dict[str, NodeRun]:
+        """Succeeded or skipped nodes of this epoch, by path: what a retry reuses. A loop's
+        chunk asks for its own items only (the run may have 100,000: reading them all in
+        every chunk made a batch quadratic)."""
+        done = (NodeStatus.SUCCEEDED.value, NodeStatus.SKIPPED.value)
+        query = node_runs.select().where(
+            node_runs.c.run_id == run_id,
+            node_runs.c.epoch == epoch,
+            node_runs.c.status.in_(done),
+        )
+        if item_indices is not None:
+            query = query.where(node_runs.c.item_index.in_(list(item_indices)))
+        return {n.node_path: n for n in self.node_runs(query.order_by(node_runs.c.id))}
 
     def add_attempt(
         self,

@@ -26,7 +26,6 @@ from klingflow.workflows.engine._durable import (
     APPLICATION_NAME,
     CONTROL_TOPIC,
     ENGINE_VERSION,
-    PIAPI_QUEUE,
     RUNS_QUEUE,
     WorkflowDurable,
     bind,
@@ -36,7 +35,7 @@ from klingflow.workflows.engine._durable import (
     running_engine,
 )
 from klingflow.workflows.engine._fanout import CHUNK_SIZE, fan_out
-from klingflow.workflows.engine._queue import create_queues
+from klingflow.workflows.engine._queue import create_queues, queue_options
 from klingflow.workflows.executor_slots import ExecutorSlot, recover_abandoned_slots, slot_prefix
 from klingflow.workflows.leases import LeasedRequests, LeasedTasks, Leases
 from klingflow.workflows.lifecycle import RunLife
@@ -108,10 +107,10 @@ class Engine(RunStarter):
         run gives its slot back while it waits for a command."""
         self.executor_id = ""
         self.is_closing = False
-        self.write_failure: sa.exc.OperationalError | None = None
-        """The database error that stopped one of this process's workflows, if any."""
         """Set once `aclose` begins: a workflow cut off by the shutdown is left pending for
         the next engine, not recorded as crashed."""
+        self.write_failure: sa.exc.OperationalError | None = None
+        """The database error that stopped one of this process's workflows, if any."""
         self._workflows: set[asyncio.Task[Any]] = set()
         self._unstoppable: set[asyncio.Task[Any]] = set()
         self.runlog: RunLog
@@ -176,17 +175,7 @@ class Engine(RunStarter):
         try:
             self.client.render_times = load_render_times(self.settings.home)
             self.poller = StatusPoller(self.client, policy=self.wait_policy)
-            # No queue limit on runs: a paused run is a workflow waiting in `recv`, and the
-            # queue would count it against the limit until it ends (20 paused runs froze
-            # every later run). The limit is `_run_slots`, held only while a run executes.
-            queues: dict[str, dict[str, Any]] = {
-                RUNS_QUEUE: {"global_concurrency": None, "polling_interval_sec": 0.2},
-                PIAPI_QUEUE: {
-                    "global_concurrency": self.settings.concurrency,
-                    "limiter": {"limit": self.settings.requests_per_minute, "period": 60},
-                    "polling_interval_sec": 0.2,
-                },
-            }
+            queues = queue_options(self.settings)
             if self.execute:  # polled from launch on, not from the queue manager's rescan
                 await asyncio.to_thread(create_queues, self.database_url, engine, queues)
             else:

@@ -12,11 +12,33 @@ from pydantic import SecretStr
 
 from klingflow.settings import Settings
 from klingflow.workflows.database import make_engine
-from klingflow.workflows.engine._durable import APPLICATION_NAME, ENGINE_VERSION, RUNS_QUEUE
+from klingflow.workflows.engine._durable import (
+    APPLICATION_NAME,
+    ENGINE_VERSION,
+    PIAPI_QUEUE,
+    RUNS_QUEUE,
+)
 from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.starting import RunStarter, known_secrets
 
-__all__ = ["RunQueue", "create_queues"]
+__all__ = ["RunQueue", "create_queues", "queue_options"]
+
+
+def queue_options(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The engine's DBOS queues (name: `register_queue` options).
+
+    No limit on runs: a paused run is a workflow waiting in `recv`, and the queue would
+    count it until it ends (20 paused runs froze every later run); the limit is the
+    engine's run slots, held only while a run executes. Chunks of loop items go through
+    the PiAPI queue, at the account's concurrency and request rate."""
+    return {
+        RUNS_QUEUE: {"global_concurrency": None, "polling_interval_sec": 0.2},
+        PIAPI_QUEUE: {
+            "global_concurrency": settings.concurrency,
+            "limiter": {"limit": settings.requests_per_minute, "period": 60},
+            "polling_interval_sec": 0.2,
+        },
+    }
 
 
 def create_queues(url: str, engine: sa.Engine, queues: dict[str, dict[str, Any]]) -> None:
