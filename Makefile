@@ -48,12 +48,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Then the engine tests again with their run log and DBOS on Postgres (the same switch,
-# KLINGFLOW_TEST_DATABASE=postgres, runs them there by hand; modules that pick their own
-# database already ran).
+# One session: the engine tests run twice, `[sqlite]` and `[postgres]` (run log and DBOS on
+# Postgres), so the Postgres leg fills the workers' idle tail rather than running after the
+# rest with a start-up of its own. `KLINGFLOW_TEST_DATABASE=postgres pytest tests/workflows`
+# runs that leg alone by hand.
 unit: $(STAMP)
-	$(BIN)/pytest -q
-	KLINGFLOW_TEST_DATABASE=postgres $(BIN)/pytest -q tests/workflows
+	KLINGFLOW_TEST_DATABASE=both $(BIN)/pytest -q
 
 # The slow packaging tests alone: the wheel in fresh venvs (by role, the docs' pytest user),
 # and the lower bounds of pyproject.toml in another (all also run in `make unit`).

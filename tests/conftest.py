@@ -71,10 +71,13 @@ BAD_INPUTS = "bad inputs refused"
 """The `user_properties` key under which an adversarial test reports (entry point, count)."""
 
 _bad_inputs: dict[str, int] = {}
+_durations: dict[str, float] = {}
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Sum the adversarial suite's bad inputs from each report (sent by xdist's workers too)."""
+    """Sum the adversarial suite's bad inputs from each report (sent by xdist's workers too),
+    and each test's duration (for the next run's order)."""
+    _durations[report.nodeid] = _durations.get(report.nodeid, 0.0) + report.duration
     if report.when == "call":
         for name, value in report.user_properties:
             if name == BAD_INPUTS:
@@ -96,16 +99,34 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return 2 * (os.cpu_count() or 1)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Start the longest tests first: those that declare a longer `timeout` than the default.
+DURATIONS = "klingflow/durations"
+"""The pytest cache's key for each test's last duration (setup + call + teardown), in s."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start the longest tests first: by their duration in the last run that ran them (the
+    pytest cache, `.pytest_cache`), else by a `timeout` declared longer than the default.
 
     pytest-xdist hands out tests in collection order, so a crash test or a fresh venv left
-    for the end would run alone while the other workers idle. Sorting is stable: the rest
-    keep their order.
+    for the end would run alone while the other workers idle. Every worker sorts alike (the
+    cache is written only at the end of a run). Sorting is stable: the rest keep their order.
     """
+    cache = getattr(config, "cache", None)  # None with `-p no:cacheprovider`
+    last: dict[str, float] = cache.get(DURATIONS, {}) if cache is not None else {}
 
-    def declared_timeout(item: pytest.Item) -> float:
+    def expected(item: pytest.Item) -> float:
+        if item.nodeid in last:
+            return last[item.nodeid]
         marker = item.get_closest_marker("timeout")
         return float(marker.args[0]) if marker is not None and marker.args else 0.0
 
-    items.sort(key=declared_timeout, reverse=True)
+    items.sort(key=expected, reverse=True)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Keep this run's durations for the next run's order (the main process, which sees
+    every worker's reports; tests not run this time keep their last figure)."""
+    cache = getattr(session.config, "cache", None)
+    if cache is None or hasattr(session.config, "workerinput") or not _durations:
+        return
+    cache.set(DURATIONS, {**cache.get(DURATIONS, {}), **_durations})

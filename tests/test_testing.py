@@ -100,11 +100,14 @@ def test_the_docs_user_test_file_runs_in_a_fresh_virtualenv(tmp_path: Path, whee
     """`pip install 'klingflow[emulator]' pytest` into a new venv, then pytest on the doc's
     file, passes."""
     env_dir = tmp_path / "venv"
-    venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+    # Without pip (ensurepip costs seconds of CPU): this process's pip installs into it, as
+    # its own would; bytecode is left to the first import (`--no-compile`).
+    venv.EnvBuilder(with_pip=False, clear=True).create(env_dir)
     python = env_dir / "bin" / "python"
     pytest_pin = f"pytest=={importlib.metadata.version('pytest')}"
     install = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
+         "--disable-pip-version-check", "--no-compile",
          "-c", str(ROOT / "constraints.txt"), f"{wheel}[emulator]", pytest_pin],
         capture_output=True,
         text=True,

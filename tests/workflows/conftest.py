@@ -2,14 +2,16 @@
 
 A test module on Postgres overrides `database_url` with `postgres_url`; every other one gets
 a SQLite file in the test's own folder, or, with `KLINGFLOW_TEST_DATABASE=postgres`, a fresh
-Postgres database: one switch runs every engine test on either (`make test` runs both legs).
+Postgres database: one switch runs every engine test on either. `KLINGFLOW_TEST_DATABASE=both`
+(what `make test` sets) runs each of them twice in the same session, `[sqlite]` and
+`[postgres]`, so the Postgres leg fills the workers' idle tail instead of a second run.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import psycopg
@@ -43,15 +45,36 @@ def postgres_url() -> Iterator[str]:
 
 
 DATABASE_SWITCH = "KLINGFLOW_TEST_DATABASE"
-"""`sqlite` (the default) or `postgres`: where the harness keeps its run log and DBOS."""
+"""`sqlite` (the default), `postgres` or `both`: where the harness keeps its run log and DBOS."""
+
+DATABASES = ("sqlite", "postgres")
+
+
+def _switch() -> str:
+    switch = os.environ.get(DATABASE_SWITCH, "sqlite")
+    if switch not in {*DATABASES, "both"}:
+        raise pytest.UsageError(
+            f"{DATABASE_SWITCH} must be sqlite, postgres or both, not {switch!r}"
+        )
+    return switch
+
+
+def _switched(fixturenames: Sequence[str], module: object) -> bool:
+    """Whether the switch decides this test's database: its harness takes the default
+    `database_url` (a module that picks its own database overrides the fixture)."""
+    return "database_url" in fixturenames and not hasattr(module, "database_url")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """With the switch on `both`, each switched test runs once per database."""
+    if _switch() == "both" and _switched(metafunc.fixturenames, metafunc.module):
+        metafunc.parametrize("database_url", DATABASES, indirect=True)
 
 
 @pytest.fixture
 def database_url(request: pytest.FixtureRequest) -> str | None:
     """The harness's database: None means a SQLite file in the test's folder."""
-    switch = os.environ.get(DATABASE_SWITCH, "sqlite")
-    if switch not in {"sqlite", "postgres"}:
-        raise pytest.UsageError(f"{DATABASE_SWITCH} must be sqlite or postgres, not {switch!r}")
+    switch: str = getattr(request, "param", None) or _switch()
     if switch == "postgres":
         url: str = request.getfixturevalue("postgres_url")
         return url
@@ -71,15 +94,12 @@ def harness(
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """With the switch on Postgres, keep only the tests it changes: those whose harness takes
     the default `database_url` (modules that pick their own database ran in the SQLite leg)."""
-    if os.environ.get(DATABASE_SWITCH, "sqlite") != "postgres":
+    if _switch() != "postgres":
         return
     kept: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:
-        module = getattr(item, "module", None)
-        switched = "database_url" in getattr(item, "fixturenames", ()) and not hasattr(
-            module, "database_url"
-        )
+        switched = _switched(getattr(item, "fixturenames", ()), getattr(item, "module", None))
         (kept if switched else dropped).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)

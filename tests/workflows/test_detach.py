@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from klingflow.emulator import EmulatorServer
 
@@ -25,6 +26,7 @@ nodes:
 """
 
 
+@pytest.mark.timeout(240)  # long: started first (tests/conftest.py)
 def test_detached_runs_are_executed_by_the_worker_alone(
     postgres_url: str,
     emulator: EmulatorServer,

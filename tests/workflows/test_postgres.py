@@ -65,6 +65,7 @@ def test_idempotency_key_holds_on_postgres(harness: Harness, emulator: EmulatorS
     assert emulator.stats()["creates"] == 1
 
 
+@pytest.mark.timeout(240)  # long: started first (tests/conftest.py)
 def test_two_workers_share_a_batch_on_postgres(
     postgres_url: str, emulator: EmulatorServer, api_key: str, tmp_path: Path
 ) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+import pytest
 import sqlalchemy as sa
 
 from klingflow.emulator import EmulatorServer
@@ -246,6 +247,7 @@ def _batch_with_a_killed_worker(
     assert (killed.recovered_runs or 0) >= 1  # at least the killed worker's loop chunk
 
 
+@pytest.mark.timeout(240)  # long: started first (tests/conftest.py)
 def test_live_workers_take_over_a_killed_worker_by_themselves(
     postgres_url: str,
     emulator: EmulatorServer,
@@ -258,6 +260,7 @@ def test_live_workers_take_over_a_killed_worker_by_themselves(
     )
 
 
+@pytest.mark.timeout(240)  # long: started first (tests/conftest.py)
 def test_klingflow_recover_hands_a_killed_workers_runs_to_the_live_ones(
     postgres_url: str,
     emulator: EmulatorServer,
@@ -294,6 +297,7 @@ def test_klingflow_recover_hands_a_killed_workers_runs_to_the_live_ones(
     )
 
 
+@pytest.mark.timeout(240)  # long: started first (tests/conftest.py)
 def test_workers_hold_the_accounts_concurrency_together(
     postgres_url: str,
     emulator: EmulatorServer,
@@ -409,6 +413,7 @@ def test_leases_count_across_holders_and_a_dead_holders_share_runs_out(
         engine.dispose()
 
 
+@pytest.mark.timeout(240)  # long: started first (tests/conftest.py)
 def test_workers_survive_their_postgres_connections_being_cut(
     postgres_url: str,
     emulator: EmulatorServer,
@@ -435,6 +440,7 @@ def _wait_for_line(log: Path, process: subprocess.Popen[bytes], needle: str) -> 
     return text
 
 
+@pytest.mark.timeout(240)  # long: started first (tests/conftest.py)
 def test_serve_no_execute_leaves_runs_to_workers_and_says_where_it_runs(
     postgres_url: str,
     emulator: EmulatorServer,
