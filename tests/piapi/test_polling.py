@@ -184,3 +184,27 @@ def test_a_lone_wait_learns_the_exact_render_time_too(api: Api, emulator: Emulat
     bracket = api.client.render_times.bracket(render_kind(task.input, task_type=task.task_type))
     assert bracket is not None
     assert bracket[0] == bracket[1] == pytest.approx(602 / SPEED, rel=0.01)
+
+
+def test_renders_that_take_no_time_are_still_looked_at(
+    emulator: EmulatorServer, api_key: str
+) -> None:
+    """An emulator with no delay finishes a render in 0 s by its own clock: once that is
+    learned, the next tasks of the kind are still looked at and found done (the poller
+    ranked them by elapsed / expected time and died dividing by 0, leaving them waiting)."""
+    emulator.configure(time_scale=1000.0, pending_seconds=0, processing_seconds=0)
+
+    async def scenario() -> list[Task]:
+        async with AsyncPiAPI(
+            api_key=api_key,
+            base_url=emulator.url,
+            wait_policy=WaitPolicy(initial_interval_seconds=0.01, time_scale=1000.0),
+            retry_policy=FAST_RETRY,
+        ) as client:
+            first, _ = await wait_all(client, 1)
+            async with asyncio.timeout(30):
+                rest, _ = await wait_all(client, 3)
+            return first + rest
+
+    done = asyncio.run(scenario())
+    assert [task.status for task in done] == ["completed"] * 4

@@ -66,7 +66,8 @@ class _Watch:
 
     @property
     def expected_seconds(self) -> float:
-        return self.schedule.expected_seconds if self.schedule else 1.0
+        # A render learned from PiAPI's own clock may take 0 s (an emulator with no delay).
+        return max(self.schedule.expected_seconds, 1e-3) if self.schedule else 1.0
 
 
 class StatusPoller:
@@ -305,6 +306,17 @@ class StatusPoller:
         return due
 
     async def _run(self) -> None:
+        try:
+            await self._look_when_due()
+        except Exception as error:  # a bug here must fail the waits, not leave them hanging
+            logger.exception("the status poller stopped")
+            for watch in self._watches.values():
+                for future in watch.waiters:
+                    if not future.done():
+                        future.set_exception(error)
+            self._watches.clear()
+
+    async def _look_when_due(self) -> None:
         while self._watches:
             due = self._next_due()
             if not due:
