@@ -4,10 +4,12 @@ A loop with 100 videos in flight writes about six rows per video (the node, the 
 each step of its life, the attempt). Each in a transaction of its own costs a BEGIN, a
 COMMIT and a pooled connection per row, and on Postgres every round trip of them stalls the
 event loop that also drives the HTTP requests. Here a write is queued and awaited: the writes
-queued while the event loop ran other coroutines commit together, in one transaction. On
-SQLite the batch is written on the event loop at its next turn (no thread hand-off: a local
-commit is cheaper than one); on Postgres in a worker thread, one batch after another, so the
-event loop never waits on the network and writes queue up while the previous batch commits.
+queued while the event loop ran other coroutines commit together, in one transaction, in a
+worker thread, one batch after another, so the event loop never waits on the network and
+writes queue up while the previous batch commits. That is Postgres (`grouped=True`). On
+SQLite each write commits alone, on the event loop: a local commit costs less than a thread
+hand-off (measured: no CPU gain from grouping there), and a full disk, which fails writes at
+random points of a batch, hung a run in one of three tries when writes were grouped.
 
 A caller continues only once its own write committed, so every promise the intent journal
 makes (recorded before the POST, the task id kept once it is known) holds as it did with a
@@ -53,9 +55,9 @@ class Write(Generic[T]):
 class GroupCommit:
     """Queues writes and commits those queued together in one transaction (see the module)."""
 
-    def __init__(self, engine: sa.Engine, *, off_loop: bool, alone: Alone) -> None:
+    def __init__(self, engine: sa.Engine, *, grouped: bool, alone: Alone) -> None:
         self.engine = engine
-        self.off_loop = off_loop
+        self.grouped = grouped
         self._transaction = alone
         self.transactions = 0
         """Transactions committed so far (shared or alone): for tests and the bench."""
@@ -63,26 +65,21 @@ class GroupCommit:
         self._loop: asyncio.AbstractEventLoop | None = None
         """The event loop whose writes are grouped (the first to write, until it closes);
         the queue is only touched on its thread."""
-        self._busy = False
-        """A flush is scheduled or under way (on `_loop`): new writes join the queue."""
         self._drain: asyncio.Task[None] | None = None
+        """The flush under way (on `_loop`): new writes join the queue meanwhile."""
 
     async def run(self, write: Write[T]) -> T:
         """Commit `write` with the others queued now; its answer, or its error, once done."""
         loop = asyncio.get_running_loop()
         if self._loop is None or self._loop.is_closed():  # its pending writes died with it
-            self._loop, self._queue, self._busy = loop, [], False
-        if loop is not self._loop:  # another event loop, in another thread: on its own
+            self._loop, self._queue, self._drain = loop, [], None
+        if not self.grouped or loop is not self._loop:  # alone (another loop: its thread)
             answer: T = _result(self._alone(write))
             return answer
         future: asyncio.Future[T] = loop.create_future()
         self._queue.append((write, future))
-        if not self._busy:
-            self._busy = True
-            if self.off_loop:
-                self._drain = loop.create_task(self._drain_in_thread())
-            else:
-                loop.call_soon(self._drain_here)
+        if self._drain is None or self._drain.done():
+            self._drain = loop.create_task(self._drain_in_thread())
         return await future
 
     async def idle(self) -> None:
@@ -91,14 +88,6 @@ class GroupCommit:
             if drain.get_loop() is not asyncio.get_running_loop():
                 return
             await asyncio.gather(drain, return_exceptions=True)
-
-    def _drain_here(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                _settle(batch, self._commit(batch))
-        finally:
-            self._busy = False
 
     async def _drain_in_thread(self) -> None:
         batch: list[tuple[Write[Any], asyncio.Future[Any]]] = []
@@ -118,8 +107,6 @@ class GroupCommit:
                     future.set_exception(RuntimeError(f"the run log's writer stopped: {error!r}"))
             self._queue = []
             raise
-        finally:
-            self._busy = False
 
     def _commit(self, batch: list[tuple[Write[Any], asyncio.Future[Any]]]) -> list[Outcome]:
         """Every write of `batch` in one transaction; alone, each, if that fails."""

@@ -78,7 +78,7 @@ class Transactions:
         self.engine = engine
         self._secrets = tuple(s for s in secrets if len(s) >= MIN_SECRET_LENGTH)
         self.group = GroupCommit(
-            engine, off_loop=engine.dialect.name != "sqlite", alone=transaction
+            engine, grouped=engine.dialect.name != "sqlite", alone=transaction
         )
         """The hot path's writes, committed together (workflows/group_commit.py)."""
         create_tables(engine)
