@@ -83,6 +83,9 @@ def test_detached_runs_are_executed_by_the_worker_alone(
                 if counts.get("completed") == 38:
                     break
                 assert worker.poll() is None, log.read_text()
+                if counts.get("crashed"):  # say why, with the worker's log
+                    why = db.execute("select message from kf_runs where status = 'crashed'")
+                    pytest.fail(f"runs crashed: {why.fetchall()[:3]}\n{log.read_text()[-3000:]}")
                 assert time.monotonic() < deadline + 60, f"runs left unfinished: {rows_now}"
                 time.sleep(0.2)
             executors = db.execute(
