@@ -6,7 +6,8 @@ A file server in its own process (`python bench/downloads.py serve ...`, HTTP/1.
 socket sending the file with `os.sendfile`, `Range: bytes=N-` honoured, counting the bytes it
 sends) serves one file of S MB. Measured, each the best of 5: `PiAPI.download` (stream to a
 temporary file, fsync, rename), a bare httpx stream (`iter_raw`, pooled client) written to a
-file and fsynced, and a plain copy of the same bytes
+file and fsynced, the same GET on a bare socket read with `recv_into` (what loopback TCP
+allows with no HTTP library at all), and a plain copy of the same bytes
 (`shutil.copyfile` + fsync, page cache warm). Then the server cuts the first transfer at
 half the file: the client resumes with a Range request; the bytes the server sent, over S,
 say whether only the rest came again.
@@ -18,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import socketserver
 import subprocess
 import sys
@@ -151,6 +153,28 @@ def httpx_fsync(http: httpx.Client, url: str, dest: Path) -> None:
         os.fsync(file.fileno())
 
 
+def socket_fsync(port: int, dest: Path, size: int) -> None:
+    """The loopback's own ceiling, no HTTP library: one GET on a bare socket, the body read
+    with `recv_into` into one reused buffer and written as it comes, one fsync. What any
+    HTTP client pays on top of this is its parser's per-byte and per-chunk cost."""
+    with socket.create_connection(("127.0.0.1", port)) as sock, dest.open("wb") as file:
+        sock.sendall(b"GET /file HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        body = head.partition(b"\r\n\r\n")[2]
+        file.write(body)
+        received, view = len(body), memoryview(bytearray(CHUNK))
+        while received < size:
+            count = sock.recv_into(view)
+            if not count:
+                raise RuntimeError("the file server closed the connection early")
+            file.write(view[:count])
+            received += count
+        file.flush()
+        os.fsync(file.fileno())
+
+
 def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as file:
@@ -178,6 +202,10 @@ def measure(quick: bool, options: Options) -> Section:
             for attempt in range(ROUNDS):
                 for label, action in (
                     ("plain copy + fsync", lambda: copy_fsync(source, folder / "copy.mp4")),
+                    (
+                        "raw socket + fsync (no HTTP library)",
+                        lambda: socket_fsync(server.port, folder / "raw.mp4", size),
+                    ),
                     (
                         "bare httpx stream + fsync",
                         lambda: httpx_fsync(http, url, folder / "bare.mp4"),
@@ -217,6 +245,7 @@ def measure(quick: bool, options: Options) -> Section:
     ]
     share = round(copy / best["klingflow `PiAPI.download`"], 2)
     to_bare = round(bare / best["klingflow `PiAPI.download`"], 2)
+    ceiling = round(copy / best["raw socket + fsync (no HTTP library)"], 2)
     resent = round(served["bytes_sent"] / size, 3)
     figure = bar_chart(
         "downloads.png",
@@ -229,7 +258,9 @@ def measure(quick: bool, options: Options) -> Section:
     text = (
         f"One file of {megabytes} MB of random bytes, served on loopback by a small server in "
         f"another process that sends it with `os.sendfile`; best of {ROUNDS}. CPU is the "
-        "downloading process's (user + system), the least of the rounds.\n\n"
+        "downloading process's (user + system), the least of the rounds. The raw socket row "
+        "is the loopback's own ceiling: the same GET with no HTTP library, the body read "
+        "with `recv_into` into one buffer.\n\n"
         + table(
             ["how", "seconds", "MB/s", "/ plain copy", "/ bare httpx", "CPU s"],
             rows,
@@ -250,6 +281,12 @@ def measure(quick: bool, options: Options) -> Section:
                 share,
                 ">= 0.8",
                 ratio(share, 0.8, at_most=False),
+            ),
+            Target(
+                "raw socket / plain copy throughput",
+                ceiling,
+                "(loopback TCP's own ceiling)",
+                None,
             ),
             Target(
                 "download / bare httpx stream throughput",
