@@ -157,3 +157,25 @@ def test_a_loop_resumed_by_the_next_engine_outputs_every_item(
     by_prompt = {task["input"]["prompt"]: task["task_id"] for task in emulator.tasks()}
     assert done.outputs["tasks"] == [by_prompt[prompt] for prompt in prompts]
     assert emulator.stats()["creates"] == 3
+
+
+TOKENS = """
+name: tokens
+nodes:
+  - id: each
+    type: loop
+    with: {items: [1, 2]}
+    nodes:
+      - {id: login, type: set, with: {values: {user: "u{{ item }}", api_token: "t{{ item }}"}}}
+outputs:
+  users: "{{ nodes.each.output | map(attribute='login') | map(attribute='user') | list }}"
+  seen: "{{ nodes.each.output | map(attribute='login') | map(attribute='api_token') | list }}"
+"""
+
+
+def test_the_loop_output_holds_what_the_run_log_recorded(harness: Harness) -> None:
+    """Later nodes see the items' outputs as recorded: a secret-looking key's value masked,
+    as on the run's page and after a resume."""
+    run = harness.run(TOKENS)
+    assert run.status == RunStatus.COMPLETED, run.message
+    assert run.outputs == {"users": ["u1", "u2"], "seen": ["***", "***"]}
