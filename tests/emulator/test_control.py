@@ -67,6 +67,9 @@ def test_stats_count_per_key_and_per_task(
     assert stats["tasks"][second]["cancels"] == 1
     assert stats["tasks"][theirs]["gets"] == 1
     assert api_key not in json.dumps(stats)  # keys appear only as key ids
+    with _control(paused) as control:
+        totals_only = control.get("/stats", params={"tasks": "false"}).json()
+    assert totals_only == {name: value for name, value in stats.items() if name != "tasks"}
 
 
 def test_rate_limited_counts_every_429_sent(paused: EmulatorServer, client: httpx.Client) -> None:

@@ -47,14 +47,20 @@ class Stats:
         for counters in targets:
             setattr(counters, name, getattr(counters, name) + 1)
 
-    def to_json(self, *, peak_concurrency: int, peak_by_key: Mapping[str, int]) -> dict[str, Any]:
-        """The `/_emulator/stats` body; the peaks come from the task store, which sees them."""
-        return {
+    def to_json(
+        self, *, peak_concurrency: int, peak_by_key: Mapping[str, int], per_task: bool = True
+    ) -> dict[str, Any]:
+        """The `/_emulator/stats` body; the peaks come from the task store, which sees them.
+        Without `per_task`, no `tasks`: a batch's sampler asks every second, and 50,000
+        tasks' counters are megabytes to send and parse each time."""
+        body = {
             **asdict(self.totals),
             "peak_concurrency": peak_concurrency,
             "keys": {
                 key: {**asdict(c), "peak_concurrency": peak_by_key.get(key, 0)}
                 for key, c in self.keys.items()
             },
-            "tasks": {task_id: asdict(c) for task_id, c in self.tasks.items()},
         }
+        if per_task:
+            body["tasks"] = {task_id: asdict(c) for task_id, c in self.tasks.items()}
+        return body

@@ -293,12 +293,13 @@ async def execute_items(
     """Run the loop body for some items (index -> item), concurrently; one item's failure
     spares the rest (an unexpected error, which crashes the run, ends them all).
 
-    Returns `{"outputs": {index: {node_id: output}}, "failed": {index: error}}`. Body nodes
-    finished by an earlier attempt (this epoch) are reused from the run log, not re-run.
+    Returns `{"failed": {index: error}}`: each item's outputs are in the run log, where the
+    loop's output is read back from once every chunk has ended (`loop_items.loop_output`),
+    so a chunk's answer, which DBOS stores twice, stays small. Body nodes finished by an
+    earlier attempt (this epoch) are reused from the run log, not re-run.
     """
     runlog = state.services.runlog
     done = runlog.finished_nodes(state.run.run_id, state.epoch, item_indices=items.keys())
-    outputs: dict[str, Any] = {}
     failed: dict[str, Any] = {}
 
     halted = asyncio.Event()  # an item's unexpected error: the chunk is over
@@ -331,7 +332,6 @@ async def execute_items(
                 except NodePaused as paused:
                     failed[str(index)] = {"node_path": paused.node_path, **paused.error}
                     return
-            outputs[str(index)] = item_outputs
 
     async def guarded(index: int) -> None:
         try:
@@ -352,4 +352,4 @@ async def execute_items(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-    return {"outputs": outputs, "failed": failed}
+    return {"failed": failed}

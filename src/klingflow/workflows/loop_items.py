@@ -38,6 +38,7 @@ __all__ = [
     "item_counts",
     "item_label",
     "item_page",
+    "loop_output",
     "skip_items",
     "top_level",
 ]
@@ -352,6 +353,51 @@ def finished_item_nodes(runlog: RunLog, run_id: str, epoch: int, *, limit: int) 
         .order_by(node_runs.c.item_index, node_runs.c.id)
         .limit(limit)
     )
+
+
+OUTPUT_ROWS_PER_FETCH = 1000
+"""Rows fetched at a time while the loop's output is read back (`loop_output`)."""
+
+
+def loop_output(
+    runlog: RunLog, run_id: str, epoch: int, loop: LoopNode, *, length: int
+) -> list[Any]:
+    """The loop's output, read back from its items' body nodes once its chunks have ended:
+    in item order, `{body node id: output}` (None for a node skipped) for an item whose body
+    nodes all succeeded or were skipped, else None (a failed item).
+
+    The chunks record each item's nodes anyway; collecting their outputs as they came back
+    grew a 100,000-item loop's process by every item's output while the loop ran."""
+    body = tuple(node.id for node in loop.nodes)
+    done = (NodeStatus.SUCCEEDED.value, NodeStatus.SKIPPED.value)
+    query = (
+        sa.select(node_runs.c.item_index, node_runs.c.node_id, node_runs.c.output)
+        .where(
+            _item_filter(run_id, epoch, loop.id),
+            node_runs.c.status.in_(done),
+            node_runs.c.item_index < length,
+        )
+        .execution_options(yield_per=OUTPUT_ROWS_PER_FETCH)
+    )
+
+    def read(connection: sa.Connection) -> list[dict[str, Any] | None]:
+        found: list[dict[str, Any] | None] = [None] * length
+        for index, node_id, output in connection.execute(query):
+            entry = found[index]
+            if entry is None:
+                entry = found[index] = {}
+            entry[node_id] = output
+        return found
+
+    found = runlog.read(read)
+    for index, entry in enumerate(found):  # in place: a second list would double the peak
+        if entry is None:
+            continue
+        if len(entry) < len(body):
+            found[index] = None  # a body node failed or never ran
+        elif tuple(entry) != body:
+            found[index] = {node_id: entry[node_id] for node_id in body}  # in body order
+    return found
 
 
 def top_level(runlog: RunLog, run_id: str, epoch: int) -> tuple[list[NodeRun], list[Attempt]]:

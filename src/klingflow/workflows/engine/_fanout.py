@@ -22,6 +22,7 @@ from klingflow.piapi import AsyncWebhookEvents
 from klingflow.redaction import redact_values
 from klingflow.workflows.engine._durable import PIAPI_QUEUE, WorkflowDurable, current, durable_step
 from klingflow.workflows.executor import RunState, execute_items
+from klingflow.workflows.loop_items import loop_output
 from klingflow.workflows.nodes.loop import LoopNode, LoopParams
 from klingflow.workflows.records import RunRecord
 from klingflow.workflows.secret_inputs import open_run
@@ -91,7 +92,9 @@ async def fan_out(
     params: LoopParams,
     context: dict[str, Any],
 ) -> list[Any]:
-    """Fan the items out over the PiAPI queue in chunks; outputs come back in item order."""
+    """Fan the items out over the PiAPI queue in chunks; the output, in item order, is read
+    back from the run log once every chunk has ended (`loop_output`): the process holds no
+    item's output while the loop runs, however many items it has."""
     durable = WorkflowDurable()
 
     async def new_generation() -> str:
@@ -120,14 +123,14 @@ async def fan_out(
                     params.concurrency,
                 )
             )
-    outputs: dict[str, Any] = {}
     failed: dict[str, Any] = {}
-    for handle in handles:
+    for handle in handles:  # a chunk answers with its failed items only (`run_chunk`)
         result = await handle.get_result(polling_interval_sec=0.1)
-        outputs.update(result["outputs"])
         failed.update(result["failed"])
     engine._semaphores.pop((run.run_id, epoch, loop.id), None)
-    ordered = [outputs.get(str(index)) for index in range(len(items))]
+    ordered = await asyncio.to_thread(
+        loop_output, engine.runlog, run.run_id, epoch, loop, length=len(items)
+    )
     if failed:
         raise LoopItemsFailedError(
             loop.id, failed={int(k): v for k, v in failed.items()}, total=len(items),
