@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from klingflow.emulator import EmulatorServer
-from klingflow.piapi import KlingVideoRequest, RateLimit, TaskStatus
-from klingflow.piapi.throttle import AsyncRequestThrottle, RequestThrottle
+from klingflow.emulator import EmulatorServer, FaultRule
+from klingflow.piapi import AsyncPiAPI, KlingVideoRequest, RateLimit, TaskStatus
+from klingflow.piapi.throttle import AsyncRequestThrottle, AsyncTaskSlots, RequestThrottle
 
+from ..policies import FAST_RETRY, FAST_WAIT
 from .adapter import Api
 
 REQUEST = KlingVideoRequest(prompt="a paper boat", duration=3)
@@ -199,3 +200,30 @@ def test_a_create_goes_before_status_looks_when_the_limit_binds() -> None:
     throttle.release()
     thread.join()
     assert order == ["create", "look"]
+
+
+def test_limits_shared_while_a_create_is_on_the_wire_are_settled_where_taken(
+    emulator: EmulatorServer, api_key: str
+) -> None:
+    """An engine shares the account's limits once it has started (`share_limits`); a create
+    already past the old limiters binds its task on the slots it reserved, and leaves the new
+    ones untouched (else one limiter leaks a slot and the other counts a task twice)."""
+    emulator.add_fault(FaultRule(action="slow", method="POST", delay_seconds=0.5))
+
+    async def main() -> tuple[str, list[str], list[str], bool]:
+        before, after = AsyncTaskSlots(1), AsyncTaskSlots(1)
+        async with AsyncPiAPI(
+            api_key=api_key, base_url=emulator.url, wait_policy=FAST_WAIT, retry_policy=FAST_RETRY
+        ) as client:
+            client.share_limits(throttle=AsyncRequestThrottle(RateLimit(60, 60)), slots=before)
+            sending = asyncio.Event()
+            submitting = asyncio.create_task(client.submit(REQUEST, on_sending=sending.set))
+            await sending.wait()  # past both limiters: the POST is leaving (0.5 s to answer)
+            client.share_limits(throttle=AsyncRequestThrottle(RateLimit(60, 60)), slots=after)
+            task = await submitting
+            return task.task_id, before.running(), after.running(), await after.reserve(0)
+
+    task_id, on_before, on_after, after_is_free = asyncio.run(main())
+    assert on_before == [task_id]
+    assert on_after == []
+    assert after_is_free

@@ -129,6 +129,9 @@ class Fleet:
             for n in range(1, count + 1)
         }
 
+    def signal(self, executor_id: str, number: signal.Signals) -> None:
+        self.processes[executor_id].send_signal(number)
+
     def kill(self, executor_id: str) -> None:
         self.processes[executor_id].send_signal(signal.SIGKILL)
         self.processes[executor_id].wait(timeout=30)
@@ -191,8 +194,10 @@ def _batch_with_a_killed_worker(
         dead = None
         # A worker holding a chunk, once some videos are done, at a moment when no
         # submission is on the wire: the generations are slowed down so that every item in
-        # flight is waiting for its task. (A kill between sending a create and recording its
-        # answer leaves an uncertain submission, which pauses for a human by design.)
+        # flight is waiting for its task, and the worker is stopped (SIGSTOP) before the
+        # look, so that it cannot send a create between the look and the kill. (A kill
+        # between sending a create and recording its answer leaves an uncertain submission,
+        # which pauses for a human by design.)
         while (kill or cut_connections) and dead is None:
             assert time.monotonic() < deadline, "the workers never got going"
             done = len(runlog.finished_nodes(run_id, 0))
@@ -205,12 +210,19 @@ def _batch_with_a_killed_worker(
                 "SELECT executor_id FROM dbos.workflow_status WHERE status = 'PENDING' "
                 "AND name = 'klingflow.loop_chunk' ORDER BY executor_id",
             )
-            sending = [i for i in runlog.intents(run_id) if i.state == IntentState.SENT]
-            if owners and str(owners[0][0]).startswith("worker-") and not sending:
-                dead = str(owners[0][0])
-            else:
+            if not owners or not str(owners[0][0]).startswith("worker-"):
                 time.sleep(0.02)
+                continue
+            candidate = str(owners[0][0])
+            fleet.signal(candidate, signal.SIGSTOP)
+            if any(i.state == IntentState.SENT for i in runlog.intents(run_id)):
+                fleet.signal(candidate, signal.SIGCONT)
+                time.sleep(0.02)
+            else:
+                dead = candidate
         if cut_connections:  # every backend of the workers' database, mid-batch
+            assert dead is not None
+            fleet.signal(dead, signal.SIGCONT)  # cut, not killed
             cut = _sql(
                 url,
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "

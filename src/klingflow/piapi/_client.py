@@ -96,7 +96,9 @@ class PiAPI(BaseClient):
         )
         self._gate = RequestGate(max_in_flight_requests)
         self._throttle = RequestThrottle(self.rate_limit) if self.rate_limit else None
-        self._slots = TaskSlots(max_concurrent_tasks) if max_concurrent_tasks else None
+        self._slots: TaskSlots | None = (
+            TaskSlots(max_concurrent_tasks) if max_concurrent_tasks else None
+        )
         self._http = httpx.Client(
             transport=transport, **self._client_options(max_in_flight_requests)
         )
@@ -145,8 +147,9 @@ class PiAPI(BaseClient):
         retry_number = 0
         while True:
             cause: httpx.RequestError | None = None
-            if self._throttle is not None:
-                self._throttle.acquire(is_deferrable=is_deferrable)
+            throttle = self._throttle  # released on the limiter it was taken from
+            if throttle is not None:
+                throttle.acquire(is_deferrable=is_deferrable)
             try:
                 self._gate.acquire(is_deferrable=is_deferrable)
                 try:
@@ -164,8 +167,8 @@ class PiAPI(BaseClient):
             except httpx.RequestError as exc:
                 cause = exc
             finally:
-                if self._throttle is not None:
-                    self._throttle.release()
+                if throttle is not None:
+                    throttle.release()
             try:
                 if cause is not None:
                     raise _wire.transport_error(cause, spec, intent_id=intent_id) from cause
@@ -177,18 +180,16 @@ class PiAPI(BaseClient):
             time.sleep(delay)
             retry_number += 1
 
-    def _reserve_slot(self) -> None:
+    def _reserve_slot(self, slots: TaskSlots) -> None:
         """Block until fewer than `max_concurrent_tasks` of our tasks run, polling them."""
-        if self._slots is None:
-            return
         pauses = self.wait_policy.intervals()
-        while not self._slots.reserve(next(pauses)):
-            for task_id in self._slots.running():  # oldest first: likeliest to be done
+        while not slots.reserve(next(pauses)):
+            for task_id in slots.running():  # oldest first: likeliest to be done
                 try:
                     if self.get(task_id).is_terminal:
                         break
                 except TaskNotFoundError:
-                    self._slots.finish(task_id)  # gone from PiAPI: not running any more
+                    slots.finish(task_id)  # gone from PiAPI: not running any more
                     break
                 except PiAPIError as error:
                     if not self._tolerable(error):
@@ -220,7 +221,9 @@ class PiAPI(BaseClient):
         that anything not journalled was never sent. If it raises, nothing is sent.
         """
         plan = _wire.plan_submit(request, config=config, webhook=webhook, intent_id=intent_id)
-        self._reserve_slot()
+        slots = self._slots  # bound on the limiter the slot was reserved on
+        if slots is not None:
+            self._reserve_slot(slots)
         task_id: str | None = None
         try:
             data = self._send(
@@ -233,8 +236,8 @@ class PiAPI(BaseClient):
             task = _wire.parse_task(data, plan.spec, intent_id=plan.intent_id)
             task_id = task.task_id
         finally:
-            if self._slots is not None:
-                self._slots.bind(task_id)
+            if slots is not None:
+                slots.bind(task_id)
         return self._observe(task)
 
     def get(
@@ -530,8 +533,9 @@ class AsyncPiAPI(BaseClient):
         retry_number = 0
         while True:
             cause: httpx.RequestError | None = None
-            if self._throttle is not None:
-                await self._throttle.acquire(is_deferrable=is_deferrable)
+            throttle = self._throttle  # released on the limiter it was taken from
+            if throttle is not None:
+                await throttle.acquire(is_deferrable=is_deferrable)
             try:
                 await self._gate.acquire(is_deferrable=is_deferrable)
                 try:
@@ -549,8 +553,8 @@ class AsyncPiAPI(BaseClient):
             except httpx.RequestError as exc:
                 cause = exc
             finally:
-                if self._throttle is not None:
-                    await self._throttle.release()
+                if throttle is not None:
+                    await throttle.release()
             try:
                 if cause is not None:
                     raise _wire.transport_error(cause, spec, intent_id=intent_id) from cause
@@ -568,24 +572,22 @@ class AsyncPiAPI(BaseClient):
             self.poller.observe(task)
         return task
 
-    async def _reserve_slot(self) -> None:
+    async def _reserve_slot(self, slots: AsyncTaskLimiter) -> None:
         """Wait until fewer than `max_concurrent_tasks` of our tasks run, polling them (or,
         with a `StatusPoller`, letting it look after them: one schedule, no double looks)."""
-        if self._slots is None:
-            return
         if self.poller is not None:
-            while not await self._slots.reserve(self.wait_policy.initial_interval_seconds):
-                for task_id in self._slots.running():
+            while not await slots.reserve(self.wait_policy.initial_interval_seconds):
+                for task_id in slots.running():
                     self.poller.track(task_id)
             return
         pauses = self.wait_policy.intervals()
-        while not await self._slots.reserve(next(pauses)):
-            for task_id in self._slots.running():  # oldest first: likeliest to be done
+        while not await slots.reserve(next(pauses)):
+            for task_id in slots.running():  # oldest first: likeliest to be done
                 try:
                     if (await self.get(task_id)).is_terminal:
                         break
                 except TaskNotFoundError:
-                    self._slots.finish(task_id)  # gone from PiAPI: not running any more
+                    slots.finish(task_id)  # gone from PiAPI: not running any more
                     break
                 except PiAPIError as error:
                     if not self._tolerable(error):
@@ -606,7 +608,9 @@ class AsyncPiAPI(BaseClient):
     ) -> Task:
         """Create a paid task and return it; see `PiAPI.submit`."""
         plan = _wire.plan_submit(request, config=config, webhook=webhook, intent_id=intent_id)
-        await self._reserve_slot()
+        slots = self._slots  # bound on the limiter the slot was reserved on
+        if slots is not None:
+            await self._reserve_slot(slots)
         task_id: str | None = None
         try:
             data = await self._send(
@@ -619,8 +623,8 @@ class AsyncPiAPI(BaseClient):
             task = _wire.parse_task(data, plan.spec, intent_id=plan.intent_id)
             task_id = task.task_id
         finally:
-            if self._slots is not None:
-                self._slots.bind(task_id)
+            if slots is not None:
+                slots.bind(task_id)
         return self._observe(task)
 
     async def get(

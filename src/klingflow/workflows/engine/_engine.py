@@ -151,6 +151,10 @@ class Engine(RunStarter):
         else:
             self._slot = ExecutorSlot.claim(self.settings.home, slot_prefix(self.database_url))
             self.executor_id = self._slot.executor_id
+        if not is_sqlite(self.database_url) and self._own_client:
+            # Before DBOS launches: a run it starts at once must take and give back its
+            # request and task slots on the same limiter.
+            self._share_limits(engine)
         self._adopt_tasks_in_flight()
         for handler in logging.getLogger("dbos").handlers:
             # DBOS keeps the handler it made the first time; follow today's stderr instead.
@@ -185,8 +189,6 @@ class Engine(RunStarter):
                 await DBOS.register_queue_async(name, **options)
             self._recover_abandoned_slots()
             await self._enqueue_orphans()
-            if not is_sqlite(self.database_url) and self._own_client:
-                self._share_limits(engine)
             self.heartbeat = Heartbeat(
                 WorkerRegistry(engine),
                 self.executor_id,
