@@ -179,3 +179,30 @@ def test_the_loop_output_holds_what_the_run_log_recorded(harness: Harness) -> No
     run = harness.run(TOKENS)
     assert run.status == RunStatus.COMPLETED, run.message
     assert run.outputs == {"users": ["u1", "u2"], "seen": ["***", "***"]}
+
+
+def test_a_paused_loop_resumed_by_an_engine_with_another_chunk_size(harness: Harness) -> None:
+    """The chunks a loop was split into are part of its durable record: an engine splitting
+    loops differently (another `chunk_size`, a later release) resumes the paused run with
+    the recorded chunks, and the loop's output is whole."""
+    rows: list[dict[str, Any]] = [{"n": n, "skip": False} for n in range(5)]
+    del rows[2]["n"]
+
+    async def start(engine: Engine) -> RunRecord:
+        started = await engine.start_run(load_workflow_text(SKIPPABLE), {"rows": rows})
+        [record] = await engine.wait([started.run_id], timeout_seconds=60)
+        return record
+
+    paused = harness.session(start, chunk_size=2)
+    assert paused.status == RunStatus.PAUSED
+
+    async def skip(engine: Engine) -> RunRecord:
+        await engine.command(paused.run_id, Command(action=Action.SKIP))
+        [record] = await engine.wait([paused.run_id], timeout_seconds=60)
+        return record
+
+    skipped = harness.session(skip, chunk_size=3)
+    assert skipped.status == RunStatus.COMPLETED, skipped.message
+    partial: list[Any] = expected([{"n": n, "skip": False} for n in range(5)])
+    partial[2] = None
+    assert skipped.outputs["items"] == partial

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["CHUNK_SIZE", "fan_out", "run_chunk"]
 
 CHUNK_SIZE = 50
-"""Loop items per child workflow."""
+"""Loop items per child workflow (a loop keeps the size it started with: `_plan`)."""
 
 
 class InlineDurable:
@@ -95,19 +95,14 @@ async def fan_out(
     """Fan the items out over the PiAPI queue in chunks; the output, in item order, is read
     back from the run log once every chunk has ended (`loop_output`): the process holds no
     item's output while the loop runs, however many items it has."""
-    durable = WorkflowDurable()
-
-    async def new_generation() -> str:
-        return uuid.uuid4().hex[:8]
-
-    generation: str = await durable.step("loop.generation", new_generation)
+    generation, chunk_size = await _plan(engine)
     items = params.items
     outer = {node_id: value["output"] for node_id, value in context["nodes"].items()}
     queue = await DBOS.retrieve_queue_async(PIAPI_QUEUE)
     assert queue is not None
     handles = []
-    for start in range(0, len(items), engine.chunk_size):
-        indices = list(range(start, min(start + engine.chunk_size, len(items))))
+    for start in range(0, len(items), chunk_size):
+        indices = list(range(start, min(start + chunk_size, len(items))))
         with SetWorkflowID(f"{run.run_id}.{loop.id}.{generation}.{start}"):
             handles.append(
                 await queue.enqueue_async(
@@ -137,6 +132,19 @@ async def fan_out(
             partial_output=ordered,
         )  # fmt: skip
     return ordered
+
+
+async def _plan(engine: Engine) -> tuple[str, int]:
+    """The loop's generation (its chunks' workflow ids) and chunk size, recorded as one step:
+    a replay enqueues the same chunks even when this engine splits loops differently. A
+    generation recorded alone comes from a release whose chunks were always `CHUNK_SIZE`."""
+
+    async def new_plan() -> str:
+        return f"{uuid.uuid4().hex[:8]}/{engine.chunk_size}"
+
+    plan: str = await WorkflowDurable().step("loop.generation", new_plan)
+    generation, _, size = plan.partition("/")
+    return generation, int(size) if size else CHUNK_SIZE
 
 
 @dataclass(eq=False)
