@@ -177,6 +177,30 @@ class Leases:
         await asyncio.gather(*self._background, return_exceptions=True)
 
 
+async def _take_once(
+    leases_: Leases, kind: str, limit: int, window: float
+) -> tuple[int, str] | None:
+    """One attempt to take a slot. A caller cancelled meanwhile (a stopping engine) gets
+    nothing, so the slot its thread may still take is given back when the thread ends:
+    else the heartbeat would renew it for as long as the process lives."""
+    taking = asyncio.ensure_future(
+        asyncio.to_thread(leases_.take, kind, limit, window_seconds=window)
+    )
+    try:
+        return await asyncio.shield(taking)
+    except asyncio.CancelledError:
+
+        def give_back(done: asyncio.Future[tuple[int, str] | None]) -> None:
+            if not done.cancelled() and done.exception() is None and (taken := done.result()):
+                slot, lease_id = taken
+                leases_.in_background(
+                    lambda: leases_.give_back(kind, slot, lease_id, answered=False)
+                )
+
+        taking.add_done_callback(give_back)
+        raise
+
+
 async def _take(
     leases_: Leases, kind: str, limit: int, window: float, timeout: float | None
 ) -> tuple[int, str] | None:
@@ -185,7 +209,7 @@ async def _take(
     deadline = None if timeout is None else loop.time() + timeout
     attempt = 0
     while True:
-        taken = await asyncio.to_thread(leases_.take, kind, limit, window_seconds=window)
+        taken = await _take_once(leases_, kind, limit, window)
         if taken is not None:
             return taken
         pause = RETRY_PAUSES_SECONDS[min(attempt, len(RETRY_PAUSES_SECONDS) - 1)]

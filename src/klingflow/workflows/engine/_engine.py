@@ -210,11 +210,11 @@ class Engine(RunStarter):
             self.is_closing = True
             if self.heartbeat is not None:
                 await self.heartbeat.stop()
-            if self.leases is not None:
+            await self._stop_workflows()
+            if self.leases is not None:  # after the workflows: none takes a slot any more
                 await self.leases.drain()
                 with contextlib.suppress(Exception):  # else they run out by themselves
                     await asyncio.to_thread(self.leases.release_all)
-            await self._stop_workflows()
             DBOS.destroy()
             bind(None)
             if self.poller is not None:
