@@ -84,8 +84,11 @@ def prompts(count: int, tag: str) -> list[str]:
     return [f"bench {tag} video {number}" for number in range(count)]
 
 
-def workflow(*, concurrency: int, download: bool) -> Workflow:
-    """One loop over `inputs.prompts`, one `kling.video` per item: the batch users write."""
+def workflow(
+    *, concurrency: int, download: bool, outputs: dict[str, str] | None = None
+) -> Workflow:
+    """One loop over `inputs.prompts`, one `kling.video` per item: the batch users write;
+    its `outputs` are every item's output unless given."""
     spec = {
         "name": "bench-engine",
         "inputs": {"prompts": {"type": "array", "required": True}},
@@ -103,7 +106,7 @@ def workflow(*, concurrency: int, download: bool) -> Workflow:
                 ],
             }
         ],
-        "outputs": {"videos": "{{ nodes.each.output }}"},
+        "outputs": outputs or {"videos": "{{ nodes.each.output }}"},
     }
     return load_workflow_text(yaml.safe_dump(spec, sort_keys=False))
 

@@ -10,7 +10,9 @@ stays in it:
 - **inflight**: an emulator whose renders never end in time; one loop of N items with N
   allowed at once; once the emulator has N tasks, the child's RSS.
 - **batch**: N videos on a zero-latency emulator, no downloads, SQLite; RSS and the DB's size
-  sampled as videos complete (bytes per video should stay flat, RSS should not grow with N),
+  sampled as videos complete (bytes per video should stay flat, RSS should not grow with N,
+  during the loop or at its end: `rss_loop_end_max_mb`, `peak_rss_mb`; the run's `outputs:`
+  count the videos, or name every item's output with KLINGFLOW_BENCH_BATCH_OUTPUTS=all),
   then `klingflow runs show RUN --json` (a CLI process) and `GET /api/runs/{id}` (the
   service's app in process) timed on that run, wall and CPU (the wall time of a process
   waits for a busy machine; its CPU time does not).
@@ -43,6 +45,12 @@ from klingflow.settings import Settings
 from klingflow.workflows.engine import Engine
 
 CHUNK_SIZE = 50
+OUTPUTS_ENV = "KLINGFLOW_BENCH_BATCH_OUTPUTS"
+BATCH_OUTPUTS = {
+    "count": {"videos": "{{ nodes.each.output | length }}"},
+    "all": {"videos": "{{ nodes.each.output }}"},
+}
+"""The batch's `outputs:`: a count (default), or every item's output, which the run then holds."""
 LOOP_LIMIT = 100
 """A loop's `concurrency` is at most 100 (per run and process)."""
 
@@ -129,7 +137,13 @@ async def large_batch(count: int, folder: Path) -> dict[str, Any]:
                 settings, client=client, wait_policy=eng.WAIT_POLICY, chunk_size=CHUNK_SIZE
             ) as engine,
         ):
-            spec = eng.workflow(concurrency=100, download=False)
+            # Outputs that count the videos: holding every item's output is the user's choice
+            # (`"{{ nodes.each.output }}"`, `--batch-outputs all`), measured apart.
+            spec = eng.workflow(
+                concurrency=100,
+                download=False,
+                outputs=BATCH_OUTPUTS[os.environ.get(OUTPUTS_ENV, "count")],
+            )
             base_creates = _creates(emulator)
             base_bytes = _sqlite_bytes(db)
             stop = threading.Event()
@@ -153,6 +167,8 @@ async def large_batch(count: int, folder: Path) -> dict[str, Any]:
             wall = time.monotonic() - started
             stop.set()
             sampler.join()
+            peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+            end_mb = rss_mb()
             await asyncio.sleep(eng.SETTLE_SECONDS)
         db_bytes = eng.db_size(f"sqlite:///{db}") - base_bytes
         env = {**os.environ, "KLINGFLOW_HOME": str(home)}
@@ -181,9 +197,18 @@ async def large_batch(count: int, folder: Path) -> dict[str, Any]:
             answer = http.get(f"/api/runs/{run.run_id}")
             api = time.perf_counter() - began
             api_cpu = time.process_time() - cpu_began
+        during = [s["rss_mb"] for s in samples if count / 4 <= s["videos"] < count * 0.95]
         return {
             "videos": count,
             "status": str(record.status),
+            "outputs": os.environ.get(OUTPUTS_ENV, "count"),
+            "rss_during_max_mb": max(during, default=None),
+            "rss_loop_end_max_mb": max(
+                (s["rss_mb"] for s in samples if s["videos"] >= count), default=None
+            ),
+            "rss_after_run_mb": round(end_mb, 1),
+            "peak_rss_mb": round(peak_mb, 1),
+            "load_average": os.getloadavg(),
             "wall_seconds": round(wall, 1),
             "db_bytes_per_video": round(db_bytes / count),
             "samples": samples,

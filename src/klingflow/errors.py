@@ -47,6 +47,7 @@ on `retryable` alone: see `SubmitUncertainError`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -365,6 +366,8 @@ class LoopItemsFailedError(WorkflowError):
 
     `failed` is keyed by the 0-based item index (as in node paths, `each[2].video`); the
     message counts items from 1, as `loop.number` and the downloaded file names do.
+    `partial_output` is the loop's output (None for each failed item), read from the run
+    log as it is used.
     """
 
     def __init__(
@@ -373,7 +376,7 @@ class LoopItemsFailedError(WorkflowError):
         *,
         failed: dict[int, dict[str, Any]],
         total: int,
-        partial_output: list[Any],
+        partial_output: Sequence[Any],
     ) -> None:
         first = failed[min(failed)]
         super().__init__(

@@ -1,6 +1,7 @@
-"""A loop's output as later nodes and the run's `outputs:` see it, read back from the run log
-once the loop's chunks have ended: in item order, across chunks, after a failure and skip,
-and after an engine stopped mid-loop."""
+"""A loop's output as later nodes and the run's `outputs:` see it, read from the run log
+when a template uses it: in item order, across chunks, after a failure and skip, and after
+an engine stopped mid-loop. The loop node records a reference to its items, not their
+outputs (test_loop_output_lazy.py: a many-item output, templates over it, older runs)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any
 from klingflow.emulator import EmulatorServer
 from klingflow.workflows import load_workflow_text
 from klingflow.workflows.engine import Engine
+from klingflow.workflows.loop_output import is_reference
 from klingflow.workflows.records import NodeStatus, RunRecord, RunStatus
+from klingflow.workflows.run_detail import run_detail
 from klingflow.workflows.steering import Action, Command
 
 from .harness import Harness
@@ -67,7 +70,13 @@ def test_later_nodes_see_every_item_s_output_in_order_across_chunks(harness: Har
     assert run.outputs["seconds"] == [item["second"] for item in expected(rows)]
     assert run.outputs["report"] == {"count": 7, "all": expected(rows)}
     runlog = harness.runlog()
-    assert runlog.finished_nodes(run.run_id, run.epoch)["each"].output == expected(rows)
+    stored = runlog.finished_nodes(run.run_id, run.epoch)["each"].output
+    assert stored == {
+        "$loop_output": {"loop": "each", "length": 7, "failed": 0, "body": ["first", "second"]}
+    }  # a reference to the items' nodes, not their outputs
+    detail = run_detail(runlog, run.run_id)
+    assert detail is not None
+    assert detail.nodes[0].output == expected(rows)  # as people see it: the list
 
 
 SKIPPABLE = SETS.replace(
@@ -99,8 +108,15 @@ def test_a_failed_item_is_none_in_the_partial_output_and_skip_keeps_the_rest(
     assert loop.error is not None
     partial: list[Any] = expected([{"n": n, "skip": False} for n in range(5)])
     partial[2] = None
-    assert loop.error["partial_output"] == partial
+    assert is_reference(loop.error["partial_output"])  # the items stay in their nodes
     assert list(loop.error["failed_items"]) == ["2"]
+    detail = run_detail(runlog, paused.run_id)
+    assert detail is not None
+    assert detail.nodes[0].error is not None
+    assert detail.nodes[0].error["partial_output"] == partial
+    [attempt] = [a for a in detail.attempts if a.node_path == "each"]
+    assert attempt.error is not None
+    assert attempt.error["partial_output"] == partial
 
     async def skip(engine: Engine) -> RunRecord:
         await engine.command(paused.run_id, Command(action=Action.SKIP))

@@ -66,9 +66,11 @@ from klingflow.workflows.loop_items import (
     item_counts,
     top_level,
 )
+from klingflow.workflows.loop_output import shown_top_level
 from klingflow.workflows.nodes.loop import LoopNode
 from klingflow.workflows.records import NodeRun, RunRecord, RunStatus
 from klingflow.workflows.registry import PublishedWorkflow, WorkflowRegistry
+from klingflow.workflows.run_detail import MAX_VALUE_BYTES
 from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.spec import Workflow
 from klingflow.workflows.steering import Action, Command
@@ -310,6 +312,8 @@ def _run_context(engine: Engine, run_id: str) -> dict[str, Any]:
     if run.status is RunStatus.PAUSED and run.paused_node:
         resubmits = failed_task_intents(runlog, run_id, run.epoch, run.paused_node)
     nodes, attempts = top_level(runlog, run_id, run.epoch)  # items: counted, not loaded
+    # A loop's output (a reference to its items) as its list while small, else None.
+    nodes, attempts = shown_top_level(runlog, nodes, attempts, max_bytes=MAX_VALUE_BYTES)
     counts = _loops(runlog, run, nodes)
     view = run_view(
         run,

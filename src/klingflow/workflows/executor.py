@@ -31,6 +31,8 @@ from klingflow.errors import (
     SubmitUncertainError,
     TaskFailedError,
 )
+from klingflow.workflows.loop_items import finished_top_level
+from klingflow.workflows.loop_output import live_output, stored_output
 from klingflow.workflows.nodes import NodeSpec
 from klingflow.workflows.nodes.base import Node
 from klingflow.workflows.nodes.loop import LoopNode, LoopParams
@@ -80,7 +82,7 @@ def error_record(error: BaseException) -> dict[str, Any]:
         info["task_id"] = error.task_id
     if isinstance(error, LoopItemsFailedError):
         info["failed_items"] = {str(k): v for k, v in error.failed.items()}
-        info["partial_output"] = error.partial_output
+        info["partial_output"] = stored_output(error.partial_output)  # a loop's: a reference
     return info
 
 
@@ -204,7 +206,7 @@ async def run_node(
         succeeded = partial(
             runlog.node_finished_soon,
             status=NodeStatus.SUCCEEDED,
-            output=output,
+            output=stored_output(output),  # a loop's: a reference to its items, not them
             task_id=summary.get("task_id"),
             cost_usd=None if cost is None else Decimal(cost),
             attempt=(attempt, began),
@@ -219,8 +221,7 @@ async def execute_run(state: RunState, *, loop_runner: LoopRunner) -> dict[str, 
     runlog = state.services.runlog
 
     async def finished() -> dict[str, Any]:
-        done = runlog.finished_nodes(state.run.run_id, state.epoch)
-        return {path: n.output for path, n in done.items() if "[" not in path}
+        return finished_top_level(runlog, state.run.run_id, state.epoch)
 
     reused: dict[str, Any] = await state.durable.step("runlog.finished", finished)
     for node in state.workflow.nodes:
@@ -228,7 +229,10 @@ async def execute_run(state: RunState, *, loop_runner: LoopRunner) -> dict[str, 
             trigger=state.run.trigger, inputs=state.run.inputs, outputs=state.outputs
         )
         if node.id in reused:
-            state.outputs[node.id] = reused[node.id]
+            value = reused[node.id]
+            if isinstance(node, LoopNode):  # its items, read when a template uses them
+                value = live_output(runlog, state.run.run_id, state.epoch, value)
+            state.outputs[node.id] = value
             continue
         if not await _should_run(state, node, context, node.id, None):
             state.outputs[node.id] = None
@@ -294,8 +298,8 @@ async def execute_items(
     spares the rest (an unexpected error, which crashes the run, ends them all).
 
     Returns `{"failed": {index: error}}`: each item's outputs are in the run log, where the
-    loop's output is read back from once every chunk has ended (`loop_items.loop_output`),
-    so a chunk's answer, which DBOS stores twice, stays small. Body nodes finished by an
+    loop's output reads them when a template uses it (`loop_output.LoopOutput`), so a
+    chunk's answer, which DBOS stores twice, stays small. Body nodes finished by an
     earlier attempt (this epoch) are reused from the run log, not re-run.
     """
     runlog = state.services.runlog

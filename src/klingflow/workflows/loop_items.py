@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from klingflow.errors import KlingflowError
 from klingflow.piapi.models import points_to_usd
+from klingflow.workflows.json_size import json_bytes
 from klingflow.workflows.nodes.loop import LoopNode
 from klingflow.workflows.records import Attempt, NodeRun, NodeStatus
 from klingflow.workflows.runlog import RunLog
@@ -34,11 +35,13 @@ __all__ = [
     "ItemPage",
     "LoopItem",
     "finished_item_nodes",
+    "finished_top_level",
     "item_attempts",
     "item_counts",
     "item_label",
+    "item_outputs",
     "item_page",
-    "loop_output",
+    "output_bytes",
     "skip_items",
     "top_level",
 ]
@@ -355,49 +358,56 @@ def finished_item_nodes(runlog: RunLog, run_id: str, epoch: int, *, limit: int) 
     )
 
 
-OUTPUT_ROWS_PER_FETCH = 1000
-"""Rows fetched at a time while the loop's output is read back (`loop_output`)."""
-
-
-def loop_output(
-    runlog: RunLog, run_id: str, epoch: int, loop: LoopNode, *, length: int
-) -> list[Any]:
-    """The loop's output, read back from its items' body nodes once its chunks have ended:
-    in item order, `{body node id: output}` (None for a node skipped) for an item whose body
-    nodes all succeeded or were skipped, else None (a failed item).
-
-    The chunks record each item's nodes anyway; collecting their outputs as they came back
-    grew a 100,000-item loop's process by every item's output while the loop ran."""
-    body = tuple(node.id for node in loop.nodes)
+def item_outputs(
+    runlog: RunLog, run_id: str, epoch: int, loop_id: str, body: Sequence[str], start: int,
+    end: int,
+) -> list[dict[str, Any] | None]:  # fmt: skip
+    """Items `start` to `end` (excluded) of a loop's output, read from their body nodes: in
+    item order, `{body node id: output}` (None for a node skipped) for an item whose body
+    nodes all succeeded or were skipped, else None (failed, or not finished). One query on
+    the item index, so a page costs its own rows whatever the loop's size."""
     done = (NodeStatus.SUCCEEDED.value, NodeStatus.SKIPPED.value)
-    query = (
-        sa.select(node_runs.c.item_index, node_runs.c.node_id, node_runs.c.output)
-        .where(
-            _item_filter(run_id, epoch, loop.id),
-            node_runs.c.status.in_(done),
-            node_runs.c.item_index < length,
-        )
-        .execution_options(yield_per=OUTPUT_ROWS_PER_FETCH)
+    query = sa.select(node_runs.c.item_index, node_runs.c.node_id, node_runs.c.output).where(
+        _item_filter(run_id, epoch, loop_id),
+        node_runs.c.status.in_(done),
+        node_runs.c.item_index >= start,
+        node_runs.c.item_index < end,
     )
-
-    def read(connection: sa.Connection) -> list[dict[str, Any] | None]:
-        found: list[dict[str, Any] | None] = [None] * length
-        for index, node_id, output in connection.execute(query):
-            entry = found[index]
-            if entry is None:
-                entry = found[index] = {}
-            entry[node_id] = output
-        return found
-
-    found = runlog.read(read)
-    for index, entry in enumerate(found):  # in place: a second list would double the peak
+    found: list[dict[str, Any] | None] = [None] * max(0, end - start)
+    for index, node_id, output in runlog.read(lambda c: list(c.execute(query))):
+        entry = found[index - start]
+        if entry is None:
+            entry = found[index - start] = {}
+        entry[node_id] = output
+    for position, entry in enumerate(found):
         if entry is None:
             continue
         if len(entry) < len(body):
-            found[index] = None  # a body node failed or never ran
-        elif tuple(entry) != body:
-            found[index] = {node_id: entry[node_id] for node_id in body}  # in body order
+            found[position] = None  # a body node failed or never ran
+        elif tuple(entry) != tuple(body):
+            found[position] = {node_id: entry[node_id] for node_id in body}  # in body order
     return found
+
+
+def output_bytes(runlog: RunLog, run_id: str, epoch: int, loop_id: str, *, length: int) -> int:
+    """About how many bytes of JSON a loop's whole output is, measured in the database
+    without reading it (`json_bytes`): its items' recorded outputs, and their keys."""
+    rows = sa.select(
+        sa.func.count(),
+        sa.func.sum(json_bytes(node_runs.c.output) + sa.func.length(node_runs.c.node_id)),
+    ).where(_item_filter(run_id, epoch, loop_id), node_runs.c.item_index < length)
+    count, total = runlog.read(lambda c: c.execute(rows).one())
+    return int(total or 0) + 6 * int(count or 0) + 6 * length
+
+
+def finished_top_level(runlog: RunLog, run_id: str, epoch: int) -> dict[str, Any]:
+    """The outputs of the run's succeeded or skipped nodes outside any loop item, by path:
+    what a new pass over the run reuses (without reading a loop's 100,000 item nodes)."""
+    done = (NodeStatus.SUCCEEDED.value, NodeStatus.SKIPPED.value)
+    query = sa.select(node_runs.c.node_path, node_runs.c.output).where(
+        _in_epoch(run_id, epoch, node_runs.c.item_index.is_(None), node_runs.c.status.in_(done))
+    )
+    return runlog.read(lambda c: {path: output for path, output in c.execute(query)})
 
 
 def top_level(runlog: RunLog, run_id: str, epoch: int) -> tuple[list[NodeRun], list[Attempt]]:

@@ -13,7 +13,9 @@ A JSON value over `MAX_VALUE_BYTES` (a run's trigger, inputs or outputs, a node'
 output or error: in a batch, the list of every row or every video) is left out, `null`, and
 named in `elided` (an error keeps its type, code and message); the database measures it
 without sending it. A loop's items are then read from its stored list one page at a time,
-and its outputs are its items' nodes, page by page.
+and its outputs are its items' nodes, page by page. A loop node records a reference to its
+items' outputs (`loop_output.py`): the detail shows the list it stands for, read from the
+items' nodes, while that list is under the limit, as it showed a list stored whole.
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ from typing import Any, Literal, TypeVar, overload
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.functions import FunctionElement
 
 from klingflow.formats import MomentJSON, UsdJSON
+from klingflow.workflows.json_size import json_bytes
 from klingflow.workflows.loop_items import item_page
+from klingflow.workflows.loop_output import shown_error, shown_node
 from klingflow.workflows.nodes.loop import LoopNode
 from klingflow.workflows.records import (
     Attempt,
@@ -209,24 +211,6 @@ class RunDetailPublic(BaseModel):
     pages of items."""
 
 
-class _JSONBytes(FunctionElement[int]):
-    """The bytes of a stored JSON value, counted in the database: SQLite counts a blob's
-    bytes without decoding text into characters (half the time on 40 MB), Postgres its text."""
-
-    type = sa.Integer()
-    inherit_cache = True
-
-
-@compiles(_JSONBytes)
-def _json_bytes(element: _JSONBytes, compiler: Any, **kw: Any) -> str:
-    return f"octet_length(CAST({compiler.process(element.clauses, **kw)} AS TEXT))"
-
-
-@compiles(_JSONBytes, "sqlite")
-def _json_bytes_sqlite(element: _JSONBytes, compiler: Any, **kw: Any) -> str:
-    return f"length(CAST({compiler.process(element.clauses, **kw)} AS BLOB))"
-
-
 def _capped(table: sa.Table, big: tuple[str, ...]) -> list[sa.ColumnElement[Any]]:
     """`table`'s columns, the `big` JSON ones null when over `MAX_VALUE_BYTES`, each with a
     `<name>_elided` flag: the database measures the value and sends it only when small."""
@@ -235,7 +219,7 @@ def _capped(table: sa.Table, big: tuple[str, ...]) -> list[sa.ColumnElement[Any]
         if column.name not in big:
             columns.append(column)
             continue
-        over = _JSONBytes(column) > MAX_VALUE_BYTES
+        over = json_bytes(column) > MAX_VALUE_BYTES
         columns.append(
             sa.type_coerce(sa.case((over, sa.null()), else_=column), sa.JSON).label(column.name)
         )
@@ -372,13 +356,36 @@ def _top_level(runlog: RunLog, run_id: str, epoch: int) -> list[tuple[NodeRun, l
         )
         .order_by(node_runs.c.id)
     )
-    return [
-        (
-            _with_short_error(NodeRun.from_row(row), row),
-            _elided(row, _NODE_VALUES, f"nodes[{row.node_path}]"),
+    found = []
+    for row in runlog.read(partial(_all_rows, query)):
+        prefix = f"nodes[{row.node_path}]"
+        node, left_out = shown_node(
+            runlog, _with_short_error(NodeRun.from_row(row), row), max_bytes=MAX_VALUE_BYTES
         )
-        for row in runlog.read(partial(_all_rows, query))
-    ]
+        if "error" in left_out:
+            node = replace(node, error=_short(node.error))
+        found.append((node, [*_elided(row, _NODE_VALUES, prefix), *_named(left_out, prefix)]))
+    return found
+
+
+def _named(names: list[str], prefix: str) -> list[str]:
+    return [f"{prefix}.{name}" for name in names]
+
+
+def _short(error: dict[str, Any] | None) -> dict[str, Any]:
+    """What is kept of an error too big to show whole: its type, code and message."""
+    return {key: value for key in _ERROR_KEYS if (value := (error or {}).get(key)) is not None}
+
+
+def _attempt(runlog: RunLog, run_id: str, row: Any, loops: set[str]) -> Attempt:
+    """An attempt as people see it: a loop's partial output as its list while small."""
+    attempt = _with_short_error(Attempt.from_row(row), row)
+    if attempt.node_path not in loops:
+        return attempt
+    error, left_out = shown_error(
+        runlog, run_id, row.epoch, attempt.error, max_bytes=MAX_VALUE_BYTES
+    )
+    return replace(attempt, error=_short(error) if left_out else error)
 
 
 def _all_rows(query: sa.Select[Any], connection: sa.Connection) -> list[Any]:
@@ -449,11 +456,12 @@ def run_detail(
             loops.append(loop)
             item_nodes += nodes
     shown = [*top, *item_nodes]
+    loops_shown = {node.node_path for node in top if node.node_type == "loop"}
     return RunDetailPublic(
         run=RunPublic.of(run),
         nodes=[NodePublic.of(node) for node in shown],
         attempts=[
-            AttemptPublic.of(_with_short_error(Attempt.from_row(row), row))
+            AttemptPublic.of(_attempt(runlog, run_id, row, loops_shown))
             for row in _of_nodes(runlog, run_id, attempt_log, shown)
         ],
         submissions=[

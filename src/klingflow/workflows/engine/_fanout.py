@@ -22,7 +22,7 @@ from klingflow.piapi import AsyncWebhookEvents
 from klingflow.redaction import redact_values
 from klingflow.workflows.engine._durable import PIAPI_QUEUE, WorkflowDurable, current, durable_step
 from klingflow.workflows.executor import RunState, execute_items
-from klingflow.workflows.loop_items import loop_output
+from klingflow.workflows.loop_output import LoopOutput, live_output, stored_output
 from klingflow.workflows.nodes.loop import LoopNode, LoopParams
 from klingflow.workflows.records import RunRecord
 from klingflow.workflows.secret_inputs import open_run
@@ -91,13 +91,14 @@ async def fan_out(
     loop: LoopNode,
     params: LoopParams,
     context: dict[str, Any],
-) -> list[Any]:
-    """Fan the items out over the PiAPI queue in chunks; the output, in item order, is read
-    back from the run log once every chunk has ended (`loop_output`): the process holds no
-    item's output while the loop runs, however many items it has."""
+) -> LoopOutput:
+    """Fan the items out over the PiAPI queue in chunks; the output is the items' body nodes
+    in the run log, read when a later template uses it (`LoopOutput`): the process holds no
+    item's output while the loop runs or when it ends, however many items it has."""
     generation, chunk_size = await _plan(engine)
     items = params.items
-    outer = {node_id: value["output"] for node_id, value in context["nodes"].items()}
+    # Earlier loops' outputs go to the chunks as their references (`run_chunk` reads them).
+    outer = {node_id: stored_output(value["output"]) for node_id, value in context["nodes"].items()}
     queue = await DBOS.retrieve_queue_async(PIAPI_QUEUE)
     assert queue is not None
     handles = []
@@ -122,16 +123,18 @@ async def fan_out(
     for handle in handles:  # a chunk answers with its failed items only (`run_chunk`)
         result = await handle.get_result(polling_interval_sec=0.1)
         failed.update(result["failed"])
+    del handles
     engine._semaphores.pop((run.run_id, epoch, loop.id), None)
-    ordered = await asyncio.to_thread(
-        loop_output, engine.runlog, run.run_id, epoch, loop, length=len(items)
-    )
+    output = LoopOutput(
+        engine.runlog, run.run_id, epoch, loop.id, body=[node.id for node in loop.nodes],
+        length=len(items), failed=len(failed),
+    )  # fmt: skip
     if failed:
         raise LoopItemsFailedError(
             loop.id, failed={int(k): v for k, v in failed.items()}, total=len(items),
-            partial_output=ordered,
+            partial_output=output,
         )  # fmt: skip
-    return ordered
+    return output
 
 
 async def _plan(engine: Engine) -> tuple[str, int]:
@@ -195,6 +198,12 @@ async def run_chunk(
     key = (run_id, epoch, loop_id)
     semaphore = engine._semaphores.setdefault(key, asyncio.Semaphore(concurrency))
     state = RunState(run, epoch, workflow, engine.services(), InlineDurable(engine.events))
+    outer = {  # an earlier loop's output, by reference: read when a template uses it
+        node_id: live_output(engine.runlog, run_id, epoch, value)
+        if isinstance(workflow.node(node_id), LoopNode)
+        else value
+        for node_id, value in outer.items()
+    }
 
     async def run_items() -> dict[str, Any]:
         return await execute_items(state, loop, items, length, outer, semaphore)

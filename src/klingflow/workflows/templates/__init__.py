@@ -16,6 +16,7 @@ from klingflow.workflows.templates.context import (
     LOOP_ATTRIBUTES,
     LOOP_NAMES,
     NODE_ATTRIBUTES,
+    LazyList,
     template_context,
 )
 from klingflow.workflows.templates.rendering import is_single_expression, render
@@ -28,6 +29,7 @@ __all__ = [
     "LOOP_NAMES",
     "NODE_ATTRIBUTES",
     "TEMPLATE_GLOBALS",
+    "LazyList",
     "TemplateUsage",
     "is_single_expression",
     "is_template",

@@ -8,7 +8,7 @@ accepts is a name a render defines.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "LOOP_ATTRIBUTES",
     "LOOP_NAMES",
     "NODE_ATTRIBUTES",
+    "LazyList",
     "template_context",
 ]
 
@@ -27,6 +28,11 @@ LOOP_ATTRIBUTES: Final = frozenset({"index", "number", "length"})
 """`loop.index` is 0-based, `loop.number` 1-based, `loop.length` the item count."""
 NODE_ATTRIBUTES: Final = frozenset({"output"})
 """What `nodes.<id>` exposes to templates."""
+
+
+class LazyList(Sequence[Any]):
+    """A list read on demand (a loop's output, `workflows/loop_output.py`): templates use it
+    as the list it stands for, and a native value or `tojson` made of it becomes that list."""
 
 
 def template_context(

@@ -19,6 +19,7 @@ from jinja2 import nodes as jnodes
 from jinja2.environment import TemplateExpression
 
 from klingflow.errors import TemplateError
+from klingflow.workflows.templates.context import LazyList
 from klingflow.workflows.templates.limits import BUDGET, MAX_INTEGER_BITS, Budget, check_size
 from klingflow.workflows.templates.sandbox import (
     ENVIRONMENT,
@@ -108,7 +109,7 @@ def _check_json(value: Any, depth: int = 0) -> Any:
         if not math.isfinite(value):
             raise ValueError(f"{value} is not a finite number")
         return value
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | LazyList):  # a lazy one becomes its list here
         return [_check_json(part, depth + 1) for part in value]
     if isinstance(value, dict):
         if not all(isinstance(key, str) for key in value):

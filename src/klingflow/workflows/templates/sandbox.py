@@ -19,6 +19,7 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
+from klingflow.workflows.templates.context import LazyList
 from klingflow.workflows.templates.limits import (
     MAX_EXPONENT,
     MAX_INTEGER_BITS,
@@ -154,6 +155,13 @@ def slug(value: object, max_length: int = 64) -> str:
     return _SLUG_DROP.sub("-", text.lower()).strip("-")[:max_length].rstrip("-")
 
 
+def _lazy_json(value: object) -> object:
+    """`tojson` of a list read on demand (`LazyList`): the list it stands for."""
+    if isinstance(value, LazyList):
+        return list(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 ENVIRONMENT: Final = _Sandbox(
     undefined=jinja2.StrictUndefined,
     autoescape=False,
@@ -162,6 +170,7 @@ ENVIRONMENT: Final = _Sandbox(
 )
 """The one environment: templates are parsed, compiled and run only here."""
 ENVIRONMENT.filters["slug"] = slug
+ENVIRONMENT.policies["json.dumps_kwargs"] = {"sort_keys": True, "default": _lazy_json}
 TEMPLATE_GLOBALS: Final = frozenset(ENVIRONMENT.globals)
 """Jinja's own global names (`range`, `dict`, ...), usable in every template."""
 # Every filter, ours included, goes through the size limits; the hooks are added after
