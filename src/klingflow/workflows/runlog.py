@@ -116,6 +116,12 @@ class RunLog(IntentJournal):
         """The run `run_id`, or None when the log has no such run."""
         return self._run_where(runs.c.run_id == run_id)
 
+    def run_statuses(self, run_ids: Collection[str]) -> dict[str, RunStatus]:
+        """The status of each of `run_ids` the log has (a look that skips the run's record,
+        whose trigger and inputs may hold a whole batch)."""
+        query = sa.select(runs.c.run_id, runs.c.status).where(runs.c.run_id.in_(list(run_ids)))
+        return self.read(lambda c: {row.run_id: RunStatus(row.status) for row in c.execute(query)})
+
     def run_ids_starting_with(self, prefix: str, *, limit: int = 5) -> list[str]:
         """Up to `limit` run ids that begin with `prefix`, newest first (unique-prefix lookup)."""
         query = (
