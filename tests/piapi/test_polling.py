@@ -7,7 +7,9 @@ poller itself against the emulator over loopback, counting its requests (never t
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -208,3 +210,47 @@ def test_renders_that_take_no_time_are_still_looked_at(
 
     done = asyncio.run(scenario())
     assert [task.status for task in done] == ["completed"] * 4
+
+
+def test_a_finish_re_shapes_only_the_schedules_it_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A finish that teaches nothing new (the same exact render time as the last) leaves
+    the other tasks' schedules as they are: re-shaping every task waited on at every finish
+    was quadratic in the tasks in flight (bench/notes.md, section 4). One that moves the
+    kind's bound re-shapes each task still waiting, once."""
+    made: list[LookSchedule] = []
+
+    def counted(*args: Any, **kwargs: Any) -> LookSchedule:
+        made.append(LookSchedule(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr("klingflow.piapi.polling.LookSchedule", counted)
+    request = KlingVideoRequest(prompt="a wave", duration=5)
+
+    async def scenario() -> list[int]:
+        # Webhooks coming: the first looks are far off (the typical 150 s), so none is sent
+        # to this address, where nothing listens.
+        client = AsyncPiAPI(api_key="k" * 32, base_url="http://127.0.0.1:9")
+        poller = StatusPoller(client, policy=WaitPolicy(jitter=0), has_webhook=True)
+        since = time.time() - 20
+        waits = [
+            asyncio.ensure_future(poller.wait(f"t-{n}", since=since, task_input=request.to_input()))
+            for n in range(6)
+        ]
+        await asyncio.sleep(0)
+        counts = [len(made)]  # one schedule each, from the typical time
+        for n, ended in enumerate((16.0, 16.0, 17.0)):
+            poller.observe(stamped(100, 100 + ended).model_copy(update={"task_id": f"t-{n}"}))
+            counts.append(len(made))
+        await asyncio.sleep(0)
+        assert [w.done() for w in waits] == [True, True, True, False, False, False]
+        await poller.aclose()
+        await asyncio.gather(*waits, return_exceptions=True)
+        await client.aclose()
+        return counts
+
+    counts = asyncio.run(scenario())
+    # 6 shaped; the first finish (16 s) re-shapes the 5 left; the second, also 16 s, none;
+    # the third (17 s: no longer one bracket, so no bound) the 3 left.
+    assert counts == [6, 11, 11, 14]

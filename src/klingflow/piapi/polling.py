@@ -262,20 +262,39 @@ class StatusPoller:
                 probe.due = min(probe.due, max(due, time.time()))
 
     def _reshape(self, kind: str) -> None:
-        """`kind` has just been learned: move its waiting tasks' next looks to match."""
+        """`kind` has just been learned: move its waiting tasks' next looks to match.
+
+        Only the schedules the finish changes are made anew: one finish per task in flight
+        re-shaping every task in flight was quadratic (bench/notes.md, section 4), and a
+        schedule with the same expected time and bound already says when to look."""
+        upper = self._upper(kind)
+        learned = self.render_times.learned(kind)
         for watch in self._watches.values():
-            if watch.kind == kind and watch.task_input is not None:
+            if watch.kind != kind or watch.task_input is None:
+                continue
+            if learned is None:
                 expected, _ = self.render_times.expected(
                     kind, watch.task_input, time_scale=self.policy.time_scale
                 )
-                watch.schedule = LookSchedule(
-                    self.policy,
-                    expected,
-                    has_webhook=self.has_webhook,
-                    upper_seconds=self._upper(kind),
-                    rng=self._rng,
-                )
-                watch.due = watch.since + watch.schedule.next_look(watch.looked_at)
+            else:
+                expected = learned
+            old = watch.schedule
+            if (
+                old is not None
+                and not old.is_probing
+                and old.has_webhook == self.has_webhook
+                and old.expected_seconds == expected
+                and old.upper_seconds == upper
+            ):
+                continue
+            watch.schedule = LookSchedule(
+                self.policy,
+                expected,
+                has_webhook=self.has_webhook,
+                upper_seconds=upper,
+                rng=self._rng,
+            )
+            watch.due = watch.since + watch.schedule.next_look(watch.looked_at)
         self._changed.set()
 
     def _keep_probing(self, kind: str) -> None:

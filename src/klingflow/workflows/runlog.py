@@ -38,6 +38,12 @@ from klingflow.workflows.schema import attempt_log, node_runs, runs
 __all__ = ["RunLog"]
 
 
+_STATUSES = sa.select(runs.c.run_id, runs.c.status).where(
+    runs.c.run_id.in_(sa.bindparam("q_runs", expanding=True))
+)
+"""The statuses of some runs (built once: building a statement costs more than running it)."""
+
+
 class RunLog(IntentJournal):
     """Reads and writes the run log; every write is its own short transaction, run again
     when the database connection is cut (workflows/transactions.py), or in its `*_soon`
@@ -115,6 +121,14 @@ class RunLog(IntentJournal):
     def get_run(self, run_id: str) -> RunRecord | None:
         """The run `run_id`, or None when the log has no such run."""
         return self._run_where(runs.c.run_id == run_id)
+
+    def run_statuses(self, run_ids: Collection[str]) -> dict[str, RunStatus]:
+        """The status of each of `run_ids` the log has (a look that skips the run's record,
+        whose trigger and inputs may hold a whole batch)."""
+        params = {"q_runs": list(run_ids)}
+        return self.read(
+            lambda c: {row.run_id: RunStatus(row.status) for row in c.execute(_STATUSES, params)}
+        )
 
     def run_ids_starting_with(self, prefix: str, *, limit: int = 5) -> list[str]:
         """Up to `limit` run ids that begin with `prefix`, newest first (unique-prefix lookup)."""

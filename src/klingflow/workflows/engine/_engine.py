@@ -349,12 +349,20 @@ class Engine(RunStarter):
     ) -> list[RunRecord]:
         """Until every run is finished or paused; `on_poll` sees each look."""
         deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
+        settled = TERMINAL_RUN_STATUSES | {RunStatus.PAUSED}
         while True:
+            if (
+                on_poll is None
+                and self.write_failure is None
+                and (deadline is None or time.monotonic() <= deadline)
+                and not all(s in settled for s in self.runlog.run_statuses(run_ids).values())
+            ):  # a look at the statuses alone: a run's record holds its whole trigger
+                await asyncio.sleep(poll_seconds)
+                continue
             runs = [self.runlog.get_run(run_id) for run_id in run_ids]
             records = [run for run in runs if run is not None]
             if on_poll is not None:
                 on_poll(records)
-            settled = TERMINAL_RUN_STATUSES | {RunStatus.PAUSED}
             if all(run.status in settled for run in records):
                 await self._workflows_stored(r.run_id for r in records if r.status == "completed")
                 return records
