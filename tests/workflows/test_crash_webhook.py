@@ -99,6 +99,16 @@ def test_a_create_on_the_wire_at_a_kill_is_settled_by_its_webhook(
             "serve", "--no-execute", "--port", str(port), log=serve_log, executor_id="api-1"
         )
         wait_for_line(serve_log, server, "klingflow serve: executor api-1 on ")
+        # That line comes from the app's start-up, which uvicorn runs before it listens.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None, serve_log.read_text()
+                assert time.monotonic() < deadline, serve_log.read_text()
+                time.sleep(0.05)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as api:
             published = api.post("/api/workflows", content=video_loop("webhook-crash"))
             assert published.status_code in (200, 201), published.text
