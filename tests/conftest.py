@@ -124,8 +124,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Keep this run's durations for the next run's order (the main process, which sees
+    """Stop this process's forkserver of `klingflow` commands (tests/workflows/preloaded.py),
+    and keep this run's durations for the next run's order (the main process, which sees
     every worker's reports; tests not run this time keep their last figure)."""
+    if "tests.workflows.preloaded" in sys.modules:  # each process stops its own forkserver
+        sys.modules["tests.workflows.preloaded"].stop()
     cache = getattr(session.config, "cache", None)
     if cache is None or hasattr(session.config, "workerinput") or not _durations:
         return

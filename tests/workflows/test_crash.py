@@ -1,6 +1,7 @@
 """SIGKILL a real `klingflow run` mid-batch, run the same command again: nothing is paid twice.
 
-The batch runs in a subprocess against the test emulator over HTTP. Each test waits until the
+The batch runs in a process of its own (forked from one that imported the engine already:
+preloaded.py) against the test emulator over HTTP. Each test waits until the
 emulator shows the batch at a chosen point (a download under way, a create accepted but not
 yet answered, every task submitted and generating), kills the process with SIGKILL, then
 runs the very same command (same idempotency key, so the same run) to the end.
@@ -14,7 +15,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -30,6 +30,7 @@ from klingflow.workflows.database import make_engine
 from klingflow.workflows.records import IntentState, RunStatus
 from klingflow.workflows.runlog import RunLog
 
+from . import preloaded
 from .harness import command_env, video_loop
 
 PROMPTS = ["a red fox in snow", "a paper boat at sea", "sunflowers at dawn"]
@@ -46,16 +47,15 @@ class Batch:
         self.emulator = emulator
         self.env = command_env(self.home, emulator, api_key)
         self.command = [
-            sys.executable, "-m", "klingflow", "run", str(self.file),
+            "run", str(self.file),
             "-i", f"prompts={json.dumps(PROMPTS)}", "--idempotency-key", "batch-1", "--json",
         ]  # fmt: skip
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self) -> preloaded.Command:
         log = self.home.parent / "killed.log"
-        with log.open("wb") as output:
-            return subprocess.Popen(self.command, env=self.env, stdout=output, stderr=output)
+        return preloaded.Command(self.command, self.env, stdout=log, stderr=log)
 
-    def kill_when(self, process: subprocess.Popen[bytes], ready: Callable[[], bool]) -> None:
+    def kill_when(self, process: preloaded.Command, ready: Callable[[], bool]) -> None:
         deadline = time.monotonic() + 60
         while not ready():
             log = (self.home.parent / "killed.log").read_text()
@@ -66,15 +66,11 @@ class Batch:
         assert process.wait(timeout=10) == -signal.SIGKILL
 
     def finish(self, *extra: str) -> tuple[int, list[dict[str, Any]], str]:
-        result = subprocess.run(
-            [*self.command[:3], *extra] if extra else self.command,
-            env=self.env,
-            capture_output=True,
-            timeout=120,
-            check=False,
+        result = preloaded.run(
+            list(extra) or self.command, self.env, self.home.parent / "finish", timeout=120
         )
-        out = result.stdout.decode()
-        return result.returncode, json.loads(out) if out.strip() else [], result.stderr.decode()
+        out = result.stdout
+        return result.returncode, json.loads(out) if out.strip() else [], result.stderr
 
     def accepted(self) -> int:
         """Submissions whose task id the batch has recorded (read from its run log)."""
@@ -299,11 +295,11 @@ def test_a_worker_killed_at_random_points_delivers_every_paid_video_once(
     prompts = [f"crash loop clip {n}" for n in range(20)]
     (tmp_path / "loop.yaml").write_text(LOOP_OF_20)
     emulator.configure(processing_seconds=2_500)  # 2.5 s of real time per video at x1000
-    klingflow = [sys.executable, "-m", "klingflow"]
-    started = subprocess.run(
-        [*klingflow, "run", str(tmp_path / "loop.yaml"), "-i", f"prompts={json.dumps(prompts)}",
-         "--detach"],
-        env=env, capture_output=True, text=True, check=True, timeout=60,
+    # Forked from a process that imported the engine already (preloaded.py): the ~40 worker
+    # starts would spend most of this test's CPU on imports.
+    started = preloaded.run(
+        ["run", str(tmp_path / "loop.yaml"), "-i", f"prompts={json.dumps(prompts)}", "--detach"],
+        env, tmp_path / "detach", check=True,
     )  # fmt: skip
     run_id = started.stdout.strip()
     runlog = RunLog(make_engine(url.replace("postgresql://", "postgresql+psycopg://")))
@@ -314,9 +310,8 @@ def test_a_worker_killed_at_random_points_delivers_every_paid_video_once(
         assert run is not None
         return run.status
 
-    def start_worker() -> subprocess.Popen[bytes]:
-        with log.open("ab") as output:
-            worker = subprocess.Popen([*klingflow, "worker"], env=env, stdout=output, stderr=output)
+    def start_worker() -> preloaded.Command:
+        worker = preloaded.Command(["worker"], env, stdout=log, stderr=log)
         workers.append(worker)
         deadline = time.monotonic() + 60
         while log.read_text().count("klingflow worker crash-worker") < starts + 1:
@@ -329,10 +324,12 @@ def test_a_worker_killed_at_random_points_delivers_every_paid_video_once(
         """`runs retry` from another shell while the worker runs (without its executor id)."""
         shell = {k: v for k, v in env.items() if k != "KLINGFLOW_EXECUTOR_ID"}
         try:
-            done = subprocess.run(
-                [*klingflow, "runs", "retry", run_id, *options, "--json"],
-                env=shell, capture_output=True, text=True, timeout=120, check=False,
-            )  # fmt: skip
+            done = preloaded.run(
+                ["runs", "retry", run_id, *options, "--json"],
+                shell,
+                tmp_path / "retry",
+                timeout=120,
+            )
         except subprocess.TimeoutExpired as error:
             raise AssertionError(
                 f"runs retry {options} hung: {error.stderr!r}\n"
@@ -343,7 +340,7 @@ def test_a_worker_killed_at_random_points_delivers_every_paid_video_once(
 
     rng = random.Random(SEED)
     kills = starts = 0
-    workers: list[subprocess.Popen[bytes]] = []
+    workers: list[preloaded.Command] = []
     try:
         while kills < KILLS and starts < 2 * KILLS:
             # PiAPI's clock stands still while no worker is up, so the loop is not done

@@ -25,6 +25,7 @@ from klingflow.workflows.database import make_engine
 from klingflow.workflows.records import IntentState, RunStatus
 from klingflow.workflows.runlog import RunLog
 
+from . import preloaded
 from .harness import command_env, video_loop
 
 PROMPTS = ["a heron at dusk", "a lighthouse in fog", "a tram in the rain"]
@@ -71,7 +72,7 @@ def test_a_create_on_the_wire_at_a_kill_is_settled_by_its_webhook(
     )
     klingflow = [sys.executable, "-m", "klingflow"]
     serve_log, worker_log = tmp_path / "serve.log", tmp_path / "worker.log"
-    processes: list[subprocess.Popen[bytes]] = []
+    processes: list[subprocess.Popen[bytes] | preloaded.Command] = []
 
     def start(*command: str, log: Path, executor_id: str) -> subprocess.Popen[bytes]:
         with log.open("ab") as output:
@@ -83,19 +84,38 @@ def test_a_create_on_the_wire_at_a_kill_is_settled_by_its_webhook(
         processes.append(process)
         return process
 
+    def start_worker() -> preloaded.Command:
+        """Forked from a process that imported the engine already (preloaded.py)."""
+        process = preloaded.Command(
+            ["worker"], {**env, "KLINGFLOW_EXECUTOR_ID": "worker-1"},
+            stdout=worker_log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        processes.append(process)
+        return process
+
     runlog = RunLog(make_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://")))
     try:
         server = start(
             "serve", "--no-execute", "--port", str(port), log=serve_log, executor_id="api-1"
         )
         wait_for_line(serve_log, server, "klingflow serve: executor api-1 on ")
+        # That line comes from the app's start-up, which uvicorn runs before it listens.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None, serve_log.read_text()
+                assert time.monotonic() < deadline, serve_log.read_text()
+                time.sleep(0.05)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as api:
             published = api.post("/api/workflows", content=video_loop("webhook-crash"))
             assert published.status_code in (200, 201), published.text
             queued = api.post("/api/workflows/webhook-crash/runs", json={"prompts": PROMPTS})
             assert queued.status_code == 201, queued.text
         run_id = queued.json()["run_id"]  # queued: the service executes nothing
-        worker = start("worker", log=worker_log, executor_id="worker-1")
+        worker = start_worker()
         deadline = time.monotonic() + 60
         while emulator.stats()["creates"] < 1:  # taken by PiAPI, its answer held
             assert worker.poll() is None, worker_log.read_text()
@@ -107,7 +127,7 @@ def test_a_create_on_the_wire_at_a_kill_is_settled_by_its_webhook(
         assert intent.state is IntentState.SENT  # on the wire: nobody knows its task id
         emulator.clear_faults()
 
-        start("worker", log=worker_log, executor_id="worker-1")  # the same slot, restarted
+        start_worker()  # the same slot, restarted
         deadline = time.monotonic() + 90
         while (run := runlog.get_run(run_id)) is None or run.status is not RunStatus.COMPLETED:
             assert run is None or run.status is not RunStatus.CRASHED, run.message

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import pytest
 
 from klingflow.emulator import EmulatorServer
 
+from . import preloaded
 from .harness import command_env
 
 CLIP = """\
@@ -43,29 +42,24 @@ def test_detached_runs_are_executed_by_the_worker_alone(
         KLINGFLOW_CONCURRENCY="20",
         KLINGFLOW_REQUESTS_PER_MINUTE="100000",
     )
-    klingflow = [sys.executable, "-m", "klingflow"]
     (tmp_path / "clip.yaml").write_text(CLIP)
     log = tmp_path / "worker.log"
 
     def detach(batch: int, count: int) -> list[str]:
         rows = tmp_path / f"rows-{batch}.json"
         rows.write_text(json.dumps([{"prompt": f"clip {batch}.{n}"} for n in range(count)]))
-        started = subprocess.run(
-            [*klingflow, "run", str(tmp_path / "clip.yaml"), "--rows", str(rows), "--detach"],
-            env=env, capture_output=True, text=True, check=True, timeout=60,
+        started = preloaded.run(
+            ["run", str(tmp_path / "clip.yaml"), "--rows", str(rows), "--detach"],
+            env, tmp_path / f"detach-{batch}", check=True,
         )  # fmt: skip
         return started.stdout.split()
 
     # Enough runs that queueing them takes seconds: long enough for an engine to dequeue some.
     run_ids = detach(0, 30) + detach(1, 4)  # before any worker runs: nobody may execute them
     assert emulator.stats()["create_requests"] == 0
-    with log.open("wb") as output:
-        worker = subprocess.Popen(
-            [*klingflow, "worker"],
-            env={**env, "KLINGFLOW_EXECUTOR_ID": "worker-1"},
-            stdout=output,
-            stderr=output,
-        )
+    worker = preloaded.Command(
+        ["worker"], {**env, "KLINGFLOW_EXECUTOR_ID": "worker-1"}, stdout=log, stderr=log
+    )
     try:
         deadline = time.monotonic() + 60
         while "klingflow worker" not in log.read_text():

@@ -8,7 +8,6 @@ import json
 import logging
 import re
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +24,7 @@ from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.schedules import Scheduler
 from klingflow.workflows.steering import Action, Command
 
+from . import preloaded
 from .harness import Harness, command_env
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -78,22 +78,21 @@ def test_two_workers_share_a_batch_on_postgres(
         KLINGFLOW_CONCURRENCY="20",  # per worker: the account's limit / 2
         KLINGFLOW_REQUESTS_PER_MINUTE="100000",
     )
-    klingflow = [sys.executable, "-m", "klingflow"]
     rows_file = tmp_path / "rows.json"
     rows_file.write_text(json.dumps([{"prompt": f"clip {n}", "slug": f"c{n}"} for n in range(100)]))
     workflow = (
         (EXAMPLES / "batch-from-csv.yaml").read_text().replace("budget_usd: 5", "budget_usd: 100")
     )
     (tmp_path / "batch.yaml").write_text(workflow.replace("concurrency: 5", "concurrency: 20"))
-    started = subprocess.run(
-        [*klingflow, "run", str(tmp_path / "batch.yaml"), "-i", f"rows=@{rows_file}", "--detach"],
-        env=env, capture_output=True, text=True, check=True, timeout=60,
+    started = preloaded.run(
+        ["run", str(tmp_path / "batch.yaml"), "-i", f"rows=@{rows_file}", "--detach"],
+        env, tmp_path / "detach", check=True,
     )  # fmt: skip
     run_id = started.stdout.strip()
     workers = [
-        subprocess.Popen(
-            [*klingflow, "worker"],
-            env={**env, "KLINGFLOW_EXECUTOR_ID": f"worker-{n}"},
+        preloaded.Command(
+            ["worker"],
+            {**env, "KLINGFLOW_EXECUTOR_ID": f"worker-{n}"},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -132,7 +131,6 @@ def test_two_workers_fire_each_tick_of_a_schedule_once_on_postgres(
         api_key,
         database_url=re.sub(r"^(postgresql://[^@:/]+)@", rf"\1:{password}@", postgres_url),
     )
-    klingflow = [sys.executable, "-m", "klingflow"]
     (tmp_path / "ticker.yaml").write_text(
         "name: ticker\n"
         "inputs:\n  who: {type: string, required: true}\n"
@@ -142,25 +140,23 @@ def test_two_workers_fire_each_tick_of_a_schedule_once_on_postgres(
         "    with: {prompt: '{{ inputs.who }} at dusk', download: false}\n"
         "schedules:\n  - {cron: '* * * * * */2', name: often, payload: {who: cron}}\n"
     )
-    published = subprocess.run(
-        [*klingflow, "publish", str(tmp_path / "ticker.yaml")],
-        env=env, capture_output=True, text=True, check=True, timeout=60,
-    )  # fmt: skip
+    published = preloaded.run(
+        ["publish", str(tmp_path / "ticker.yaml")], env, tmp_path / "publish", check=True
+    )
     assert published.stdout.split()[::2] == ["ticker", "published"]
     logs = [tmp_path / f"worker-{n}.log" for n in (1, 2)]
-    workers: list[subprocess.Popen[bytes]] = []
+    workers: list[preloaded.Command] = []
     runlog = RunLog(make_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://")))
     try:
         for n, log in enumerate(logs, start=1):  # one at a time: DBOS migrates a fresh database
-            with log.open("wb") as handle:
-                workers.append(
-                    subprocess.Popen(
-                        [*klingflow, "worker"],
-                        env={**env, "KLINGFLOW_EXECUTOR_ID": f"worker-{n}"},
-                        stdout=subprocess.DEVNULL,
-                        stderr=handle,
-                    )
+            workers.append(
+                preloaded.Command(
+                    ["worker"],
+                    {**env, "KLINGFLOW_EXECUTOR_ID": f"worker-{n}"},
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
                 )
+            )
             deadline = time.monotonic() + 60
             while "klingflow worker" not in log.read_text():
                 assert workers[-1].poll() is None, log.read_text()

@@ -22,8 +22,9 @@ from klingflow.workflows.database import make_engine
 from klingflow.workflows.leases import Leases
 from klingflow.workflows.records import IntentState, RunStatus
 from klingflow.workflows.runlog import RunLog
-from klingflow.workflows.workers import WorkerRegistry
+from klingflow.workflows.workers import ALIVE_BEATS, WorkerRegistry
 
+from . import preloaded
 from .harness import command_env
 
 START_TOGETHER = """
@@ -92,6 +93,7 @@ C = 3
 """The account's concurrent tasks (the emulator refuses a fourth with a 429)."""
 R = 3000
 """The account's requests per minute."""
+HEARTBEAT_SECONDS = 0.2
 VIDEOS = 60
 BATCH_NOTE = """One item at a time per chunk: the run log marks an intent `sent` before the client
 waits for a task slot, so items queued behind the slot would turn uncertain when their worker
@@ -118,11 +120,11 @@ class Fleet:
 
     def __init__(self, tmp_path: Path, env: dict[str, str], count: int) -> None:
         self.env = env
-        self.logs = {n: (tmp_path / f"worker-{n}.log").open("w") for n in range(1, count + 1)}
+        self.logs = {n: tmp_path / f"worker-{n}.log" for n in range(1, count + 1)}
         self.processes = {
-            f"worker-{n}": subprocess.Popen(
-                [sys.executable, "-m", "klingflow", "worker"],
-                env={**env, "KLINGFLOW_EXECUTOR_ID": f"worker-{n}"},
+            f"worker-{n}": preloaded.Command(
+                ["worker"],
+                {**env, "KLINGFLOW_EXECUTOR_ID": f"worker-{n}"},
                 stdout=subprocess.DEVNULL,
                 stderr=self.logs[n],
             )
@@ -142,8 +144,6 @@ class Fleet:
                 process.terminate()
         for process in self.processes.values():
             process.wait(timeout=60)
-        for log in self.logs.values():
-            log.close()
 
 
 def _sql(url: str, query: str) -> list[tuple[object, ...]]:
@@ -174,17 +174,16 @@ def _batch_with_a_killed_worker(
         database_url=url,
         KLINGFLOW_CONCURRENCY=str(C),  # the account's limits, held by all workers together
         KLINGFLOW_REQUESTS_PER_MINUTE=str(R),
-        KLINGFLOW_HEARTBEAT_SECONDS="0.2",
+        KLINGFLOW_HEARTBEAT_SECONDS=str(HEARTBEAT_SECONDS),
     )
     if takeover_after_seconds is not None:
         env["KLINGFLOW_TAKEOVER_AFTER_SECONDS"] = str(takeover_after_seconds)
     rows_file = tmp_path / "rows.json"
     rows_file.write_text(json.dumps([{"prompt": f"clip {n}"} for n in range(VIDEOS)]))
     (tmp_path / "batch.yaml").write_text(batch or BATCH)
-    started = subprocess.run(
-        [sys.executable, "-m", "klingflow", "run", str(tmp_path / "batch.yaml"),
-         "-i", f"rows=@{rows_file}", "--detach"],
-        env=env, capture_output=True, text=True, check=True, timeout=60,
+    started = preloaded.run(
+        ["run", str(tmp_path / "batch.yaml"), "-i", f"rows=@{rows_file}", "--detach"],
+        env, tmp_path / "detach", check=True,
     )  # fmt: skip
     run_id = started.stdout.strip()
     fleet = Fleet(tmp_path, env, 3)
@@ -282,25 +281,18 @@ def test_klingflow_recover_hands_a_killed_workers_runs_to_the_live_ones(
     """Takeover off: the batch is stuck until `klingflow recover` names the dead worker."""
 
     def recover(env: dict[str, str], dead: str) -> None:
-        listed = subprocess.run(
-            [sys.executable, "-m", "klingflow", "workers", "--json"],
-            env=env, capture_output=True, text=True, check=True, timeout=60,
-        )  # fmt: skip
+        # Until its last heartbeat is ALIVE_BEATS old the killed worker still looks alive.
+        time.sleep(ALIVE_BEATS * HEARTBEAT_SECONDS + 0.1)
+        listed = preloaded.run(["workers", "--json"], env, tmp_path / "workers", check=True)
         states = {w["executor_id"]: w for w in json.loads(listed.stdout)}
         assert {"worker-1", "worker-2", "worker-3"} <= set(states)
         alive = [w for w, info in states.items() if info["state"] == "alive"]
         assert dead not in alive
         assert len([w for w in alive if w.startswith("worker-")]) == 2
-        refused = subprocess.run(
-            [sys.executable, "-m", "klingflow", "recover", alive[0]],
-            env=env, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        refused = preloaded.run(["recover", alive[0]], env, tmp_path / "refused")
         assert refused.returncode == 18  # a live worker's runs are not handed over
         assert "looks alive" in refused.stderr
-        done = subprocess.run(
-            [sys.executable, "-m", "klingflow", "recover", dead],
-            env=env, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        done = preloaded.run(["recover", dead], env, tmp_path / "recover")
         assert done.returncode == 0, done.stderr
         assert re.search(rf"worker-\d took over [1-9]\d* pending workflows of {dead}", done.stderr)
 
