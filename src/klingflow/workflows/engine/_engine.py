@@ -351,16 +351,13 @@ class Engine(RunStarter):
         deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
         settled = TERMINAL_RUN_STATUSES | {RunStatus.PAUSED}
         while True:
-            if (
-                on_poll is None
-                and self.write_failure is None
-                and (deadline is None or time.monotonic() <= deadline)
-                and not all(s in settled for s in self.runlog.run_statuses(run_ids).values())
-            ):  # a look at the statuses alone: a run's record holds its whole trigger
+            in_time = deadline is None or time.monotonic() <= deadline
+            quick = on_poll is None and self.write_failure is None and in_time
+            # A look at the statuses alone while unsettled: a run's record holds its trigger.
+            if quick and not all(s in settled for s in self.runlog.run_statuses(run_ids).values()):
                 await asyncio.sleep(poll_seconds)
                 continue
-            runs = [self.runlog.get_run(run_id) for run_id in run_ids]
-            records = [run for run in runs if run is not None]
+            records = [run for run in map(self.runlog.get_run, run_ids) if run is not None]
             if on_poll is not None:
                 on_poll(records)
             if all(run.status in settled for run in records):
