@@ -26,7 +26,7 @@ from klingflow.piapi.models import points_to_usd
 from klingflow.workflows.json_size import json_bytes
 from klingflow.workflows.nodes.loop import LoopNode
 from klingflow.workflows.records import Attempt, NodeRun, NodeStatus
-from klingflow.workflows.runlog import RunLog
+from klingflow.workflows.runlog import REUSED_STATUSES, RunLog
 from klingflow.workflows.schema import attempt_log, node_runs
 from klingflow.workflows.templates import render, template_context
 
@@ -366,10 +366,9 @@ def item_outputs(
     item order, `{body node id: output}` (None for a node skipped) for an item whose body
     nodes all succeeded or were skipped, else None (failed, or not finished). One query on
     the item index, so a page costs its own rows whatever the loop's size."""
-    done = (NodeStatus.SUCCEEDED.value, NodeStatus.SKIPPED.value)
     query = sa.select(node_runs.c.item_index, node_runs.c.node_id, node_runs.c.output).where(
         _item_filter(run_id, epoch, loop_id),
-        node_runs.c.status.in_(done),
+        node_runs.c.status.in_(REUSED_STATUSES),
         node_runs.c.item_index >= start,
         node_runs.c.item_index < end,
     )
@@ -403,9 +402,10 @@ def output_bytes(runlog: RunLog, run_id: str, epoch: int, loop_id: str, *, lengt
 def finished_top_level(runlog: RunLog, run_id: str, epoch: int) -> dict[str, Any]:
     """The outputs of the run's succeeded or skipped nodes outside any loop item, by path:
     what a new pass over the run reuses (without reading a loop's 100,000 item nodes)."""
-    done = (NodeStatus.SUCCEEDED.value, NodeStatus.SKIPPED.value)
     query = sa.select(node_runs.c.node_path, node_runs.c.output).where(
-        _in_epoch(run_id, epoch, node_runs.c.item_index.is_(None), node_runs.c.status.in_(done))
+        _in_epoch(
+            run_id, epoch, node_runs.c.item_index.is_(None), node_runs.c.status.in_(REUSED_STATUSES)
+        )
     )
     return runlog.read(lambda c: {path: output for path, output in c.execute(query)})
 

@@ -35,7 +35,10 @@ from klingflow.workflows.records import (
 from klingflow.workflows.runevents import RUN_LOGGER, log_run_event
 from klingflow.workflows.schema import attempt_log, node_runs, runs
 
-__all__ = ["RunLog"]
+__all__ = ["REUSED_STATUSES", "RunLog"]
+
+REUSED_STATUSES = (NodeStatus.SUCCEEDED.value, NodeStatus.SKIPPED.value)
+"""A node recorded with one of these is not run again in its epoch: a retry reuses it."""
 
 
 _STATUSES = sa.select(runs.c.run_id, runs.c.status).where(
@@ -311,11 +314,10 @@ class RunLog(IntentJournal):
         """Succeeded or skipped nodes of this epoch, by path: what a retry reuses. A loop's
         chunk asks for its own items only (the run may have 100,000: reading them all in
         every chunk made a batch quadratic)."""
-        done = (NodeStatus.SUCCEEDED.value, NodeStatus.SKIPPED.value)
         query = node_runs.select().where(
             node_runs.c.run_id == run_id,
             node_runs.c.epoch == epoch,
-            node_runs.c.status.in_(done),
+            node_runs.c.status.in_(REUSED_STATUSES),
         )
         if item_indices is not None:
             query = query.where(node_runs.c.item_index.in_(list(item_indices)))
