@@ -6,10 +6,13 @@ process: the workflows find the `Engine` launched in this process through `curre
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from dbos import DBOS
+from dbos._dbos import _get_dbos_instance
 
 from klingflow.errors import KlingflowError, RecordedError
 from klingflow.redaction import redact_values
@@ -29,6 +32,7 @@ __all__ = [
     "WorkflowDurable",
     "bind",
     "current",
+    "destroy_dbos",
     "durable_step",
     "next_command",
     "recover_executor",
@@ -126,14 +130,30 @@ async def run_workflow(run_id: str) -> dict[str, Any]:
             raise
 
 
+async def destroy_dbos() -> None:
+    """`DBOS.destroy()` off the event loop, then wait for the runs its queue threads handed
+    to this loop meanwhile (`Engine.running` leaves each pending for the next engine).
+
+    On the loop it deadlocks with a queue thread handing a run over: the thread waits for
+    the loop, the loop waits in `destroy` for the thread. `destroy` gives up after 10 s and
+    leaves the thread to hand the run to a loop that may be closed by then.
+    """
+    # DBOS leaves its shut-down pool as the loop's default executor (dbos-notes §1).
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor())
+    instance = _get_dbos_instance()
+    await asyncio.to_thread(DBOS.destroy)
+    # Private: the tasks DBOS starts for dequeued runs; no public handle reaches them.
+    await asyncio.gather(*instance._workflow_tasks, return_exceptions=True)
+
+
 def recover_executor(executor_id: str) -> int:
     """Hand a dead executor's pending workflows back to their queues; returns how many.
 
-    The one call into DBOS's private API: open-source DBOS has no public way to recover
-    another executor's workflows (shared/dbos-notes.md §0). Since 3.4 it re-enqueues them
-    on their own queues, and only while they still belong to `executor_id`, so a repeat
-    or a second recoverer is harmless. Whether a PiAPI task is submitted again is decided by
-    the run log's intents when the workflow replays, not here.
+    A call into DBOS's private API (so is `destroy_dbos`'s task set): open-source DBOS has
+    no public way to recover another executor's workflows (shared/dbos-notes.md §0). Since
+    3.4 it re-enqueues them on their own queues, and only while they still belong to
+    `executor_id`, so a repeat or a second recoverer is harmless. Whether a PiAPI task is
+    submitted again is decided by the run log's intents when the workflow replays, not here.
     """
     # Private on purpose: DBOS's public recovery serves only this process's own executor id.
     return len(DBOS._recover_pending_workflows([executor_id]))

@@ -10,7 +10,6 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self
 
 import sqlalchemy as sa
@@ -29,6 +28,7 @@ from klingflow.workflows.engine._durable import (
     RUNS_QUEUE,
     WorkflowDurable,
     bind,
+    destroy_dbos,
     next_command,
     recover_executor,
     run_workflow,
@@ -215,14 +215,12 @@ class Engine(RunStarter):
                 await self.leases.drain()
                 with contextlib.suppress(Exception):  # else they run out by themselves
                     await asyncio.to_thread(self.leases.release_all)
-            DBOS.destroy()
+            await destroy_dbos()
             bind(None)
             if self.poller is not None:
                 await self.poller.aclose()
                 self.poller = None
                 save_render_times(self.settings.home, self.client.render_times)
-            # DBOS leaves its shut-down pool as the loop's default executor (dbos-notes §1).
-            asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor())
             await self.runlog.group.idle()  # writes of stopped workflows still committing
             self.runlog.engine.dispose()
         if self._own_client:
@@ -234,6 +232,8 @@ class Engine(RunStarter):
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
         """Track the workflow executing in the current task, for `_stop_workflows`."""
+        if self.is_closing:  # handed over by DBOS while this engine stops: left pending
+            raise asyncio.CancelledError
         task = asyncio.current_task()
         assert task is not None
         self._workflows.add(task)
