@@ -17,6 +17,10 @@ stays in it:
   service's app in process) timed on that run, wall and CPU (the wall time of a process
   waits for a busy machine; its CPU time does not).
 
+With KLINGFLOW_BENCH_KEEP=FOLDER the parts run in FOLDER and leave it there:
+`python bench/memory.py readback FOLDER/batch/home RUN` then times the read-back again (e.g.
+after a change to the CLI, without a batch run of half an hour).
+
 The issue asks for 5,000 in flight and a 100,000-video batch; the default full run uses
 2,000 and 4,000 to fit the time budget (`--inflight 5000 --batch-videos 100000` for the
 real thing: the batch alone takes about 20 minutes at 100 videos/s).
@@ -46,6 +50,9 @@ from klingflow.workflows.engine import Engine
 
 CHUNK_SIZE = 50
 OUTPUTS_ENV = "KLINGFLOW_BENCH_BATCH_OUTPUTS"
+KEEP_ENV = "KLINGFLOW_BENCH_KEEP"
+"""A folder to run the parts in and keep (else a temporary one): `memory.py readback
+FOLDER/batch/home RUN` times `runs show` and the API on the kept run again."""
 BATCH_OUTPUTS = {
     "count": {"videos": "{{ nodes.each.output | length }}"},
     "all": {"videos": "{{ nodes.each.output }}"},
@@ -171,32 +178,7 @@ async def large_batch(count: int, folder: Path) -> dict[str, Any]:
             end_mb = rss_mb()
             await asyncio.sleep(eng.SETTLE_SECONDS)
         db_bytes = eng.db_size(f"sqlite:///{db}") - base_bytes
-        env = {**os.environ, "KLINGFLOW_HOME": str(home)}
-        cpu_before = _children_cpu()
-        began = time.perf_counter()
-        shown = subprocess.run(  # noqa: S603 - our own interpreter
-            [sys.executable, "-m", "klingflow", "runs", "show", run.run_id, "--json"],
-            env=env,
-            capture_output=True,
-            check=False,
-        )
-        runs_show = time.perf_counter() - began
-        runs_show_cpu = _children_cpu() - cpu_before  # the wall time waits for a busy machine
-        from fastapi.testclient import TestClient
-
-        from klingflow.service import create_app
-
-        os.environ.setdefault("PIAPI_API_KEY", eng.API_KEY)  # never used: nothing executes
-
-        def reader(settings: Settings) -> Engine:
-            return Engine(settings, execute=False)
-
-        app = create_app(Settings(home=home, database_url=None), engine_factory=reader)
-        with TestClient(app, base_url="http://127.0.0.1", client=("127.0.0.1", 50000)) as http:
-            began, cpu_began = time.perf_counter(), time.process_time()
-            answer = http.get(f"/api/runs/{run.run_id}")
-            api = time.perf_counter() - began
-            api_cpu = time.process_time() - cpu_began
+        shown = read_back(home, run.run_id)
         during = [s["rss_mb"] for s in samples if count / 4 <= s["videos"] < count * 0.95]
         return {
             "videos": count,
@@ -212,15 +194,51 @@ async def large_batch(count: int, folder: Path) -> dict[str, Any]:
             "wall_seconds": round(wall, 1),
             "db_bytes_per_video": round(db_bytes / count),
             "samples": samples,
-            "runs_show_seconds": round(runs_show, 2),
-            "runs_show_cpu_seconds": round(runs_show_cpu, 2),
-            "runs_show_exit": shown.returncode,
-            "runs_show_bytes": len(shown.stdout),
-            "api_seconds": round(api, 3),
-            "api_cpu_seconds": round(api_cpu, 3),
-            "api_status": answer.status_code,
-            "api_bytes": len(answer.content),
+            "home": str(home),
+            "run_id": run.run_id,
+            **shown,
         }
+
+
+def read_back(home: Path, run_id: str) -> dict[str, Any]:
+    """`klingflow runs show RUN --json` (a CLI process) and `GET /api/runs/{id}` (the app
+    in process) on a finished run, wall and CPU."""
+    env = {**os.environ, "KLINGFLOW_HOME": str(home)}
+    cpu_before = _children_cpu()
+    began = time.perf_counter()
+    shown = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-m", "klingflow", "runs", "show", run_id, "--json"],
+        env=env,
+        capture_output=True,
+        check=False,
+    )
+    runs_show = time.perf_counter() - began
+    runs_show_cpu = _children_cpu() - cpu_before  # the wall time waits for a busy machine
+    from fastapi.testclient import TestClient
+
+    from klingflow.service import create_app
+
+    os.environ.setdefault("PIAPI_API_KEY", eng.API_KEY)  # never used: nothing executes
+
+    def reader(settings: Settings) -> Engine:
+        return Engine(settings, execute=False)
+
+    app = create_app(Settings(home=home, database_url=None), engine_factory=reader)
+    with TestClient(app, base_url="http://127.0.0.1", client=("127.0.0.1", 50000)) as http:
+        began, cpu_began = time.perf_counter(), time.process_time()
+        answer = http.get(f"/api/runs/{run_id}")
+        api = time.perf_counter() - began
+        api_cpu = time.process_time() - cpu_began
+    return {
+        "runs_show_seconds": round(runs_show, 2),
+        "runs_show_cpu_seconds": round(runs_show_cpu, 2),
+        "runs_show_exit": shown.returncode,
+        "runs_show_bytes": len(shown.stdout),
+        "api_seconds": round(api, 3),
+        "api_cpu_seconds": round(api_cpu, 3),
+        "api_status": answer.status_code,
+        "api_bytes": len(answer.content),
+    }
 
 
 def child(part: str, count: int) -> dict[str, Any]:
@@ -230,7 +248,7 @@ def child(part: str, count: int) -> dict[str, Any]:
         capture_output=True,
         text=True,
         check=False,
-        timeout=3600,
+        timeout=max(3600, count // 10),  # 100,000 videos on a loaded machine: over an hour
     )
     lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
     if completed.returncode != 0 or not lines:
@@ -333,7 +351,15 @@ def measure(quick: bool, options: Options) -> Section:
 
 
 if __name__ == "__main__":
-    part, number = sys.argv[1], int(sys.argv[2])
-    with tempfile.TemporaryDirectory(prefix="klingflow-memory-") as scratch:
+    part = sys.argv[1]
+    if part == "readback":  # `readback HOME RUN`: time the read-back again on a kept home
+        print(json.dumps(read_back(Path(sys.argv[2]), sys.argv[3])), flush=True)
+    elif kept := os.environ.get(KEEP_ENV):  # the batch's home stays there, to read back later
+        folder = Path(kept) / part
+        folder.mkdir(parents=True, exist_ok=True)
         work = inflight if part == "inflight" else large_batch
-        print(json.dumps(asyncio.run(work(number, Path(scratch)))), flush=True)
+        print(json.dumps(asyncio.run(work(int(sys.argv[2]), folder))), flush=True)
+    else:
+        with tempfile.TemporaryDirectory(prefix="klingflow-memory-") as scratch:
+            work = inflight if part == "inflight" else large_batch
+            print(json.dumps(asyncio.run(work(int(sys.argv[2]), Path(scratch)))), flush=True)
