@@ -3,9 +3,15 @@ YAML alias bomb (millions of values from a few lines) is refused before anything
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
-from klingflow.payloads import MAX_PAYLOAD_VALUES, payload_problems
+from klingflow.payloads import (
+    MAX_PAYLOAD_DEPTH,
+    MAX_PAYLOAD_VALUES,
+    nesting_problem,
+    payload_problems,
+)
 
 
 def test_a_hundred_thousand_rows_of_prompts_fit() -> None:
@@ -25,3 +31,19 @@ def test_an_alias_bomb_is_refused_once_past_the_limit() -> None:
     assert [message for _, message in problems] == [
         f"the whole holds more than {MAX_PAYLOAD_VALUES:,} values"
     ]
+
+
+@pytest.mark.parametrize("levels", [MAX_PAYLOAD_DEPTH, MAX_PAYLOAD_DEPTH + 1])
+@pytest.mark.parametrize("inner", ["", "1", "{a: b}", "[]"])
+@pytest.mark.parametrize("layout", ["flow", "block"])
+def test_the_early_depth_check_refuses_exactly_what_the_payload_check_would(
+    levels: int, inner: str, layout: str
+) -> None:
+    """The check before parsing (for `[[[[...` files) never refuses a file the payload check
+    would take, and refuses every one it would refuse."""
+    if layout == "flow":
+        text = "[" * levels + inner + "]" * levels
+    else:  # block mappings, one level per indent
+        text = "".join(f"{'  ' * n}k{n}:\n" for n in range(levels)) + "  " * levels + inner
+    refused = payload_problems(yaml.safe_load(text)) != []
+    assert (nesting_problem(text) is not None) == refused

@@ -19,6 +19,7 @@ __all__ = [
     "MAX_PAYLOAD_INTEGER",
     "MAX_PAYLOAD_VALUES",
     "data_problems",
+    "nesting_problem",
     "payload_problems",
 ]
 
@@ -90,4 +91,28 @@ def data_problems(text: str) -> str | None:
     traceback-shaped error, Postgres cannot store it)."""
     if "\x00" in text:
         return "contains a NUL character: is it a binary file?"
+    return None
+
+
+def nesting_problem(text: str) -> str | None:
+    """Collections in YAML or JSON `text` nested more than `MAX_PAYLOAD_DEPTH` levels deep,
+    found before PyYAML parses it: its pure-Python scanner takes seconds (quadratic) to reach
+    the deep end of `[[[[...` and then fails by recursion, while libyaml's C parser counts
+    the levels in milliseconds. Text it cannot parse is left to the parser's own message;
+    without libyaml (a PyYAML built without it) nothing is checked here."""
+    import yaml  # only the readers of YAML files need it
+
+    if not getattr(yaml, "__with_libyaml__", False):
+        return None
+    depth = 0  # collections open around the next value: its depth, as `payload_problems` counts
+    try:
+        for event in yaml.parse(text, Loader=yaml.CSafeLoader):
+            if isinstance(event, yaml.NodeEvent) and depth > MAX_PAYLOAD_DEPTH:
+                return f"is nested more than {MAX_PAYLOAD_DEPTH} levels deep"
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return None
     return None

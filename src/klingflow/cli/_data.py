@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from klingflow.errors import InvalidRequestError
-from klingflow.payloads import data_problems, payload_problems
+from klingflow.payloads import data_problems, nesting_problem, payload_problems
 
 __all__ = ["read_data_file"]
 
@@ -37,6 +37,8 @@ def read_data_file(path: Path) -> Any:
             data: Any = [dict(row) for row in csv.DictReader(io.StringIO(text), strict=True)]
         elif path.suffix == ".jsonl":
             data = [json.loads(line) for line in text.splitlines() if line.strip()]
+        elif (problem := nesting_problem(text)) is not None:  # before PyYAML's slow scan
+            raise InvalidRequestError([(where, problem)])
         else:
             data = yaml.safe_load(text)
     except RecursionError:

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from klingflow.errors import WorkflowDefinitionError, WorkflowProblem
-from klingflow.payloads import data_problems, payload_problems
+from klingflow.payloads import data_problems, nesting_problem, payload_problems
 from klingflow.problems import RELATIVE_RULE
 from klingflow.workflows.nodes import NODE_TYPES
 from klingflow.workflows.retries import WorkflowRetry
@@ -90,7 +90,8 @@ def load_workflow_text(text: str, *, path: str | None = None) -> Workflow:
     validated: JSON indented with tabs, which YAML refuses, included.
     The returned workflow keeps `source_path` and its line map, so later checks can name lines.
     """
-    if (unfit := data_problems(text)) is not None:
+    # Too deep: said before PyYAML's scanner spends seconds on it (payloads.nesting_problem).
+    if (unfit := data_problems(text) or nesting_problem(text)) is not None:
         raise WorkflowDefinitionError([WorkflowProblem(unfit, path=path)])
     try:
         return _load_text(text, path)

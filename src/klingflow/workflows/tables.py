@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from klingflow.errors import InvalidRequestError
-from klingflow.payloads import data_problems, payload_problems
+from klingflow.payloads import data_problems, nesting_problem, payload_problems
 from klingflow.workflows.inputs import SCALAR_INPUT_TYPES, value_from_text
 from klingflow.workflows.spec import Workflow
 
@@ -103,6 +103,8 @@ def parse_table(text: str, *, suffix: str, source: str) -> list[Any]:
             return _csv_rows(text.removeprefix("\ufeff"), source)  # Excel's byte-order mark
         if suffix == ".jsonl":
             return [json.loads(line) for line in text.splitlines() if line.strip()]
+        if (problem := nesting_problem(text)) is not None:  # before PyYAML's slow scan
+            raise InvalidRequestError([(source, problem)])
         data = yaml.safe_load(text)
     except InvalidRequestError:  # already says what is wrong, and where
         raise
