@@ -84,9 +84,7 @@ def run(
     as_json: AsJson = False,
 ) -> None:
     """Run a workflow durably: live progress, then the run id, outputs and video paths."""
-    from klingflow.cli._progress import exit_unless_completed, finish_runs, report_runs
     from klingflow.cli._run_inputs import build_payloads
-    from klingflow.workflows.engine import Engine, RunQueue
     from klingflow.workflows.estimate import estimate_run
     from klingflow.workflows.loading import load_workflow
     from klingflow.workflows.tables import coerce_row
@@ -99,6 +97,8 @@ def run(
         show_estimates([estimate_run(workflow, payload) for payload in payloads], as_json=as_json)
         return
     require_key()
+    from klingflow.cli._progress import exit_unless_completed, finish_runs, report_runs
+    from klingflow.workflows.engine import Engine, RunQueue  # DBOS: not for a --dry-run
 
     def key(number: int) -> str | None:
         return idempotency_key and (
