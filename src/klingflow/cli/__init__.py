@@ -10,7 +10,6 @@ still gives a working `klingflow video`.
 
 from __future__ import annotations
 
-from importlib.metadata import version
 from typing import Annotated
 
 import typer
@@ -67,6 +66,7 @@ COMMANDS = (
         "execution",
         "workflows",
         "Run a workflow durably: live progress, then the run id, outputs and video paths.",
+        probe=True,
     ),
     LazyCommand(
         "worker",
@@ -74,6 +74,7 @@ COMMANDS = (
         "workflows",
         "Run queued and recovered runs, and fire the schedules of published workflows, until "
         "interrupted (Ctrl-C). Logs each run it starts, pauses and finishes on stderr.",
+        probe=True,
     ),
     LazyCommand(
         "workers",
@@ -149,6 +150,8 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
+        from importlib.metadata import version  # ~0.05 s: only for --version
+
         typer.echo(f"klingflow {version('klingflow')}")
         raise typer.Exit
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -29,8 +29,10 @@ from rich.text import Text
 
 from klingflow.cli.exit_codes import USAGE_EXIT_CODE
 from klingflow.errors import PiAPIConnectionError, PiAPIError
-from klingflow.piapi import PiAPI, Task, WaitPolicy
-from klingflow.piapi.downloads import ProgressCallback
+
+if TYPE_CHECKING:  # the client (httpx) is loaded by the commands that talk to PiAPI
+    from klingflow.piapi import PiAPI, Task, WaitPolicy
+    from klingflow.piapi.downloads import ProgressCallback
 
 __all__ = [
     "STATUS_STYLE",
@@ -51,6 +53,8 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def make_client() -> PiAPI:
     """A client configured from `PIAPI_API_KEY` and `PIAPI_BASE_URL` (usage error if no key)."""
+    from klingflow.piapi import PiAPI
+
     if not os.environ.get("PIAPI_API_KEY"):
         err.print(
             "error: PIAPI_API_KEY is not set: export your PiAPI key, or run `klingflow "
@@ -93,6 +97,8 @@ STATUS_STYLE = {
 
 def wait_policy(poll_seconds: float, deadline_minutes: float) -> WaitPolicy:
     """The client's wait from the options as people give them: seconds, then minutes."""
+    from klingflow.piapi import WaitPolicy
+
     return WaitPolicy(
         initial_interval_seconds=poll_seconds,
         deadline_seconds=deadline_minutes * 60,

@@ -30,24 +30,32 @@ class LazyCommand:
     """A command as the root lists it: where it lives, the extra it needs, its help line.
 
     `help` is the first paragraph of the command's docstring (tests/cli/test_help.py checks
-    that the two agree); a group's command is the attribute `<name>_app` of its module."""
+    that the two agree); a group's command is the attribute `<name>_app` of its module.
+    `probe`: the module imports its extra's packages only when the command runs (so that its
+    `--help` is quick), so they are looked for, not imported, before it loads."""
 
     name: str
     module: str
     extra: str
     help: str
     group: bool = False
+    probe: bool = False
 
 
-def _installed(extra: str) -> bool:
-    """Whether the modules `extra` brings can be found (found, not imported: cheap)."""
+def _missing(extra: str) -> str | None:
+    """The first module `extra` brings that cannot be found (found, not imported: cheap)."""
     for module in modules_of_extra(extra):
         try:
             if importlib.util.find_spec(module) is None:
-                return False
+                return module
         except ValueError:  # in sys.modules as None: blocked, as "not installed"
-            return False
-    return True
+            return module
+    return None
+
+
+def _installed(extra: str) -> bool:
+    """Whether the modules `extra` brings can be found."""
+    return _missing(extra) is None
 
 
 def _listed(entry: LazyCommand) -> TyperCommand:
@@ -78,6 +86,8 @@ def _stub(entry: LazyCommand, module: str | None) -> Any:
 
 def load(entry: LazyCommand) -> Any:
     """The click command of `entry`, its module imported now (a stub if its extra is missing)."""
+    if entry.probe and (missing := _missing(entry.extra)) is not None:
+        return _stub(entry, missing)
     try:
         module = importlib.import_module(f"klingflow.cli.{entry.module}")
     except ModuleNotFoundError as error:

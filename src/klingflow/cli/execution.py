@@ -10,23 +10,19 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from klingflow.cli._console import err, out, print_json, require_key, usd
 from klingflow.cli._errors import handles_errors
 from klingflow.cli._options import AsJson, LogFormatOption
-from klingflow.cli._progress import exit_unless_completed, finish_runs, report_runs
-from klingflow.cli._run_inputs import build_payloads
-from klingflow.cli._runlogs import log_runs
-from klingflow.settings import Settings
-from klingflow.workflows import RunEstimate, estimate_run, load_workflow
-from klingflow.workflows.engine import Engine, RunQueue
-from klingflow.workflows.records import RunRecord
-from klingflow.workflows.registry import WorkflowRegistry
-from klingflow.workflows.schedules import Scheduler
-from klingflow.workflows.tables import coerce_row
+
+# The engine (DBOS), the node kinds and the client are imported when a command runs, not to
+# parse its options: `klingflow run --help` starts as fast as `klingflow --help`.
+if TYPE_CHECKING:
+    from klingflow.workflows.estimate import RunEstimate
+    from klingflow.workflows.records import RunRecord
 
 __all__ = ["run", "show_estimates", "worker"]
 
@@ -88,6 +84,11 @@ def run(
     as_json: AsJson = False,
 ) -> None:
     """Run a workflow durably: live progress, then the run id, outputs and video paths."""
+    from klingflow.cli._run_inputs import build_payloads
+    from klingflow.workflows.estimate import estimate_run
+    from klingflow.workflows.loading import load_workflow
+    from klingflow.workflows.tables import coerce_row
+
     workflow = load_workflow(file)
     payloads = [coerce_row(workflow, p) for p in build_payloads(inputs, input_file, rows)]
     for payload in payloads:  # every row is checked before the first run starts
@@ -96,6 +97,8 @@ def run(
         show_estimates([estimate_run(workflow, payload) for payload in payloads], as_json=as_json)
         return
     require_key()
+    from klingflow.cli._progress import exit_unless_completed, finish_runs, report_runs
+    from klingflow.workflows.engine import Engine, RunQueue  # DBOS: not for a --dry-run
 
     def key(number: int) -> str | None:
         return idempotency_key and (
@@ -131,6 +134,11 @@ def run(
 def worker(log_format: LogFormatOption = "text") -> None:
     """Run queued and recovered runs, and fire the schedules of published workflows, until
     interrupted (Ctrl-C). Logs each run it starts, pauses and finishes on stderr."""
+    from klingflow.cli._runlogs import log_runs
+    from klingflow.settings import Settings
+    from klingflow.workflows.engine import Engine
+    from klingflow.workflows.registry import WorkflowRegistry
+    from klingflow.workflows.schedules import Scheduler
 
     settings = Settings()
     require_key()

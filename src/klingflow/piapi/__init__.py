@@ -12,62 +12,95 @@ unless PiAPI provably did not take it; waits poll adaptively (or end on a webhoo
 downloads are atomic and resumable. See docs/client.md.
 """
 
-from klingflow.errors import (
-    APIStatusError,
-    AuthenticationError,
-    BadRequestError,
-    DownloadError,
-    InsufficientCreditsError,
-    InvalidRequestError,
-    PermissionDeniedError,
-    PiAPIConnectionError,
-    PiAPIError,
-    PiAPITimeoutError,
-    RateLimitError,
-    ServerError,
-    SubmitUncertainError,
-    TaskFailedError,
-    TaskNotFoundError,
-    UnexpectedResponseError,
-    WaitTimeoutError,
-    WebhookVerificationError,
-)
-from klingflow.piapi._client import AsyncPiAPI, PiAPI
-from klingflow.piapi._retries import RetryPolicy
-from klingflow.piapi.downloads import ProgressCallback
-from klingflow.piapi.kling import (
-    AvatarRequest,
-    CameraControl,
-    EffectsRequest,
-    Element,
-    ExtendVideoRequest,
-    KlingOmniRequest,
-    KlingRequest,
-    KlingTurboRequest,
-    KlingVideoRequest,
-    LipSyncRequest,
-    MotionControlRequest,
-    Shot,
-    SoundRequest,
-    TaskConfig,
-    TryOnRequest,
-    WebhookConfig,
-    parse_task_request,
-)
-from klingflow.piapi.models import (
-    TERMINAL_STATUSES,
-    AccountInfo,
-    ActiveTaskCounts,
-    Task,
-    TaskError,
-    TaskMeta,
-    TaskStatus,
-    Usage,
-)
-from klingflow.piapi.pricing import PriceTable, actual_cost, estimate_cost
-from klingflow.piapi.throttle import RateLimit
-from klingflow.piapi.waiting import AsyncWebhookEvents, TaskEvent, WaitPolicy, WebhookEvents
-from klingflow.piapi.webhooks import WebhookDelivery, verify_webhook
+import typing as _typing
+
+# Loaded on first use (PEP 562): reading a price or a points amount (`klingflow.piapi.models`,
+# which the run log uses) must not pay for the client's httpx and the Kling request models.
+if _typing.TYPE_CHECKING:
+    from klingflow.errors import (
+        APIStatusError,
+        AuthenticationError,
+        BadRequestError,
+        DownloadError,
+        InsufficientCreditsError,
+        InvalidRequestError,
+        PermissionDeniedError,
+        PiAPIConnectionError,
+        PiAPIError,
+        PiAPITimeoutError,
+        RateLimitError,
+        ServerError,
+        SubmitUncertainError,
+        TaskFailedError,
+        TaskNotFoundError,
+        UnexpectedResponseError,
+        WaitTimeoutError,
+        WebhookVerificationError,
+    )
+    from klingflow.piapi._client import AsyncPiAPI, PiAPI
+    from klingflow.piapi._retries import RetryPolicy
+    from klingflow.piapi.downloads import ProgressCallback
+    from klingflow.piapi.kling import (
+        AvatarRequest,
+        CameraControl,
+        EffectsRequest,
+        Element,
+        ExtendVideoRequest,
+        KlingOmniRequest,
+        KlingRequest,
+        KlingTurboRequest,
+        KlingVideoRequest,
+        LipSyncRequest,
+        MotionControlRequest,
+        Shot,
+        SoundRequest,
+        TaskConfig,
+        TryOnRequest,
+        WebhookConfig,
+        parse_task_request,
+    )
+    from klingflow.piapi.models import (
+        TERMINAL_STATUSES,
+        AccountInfo,
+        ActiveTaskCounts,
+        Task,
+        TaskError,
+        TaskMeta,
+        TaskStatus,
+        Usage,
+    )
+    from klingflow.piapi.pricing import PriceTable, actual_cost, estimate_cost
+    from klingflow.piapi.throttle import RateLimit
+    from klingflow.piapi.waiting import AsyncWebhookEvents, TaskEvent, WaitPolicy, WebhookEvents
+    from klingflow.piapi.webhooks import WebhookDelivery, verify_webhook
+
+_HOMES = {
+    "klingflow.errors": (
+        "APIStatusError", "AuthenticationError", "BadRequestError", "DownloadError",
+        "InsufficientCreditsError", "InvalidRequestError", "PermissionDeniedError",
+        "PiAPIConnectionError", "PiAPIError", "PiAPITimeoutError", "RateLimitError", "ServerError",
+        "SubmitUncertainError", "TaskFailedError", "TaskNotFoundError", "UnexpectedResponseError",
+        "WaitTimeoutError", "WebhookVerificationError"
+    ),
+    "klingflow.piapi._client": ("AsyncPiAPI", "PiAPI"),
+    "klingflow.piapi._retries": ("RetryPolicy",),
+    "klingflow.piapi.downloads": ("ProgressCallback",),
+    "klingflow.piapi.kling": (
+        "AvatarRequest", "CameraControl", "EffectsRequest", "Element", "ExtendVideoRequest",
+        "KlingOmniRequest", "KlingRequest", "KlingTurboRequest", "KlingVideoRequest",
+        "LipSyncRequest", "MotionControlRequest", "Shot", "SoundRequest", "TaskConfig",
+        "TryOnRequest", "WebhookConfig", "parse_task_request"
+    ),
+    "klingflow.piapi.models": (
+        "TERMINAL_STATUSES", "AccountInfo", "ActiveTaskCounts", "Task", "TaskError", "TaskMeta",
+        "TaskStatus", "Usage"
+    ),
+    "klingflow.piapi.pricing": ("PriceTable", "actual_cost", "estimate_cost"),
+    "klingflow.piapi.throttle": ("RateLimit",),
+    "klingflow.piapi.waiting": ("AsyncWebhookEvents", "TaskEvent", "WaitPolicy", "WebhookEvents"),
+    "klingflow.piapi.webhooks": ("WebhookDelivery", "verify_webhook"),
+}  # fmt: skip
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -128,3 +161,17 @@ __all__ = [
     "parse_task_request",
     "verify_webhook",
 ]
+
+
+def __getattr__(name: str) -> _typing.Any:
+    import importlib
+
+    if name not in _HOME_OF:
+        raise AttributeError(f"module 'klingflow.piapi' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME_OF[name]), name)
+    globals()[name] = value  # once loaded, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

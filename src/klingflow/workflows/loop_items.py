@@ -17,18 +17,20 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from klingflow.errors import KlingflowError
 from klingflow.piapi.models import points_to_usd
 from klingflow.workflows.json_size import json_bytes
-from klingflow.workflows.nodes.loop import LoopNode
 from klingflow.workflows.records import Attempt, NodeRun, NodeStatus
 from klingflow.workflows.runlog import REUSED_STATUSES, RunLog
 from klingflow.workflows.schema import attempt_log, node_runs
-from klingflow.workflows.templates import render, template_context
+from klingflow.workflows.templates import template_context
+
+if TYPE_CHECKING:  # the node kinds (and jinja2 under them) are not loaded to read a loop
+    from klingflow.workflows.nodes.loop import LoopNode
 
 __all__ = [
     "ITEM_STATUSES",
@@ -104,6 +106,8 @@ def item_label(
     label, title, name, prompt... field, or its JSON. A label that fails to render falls back
     (a name in a table is never worth an error page)."""
     if template is not None:
+        from klingflow.workflows.templates import render  # jinja2: only for a label template
+
         context = template_context(
             trigger=trigger or {}, inputs=inputs or {}, outputs={},
             item=item, index=index, length=length,

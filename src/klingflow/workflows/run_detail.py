@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Literal, TypeVar, overload
 
@@ -33,7 +33,6 @@ from klingflow.formats import MomentJSON, UsdJSON
 from klingflow.workflows.json_size import json_bytes
 from klingflow.workflows.loop_items import item_page
 from klingflow.workflows.loop_output import shown_error, shown_node
-from klingflow.workflows.nodes.loop import LoopNode
 from klingflow.workflows.records import (
     Attempt,
     Intent,
@@ -45,7 +44,6 @@ from klingflow.workflows.records import (
 )
 from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.schema import attempt_log, intents, node_runs, runs
-from klingflow.workflows.spec import Workflow
 
 __all__ = [
     "ITEMS_PER_PAGE",
@@ -311,13 +309,32 @@ class _StoredItems(Sequence[Any]):
         return self.values.get(index)
 
 
-def _loop_specs(run: RunRecord) -> dict[str, LoopNode]:
-    workflow = Workflow.model_validate(run.workflow)
-    return {node.id: node for node in workflow.nodes if isinstance(node, LoopNode)}
+@dataclass(frozen=True)
+class _LoopSpec:
+    """What the detail needs of a `loop` node: its id, the size of its body, its label."""
+
+    id: str
+    body_length: int
+    label: str | None
+
+
+def _loop_specs(run: RunRecord) -> dict[str, _LoopSpec]:
+    """The run's loops, read from the workflow it stored (validated when the run started):
+    validating it again would load every node kind, jinja2 and httpx for three fields."""
+    nodes = run.workflow.get("nodes")
+    loops = [
+        node
+        for node in (nodes if isinstance(nodes, list) else [])
+        if isinstance(node, dict) and node.get("type") == "loop"
+    ]
+    return {
+        node["id"]: _LoopSpec(node["id"], len(node.get("nodes") or ()), node.get("label"))
+        for node in loops
+    }
 
 
 def _loop(
-    runlog: RunLog, run: RunRecord, row: NodeRun, spec: LoopNode, *, elided: bool,
+    runlog: RunLog, run: RunRecord, row: NodeRun, spec: _LoopSpec, *, elided: bool,
     status: str | None, offset: int, limit: int,
 ) -> tuple[LoopPublic, list[NodeRun]]:  # fmt: skip
     inputs = row.inputs if isinstance(row.inputs, dict) else {}
@@ -327,7 +344,7 @@ def _loop(
         items = _StoredItems(runlog, row)
     page = item_page(
         runlog, run.run_id, run.epoch, spec.id, items=items,
-        body_length=len(spec.nodes), label=spec.label, inputs=run.inputs, trigger=run.trigger,
+        body_length=spec.body_length, label=spec.label, inputs=run.inputs, trigger=run.trigger,
         status=status, offset=offset, limit=limit,
     )  # fmt: skip
     end = offset + len(page.items)
