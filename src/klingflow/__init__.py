@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import typing as _typing
 
+from klingflow._exports import lazy_exports as _lazy_exports
+
 # Loaded on first use (PEP 562), so that importing a small part of the package, such as the
 # pytest plugin `klingflow.testing`, does not pay for the client (httpx, pydantic).
 if _typing.TYPE_CHECKING:
@@ -50,30 +52,18 @@ _HOMES = {
         "TaskStatus", "WaitPolicy", "estimate_cost",
     ),
 }  # fmt: skip
-_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 
-def __getattr__(name: str) -> _typing.Any:
-    import importlib
+def _version() -> str:
+    import importlib.metadata
 
-    if name == "__version__":
-        import importlib.metadata
-
-        try:
-            value: _typing.Any = importlib.metadata.version("klingflow")
-        except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a source tree
-            value = "0"
-    elif name in _HOME_OF:
-        value = getattr(importlib.import_module(_HOME_OF[name]), name)
-    else:
-        raise AttributeError(f"module 'klingflow' has no attribute {name!r}")
-    globals()[name] = value  # once loaded, a plain attribute
-    return value
+    try:
+        return importlib.metadata.version("klingflow")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a source tree
+        return "0"
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
+__getattr__, __dir__ = _lazy_exports(globals(), _HOMES, {"__version__": _version})
 
 __all__ = [
     "AsyncPiAPI",

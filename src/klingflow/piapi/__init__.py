@@ -14,6 +14,8 @@ downloads are atomic and resumable. See docs/client.md.
 
 import typing as _typing
 
+from klingflow._exports import lazy_exports as _lazy_exports
+
 # Loaded on first use (PEP 562): reading a price or a points amount (`klingflow.piapi.models`,
 # which the run log uses) must not pay for the client's httpx and the Kling request models.
 if _typing.TYPE_CHECKING:
@@ -100,7 +102,7 @@ _HOMES = {
     "klingflow.piapi.waiting": ("AsyncWebhookEvents", "TaskEvent", "WaitPolicy", "WebhookEvents"),
     "klingflow.piapi.webhooks": ("WebhookDelivery", "verify_webhook"),
 }  # fmt: skip
-_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+__getattr__, __dir__ = _lazy_exports(globals(), _HOMES)
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -161,17 +163,3 @@ __all__ = [
     "parse_task_request",
     "verify_webhook",
 ]
-
-
-def __getattr__(name: str) -> _typing.Any:
-    import importlib
-
-    if name not in _HOME_OF:
-        raise AttributeError(f"module 'klingflow.piapi' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOME_OF[name]), name)
-    globals()[name] = value  # once loaded, a plain attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})

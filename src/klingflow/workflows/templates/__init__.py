@@ -13,6 +13,8 @@ validation, is found by `usage`.
 
 import typing as _typing
 
+from klingflow._exports import lazy_exports as _lazy_exports
+
 # Loaded on first use (PEP 562): the run log's readers use `context` alone (a loop's output as
 # a `LazyList`, an item's label context) and should not pay for jinja2 unless they render.
 if _typing.TYPE_CHECKING:
@@ -37,7 +39,7 @@ _HOMES = {
     "klingflow.workflows.templates.sandbox": ("TEMPLATE_GLOBALS", "is_template", "slug"),
     "klingflow.workflows.templates.usage": ("TemplateUsage", "references", "template_usage"),
 }  # fmt: skip
-_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+__getattr__, __dir__ = _lazy_exports(globals(), _HOMES)
 
 __all__ = [
     "CONTEXT_NAMES",
@@ -55,17 +57,3 @@ __all__ = [
     "template_context",
     "template_usage",
 ]
-
-
-def __getattr__(name: str) -> _typing.Any:
-    import importlib
-
-    if name not in _HOME_OF:
-        raise AttributeError(f"module 'klingflow.workflows.templates' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOME_OF[name]), name)
-    globals()[name] = value  # once loaded, a plain attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
