@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import event
 
 from klingflow.emulator import EmulatorConfig, EmulatorServer, FaultRule
+from klingflow.workflows.loop_items import output_exceeds
 from klingflow.workflows.loop_output import PAGE_ITEMS, LoopOutput, is_reference, live_output
 from klingflow.workflows.records import RunStatus
 from klingflow.workflows.run_detail import MAX_VALUE_BYTES, run_detail
@@ -245,3 +247,24 @@ def test_a_loop_output_too_big_to_show_is_left_out_of_the_detail(harness: Harnes
     assert "nodes[each].output" in detail.elided
     assert detail.nodes[0].output is None
     assert detail.nodes[1].output == {"text": "x" * 1000}
+
+
+def test_a_loop_too_long_to_show_is_left_out_without_summing_its_items(
+    many: tuple[Harness, str],
+) -> None:
+    """A loop whose items alone are over the detail's limit (6 bytes of JSON each at least:
+    100,000 items) is left out without summing its items' outputs in the database, so `runs
+    show` on it reads no more than on a small one; a shorter loop is measured there."""
+    harness, run_id = many
+    runlog = harness.runlog()
+    statements: list[str] = []
+
+    @event.listens_for(runlog.engine, "before_cursor_execute")
+    def seen(_connection: sa.Connection, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    over = MAX_VALUE_BYTES // 6 + 1
+    assert output_exceeds(runlog, run_id, 0, "each", length=over, max_bytes=MAX_VALUE_BYTES)
+    assert statements == []
+    assert not output_exceeds(runlog, run_id, 0, "each", length=COUNT, max_bytes=MAX_VALUE_BYTES)
+    assert len(statements) == 1

@@ -43,7 +43,7 @@ __all__ = [
     "item_label",
     "item_outputs",
     "item_page",
-    "output_bytes",
+    "output_exceeds",
     "skip_items",
     "top_level",
 ]
@@ -392,15 +392,21 @@ def item_outputs(
     return found
 
 
-def output_bytes(runlog: RunLog, run_id: str, epoch: int, loop_id: str, *, length: int) -> int:
-    """About how many bytes of JSON a loop's whole output is, measured in the database
-    without reading it (`json_bytes`): its items' recorded outputs, and their keys."""
+def output_exceeds(
+    runlog: RunLog, run_id: str, epoch: int, loop_id: str, *, length: int, max_bytes: int
+) -> bool:
+    """Whether a loop's whole output is over `max_bytes` of JSON (about), measured in the
+    database without reading it (`json_bytes`): its items' recorded outputs and their keys.
+    A loop whose items alone are over (6 bytes each at least) is answered without a look:
+    a 100,000-item loop's outputs are never summed to be left out."""
+    if 6 * length > max_bytes:
+        return True
     rows = sa.select(
         sa.func.count(),
         sa.func.sum(json_bytes(node_runs.c.output) + sa.func.length(node_runs.c.node_id)),
     ).where(_item_filter(run_id, epoch, loop_id), node_runs.c.item_index < length)
     count, total = runlog.read(lambda c: c.execute(rows).one())
-    return int(total or 0) + 6 * int(count or 0) + 6 * length
+    return int(total or 0) + 6 * int(count or 0) + 6 * length > max_bytes
 
 
 def finished_top_level(runlog: RunLog, run_id: str, epoch: int) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final, overload
 
-from klingflow.workflows.loop_items import item_outputs, output_bytes
+from klingflow.workflows.loop_items import item_outputs, output_exceeds
 from klingflow.workflows.records import Attempt, NodeRun
 from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.templates import LazyList
@@ -161,7 +161,7 @@ def shown_output(
         return value, False
     ref = value[REFERENCE_KEY]
     length = int(ref["length"])
-    if output_bytes(runlog, run_id, epoch, str(ref["loop"]), length=length) > max_bytes:
+    if output_exceeds(runlog, run_id, epoch, str(ref["loop"]), length=length, max_bytes=max_bytes):
         return None, True
     return list(live_output(runlog, run_id, epoch, value)), False
 
