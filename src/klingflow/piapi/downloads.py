@@ -22,7 +22,6 @@ from types import TracebackType
 from typing import IO, Self
 
 from klingflow.errors import DownloadError, InvalidRequestError
-from klingflow.piapi.folder_sync import sync_folder
 from klingflow.piapi.models import Task
 
 __all__ = [
@@ -319,5 +318,19 @@ class Download:
                 url=self.url,
             )
         os.replace(self._part, self.target)
-        sync_folder(str(self.target.parent))  # shared with the renames made meanwhile
+        _fsync_folder(self.target.parent)
         return self.target
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
