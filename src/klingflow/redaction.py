@@ -12,6 +12,7 @@ masks its secrets and replaces the characters no database or JSON encoder takes.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
@@ -35,6 +36,9 @@ MASK: Final = "***"
 MIN_SECRET_LENGTH: Final = 4
 """Shorter values are not searched for in other text: masking every `a` would ruin it."""
 
+_SCALARS: Final = frozenset({int, float, bool, type(None)})
+"""Types `redact_values` returns as they are, found without an `isinstance` walk."""
+
 _run_secrets: ContextVar[tuple[str, ...]] = ContextVar("klingflow_run_secrets", default=())
 
 _SECRET_NAME = re.compile(
@@ -42,8 +46,10 @@ _SECRET_NAME = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_name(name: str) -> bool:
-    """Whether a field or header called `name` holds a secret (its value is masked whole)."""
+    """Whether a field or header called `name` holds a secret (its value is masked whole).
+    Cached: the run log asks it of the same few field names for every value it stores."""
     return _SECRET_NAME.search(name) is not None
 
 
@@ -85,7 +91,12 @@ def storable(text: str) -> str:
 def redact_values(value: Any, secrets: tuple[str, ...]) -> Any:
     """A copy of `value` with known secret strings masked wherever they appear, and every
     string (keys too) made storable."""
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind is str:  # the commonest first: every stored value is a walk over a few of each
+        return storable(mask_secrets(value, secrets))
+    if kind in _SCALARS:
+        return value
+    if kind is dict or isinstance(value, Mapping):
         return {
             storable(k) if isinstance(k, str) else k: redact_values(v, secrets)
             for k, v in value.items()
@@ -99,7 +110,7 @@ def redact_values(value: Any, secrets: tuple[str, ...]) -> Any:
 
 def redact(value: Any, secrets: tuple[str, ...] = ()) -> Any:
     """A copy of `value` with secret-looking keys' values and known secret strings masked."""
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         return {
             storable(k) if isinstance(k, str) else k: (
                 MASK if is_secret_name(str(k)) and v else redact(v, secrets)

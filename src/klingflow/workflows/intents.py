@@ -16,7 +16,8 @@ not the replay, decides whether a node submits. Its life, per submission:
   estimate stays reserved until a webhook names its task and says what it cost.
 
 `current_intent` is what a node asks first, on every replay: a live intent means "do not
-submit again; resume it". Amounts are PiAPI points (integers), so reservations are atomic.
+submit again; resume it" (on the hot path, in the transaction that otherwise records the new
+intent: `live_or_reserve_soon`). Amounts are PiAPI points (integers), so reservations are atomic.
 """
 
 from __future__ import annotations
@@ -91,6 +92,28 @@ _INTENT_INSERT = intents.insert()
 _MARK_SENT = _INTENT_UPDATE.where(intents.c.state == IntentState.PREPARED.value).values(
     state=IntentState.SENT.value
 )
+_OTHER_OWNER = (
+    intents.select()
+    .where(intents.c.task_id == sa.bindparam("q_task"))
+    .where(intents.c.intent_id != sa.bindparam("q_intent"))
+)
+"""The intent, other than `q_intent`, that holds task `q_task` (a conflict)."""
+_other = intents.alias("other")  # not correlated with the row being updated
+_BIND_TASK = _INTENT_UPDATE.where(
+    ~sa.exists()
+    .where(_other.c.task_id == sa.bindparam("q_task"))
+    .where(_other.c.intent_id != sa.bindparam("q_intent"))
+).values(state=IntentState.ACCEPTED.value)
+"""Bind a task id to an intent unless another intent holds it: the conflict check and the
+write in one statement (the hot path's), the owner read only when it did not land."""
+_CLOSE_ACCEPTED = (
+    intents.update()
+    .where(intents.c.task_id == sa.bindparam("q_task"))
+    .where(intents.c.state == IntentState.ACCEPTED.value)
+    .returning(intents.c.run_id, intents.c.estimated_points)
+)
+"""Close the accepted intent of a task, answering what its settlement needs (one statement
+where a read and an update were)."""
 _RESERVE = (
     runs.update()
     .where(runs.c.run_id == sa.bindparam("q_run"))
@@ -134,8 +157,14 @@ def _accept(
     now = time.time()
 
     def bind(tx: sa.Connection) -> TaskIdConflictError | None:
-        owner = tx.execute(_INTENT_BY_TASK, {"q_task": task_id}).first()
-        if owner is not None and owner.intent_id != intent_id:
+        bound = tx.execute(
+            _BIND_TASK,
+            {"q_intent": intent_id, "q_task": task_id, "task_id": task_id, "updated_at": now},
+        )
+        owner = None  # bound: nobody else holds it; else read who does (or nobody: no intent)
+        if bound.rowcount != 1:
+            owner = tx.execute(_OTHER_OWNER, {"q_task": task_id, "q_intent": intent_id}).first()
+        if owner is not None:
             return TaskIdConflictError(
                 f"PiAPI answered node {node_path} of run {run_id} (intent {intent_id}) with "
                 f"task {task_id}, which the run log already holds for run {owner.run_id} "
@@ -143,15 +172,6 @@ def _accept(
                 "one task on two runs: check the task at PiAPI, then settle this run with "
                 f"`klingflow runs retry {run_id} --task-id ID` or `--resubmit`"
             )
-        tx.execute(
-            _INTENT_UPDATE,
-            {
-                "q_intent": intent_id,
-                "state": IntentState.ACCEPTED.value,
-                "task_id": task_id,
-                "updated_at": now,
-            },
-        )
         tx.execute(
             NODE_UPDATE,
             {"q_run": run_id, "q_epoch": epoch, "q_path": node_path, "task_id": task_id},
@@ -167,11 +187,10 @@ def _finish(task_id: str, state: IntentState, spent_points: int) -> Write[bool]:
     now = time.time()
 
     def finish(tx: sa.Connection) -> bool:
-        row = tx.execute(_INTENT_BY_TASK, {"q_task": task_id}).first()
-        if row is None or row.state != IntentState.ACCEPTED.value:
+        closed = {"q_task": task_id, "state": state.value, "updated_at": now}
+        row = tx.execute(_CLOSE_ACCEPTED, closed).first()
+        if row is None:
             return False
-        tx.execute(_INTENT_UPDATE, {"q_intent": row.intent_id, "state": state.value,
-                                    "updated_at": now})  # fmt: skip
         tx.execute(
             SETTLE,
             {"q_run": row.run_id, "q_reserved": row.estimated_points, "q_spent": spent_points},
@@ -195,10 +214,6 @@ class IntentJournal(Transactions):
         """The node's live submission, if any. Rejected (nothing created), failed (the task is
         over: trying again means a new task) and abandoned intents do not count."""
         return self.write_now(_current_intent(run_id, epoch, node_path))
-
-    async def current_intent_soon(self, run_id: str, epoch: int, node_path: str) -> Intent | None:
-        """`current_intent`, read with the writes queued now (group commit)."""
-        return await self.write_soon(_current_intent(run_id, epoch, node_path))
 
     def reserve_and_record(
         self,
@@ -254,6 +269,29 @@ class IntentJournal(Transactions):
             return intent_id
 
         return Write(record, committed=_has_intent(intent_id))
+
+    async def live_or_reserve_soon(
+        self,
+        run_id: str,
+        epoch: int,
+        node_path: str,
+        *,
+        request: dict[str, Any],
+        estimated_usd: Decimal,
+    ) -> Intent | str | None:
+        """The node's live submission (`current_intent`) if it has one; else what
+        `reserve_and_record` answers (the new intent's id, None when over budget). One
+        transaction where the hot path paid two: a node's first question and its first write."""
+        reserve = self._reserve(run_id, epoch, node_path, request, estimated_usd)
+        read = _current_intent(run_id, epoch, node_path).body
+
+        def claim(tx: sa.Connection) -> Intent | str | None:
+            live = read(tx)
+            return live if live is not None else reserve.body(tx)
+
+        # After a cut COMMIT: the new intent's row says whether it landed (a read alone wrote
+        # nothing, so it is asked again).
+        return await self.write_soon(Write(claim, committed=reserve.committed))
 
     def mark_sent(self, intent_id: str) -> None:
         """The create POST is leaving now: from here a crash leaves it uncertain."""

@@ -23,7 +23,7 @@ from klingflow.errors import (
 )
 from klingflow.piapi import KlingRequest, Task
 from klingflow.workflows.nodes.runtime import Runtime
-from klingflow.workflows.records import IntentState
+from klingflow.workflows.records import Intent, IntentState
 from klingflow.workflows.uncertain import uncertain_hint
 
 __all__ = ["download_outputs", "submit_once", "submitted", "task_summary", "wait_for_task"]
@@ -47,24 +47,35 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
     services, runlog = rt.services, rt.services.runlog
 
     async def submit() -> dict[str, Any]:
-        intent = await runlog.current_intent_soon(rt.run_id, rt.epoch, rt.node_path)
-        if intent is not None and intent.task_id:
+        claimed = await services.finish_even_if_cancelled(claim())
+        if isinstance(claimed, dict):  # sent now, its task id recorded
+            return claimed
+        intent = claimed
+        if intent.task_id:
             task = await services.client.get(intent.task_id)
             return task.public_dict()
-        if intent is not None and intent.state in (IntentState.SENT, IntentState.UNCERTAIN):
-            runlog.update_intent(intent.intent_id, IntentState.UNCERTAIN)
-            raise SubmitUncertainError(
-                f"an earlier submission of node {rt.node_path} (intent {intent.intent_id}) may "
-                "have created a paid task, and no answer was recorded; klingflow will not pay "
-                f"twice: {settle_hint(intent.intent_id, intent.created_at)}",
-                intent_id=intent.intent_id,
-            )
-        if intent is not None and intent.state == IntentState.PREPARED:
+        runlog.update_intent(intent.intent_id, IntentState.UNCERTAIN)  # sent, never answered
+        raise SubmitUncertainError(
+            f"an earlier submission of node {rt.node_path} (intent {intent.intent_id}) may "
+            "have created a paid task, and no answer was recorded; klingflow will not pay "
+            f"twice: {settle_hint(intent.intent_id, intent.created_at)}",
+            intent_id=intent.intent_id,
+        )
+
+    async def claim() -> dict[str, Any] | Intent:  # never cut off: a recorded intent is sent
+        """The node's live intent, or a new one recorded and sent (the create's answer)."""
+        estimate = services.client.estimate_cost(request)
+        found = await runlog.live_or_reserve_soon(
+            rt.run_id, rt.epoch, rt.node_path, request=request.to_body(), estimated_usd=estimate
+        )
+        if isinstance(found, str):
+            return await send(found, estimate)
+        if found is None:
+            raise over_budget(estimate)
+        if found.task_id is None and found.state == IntentState.PREPARED:
             # Recorded, then cut off while it waited for the client's limits: never sent.
-            return await services.finish_even_if_cancelled(
-                send(intent.intent_id, intent.estimated_usd)
-            )
-        return await services.finish_even_if_cancelled(record_and_send())
+            return await send(found.intent_id, found.estimated_usd)
+        return found
 
     def settle_hint(intent_id: str, sent_at: float) -> str:
         """Exactly how to settle it: where and when to look, and what to type then."""
@@ -80,23 +91,17 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
             "checked at PiAPI first), or accept a second charge with `--resubmit`"
         )
 
-    async def record_and_send() -> dict[str, Any]:  # from the intent to the task id
-        estimate = services.client.estimate_cost(request)
-        intent_id = await runlog.reserve_and_record_soon(
-            rt.run_id, rt.epoch, rt.node_path, request=request.to_body(), estimated_usd=estimate
+    def over_budget(estimate: Decimal) -> BudgetExceededError:
+        run = runlog.get_run(rt.run_id)
+        assert run is not None
+        assert run.budget_usd is not None
+        return BudgetExceededError(
+            f"node {rt.node_path} would cost ${estimate} but the run's budget of "
+            f"${run.budget_usd} has ${run.budget_usd - run.spent_usd - run.reserved_usd} "
+            "left: skip the node or cancel the run (a run keeps the budget it started with)",
+            estimated_usd=estimate,
+            budget_usd=run.budget_usd,
         )
-        if intent_id is None:
-            run = runlog.get_run(rt.run_id)
-            assert run is not None
-            assert run.budget_usd is not None
-            raise BudgetExceededError(
-                f"node {rt.node_path} would cost ${estimate} but the run's budget of "
-                f"${run.budget_usd} has ${run.budget_usd - run.spent_usd - run.reserved_usd} "
-                "left: skip the node or cancel the run (a run keeps the budget it started with)",
-                estimated_usd=estimate,
-                budget_usd=run.budget_usd,
-            )
-        return await send(intent_id, estimate)
 
     async def send(intent_id: str, estimate: Decimal) -> dict[str, Any]:  # never cut off
         try:
