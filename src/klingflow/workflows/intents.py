@@ -293,10 +293,16 @@ class IntentJournal(Transactions):
         # nothing, so it is asked again).
         return await self.write_soon(Write(claim, committed=reserve.committed))
 
-    def mark_sent(self, intent_id: str) -> None:
-        """The create POST is leaving now: from here a crash leaves it uncertain."""
+    def mark_sent(self, intent_id: str) -> bool:
+        """The create POST is leaving now: from here a crash leaves it uncertain. False when
+        the intent was no longer `prepared`: another process sent it (a worker taking over
+        one still alive), and this one must not. (After a cut COMMIT it may say False for
+        its own: then nothing is sent and the run pauses, never a second charge.)"""
         params = {"q_intent": intent_id, "updated_at": time.time()}
-        self.write(lambda tx: tx.execute(_MARK_SENT, params), idempotent=True)
+        moved: bool = self.write(
+            lambda tx: tx.execute(_MARK_SENT, params).rowcount == 1, idempotent=True
+        )
+        return moved
 
     def accept_intent(
         self, intent_id: str, *, run_id: str, epoch: int, node_path: str, task_id: str

@@ -11,6 +11,7 @@ says so (a webhook, `klingflow runs retry --task-id` or `--resubmit` settles it)
 
 from __future__ import annotations
 
+import asyncio
 import time
 from decimal import Decimal
 from typing import Any
@@ -27,6 +28,10 @@ from klingflow.workflows.records import Intent, IntentState
 from klingflow.workflows.uncertain import uncertain_hint
 
 __all__ = ["download_outputs", "submit_once", "submitted", "task_summary", "wait_for_task"]
+
+SENT_ELSEWHERE_GRACE = 30.0
+"""Seconds past the client's timeout to wait for another process's answer to a create."""
+SENT_ELSEWHERE_POLL_SECONDS = 0.25
 
 
 def task_summary(task: Task) -> dict[str, Any]:
@@ -104,13 +109,20 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
         )
 
     async def send(intent_id: str, estimate: Decimal) -> dict[str, Any]:  # never cut off
+        is_ours = False
+
+        def sending() -> None:  # before each POST (a 429 is sent again): leaves only if ours
+            nonlocal is_ours
+            if not is_ours and not runlog.mark_sent(intent_id):
+                raise _SentElsewhere(intent_id)
+            is_ours = True
+
         try:
             task = await services.client.submit(
-                request,
-                intent_id=intent_id,
-                webhook=services.webhook,
-                on_sending=lambda: runlog.mark_sent(intent_id),
+                request, intent_id=intent_id, webhook=services.webhook, on_sending=sending
             )
+        except _SentElsewhere:
+            return await answer_sent_elsewhere(intent_id)
         except SubmitUncertainError as error:
             settled = runlog.mark_uncertain(intent_id, note=str(error))
             if settled is not None:  # PiAPI's webhook named the task before we gave up
@@ -137,7 +149,29 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
         # public_dict: the step's output is stored (DBOS), and must not hold the webhook secret
         return task.public_dict()
 
+    async def answer_sent_elsewhere(intent_id: str) -> dict[str, Any]:
+        """Another process sent this intent first (a worker that took over this run while
+        this one still ran it): wait for the task id it records; never send it again."""
+        deadline = time.monotonic() + services.client.timeout_seconds + SENT_ELSEWHERE_GRACE
+        while time.monotonic() < deadline:
+            found = runlog.intent_by_id(intent_id)
+            if found is not None and found[1].task_id:
+                return (await services.client.get(found[1].task_id)).public_dict()
+            if found is None or found[1].state is not IntentState.SENT:
+                break  # answered with an error there, or settled by hand
+            await asyncio.sleep(SENT_ELSEWHERE_POLL_SECONDS)
+        raise SubmitUncertainError(
+            f"node {rt.node_path}'s submission (intent {intent_id}) was sent by another "
+            "process running this run, and no task id was recorded for it here; klingflow "
+            f"will not pay twice: {settle_hint(intent_id, time.time())}",
+            intent_id=intent_id,
+        )
+
     return Task.model_validate(await rt.durable.step("kling.submit", submit))
+
+
+class _SentElsewhere(Exception):
+    """Raised before the POST: the intent is no longer `prepared` (another process sent it)."""
 
 
 async def wait_for_task(
