@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -228,7 +229,8 @@ class IntentJournal(Transactions):
         over budget. Written before the create waits for the client's limits: from then on a
         crash cannot lose it. `mark_sent` says when it really leaves.
         """
-        return self.write_now(self._reserve(run_id, epoch, node_path, request, estimated_usd))
+        write: Write[str | None] = self._reserve(run_id, epoch, node_path, request, estimated_usd)
+        return self.write_now(write)
 
     async def reserve_and_record_soon(
         self,
@@ -240,7 +242,7 @@ class IntentJournal(Transactions):
         estimated_usd: Decimal,
     ) -> str | None:
         """`reserve_and_record`, committed with the writes queued now (group commit)."""
-        write = self._reserve(run_id, epoch, node_path, request, estimated_usd)
+        write: Write[str | None] = self._reserve(run_id, epoch, node_path, request, estimated_usd)
         return await self.write_soon(write)
 
     def _reserve(
@@ -250,7 +252,13 @@ class IntentJournal(Transactions):
         node_path: str,
         request: dict[str, Any],
         estimated_usd: Decimal,
-    ) -> Write[str | None]:
+        *,
+        live: Callable[[sa.Connection], Intent | None] | None = None,
+    ) -> Write[Any]:
+        """Reserve and record; with `live`, a live intent it reads is answered instead (and
+        the reservation given back). The reservation comes first: on Postgres it locks the
+        run's row, so a process claiming the same node at that moment (a worker replaying a
+        run another still runs) waits, then reads the intent this one recorded."""
         points = usd_to_points(estimated_usd)
         intent_id = uuid.uuid4().hex
         now = time.time()
@@ -261,9 +269,13 @@ class IntentJournal(Transactions):
             "created_at": now, "updated_at": now,
         }  # fmt: skip
 
-        def record(tx: sa.Connection) -> str | None:
-            reserved = tx.execute(_RESERVE, {"q_run": run_id, "q_points": points})
-            if reserved.rowcount != 1:
+        def record(tx: sa.Connection) -> Intent | str | None:
+            reserved = tx.execute(_RESERVE, {"q_run": run_id, "q_points": points}).rowcount == 1
+            if live is not None and (found := live(tx)) is not None:
+                if reserved:
+                    tx.execute(SETTLE, {"q_run": run_id, "q_reserved": points, "q_spent": 0})
+                return found
+            if not reserved:
                 return None
             tx.execute(_INTENT_INSERT, row)
             return intent_id
@@ -282,16 +294,13 @@ class IntentJournal(Transactions):
         """The node's live submission (`current_intent`) if it has one; else what
         `reserve_and_record` answers (the new intent's id, None when over budget). One
         transaction where the hot path paid two: a node's first question and its first write."""
-        reserve = self._reserve(run_id, epoch, node_path, request, estimated_usd)
         read = _current_intent(run_id, epoch, node_path).body
-
-        def claim(tx: sa.Connection) -> Intent | str | None:
-            live = read(tx)
-            return live if live is not None else reserve.body(tx)
-
         # After a cut COMMIT: the new intent's row says whether it landed (a read alone wrote
         # nothing, so it is asked again).
-        return await self.write_soon(Write(claim, committed=reserve.committed))
+        claim: Write[Intent | str | None] = self._reserve(
+            run_id, epoch, node_path, request, estimated_usd, live=read
+        )
+        return await self.write_soon(claim)
 
     def mark_sent(self, intent_id: str) -> bool:
         """The create POST is leaving now: from here a crash leaves it uncertain. False when
