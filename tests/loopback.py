@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import uvicorn
 
+from klingflow.settings import KEEP_ALIVE_SECONDS
+
 
 class LoopbackServer:
     """One uvicorn server on a free port of 127.0.0.1, started and stopped by the test."""
@@ -34,7 +36,13 @@ class LoopbackServer:
         timeout_seconds: float = 20.0,
     ) -> None:
         """Serve `app` and return once uvicorn says it has started (and its lifespan ran)."""
-        config = uvicorn.Config(app, log_level="warning", lifespan=lifespan, access_log=access_log)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan=lifespan,
+            access_log=access_log,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,  # as `klingflow serve` does
+        )
         self._server = server = uvicorn.Server(config)
         self._thread = thread = threading.Thread(
             target=server.run, kwargs={"sockets": [self.socket]}, daemon=True

@@ -11,7 +11,14 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["KEEP_ALIVE_SECONDS", "Settings"]
+
+KEEP_ALIVE_SECONDS = 75
+"""How long our HTTP servers (`klingflow serve`, the emulator) keep an idle connection open
+(nginx's default). uvicorn's own 5 s equals httpx's pool expiry: a request sent on a
+connection idle for just under 5 s could meet the server's close. For the emulator that was
+a create coming back as an uncertain submission; for `serve`, a PiAPI webhook delivery
+failing and sent again."""
 
 
 class Settings(BaseSettings):

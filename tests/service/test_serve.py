@@ -25,6 +25,23 @@ def free_port() -> int:
         return port
 
 
+def _ask(connection: socket.socket) -> bytes:
+    """One small request on `connection`, and its whole answer (b"" once it is closed)."""
+    connection.sendall(b"GET /api/nothing-here HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return answer
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    length = next(int(x.split(b":")[1]) for x in lines if x.lower().startswith(b"content-length"))
+    while len(body) < length:
+        body += connection.recv(65536)
+    return answer
+
+
 def serve_env(tmp_path: Path, emulator: EmulatorServer, api_key: str) -> dict[str, str]:
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("KLINGFLOW_")}
     return {
@@ -67,6 +84,12 @@ def test_serve_publishes_a_folder_and_serves_the_ui(
             assert page.status_code == 200
             for name in expected:
                 assert f'href="/workflows/{name}"' in page.text
+        # A connection idle past uvicorn's own 5 s (httpx's pool expiry, and maybe PiAPI's)
+        # still answers: closed at 5 s, a webhook delivery sent on it just then failed.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            assert _ask(connection).startswith(b"HTTP/1.1 404")
+            time.sleep(6)
+            assert _ask(connection).startswith(b"HTTP/1.1 404")
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -20,7 +20,7 @@ from klingflow.cli.workflows import publish_files
 from klingflow.service import create_app
 from klingflow.service.app import EngineFactory
 from klingflow.service.security import check_bind
-from klingflow.settings import Settings
+from klingflow.settings import KEEP_ALIVE_SECONDS, Settings
 from klingflow.workflows.engine import Engine
 
 __all__ = ["serve"]
@@ -80,4 +80,6 @@ def serve(
     log_runs(log_format)
     err.print(f"klingflow serving on http://{host}:{port} (web UI at /, API docs at /docs)")
     app = create_app(settings, engine_factory=_engine_factory(execute=execute))
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(
+        app, host=host, port=port, log_level="warning", timeout_keep_alive=KEEP_ALIVE_SECONDS
+    )

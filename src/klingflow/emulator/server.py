@@ -21,16 +21,13 @@ from pydantic_core import to_jsonable_python
 
 from klingflow.emulator.app import create_app
 from klingflow.emulator.config import EmulatorConfig, FaultRule
+from klingflow.settings import KEEP_ALIVE_SECONDS
 
 __all__ = ["KEEP_ALIVE_SECONDS", "EmulatorServer"]
 
 
 STOP_GRACE_SECONDS = 1
 """How long `stop()` lets requests in flight finish before cancelling them."""
-KEEP_ALIVE_SECONDS = 75
-"""How long an idle connection stays open (nginx's default). uvicorn's own 5 s equals httpx's
-pool expiry, so a create sent on a connection idle for just under 5 s could meet the
-server's close and come back as an uncertain submission: a run paused for a human."""
 
 _EXPECTED = ("without completing response", "timeout graceful shutdown exceeded")
 
