@@ -16,7 +16,7 @@ from klingflow.workflows import load_workflow_text
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.engine import Engine
 from klingflow.workflows.group_commit import Write
-from klingflow.workflows.records import IntentState, RunStatus
+from klingflow.workflows.records import Intent, IntentState, RunStatus
 from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.schema import runs
 
@@ -108,7 +108,7 @@ def test_one_failing_write_fails_alone_and_the_others_in_its_batch_land(
 
     async def together() -> list[Any]:  # the shared transaction fails: each is run alone
         reserve = [
-            runlog.reserve_and_record_soon(
+            runlog.live_or_reserve_soon(
                 run_id, 0, f"video{n}", request={"n": n}, estimated_usd=Decimal("1")
             )
             for n in range(3)
@@ -163,10 +163,10 @@ def test_a_cut_commit_of_a_batch_records_each_intent_once(postgres_url: str) -> 
         run_id = _new_run(runlog, budget="100")
         cut = _cut_once(runlog, "commit")
 
-        async def together() -> list[str | None]:
+        async def together() -> list[Intent | str | None]:
             return await asyncio.gather(
                 *(
-                    runlog.reserve_and_record_soon(
+                    runlog.live_or_reserve_soon(
                         run_id, 0, f"video{n}", request={"n": n}, estimated_usd=Decimal("2")
                     )
                     for n in range(4)

@@ -232,19 +232,6 @@ class IntentJournal(Transactions):
         write: Write[str | None] = self._reserve(run_id, epoch, node_path, request, estimated_usd)
         return self.write_now(write)
 
-    async def reserve_and_record_soon(
-        self,
-        run_id: str,
-        epoch: int,
-        node_path: str,
-        *,
-        request: dict[str, Any],
-        estimated_usd: Decimal,
-    ) -> str | None:
-        """`reserve_and_record`, committed with the writes queued now (group commit)."""
-        write: Write[str | None] = self._reserve(run_id, epoch, node_path, request, estimated_usd)
-        return await self.write_soon(write)
-
     def _reserve(
         self,
         run_id: str,
