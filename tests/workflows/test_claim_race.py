@@ -15,7 +15,7 @@ from klingflow.piapi.models import usd_to_points
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.records import Intent, IntentState
 from klingflow.workflows.runlog import RunLog
-from klingflow.workflows.schema import intents, runs
+from klingflow.workflows.schema import intents, run_budgets
 
 ESTIMATE = Decimal("0.50")
 POINTS = usd_to_points(ESTIMATE)
@@ -33,7 +33,7 @@ def _waiting_on_a_lock(engine: sa.Engine) -> int:
 def test_a_node_claimed_by_two_processes_at_once_gets_one_intent(postgres_url: str) -> None:
     """A worker replaying a run another still runs can reach a node while the other records
     its intent. Each read "no intent yet" and recorded its own, so both were sent: two paid
-    tasks for one video. The claim now reserves first (locking the run's row), so the second
+    tasks for one video. The claim now reserves first (locking the run's budget), so the second
     waits for the first's transaction, then finds its intent and records none."""
     engine = make_engine(postgres_url)
     runlog = RunLog(engine)
@@ -47,9 +47,9 @@ def test_a_node_claimed_by_two_processes_at_once_gets_one_intent(postgres_url: s
         with engine.connect() as first:  # the first process, in the middle of its claim
             tx = first.begin()
             first.execute(
-                runs.update()
-                .where(runs.c.run_id == run.run_id)
-                .values(reserved_points=runs.c.reserved_points + POINTS)
+                run_budgets.update()
+                .where(run_budgets.c.run_id == run.run_id)
+                .values(reserved_points=run_budgets.c.reserved_points + POINTS)
             )
             first.execute(
                 intents.insert(),

@@ -101,8 +101,7 @@ def test_one_failing_write_fails_alone_and_the_others_in_its_batch_land(
     run_id = _new_run(runlog, budget="10")
     duplicate = runs.insert().values(
         run_id=run_id, workflow_name="x", workflow_hash="0", workflow={}, trigger={},
-        inputs={}, status="queued", epoch=0, output_dir="/tmp", reserved_points=0,
-        spent_points=0, estimated_points=0, created_at=0.0, updated_at=0.0,
+        inputs={}, status="queued", epoch=0, output_dir="/tmp", created_at=0.0, updated_at=0.0,
     )  # fmt: skip
     counted = _commits(runlog.engine)
 

@@ -40,7 +40,7 @@ from klingflow.workflows.records import (
     IntentState,
     Submission,
 )
-from klingflow.workflows.schema import intents, node_runs, runs
+from klingflow.workflows.schema import intents, node_runs, run_budgets, runs
 from klingflow.workflows.transactions import Transactions
 
 __all__ = ["IntentJournal", "TaskIdConflictError"]
@@ -65,11 +65,11 @@ NODE_UPDATE = (
 )
 """Set columns of one node's row (the run log's node writes use it too)."""
 SETTLE = (
-    runs.update()
-    .where(runs.c.run_id == sa.bindparam("q_run"))
+    run_budgets.update()
+    .where(run_budgets.c.run_id == sa.bindparam("q_run"))
     .values(
-        reserved_points=runs.c.reserved_points - sa.bindparam("q_reserved"),
-        spent_points=runs.c.spent_points + sa.bindparam("q_spent"),
+        reserved_points=run_budgets.c.reserved_points - sa.bindparam("q_reserved"),
+        spent_points=run_budgets.c.spent_points + sa.bindparam("q_spent"),
     )
 )
 """Release `q_reserved` points of a run's reservation and add `q_spent` to what it spent."""
@@ -115,19 +115,20 @@ _CLOSE_ACCEPTED = (
 )
 """Close the accepted intent of a task, answering what its settlement needs (one statement
 where a read and an update were)."""
+_budget = run_budgets.c
 _RESERVE = (
-    runs.update()
-    .where(runs.c.run_id == sa.bindparam("q_run"))
+    run_budgets.update()
+    .where(_budget.run_id == sa.bindparam("q_run"))
     .where(
         sa.or_(
-            runs.c.budget_points.is_(None),
-            runs.c.spent_points + runs.c.reserved_points + sa.bindparam("q_points")
-            <= runs.c.budget_points,
+            _budget.budget_points.is_(None),
+            _budget.spent_points + _budget.reserved_points + sa.bindparam("q_points")
+            <= _budget.budget_points,
         )
     )
     .values(
-        reserved_points=runs.c.reserved_points + sa.bindparam("q_points"),
-        estimated_points=runs.c.estimated_points + sa.bindparam("q_points"),
+        reserved_points=_budget.reserved_points + sa.bindparam("q_points"),
+        estimated_points=_budget.estimated_points + sa.bindparam("q_points"),
     )
 )
 
@@ -244,8 +245,8 @@ class IntentJournal(Transactions):
     ) -> Write[Any]:
         """Reserve and record; with `live`, a live intent it reads is answered instead (and
         the reservation given back). The reservation comes first: on Postgres it locks the
-        run's row, so a process claiming the same node at that moment (a worker replaying a
-        run another still runs) waits, then reads the intent this one recorded."""
+        run's budget row, so a process claiming the same node at that moment (a worker
+        replaying a run another still runs) waits, then reads the intent this one recorded."""
         points = usd_to_points(estimated_usd)
         intent_id = uuid.uuid4().hex
         now = time.time()

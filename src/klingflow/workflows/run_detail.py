@@ -43,7 +43,7 @@ from klingflow.workflows.records import (
     RunStatus,
 )
 from klingflow.workflows.runlog import RunLog
-from klingflow.workflows.schema import attempt_log, intents, node_runs, runs
+from klingflow.workflows.schema import attempt_log, intents, node_runs, runs, with_budget
 
 __all__ = [
     "ITEMS_PER_PAGE",
@@ -247,7 +247,7 @@ def _with_short_error(record: _Record, row: Any) -> _Record:
 
 def find_run(runlog: RunLog, run_id: str) -> tuple[RunRecord, list[str]] | None:
     """The run (its big values left out, see `MAX_VALUE_BYTES`) and what was left out."""
-    query = sa.select(*_capped(runs, _RUN_VALUES)).where(runs.c.run_id == run_id)
+    query = with_budget(*_capped(runs, _RUN_VALUES)).where(runs.c.run_id == run_id)
     row = runlog.read(lambda c: c.execute(query).first())
     if row is None:
         return None

@@ -33,7 +33,7 @@ from klingflow.workflows.records import (
     Spend,
 )
 from klingflow.workflows.runevents import RUN_LOGGER, log_run_event
-from klingflow.workflows.schema import attempt_log, node_runs, runs
+from klingflow.workflows.schema import attempt_log, node_runs, run_budgets, runs, with_budget
 
 __all__ = ["REUSED_STATUSES", "RunLog"]
 
@@ -90,19 +90,24 @@ class RunLog(IntentJournal):
             "status": RunStatus.QUEUED.value,
             "epoch": 0,
             "output_dir": f"{output_root}/{run_id}",
+            "created_at": now,
+            "updated_at": now,
+        }
+        budget = {
+            "run_id": run_id,
             "budget_points": None if budget_usd is None else usd_to_points(budget_usd),
             "reserved_points": 0,
             "spent_points": 0,
             "estimated_points": 0,
-            "created_at": now,
-            "updated_at": now,
         }
         exists = sa.select(runs.c.run_id).where(runs.c.run_id == run_id)
+
+        def insert(tx: sa.Connection) -> None:
+            tx.execute(runs.insert(), values)
+            tx.execute(run_budgets.insert(), budget)
+
         try:
-            self.write(
-                lambda tx: tx.execute(runs.insert().values(**values)),
-                committed=lambda c: c.execute(exists).first() is not None,
-            )
+            self.write(insert, committed=lambda c: c.execute(exists).first() is not None)
         except sa.exc.IntegrityError:
             if idempotency_key is None:
                 raise
@@ -114,7 +119,7 @@ class RunLog(IntentJournal):
         return run, True
 
     def _run_where(self, condition: sa.ColumnElement[bool]) -> RunRecord | None:
-        row = self.read(lambda c: c.execute(runs.select().where(condition)).first())
+        row = self.read(lambda c: c.execute(with_budget(runs).where(condition)).first())
         return RunRecord.from_row(row) if row else None
 
     def find_by_key(self, idempotency_key: str) -> RunRecord | None:
@@ -151,7 +156,7 @@ class RunLog(IntentJournal):
         limit: int = 50,
     ) -> list[RunRecord]:
         """The newest `limit` runs, in a status or of a workflow when given."""
-        query = runs.select().order_by(runs.c.created_at.desc()).limit(limit)
+        query = with_budget(runs).order_by(runs.c.created_at.desc()).limit(limit)
         if status is not None:
             query = query.where(runs.c.status == status.value)
         if workflow_name is not None:
@@ -389,13 +394,14 @@ class RunLog(IntentJournal):
     def spend(self, since: float) -> Spend:
         """Charged and reserved amounts, summed in the database (runs counted by start)."""
         recent = runs.c.created_at >= since
+        spent, reserved = run_budgets.c.spent_points, run_budgets.c.reserved_points
         query = sa.select(
-            sa.func.coalesce(sa.func.sum(runs.c.spent_points), 0),
-            sa.func.coalesce(sa.func.sum(sa.case((recent, runs.c.spent_points), else_=0)), 0),
-            sa.func.coalesce(sa.func.sum(runs.c.reserved_points), 0),
+            sa.func.coalesce(sa.func.sum(spent), 0),
+            sa.func.coalesce(sa.func.sum(sa.case((recent, spent), else_=0)), 0),
+            sa.func.coalesce(sa.func.sum(reserved), 0),
             sa.func.count(),
             sa.func.coalesce(sa.func.sum(sa.case((recent, 1), else_=0)), 0),
-        )
+        ).join_from(runs, run_budgets)
         total, today, reserved, count, count_today = self.read(lambda c: c.execute(query).one())
         return Spend(
             since=since,
