@@ -40,6 +40,7 @@ from klingflow.workflows.records import (
     IntentState,
     Submission,
 )
+from klingflow.workflows.rescued_tasks import RescuedTasks
 from klingflow.workflows.schema import intents, node_runs, run_budgets, runs
 from klingflow.workflows.transactions import Transactions
 
@@ -211,6 +212,10 @@ class IntentJournal(Transactions):
     write is one short transaction, or, in its `*_soon` form on the hot path, shares one with
     the writes queued at the same time (group_commit.py). `RunLog` is one, with the runs and
     nodes besides."""
+
+    rescued: RescuedTasks | None = None
+    """Where a task id is kept when its record is refused (an executing engine on SQLite
+    sets it: workflows/rescued_tasks.py)."""
 
     def current_intent(self, run_id: str, epoch: int, node_path: str) -> Intent | None:
         """The node's live submission, if any. Rejected (nothing created), failed (the task is

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
 from dbos import DBOS
 from dbos._dbos import _get_dbos_instance
 
@@ -38,6 +39,7 @@ __all__ = [
     "recover_executor",
     "run_workflow",
     "running_engine",
+    "stop_if_refused",
 ]
 
 ENGINE_VERSION = "klingflow-engine-1"
@@ -70,6 +72,33 @@ def bind(engine: Engine | None) -> None:
     _engine = engine
 
 
+def _database_refusal(error: BaseException) -> sa.exc.OperationalError | None:
+    """The database's refusal behind an error, if one is (disk full, read only; DBOS
+    recording a step's result raises it as it is, or as the cause of its own error). A bug's
+    error (an integrity or programming error) is not one: the run records it as `crashed`."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, sa.exc.OperationalError) and not seen.connection_invalidated:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def stop_if_refused(error: Exception) -> None:
+    """End the work as a shutdown does (`CancelledError`) if the database refused a write.
+
+    DBOS then records no outcome for the step or workflow. It could have: a small write can
+    still land in a page the full disk had, and a replay would raise that error for ever.
+    The run stays pending for `klingflow worker` on the repaired database, and the engine
+    keeps the refusal so that `wait` reports it instead of waiting for ever."""
+    if (failure := _database_refusal(error)) is None:
+        return
+    engine = current()
+    if not engine.is_closing:
+        engine.write_failure = failure
+    raise asyncio.CancelledError(str(failure)) from error
+
+
 @DBOS.step(name="klingflow.step")
 async def durable_step(name: str, fn: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
     """Run `fn` as a checkpointed step; our errors are recorded as data, not exceptions.
@@ -82,6 +111,9 @@ async def durable_step(name: str, fn: Callable[[], Awaitable[Any]]) -> dict[str,
         return {"ok": redact_values(await fn(), secrets)}
     except KlingflowError as error:
         return {"err": redact_values(error_record(error), secrets), "step": name}
+    except Exception as error:
+        stop_if_refused(error)
+        raise
 
 
 class WorkflowDurable:
@@ -114,20 +146,20 @@ async def next_command() -> Command:
 async def run_workflow(run_id: str) -> dict[str, Any]:
     """The run `run_id`, from its first node to its end (lifecycle.py); a bug crashes it."""
     engine = current()
-    with engine.running():
-        try:
+    try:
+        with engine.running():  # a write the database refused leaves the run pending
             # DBOS stores the return value (`workflow_status.output`): secrets masked
             outputs: dict[str, Any] = redact_values(
                 await engine._run(run_id), engine.runlog.secrets
             )
             return outputs
-        except Exception as error:  # recorded as `crashed` (a bug, not a node failure), raised
-            if engine.is_closing:  # cut off by a shutdown: left pending for the next engine
-                raise
-            engine.runlog.set_status(
-                run_id, RunStatus.CRASHED, message=f"{type(error).__name__}: {error}"
-            )
+    except Exception as error:  # recorded as `crashed` (a bug, not a node failure), raised
+        if engine.is_closing:  # cut off by a shutdown: left pending for the next engine
             raise
+        engine.runlog.set_status(
+            run_id, RunStatus.CRASHED, message=f"{type(error).__name__}: {error}"
+        )
+        raise
 
 
 async def destroy_dbos() -> None:

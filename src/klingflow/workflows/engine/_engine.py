@@ -10,6 +10,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Self
 
 import sqlalchemy as sa
@@ -33,6 +34,7 @@ from klingflow.workflows.engine._durable import (
     recover_executor,
     run_workflow,
     running_engine,
+    stop_if_refused,
 )
 from klingflow.workflows.engine._fanout import CHUNK_SIZE, fan_out
 from klingflow.workflows.engine._queue import create_queues, queue_options
@@ -43,6 +45,7 @@ from klingflow.workflows.nodes.egress import egress_transport
 from klingflow.workflows.nodes.runtime import Services
 from klingflow.workflows.records import TERMINAL_RUN_STATUSES, IntentState, RunRecord, RunStatus
 from klingflow.workflows.render_times import load_render_times, save_render_times
+from klingflow.workflows.rescued_tasks import RescuedTasks
 from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.schema import schema_lock
 from klingflow.workflows.starting import RunStarter, known_secrets
@@ -145,6 +148,10 @@ class Engine(RunStarter):
 
     async def _launch(self, engine: sa.Engine) -> None:
         self.runlog = RunLog(engine, secrets=known_secrets(self.settings, self.client.api_key))
+        database = engine.url.database
+        if self.execute and is_sqlite(self.database_url) and database not in (None, ":memory:"):
+            self.runlog.rescued = RescuedTasks(Path(database))
+            self.runlog.rescued.reserve()
         self.sealing_key = self.client.api_key
         if self.requested_executor_id:
             self.executor_id = self.requested_executor_id
@@ -240,8 +247,7 @@ class Engine(RunStarter):
         try:
             yield
         except Exception as error:
-            if (failure := _database_failure(error)) is not None and not self.is_closing:
-                self.write_failure = failure  # `wait` says so instead of waiting for ever
+            stop_if_refused(error)
             raise
         finally:
             self._workflows.discard(task)
@@ -485,15 +491,3 @@ class Engine(RunStarter):
             next_command=next_command,
         )
         return await life.live()
-
-
-def _database_failure(error: BaseException) -> sa.exc.OperationalError | None:
-    """The database's refusal behind a workflow's end, if one is (disk full, read only; DBOS
-    recording a step's result raises it as it is, or as the cause of its own error). A bug's
-    error (an integrity or programming error) is not one: the run records it as `crashed`."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, sa.exc.OperationalError) and not seen.connection_invalidated:
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None

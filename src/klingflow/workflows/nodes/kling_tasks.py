@@ -23,6 +23,7 @@ from klingflow.errors import (
     TaskFailedError,
 )
 from klingflow.piapi import KlingRequest, Task
+from klingflow.workflows.intents import TaskIdConflictError
 from klingflow.workflows.nodes.runtime import Runtime
 from klingflow.workflows.records import Intent, IntentState
 from klingflow.workflows.uncertain import uncertain_hint
@@ -56,8 +57,9 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
         if isinstance(claimed, dict):  # sent now, its task id recorded
             return claimed
         intent = claimed
-        if intent.task_id:
-            task = await services.client.get(intent.task_id)
+        task_id = intent.task_id or rescued(intent)
+        if task_id:
+            task = await services.client.get(task_id)
             return task.public_dict()
         runlog.update_intent(intent.intent_id, IntentState.UNCERTAIN)  # sent, never answered
         raise SubmitUncertainError(
@@ -81,6 +83,21 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
             # Recorded, then cut off while it waited for the client's limits: never sent.
             return await send(found.intent_id, found.estimated_usd)
         return found
+
+    def rescued(intent: Intent) -> str | None:
+        """The task id PiAPI answered for a sent intent whose record the database refused
+        (workflows/rescued_tasks.py), recorded now."""
+        kept = runlog.rescued
+        task_id = None if kept is None else kept.find(intent.intent_id)
+        if task_id is not None:
+            runlog.accept_intent(
+                intent.intent_id,
+                run_id=rt.run_id,
+                epoch=rt.epoch,
+                node_path=rt.node_path,
+                task_id=task_id,
+            )
+        return task_id
 
     def settle_hint(intent_id: str, sent_at: float) -> str:
         """Exactly how to settle it: where and when to look, and what to type then."""
@@ -139,13 +156,20 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
             runlog.update_intent(intent_id, IntentState.REJECTED, note=str(error))
             runlog.settle(rt.run_id, reserved_usd=estimate, spent_usd=Decimal(0))
             raise
-        await runlog.accept_intent_soon(
-            intent_id,
-            run_id=rt.run_id,
-            epoch=rt.epoch,
-            node_path=rt.node_path,
-            task_id=task.task_id,
-        )
+        try:
+            await runlog.accept_intent_soon(
+                intent_id,
+                run_id=rt.run_id,
+                epoch=rt.epoch,
+                node_path=rt.node_path,
+                task_id=task.task_id,
+            )
+        except TaskIdConflictError:
+            raise
+        except Exception:  # refused (a full disk): keep the id for the resumed run
+            if runlog.rescued is not None:
+                runlog.rescued.keep(intent_id, task.task_id)
+            raise
         # public_dict: the step's output is stored (DBOS), and must not hold the webhook secret
         return task.public_dict()
 
