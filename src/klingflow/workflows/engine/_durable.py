@@ -72,10 +72,11 @@ def bind(engine: Engine | None) -> None:
     _engine = engine
 
 
-def _database_refusal(error: BaseException) -> sa.exc.OperationalError | None:
-    """The database's refusal behind an error, if one is (disk full, read only; DBOS
-    recording a step's result raises it as it is, or as the cause of its own error). A bug's
-    error (an integrity or programming error) is not one: the run records it as `crashed`."""
+def _database_failure(error: BaseException) -> sa.exc.OperationalError | None:
+    """The database's failure behind an error, if one is (disk full, read only, an outage
+    longer than the window; DBOS recording a step's result raises it as it is, or as the
+    cause of its own error). A bug's error (an integrity or programming error) is not one:
+    the run records it as `crashed`."""
     seen: BaseException | None = error
     while seen is not None:
         if isinstance(seen, sa.exc.OperationalError) and not seen.connection_invalidated:
@@ -84,19 +85,34 @@ def _database_refusal(error: BaseException) -> sa.exc.OperationalError | None:
     return None
 
 
+_STORAGE_REFUSALS = ("database or disk is full", "readonly database", "disk i/o error")
+"""SQLite's refusals of a write for want of storage (SQLITE_FULL, _READONLY, _IOERR)."""
+_STORAGE_SQLSTATES = frozenset({"53100", "25006"})
+"""Postgres's: disk_full, read_only_sql_transaction."""
+
+
+def _is_storage_refusal(failure: sa.exc.OperationalError) -> bool:
+    if getattr(failure.orig, "sqlstate", None) in _STORAGE_SQLSTATES:
+        return True
+    return any(refusal in str(failure.orig).lower() for refusal in _STORAGE_REFUSALS)
+
+
 def stop_if_refused(error: Exception) -> None:
-    """End the work as a shutdown does (`CancelledError`) if the database refused a write.
+    """Keep the database's failure behind `error` for `Engine.wait` (which reports it
+    instead of waiting for ever); end the work as a shutdown does (`CancelledError`) if the
+    database refused a write for want of storage (disk full, read only).
 
     DBOS then records no outcome for the step or workflow. It could have: a small write can
     still land in a page the full disk had, and a replay would raise that error for ever.
-    The run stays pending for `klingflow worker` on the repaired database, and the engine
-    keeps the refusal so that `wait` reports it instead of waiting for ever."""
-    if (failure := _database_refusal(error)) is None:
+    The run stays pending for `klingflow worker` on the repaired database. (An outage that
+    outlasts the window still ends the run `crashed`, for `runs retry`: docs/workflows.md.)"""
+    if (failure := _database_failure(error)) is None:
         return
     engine = current()
     if not engine.is_closing:
         engine.write_failure = failure
-    raise asyncio.CancelledError(str(failure)) from error
+    if _is_storage_refusal(failure):
+        raise asyncio.CancelledError(str(failure)) from error
 
 
 @DBOS.step(name="klingflow.step")
