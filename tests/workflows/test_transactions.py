@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from klingflow.workflows.database import make_engine
-from klingflow.workflows.records import RunStatus
+from klingflow.workflows.records import IntentState, RunStatus
 from klingflow.workflows.runlog import RunLog
 
 
@@ -100,3 +100,18 @@ def test_a_cut_commit_of_a_write_that_cannot_tell_raises(runlog: RunLog) -> None
     _cut_once(runlog, "commit")
     with pytest.raises(sa.exc.OperationalError):
         runlog.settle(run_id, reserved_usd=Decimal(0), spent_usd=Decimal(1))
+
+
+def test_a_hot_path_write_cut_mid_statement_is_run_again(runlog: RunLog) -> None:
+    """The hot path's statements go to the driver's cursor (workflows/prepared.py): one
+    whose connection dies under it is still translated, and run again on a new one."""
+    run_id = _new_run(runlog)
+    intent_id = runlog.reserve_and_record(
+        run_id, 0, "a", request={"prompt": "cow"}, estimated_usd=Decimal("0.26")
+    )
+    assert intent_id is not None
+    cut = _cut_once(runlog, "before_cursor_execute", "UPDATE kf_intents")
+    assert runlog.mark_sent(intent_id)
+    assert cut
+    [intent] = runlog.intents(run_id)
+    assert intent.state == IntentState.SENT

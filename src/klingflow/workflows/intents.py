@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from klingflow.errors import WorkflowError
 from klingflow.piapi.models import usd_to_points
 from klingflow.workflows.group_commit import Write
+from klingflow.workflows.prepared import execute
 from klingflow.workflows.records import (
     ACTIVE_INTENT_STATES,
     TERMINAL_RUN_STATUSES,
@@ -147,7 +148,7 @@ def _current_intent(run_id: str, epoch: int, node_path: str) -> Write[Intent | N
     params = {"q_run": run_id, "q_epoch": epoch, "q_path": node_path}
 
     def read(connection: sa.Connection) -> Intent | None:
-        row = connection.execute(_LIVE_INTENT, params).first()
+        row = execute(connection, _LIVE_INTENT, params).first()
         return None if row is None else Intent.from_row(row)
 
     return Write(read, idempotent=True)
@@ -160,7 +161,8 @@ def _accept(
     now = time.time()
 
     def bind(tx: sa.Connection) -> TaskIdConflictError | None:
-        bound = tx.execute(
+        bound = execute(
+            tx,
             _BIND_TASK,
             {"q_intent": intent_id, "q_task": task_id, "task_id": task_id, "updated_at": now},
         )
@@ -175,7 +177,8 @@ def _accept(
                 "one task on two runs: check the task at PiAPI, then settle this run with "
                 f"`klingflow runs retry {run_id} --task-id ID` or `--resubmit`"
             )
-        tx.execute(
+        execute(
+            tx,
             NODE_UPDATE,
             {"q_run": run_id, "q_epoch": epoch, "q_path": node_path, "task_id": task_id},
         )
@@ -191,10 +194,11 @@ def _finish(task_id: str, state: IntentState, spent_points: int) -> Write[bool]:
 
     def finish(tx: sa.Connection) -> bool:
         closed = {"q_task": task_id, "state": state.value, "updated_at": now}
-        row = tx.execute(_CLOSE_ACCEPTED, closed).first()
+        row = execute(tx, _CLOSE_ACCEPTED, closed).first()
         if row is None:
             return False
-        tx.execute(
+        execute(
+            tx,
             SETTLE,
             {"q_run": row.run_id, "q_reserved": row.estimated_points, "q_spent": spent_points},
         )
@@ -263,14 +267,14 @@ class IntentJournal(Transactions):
         }  # fmt: skip
 
         def record(tx: sa.Connection) -> Intent | str | None:
-            reserved = tx.execute(_RESERVE, {"q_run": run_id, "q_points": points}).rowcount == 1
+            reserved = execute(tx, _RESERVE, {"q_run": run_id, "q_points": points}).rowcount == 1
             if live is not None and (found := live(tx)) is not None:
                 if reserved:
-                    tx.execute(SETTLE, {"q_run": run_id, "q_reserved": points, "q_spent": 0})
+                    execute(tx, SETTLE, {"q_run": run_id, "q_reserved": points, "q_spent": 0})
                 return found
             if not reserved:
                 return None
-            tx.execute(_INTENT_INSERT, row)
+            execute(tx, _INTENT_INSERT, row)
             return intent_id
 
         return Write(record, committed=_has_intent(intent_id))
@@ -302,7 +306,7 @@ class IntentJournal(Transactions):
         its own: then nothing is sent and the run pauses, never a second charge.)"""
         params = {"q_intent": intent_id, "updated_at": time.time()}
         moved: bool = self.write(
-            lambda tx: tx.execute(_MARK_SENT, params).rowcount == 1, idempotent=True
+            lambda tx: execute(tx, _MARK_SENT, params).rowcount == 1, idempotent=True
         )
         return moved
 

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from klingflow.piapi.models import usd_to_points
 from klingflow.workflows.group_commit import Write
 from klingflow.workflows.intents import NODE_UPDATE
+from klingflow.workflows.prepared import execute
 from klingflow.workflows.records import NodeStatus
 from klingflow.workflows.schema import attempt_log, node_runs
 
@@ -81,7 +82,7 @@ def started(
     }
 
     def write(tx: sa.Connection) -> None:
-        tx.execute(upsert, row)
+        execute(tx, upsert, row)
 
     return Write(write, idempotent=True)
 
@@ -118,7 +119,7 @@ def finished(
     if attempt is None:
 
         def update(tx: sa.Connection) -> None:
-            tx.execute(NODE_UPDATE, values)
+            execute(tx, NODE_UPDATE, values)
 
         return Write(update, idempotent=True)
     number, started_at = attempt
@@ -167,8 +168,8 @@ def _with_attempt(
             "q_started": started_at}  # fmt: skip
 
     def record(tx: sa.Connection) -> None:
-        tx.execute(_ATTEMPT_INSERT, row)
-        tx.execute(_NODE_UPDATE_COUNTING, node_values)
+        execute(tx, _ATTEMPT_INSERT, row)
+        execute(tx, _NODE_UPDATE_COUNTING, node_values)
 
     def committed(connection: sa.Connection) -> bool:
         return connection.execute(_HAS_ATTEMPT, mine).first() is not None
