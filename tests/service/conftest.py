@@ -17,6 +17,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from klingflow.emulator import EmulatorServer
 from klingflow.piapi import AsyncPiAPI, WaitPolicy
+from klingflow.piapi.tls import default_ssl_context
 from klingflow.service import create_app
 from klingflow.settings import Settings
 from klingflow.workflows.engine import Engine
@@ -122,7 +123,7 @@ def start_service(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Ite
         headers = {}
         if settings.api_token is not None:
             headers["Authorization"] = f"Bearer {settings.api_token.get_secret_value()}"
-        http = httpx.Client(base_url=url, headers=headers, timeout=30)
+        http = httpx.Client(base_url=url, headers=headers, timeout=30, verify=default_ssl_context())
 
         def stop() -> None:
             http.close()
