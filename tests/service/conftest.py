@@ -23,6 +23,7 @@ from klingflow.settings import Settings
 from klingflow.workflows.engine import Engine
 from klingflow.workflows.records import TERMINAL_RUN_STATUSES, RunStatus
 
+from ..databases import copy_sqlite_template, empty_database_wanted
 from ..loopback import LoopbackServer
 from ..policies import FAST_RETRY, FAST_WAIT
 
@@ -87,9 +88,16 @@ StartService = Callable[..., Service]
 
 
 @pytest.fixture
-def start_service(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Iterator[StartService]:
-    """Start the service (one at a time: DBOS is a per-process singleton); stopped after."""
+def start_service(
+    emulator: EmulatorServer, tmp_path: Path, api_key: str, request: pytest.FixtureRequest
+) -> Iterator[StartService]:
+    """Start the service (one at a time: DBOS is a per-process singleton); stopped after.
+    Its run log starts as a copy of the schema's template (tests/databases.py) unless the
+    test is marked `empty_database` or names its own database."""
     stops: list[Callable[[], None]] = []
+    template: Path | None = None
+    if not empty_database_wanted(request):
+        template = request.getfixturevalue("sqlite_schema")
 
     def start(
         *,
@@ -106,6 +114,8 @@ def start_service(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Ite
             "webhook_secret": WEBHOOK_SECRET,
         }
         values.update(overrides)
+        if template is not None and "database_url" not in overrides:
+            copy_sqlite_template(template, tmp_path)
         settings = Settings(**values)
 
         @asynccontextmanager
