@@ -55,6 +55,15 @@ def wheel(dist: Path) -> Path:
     return built
 
 
+@pytest.fixture(scope="session")
+def sqlite_schema(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite run log with the schema and nothing else, made once a worker
+    (tests/databases.py): harnesses and services start on a copy of it."""
+    from .databases import sqlite_template
+
+    return sqlite_template(tmp_path_factory.mktemp("schema"))
+
+
 @pytest.fixture
 def emulator(piapi_emulator: EmulatorServer) -> EmulatorServer:
     """The plugin's session emulator, reset to its starting config: no tasks, stats or faults."""

@@ -130,12 +130,15 @@ def async_piapi_client(
     import httpx
 
     from klingflow.piapi import AsyncPiAPI
+    from klingflow.piapi.tls import default_ssl_context
 
     client = AsyncPiAPI(
         api_key=piapi_api_key,
         base_url=piapi_emulator.url,
         wait_policy=emulator_wait_policy(piapi_emulator_config.time_scale),
-        transport=httpx.AsyncHTTPTransport(limits=httpx.Limits(max_keepalive_connections=0)),
+        transport=httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_keepalive_connections=0), verify=default_ssl_context()
+        ),
     )
     yield client
     asyncio.run(client.aclose())

@@ -22,6 +22,7 @@ from typer.testing import CliRunner, Result
 from klingflow.cli import app as cli_app
 from klingflow.emulator import EmulatorServer
 from klingflow.piapi import AsyncPiAPI, RetryPolicy, WaitPolicy
+from klingflow.piapi.tls import default_ssl_context
 from klingflow.service import create_app
 from klingflow.settings import Settings
 from klingflow.workflows.engine import Engine
@@ -126,7 +127,12 @@ def service(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Iterator[
             yield engine
 
     server.start(create_app(settings, engine_factory=engine_factory))
-    http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30)
+    http = httpx.Client(
+        base_url=url,
+        headers={"Authorization": f"Bearer {API_TOKEN}"},
+        timeout=30,
+        verify=default_ssl_context(),
+    )
     try:
         yield Service(url=url, http=http, database=database)
     finally:

@@ -17,11 +17,13 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from klingflow.emulator import EmulatorServer
 from klingflow.piapi import AsyncPiAPI, WaitPolicy
+from klingflow.piapi.tls import default_ssl_context
 from klingflow.service import create_app
 from klingflow.settings import Settings
 from klingflow.workflows.engine import Engine
 from klingflow.workflows.records import TERMINAL_RUN_STATUSES, RunStatus
 
+from ..databases import copy_sqlite_template, empty_database_wanted
 from ..loopback import LoopbackServer
 from ..policies import FAST_RETRY, FAST_WAIT
 
@@ -86,9 +88,16 @@ StartService = Callable[..., Service]
 
 
 @pytest.fixture
-def start_service(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Iterator[StartService]:
-    """Start the service (one at a time: DBOS is a per-process singleton); stopped after."""
+def start_service(
+    emulator: EmulatorServer, tmp_path: Path, api_key: str, request: pytest.FixtureRequest
+) -> Iterator[StartService]:
+    """Start the service (one at a time: DBOS is a per-process singleton); stopped after.
+    Its run log starts as a copy of the schema's template (tests/databases.py) unless the
+    test is marked `empty_database` or names its own database."""
     stops: list[Callable[[], None]] = []
+    template: Path | None = None
+    if not empty_database_wanted(request):
+        template = request.getfixturevalue("sqlite_schema")
 
     def start(
         *,
@@ -105,6 +114,8 @@ def start_service(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Ite
             "webhook_secret": WEBHOOK_SECRET,
         }
         values.update(overrides)
+        if template is not None and "database_url" not in overrides:
+            copy_sqlite_template(template, tmp_path)
         settings = Settings(**values)
 
         @asynccontextmanager
@@ -122,7 +133,7 @@ def start_service(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Ite
         headers = {}
         if settings.api_token is not None:
             headers["Authorization"] = f"Bearer {settings.api_token.get_secret_value()}"
-        http = httpx.Client(base_url=url, headers=headers, timeout=30)
+        http = httpx.Client(base_url=url, headers=headers, timeout=30, verify=default_ssl_context())
 
         def stop() -> None:
             http.close()

@@ -5,6 +5,8 @@ a SQLite file in the test's own folder, or, with `KLINGFLOW_TEST_DATABASE=postgr
 Postgres database: one switch runs every engine test on either. `KLINGFLOW_TEST_DATABASE=both`
 (what `make test` sets) runs each of them twice in the same session, `[sqlite]` and
 `[postgres]`, so the Postgres leg fills the workers' idle tail instead of a second run.
+The harness's database is a copy of a template with the schema (tests/databases.py), empty
+for a test marked `empty_database`; `postgres_url` is always empty.
 """
 
 from __future__ import annotations
@@ -19,29 +21,63 @@ import pytest
 
 from klingflow.emulator import EmulatorServer
 
+from ..databases import copy_sqlite_template, empty_database_wanted, postgres_template
 from .harness import POSTGRES_ENV, Harness
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, empty database on the server named by KLINGFLOW_TEST_POSTGRES_URL.
-
-    Its name is random, so tests running at once (pytest-xdist workers) never share one.
-    """
+def _admin_url() -> str:
+    """The admin URL of the test server (skip the test when there is none)."""
     admin_url = os.environ.get(POSTGRES_ENV)
     if not admin_url:
         pytest.skip(f"{POSTGRES_ENV} is not set: no Postgres server to test against")
+    return admin_url
+
+
+def _connect_admin(admin_url: str) -> psycopg.Connection[tuple[object, ...]]:
     try:
-        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=3)
+        return psycopg.connect(admin_url, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as error:
         pytest.skip(f"Postgres at {POSTGRES_ENV} is not reachable: {error}")
+
+
+def _database(template: str | None = None) -> Iterator[str]:
+    """A new database of a random name (so pytest-xdist workers never share one), empty or a
+    copy of `template`; dropped after the test."""
+    admin_url = _admin_url()
+    admin = _connect_admin(admin_url)
     name = f"kf_test_{uuid.uuid4().hex[:12]}"
     with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+        copy = f' TEMPLATE "{template}"' if template else ""
+        admin.execute(f'CREATE DATABASE "{name}"{copy}')
         try:
             yield admin_url.rsplit("/", 1)[0] + f"/{name}"
         finally:
             admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty database on the server named by KLINGFLOW_TEST_POSTGRES_URL."""
+    yield from _database()
+
+
+@pytest.fixture(scope="session")
+def postgres_schema() -> Iterator[str]:
+    """The name of a database with the schema and nothing else, made once a worker
+    (tests/databases.py): the switched engine tests start on copies of it."""
+    admin_url = _admin_url()
+    with _connect_admin(admin_url) as admin:
+        name = postgres_template(admin, admin_url)
+        try:
+            yield name
+        finally:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_schema_url(postgres_schema: str) -> Iterator[str]:
+    """A new database on the test server that is a copy of `postgres_schema`."""
+    yield from _database(template=postgres_schema)
 
 
 DATABASE_SWITCH = "KLINGFLOW_TEST_DATABASE"
@@ -76,16 +112,24 @@ def database_url(request: pytest.FixtureRequest) -> str | None:
     """The harness's database: None means a SQLite file in the test's folder."""
     switch: str = getattr(request, "param", None) or _switch()
     if switch == "postgres":
-        url: str = request.getfixturevalue("postgres_url")
+        empty = empty_database_wanted(request)
+        url: str = request.getfixturevalue("postgres_url" if empty else "postgres_schema_url")
         return url
     return None
 
 
 @pytest.fixture
 def harness(
-    emulator: EmulatorServer, tmp_path: Path, api_key: str, database_url: str | None
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    api_key: str,
+    database_url: str | None,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Harness]:
-    """An Engine factory on the emulator with fast policies, its data in the test's folder."""
+    """An Engine factory on the emulator with fast policies, its data in the test's folder
+    (on SQLite, a copy of the schema's template unless the test wants an empty database)."""
+    if database_url is None and not empty_database_wanted(request):
+        copy_sqlite_template(request.getfixturevalue("sqlite_schema"), tmp_path)
     harness = Harness(emulator=emulator, home=tmp_path, api_key=api_key, database_url=database_url)
     yield harness
     harness.close()

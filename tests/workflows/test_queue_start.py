@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from klingflow.workflows.engine import Engine
 from klingflow.workflows.engine._durable import PIAPI_QUEUE, RUNS_QUEUE
 
 from .harness import Harness
 
 
+@pytest.mark.empty_database
 def test_a_new_database_s_queues_are_polled_from_launch(harness: Harness) -> None:
     """Right after the engine has launched on a database it has never seen, both of its
     queues have their DBOS worker thread, ready for the first run's enqueue."""

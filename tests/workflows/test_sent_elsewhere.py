@@ -30,8 +30,9 @@ def test_an_intent_sent_by_another_process_is_answered_with_its_task_not_sent_ag
         run = await engine.start_run(spec, {"prompts": ["a fox", "a whale"]})
         runlog = engine.runlog
         for _ in range(400):  # the second item's intent, recorded, waiting for the slot
-            waiting = [i for i in runlog.intents(run.run_id) if i.state is IntentState.PREPARED]
-            if waiting:
+            intents = runlog.intents(run.run_id)  # (the first's sent: both prepared at first)
+            waiting = [i for i in intents if i.state is IntentState.PREPARED]
+            if len(intents) == 2 and len(waiting) == 1:
                 break
             await asyncio.sleep(0.02)
         [intent] = waiting

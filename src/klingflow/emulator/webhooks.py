@@ -26,6 +26,7 @@ import httpx
 from klingflow.emulator.clock import Clock
 from klingflow.emulator.config import EmulatorConfig
 from klingflow.piapi.models import TERMINAL_STATUSES
+from klingflow.piapi.tls import default_ssl_context
 
 __all__ = ["WebhookSender"]
 
@@ -99,7 +100,9 @@ class WebhookSender:
         await self._sleep_until(due)
         config = self.config()
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=config.webhook_timeout_seconds)
+            self._client = httpx.AsyncClient(
+                timeout=config.webhook_timeout_seconds, verify=default_ssl_context()
+            )
         headers = {"content-type": "application/json"}
         if delivery.secret:
             headers["x-webhook-secret"] = delivery.secret

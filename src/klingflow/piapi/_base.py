@@ -27,6 +27,7 @@ from klingflow.piapi.models import Task, TaskStatus
 from klingflow.piapi.pricing import DEFAULT_PRICES, PriceTable
 from klingflow.piapi.pricing import estimate_cost as _estimate_cost
 from klingflow.piapi.throttle import AsyncTaskLimiter, RateLimit, TaskSlots
+from klingflow.piapi.tls import default_ssl_context
 from klingflow.piapi.waiting import (
     DEFAULT_WAIT_POLICY,
     TYPICAL_RENDER_SECONDS,
@@ -108,6 +109,7 @@ class BaseClient:
             "auth": self._auth,
             "timeout": self._timeout(None),
             "headers": {"user-agent": user_agent()},
+            "verify": default_ssl_context(),
             "limits": httpx.Limits(
                 max_connections=max(DEFAULT_MAX_CONNECTIONS, max_in_flight_requests),
                 max_keepalive_connections=max_in_flight_requests,

@@ -32,6 +32,7 @@ import httpcore
 import httpx
 
 from klingflow.errors import DownloadError
+from klingflow.piapi.tls import default_ssl_context
 
 if TYPE_CHECKING:
     from klingflow.workflows.nodes.runtime import Runtime
@@ -206,7 +207,7 @@ async def _checked_address(host: str, port: int) -> str:
 
 def egress_transport() -> httpx.AsyncHTTPTransport:
     """An httpx transport whose connections follow the current `egress_rule`."""
-    transport = httpx.AsyncHTTPTransport()
+    transport = httpx.AsyncHTTPTransport(verify=default_ssl_context())
     # httpx has no public way to give its pool a network backend (httpcore has one):
     # the pool made above is given ours in place of its default.
     pool = transport._pool

@@ -1,0 +1,43 @@
+"""Every HTTPS client of ours shares one TLS context (piapi/tls.py): making one loads the CA
+bundle (about 30 ms of CPU), which an `http.request` node used to pay on every request."""
+
+from __future__ import annotations
+
+import ssl
+
+import certifi
+import httpx
+import pytest
+
+from klingflow.piapi import AsyncPiAPI, PiAPI
+from klingflow.piapi.tls import default_ssl_context
+from klingflow.workflows.nodes.egress import egress_transport
+
+
+def _context_of(transport: object) -> ssl.SSLContext:
+    """The context an httpx transport's connection pool opens its TLS connections with."""
+    assert isinstance(transport, httpx.HTTPTransport | httpx.AsyncHTTPTransport)
+    context = transport._pool._ssl_context
+    assert context is not None
+    return context
+
+
+def test_clients_and_http_request_transports_share_one_verifying_context() -> None:
+    shared = default_ssl_context()
+    assert shared.verify_mode == ssl.CERT_REQUIRED
+    assert shared.check_hostname
+    with PiAPI(api_key="k") as sync_client:
+        assert _context_of(sync_client._http._transport) is shared
+    async_client = AsyncPiAPI(api_key="k")
+    assert _context_of(async_client._http._transport) is shared
+    assert _context_of(egress_transport()) is _context_of(egress_transport()) is shared
+
+
+def test_a_changed_ssl_cert_file_gets_a_context_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SSL_CERT_FILE, as httpx reads it, still chooses the CAs when set after a first client."""
+    before = default_ssl_context()
+    monkeypatch.setenv("SSL_CERT_FILE", certifi.where())
+    assert default_ssl_context() is not before
+    assert default_ssl_context() is default_ssl_context()
