@@ -78,7 +78,10 @@ def test_a_task_no_node_waits_for_is_settled_by_its_webhook(
         "name: fire\nnodes:\n  - {id: generate, type: kling.generate_video,"
         " with: {prompt: a red fox, duration: 5s, model_name: Kling V2.1}}\n"
     )
-    emulator.configure(webhook_faults={"delay_seconds": 0.5})  # after the run completed
+    # After the run completed, which it does at once: 3 s of real time (the delay is in the
+    # emulator's time; its 0.5 emulated seconds were 0.5 ms, and a loaded machine lost the race).
+    time_scale = emulator.configure()["time_scale"]
+    emulator.configure(webhook_faults={"delay_seconds": 3 * time_scale})
     run_id = service.start("fire", {})
     ran = service.finish(run_id)["run"]
     assert ran["status"] == "completed", ran["message"]
