@@ -23,7 +23,7 @@ from __future__ import annotations
 import weakref
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -57,6 +57,10 @@ class _Prepared:
     arguments: Arguments
     returns_rows: bool
     columns: tuple[sa.ColumnElement[Any], ...]
+    row_type: type
+    processors: list[Any] = field(default_factory=list, compare=False)
+    """Its columns' result processors, filled from its first answer's cursor description
+    (the same on every call: the statement's SQL and the driver do not change)."""
 
 
 _CORE = object()
@@ -66,8 +70,6 @@ _prepared: weakref.WeakKeyDictionary[sa.Dialect, dict[tuple[int, tuple[str, ...]
     weakref.WeakKeyDictionary()
 )
 """Per dialect (an engine's), per statement and parameter names: its `_Prepared`."""
-
-_row_types: dict[tuple[str, ...], type] = {}
 
 
 def execute(
@@ -114,14 +116,13 @@ def _send(connection: sa.Connection, prepared: _Prepared, values: Mapping[str, A
 def _rows(
     dialect: sa.Dialect, prepared: _Prepared, raw: Sequence[Any], description: Any
 ) -> list[Any]:
-    names = tuple(str(column.key) for column in prepared.columns)
-    row_type = _row_types.get(names)
-    if row_type is None:
-        row_type = _row_types[names] = _row_type(names)
-    processors = [
-        column.type.dialect_impl(dialect).result_processor(dialect, entry[1])
-        for column, entry in zip(prepared.columns, description, strict=True)
-    ]
+    row_type = prepared.row_type
+    processors = prepared.processors
+    if not processors:
+        processors.extend(
+            column.type.dialect_impl(dialect).result_processor(dialect, entry[1])
+            for column, entry in zip(prepared.columns, description, strict=True)
+        )
     if not any(processors):
         return [row_type(*row) for row in raw]
     return [
@@ -197,4 +198,5 @@ def _prepare(dialect: sa.Dialect, statement: sa.Executable, values: Mapping[str,
     # returns for Core's `inserted_primary_key`, which nobody here reads).
     columns = tuple(getattr(statement, "exported_columns", ()))
     returns_rows = bool(columns)
-    return _Prepared(statement, expanded.statement, arguments, returns_rows, columns)
+    row_type = _row_type(tuple(str(column.key) for column in columns))
+    return _Prepared(statement, expanded.statement, arguments, returns_rows, columns, row_type)
