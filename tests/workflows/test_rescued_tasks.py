@@ -4,6 +4,7 @@ the database, and the resumed run uses it instead of pausing as uncertain (SQLit
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from klingflow.errors import RunLogWriteError
 from klingflow.workflows import load_workflow_text
 from klingflow.workflows.engine import Engine
 from klingflow.workflows.records import IntentState, RunStatus
-from klingflow.workflows.rescued_tasks import RESCUE_BYTES
+from klingflow.workflows.rescued_tasks import RESCUE_BYTES, RescuedTasks
 
 from .harness import Harness, video_loop
 
@@ -92,3 +93,19 @@ def test_a_task_id_the_database_refused_is_kept_and_the_resumed_run_uses_it(
     assert emulator.stats()["creates"] == 1
     [intent] = harness.runlog().intents(run_id)
     assert (intent.state, intent.task_id) == (IntentState.COMPLETED, task_id)
+
+
+def test_a_damaged_file_gives_only_whole_records(tmp_path: Path) -> None:
+    """A line cut by a crash, a record without its id, or one that is not an object is passed
+    over; the whole record after them is found, and an id not kept is None."""
+    kept = RescuedTasks(tmp_path / "klingflow.sqlite")
+    kept.reserve()
+    lines = (
+        b'{"intent_id": "a", "task_\n[1, 2]\n{"intent_id": "a"}\n{"intent_id": "a", "task_id": 7}\n'
+    )
+    with kept.path.open("r+b") as file:
+        file.write(lines)
+    assert kept.keep("a", "task-a")
+    assert kept.find("a") == "task-a"
+    assert kept.find("b") is None
+    assert kept.path.stat().st_size == RESCUE_BYTES

@@ -77,6 +77,8 @@ class RescuedTasks:
                 record = json.loads(line)
             except ValueError:  # a line cut by a crash mid-write
                 continue
-            if isinstance(record, dict) and record.get("intent_id") == intent_id:
-                return str(record["task_id"])
+            if not isinstance(record, dict) or record.get("intent_id") != intent_id:
+                continue
+            if isinstance(task_id := record.get("task_id"), str) and task_id:
+                return task_id
         return None
