@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from klingflow.errors import WorkflowError
 from klingflow.piapi.models import usd_to_points
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.intents import TaskIdConflictError
@@ -98,3 +99,22 @@ def test_a_task_id_held_by_another_submission_is_never_merged(runlog: RunLog) ->
         runlog.accept_intent(two, run_id=second, epoch=0, node_path="video", task_id="t-1")
     [intent] = runlog.intents(second)
     assert intent.state is IntentState.UNCERTAIN
+
+
+def test_a_node_gets_one_live_submission(runlog: RunLog) -> None:
+    """Recording a second submission for a node whose first is live is refused by the run
+    log itself (`uq_kf_intents_live`), whoever asks; once the first is over, a new one is
+    recorded."""
+    run_id = _run(runlog)
+    first = _reserve(runlog, run_id)
+    assert first is not None
+    with pytest.raises(WorkflowError, match=f"already has a live submission \\(intent {first}\\)"):
+        _reserve(runlog, run_id)
+    assert [i.intent_id for i in runlog.intents(run_id)] == [first]
+    run = runlog.get_run(run_id)
+    assert run is not None
+    assert run.reserved_usd == Decimal("0.50")  # the refused one reserved nothing
+    runlog.update_intent(first, IntentState.REJECTED)  # PiAPI refused it: nothing was made
+    second = _reserve(runlog, run_id)
+    assert second is not None
+    assert second != first

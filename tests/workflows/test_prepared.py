@@ -105,11 +105,14 @@ def test_intent_statements_answer_what_core_answers(runlog: RunLog) -> None:
             "state": IntentState.PREPARED.value, "request": {"prompt": "cow", "x": None},
             "estimated_points": 26, "created_at": now, "updated_at": now,
         }  # fmt: skip
+        insert = journal._insert_unless_live(runlog.engine.dialect.name)
         with runlog.engine.begin() as tx:
             if path == "a":
-                execute(tx, journal._INTENT_INSERT, row)
-            else:
-                tx.execute(journal._INTENT_INSERT, row)
+                assert execute(tx, insert, row).rowcount == 1
+                # a second live intent for the node: not recorded
+                assert execute(tx, insert, {**row, "intent_id": "i-a2"}).rowcount == 0
+            else:  # (Core's rowcount on Postgres is -1: it asks for the primary key back)
+                tx.execute(insert, row)
     live = {"q_run": run_id, "q_epoch": 0, "q_path": "a"}
     [(_, rows_a), (_, rows_b)] = _both(runlog, journal._LIVE_INTENT, live, q_path="b")
     assert len(rows_a) == len(rows_b) == 1
@@ -163,6 +166,6 @@ def test_a_driver_error_is_raised_as_core_raises_it(runlog: RunLog) -> None:
         "request": {}, "estimated_points": 1, "created_at": 1.0, "updated_at": 1.0,
     }  # fmt: skip
     with runlog.engine.begin() as tx:
-        execute(tx, journal._INTENT_INSERT, row)
+        execute(tx, intents.insert(), row)
     with pytest.raises(sa.exc.IntegrityError), runlog.engine.begin() as tx:
-        execute(tx, journal._INTENT_INSERT, row)
+        execute(tx, intents.insert(), row)

@@ -29,6 +29,8 @@ from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 
+from klingflow.workflows import budget_tally
+
 __all__ = ["GroupCommit", "Write"]
 
 T = TypeVar("T")
@@ -115,7 +117,7 @@ class GroupCommit:
             return [self._alone(writes[0])]
         answers: list[Any] = []
         try:
-            with self.engine.connect() as connection, connection.begin():
+            with budget_tally.begin(self.engine) as connection:
                 answers = [write.body(connection) for write in writes]
             self.transactions += 1
             return [(True, answer) for answer in answers]

@@ -22,6 +22,7 @@ intent: `live_or_reserve_soon`). Amounts are PiAPI points (integers), so reserva
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -32,6 +33,7 @@ import sqlalchemy as sa
 
 from klingflow.errors import WorkflowError
 from klingflow.piapi.models import usd_to_points
+from klingflow.workflows import budget_tally
 from klingflow.workflows.group_commit import Write
 from klingflow.workflows.prepared import execute
 from klingflow.workflows.records import (
@@ -66,15 +68,6 @@ NODE_UPDATE = (
     .where(node_runs.c.node_path == sa.bindparam("q_path"))
 )
 """Set columns of one node's row (the run log's node writes use it too)."""
-SETTLE = (
-    run_budgets.update()
-    .where(run_budgets.c.run_id == sa.bindparam("q_run"))
-    .values(
-        reserved_points=run_budgets.c.reserved_points - sa.bindparam("q_reserved"),
-        spent_points=run_budgets.c.spent_points + sa.bindparam("q_spent"),
-    )
-)
-"""Release `q_reserved` points of a run's reservation and add `q_spent` to what it spent."""
 _LIVE_INTENT = (
     intents.select()
     .where(intents.c.run_id == sa.bindparam("q_run"))
@@ -91,7 +84,23 @@ _LIVE_INTENT = (
 _INTENT_BY_ID = intents.select().where(intents.c.intent_id == sa.bindparam("q_intent"))
 _INTENT_BY_TASK = intents.select().where(intents.c.task_id == sa.bindparam("q_task"))
 _INTENT_UPDATE = intents.update().where(intents.c.intent_id == sa.bindparam("q_intent"))
-_INTENT_INSERT = intents.insert()
+
+
+@functools.cache
+def _insert_unless_live(dialect: str) -> Any:
+    """INSERT an intent, or nothing when its node has a live one (`uq_kf_intents_live`):
+    on Postgres it waits for a claim of the same node in flight, then does nothing if that
+    one committed, so two processes never both record (and send) a node's submission."""
+    # Imported here: the Postgres dialect costs a reader of a SQLite run log ~0.1 s at start.
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert(intents).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(intents).on_conflict_do_nothing()
+
+
 _MARK_SENT = _INTENT_UPDATE.where(intents.c.state == IntentState.PREPARED.value).values(
     state=IntentState.SENT.value
 )
@@ -118,6 +127,7 @@ _CLOSE_ACCEPTED = (
 """Close the accepted intent of a task, answering what its settlement needs (one statement
 where a read and an update were)."""
 _budget = run_budgets.c
+_BUDGET = sa.select(_budget.budget_points).where(_budget.run_id == sa.bindparam("q_run"))
 _RESERVE = (
     run_budgets.update()
     .where(_budget.run_id == sa.bindparam("q_run"))
@@ -197,11 +207,7 @@ def _finish(task_id: str, state: IntentState, spent_points: int) -> Write[bool]:
         row = execute(tx, _CLOSE_ACCEPTED, closed).first()
         if row is None:
             return False
-        execute(
-            tx,
-            SETTLE,
-            {"q_run": row.run_id, "q_reserved": row.estimated_points, "q_spent": spent_points},
-        )
+        budget_tally.add(tx, row.run_id, reserved=-row.estimated_points, spent=spent_points)
         return True
 
     def committed(c: sa.Connection) -> bool:  # our COMMIT landed: it carries our moment
@@ -220,6 +226,11 @@ class IntentJournal(Transactions):
     rescued: RescuedTasks | None = None
     """Where a task id is kept when its record is refused (an executing engine on SQLite
     sets it: workflows/rescued_tasks.py)."""
+
+    def __init__(self, engine: sa.Engine, *, secrets: tuple[str, ...] = ()) -> None:
+        super().__init__(engine, secrets=secrets)
+        self._budgeted: dict[str, bool] = {}
+        """Per run: whether it has a budget (`_has_budget`)."""
 
     def current_intent(self, run_id: str, epoch: int, node_path: str) -> Intent | None:
         """The node's live submission, if any. Rejected (nothing created), failed (the task is
@@ -252,10 +263,14 @@ class IntentJournal(Transactions):
         *,
         live: Callable[[sa.Connection], Intent | None] | None = None,
     ) -> Write[Any]:
-        """Reserve and record; with `live`, a live intent it reads is answered instead (and
-        the reservation given back). The reservation comes first: on Postgres it locks the
-        run's budget row, so a process claiming the same node at that moment (a worker
-        replaying a run another still runs) waits, then reads the intent this one recorded."""
+        """Reserve and record; with `live`, a live intent it reads is answered instead.
+
+        Two processes may claim one node at once (a worker replaying a run another still
+        runs): the node's one live intent (`uq_kf_intents_live`) makes the second's INSERT
+        wait for the first's COMMIT, then do nothing, and the second answers the first's
+        intent. A run with a budget locks its counters first, to check the estimate fits; a
+        run without one only adds to them as the transaction ends (budget_tally.py), so
+        workers running one batch do not queue behind each other's group commits."""
         points = usd_to_points(estimated_usd)
         intent_id = uuid.uuid4().hex
         now = time.time()
@@ -267,17 +282,44 @@ class IntentJournal(Transactions):
         }  # fmt: skip
 
         def record(tx: sa.Connection) -> Intent | str | None:
-            reserved = execute(tx, _RESERVE, {"q_run": run_id, "q_points": points}).rowcount == 1
+            budgeted = self._has_budget(tx, run_id)
+            reserved = 0
+            if budgeted:
+                budget_tally.send(tx, run_id)  # what this transaction settled counts first
+                reserved = execute(tx, _RESERVE, {"q_run": run_id, "q_points": points}).rowcount
             if live is not None and (found := live(tx)) is not None:
-                if reserved:
-                    execute(tx, SETTLE, {"q_run": run_id, "q_reserved": points, "q_spent": 0})
+                give_back(tx, reserved)
                 return found
-            if not reserved:
+            if budgeted and not reserved:
                 return None
-            execute(tx, _INTENT_INSERT, row)
-            return intent_id
+            if execute(tx, _insert_unless_live(tx.dialect.name), row).rowcount == 1:
+                if not budgeted:
+                    budget_tally.add(tx, run_id, reserved=points, estimated=points)
+                return intent_id
+            give_back(tx, reserved)  # the node's intent was recorded by another process
+            other = (live or _current_intent(run_id, epoch, node_path).body)(tx)
+            if live is None or other is None:
+                raise WorkflowError(
+                    f"node {node_path} of run {run_id} already has a live submission"
+                    + ("" if other is None else f" (intent {other.intent_id})")
+                    + "; klingflow records one per node, so none was recorded"
+                )
+            return other
+
+        def give_back(tx: sa.Connection, reserved: int) -> None:
+            if reserved:
+                budget_tally.add(tx, run_id, reserved=-points, estimated=-points)
 
         return Write(record, committed=_has_intent(intent_id))
+
+    def _has_budget(self, connection: sa.Connection, run_id: str) -> bool:
+        """Whether the run has a budget (set when it was created; never changed), asked once."""
+        known = self._budgeted.get(run_id)
+        if known is None:
+            answer = execute(connection, _BUDGET, {"q_run": run_id}).first()
+            known = answer is not None and answer.budget_points is not None
+            self._budgeted[run_id] = known
+        return known
 
     async def live_or_reserve_soon(
         self,
@@ -435,10 +477,7 @@ class IntentJournal(Transactions):
             if settled.rowcount != 1:
                 return False
             row = tx.execute(_INTENT_BY_ID, {"q_intent": intent_id}).one()
-            tx.execute(
-                SETTLE,
-                {"q_run": row.run_id, "q_reserved": row.estimated_points, "q_spent": spent_points},
-            )
+            budget_tally.add(tx, row.run_id, reserved=-row.estimated_points, spent=spent_points)
             return True
 
         def committed(c: sa.Connection) -> bool:

@@ -21,8 +21,8 @@ import sqlalchemy as sa
 
 from klingflow.piapi.models import points_to_usd, usd_to_points
 from klingflow.redaction import redact_values
-from klingflow.workflows import node_writes
-from klingflow.workflows.intents import SETTLE, IntentJournal
+from klingflow.workflows import budget_tally, node_writes
+from klingflow.workflows.intents import IntentJournal
 from klingflow.workflows.records import (
     TERMINAL_RUN_STATUSES,
     Attempt,
@@ -230,12 +230,8 @@ class RunLog(IntentJournal):
 
     def settle(self, run_id: str, *, reserved_usd: Decimal, spent_usd: Decimal) -> None:
         """Release a reservation and record what was really charged."""
-        params = {
-            "q_run": run_id,
-            "q_reserved": usd_to_points(reserved_usd),
-            "q_spent": usd_to_points(spent_usd),
-        }
-        self.write(lambda tx: tx.execute(SETTLE, params))
+        reserved, spent = usd_to_points(reserved_usd), usd_to_points(spent_usd)
+        self.write(lambda tx: budget_tally.add(tx, run_id, reserved=-reserved, spent=spent))
 
     # -- nodes ------------------------------------------------------------------------------
 

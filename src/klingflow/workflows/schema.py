@@ -17,6 +17,7 @@ writers, and it serves one machine.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from klingflow.workflows.database import is_sqlite
+from klingflow.workflows.records import IntentState
 
 __all__ = [
     "BUDGET_COLUMNS",
@@ -52,6 +54,8 @@ TABLES_LOCK = 0x6B66_0001
 DBOS_SCHEMA_LOCK = 0x6B66_0002
 """Advisory-lock key held while DBOS launches (and migrates its system tables)."""
 LOCK_POLL_SECONDS = 0.05
+
+log = logging.getLogger("klingflow.database")
 
 metadata = sa.MetaData()
 """Every table klingflow keeps beside DBOS's own."""
@@ -156,6 +160,19 @@ intents = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Index("ix_kf_intents_node", "run_id", "epoch", "node_path"),
 )
+_LIVE = intents.c.state.notin_([s.value for s in (IntentState.REJECTED, IntentState.FAILED,
+                                                  IntentState.ABANDONED)])  # fmt: skip
+sa.Index(
+    "uq_kf_intents_live",
+    intents.c.run_id,
+    intents.c.epoch,
+    intents.c.node_path,
+    unique=True,
+    sqlite_where=_LIVE,
+    postgresql_where=_LIVE,
+)
+"""A node has one live submission at most: two processes claiming it at once cannot both
+record one, whatever else they do (intents.py's claim; a paid task is never sent twice)."""
 
 # -- the workflow registry (workflows/registry.py) ----------------------------------------
 
@@ -264,7 +281,25 @@ def _create_indexes(connection: sa.Connection) -> None:
     for table in tables:
         for index in table.indexes:
             if index.name not in existing:
-                index.create(connection)
+                _create_index(connection, index)
+
+
+def _create_index(connection: sa.Connection, index: sa.Index) -> None:
+    """Create `index`; a unique one that rows written by an older klingflow break is left
+    out with a warning (the log stays readable; what it would prevent happened already)."""
+    if not index.unique:
+        index.create(connection)
+        return
+    try:
+        with connection.begin_nested():
+            index.create(connection)
+    except sa.exc.IntegrityError as error:
+        log.warning(
+            "the run log's index %s was not created: rows it forbids exist (%s); "
+            "find them with the index's columns and settle them by hand",
+            index.name,
+            str(error.orig).splitlines()[0],
+        )
 
 
 @contextmanager

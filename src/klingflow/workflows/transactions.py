@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from klingflow.redaction import MIN_SECRET_LENGTH, redact, run_secrets
+from klingflow.workflows import budget_tally
 from klingflow.workflows.group_commit import GroupCommit, Write
 from klingflow.workflows.schema import create_tables
 
@@ -52,9 +53,9 @@ def transaction(
         answered = False
         result: T
         try:
-            with engine.connect() as connection, connection.begin():
+            with budget_tally.begin(engine) as connection:
                 result = body(connection)
-                answered = True  # leaving the block sends COMMIT
+                answered = True  # leaving the block sends the budget sums, then COMMIT
             return result
         except sa.exc.DBAPIError as error:
             if not error.connection_invalidated or retry == DISCONNECT_RETRIES:
