@@ -311,6 +311,6 @@ def settle_webhook_cost(runlog: RunLog, task: Task) -> None:
     """Settle what a completed task cost, even when no node waits for it (a lone
     `kling.generate_video`); a waiting node's own settle then finds it done. A failed task
     is left to its node, whose retry policy decides what comes next."""
-    if task.status == "completed" and runlog.intent_for_task(task.task_id) is not None:
+    if task.status == "completed":  # (a task no intent holds, or settled already: nothing)
         spent = task.meta.usage.consume
         runlog.finish_intent(task.task_id, IntentState.COMPLETED, spent_points=spent)

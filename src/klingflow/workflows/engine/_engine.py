@@ -458,10 +458,12 @@ class Engine(RunStarter):
         records the task id and, if it paused over it, resumes without paying again.
         """
         self.events.put(task)
-        run_id = bind_webhook_task(self.runlog, task, intent_id=intent_id)
+        # The run log's transactions in a thread: on the event loop they held up every node
+        # of this process (a wave of tasks ends together, and so do their webhooks).
+        run_id = await asyncio.to_thread(bind_webhook_task, self.runlog, task, intent_id=intent_id)
         if run_id is not None:
             await self.resume_if_settled(run_id)
-        settle_webhook_cost(self.runlog, task)
+        await asyncio.to_thread(settle_webhook_cost, self.runlog, task)
         # The waiting node needs no message: the confirming GET that produced `task` went
         # through `self.client`, whose status poller ended that node's wait as it arrived.
 
