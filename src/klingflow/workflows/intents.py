@@ -127,6 +127,8 @@ _CLOSE_ACCEPTED = (
 """Close the accepted intent of a task, answering what its settlement needs (one statement
 where a read and an update were)."""
 _budget = run_budgets.c
+_BUDGETS_KNOWN = 10_000
+"""Runs whose having a budget a journal remembers, at most."""
 _BUDGET = sa.select(_budget.budget_points).where(_budget.run_id == sa.bindparam("q_run"))
 _RESERVE = (
     run_budgets.update()
@@ -318,7 +320,10 @@ class IntentJournal(Transactions):
         if known is None:
             answer = execute(connection, _BUDGET, {"q_run": run_id}).first()
             known = answer is not None and answer.budget_points is not None
-            self._budgeted[run_id] = known
+            if answer is not None:
+                if len(self._budgeted) >= _BUDGETS_KNOWN:  # a long-lived service's runs
+                    self._budgeted.clear()
+                self._budgeted[run_id] = known
         return known
 
     async def live_or_reserve_soon(
