@@ -4,14 +4,17 @@ of runs in flight included."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from klingflow.workflows.database import make_engine
+from klingflow.workflows.records import IntentState
 from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.schema import BUDGET_COLUMNS
 
@@ -94,3 +97,36 @@ def test_an_older_run_log_keeps_its_runs_money_when_opened(engine: sa.Engine) ->
     # A run started now is stored in the new layout, and a third opening moves nothing again.
     assert RunLog(engine).get_run(_run(reopened, "1.00")) is not None
     assert [r.run_id for r in RunLog(engine).list_runs()][1:] == [free, capped]
+
+
+def test_a_claim_counts_what_its_own_transaction_settled_first(engine: sa.Engine) -> None:
+    """A video settled and another claimed in one group commit (Postgres) reach the budget in
+    that order: the settled reservation is given back before the claim is checked against
+    the budget (the transaction adds to the counters only as it ends, budget_tally.py)."""
+    runlog = RunLog(engine)
+    capped = _run(runlog, "1.10")
+    first = runlog.reserve_and_record(capped, 0, "a", request={}, estimated_usd=Decimal("0.50"))
+    assert first is not None
+    assert runlog.reserve_and_record(capped, 0, "b", request={}, estimated_usd=Decimal("0.50"))
+    runlog.mark_sent(first)
+    runlog.accept_intent(first, run_id=capped, epoch=0, node_path="a", task_id="task-a")
+
+    async def settle_then_claim() -> list[Any]:
+        # queued together: one transaction on Postgres, one after the other on SQLite
+        return await asyncio.gather(
+            runlog.finish_intent_soon("task-a", IntentState.COMPLETED, spent_points=500_000),
+            runlog.live_or_reserve_soon(capped, 0, "c", request={}, estimated_usd=Decimal("0.50")),
+        )
+
+    transactions = runlog.group.transactions
+    settled, claimed = asyncio.run(settle_then_claim())
+    if engine.dialect.name == "postgresql":
+        assert runlog.group.transactions == transactions + 1  # they did share one
+    assert settled is True
+    # 0.05 spent + 0.50 (b) + 0.50 (c) fits 1.10; with a's 0.50 still reserved it would not
+    assert isinstance(claimed, str)
+    run = runlog.get_run(capped)
+    assert run is not None
+    assert (run.reserved_usd, run.spent_usd, run.estimated_usd) == (
+        Decimal("1.00"), Decimal("0.05"), Decimal("1.50"),
+    )  # fmt: skip
