@@ -8,13 +8,12 @@ import asyncio
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from klingflow.workflows.database import make_engine
-from klingflow.workflows.records import IntentState
+from klingflow.workflows.records import Intent, IntentState
 from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.schema import BUDGET_COLUMNS
 
@@ -111,7 +110,7 @@ def test_a_claim_counts_what_its_own_transaction_settled_first(engine: sa.Engine
     runlog.mark_sent(first)
     runlog.accept_intent(first, run_id=capped, epoch=0, node_path="a", task_id="task-a")
 
-    async def settle_then_claim() -> list[Any]:
+    async def settle_then_claim() -> tuple[bool, Intent | str | None]:
         # queued together: one transaction on Postgres, one after the other on SQLite
         return await asyncio.gather(
             runlog.finish_intent_soon("task-a", IntentState.COMPLETED, spent_points=500_000),
