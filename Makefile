@@ -52,8 +52,12 @@ typecheck: $(STAMP)
 # Postgres), so the Postgres leg fills the workers' idle tail rather than running after the
 # rest with a start-up of its own. `KLINGFLOW_TEST_DATABASE=postgres pytest tests/workflows`
 # runs that leg alone by hand.
+# Bytecode is cached even where PYTHONDONTWRITEBYTECODE is set (this machine sets it): each
+# xdist worker would otherwise compile every test module again (pytest's rewritten asserts:
+# collection took 9.2 s of CPU per worker instead of 4.4), and each `python -m klingflow` a
+# test starts all of klingflow. The caches are __pycache__ folders, which git ignores.
 unit: $(STAMP)
-	KLINGFLOW_TEST_DATABASE=both $(BIN)/pytest -q
+	PYTHONDONTWRITEBYTECODE= KLINGFLOW_TEST_DATABASE=both $(BIN)/pytest -q
 
 # The slow packaging tests alone: the wheel in fresh venvs (by role, the docs' pytest user),
 # and the lower bounds of pyproject.toml in another (all also run in `make unit`).

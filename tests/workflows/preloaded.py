@@ -6,9 +6,11 @@ workers and CLI commands: most of their CPU went to those imports. Here each com
 forked from a multiprocessing forkserver (one per pytest worker) that imported all that
 once, and runs the same `klingflow.__main__.main()` with its own argv, environment and
 output files: a separate process the test can SIGKILL, SIGSTOP or terminate, whose exit
-code is its own. Only the interpreter's start-up is skipped; `python -m klingflow` as a
-user runs it stays tested by tests/cli/test_run_logs.py, tests/workflows/test_disk_full.py,
-test_outage_cli.py and the `serve --no-execute` test of test_scaleout.py.
+code is its own. The scale-out tests' scripts of several engines or clients at once run
+the same way (`start(..., script=...)`, as `python -c` would). Only the interpreter's
+start-up is skipped; `python -m klingflow` as a user runs it stays tested by
+tests/cli/test_run_logs.py, tests/workflows/test_disk_full.py, test_outage_cli.py and the
+`serve --no-execute` test of test_scaleout.py.
 """
 
 from __future__ import annotations
@@ -78,8 +80,15 @@ def _redirect(fd: int, output: Output) -> None:
     os.close(opened)
 
 
-def _command(args: Sequence[str], env: Mapping[str, str], stdout: Output, stderr: Output) -> None:
-    """In the forked process: what `python -m klingflow ARGS` would do from `main()` on."""
+def _command(
+    args: Sequence[str],
+    env: Mapping[str, str],
+    stdout: Output,
+    stderr: Output,
+    script: str | None = None,
+) -> None:
+    """In the forked process: what `python -m klingflow ARGS` would do from `main()` on, or
+    with a `script`, what `python -c SCRIPT ARGS` would do."""
     os.environ.clear()
     os.environ.update(env)
     _redirect(1, stdout)
@@ -92,7 +101,11 @@ def _command(args: Sequence[str], env: Mapping[str, str], stdout: Output, stderr
     )
     sys.argv = ["klingflow", *args]  # as the console script names itself
     try:
-        klingflow.__main__.main()
+        if script is None:
+            klingflow.__main__.main()
+        else:
+            sys.argv = ["-c", *args]  # as `python -c` names itself
+            exec(compile(script, "<string>", "exec"), {"__name__": "__main__"})  # noqa: S102
     finally:  # multiprocessing ends the process with os._exit: shut down as Python would
         threading._shutdown()  # type: ignore[attr-defined]
         atexit._run_exitfuncs()
@@ -101,7 +114,8 @@ def _command(args: Sequence[str], env: Mapping[str, str], stdout: Output, stderr
 
 
 class Command:
-    """A forked `klingflow ARGS` process, with the part of `subprocess.Popen` the tests use."""
+    """A forked `klingflow ARGS` process (or, given a `script`, `python -c SCRIPT ARGS`), with
+    the part of `subprocess.Popen` the tests use."""
 
     def __init__(
         self,
@@ -110,13 +124,14 @@ class Command:
         *,
         stdout: Output = None,
         stderr: Output = None,
+        script: str | None = None,
     ) -> None:
         self.args = list(args)
         for output in (stdout, stderr):  # opened here first, as Popen opens them
             if isinstance(output, Path):
                 output.touch()
         self._process: BaseProcess = _context.Process(
-            target=_command, args=(self.args, dict(env), stdout, stderr), daemon=False
+            target=_command, args=(self.args, dict(env), stdout, stderr, script), daemon=False
         )
         self._process.start()
         assert self._process.pid is not None
@@ -156,10 +171,27 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """`subprocess.run(["klingflow", *args], capture_output=True, text=True)`, forked: the
     streams are captured in `output`.out and `output`.err (files, read back at the end)."""
+    command = start(args, env, output)
+    return finish(command, output, timeout=timeout, check=check)
+
+
+def start(
+    args: Sequence[str], env: Mapping[str, str], output: Path, *, script: str | None = None
+) -> Command:
+    """Start what `run` runs (or `python -c SCRIPT ARGS`) without waiting for it: `finish`
+    waits, so that several can run at once."""
     out, err = output.with_suffix(".out"), output.with_suffix(".err")
     for path in (out, err):
         path.unlink(missing_ok=True)
-    command = Command(args, env, stdout=out, stderr=err)
+    return Command(args, env, stdout=out, stderr=err, script=script)
+
+
+def finish(
+    command: Command, output: Path, *, timeout: float = 60, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Wait for a command of `start` and read back its streams, as `run` does."""
+    args = command.args
+    out, err = output.with_suffix(".out"), output.with_suffix(".err")
     try:
         code = command.wait(timeout)
     except subprocess.TimeoutExpired as error:

@@ -82,14 +82,16 @@ def entries(count: int) -> list[dict[str, Any]]:
     return [{"v": {"n": n, "pad": PAD}} for n in range(count)]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def many(
     tmp_path_factory: pytest.TempPathFactory,
     piapi_emulator_server: EmulatorServer,
     piapi_emulator_config: EmulatorConfig,
 ) -> Iterator[tuple[Harness, str]]:
     """One run of `MANY` (two loops of `COUNT` items, chunks of 50) on SQLite, shared by the
-    tests that read it (it runs no paid node)."""
+    tests that read it (it runs no paid node). Made once an xdist worker: a module's fixture
+    was made again each time the worker's order came back to this module (it holds no
+    engine between tests, only the database file)."""
     key = piapi_emulator_config.api_keys[0]
     harness = Harness(piapi_emulator_server, tmp_path_factory.mktemp("many"), key)
     run = harness.run(MANY, {"rows": list(range(COUNT))})

@@ -60,25 +60,25 @@ def test_processes_started_together_on_an_empty_database_all_launch(
         "KLINGFLOW_HOME": str(tmp_path / "home"),
         "PIAPI_API_KEY": "test-key-not-used",
     }
+    # Forked from a process that imported the engine (preloaded.py), as `python -c` runs it.
+    outputs = [tmp_path / f"together-{number}" for number in range(5)]
     processes = [
-        subprocess.Popen(
-            [sys.executable, "-c", START_TOGETHER, str(go), f"together-{number}"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for number in range(5)
+        preloaded.start([str(go), f"together-{n}"], env, output, script=START_TOGETHER)
+        for n, output in enumerate(outputs)
     ]
     go.touch()
-    results = [process.communicate(timeout=120) for process in processes]
+    results = [
+        preloaded.finish(process, output, timeout=120)
+        for process, output in zip(processes, outputs, strict=True)
+    ]
     failures = [
-        f"process {n} exited {p.returncode}: {err[-2000:]}"
-        for n, (p, (_, err)) in enumerate(zip(processes, results, strict=True))
-        if p.returncode != 0
+        f"process {n} exited {result.returncode}: {result.stderr[-2000:]}"
+        for n, result in enumerate(results)
+        if result.returncode != 0
     ]
     assert not failures, "\n".join(failures)
-    assert sorted(out.strip() for out, _ in results) == [f"launched together-{n}" for n in range(5)]
+    launched = sorted(result.stdout.strip() for result in results)
+    assert launched == [f"launched together-{n}" for n in range(5)]
     engine = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
     try:
         tables = set(sa.inspect(engine).get_table_names())
@@ -352,6 +352,7 @@ def test_processes_sharing_leases_hold_the_accounts_limits_together(
     postgres_url: str,
     emulator: EmulatorServer,
     api_key: str,
+    tmp_path: Path,
 ) -> None:
     """Three processes, each told the account's limits and each wanting 10 tasks at once:
     together they never have more than C tasks at PiAPI nor pass R requests a minute (the
@@ -360,20 +361,19 @@ def test_processes_sharing_leases_hold_the_accounts_limits_together(
     emulator.configure(rate_limit={"requests": 200, "window_seconds": 60})
     url = postgres_url.replace("postgresql://", "postgresql+psycopg://")
     env = {**os.environ, "PIAPI_BASE_URL": emulator.url, "PIAPI_API_KEY": api_key}
+    # Forked from a process that imported the engine (preloaded.py), as `python -c` runs it.
+    outputs = [tmp_path / f"p{n}" for n in range(3)]
     processes = [
-        subprocess.Popen(
-            [sys.executable, "-c", SHARING_CLIENT, url, f"p{n}", str(C), "200", "10"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for n in range(3)
+        preloaded.start([url, f"p{n}", str(C), "200", "10"], env, output, script=SHARING_CLIENT)
+        for n, output in enumerate(outputs)
     ]
-    results = [process.communicate(timeout=120) for process in processes]
-    for process, (out, err) in zip(processes, results, strict=True):
-        assert process.returncode == 0, err[-3000:]
-        assert out.strip() == "done"
+    results = [
+        preloaded.finish(process, output, timeout=120)
+        for process, output in zip(processes, outputs, strict=True)
+    ]
+    for result in results:
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.strip() == "done"
     stats = emulator.stats()
     assert stats["creates"] == 30
     assert stats["peak_concurrency"] <= C
