@@ -130,6 +130,34 @@ def test_a_failing_on_sending_sends_nothing(
     assert emulator.stats()["create_requests"] == 0
 
 
+def test_an_async_on_sending_is_awaited_before_the_post_leaves(
+    emulator: EmulatorServer, api_key: str
+) -> None:
+    """The async client awaits a coroutine hook (the engine journals "sent" through its
+    group commit there): the POST leaves once the hook is done, and not at all if it fails."""
+    seen: list[int] = []
+
+    async def journal() -> None:
+        await asyncio.sleep(0.05)  # a write committing in another thread
+        seen.append(emulator.stats()["create_requests"])
+
+    async def broken() -> None:
+        await asyncio.sleep(0)
+        raise OSError("disk full")
+
+    async def main() -> None:
+        async with AsyncPiAPI(
+            api_key=api_key, base_url=emulator.url, wait_policy=FAST_WAIT, retry_policy=FAST_RETRY
+        ) as client:
+            await client.submit(REQUEST, on_sending=journal)
+            with pytest.raises(OSError, match="disk full"):
+                await client.submit(REQUEST, on_sending=broken)
+
+    asyncio.run(main())
+    assert seen == [0]
+    assert emulator.stats()["create_requests"] == 1
+
+
 def test_without_max_concurrent_tasks_the_peak_is_higher(
     api: Api, emulator: EmulatorServer
 ) -> None:

@@ -10,6 +10,7 @@ and `downloads`; these classes only move bytes and sleep. The two are kept line-
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -540,7 +541,9 @@ class AsyncPiAPI(BaseClient):
                 await self._gate.acquire(is_deferrable=is_deferrable)
                 try:
                     if on_sending is not None:  # past every limit of ours: it goes out now
-                        on_sending()
+                        journalled = on_sending()
+                        if inspect.isawaitable(journalled):  # an async hook's write
+                            await journalled
                     response = await self._http.request(
                         spec.method,
                         spec.path,
@@ -606,7 +609,8 @@ class AsyncPiAPI(BaseClient):
         timeout_seconds: float | None = None,
         max_retries: int | None = None,
     ) -> Task:
-        """Create a paid task and return it; see `PiAPI.submit`."""
+        """Create a paid task and return it; see `PiAPI.submit`. `on_sending` may also be a
+        coroutine function: it is awaited before the POST goes out."""
         plan = _wire.plan_submit(request, config=config, webhook=webhook, intent_id=intent_id)
         slots = self._slots  # bound on the limiter the slot was reserved on
         if slots is not None:

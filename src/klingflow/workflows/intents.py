@@ -166,6 +166,11 @@ def _current_intent(run_id: str, epoch: int, node_path: str) -> Write[Intent | N
     return Write(read, idempotent=True)
 
 
+def _mark_sent(intent_id: str) -> Write[bool]:
+    params = {"q_intent": intent_id, "updated_at": time.time()}
+    return Write(lambda tx: execute(tx, _MARK_SENT, params).rowcount == 1, idempotent=True)
+
+
 def _accept(
     intent_id: str, run_id: str, epoch: int, node_path: str, task_id: str
 ) -> Write[TaskIdConflictError | None]:
@@ -351,11 +356,12 @@ class IntentJournal(Transactions):
         the intent was no longer `prepared`: another process sent it (a worker taking over
         one still alive), and this one must not. (After a cut COMMIT it may say False for
         its own: then nothing is sent and the run pauses, never a second charge.)"""
-        params = {"q_intent": intent_id, "updated_at": time.time()}
-        moved: bool = self.write(
-            lambda tx: execute(tx, _MARK_SENT, params).rowcount == 1, idempotent=True
-        )
-        return moved
+        return self.write_now(_mark_sent(intent_id))
+
+    async def mark_sent_soon(self, intent_id: str) -> bool:
+        """`mark_sent`, committed with the writes queued now (group commit): on Postgres the
+        event loop does not wait on its round trips, and it has landed when this returns."""
+        return await self.write_soon(_mark_sent(intent_id))
 
     def accept_intent(
         self, intent_id: str, *, run_id: str, epoch: int, node_path: str, task_id: str

@@ -128,9 +128,9 @@ async def submit_once(rt: Runtime, request: KlingRequest) -> Task:
     async def send(intent_id: str, estimate: Decimal) -> dict[str, Any]:  # never cut off
         is_ours = False
 
-        def sending() -> None:  # before each POST (a 429 is sent again): leaves only if ours
+        async def sending() -> None:  # before each POST (a 429 is sent again): only if ours
             nonlocal is_ours
-            if not is_ours and not runlog.mark_sent(intent_id):
+            if not is_ours and not await runlog.mark_sent_soon(intent_id):
                 raise _SentElsewhere(intent_id)
             is_ours = True
 
