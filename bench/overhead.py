@@ -110,6 +110,18 @@ def extra_workers(
                 process.kill()
 
 
+def machine_busy() -> tuple[int, int]:
+    """(busy, all) CPU ticks of the whole machine so far, every core (Linux /proc/stat)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+BUSY: dict[str, float] = {}
+"""Per phase: the share of the machine's CPU (all cores) busy during it, whoever used it
+(this process, the workers, the emulator, Postgres and anything else running)."""
+
+
 def engine_phase(
     emulator: eng.EmulatorProcess,
     videos: int,
@@ -121,6 +133,7 @@ def engine_phase(
     def others() -> float:
         return sum(cpu_seconds(p.pid) for p in workers or [] if p.poll() is None)
 
+    busy_before, all_before = machine_busy()
     _, first, _ = asyncio.run(
         eng.engine_batches(
             emulator,
@@ -135,6 +148,8 @@ def engine_phase(
             cpu_of=others,
         )
     )
+    busy_after, all_after = machine_busy()
+    BUSY[name] = (busy_after - busy_before) / max(1, all_after - all_before)
     first.name = name
     return first
 
@@ -240,6 +255,7 @@ def measure(quick: bool, options: Options) -> Section:
             round(r.videos_per_second / bare, 2),
             round(r.cpu_ms_per_video, 2),
             round(1000 * r.emulator_cpu_seconds / r.videos, 2),
+            f"{100 * BUSY[r.name]:.0f} %" if r.name in BUSY else None,
         ]
         for r in results
     ]
@@ -255,7 +271,10 @@ def measure(quick: bool, options: Options) -> Section:
             + ", ".join(f"{count} in `{name}`" for name, count in chunks_by_worker.items())
             + ". At the CPU the 3 workers and the emulator spent per video, "
             f"{os.cpu_count()} cores allow at most **{ceiling} x** one worker's rate "
-            "(Postgres's own CPU not counted).\n\n"
+            "(Postgres's own CPU not counted). The last column is how busy the whole "
+            "machine's CPU was during each phase (every core, every process: Postgres "
+            "included, and whatever else ran; near 100 % the phase was bound by the cores)."
+            "\n\n"
             if scale_out is not None
             else ""
         )
@@ -268,6 +287,7 @@ def measure(quick: bool, options: Options) -> Section:
                 "/ bare",
                 "CPU ms/video",
                 "emulator CPU ms/video",
+                "machine CPU busy",
             ],
             rows,
         )
@@ -281,7 +301,7 @@ def measure(quick: bool, options: Options) -> Section:
         figures=[figure],
         raw={
             "videos": videos,
-            "results": [r.as_dict() for r in results],
+            "results": [r.as_dict() | {"machine_busy": BUSY.get(r.name)} for r in results],
             "scale_out": scale_out,
             "chunks_by_worker": chunks_by_worker,
         },
