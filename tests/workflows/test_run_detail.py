@@ -9,7 +9,7 @@ import json
 import sqlalchemy as sa
 
 from klingflow.workflows.database import make_engine
-from klingflow.workflows.run_detail import MAX_VALUE_BYTES, run_detail
+from klingflow.workflows.run_detail import MAX_VALUE_BYTES, ItemStatus, run_detail
 from klingflow.workflows.runlog import RunLog
 
 from .harness import Harness
@@ -72,7 +72,11 @@ def test_a_page_of_a_big_stored_list_may_be_long(harness: Harness) -> None:
     every item: SQLite's `json_extract` takes at most 127 arguments, so its values are read
     in parts (one call for the page failed with "too many arguments")."""
     run = harness.run(BIG, {"rows": ROWS})
-    for status, expected in ((None, range(300)), ("succeeded", [n for n in range(300) if n % 3])):
+    pages: list[tuple[ItemStatus | None, list[int]]] = [
+        (None, list(range(300))),
+        ("succeeded", [n for n in range(300) if n % 3]),
+    ]
+    for status, expected in pages:
         detail = run_detail(harness.runlog(), run.run_id, status=status, limit=300)
         assert detail is not None
         assert "nodes[each].inputs" in detail.elided

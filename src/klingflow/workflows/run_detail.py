@@ -298,7 +298,7 @@ class _StoredItems(Sequence[Any]):
         """The values at `indices` of the stored list (SQLite): a JSON array per
         `_PATHS_PER_CALL` of them, its first index asked twice so that a single one comes
         as an array too."""
-        columns = []
+        columns: list[sa.ColumnElement[Any]] = []
         for start in range(0, len(indices), _PATHS_PER_CALL):
             chunk = indices[start : start + _PATHS_PER_CALL]
             paths = [f"$.items[{index}]" for index in [*chunk, chunk[0]]]
