@@ -203,8 +203,8 @@ def _counts_query(run_id: str, epoch: int, loop_id: str, body_length: int) -> sa
 
     A body of one node (a batch's usual `kling.video`) makes an item its node: its status is
     the node's, counted row by row. Grouping each item's rows first (`_per_item`: its
-    aggregates per item, not the rows read, are the cost) took twice as long, for the same
-    counts (SQLite, 38,000 items: 91 ms against 47)."""
+    aggregates per item, not the rows read, are the cost) took three times as long, for the
+    same counts (SQLite, 100,000 items: 0.27 s of CPU against 0.09)."""
     if body_length != 1:
         items = _per_item(run_id, epoch, loop_id, body_length)
         return sa.select(
