@@ -26,12 +26,14 @@ READER_FREE = (
     "jinja2",
     "croniter",
     "klingflow.piapi._client",
+    "klingflow.piapi.models",
     "klingflow.workflows.nodes",
     "klingflow.workflows.spec",
     "sqlalchemy.dialects.postgresql",
 )
-"""What reading a SQLite run log does without: the client, the node kinds (and the workflow
-spec that needs them all), templates, schedules, the Postgres dialect."""
+"""What reading a SQLite run log does without: the client and PiAPI's task models (the log
+keeps amounts as points, `piapi/points.py`), the node kinds (and the workflow spec that needs
+them all), templates, schedules, the Postgres dialect."""
 HELP_FREE = ("sqlalchemy", "pydantic", "importlib.metadata", "httpx", "jinja2", "yaml")
 """What listing the commands does without."""
 RUN_HELP_FREE = ("dbos", "sqlalchemy", "httpx", "jinja2", "croniter", "yaml")

@@ -9,7 +9,7 @@ import json
 import sqlalchemy as sa
 
 from klingflow.workflows.database import make_engine
-from klingflow.workflows.run_detail import MAX_VALUE_BYTES, run_detail
+from klingflow.workflows.run_detail import MAX_VALUE_BYTES, ItemStatus, run_detail
 from klingflow.workflows.runlog import RunLog
 
 from .harness import Harness
@@ -65,6 +65,22 @@ def test_a_big_loop_is_counted_paged_and_its_big_values_left_out(harness: Harnes
     assert queued is not None
     assert queued.loops[0].items == []
     assert run_detail(runlog, "run-nope") is None
+
+
+def test_a_page_of_a_big_stored_list_may_be_long(harness: Harness) -> None:
+    """A page of 300 items of a list too big to load whole (up to 1,000 are allowed) names
+    every item: SQLite's `json_extract` takes at most 127 arguments, so its values are read
+    in parts (one call for the page failed with "too many arguments")."""
+    run = harness.run(BIG, {"rows": ROWS})
+    pages: list[tuple[ItemStatus | None, list[int]]] = [
+        (None, list(range(300))),
+        ("succeeded", [n for n in range(300) if n % 3]),
+    ]
+    for status, expected in pages:
+        detail = run_detail(harness.runlog(), run.run_id, status=status, limit=300)
+        assert detail is not None
+        assert "nodes[each].inputs" in detail.elided
+        assert [item.label for item in detail.loops[0].items] == [f"row {n:03d}" for n in expected]
 
 
 def test_a_small_run_shows_every_value(harness: Harness) -> None:
@@ -129,3 +145,50 @@ def test_a_failed_loop_s_big_error_keeps_its_type_and_message(harness: Harness) 
     [loop_attempt] = [a for a in detail.attempts if a.node_path == "each"]
     assert loop_attempt.error == error
     assert len(detail.model_dump_json()) < 60_000
+
+
+ONE_NODE = """\
+name: one-node
+inputs:
+  rows: {type: array, required: true}
+nodes:
+  - id: each
+    type: loop
+    with: {items: "{{ inputs.rows }}", concurrency: 4}
+    nodes:
+      - id: note
+        type: set
+        if: "{{ item.n % 4 != 0 }}"
+        with: {values: {ratio: "{{ 1 / (item.n - 7) }}"}}
+"""
+TWO_NODES = (
+    ONE_NODE.replace("one-node", "two-nodes")
+    + """\
+      - id: again
+        type: set
+        if: "{{ item.n % 4 != 0 }}"
+        with: {values: {n: "{{ item.n }}"}}
+"""
+)
+
+
+def test_a_loop_s_items_are_counted_alike_whatever_its_body_s_size(harness: Harness) -> None:
+    """An item of a one-node body is counted from its node's row, one of a longer body from
+    all of its nodes' rows: the same items get the same counts and pages either way (item 7
+    failed, every fourth skipped by its `if`, the others succeeded)."""
+    rows = [{"n": n} for n in range(12)]
+    for source in (ONE_NODE, TWO_NODES):
+        run = harness.run(source, {"rows": rows})
+        assert run.status == "paused", run.message
+        detail = run_detail(harness.runlog(), run.run_id)
+        assert detail is not None
+        [loop] = detail.loops
+        assert loop.counts == {"failed": 1, "succeeded": 8, "skipped": 3}, source
+        assert [item.status for item in loop.items[:8]] == [
+            "skipped", "succeeded", "succeeded", "succeeded",
+            "skipped", "succeeded", "succeeded", "failed",
+        ]  # fmt: skip
+        failed = run_detail(harness.runlog(), run.run_id, status="failed")
+        assert failed is not None
+        assert [item.index for item in failed.loops[0].items] == [7]
+        assert failed.loops[0].matching == 1

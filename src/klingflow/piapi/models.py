@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from klingflow.piapi.points import POINTS_PER_USD, points_to_usd, usd_to_points
 from klingflow.redaction import MASK
 
 __all__ = [
@@ -30,18 +31,6 @@ __all__ = [
     "points_to_usd",
     "usd_to_points",
 ]
-
-POINTS_PER_USD = 10_000_000
-
-
-def points_to_usd(points: int) -> Decimal:
-    """Convert PiAPI usage points to USD (exact)."""
-    return Decimal(points) / POINTS_PER_USD
-
-
-def usd_to_points(usd: Decimal) -> int:
-    """Convert USD to PiAPI usage points, rounding to the nearest point."""
-    return int((usd * POINTS_PER_USD).to_integral_value())
 
 
 class TaskStatus(StrEnum):

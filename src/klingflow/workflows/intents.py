@@ -32,7 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from klingflow.errors import WorkflowError
-from klingflow.piapi.models import usd_to_points
+from klingflow.piapi.points import usd_to_points
 from klingflow.workflows import budget_tally
 from klingflow.workflows.group_commit import Write
 from klingflow.workflows.prepared import execute

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from klingflow.errors import KlingflowError
-from klingflow.piapi.models import points_to_usd
+from klingflow.piapi.points import points_to_usd
 from klingflow.workflows.json_size import json_bytes
 from klingflow.workflows.records import Attempt, NodeRun, NodeStatus
 from klingflow.workflows.runlog import REUSED_STATUSES, RunLog
@@ -198,11 +198,31 @@ def _item_rows(runlog: RunLog, query: sa.Select[Any]) -> dict[int, _ItemRow]:
     }
 
 
-def _counts(runlog: RunLog, items: sa.Subquery, *, total: int) -> tuple[Counter[str], Decimal]:
-    """Items by status (`queued`: not started), and what they cost in all, in one scan."""
-    query = sa.select(items.c.status, sa.func.count(), sa.func.sum(items.c.cost_points)).group_by(
-        items.c.status
+def _counts_query(run_id: str, epoch: int, loop_id: str, body_length: int) -> sa.Select[Any]:
+    """(status, items, cost_points) rows of the loop's started items, grouped by status.
+
+    A body of one node (a batch's usual `kling.video`) makes an item its node: its status is
+    the node's, counted row by row. Grouping each item's rows first (`_per_item`: its
+    aggregates per item, not the rows read, are the cost) took three times as long, for the
+    same counts (SQLite, 100,000 items: 0.27 s of CPU against 0.09)."""
+    if body_length != 1:
+        items = _per_item(run_id, epoch, loop_id, body_length)
+        return sa.select(
+            items.c.status, sa.func.count(), sa.func.sum(items.c.cost_points)
+        ).group_by(items.c.status)
+    status = node_runs.c.status
+    shown = (NodeStatus.FAILED, NodeStatus.SUCCEEDED, NodeStatus.SKIPPED)
+    item_status = sa.case(*((status == s.value, s.value) for s in shown), else_="running")
+    return (
+        sa.select(item_status, sa.func.count(), sa.func.sum(node_runs.c.cost_points))
+        .where(_item_filter(run_id, epoch, loop_id))
+        .group_by(item_status)
     )
+
+
+def _counts(runlog: RunLog, query: sa.Select[Any], *, total: int) -> tuple[Counter[str], Decimal]:
+    """Items by status (`queued`: not started), and what they cost in all, in one scan of
+    `_counts_query`'s rows."""
     rows = runlog.read(lambda c: list(c.execute(query)))
     counts: Counter[str] = Counter({status: count for status, count, _ in rows})
     counts["queued"] = max(0, total - sum(counts.values()))
@@ -213,7 +233,8 @@ def item_counts(
     runlog: RunLog, run_id: str, epoch: int, loop_id: str, *, total: int, body_length: int
 ) -> dict[str, int]:
     """How many of the loop's `total` items are in each status (`queued`: not started)."""
-    counts, _ = _counts(runlog, _per_item(run_id, epoch, loop_id, body_length), total=total)
+    query = _counts_query(run_id, epoch, loop_id, body_length)
+    counts, _ = _counts(runlog, query, total=total)
     return {status: counts[status] for status in ITEM_STATUSES if counts[status]}
 
 
@@ -278,7 +299,8 @@ def item_page(
         index = node_runs.c.item_index
         return _per_item(run_id, epoch, loop_id, body_length, index >= start, index < end)
 
-    counts, spent = _counts(runlog, per_item, total=total)
+    query = _counts_query(run_id, epoch, loop_id, body_length)
+    counts, spent = _counts(runlog, query, total=total)
     shown = _page_rows(
         runlog, per_item, page, total=total, status=status, offset=offset, limit=limit
     )

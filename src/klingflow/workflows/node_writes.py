@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from klingflow.piapi.models import usd_to_points
+from klingflow.piapi.points import usd_to_points
 from klingflow.workflows.group_commit import Write
 from klingflow.workflows.intents import NODE_UPDATE
 from klingflow.workflows.prepared import execute

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Self
 import sqlalchemy as sa
 
 from klingflow.formats import json_values
-from klingflow.piapi.models import points_to_usd
+from klingflow.piapi.points import points_to_usd
 
 __all__ = [
     "ACTIVE_INTENT_STATES",

@@ -20,11 +20,10 @@ items' nodes, while that list is under the limit, as it showed a list stored who
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
@@ -44,6 +43,7 @@ from klingflow.workflows.records import (
 )
 from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.schema import attempt_log, intents, node_runs, runs, with_budget
+from klingflow.workflows.stored_items import StoredItems
 
 __all__ = [
     "ITEMS_PER_PAGE",
@@ -254,61 +254,6 @@ def find_run(runlog: RunLog, run_id: str) -> tuple[RunRecord, list[str]] | None:
     return RunRecord.from_row(row), _elided(row, _RUN_VALUES, "run")
 
 
-class _StoredItems(Sequence[Any]):
-    """A loop's stored `inputs.items`, too big to read whole: its length and the values of
-    a page, read from the database."""
-
-    def __init__(self, runlog: RunLog, node: NodeRun) -> None:
-        self.runlog = runlog
-        self.where = sa.and_(
-            node_runs.c.run_id == node.run_id,
-            node_runs.c.epoch == node.epoch,
-            node_runs.c.node_path == node.node_path,
-        )
-        query = sa.select(sa.func.json_array_length(node_runs.c.inputs["items"])).where(self.where)
-        self.length = int(runlog.read(lambda c: c.execute(query).scalar()) or 0)
-        self.values: dict[int, Any] = {}
-
-    def __len__(self) -> int:
-        return self.length
-
-    def fetch(self, indices: list[int]) -> None:
-        """Read the values of `indices` for `__getitem__`, parsing the stored list once."""
-        wanted = sorted(set(indices) - set(self.values))
-        if wanted:
-            self.values.update(self.runlog.read(partial(self._read, wanted)))
-
-    def _read(self, indices: list[int], connection: sa.Connection) -> dict[int, Any]:
-        items = node_runs.c.inputs["items"]
-        if connection.dialect.name == "sqlite":  # json_extract of several paths: one array
-            paths = [f"$.items[{index}]" for index in [*indices, indices[0]]]
-            query = sa.select(sa.func.json_extract(node_runs.c.inputs, *paths)).where(self.where)
-            found = json.loads(connection.execute(query).scalar() or "[]")
-            return dict(zip(indices, found, strict=False))
-        elements = (
-            sa.func.json_array_elements(items)
-            .table_valued("value", with_ordinality="n")
-            .render_derived()
-        )
-        query = (
-            sa.select(elements.c.n, elements.c.value)
-            .select_from(node_runs)
-            .join(elements, sa.true())
-            .where(self.where, elements.c.n.in_([index + 1 for index in indices]))
-        )
-        return {int(n) - 1: value for n, value in connection.execute(query)}
-
-    @overload
-    def __getitem__(self, index: int) -> Any: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Any]: ...
-    def __getitem__(self, index: int | slice) -> Any:
-        if isinstance(index, slice):
-            raise TypeError("a stored list is read by index, a page at a time")
-        self.fetch([index])
-        return self.values.get(index)
-
-
 @dataclass(frozen=True)
 class _LoopSpec:
     """What the detail needs of a `loop` node: its id, the size of its body, its label."""
@@ -340,8 +285,8 @@ def _loop(
     inputs = row.inputs if isinstance(row.inputs, dict) else {}
     listed = inputs.get("items")
     items: Sequence[Any] = listed if isinstance(listed, list) else []
-    if elided:
-        items = _StoredItems(runlog, row)
+    if elided:  # the page in item order is read with the list's length
+        items = StoredItems(runlog, row, range(offset, offset + limit) if status is None else ())
     page = item_page(
         runlog, run.run_id, run.epoch, spec.id, items=items,
         body_length=spec.body_length, label=spec.label, inputs=run.inputs, trigger=run.trigger,

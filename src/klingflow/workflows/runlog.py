@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from klingflow.piapi.models import points_to_usd, usd_to_points
+from klingflow.piapi.points import points_to_usd, usd_to_points
 from klingflow.redaction import redact_values
 from klingflow.workflows import budget_tally, node_writes
 from klingflow.workflows.intents import IntentJournal
