@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from klingflow.workflows import claims, node_writes
 from klingflow.workflows import intents as journal
-from klingflow.workflows import node_writes
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.prepared import execute
 from klingflow.workflows.records import Intent, IntentState
@@ -105,7 +105,7 @@ def test_intent_statements_answer_what_core_answers(runlog: RunLog) -> None:
             "state": IntentState.PREPARED.value, "request": {"prompt": "cow", "x": None},
             "estimated_points": 26, "created_at": now, "updated_at": now,
         }  # fmt: skip
-        insert = journal._insert_unless_live(runlog.engine.dialect.name)
+        insert = claims._insert_unless_live(runlog.engine.dialect.name)
         with runlog.engine.begin() as tx:
             if path == "a":
                 assert execute(tx, insert, row).rowcount == 1
@@ -114,7 +114,7 @@ def test_intent_statements_answer_what_core_answers(runlog: RunLog) -> None:
             else:  # (Core's rowcount on Postgres is -1: it asks for the primary key back)
                 tx.execute(insert, row)
     live = {"q_run": run_id, "q_epoch": 0, "q_path": "a"}
-    [(_, rows_a), (_, rows_b)] = _both(runlog, journal._LIVE_INTENT, live, q_path="b")
+    [(_, rows_a), (_, rows_b)] = _both(runlog, claims._LIVE_INTENT, live, q_path="b")
     assert len(rows_a) == len(rows_b) == 1
     assert {**rows_a[0], "intent_id": "", "node_path": ""} == {
         **rows_b[0],
@@ -122,7 +122,7 @@ def test_intent_statements_answer_what_core_answers(runlog: RunLog) -> None:
         "node_path": "",
     }
     with runlog.engine.connect() as connection:
-        answer = execute(connection, journal._LIVE_INTENT, live)
+        answer = execute(connection, claims._LIVE_INTENT, live)
     assert answer.first().request == {"prompt": "cow", "x": None}  # JSON read back
     intent = Intent.from_row(answer.first())
     assert (intent.intent_id, intent.state, intent.estimated_usd) == (
@@ -131,11 +131,11 @@ def test_intent_statements_answer_what_core_answers(runlog: RunLog) -> None:
         runlog.intent_by_id("i-a")[1].estimated_usd,  # type: ignore[index]
     )
     reserve = {"q_run": run_id, "q_points": 26}
-    assert _both(runlog, journal._RESERVE, reserve) == [(1, []), (1, [])]
+    assert _both(runlog, claims._RESERVE, reserve) == [(1, []), (1, [])]
     run = runlog.get_run(run_id)
     assert run is not None
     budget = reserve | {"q_points": 10**9}  # over the budget: reserved by neither
-    assert _both(runlog, journal._RESERVE, budget) == [(0, []), (0, [])]
+    assert _both(runlog, claims._RESERVE, budget) == [(0, []), (0, [])]
     assert runlog.get_run(run_id) == run
     for path in ("a", "b"):
         bind = {"q_intent": f"i-{path}", "q_task": f"t-{path}", "task_id": f"t-{path}",

@@ -11,7 +11,7 @@ run after run in a fixed order, so two transactions never wait on each other in 
 
 Reading a run's counters in a transaction must first send what that transaction added to
 them (`send(tx, run_id)`): a budgeted run's claim does, to check its budget
-(`intents._RESERVE`).
+(`claims._RESERVE`).
 """
 
 from __future__ import annotations

@@ -84,6 +84,14 @@ class GroupCommit:
             self._drain = loop.create_task(self._drain_in_thread())
         return await future
 
+    async def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`function` (run-log transactions of its own, off the hot path) where this group's
+        writes commit: in a thread on Postgres, on the event loop on SQLite (the module
+        says why)."""
+        if not self.grouped:
+            return function(*args, **kwargs)
+        return await asyncio.to_thread(function, *args, **kwargs)
+
     async def idle(self) -> None:
         """Wait until the writes under way have been committed (a closing engine)."""
         while (drain := self._drain) is not None and not drain.done():

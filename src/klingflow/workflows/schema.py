@@ -160,19 +160,18 @@ intents = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Index("ix_kf_intents_node", "run_id", "epoch", "node_path"),
 )
-_LIVE = intents.c.state.notin_([s.value for s in (IntentState.REJECTED, IntentState.FAILED,
-                                                  IntentState.ABANDONED)])  # fmt: skip
-sa.Index(
-    "uq_kf_intents_live",
-    intents.c.run_id,
-    intents.c.epoch,
-    intents.c.node_path,
-    unique=True,
-    sqlite_where=_LIVE,
-    postgresql_where=_LIVE,
-)
-"""A node has one live submission at most: two processes claiming it at once cannot both
-record one, whatever else they do (intents.py's claim; a paid task is never sent twice)."""
+_DEAD_STATES = (IntentState.REJECTED, IntentState.FAILED, IntentState.ABANDONED)
+PARTIAL_INDEXES = {
+    "uq_kf_intents_live": (
+        "CREATE UNIQUE INDEX uq_kf_intents_live ON kf_intents (run_id, epoch, node_path) "
+        f"WHERE state NOT IN ({', '.join(repr(state.value) for state in _DEAD_STATES)})"
+    ),
+}
+"""Indexes made by their SQL, the same on SQLite and Postgres (declared on the table, a
+partial index loads the Postgres dialect in every reader of a SQLite run log).
+`uq_kf_intents_live`: a node has one live submission at most, so two processes claiming it
+at once cannot both record one, whatever else they do (workflows/claims.py; a paid task is
+never sent twice)."""
 
 # -- the workflow registry (workflows/registry.py) ----------------------------------------
 
@@ -281,23 +280,23 @@ def _create_indexes(connection: sa.Connection) -> None:
     for table in tables:
         for index in table.indexes:
             if index.name not in existing:
-                _create_index(connection, index)
+                index.create(connection)
+    for name, sql in PARTIAL_INDEXES.items():
+        if name not in existing:
+            _create_unique_index(connection, name, sql)
 
 
-def _create_index(connection: sa.Connection, index: sa.Index) -> None:
-    """Create `index`; a unique one that rows written by an older klingflow break is left
+def _create_unique_index(connection: sa.Connection, name: str, sql: str) -> None:
+    """Create a unique index; when rows written by an older klingflow break it, it is left
     out with a warning (the log stays readable; what it would prevent happened already)."""
-    if not index.unique:
-        index.create(connection)
-        return
     try:
         with connection.begin_nested():
-            index.create(connection)
+            connection.execute(sa.text(sql))
     except sa.exc.IntegrityError as error:
         log.warning(
             "the run log's index %s was not created: rows it forbids exist (%s); "
             "find them with the index's columns and settle them by hand",
-            index.name,
+            name,
             str(error.orig).splitlines()[0],
         )
 

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 import sqlalchemy as sa
 from dbos import DBOS, DBOSPortableJSONSerializer, SetWorkflowID, WorkflowHandleAsync
@@ -61,8 +61,6 @@ from klingflow.workflows.steering import (
 from klingflow.workflows.workers import Heartbeat, WorkerRegistry
 
 __all__ = ["Engine"]
-
-T = TypeVar("T")
 
 ORPHAN_SCAN_LIMIT = 10_000
 """Queued runs checked at launch for a lost enqueue (newest first)."""
@@ -460,19 +458,12 @@ class Engine(RunStarter):
         records the task id and, if it paused over it, resumes without paying again.
         """
         self.events.put(task)
-        run_id = await self._off_loop(bind_webhook_task, self.runlog, task, intent_id=intent_id)
+        # In a thread on Postgres: on the event loop their round trips held up every node.
+        bind = bind_webhook_task
+        run_id = await self.runlog.group.call(bind, self.runlog, task, intent_id=intent_id)
         if run_id is not None:
             await self.resume_if_settled(run_id)
-        await self._off_loop(settle_webhook_cost, self.runlog, task)
-
-    async def _off_loop(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """`function`'s run-log transactions in a thread on Postgres: on the event loop their
-        round trips held up every node of the process (a wave of tasks ends together, and so
-        do its webhooks). On SQLite, on the loop: a local commit costs less than the hand-off,
-        and a thread would contend with the loop's own writes for the database's lock."""
-        if not self.runlog.group.grouped:
-            return function(*args, **kwargs)
-        return await asyncio.to_thread(function, *args, **kwargs)
+        await self.runlog.group.call(settle_webhook_cost, self.runlog, task)
         # The waiting node needs no message: the confirming GET that produced `task` went
         # through `self.client`, whose status poller ended that node's wait as it arrived.
 
