@@ -18,8 +18,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 
 from klingflow.emulator import EmulatorServer
+from klingflow.workflows.database import make_engine
 
 from ..databases import copy_sqlite_template, empty_database_wanted, postgres_template
 from .harness import POSTGRES_ENV, Harness
@@ -116,6 +118,19 @@ def database_url(request: pytest.FixtureRequest) -> str | None:
         url: str = request.getfixturevalue("postgres_url" if empty else "postgres_schema_url")
         return url
     return None
+
+
+@pytest.fixture(params=DATABASES)
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
+    """A run log's engine on each database in turn, whatever the switch: a SQLite file in
+    the test's folder, then a fresh Postgres database (for tests of the schema itself)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'runs.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

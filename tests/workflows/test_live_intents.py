@@ -5,30 +5,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from klingflow.workflows.database import make_engine
 from klingflow.workflows.records import IntentState
 from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.schema import intents
 
 INDEX = "uq_kf_intents_live"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'runs.sqlite'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
 
 
 def _indexes(engine: sa.Engine) -> set[str]:

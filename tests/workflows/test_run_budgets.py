@@ -5,14 +5,10 @@ of runs in flight included."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
-from klingflow.workflows.database import make_engine
 from klingflow.workflows.records import Intent, IntentState
 from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.schema import BUDGET_COLUMNS
@@ -24,17 +20,6 @@ OLD_COLUMNS = {
     "estimated_points": "BIGINT NOT NULL DEFAULT 0",
 }
 """The money columns as the older `kf_runs` had them."""
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'runs.sqlite'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
 
 
 def _run(runlog: RunLog, budget_usd: str | None) -> str:
