@@ -195,6 +195,9 @@ class Result:
     db_bytes_per_video: float | None = None
     commits: int | None = None
     """Database COMMITs in this process (run log and DBOS, one engine) during the phase."""
+    machine_busy: float | None = None
+    """The share of the whole machine's CPU (every core, every process) busy during the
+    phase, when measured (bench/overhead.py)."""
 
     @property
     def videos_per_second(self) -> float:

@@ -117,11 +117,6 @@ def machine_busy() -> tuple[int, int]:
     return sum(ticks) - idle, sum(ticks)
 
 
-BUSY: dict[str, float] = {}
-"""Per phase: the share of the machine's CPU (all cores) busy during it, whoever used it
-(this process, the workers, the emulator, Postgres and anything else running)."""
-
-
 def engine_phase(
     emulator: eng.EmulatorProcess,
     videos: int,
@@ -149,7 +144,7 @@ def engine_phase(
         )
     )
     busy_after, all_after = machine_busy()
-    BUSY[name] = (busy_after - busy_before) / max(1, all_after - all_before)
+    first.machine_busy = (busy_after - busy_before) / max(1, all_after - all_before)
     first.name = name
     return first
 
@@ -255,7 +250,7 @@ def measure(quick: bool, options: Options) -> Section:
             round(r.videos_per_second / bare, 2),
             round(r.cpu_ms_per_video, 2),
             round(1000 * r.emulator_cpu_seconds / r.videos, 2),
-            f"{100 * BUSY[r.name]:.0f} %" if r.name in BUSY else None,
+            None if r.machine_busy is None else f"{100 * r.machine_busy:.0f} %",
         ]
         for r in results
     ]
@@ -301,7 +296,7 @@ def measure(quick: bool, options: Options) -> Section:
         figures=[figure],
         raw={
             "videos": videos,
-            "results": [r.as_dict() | {"machine_busy": BUSY.get(r.name)} for r in results],
+            "results": [r.as_dict() for r in results],
             "scale_out": scale_out,
             "chunks_by_worker": chunks_by_worker,
         },

@@ -30,7 +30,7 @@ from klingflow.workflows.records import Intent, IntentState
 from klingflow.workflows.schema import intents, run_budgets
 from klingflow.workflows.transactions import Transactions
 
-__all__ = ["NodeClaims"]
+__all__ = ["INTENT_BY_ID", "NodeClaims"]
 
 _LIVE_INTENT = (
     intents.select()
@@ -45,7 +45,7 @@ _LIVE_INTENT = (
     .order_by(intents.c.created_at.desc())
     .limit(1)
 )
-_INTENT_BY_ID = intents.select().where(intents.c.intent_id == sa.bindparam("q_intent"))
+INTENT_BY_ID = intents.select().where(intents.c.intent_id == sa.bindparam("q_intent"))
 
 
 @functools.cache
@@ -88,7 +88,7 @@ def _has_intent(intent_id: str) -> Any:
     """A `committed` check (see `Transactions.write`): the intent's row exists."""
 
     def committed(connection: sa.Connection) -> bool:
-        return connection.execute(_INTENT_BY_ID, {"q_intent": intent_id}).first() is not None
+        return connection.execute(INTENT_BY_ID, {"q_intent": intent_id}).first() is not None
 
     return committed
 

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 
 from klingflow.errors import WorkflowError
 from klingflow.workflows import budget_tally
-from klingflow.workflows.claims import NodeClaims
+from klingflow.workflows.claims import INTENT_BY_ID, NodeClaims
 from klingflow.workflows.group_commit import Write
 from klingflow.workflows.prepared import execute
 from klingflow.workflows.records import (
@@ -63,7 +63,6 @@ NODE_UPDATE = (
     .where(node_runs.c.node_path == sa.bindparam("q_path"))
 )
 """Set columns of one node's row (the run log's node writes use it too)."""
-_INTENT_BY_ID = intents.select().where(intents.c.intent_id == sa.bindparam("q_intent"))
 _INTENT_BY_TASK = intents.select().where(intents.c.task_id == sa.bindparam("q_task"))
 _INTENT_UPDATE = intents.update().where(intents.c.intent_id == sa.bindparam("q_intent"))
 
@@ -236,7 +235,7 @@ class IntentJournal(NodeClaims):
 
     def intent_by_id(self, intent_id: str) -> tuple[str, Intent] | None:
         """(run_id, intent) for a webhook that names an intent."""
-        row = self._intent_row(_INTENT_BY_ID, {"q_intent": intent_id})
+        row = self._intent_row(INTENT_BY_ID, {"q_intent": intent_id})
         return None if row is None else (row.run_id, Intent.from_row(row))
 
     def intent_request(self, intent_id: str) -> dict[str, Any]:
@@ -268,7 +267,7 @@ class IntentJournal(NodeClaims):
 
         def mark(tx: sa.Connection) -> Any:
             tx.execute(statement)
-            return tx.execute(_INTENT_BY_ID, {"q_intent": intent_id}).first()
+            return tx.execute(INTENT_BY_ID, {"q_intent": intent_id}).first()
 
         row = self.write(mark, idempotent=True)
         return row.task_id if row is not None and row.state == IntentState.ACCEPTED.value else None
@@ -299,12 +298,12 @@ class IntentJournal(NodeClaims):
             )
             if settled.rowcount != 1:
                 return False
-            row = tx.execute(_INTENT_BY_ID, {"q_intent": intent_id}).one()
+            row = tx.execute(INTENT_BY_ID, {"q_intent": intent_id}).one()
             budget_tally.add(tx, row.run_id, reserved=-row.estimated_points, spent=spent_points)
             return True
 
         def committed(c: sa.Connection) -> bool:
-            row = c.execute(_INTENT_BY_ID, {"q_intent": intent_id}).first()
+            row = c.execute(INTENT_BY_ID, {"q_intent": intent_id}).first()
             return row is not None and row.task_id == task_id
 
         return self.write(settle, committed=committed)
