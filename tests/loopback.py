@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import uvicorn
 
-from klingflow.settings import KEEP_ALIVE_SECONDS
+from klingflow.settings import KEEP_ALIVE_SECONDS, STOP_GRACE_SECONDS
 
 
 class LoopbackServer:
@@ -42,6 +42,7 @@ class LoopbackServer:
             lifespan=lifespan,
             access_log=access_log,
             timeout_keep_alive=KEEP_ALIVE_SECONDS,  # as `klingflow serve` does
+            timeout_graceful_shutdown=STOP_GRACE_SECONDS,
         )
         self._server = server = uvicorn.Server(config)
         self._thread = thread = threading.Thread(
@@ -54,9 +55,18 @@ class LoopbackServer:
             assert time.monotonic() < deadline, "the server did not start in time"
             time.sleep(0.005)
 
-    def stop(self, *, timeout_seconds: float = 20.0) -> None:
-        """Ask uvicorn to exit (the app's lifespan shuts down), wait for it, free the port."""
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=timeout_seconds)
-        self.socket.close()
+    def stop(self, *, timeout_seconds: float = 30.0) -> None:
+        """Ask uvicorn to exit (the app's lifespan shuts down), wait for it, free the port.
+
+        A server still running after `timeout_seconds` fails the test that owns it: left
+        behind, its engine (one a process) and socket would fail some later, innocent test.
+        """
+        try:
+            if self._server is not None and self._thread is not None:
+                self._server.should_exit = True
+                self._thread.join(timeout=timeout_seconds)
+                assert not self._thread.is_alive(), (
+                    f"the server at {self.url} did not stop within {timeout_seconds} s"
+                )
+        finally:
+            self.socket.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["KEEP_ALIVE_SECONDS", "Settings"]
+__all__ = ["KEEP_ALIVE_SECONDS", "STOP_GRACE_SECONDS", "Settings"]
 
 KEEP_ALIVE_SECONDS = 75
 """How long our HTTP servers (`klingflow serve`, the emulator) keep an idle connection open
@@ -19,6 +19,13 @@ KEEP_ALIVE_SECONDS = 75
 connection idle for just under 5 s could meet the server's close. For the emulator that was
 a create coming back as an uncertain submission; for `serve`, a PiAPI webhook delivery
 failing and sent again."""
+
+STOP_GRACE_SECONDS = 5
+"""How long `klingflow serve` lets requests in flight finish when told to stop, before it
+cancels them and shuts the engine down. Without a bound, uvicorn waits for every request's
+background work: a PiAPI webhook's confirming GET may wait out the client's retries and
+request budget, so a stop could hang for minutes. A confirmation cut off is only a hint
+lost: the waiting node's own looks find the task's end after the next start."""
 
 
 class Settings(BaseSettings):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from klingflow.emulator import EmulatorServer
+from klingflow.emulator import EmulatorServer, FaultRule
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SERVE = [sys.executable, "-m", "klingflow", "serve"]
@@ -163,3 +164,51 @@ def test_serve_logs_each_run_it_starts_and_finishes_as_json(
         ("finished", run_id, "clip"),
     ]
     assert events[1]["spent_usd"] == "0.50"
+
+
+def test_serve_stops_within_its_grace_while_a_webhook_is_confirmed(
+    tmp_path: Path, emulator: EmulatorServer, api_key: str
+) -> None:
+    """Told to stop while a PiAPI webhook's confirming GET hangs, `serve` cancels it after
+    its grace and exits: uvicorn alone would wait for it (here two minutes, at PiAPI the
+    client's retries), and a test's service that hung so once failed a later test."""
+    port = free_port()
+    secret = "kf-hook-secret-0d4e7b"  # a test value
+    env = {**serve_env(tmp_path, emulator, api_key), "KLINGFLOW_WEBHOOK_SECRET": secret}
+    emulator.add_fault(
+        FaultRule(action="slow", method="GET", path="/api/v1/task", delay_seconds=120)
+    )
+    with subprocess.Popen(
+        [*SERVE, "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as server:
+        assert server.stderr is not None
+        try:
+            while "serving on" not in (line := server.stderr.readline()):
+                assert line, "serve stopped before serving"
+            body = {"timestamp": int(time.time()), "data": {"task_id": "x", "status": "completed"}}
+            headers = {"x-webhook-secret": secret}
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+                while True:
+                    try:
+                        answer = http.post("/hooks/piapi", json=body, headers=headers)
+                        break
+                    except httpx.ConnectError:
+                        time.sleep(0.1)
+            assert answer.json()["outcome"] == "delivered", answer.text
+            deadline = time.monotonic() + 10
+            while emulator.stats()["gets"] == 0:  # the confirming GET has reached PiAPI
+                assert time.monotonic() < deadline, "no confirming GET"
+                time.sleep(0.05)
+        finally:
+            server.terminate()
+            try:
+                _, log = server.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                raise AssertionError("serve did not stop within 30 s of SIGTERM") from None
+    assert server.returncode == -signal.SIGTERM, log  # uvicorn's way: stopped, then re-raised
+    assert "timeout graceful shutdown exceeded" in log

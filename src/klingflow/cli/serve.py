@@ -20,7 +20,7 @@ from klingflow.cli.workflows import publish_files
 from klingflow.service import create_app
 from klingflow.service.app import EngineFactory
 from klingflow.service.security import check_bind
-from klingflow.settings import KEEP_ALIVE_SECONDS, Settings
+from klingflow.settings import KEEP_ALIVE_SECONDS, STOP_GRACE_SECONDS, Settings
 from klingflow.workflows.engine import Engine
 
 __all__ = ["serve"]
@@ -81,5 +81,10 @@ def serve(
     err.print(f"klingflow serving on http://{host}:{port} (web UI at /, API docs at /docs)")
     app = create_app(settings, engine_factory=_engine_factory(execute=execute))
     uvicorn.run(
-        app, host=host, port=port, log_level="warning", timeout_keep_alive=KEEP_ALIVE_SECONDS
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_graceful_shutdown=STOP_GRACE_SECONDS,
     )

@@ -74,6 +74,7 @@ class Emulator:
         self._ticker: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
+        self._scheduled = asyncio.Event()  # set by the store: wakes an idle ticker (lifespan)
         self._setup(config)
 
     def _setup(self, config: EmulatorConfig) -> None:
@@ -89,7 +90,13 @@ class Emulator:
         self.faults = FaultBook(random.Random())
         self.faults.load(config.faults)
         self.stats = Stats()
-        self.store = TaskStore(config, self.clock, self.rng, on_transition=self._on_transition)
+        self.store = TaskStore(
+            config,
+            self.clock,
+            self.rng,
+            on_transition=self._on_transition,
+            on_schedule=lambda: self._scheduled.set(),
+        )
         self.webhooks = WebhookSender(
             lambda: self.config, self.clock, random.Random(), self._on_webhook_attempt
         )
@@ -399,6 +406,7 @@ class Emulator:
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
         """Run the lifecycle ticker while the app serves; stop deliveries when it ends."""
         self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
+        self._scheduled = asyncio.Event()  # of this loop (a server may be started again)
         self.renders.files_dir.mkdir(parents=True, exist_ok=True)
         self._ticker = asyncio.create_task(self._tick())
         try:
@@ -410,13 +418,19 @@ class Emulator:
             await self.webhooks.aclose()
 
     async def _tick(self) -> None:
-        """Move tasks on (and fire their webhooks) even when nobody is asking."""
+        """Move tasks on (and fire their webhooks) even when nobody is asking; with no task
+        due to move, sleep until one is scheduled (an idle emulator, as a test session's is
+        between tests, woke 50 times a second for nothing: 7 ms of CPU a second)."""
         while True:
             try:
                 self.store.advance()
             except Exception:  # a bug must not stop the clock for every later task
                 _logger.exception("the emulator's lifecycle tick failed")
-            await asyncio.sleep(TICK_SECONDS)
+            if self.store.idle:
+                self._scheduled.clear()  # no await since the check: nothing was scheduled
+                await self._scheduled.wait()
+            else:
+                await asyncio.sleep(TICK_SECONDS)
 
 
 def create_app(config: EmulatorConfig | None = None, *, files_dir: Path | None = None) -> FastAPI:

@@ -231,6 +231,8 @@ class TaskStore:
     clock: Clock
     rng: random.Random
     on_transition: Callable[[Transition], None] = lambda _t: None
+    on_schedule: Callable[[], None] = lambda: None
+    """Called when a transition is scheduled (the app's ticker sleeps while none is)."""
     tasks: dict[str, EmulatedTask] = field(default_factory=dict)
     spent_points: dict[str, int] = field(default_factory=dict)  # per account (see `account_of`)
     reserved_points: dict[str, int] = field(default_factory=dict)
@@ -371,6 +373,12 @@ class TaskStore:
 
     def _schedule(self, due: float, task: EmulatedTask, from_status: TaskStatus) -> None:
         heapq.heappush(self._due, (due, next(self._seq), task.task_id, from_status))
+        self.on_schedule()
+
+    @property
+    def idle(self) -> bool:
+        """No transition is scheduled: nothing moves until a request schedules one."""
+        return not self._due
 
     def advance(self, now: float | None = None) -> None:
         """Apply every transition due by `now`, in time order."""
