@@ -99,8 +99,11 @@ def test_waiters_for_a_busy_slot_ask_the_database_one_at_a_time_and_in_turn(
         waiters = []
         for name in "abc":
             waiters.append(asyncio.create_task(wait(name)))
-            while not leases.queue("task").turn.locked():  # the first asks; the rest queue
+            for _ in range(500):  # the first asks; the rest queue behind it
+                if leases.queue("task").turn.locked():
+                    break
                 await asyncio.sleep(0.01)
+            assert leases.queue("task").turn.locked()
             await asyncio.sleep(0.05)
         asking[1] = 0  # from here on, every waiter waits for a slot
         for turn, done in enumerate(("t-0", "t-a", "t-b"), 1):
