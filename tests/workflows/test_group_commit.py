@@ -12,6 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from klingflow.emulator import EmulatorServer
+from klingflow.piapi import Task, TaskStatus
+from klingflow.piapi.models import TaskMeta, Usage
+from klingflow.piapi.points import usd_to_points
 from klingflow.workflows import load_workflow_text
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.engine import Engine
@@ -19,6 +22,7 @@ from klingflow.workflows.group_commit import Write
 from klingflow.workflows.records import Intent, IntentState, RunStatus
 from klingflow.workflows.runlog import RunLog
 from klingflow.workflows.schema import runs
+from klingflow.workflows.steering import settle_webhook_cost
 
 from .harness import Harness, video_loop
 from .test_transactions import _cut_once
@@ -181,3 +185,38 @@ def test_a_cut_commit_of_a_batch_records_each_intent_once(postgres_url: str) -> 
         assert run.reserved_usd == Decimal(8)
     finally:
         engine.dispose()
+
+
+def test_a_webhooks_settle_and_its_nodes_settle_commit_together_and_count_once(
+    grouped_runlog: RunLog,
+) -> None:
+    """A confirmed webhook settles a completed task's cost while the node woken by the same
+    confirming GET settles it too: both go where the group commits (one transaction, not
+    two connections taking the intent's row in turn), and the cost counts once."""
+    runlog = grouped_runlog
+    run_id = _new_run(runlog, budget="100")
+    intent_id = runlog.reserve_and_record(
+        run_id, 0, "video", request={"prompt": "a fox"}, estimated_usd=Decimal("2")
+    )
+    assert isinstance(intent_id, str)
+    assert runlog.mark_sent(intent_id)
+    runlog.accept_intent(intent_id, run_id=run_id, epoch=0, node_path="video", task_id="t-1")
+    spent = usd_to_points(Decimal("1.5"))
+    task = Task(
+        task_id="t-1", status=TaskStatus.COMPLETED, meta=TaskMeta(usage=Usage(consume=spent))
+    )
+    counted = _commits(runlog.engine)
+
+    async def both() -> tuple[None, bool]:
+        return await asyncio.gather(
+            settle_webhook_cost(runlog, task),
+            runlog.finish_intent_soon("t-1", IntentState.COMPLETED, spent_points=spent),
+        )
+
+    asyncio.run(both())
+    assert counted[0] == 1
+    [intent] = runlog.intents(run_id)
+    assert intent.state is IntentState.COMPLETED
+    run = runlog.get_run(run_id)
+    assert run is not None
+    assert (run.reserved_usd, run.spent_usd) == (Decimal(0), Decimal("1.5"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -51,6 +52,72 @@ def test_a_take_cancelled_while_its_thread_runs_gives_the_slot_back(
 
     try:
         asyncio.run(cancel_a_take())
+        assert _held(engine) == 0
+    finally:
+        engine.dispose()
+
+
+def test_waiters_for_a_busy_slot_ask_the_database_one_at_a_time_and_in_turn(
+    postgres_url: str,
+) -> None:
+    """While every task slot is taken, this process's waiting creates queue: one of them
+    asks the database (each asking for itself sent a burst of takes twice a second, which
+    the webhooks' confirming GETs waited behind), and they get the slots freed here in the
+    order they came."""
+    engine = make_engine(postgres_url)
+    leases = Leases(engine, "worker-1", lease_seconds=300)
+    asking = [0, 0]  # takes at the database now, and the most at once
+    counting = threading.Lock()
+
+    def is_take(statement: str) -> bool:
+        return "SKIP LOCKED" in statement
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def sent(_c: sa.Connection, _cursor: object, statement: str, *_: object) -> None:
+        if is_take(statement):
+            with counting:
+                asking[0] += 1
+                asking[1] = max(asking)
+
+    @sa.event.listens_for(engine, "after_cursor_execute")
+    def answered(_c: sa.Connection, _cursor: object, statement: str, *_: object) -> None:
+        if is_take(statement):
+            with counting:
+                asking[0] -= 1
+
+    async def in_turn() -> list[str]:
+        slots = LeasedTasks(leases, 1)
+        assert await slots.reserve(5)
+        slots.bind("t-0")
+        served: list[str] = []
+
+        async def wait(name: str) -> None:
+            assert await slots.reserve(60)
+            served.append(name)
+            slots.bind(f"t-{name}")
+
+        waiters = []
+        for name in "abc":
+            waiters.append(asyncio.create_task(wait(name)))
+            for _ in range(500):  # the first asks; the rest queue behind it
+                if leases.queue("task").turn.locked():
+                    break
+                await asyncio.sleep(0.01)
+            assert leases.queue("task").turn.locked()
+            await asyncio.sleep(0.05)
+        asking[1] = 0  # from here on, every waiter waits for a slot
+        for turn, done in enumerate(("t-0", "t-a", "t-b"), 1):
+            slots.finish(done)  # given back here: the first in line takes it
+            while len(served) < turn:
+                await asyncio.sleep(0.01)
+        await asyncio.gather(*waiters)
+        slots.finish("t-c")
+        await leases.drain()
+        return served
+
+    try:
+        assert asyncio.run(in_turn()) == ["a", "b", "c"]
+        assert asking[1] == 1
         assert _held(engine) == 0
     finally:
         engine.dispose()

@@ -298,9 +298,9 @@ def test_a_webhook_for_a_completed_task_settles_its_cost(runlog: RunLog, tmp_pat
     bind_webhook_task(
         runlog, Task(task_id="t-7", status=TaskStatus.PROCESSING), intent_id=intent_id
     )
-    settle_webhook_cost(runlog, Task(task_id="t-7", status=TaskStatus.PROCESSING))
+    asyncio.run(settle_webhook_cost(runlog, Task(task_id="t-7", status=TaskStatus.PROCESSING)))
     assert runlog.intents(run.run_id)[0].state is IntentState.ACCEPTED
-    settle_webhook_cost(runlog, Task(task_id="t-7", status=TaskStatus.COMPLETED))
+    asyncio.run(settle_webhook_cost(runlog, Task(task_id="t-7", status=TaskStatus.COMPLETED)))
     assert runlog.intents(run.run_id)[0].state is IntentState.COMPLETED
 
 

@@ -12,16 +12,25 @@ A slot is leased, not owned: the engine's heartbeat extends its holder's leases 
 per beat, so a worker that dies gives its share back within `lease_seconds`. A request slot
 stays counted for 60 s after its answer, as the in-memory window does (piapi/throttle.py).
 
+Waiting for a slot: the first taker of a kind tries at once; while every slot is busy, this
+process's takers queue (first come, first served) and only the first of them asks the
+database, with growing pauses, cut short when this process gives a slot back. Each waiting
+create asking for itself sent a burst of UPDATEs (15 in a 20-video batch, in step) through
+the event loop's few threads twice a second, where the webhooks' confirming GETs and the
+nodes' ends queued behind them (bench/notes.md, session 12).
+
 On SQLite (one process) the client keeps its in-memory throttle: nothing here is used.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -72,6 +81,16 @@ _ADD_SLOTS = sa.text(
 """The slots 0..count-1 of a kind, made where missing (processes may add them at once)."""
 
 
+@dataclass
+class _Queue:
+    """This process's takers of one kind of slot waiting for one to free (see the module)."""
+
+    turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held by the one waiter that asks the database; the others wait for it in order."""
+    freed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when this process gave a slot of the kind back: the asking waiter asks again."""
+
+
 class Leases:
     """One engine's leases on a Postgres database, under its executor id."""
 
@@ -80,7 +99,16 @@ class Leases:
         self.holder = holder
         self.lease_seconds = lease_seconds
         self._background: set[asyncio.Task[Any]] = set()
+        self._queues: dict[str, _Queue] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         create_tables(engine)
+
+    def queue(self, kind: str) -> _Queue:
+        """The waiting line of `kind` on the running event loop (a new loop: new lines)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop, self._queues = loop, {}
+        return self._queues.setdefault(kind, _Queue())
 
     def ensure_slots(self, kind: str, count: int) -> None:
         """Slots 0..count-1 of `kind` exist (each process may add; none removes).
@@ -173,14 +201,19 @@ class Leases:
                 .values(**_freed(ended_at=sa.func.clock_timestamp()))
             )
 
-    def in_background(self, work: Callable[[], None]) -> None:
-        """Run a give-back off the event loop; a late give-back only over-counts."""
+    def in_background(self, work: Callable[[], None], *, frees: str | None = None) -> None:
+        """Run a give-back off the event loop; a late give-back only over-counts. `frees`: the
+        kind of slot it makes free at once (this process's waiter for one asks again)."""
+        queue = None if frees is None else self.queue(frees)
 
         async def run() -> None:
             try:
                 await asyncio.to_thread(work)
             except Exception as error:  # the lease runs out by itself
                 logger.warning("could not give a lease back: %s", error)
+            else:
+                if queue is not None:
+                    queue.freed.set()
 
         task = asyncio.get_running_loop().create_task(run())
         self._background.add(task)
@@ -218,22 +251,39 @@ async def _take_once(
 async def _take(
     leases_: Leases, kind: str, limit: int, window: float, timeout: float | None
 ) -> tuple[int, str] | None:
-    """Take a slot, retrying while all are busy, for up to `timeout` seconds (None: forever)."""
+    """Take a slot, waiting while all are busy, for up to `timeout` seconds (None: forever):
+    at once when nobody here waits; else in this process's line for the kind."""
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
-    attempt = 0
-    while True:
+    queue = leases_.queue(kind)
+    if not queue.turn.locked():
         taken = await _take_once(leases_, kind, limit, window)
         if taken is not None:
             return taken
-        pause = RETRY_PAUSES_SECONDS[min(attempt, len(RETRY_PAUSES_SECONDS) - 1)]
-        if deadline is not None:
-            left = deadline - loop.time()
-            if left <= 0:
-                return None
-            pause = min(pause, left)
-        await asyncio.sleep(pause)
-        attempt += 1
+    try:
+        async with asyncio.timeout_at(deadline):
+            await queue.turn.acquire()
+    except TimeoutError:
+        return None
+    try:
+        attempt = 0
+        while True:
+            queue.freed.clear()  # a slot given back from now on is seen below
+            taken = await _take_once(leases_, kind, limit, window)
+            if taken is not None:
+                return taken
+            pause = RETRY_PAUSES_SECONDS[min(attempt, len(RETRY_PAUSES_SECONDS) - 1)]
+            if deadline is not None:
+                left = deadline - loop.time()
+                if left <= 0:
+                    return None
+                pause = min(pause, left)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await queue.freed.wait()
+            attempt += 1
+    finally:
+        queue.turn.release()
 
 
 class LeasedRequests:
@@ -300,7 +350,8 @@ class LeasedTasks:
         slot, lease_id = self._reserved.popleft()
         if task_id is None:  # the submit created nothing
             self.leases.in_background(
-                lambda: self.leases.give_back("task", slot, lease_id, answered=False)
+                lambda: self.leases.give_back("task", slot, lease_id, answered=False),
+                frees="task",
             )
             return
         self._running[task_id] = (slot, lease_id)
@@ -318,5 +369,5 @@ class LeasedTasks:
             return
         slot, lease_id = held
         self.leases.in_background(
-            lambda: self.leases.give_back("task", slot, lease_id, answered=False)
+            lambda: self.leases.give_back("task", slot, lease_id, answered=False), frees="task"
         )

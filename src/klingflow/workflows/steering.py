@@ -307,10 +307,14 @@ def bind_webhook_task(runlog: RunLog, task: Task, *, intent_id: str | None) -> s
     return None
 
 
-def settle_webhook_cost(runlog: RunLog, task: Task) -> None:
+async def settle_webhook_cost(runlog: RunLog, task: Task) -> None:
     """Settle what a completed task cost, even when no node waits for it (a lone
     `kling.generate_video`); a waiting node's own settle then finds it done. A failed task
-    is left to its node, whose retry policy decides what comes next."""
+    is left to its node, whose retry policy decides what comes next.
+
+    It commits with the run log's other queued writes (group commit), where the waiting
+    node's own settle of the same intent goes: in a transaction of its own, on a second
+    connection, the two took the intent's row lock in turn, and the node's end waited."""
     if task.status == "completed":  # (a task no intent holds, or settled already: nothing)
         spent = task.meta.usage.consume
-        runlog.finish_intent(task.task_id, IntentState.COMPLETED, spent_points=spent)
+        await runlog.finish_intent_soon(task.task_id, IntentState.COMPLETED, spent_points=spent)

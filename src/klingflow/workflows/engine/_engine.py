@@ -463,7 +463,7 @@ class Engine(RunStarter):
         run_id = await self.runlog.group.call(bind, self.runlog, task, intent_id=intent_id)
         if run_id is not None:
             await self.resume_if_settled(run_id)
-        await self.runlog.group.call(settle_webhook_cost, self.runlog, task)
+        await settle_webhook_cost(self.runlog, task)
         # The waiting node needs no message: the confirming GET that produced `task` went
         # through `self.client`, whose status poller ended that node's wait as it arrived.
 
