@@ -212,3 +212,5 @@ def test_serve_stops_within_its_grace_while_a_webhook_is_confirmed(
                 raise AssertionError("serve did not stop within 30 s of SIGTERM") from None
     assert server.returncode == -signal.SIGTERM, log  # uvicorn's way: stopped, then re-raised
     assert "timeout graceful shutdown exceeded" in log
+    assert "stopped before confirming the webhook for task x" in log
+    assert "Traceback" not in log, log  # an ordinary stop, told as one

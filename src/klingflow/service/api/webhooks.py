@@ -16,6 +16,7 @@ further checks slot in where they belong:
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import re
@@ -167,6 +168,12 @@ async def _process(
         # come) and leave the task to the waiting node's safety-net looks.
         deliveries.release(delivery.dedupe_key)
         log.warning("could not confirm the webhook for task %s: %s", task_id, error)
+    except asyncio.CancelledError:
+        # The server is stopping (its grace is over). The same as above, and the cancel ends
+        # here: this is the request's last step, and raised on it would make uvicorn print
+        # "Exception in ASGI application" with a traceback for an ordinary stop.
+        deliveries.release(delivery.dedupe_key)
+        log.warning("stopped before confirming the webhook for task %s", task_id)
 
 
 @trigger_router.post(
