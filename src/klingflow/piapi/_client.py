@@ -25,6 +25,7 @@ from klingflow.piapi._base import BaseClient
 from klingflow.piapi._config import DEFAULT_MAX_RESUMES, DEFAULT_TIMEOUT_SECONDS
 from klingflow.piapi._gate import DEFAULT_MAX_IN_FLIGHT, AsyncRequestGate, RequestGate
 from klingflow.piapi._hooks import ProgressHook, RequestInput, RetryCallback, SendingHook
+from klingflow.piapi._pool import async_transport
 from klingflow.piapi._retries import RetryPolicy
 from klingflow.piapi.downloads import (
     Download,
@@ -482,9 +483,10 @@ class AsyncPiAPI(BaseClient):
         self._slots: AsyncTaskLimiter | None = (
             AsyncTaskSlots(max_concurrent_tasks) if max_concurrent_tasks else None
         )
-        self._http = httpx.AsyncClient(
-            transport=transport, **self._client_options(max_in_flight_requests)
-        )
+        options = self._client_options(max_in_flight_requests)
+        if transport is None:
+            transport = async_transport(verify=options["verify"], limits=options["limits"])
+        self._http = httpx.AsyncClient(transport=transport, **options)
         self.poller: StatusPoller | None = None
         """The process's status poller, when one looks after this client's tasks."""
 

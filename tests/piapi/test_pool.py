@@ -1,0 +1,73 @@
+"""The async client's pool (piapi/_pool.py): it answers httpcore's "has the server closed this
+idle connection?" from the socket it kept, and must answer it right: a kept-alive connection
+the server closed is never used again (a create sent on it would come back uncertain)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from klingflow.emulator import EmulatorServer
+from klingflow.piapi import AsyncPiAPI
+from klingflow.piapi._pool import _KeptSocketStream, async_transport
+from klingflow.piapi.tls import default_ssl_context
+
+ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok"
+
+
+def test_a_connection_the_server_closed_is_seen_closed_and_not_used_again() -> None:
+    """The server answers one request per connection, keeps it open until told, then
+    closes it, as a server closing an idle kept-alive connection does."""
+
+    async def main() -> tuple[list[tuple[bool, bool]], list[str], int]:
+        connections = 0
+        close_now = asyncio.Event()
+        closed = asyncio.Event()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(ANSWER)
+            await writer.drain()
+            await close_now.wait()
+            writer.close()
+            await writer.wait_closed()
+            closed.set()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        transport = async_transport(verify=default_ssl_context(), limits=httpx.Limits())
+        seen: list[tuple[bool, bool]] = []  # is_readable: (open and idle, closed by the server)
+        bodies: list[str] = []
+        async with server, httpx.AsyncClient(transport=transport) as http:
+            for _ in range(3):
+                close_now.clear()
+                closed.clear()
+                async with http.stream("GET", url) as response:
+                    stream = response.extensions["network_stream"]
+                    assert isinstance(stream, _KeptSocketStream)
+                    bodies.append((await response.aread()).decode())
+                idle = stream.get_extra_info("is_readable")
+                close_now.set()
+                await closed.wait()
+                await asyncio.sleep(0.05)  # the FIN reaches this side
+                seen.append((idle, stream.get_extra_info("is_readable")))
+        return seen, bodies, connections
+
+    seen, bodies, connections = asyncio.run(main())
+    assert seen == [(False, True)] * 3
+    assert bodies == ["ok", "ok", "ok"]  # none was sent on a closed connection
+    assert connections == 3
+
+
+def test_the_async_client_sends_through_it(emulator: EmulatorServer, api_key: str) -> None:
+    async def main() -> object:
+        async with (
+            AsyncPiAPI(api_key=api_key, base_url=emulator.url) as client,
+            client._http.stream("GET", "/_emulator/stats") as response,
+        ):
+            return response.extensions["network_stream"]
+
+    assert isinstance(asyncio.run(main()), _KeptSocketStream)
