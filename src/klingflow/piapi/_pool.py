@@ -3,7 +3,7 @@
 Each time a request starts or ends, httpcore asks every idle kept-alive connection whether
 the server has closed it (`is_readable`). Through anyio that question rebuilds the socket's
 whole attribute table, a `getpeername` call included, before it polls the socket: with the
-connections a batch keeps alive, 15 % of the event loop's CPU (bench/notes.md, session 12).
+connections a batch keeps alive, 15 % of the event loop's profile (bench/notes.md, session 12).
 The stream here keeps the socket it connected and polls it: the same answer, one syscall.
 """
 
@@ -23,18 +23,11 @@ __all__ = ["async_transport"]
 
 
 def async_transport(*, verify: ssl.SSLContext, limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
-    """httpx's default transport for these options, on `_KeptSocketBackend`.
-
-    httpx takes no network backend, so the pool it made is replaced by the same pool on ours
-    (tests/piapi/test_pool.py checks that it is in use)."""
+    """httpx's default transport for these options, its pool on `_KeptSocketBackend`."""
     transport = httpx.AsyncHTTPTransport(verify=verify, limits=limits)
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=verify,
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry,
-        network_backend=_KeptSocketBackend(),
-    )
+    # httpx has no public way to give its pool a network backend (httpcore has one), as
+    # workflows/nodes/egress.py says too; tests/piapi/test_pool.py checks it is in use.
+    transport._pool._network_backend = _KeptSocketBackend()
     return transport
 
 
@@ -45,7 +38,7 @@ class _KeptSocketBackend(httpcore.AnyIOBackend):
         port: int,
         timeout: float | None = None,
         local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         stream = await super().connect_tcp(host, port, timeout, local_address, socket_options)
         return _KeptSocketStream(stream)
@@ -54,7 +47,7 @@ class _KeptSocketBackend(httpcore.AnyIOBackend):
         self,
         path: str,
         timeout: float | None = None,
-        socket_options: Iterable[Any] | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         stream = await super().connect_unix_socket(path, timeout, socket_options)
         return _KeptSocketStream(stream)
