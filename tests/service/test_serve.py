@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -51,6 +52,22 @@ def serve_env(tmp_path: Path, emulator: EmulatorServer, api_key: str) -> dict[st
         "PIAPI_BASE_URL": emulator.url,
         "PIAPI_API_KEY": api_key,
     }
+
+
+def _post_once_serving(
+    server: subprocess.Popen[str], port: int, path: str, **kwargs: Any
+) -> httpx.Response:
+    """POST to a `serve` started with its stderr piped, once it says "serving on" and its
+    port takes connections (uvicorn binds just after that line)."""
+    assert server.stderr is not None
+    while "serving on" not in (line := server.stderr.readline()):
+        assert line, "serve stopped before serving"
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        while True:
+            try:
+                return http.post(path, **kwargs)
+            except httpx.ConnectError:
+                time.sleep(0.1)
 
 
 def test_serve_publishes_a_folder_and_serves_the_ui(
@@ -139,15 +156,7 @@ def test_serve_logs_each_run_it_starts_and_finishes_as_json(
     ) as server:
         assert server.stderr is not None
         try:
-            while "serving on" not in (line := server.stderr.readline()):
-                assert line, "serve stopped before serving"
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-                while True:
-                    try:
-                        started = http.post("/api/workflows/clip/runs", json={})
-                        break
-                    except httpx.ConnectError:
-                        time.sleep(0.1)
+            started = _post_once_serving(server, port, "/api/workflows/clip/runs", json={})
             assert started.status_code == 201, started.text
             run_id = started.json()["run_id"]
             events: list[dict[str, str]] = []
@@ -185,19 +194,10 @@ def test_serve_stops_within_its_grace_while_a_webhook_is_confirmed(
         stderr=subprocess.PIPE,
         text=True,
     ) as server:
-        assert server.stderr is not None
         try:
-            while "serving on" not in (line := server.stderr.readline()):
-                assert line, "serve stopped before serving"
             body = {"timestamp": int(time.time()), "data": {"task_id": "x", "status": "completed"}}
             headers = {"x-webhook-secret": secret}
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-                while True:
-                    try:
-                        answer = http.post("/hooks/piapi", json=body, headers=headers)
-                        break
-                    except httpx.ConnectError:
-                        time.sleep(0.1)
+            answer = _post_once_serving(server, port, "/hooks/piapi", json=body, headers=headers)
             assert answer.json()["outcome"] == "delivered", answer.text
             deadline = time.monotonic() + 10
             while emulator.stats()["gets"] == 0:  # the confirming GET has reached PiAPI
