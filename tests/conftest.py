@@ -5,7 +5,8 @@ our users get): `piapi_emulator`, `piapi_api_key`, `piapi_client`, `async_piapi_
 Here they only get the shorter names our tests use.
 
 Also here: the wheel, built once a run for the packaging tests; the order that starts the
-longest tests first (for pytest-xdist); the adversarial suite's count of bad inputs.
+longest tests first (for pytest-xdist); the adversarial suite's count of bad inputs; the
+test that opened a connection nobody closed, named (tests/leaks.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any, cast
 import pytest
 
 from klingflow.emulator import EmulatorServer
+
+from . import leaks
 
 ROOT = Path(__file__).parents[1]
 
@@ -81,6 +84,10 @@ BAD_INPUTS = "bad inputs refused"
 
 _bad_inputs: dict[str, int] = {}
 _durations: dict[str, float] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    leaks.install()
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
