@@ -18,7 +18,7 @@ from klingflow.piapi import AsyncPiAPI, KlingVideoRequest, WaitPolicy
 from klingflow.piapi.models import Task
 from klingflow.piapi.polling import StatusPoller
 from klingflow.piapi.server_clock import ServerClock
-from klingflow.piapi.waiting import LookSchedule, RenderTimes, render_kind
+from klingflow.piapi.waiting import LookSchedule, RenderTimes, WaitClock, render_kind
 
 from ..policies import FAST_RETRY
 from .adapter import Api
@@ -186,6 +186,22 @@ def test_a_lone_wait_learns_the_exact_render_time_too(api: Api, emulator: Emulat
     bracket = api.client.render_times.bracket(render_kind(task.input, task_type=task.task_type))
     assert bracket is not None
     assert bracket[0] == bracket[1] == pytest.approx(602 / SPEED, rel=0.01)
+
+
+def test_a_slow_answer_does_not_stretch_the_learned_render_time() -> None:
+    """A look that found the task running proves it was running when PiAPI answered, which
+    is before the answer reached us: the end is bounded by when the look was sent. Bounded by
+    the answer's arrival, an answer slowed by a loaded machine pushed PiAPI's exact render
+    time up (2.033 s learned for 2.007 s)."""
+    times = RenderTimes()
+    clock = WaitClock("t-1", WaitPolicy(), render_times=times, kind="pro-10s")
+    clock.started -= 10.0  # submitted 10 s ago
+    clock.asking()
+    time.sleep(0.3)  # the answer takes 0.3 s to arrive
+    clock.looked(stamped(0, status="processing"))
+    clock.asking()
+    clock.looked(stamped(0, 10.1))  # done; PiAPI's stamps: a 10.1 s render
+    assert times.bracket("pro-10s") == pytest.approx((10.1, 10.1))
 
 
 def test_renders_that_take_no_time_are_still_looked_at(

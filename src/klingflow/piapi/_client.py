@@ -296,6 +296,7 @@ class PiAPI(BaseClient):
         is_due = events is None  # with a webhook coming, the first look is the safety net
         while True:
             if is_due:
+                clock.asking()
                 try:
                     task = self._look(
                         task_id, timeout_seconds=timeout_seconds, max_retries=max_retries
@@ -673,6 +674,7 @@ class AsyncPiAPI(BaseClient):
         is_due = events is None  # with a webhook coming, the first look is the safety net
         while True:
             if is_due:
+                clock.asking()
                 try:
                     task = await self._look(
                         task_id, timeout_seconds=timeout_seconds, max_retries=max_retries
