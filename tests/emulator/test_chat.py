@@ -11,6 +11,7 @@ import pytest
 
 from klingflow.emulator import EmulatorServer, FaultRule, key_id
 from klingflow.emulator.chat import MAX_REPLY_CHARS
+from klingflow.piapi.tls import default_ssl_context
 
 PATH = "/v1/chat/completions"
 FOX: dict[str, Any] = {
@@ -26,7 +27,9 @@ FOX: dict[str, Any] = {
 def chat(emulator: EmulatorServer, api_key: str) -> Iterator[httpx.Client]:
     """An HTTP client for the emulator that sends the test key as a Bearer token."""
     headers = {"authorization": f"Bearer {api_key}"}
-    with httpx.Client(base_url=emulator.url, headers=headers, timeout=30.0) as http:
+    with httpx.Client(
+        base_url=emulator.url, headers=headers, timeout=30.0, verify=default_ssl_context()
+    ) as http:
         yield http
 
 

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from klingflow.emulator import EmulatorConfig, EmulatorServer, FaultRule, key_id
+from klingflow.piapi.tls import default_ssl_context
 
 V3: dict[str, Any] = {
     "model": "kling",
@@ -31,7 +32,7 @@ def _create(client: httpx.Client) -> str:
 
 
 def _control(emulator: EmulatorServer) -> httpx.Client:
-    return httpx.Client(base_url=emulator.url + "/_emulator")
+    return httpx.Client(base_url=emulator.url + "/_emulator", verify=default_ssl_context())
 
 
 def test_stats_top_level_has_every_total(emulator: EmulatorServer) -> None:
@@ -52,7 +53,9 @@ def test_stats_count_per_key_and_per_task(
         client.get(f"/api/v1/task/{first}")
     client.delete(f"/api/v1/task/{second}")
     client.get("/account/info")
-    with httpx.Client(base_url=paused.url, headers={"x-api-key": "second-key"}) as other:
+    with httpx.Client(
+        base_url=paused.url, headers={"x-api-key": "second-key"}, verify=default_ssl_context()
+    ) as other:
         theirs = _create(other)
         other.get(f"/api/v1/task/{theirs}")
     stats = paused.stats()
@@ -231,7 +234,9 @@ def test_task_list_shows_every_key(
     """GET /_emulator/tasks lists the tasks of all keys as PiAPI shows them."""
     emulator.configure(api_keys=[api_key, "second-key"])
     mine = _create(client)
-    with httpx.Client(base_url=emulator.url, headers={"x-api-key": "second-key"}) as other:
+    with httpx.Client(
+        base_url=emulator.url, headers={"x-api-key": "second-key"}, verify=default_ssl_context()
+    ) as other:
         theirs = _create(other)
     assert {task["task_id"] for task in emulator.tasks()} == {mine, theirs}
 

@@ -14,6 +14,7 @@ import pytest
 from klingflow.emulator import EmulatorServer, FaultRule
 from klingflow.piapi import AsyncPiAPI, KlingVideoRequest, PiAPI
 from klingflow.piapi._gate import AsyncRequestGate
+from klingflow.piapi.tls import default_ssl_context
 
 from ..policies import FAST_RETRY, FAST_WAIT
 from .adapter import Api, Flavour
@@ -45,7 +46,7 @@ class Witness:
 
 class Watched(httpx.BaseTransport):
     def __init__(self, witness: Witness) -> None:
-        self.witness, self.inner = witness, httpx.HTTPTransport()
+        self.witness, self.inner = witness, httpx.HTTPTransport(verify=default_ssl_context())
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.witness.enter(request)
@@ -60,7 +61,7 @@ class Watched(httpx.BaseTransport):
 
 class AsyncWatched(httpx.AsyncBaseTransport):
     def __init__(self, witness: Witness) -> None:
-        self.witness, self.inner = witness, httpx.AsyncHTTPTransport()
+        self.witness, self.inner = witness, httpx.AsyncHTTPTransport(verify=default_ssl_context())
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.witness.enter(request)

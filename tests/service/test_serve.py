@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from klingflow.emulator import EmulatorServer, FaultRule
+from klingflow.piapi.tls import default_ssl_context
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SERVE = [sys.executable, "-m", "klingflow", "serve"]
@@ -62,7 +63,9 @@ def _post_once_serving(
     assert server.stderr is not None
     while "serving on" not in (line := server.stderr.readline()):
         assert line, "serve stopped before serving"
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{port}", timeout=10, verify=default_ssl_context()
+    ) as http:
         while True:
             try:
                 return http.post(path, **kwargs)
@@ -85,7 +88,9 @@ def test_serve_publishes_a_folder_and_serves_the_ui(
             stderr=subprocess.STDOUT,
         )
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", timeout=10, verify=default_ssl_context()
+        ) as http:
             deadline = time.monotonic() + 60
             while True:
                 assert server.poll() is None, log.read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import httpx
 
+from klingflow.piapi.tls import default_ssl_context
 from klingflow.service.attempts import MAX_FAILED_ATTEMPTS
 
 from .conftest import API_TOKEN, StartService
@@ -15,17 +16,17 @@ def test_a_signed_out_cookie_stays_dead_after_a_restart(start_service: StartServ
     """Sign in, copy the cookie, sign out, restart the service on the same database: the copy
     opens no page, while a fresh sign-in still works."""
     first = start_service(api_token=API_TOKEN)
-    with httpx.Client(base_url=first.url) as browser:
+    with httpx.Client(base_url=first.url, verify=default_ssl_context()) as browser:
         assert sign_in(browser).status_code == 303
         copied = dict(browser.cookies)
         assert browser.post("/logout", data={"csrf_token": csrf(browser, "/runs")}).is_redirect
     first.stop()
     second = start_service(api_token=API_TOKEN)
-    with httpx.Client(base_url=second.url, cookies=copied) as thief:
+    with httpx.Client(base_url=second.url, cookies=copied, verify=default_ssl_context()) as thief:
         response = thief.get("/runs")
         assert response.status_code == 303
         assert response.headers["location"].startswith("/login")
-    with httpx.Client(base_url=second.url) as owner:
+    with httpx.Client(base_url=second.url, verify=default_ssl_context()) as owner:
         assert sign_in(owner).status_code == 303
         assert owner.get("/runs").status_code == 200
 
@@ -33,7 +34,7 @@ def test_a_signed_out_cookie_stays_dead_after_a_restart(start_service: StartServ
 def test_failed_sign_ins_are_still_counted_after_a_restart(start_service: StartService) -> None:
     """A guesser who hit the limit is not let off by a restart of the service."""
     first = start_service(api_token=API_TOKEN)
-    with httpx.Client(base_url=first.url) as guesser:
+    with httpx.Client(base_url=first.url, verify=default_ssl_context()) as guesser:
         codes = [
             guesser.get("/api/runs", headers={"Authorization": f"Bearer guess-{n}"}).status_code
             for n in range(MAX_FAILED_ATTEMPTS)
@@ -41,7 +42,7 @@ def test_failed_sign_ins_are_still_counted_after_a_restart(start_service: StartS
     assert codes == [401] * MAX_FAILED_ATTEMPTS
     first.stop()
     second = start_service(api_token=API_TOKEN)
-    with httpx.Client(base_url=second.url) as guesser:
+    with httpx.Client(base_url=second.url, verify=default_ssl_context()) as guesser:
         blocked = guesser.get("/api/runs", headers={"Authorization": f"Bearer {API_TOKEN}"})
         assert blocked.status_code == 429
         assert sign_in(guesser).status_code == 429
