@@ -144,6 +144,26 @@ def test_folder_destination_names_come_from_the_url_made_safe(
     assert target == tmp_path / expected
 
 
+def test_a_name_that_is_a_symlink_out_of_the_folder_is_refused(tmp_path: Path) -> None:
+    """The file's name already in the folder as a symlink to a file elsewhere: refused, not
+    written through; a symlink to a file in the folder itself is that file; a symlinked
+    folder is the folder it points to."""
+    folder, elsewhere = tmp_path / "videos", tmp_path / "elsewhere"
+    folder.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "secret.txt").write_text("keep")
+    (folder / "clip.mp4").symlink_to(elsewhere / "secret.txt")
+    with pytest.raises(DownloadError, match="outside"):
+        resolve_destination("https://cdn.example/v/clip.mp4", f"{folder}/")
+    (folder / "same.mp4").write_bytes(b"")
+    (folder / "alias.mp4").symlink_to(folder / "same.mp4")
+    assert resolve_destination("https://cdn.example/alias.mp4", folder) == folder / "same.mp4"
+    (tmp_path / "link").symlink_to(folder)
+    target = resolve_destination("https://cdn.example/new.mp4", f"{tmp_path / 'link'}/")
+    assert target == folder / "new.mp4"
+    assert (elsewhere / "secret.txt").read_text() == "keep"
+
+
 # -- byte-level faults the emulator cannot produce: httpx.MockTransport ------------------------
 
 

@@ -96,7 +96,9 @@ def resolve_destination(
         segment = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
         name = _safe_name(segment) or _safe_name(f"{task_id}.mp4" if task_id else "") or "output"
     folder = dest.resolve()
-    target = (folder / name).resolve()
+    target = folder / name  # `folder` is resolved: only a symlinked name can lead away
+    if target.is_symlink():
+        target = target.resolve()
     if target.parent != folder:
         raise _refuse(f"refusing {name!r}: it would be written outside {dest}", url=url)
     return target
@@ -193,9 +195,11 @@ class Download:
         client must decode it, and its Content-Length says nothing of the file's size."""
         self._part = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.part"
         self._file: IO[bytes] | None = None
+        self._committed = False
 
     def __enter__(self) -> Self:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
+        if not self.target.parent.is_dir():  # one stat where mkdir(exist_ok) makes two calls
+            self.target.parent.mkdir(parents=True, exist_ok=True)
         self._file = self._part.open("wb")
         return self
 
@@ -208,7 +212,8 @@ class Download:
         if self._file is not None:
             self._file.close()
             self._file = None
-        self._part.unlink(missing_ok=True)
+        if not self._committed:  # renamed away otherwise
+            self._part.unlink(missing_ok=True)
 
     @property
     def _out(self) -> IO[bytes]:
@@ -318,6 +323,7 @@ class Download:
                 url=self.url,
             )
         os.replace(self._part, self.target)
+        self._committed = True
         _fsync_folder(self.target.parent)
         return self.target
 

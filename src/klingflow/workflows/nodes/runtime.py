@@ -109,8 +109,7 @@ class Runtime:
         retryable `DownloadError` that keeps the task id, never a crash: the task was paid
         for, so the run pauses on the node and `runs retry` fetches it again, unpaid.
         """
-        try:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
+        try:  # the download makes the folder when it is missing (a stat, not a mkdir, a video)
             return await self.services.client.download(
                 url, f"{self.output_dir}/", filename=filename, check_redirect=check_redirect
             )
