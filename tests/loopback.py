@@ -1,7 +1,8 @@
 """ASGI apps of the tests (the service, a webhook receiver) under uvicorn in a thread.
 
 The socket is bound before the app is built, so the app may be told its own URL (the service's
-settings need `public_url` for the webhooks PiAPI sends back to it).
+settings need `public_url` for the webhooks PiAPI sends back to it). Also the tests' plain
+httpx clients of such servers.
 """
 
 from __future__ import annotations
@@ -11,9 +12,17 @@ import threading
 import time
 from typing import Any, Literal
 
+import httpx
 import uvicorn
 
+from klingflow.piapi.tls import default_ssl_context
 from klingflow.settings import KEEP_ALIVE_SECONDS, STOP_GRACE_SECONDS
+
+
+def loopback_client(url: str, **options: Any) -> httpx.Client:
+    """An httpx client of `url` on the process's TLS context: httpx would load a CA bundle
+    (about 25 ms of CPU) for each client it is given no context, plain HTTP too."""
+    return httpx.Client(base_url=url, verify=default_ssl_context(), **options)
 
 
 class LoopbackServer:

@@ -13,6 +13,8 @@ import yaml
 from klingflow.emulator import EmulatorConfig, EmulatorServer, FaultRule, key_id
 from klingflow.piapi.tls import default_ssl_context
 
+from ..loopback import loopback_client
+
 V3: dict[str, Any] = {
     "model": "kling",
     "task_type": "video_generation",
@@ -53,9 +55,7 @@ def test_stats_count_per_key_and_per_task(
         client.get(f"/api/v1/task/{first}")
     client.delete(f"/api/v1/task/{second}")
     client.get("/account/info")
-    with httpx.Client(
-        base_url=paused.url, headers={"x-api-key": "second-key"}, verify=default_ssl_context()
-    ) as other:
+    with loopback_client(paused.url, headers={"x-api-key": "second-key"}) as other:
         theirs = _create(other)
         other.get(f"/api/v1/task/{theirs}")
     stats = paused.stats()
@@ -234,9 +234,7 @@ def test_task_list_shows_every_key(
     """GET /_emulator/tasks lists the tasks of all keys as PiAPI shows them."""
     emulator.configure(api_keys=[api_key, "second-key"])
     mine = _create(client)
-    with httpx.Client(
-        base_url=emulator.url, headers={"x-api-key": "second-key"}, verify=default_ssl_context()
-    ) as other:
+    with loopback_client(emulator.url, headers={"x-api-key": "second-key"}) as other:
         theirs = _create(other)
     assert {task["task_id"] for task in emulator.tasks()} == {mine, theirs}
 

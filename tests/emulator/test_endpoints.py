@@ -11,7 +11,8 @@ import pytest
 
 from klingflow.emulator import EmulatorServer
 from klingflow.piapi.models import AccountInfo, ActiveTaskCounts, Task, TaskStatus
-from klingflow.piapi.tls import default_ssl_context
+
+from ..loopback import loopback_client
 
 TEXT_TO_VIDEO: dict[str, Any] = {
     "model": "kling",
@@ -164,12 +165,8 @@ def test_tasks_of_another_key_are_invisible(emulator: EmulatorServer, api_key: s
     """A task created with one key is 404 for another key (get and cancel alike)."""
     emulator.configure(api_keys=[api_key, "other-key"])
     with (
-        httpx.Client(
-            base_url=emulator.url, headers={"x-api-key": api_key}, verify=default_ssl_context()
-        ) as mine,
-        httpx.Client(
-            base_url=emulator.url, headers={"x-api-key": "other-key"}, verify=default_ssl_context()
-        ) as theirs,
+        loopback_client(emulator.url, headers={"x-api-key": api_key}) as mine,
+        loopback_client(emulator.url, headers={"x-api-key": "other-key"}) as theirs,
     ):
         task_id = _create(mine)["task_id"]
         assert theirs.get(f"/api/v1/task/{task_id}").status_code == 404
@@ -335,12 +332,8 @@ def test_keys_of_a_configured_account_share_one_balance(emulator: EmulatorServer
         "input": {"prompt": "a fox", "version": "3.0", "duration": 5},
     }
     with (
-        httpx.Client(
-            base_url=emulator.url, headers={"x-api-key": "key-a"}, verify=default_ssl_context()
-        ) as a,
-        httpx.Client(
-            base_url=emulator.url, headers={"x-api-key": "key-b"}, verify=default_ssl_context()
-        ) as b,
+        loopback_client(emulator.url, headers={"x-api-key": "key-a"}) as a,
+        loopback_client(emulator.url, headers={"x-api-key": "key-b"}) as b,
     ):
         assert a.post("/api/v1/task", json=body).status_code == 200
         assert b.post("/api/v1/task", json=body).status_code == 402
@@ -357,12 +350,8 @@ def test_each_api_key_is_its_own_account(emulator: EmulatorServer) -> None:
         "input": {"prompt": "a fox", "version": "3.0", "duration": 5},
     }  # $0.50 reserved per task
     with (
-        httpx.Client(
-            base_url=emulator.url, headers={"x-api-key": "key-a"}, verify=default_ssl_context()
-        ) as a,
-        httpx.Client(
-            base_url=emulator.url, headers={"x-api-key": "key-b"}, verify=default_ssl_context()
-        ) as b,
+        loopback_client(emulator.url, headers={"x-api-key": "key-a"}) as a,
+        loopback_client(emulator.url, headers={"x-api-key": "key-b"}) as b,
     ):
         assert a.post("/api/v1/task", json=body).status_code == 200
         refused = a.post("/api/v1/task", json=body)

@@ -19,7 +19,8 @@ from klingflow.emulator import EmulatorServer, FaultRule, GenerationError
 from klingflow.piapi.kling import parse_task_request
 from klingflow.piapi.models import Task, usd_to_points
 from klingflow.piapi.pricing import estimate_cost
-from klingflow.piapi.tls import default_ssl_context
+
+from ..loopback import loopback_client
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 V3_STD_5S: dict[str, Any] = {
@@ -431,12 +432,8 @@ def test_concurrency_limit_is_per_key(paused: EmulatorServer, api_key: str) -> N
     """Each key has its own slots: one key's queue does not stage another key's tasks."""
     paused.configure(api_keys=[api_key, "second-key"], concurrency_limit=1)
     with (
-        httpx.Client(
-            base_url=paused.url, headers={"x-api-key": api_key}, verify=default_ssl_context()
-        ) as one,
-        httpx.Client(
-            base_url=paused.url, headers={"x-api-key": "second-key"}, verify=default_ssl_context()
-        ) as two,
+        loopback_client(paused.url, headers={"x-api-key": api_key}) as one,
+        loopback_client(paused.url, headers={"x-api-key": "second-key"}) as two,
     ):
         _create(one)
         assert _get(one, _create(one))["status"] == "staged"
