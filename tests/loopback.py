@@ -7,6 +7,7 @@ httpx clients of such servers.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -23,6 +24,26 @@ def loopback_client(url: str, **options: Any) -> httpx.Client:
     """An httpx client of `url` on the process's TLS context: httpx would load a CA bundle
     (about 25 ms of CPU) for each client it is given no context, plain HTTP too."""
     return httpx.Client(base_url=url, verify=default_ssl_context(), **options)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, closing at the end of its stop every connection its event loop still
+    has open.
+
+    uvicorn closes the connections it holds when a stop begins, and after its grace goes on
+    without the rest. `klingflow serve` then exits, and the system closes them; a test's
+    server runs in the test process, where such a socket was left to the garbage collector,
+    which reported it in whatever test ran then (twice in one CI run, each opened during the
+    teardown of a test_unstorable_text service that had webhooks on the way: tests/leaks.py).
+    """
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        transports = getattr(asyncio.get_running_loop(), "_transports", {})  # selector loops
+        for transport in list(transports.values()):
+            if not transport.is_closing():
+                transport.abort()
+        await asyncio.sleep(0)  # the aborts close their sockets on the next turn
 
 
 class LoopbackServer:
@@ -53,7 +74,7 @@ class LoopbackServer:
             timeout_keep_alive=KEEP_ALIVE_SECONDS,  # as `klingflow serve` does
             timeout_graceful_shutdown=STOP_GRACE_SECONDS,
         )
-        self._server = server = uvicorn.Server(config)
+        self._server = server = _Server(config)
         self._thread = thread = threading.Thread(
             target=server.run, kwargs={"sockets": [self.socket]}, daemon=True
         )
