@@ -1,12 +1,11 @@
 """Names the test that opened an asyncio connection nobody closed.
 
 A transport left open is reported by the garbage collector, in whichever test happens to run
-then (pytest's unraisable-exception check fails that test): once a random test on an xdist
-worker failed on "unclosed transport" while parsing source files (tests/test_architecture.py),
-and three whole runs with a tracer found no leak again. So every asyncio socket transport
+then (pytest's unraisable-exception check fails that test): CI once failed
+tests/test_architecture.py on "unclosed transport" that way. So every asyncio socket transport
 notes the test that opened it (one lookup of `PYTEST_CURRENT_TEST`), and one found unclosed
-warns with that test's id beside asyncio's own warning: the next such failure says where to
-look. The cost is an attribute per connection.
+warns with that test's id beside asyncio's own warning, which is how the next failure named
+its source (a service's stop: tests/loopback.py). The cost is an attribute per connection.
 """
 
 from __future__ import annotations

@@ -22,13 +22,12 @@ from typer.testing import CliRunner, Result
 from klingflow.cli import app as cli_app
 from klingflow.emulator import EmulatorServer
 from klingflow.piapi import AsyncPiAPI, RetryPolicy, WaitPolicy
-from klingflow.piapi.tls import default_ssl_context
 from klingflow.service import create_app
 from klingflow.settings import Settings
 from klingflow.workflows.engine import Engine
 
 from ..conftest import BAD_INPUTS
-from ..loopback import LoopbackServer
+from ..loopback import LoopbackServer, loopback_client
 
 WEBHOOK_SECRET = "kf-adversarial-hook-secret-31c9a0"  # a test value
 API_TOKEN = "kf-adversarial-api-token-5be27d90aa41c3f6"  # a test value
@@ -127,12 +126,7 @@ def service(emulator: EmulatorServer, tmp_path: Path, api_key: str) -> Iterator[
             yield engine
 
     server.start(create_app(settings, engine_factory=engine_factory))
-    http = httpx.Client(
-        base_url=url,
-        headers={"Authorization": f"Bearer {API_TOKEN}"},
-        timeout=30,
-        verify=default_ssl_context(),
-    )
+    http = loopback_client(url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30)
     try:
         yield Service(url=url, http=http, database=database)
     finally:

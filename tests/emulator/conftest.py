@@ -8,7 +8,8 @@ import httpx
 import pytest
 
 from klingflow.emulator import EmulatorServer
-from klingflow.piapi.tls import default_ssl_context
+
+from ..loopback import loopback_client
 
 PAUSED_TIME_SCALE = 1e-6
 """A clock this slow stands still for a test's lifetime: only `advance` moves tasks on."""
@@ -17,12 +18,7 @@ PAUSED_TIME_SCALE = 1e-6
 @pytest.fixture
 def client(emulator: EmulatorServer, api_key: str) -> Iterator[httpx.Client]:
     """An HTTP client for the emulator that sends the test key."""
-    with httpx.Client(
-        base_url=emulator.url,
-        headers={"x-api-key": api_key},
-        timeout=30.0,
-        verify=default_ssl_context(),
-    ) as http:
+    with loopback_client(emulator.url, headers={"x-api-key": api_key}, timeout=30.0) as http:
         yield http
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from klingflow.emulator import EmulatorServer, FaultRule, key_id
 from klingflow.emulator.chat import MAX_REPLY_CHARS
-from klingflow.piapi.tls import default_ssl_context
+
+from ..loopback import loopback_client
 
 PATH = "/v1/chat/completions"
 FOX: dict[str, Any] = {
@@ -27,9 +28,7 @@ FOX: dict[str, Any] = {
 def chat(emulator: EmulatorServer, api_key: str) -> Iterator[httpx.Client]:
     """An HTTP client for the emulator that sends the test key as a Bearer token."""
     headers = {"authorization": f"Bearer {api_key}"}
-    with httpx.Client(
-        base_url=emulator.url, headers=headers, timeout=30.0, verify=default_ssl_context()
-    ) as http:
+    with loopback_client(emulator.url, headers=headers, timeout=30.0) as http:
         yield http
 
 

@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from klingflow.emulator import EmulatorConfig, EmulatorServer, FaultRule, key_id
-from klingflow.piapi.tls import default_ssl_context
 
 from ..loopback import loopback_client
 
@@ -34,7 +33,7 @@ def _create(client: httpx.Client) -> str:
 
 
 def _control(emulator: EmulatorServer) -> httpx.Client:
-    return httpx.Client(base_url=emulator.url + "/_emulator", verify=default_ssl_context())
+    return loopback_client(emulator.url + "/_emulator")
 
 
 def test_stats_top_level_has_every_total(emulator: EmulatorServer) -> None:

@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from klingflow.emulator import EmulatorConfig, EmulatorServer, FaultRule
-from klingflow.piapi.tls import default_ssl_context
+
+from ..loopback import loopback_client
 
 V3: dict[str, Any] = {
     "model": "kling",
@@ -266,9 +267,7 @@ def _run_sequence(seed: int) -> tuple[list[str], list[int], list[str]]:
     )
     with (
         EmulatorServer(config) as server,
-        httpx.Client(
-            base_url=server.url, headers={"x-api-key": "seeded-key"}, verify=default_ssl_context()
-        ) as http,
+        loopback_client(server.url, headers={"x-api-key": "seeded-key"}) as http,
     ):
         ids = [http.post("/api/v1/task", json=V3).json()["data"]["task_id"] for _ in range(6)]
         codes = [http.get(f"/api/v1/task/{ids[n % 6]}").status_code for n in range(16)]

@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 
 from klingflow.emulator import EmulatorConfig, EmulatorServer
-from klingflow.piapi.tls import default_ssl_context
+
+from ..loopback import loopback_client
 
 BODY: dict[str, Any] = {
     "model": "kling",
@@ -21,9 +22,7 @@ def _ids(config: EmulatorConfig, count: int = 2) -> list[str]:
     """Start an emulator, create `count` tasks, stop it: the ids it handed out."""
     with (
         EmulatorServer(config) as server,
-        httpx.Client(
-            base_url=server.url, headers={"x-api-key": "k"}, verify=default_ssl_context()
-        ) as http,
+        loopback_client(server.url, headers={"x-api-key": "k"}) as http,
     ):
         return [
             http.post("/api/v1/task", json=BODY).json()["data"]["task_id"] for _ in range(count)

@@ -21,7 +21,8 @@ from PIL import Image
 from klingflow.emulator import EmulatorConfig, EmulatorServer
 from klingflow.emulator.media import frame_size
 from klingflow.piapi.models import Task
-from klingflow.piapi.tls import default_ssl_context
+
+from ..loopback import loopback_client
 
 MAX_HEIGHT = 72  # the `emulator` fixture's video_max_height
 FPS = 4  # and its video_fps
@@ -382,9 +383,7 @@ def test_reuse_renders_keeps_a_render_per_shape_on_disk(tmp_path: Path, api_key:
     )
     with (
         EmulatorServer(config, files_dir=tmp_path) as server,
-        httpx.Client(
-            base_url=server.url, headers={"x-api-key": api_key}, verify=default_ssl_context()
-        ) as http,
+        loopback_client(server.url, headers={"x-api-key": api_key}) as http,
     ):
         for n in range(5):
             created = http.post("/api/v1/task", json=_v3(prompt=f"shot {n}")).json()["data"]

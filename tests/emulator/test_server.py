@@ -8,7 +8,8 @@ import time
 import httpx
 
 from klingflow.emulator import EmulatorConfig, EmulatorServer, FaultRule
-from klingflow.piapi.tls import default_ssl_context
+
+from ..loopback import loopback_client
 
 BODY = {
     "model": "kling",
@@ -24,12 +25,7 @@ def test_stop_cuts_a_slow_fault_in_flight_and_leaves_no_thread() -> None:
     outcome: list[object] = []
 
     def call() -> None:
-        with httpx.Client(
-            base_url=server.url,
-            headers={"x-api-key": "k"},
-            timeout=120,
-            verify=default_ssl_context(),
-        ) as http:
+        with loopback_client(server.url, headers={"x-api-key": "k"}, timeout=120) as http:
             try:
                 outcome.append(http.post("/api/v1/task", json=BODY).status_code)
             except httpx.HTTPError as error:
@@ -54,9 +50,7 @@ def test_reset_cuts_a_slow_fault_in_flight_so_it_creates_nothing_afterwards(
     outcome: list[int] = []
 
     def call() -> None:
-        with httpx.Client(
-            base_url=emulator.url, headers={"x-api-key": api_key}, verify=default_ssl_context()
-        ) as http:
+        with loopback_client(emulator.url, headers={"x-api-key": api_key}) as http:
             outcome.append(http.post("/api/v1/task", json=BODY, timeout=120).status_code)
 
     caller = threading.Thread(target=call)
@@ -82,10 +76,9 @@ def test_an_idle_connection_outlives_the_client_pools_expiry() -> None:
 
     limits = httpx.Limits(keepalive_expiry=30)
     try:
-        with httpx.Client(
-            base_url=server.url, headers={"x-api-key": "k"}, limits=limits,
+        with loopback_client(
+            server.url, headers={"x-api-key": "k"}, limits=limits,
             event_hooks={"response": [remember]},
-        verify=default_ssl_context(),
         ) as http:  # fmt: skip
             assert http.get("/account/info").status_code == 200
             time.sleep(5.5)

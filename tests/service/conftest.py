@@ -17,14 +17,13 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from klingflow.emulator import EmulatorServer
 from klingflow.piapi import AsyncPiAPI, WaitPolicy
-from klingflow.piapi.tls import default_ssl_context
 from klingflow.service import create_app
 from klingflow.settings import Settings
 from klingflow.workflows.engine import Engine
 from klingflow.workflows.records import TERMINAL_RUN_STATUSES, RunStatus
 
 from ..databases import copy_sqlite_template, empty_database_wanted
-from ..loopback import LoopbackServer
+from ..loopback import LoopbackServer, loopback_client
 from ..policies import FAST_RETRY, FAST_WAIT
 
 WEBHOOK_SECRET = "kf-hook-secret-5c2e91"  # a test value
@@ -133,7 +132,7 @@ def start_service(
         headers = {}
         if settings.api_token is not None:
             headers["Authorization"] = f"Bearer {settings.api_token.get_secret_value()}"
-        http = httpx.Client(base_url=url, headers=headers, timeout=30, verify=default_ssl_context())
+        http = loopback_client(url, headers=headers, timeout=30)
 
         def stop() -> None:
             http.close()

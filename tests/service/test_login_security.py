@@ -9,12 +9,12 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from klingflow.piapi.tls import default_ssl_context
 from klingflow.service.attempts import MAX_FAILED_ATTEMPTS
 from klingflow.service.pages import PAGE_HEADERS
 from klingflow.service.security import MIN_TOKEN_CHARS, check_bind
 from klingflow.settings import Settings
 
+from ..loopback import loopback_client
 from .conftest import API_TOKEN, StartService
 
 
@@ -35,7 +35,7 @@ def sign_in(http: httpx.Client, token: str = API_TOKEN, next_url: str = "/") -> 
 def test_login_next_accepts_only_a_local_path(start_service: StartService, next_url: str) -> None:
     """A `next` another site could hide in a login link sends the user home instead."""
     service = start_service(api_token=API_TOKEN)
-    with httpx.Client(base_url=service.url, verify=default_ssl_context()) as browser:
+    with loopback_client(service.url) as browser:
         response = sign_in(browser, next_url=next_url)
         assert response.status_code == 303
         assert response.headers["location"] == "/"
@@ -46,12 +46,12 @@ def test_login_next_accepts_only_a_local_path(start_service: StartService, next_
 def test_logout_revokes_the_session_on_the_server(start_service: StartService) -> None:
     """A copy of the cookie taken before logout no longer opens any page."""
     service = start_service(api_token=API_TOKEN)
-    with httpx.Client(base_url=service.url, verify=default_ssl_context()) as browser:
+    with loopback_client(service.url) as browser:
         assert sign_in(browser).status_code == 303
         copied = dict(browser.cookies)
         assert browser.get("/runs").status_code == 200
         assert browser.post("/logout", data={"csrf_token": csrf(browser, "/runs")}).is_redirect
-    with httpx.Client(base_url=service.url, cookies=copied, verify=default_ssl_context()) as thief:
+    with loopback_client(service.url, cookies=copied) as thief:
         response = thief.get("/runs")
         assert response.status_code == 303
         assert response.headers["location"].startswith("/login")
@@ -60,7 +60,7 @@ def test_logout_revokes_the_session_on_the_server(start_service: StartService) -
 def test_wrong_tokens_are_rate_limited_per_client(start_service: StartService) -> None:
     """After the limit of wrong bearer tokens, even the right one gets 429 with Retry-After."""
     service = start_service(api_token=API_TOKEN)
-    with httpx.Client(base_url=service.url, verify=default_ssl_context()) as guesser:
+    with loopback_client(service.url) as guesser:
         codes = [
             guesser.get("/api/runs", headers={"Authorization": f"Bearer guess-{n}"}).status_code
             for n in range(MAX_FAILED_ATTEMPTS)
@@ -75,7 +75,7 @@ def test_wrong_tokens_are_rate_limited_per_client(start_service: StartService) -
 def test_failed_logins_are_rate_limited_per_client(start_service: StartService) -> None:
     """After the limit of failed sign-ins, the login form answers 429, right token or not."""
     service = start_service(api_token=API_TOKEN)
-    with httpx.Client(base_url=service.url, verify=default_ssl_context()) as guesser:
+    with loopback_client(service.url) as guesser:
         codes = [
             sign_in(guesser, token=f"guess-{n}").status_code for n in range(MAX_FAILED_ATTEMPTS)
         ]

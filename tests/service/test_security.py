@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 import typer
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from klingflow.cli.serve import serve
-from klingflow.piapi.tls import default_ssl_context
 from klingflow.service.security import check_bind, is_loopback
 from klingflow.settings import Settings
 
+from ..loopback import loopback_client
 from .conftest import API_TOKEN, CLIP, StartService
 
 
 def test_token_is_required_on_api_and_trigger_routes(start_service: StartService) -> None:
     """With KLINGFLOW_API_TOKEN set, /api and /hooks/{workflow} need the bearer token."""
     service = start_service(api_token=API_TOKEN)
-    with httpx.Client(base_url=service.url, verify=default_ssl_context()) as anonymous:
+    with loopback_client(service.url) as anonymous:
         assert anonymous.get("/api/runs").status_code == 401
         wrong = anonymous.get("/api/runs", headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401

@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 
 from klingflow.emulator import EmulatorServer, FaultRule
-from klingflow.piapi.tls import default_ssl_context
+
+from ..loopback import loopback_client
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SERVE = [sys.executable, "-m", "klingflow", "serve"]
@@ -63,9 +64,7 @@ def _post_once_serving(
     assert server.stderr is not None
     while "serving on" not in (line := server.stderr.readline()):
         assert line, "serve stopped before serving"
-    with httpx.Client(
-        base_url=f"http://127.0.0.1:{port}", timeout=10, verify=default_ssl_context()
-    ) as http:
+    with loopback_client(f"http://127.0.0.1:{port}", timeout=10) as http:
         while True:
             try:
                 return http.post(path, **kwargs)
@@ -88,9 +87,7 @@ def test_serve_publishes_a_folder_and_serves_the_ui(
             stderr=subprocess.STDOUT,
         )
     try:
-        with httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", timeout=10, verify=default_ssl_context()
-        ) as http:
+        with loopback_client(f"http://127.0.0.1:{port}", timeout=10) as http:
             deadline = time.monotonic() + 60
             while True:
                 assert server.poll() is None, log.read_text()

@@ -18,12 +18,12 @@ import pytest
 from pydantic import SecretStr
 
 from klingflow.emulator import EmulatorServer, FaultRule
-from klingflow.piapi.tls import default_ssl_context
 from klingflow.service.sessions import SESSION_COOKIE, session_key
 from klingflow.service.views import NodeView, progress_of, run_view
 from klingflow.settings import Settings
 from klingflow.workflows.records import Attempt, NodeRun, NodeStatus, RunRecord, RunStatus
 
+from ..loopback import loopback_client
 from .conftest import API_TOKEN, WEBHOOK_SECRET, Service, StartService
 
 FORM = """\
@@ -199,7 +199,7 @@ def test_forms_without_the_csrf_token_are_refused(ui: Service) -> None:
     """A post without its session's token, or with another session's, changes nothing."""
     missing = ui.http.post("/workflows/form/runs", data={"prompt": "a fox"})
     assert missing.status_code == 403
-    with httpx.Client(base_url=ui.url, verify=default_ssl_context()) as other:
+    with loopback_client(ui.url) as other:
         foreign = csrf(other)  # a real token, of another browser's session
     csrf(ui.http)  # this browser has a session (and a token of its own) now
     forged = ui.http.post("/workflows/form/runs", data={"prompt": "x", "csrf_token": foreign})
@@ -324,7 +324,7 @@ def test_pages_need_a_login_when_a_token_is_set(start_service: StartService) -> 
     """Beyond loopback (a token set): pages redirect to /login; the token signs in."""
     service = start_service(api_token=API_TOKEN)
     # No bearer header: a browser.
-    browser = httpx.Client(base_url=service.url, verify=default_ssl_context())
+    browser = loopback_client(service.url)
     for path in (
         "/", "/workflows", "/runs", "/fragments/dashboard", "/runs/run-x/live", "/editor",
         "/runs/run-x/loops/each", "/runs/run-x/loops/each/items/0", "/runs/run-x/download.zip",
@@ -358,9 +358,7 @@ def test_a_login_lasts_seven_days_however_often_a_tab_polls(start_service: Start
     def signed_in(days_ago: float) -> httpx.Client:  # a cookie as a polling tab keeps it
         session = {"signed_in_at": time.time() - days_ago * 86_400}
         cookie = signer.sign(base64.b64encode(json.dumps(session).encode())).decode()
-        return httpx.Client(
-            base_url=service.url, cookies={SESSION_COOKIE: cookie}, verify=default_ssl_context()
-        )
+        return loopback_client(service.url, cookies={SESSION_COOKIE: cookie})
 
     with signed_in(6.9) as recent, signed_in(7.1) as stale:
         assert recent.get("/runs").status_code == 200

@@ -17,15 +17,14 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from klingflow.emulator import EmulatorServer, FaultRule
-from klingflow.piapi.tls import default_ssl_context
 from klingflow.workflows.database import make_engine
 from klingflow.workflows.records import IntentState, RunStatus
 from klingflow.workflows.runlog import RunLog
 
+from ..loopback import loopback_client
 from . import preloaded
 from .harness import command_env, video_loop
 
@@ -110,9 +109,7 @@ def test_a_create_on_the_wire_at_a_kill_is_settled_by_its_webhook(
                 assert server.poll() is None, serve_log.read_text()
                 assert time.monotonic() < deadline, serve_log.read_text()
                 time.sleep(0.05)
-        with httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", timeout=30, verify=default_ssl_context()
-        ) as api:
+        with loopback_client(f"http://127.0.0.1:{port}", timeout=30) as api:
             published = api.post("/api/workflows", content=video_loop("webhook-crash"))
             assert published.status_code in (200, 201), published.text
             queued = api.post("/api/workflows/webhook-crash/runs", json={"prompts": PROMPTS})
