@@ -109,10 +109,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`-n auto` starts two workers per core: serially the suite keeps about a third of one
+    """`-n auto` starts three workers per core: serially the suite keeps about a third of one
     core busy (the rest is waiting on subprocesses, servers and the emulator's clock), so
-    one worker per core would leave the cores idle most of the time."""
-    return 2 * (os.cpu_count() or 1)
+    one worker per core would leave the cores idle most of the time. On 2 cores (quiet):
+    4 workers 244 s, 6 workers 212 s, 8 workers 221 s (each worker's start-up and the
+    contention outgrow the idle time filled)."""
+    return 3 * (os.cpu_count() or 1)
 
 
 DURATIONS = "klingflow/durations"
