@@ -59,15 +59,16 @@ typecheck: $(STAMP)
 # xdist worker would otherwise compile every test module again (pytest's rewritten asserts:
 # collection took 9.2 s of CPU per worker instead of 4.4), and each `python -m klingflow` a
 # test starts all of klingflow. The caches are __pycache__ folders, which git ignores.
+# PYTEST_FLAGS: more pytest arguments, e.g. `make unit PYTEST_FLAGS="-x tests/piapi"`.
 unit: $(STAMP)
-	PYTHONDONTWRITEBYTECODE= KLINGFLOW_TEST_DATABASE=both $(BIN)/pytest -q
+	PYTHONDONTWRITEBYTECODE= KLINGFLOW_TEST_DATABASE=both $(BIN)/pytest -q $(PYTEST_FLAGS)
 
 # The slow packaging tests alone: the wheel in fresh venvs (by role, the docs' pytest user),
 # and the lower bounds of pyproject.toml in another (all also run in `make unit`).
 packaging: $(STAMP)
 	$(BIN)/pytest -q -m packaging
 
-# The benchmarks of issue 16 against the emulator on loopback (about 13 minutes on 2 cores):
+# The benchmarks of issue 16 against the emulator on loopback (about 17 minutes on 2 cores):
 # rewrites docs/benchmarks.md, docs/benchmarks.json and docs/images/bench/*.png.
 # `make bench BENCH_FLAGS=--quick` is a 1-2 minute smoke run; `BENCH_FLAGS="--only memory"`
 # redoes one section (bench/README.md lists them and their flags).
