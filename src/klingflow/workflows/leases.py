@@ -35,6 +35,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from klingflow.workflows.group_commit import GroupCommit, Write
 from klingflow.workflows.schema import create_tables, leases
 from klingflow.workflows.transactions import transaction
 
@@ -94,10 +95,21 @@ class _Queue:
 class Leases:
     """One engine's leases on a Postgres database, under its executor id."""
 
-    def __init__(self, engine: sa.Engine, holder: str, *, lease_seconds: float) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        holder: str,
+        *,
+        lease_seconds: float,
+        group: GroupCommit | None = None,
+    ) -> None:
         self.engine = engine
         self.holder = holder
         self.lease_seconds = lease_seconds
+        self.group = group or GroupCommit(engine, grouped=True, alone=transaction)
+        """Where the event loop's takes and give-backs commit, with the others queued at the
+        same moment (the engine's: the run log's writes too): a transaction, a pooled
+        connection and its ping each cost more than the UPDATE itself."""
         self._background: set[asyncio.Task[Any]] = set()
         self._queues: dict[str, _Queue] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -123,6 +135,13 @@ class Leases:
 
     def take(self, kind: str, limit: int, *, window_seconds: float = 0.0) -> tuple[int, str] | None:
         """A free slot of `kind` among the first `limit`, leased to this holder; else None."""
+        write = self.take_write(kind, limit, window_seconds=window_seconds)
+        return transaction(self.engine, write.body, committed=write.committed)
+
+    def take_write(
+        self, kind: str, limit: int, *, window_seconds: float = 0.0
+    ) -> Write[tuple[int, str] | None]:
+        """`take` as a write for a group commit (a cut COMMIT is settled by its lease id)."""
         lease_id = uuid.uuid4().hex
         params = {
             "holder": self.holder,
@@ -133,31 +152,42 @@ class Leases:
             "window": window_seconds,
         }
         mine = sa.select(leases.c.slot).where(leases.c.lease_id == lease_id)
-        row = transaction(  # a cut COMMIT that took the slot: that slot is ours
-            self.engine,
-            lambda connection: connection.execute(_TAKE, params).first(),
-            committed=lambda connection: connection.execute(mine).first() is not None,
-        )
-        return None if row is None else (int(row[0]), lease_id)
+
+        def body(connection: sa.Connection) -> tuple[int, str] | None:
+            row = connection.execute(_TAKE, params).first()
+            return None if row is None else (int(row[0]), lease_id)
+
+        # A cut COMMIT that took the slot: that slot is ours.
+        return Write(body, committed=lambda c: c.execute(mine).first() is not None)
 
     def give_back(self, kind: str, slot: int, lease_id: str, *, answered: bool) -> None:
         """Free a slot (a request's stays counted in its window from now: `ended_at`)."""
+        body = self.give_back_body(kind, slot, lease_id, answered=answered)
+        transaction(self.engine, body, idempotent=True)
+
+    @staticmethod
+    def give_back_body(
+        kind: str, slot: int, lease_id: str, *, answered: bool
+    ) -> Callable[[sa.Connection], object]:
+        """`give_back`'s statement, for `in_background` (idempotent)."""
         ended = sa.func.clock_timestamp() if answered else None
         statement = (
             leases.update()
             .where(leases.c.kind == kind, leases.c.slot == slot, leases.c.lease_id == lease_id)
             .values(**_freed(ended_at=ended))
         )
-        transaction(self.engine, lambda connection: connection.execute(statement), idempotent=True)
+        return lambda connection: connection.execute(statement)
 
-    def bind_task(self, slot: int, lease_id: str, task_id: str) -> None:
-        """Count the slot's task until it is seen finished (a restart reclaims it by this)."""
+    @staticmethod
+    def bind_task_body(slot: int, lease_id: str, task_id: str) -> Callable[[sa.Connection], object]:
+        """Count the slot's task until it is seen finished (a restart reclaims it by this);
+        for `in_background` (idempotent)."""
         statement = (
             leases.update()
             .where(leases.c.kind == "task", leases.c.slot == slot, leases.c.lease_id == lease_id)
             .values(task_id=task_id)
         )
-        transaction(self.engine, lambda connection: connection.execute(statement), idempotent=True)
+        return lambda connection: connection.execute(statement)
 
     def renew(self) -> None:
         """Extend every lease this holder has: one UPDATE, from the heartbeat."""
@@ -201,14 +231,17 @@ class Leases:
                 .values(**_freed(ended_at=sa.func.clock_timestamp()))
             )
 
-    def in_background(self, work: Callable[[], None], *, frees: str | None = None) -> None:
-        """Run a give-back off the event loop; a late give-back only over-counts. `frees`: the
-        kind of slot it makes free at once (this process's waiter for one asks again)."""
+    def in_background(
+        self, body: Callable[[sa.Connection], object], *, frees: str | None = None
+    ) -> None:
+        """Commit an idempotent give-back (or bind) with the group's next batch, off the event
+        loop; a late give-back only over-counts. `frees`: the kind of slot it makes free at
+        once (this process's waiter for one asks again)."""
         queue = None if frees is None else self.queue(frees)
 
         async def run() -> None:
             try:
-                await asyncio.to_thread(work)
+                await self.group.run(Write(body, idempotent=True))
             except Exception as error:  # the lease runs out by itself
                 logger.warning("could not give a lease back: %s", error)
             else:
@@ -231,7 +264,7 @@ async def _take_once(
     nothing, so the slot its thread may still take is given back when the thread ends:
     else the heartbeat would renew it for as long as the process lives."""
     taking = asyncio.ensure_future(
-        asyncio.to_thread(leases_.take, kind, limit, window_seconds=window)
+        leases_.group.run(leases_.take_write(kind, limit, window_seconds=window))
     )
     try:
         return await asyncio.shield(taking)
@@ -240,9 +273,7 @@ async def _take_once(
         def give_back(done: asyncio.Future[tuple[int, str] | None]) -> None:
             if not done.cancelled() and done.exception() is None and (taken := done.result()):
                 slot, lease_id = taken
-                leases_.in_background(
-                    lambda: leases_.give_back(kind, slot, lease_id, answered=False)
-                )
+                leases_.in_background(leases_.give_back_body(kind, slot, lease_id, answered=False))
 
         taking.add_done_callback(give_back)
         raise
@@ -311,7 +342,7 @@ class LeasedRequests:
         # Our held request slots are interchangeable: give back the oldest.
         slot, lease_id = self._held.popleft()
         self.leases.in_background(
-            lambda: self.leases.give_back("request", slot, lease_id, answered=True)
+            self.leases.give_back_body("request", slot, lease_id, answered=True)
         )
 
 
@@ -350,12 +381,11 @@ class LeasedTasks:
         slot, lease_id = self._reserved.popleft()
         if task_id is None:  # the submit created nothing
             self.leases.in_background(
-                lambda: self.leases.give_back("task", slot, lease_id, answered=False),
-                frees="task",
+                self.leases.give_back_body("task", slot, lease_id, answered=False), frees="task"
             )
             return
         self._running[task_id] = (slot, lease_id)
-        self.leases.in_background(lambda: self.leases.bind_task(slot, lease_id, task_id))
+        self.leases.in_background(self.leases.bind_task_body(slot, lease_id, task_id))
 
     def adopt(self, task_ids: list[str]) -> None:
         """Nothing more to count: this executor's own tasks from before a restart were
@@ -369,5 +399,5 @@ class LeasedTasks:
             return
         slot, lease_id = held
         self.leases.in_background(
-            lambda: self.leases.give_back("task", slot, lease_id, answered=False), frees="task"
+            self.leases.give_back_body("task", slot, lease_id, answered=False), frees="task"
         )
