@@ -4,7 +4,10 @@
 are the account's limits, not each process's. On Postgres each limit is a table of numbered
 slots (`kf_leases`, one row per slot): a task or a request takes a free slot with one UPDATE
 (`FOR UPDATE SKIP LOCKED` picks it, so concurrent takers never wait on each other or collide),
-and gives it back when the task is seen to finish or the answer arrives. The client's own
+and gives it back when the task is seen to finish or the answer arrives. A process looks for
+the next free slot after the one it took last, wrapping round to slot 0 (a second UPDATE) only
+past the limit: a request slot stays busy 60 s after its answer, and a search from slot 0
+walked past every one of them, thousands at a few hundred requests a second. The client's own
 throttle interface is kept: `LeasedRequests` and `LeasedTasks` stand in for
 `AsyncRequestThrottle` and `AsyncTaskSlots` (see `AsyncPiAPI.share_limits`).
 
@@ -59,7 +62,7 @@ _TAKE = sa.text(
         ended_at = NULL, expires_at = clock_timestamp() + make_interval(secs => :lease)
     WHERE kind = :kind AND slot = (
         SELECT slot FROM kf_leases
-        WHERE kind = :kind AND slot < :limit
+        WHERE kind = :kind AND slot >= :start AND slot < :limit
           AND CASE WHEN holder IS NULL
                 THEN ended_at IS NULL
                      OR ended_at < clock_timestamp() - make_interval(secs => :window)
@@ -68,8 +71,8 @@ _TAKE = sa.text(
     RETURNING slot
     """
 )
-"""Take one free slot: never taken, lease run out (a dead holder), or answered long enough
-ago. One round trip; returns no row when every slot is busy."""
+"""Take one free slot in [start, limit): never taken, lease run out (a dead holder), or answered
+long enough ago. One round trip; returns no row when every slot there is busy."""
 
 _COUNT_SLOTS = sa.text("SELECT count(*) FROM kf_leases WHERE kind = :kind AND slot < :count")
 _ADD_SLOTS = sa.text(
@@ -110,9 +113,11 @@ class Leases:
         """Where the event loop's takes and give-backs commit, with the others queued at the
         same moment (the engine's: the run log's writes too): a transaction, a pooled
         connection and its ping each cost more than the UPDATE itself."""
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
         self._queues: dict[str, _Queue] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._next: dict[str, int] = {}
+        """Per kind, the slot after the one taken last: where the next take starts looking."""
         create_tables(engine)
 
     def queue(self, kind: str) -> _Queue:
@@ -154,8 +159,15 @@ class Leases:
         mine = sa.select(leases.c.slot).where(leases.c.lease_id == lease_id)
 
         def body(connection: sa.Connection) -> tuple[int, str] | None:
-            row = connection.execute(_TAKE, params).first()
-            return None if row is None else (int(row[0]), lease_id)
+            start = self._next.get(kind, 0)
+            start = start if start < limit else 0
+            row = connection.execute(_TAKE, {**params, "start": start}).first()
+            if row is None and start > 0:  # none free from there on: from slot 0 up to it
+                row = connection.execute(_TAKE, {**params, "start": 0, "limit": start}).first()
+            if row is None:
+                return None
+            self._next[kind] = int(row[0]) + 1
+            return int(row[0]), lease_id
 
         # A cut COMMIT that took the slot: that slot is ours.
         return Write(body, committed=lambda c: c.execute(mine).first() is not None)
@@ -248,13 +260,18 @@ class Leases:
                 if queue is not None:
                     queue.freed.set()
 
-        task = asyncio.get_running_loop().create_task(run())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self.track(asyncio.get_running_loop().create_task(run()))
+
+    def track(self, work: asyncio.Future[Any]) -> None:
+        """Count `work` (a take or a give-back on its way) among what `drain` waits for."""
+        self._background.add(work)
+        work.add_done_callback(self._background.discard)
 
     async def drain(self) -> None:
-        """Wait for the give-backs still on their way, so a closing engine leaves no slot held."""
-        await asyncio.gather(*self._background, return_exceptions=True)
+        """Wait for the takes and give-backs still on their way (a cancelled take's slot is
+        given back once it lands), so a closing engine leaves no slot held."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
 
 async def _take_once(
@@ -266,6 +283,7 @@ async def _take_once(
     taking = asyncio.ensure_future(
         leases_.group.run(leases_.take_write(kind, limit, window_seconds=window))
     )
+    leases_.track(taking)
     try:
         return await asyncio.shield(taking)
     except asyncio.CancelledError:
