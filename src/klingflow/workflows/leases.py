@@ -32,8 +32,8 @@ import contextlib
 import logging
 import uuid
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -84,6 +84,49 @@ _ADD_SLOTS = sa.text(
 )
 """The slots 0..count-1 of a kind, made where missing (processes may add them at once)."""
 
+_BIND = sa.text(
+    """
+    UPDATE kf_leases AS l SET task_id = v.task_id
+    FROM unnest(CAST(:slots AS integer[]), CAST(:lease_ids AS text[]), CAST(:task_ids AS text[]))
+        AS v(slot, lease_id, task_id)
+    WHERE l.kind = 'task' AND l.slot = v.slot AND l.lease_id = v.lease_id
+    """
+)
+"""Tie task slots to their tasks (a restart reclaims them by this); one statement for many."""
+
+_GIVE_BACK = sa.text(
+    """
+    UPDATE kf_leases AS l SET holder = NULL, lease_id = NULL, task_id = NULL,
+        expires_at = NULL, ended_at = CASE WHEN v.answered THEN clock_timestamp() END
+    FROM unnest(CAST(:kinds AS text[]), CAST(:slots AS integer[]), CAST(:lease_ids AS text[]),
+                CAST(:answered AS boolean[])) AS v(kind, slot, lease_id, answered)
+    WHERE l.kind = v.kind AND l.slot = v.slot AND l.lease_id = v.lease_id
+    """
+)
+"""Free slots (a request's stays counted in its window from now: `ended_at`); one statement
+for many. Both are idempotent: a lease given back no longer matches its lease id."""
+
+_Return = tuple[str, int, str, bool]
+"""A give-back: kind, slot, lease id, whether a request was answered (counts on 60 s)."""
+
+
+def _write_back(
+    connection: sa.Connection, binds: list[tuple[int, str, str]], returns: list[_Return]
+) -> None:
+    """Binds, then give-backs (a task bound and freed in one batch ends free)."""
+    if binds:
+        slots, lease_ids, task_ids = zip(*binds, strict=True)
+        connection.execute(
+            _BIND, {"slots": list(slots), "lease_ids": list(lease_ids), "task_ids": list(task_ids)}
+        )
+    if returns:
+        kinds, slots, lease_ids, answered = zip(*returns, strict=True)
+        connection.execute(
+            _GIVE_BACK,
+            {"kinds": list(kinds), "slots": list(slots), "lease_ids": list(lease_ids),
+             "answered": list(answered)},
+        )  # fmt: skip
+
 
 @dataclass
 class _Queue:
@@ -116,6 +159,10 @@ class Leases:
         self._background: set[asyncio.Future[Any]] = set()
         self._queues: dict[str, _Queue] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._binds: list[tuple[int, str, str]] = []
+        self._returns: list[_Return] = []
+        """Binds and give-backs waiting for this process's next write-back (`_write_soon`)."""
+        self._writing: asyncio.Task[None] | None = None
         self._next: dict[str, int] = {}
         """Per kind, the slot after the one taken last: where the next take starts looking."""
         create_tables(engine)
@@ -174,32 +221,20 @@ class Leases:
 
     def give_back(self, kind: str, slot: int, lease_id: str, *, answered: bool) -> None:
         """Free a slot (a request's stays counted in its window from now: `ended_at`)."""
-        body = self.give_back_body(kind, slot, lease_id, answered=answered)
-        transaction(self.engine, body, idempotent=True)
+        returns = [(kind, slot, lease_id, answered)]
+        transaction(self.engine, lambda c: _write_back(c, [], returns), idempotent=True)
 
-    @staticmethod
-    def give_back_body(
-        kind: str, slot: int, lease_id: str, *, answered: bool
-    ) -> Callable[[sa.Connection], object]:
-        """`give_back`'s statement, for `in_background` (idempotent)."""
-        ended = sa.func.clock_timestamp() if answered else None
-        statement = (
-            leases.update()
-            .where(leases.c.kind == kind, leases.c.slot == slot, leases.c.lease_id == lease_id)
-            .values(**_freed(ended_at=ended))
-        )
-        return lambda connection: connection.execute(statement)
+    def give_back_soon(self, kind: str, slot: int, lease_id: str, *, answered: bool) -> None:
+        """`give_back` off the event loop, with the others of the moment in one statement; a
+        late give-back only over-counts."""
+        self._returns.append((kind, slot, lease_id, answered))
+        self._write_soon()
 
-    @staticmethod
-    def bind_task_body(slot: int, lease_id: str, task_id: str) -> Callable[[sa.Connection], object]:
-        """Count the slot's task until it is seen finished (a restart reclaims it by this);
-        for `in_background` (idempotent)."""
-        statement = (
-            leases.update()
-            .where(leases.c.kind == "task", leases.c.slot == slot, leases.c.lease_id == lease_id)
-            .values(task_id=task_id)
-        )
-        return lambda connection: connection.execute(statement)
+    def bind_task_soon(self, slot: int, lease_id: str, task_id: str) -> None:
+        """Count the slot's task until it is seen finished (a restart reclaims it by this),
+        off the event loop like `give_back_soon`."""
+        self._binds.append((slot, lease_id, task_id))
+        self._write_soon()
 
     def renew(self) -> None:
         """Extend every lease this holder has: one UPDATE, from the heartbeat."""
@@ -243,24 +278,28 @@ class Leases:
                 .values(**_freed(ended_at=sa.func.clock_timestamp()))
             )
 
-    def in_background(
-        self, body: Callable[[sa.Connection], object], *, frees: str | None = None
-    ) -> None:
-        """Commit an idempotent give-back (or bind) with the group's next batch, off the event
-        loop; a late give-back only over-counts. `frees`: the kind of slot it makes free at
-        once (this process's waiter for one asks again)."""
-        queue = None if frees is None else self.queue(frees)
+    def _write_soon(self) -> None:
+        """One write-back at a time, of everything queued while the last one committed (it
+        rides the group commit); a kind's slot freed wakes this process's waiter for one."""
+        loop = asyncio.get_running_loop()
+        writing = self._writing
+        if writing is not None and not writing.done() and writing.get_loop() is loop:
+            return
 
-        async def run() -> None:
-            try:
-                await self.group.run(Write(body, idempotent=True))
-            except Exception as error:  # the lease runs out by itself
-                logger.warning("could not give a lease back: %s", error)
-            else:
-                if queue is not None:
-                    queue.freed.set()
+        async def write_back() -> None:
+            while self._binds or self._returns:
+                binds, returns, self._binds, self._returns = self._binds, self._returns, [], []
+                write = Write(partial(_write_back, binds=binds, returns=returns), idempotent=True)
+                try:
+                    await self.group.run(write)
+                except Exception as error:  # the leases run out by themselves
+                    logger.warning("could not give %d leases back: %s", len(returns), error)
+                    continue
+                for kind in {kind for kind, _, _, answered in returns if not answered}:
+                    self.queue(kind).freed.set()
 
-        self.track(asyncio.get_running_loop().create_task(run()))
+        self._writing = loop.create_task(write_back())
+        self.track(self._writing)
 
     def track(self, work: asyncio.Future[Any]) -> None:
         """Count `work` (a take or a give-back on its way) among what `drain` waits for."""
@@ -291,7 +330,7 @@ async def _take_once(
         def give_back(done: asyncio.Future[tuple[int, str] | None]) -> None:
             if not done.cancelled() and done.exception() is None and (taken := done.result()):
                 slot, lease_id = taken
-                leases_.in_background(leases_.give_back_body(kind, slot, lease_id, answered=False))
+                leases_.give_back_soon(kind, slot, lease_id, answered=False)
 
         taking.add_done_callback(give_back)
         raise
@@ -359,9 +398,7 @@ class LeasedRequests:
         """Give a request slot back once the request is answered (it still counts for 60 s)."""
         # Our held request slots are interchangeable: give back the oldest.
         slot, lease_id = self._held.popleft()
-        self.leases.in_background(
-            self.leases.give_back_body("request", slot, lease_id, answered=True)
-        )
+        self.leases.give_back_soon("request", slot, lease_id, answered=True)
 
 
 class LeasedTasks:
@@ -398,12 +435,10 @@ class LeasedTasks:
         """Tie the reserved slot to the task PiAPI made, or free it when nothing was made."""
         slot, lease_id = self._reserved.popleft()
         if task_id is None:  # the submit created nothing
-            self.leases.in_background(
-                self.leases.give_back_body("task", slot, lease_id, answered=False), frees="task"
-            )
+            self.leases.give_back_soon("task", slot, lease_id, answered=False)
             return
         self._running[task_id] = (slot, lease_id)
-        self.leases.in_background(self.leases.bind_task_body(slot, lease_id, task_id))
+        self.leases.bind_task_soon(slot, lease_id, task_id)
 
     def adopt(self, task_ids: list[str]) -> None:
         """Nothing more to count: this executor's own tasks from before a restart were
@@ -416,6 +451,4 @@ class LeasedTasks:
         if held is None:
             return
         slot, lease_id = held
-        self.leases.in_background(
-            self.leases.give_back_body("task", slot, lease_id, answered=False), frees="task"
-        )
+        self.leases.give_back_soon("task", slot, lease_id, answered=False)
