@@ -48,6 +48,8 @@ logger = logging.getLogger("klingflow.leases")
 
 RETRY_PAUSES_SECONDS = (0.02, 0.05, 0.1, 0.2, 0.5)
 """Pauses between attempts to take a slot while all are taken (then 0.5 s each)."""
+DRAIN_ROUNDS = 4
+"""`Leases.drain`'s rounds: a take, then the give-back it starts, with room to spare."""
 
 
 def _freed(*, ended_at: Any) -> dict[str, Any]:
@@ -307,9 +309,12 @@ class Leases:
         work.add_done_callback(self._background.discard)
 
     async def drain(self) -> None:
-        """Wait for the takes and give-backs still on their way (a cancelled take's slot is
-        given back once it lands), so a closing engine leaves no slot held."""
-        while self._background:
+        """Wait for the takes and give-backs still on their way, so a closing engine leaves
+        no slot held: a take that lands after its caller was cancelled starts a give-back,
+        which the next round waits for (a few rounds at most, should requests go on)."""
+        for _ in range(DRAIN_ROUNDS):
+            if not self._background:
+                return
             await asyncio.gather(*self._background, return_exceptions=True)
 
 
