@@ -161,3 +161,40 @@ def test_a_take_looks_on_from_its_last_slot_and_wraps_round_to_a_freed_one(
         leases.release_all()
         other.release_all()
         engine.dispose()
+
+
+def test_the_heartbeat_renews_past_slots_a_write_back_has_locked(postgres_url: str) -> None:
+    """A write-back gives several slots back in one statement while the heartbeat extends
+    every lease of the holder: the heartbeat skips the rows the write-back holds instead of
+    waiting for it (in another order the two could deadlock), and extends the others."""
+    engine = make_engine(postgres_url)
+    leases = Leases(engine, "worker-1", lease_seconds=300)
+
+    def expiries() -> dict[int, object]:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sa.text("SELECT slot, expires_at FROM kf_leases WHERE holder = 'worker-1'")
+            )
+            return {int(slot): expires for slot, expires in rows}
+
+    try:
+        leases.ensure_slots("task", 2)
+        first, second = leases.take("task", 2), leases.take("task", 2)
+        assert first is not None
+        assert second is not None
+        before = expiries()
+        with engine.begin() as write_back:  # a write-back under way on the first slot
+            write_back.execute(
+                sa.text("SELECT 1 FROM kf_leases WHERE kind = 'task' AND slot = :slot FOR UPDATE"),
+                {"slot": first[0]},
+            )
+            renewing = threading.Thread(target=leases.renew)
+            renewing.start()
+            renewing.join(timeout=5)
+            assert not renewing.is_alive()  # it did not wait for the write-back
+        after = expiries()
+        assert after[first[0]] == before[first[0]]  # skipped: the next beat extends it
+        assert after[second[0]] > before[second[0]]  # type: ignore[operator]
+    finally:
+        leases.release_all()
+        engine.dispose()

@@ -108,6 +108,15 @@ _GIVE_BACK = sa.text(
 """Free slots (a request's stays counted in its window from now: `ended_at`); one statement
 for many. Both are idempotent: a lease given back no longer matches its lease id."""
 
+_RENEW = sa.text(
+    """
+    UPDATE kf_leases SET expires_at = clock_timestamp() + make_interval(secs => :lease)
+    WHERE (kind, slot) IN (
+        SELECT kind, slot FROM kf_leases WHERE holder = :holder FOR UPDATE SKIP LOCKED)
+    """
+)
+"""Extend a holder's leases, but for the rows another transaction has locked."""
+
 _Return = tuple[str, int, str, bool]
 """A give-back: kind, slot, lease id, whether a request was answered (counts on 60 s)."""
 
@@ -239,16 +248,13 @@ class Leases:
         self._write_soon()
 
     def renew(self) -> None:
-        """Extend every lease this holder has: one UPDATE, from the heartbeat."""
+        """Extend every lease this holder has: one UPDATE, from the heartbeat.
+
+        Rows a write-back of this process has locked are skipped (it is giving them back or
+        tying them to a task; the next beat extends them): a write-back gives several slots
+        back in one statement, and waiting for it in another order could deadlock."""
         with self.engine.begin() as connection:
-            connection.execute(
-                leases.update()
-                .where(leases.c.holder == self.holder)
-                .values(
-                    expires_at=sa.func.clock_timestamp()
-                    + sa.func.make_interval(0, 0, 0, 0, 0, 0, self.lease_seconds)
-                )
-            )
+            connection.execute(_RENEW, {"holder": self.holder, "lease": self.lease_seconds})
 
     def reclaim(self) -> list[tuple[int, str, str]]:
         """At start, the leases already under this executor id: a restarted worker's, from
@@ -322,7 +328,7 @@ async def _take_once(
     leases_: Leases, kind: str, limit: int, window: float
 ) -> tuple[int, str] | None:
     """One attempt to take a slot. A caller cancelled meanwhile (a stopping engine) gets
-    nothing, so the slot its thread may still take is given back when the thread ends:
+    nothing, so the slot its write may still take is given back when the write lands:
     else the heartbeat would renew it for as long as the process lives."""
     taking = asyncio.ensure_future(
         leases_.group.run(leases_.take_write(kind, limit, window_seconds=window))
