@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -120,4 +121,80 @@ def test_waiters_for_a_busy_slot_ask_the_database_one_at_a_time_and_in_turn(
         assert asking[1] == 1
         assert _held(engine) == 0
     finally:
+        engine.dispose()
+
+
+def test_a_take_looks_on_from_its_last_slot_and_wraps_round_to_a_freed_one(
+    postgres_url: str,
+) -> None:
+    """A take starts after the slot this process took last, so it does not walk past the
+    minute's busy request slots from slot 0 each time; with none free from there to the
+    limit it wraps round and still finds a slot freed behind it, and says None only when
+    every slot is busy."""
+    engine = make_engine(postgres_url)
+    leases, other = (Leases(engine, name, lease_seconds=300) for name in ("w1", "w2"))
+    starts: list[int] = []
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def sent(_c: sa.Connection, _cursor: object, statement: str, params: Any, *_: object) -> None:
+        if "SKIP LOCKED" in statement:
+            starts.append(params["start"])
+
+    def take(holder: Leases) -> int | None:
+        taken = holder.take("request", 4, window_seconds=60)
+        return None if taken is None else taken[0]
+
+    try:
+        leases.ensure_slots("request", 4)
+        taken = [leases.take("request", 4, window_seconds=60) for _ in range(3)]
+        assert [t[0] for t in taken if t] == [0, 1, 2]
+        assert starts == [0, 1, 2]  # each looked from the slot after the last one on
+        assert take(other) == 3  # another worker's take: every slot is busy now
+        slot, lease_id = taken[1] or (0, "")
+        leases.give_back("request", slot, lease_id, answered=False)  # free at once
+        starts.clear()
+        assert take(leases) == 1  # nothing free from slot 3 on: round from slot 0
+        assert starts == [3, 0]
+        assert take(leases) is None
+        assert take(other) is None
+    finally:
+        leases.release_all()
+        other.release_all()
+        engine.dispose()
+
+
+def test_the_heartbeat_renews_past_slots_a_write_back_has_locked(postgres_url: str) -> None:
+    """A write-back gives several slots back in one statement while the heartbeat extends
+    every lease of the holder: the heartbeat skips the rows the write-back holds instead of
+    waiting for it (in another order the two could deadlock), and extends the others."""
+    engine = make_engine(postgres_url)
+    leases = Leases(engine, "worker-1", lease_seconds=300)
+
+    def expiries() -> dict[int, object]:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sa.text("SELECT slot, expires_at FROM kf_leases WHERE holder = 'worker-1'")
+            )
+            return {int(slot): expires for slot, expires in rows}
+
+    try:
+        leases.ensure_slots("task", 2)
+        first, second = leases.take("task", 2), leases.take("task", 2)
+        assert first is not None
+        assert second is not None
+        before = expiries()
+        with engine.begin() as write_back:  # a write-back under way on the first slot
+            write_back.execute(
+                sa.text("SELECT 1 FROM kf_leases WHERE kind = 'task' AND slot = :slot FOR UPDATE"),
+                {"slot": first[0]},
+            )
+            renewing = threading.Thread(target=leases.renew)
+            renewing.start()
+            renewing.join(timeout=5)
+            assert not renewing.is_alive()  # it did not wait for the write-back
+        after = expiries()
+        assert after[first[0]] == before[first[0]]  # skipped: the next beat extends it
+        assert after[second[0]] > before[second[0]]  # type: ignore[operator]
+    finally:
+        leases.release_all()
         engine.dispose()

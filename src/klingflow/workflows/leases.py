@@ -4,7 +4,10 @@
 are the account's limits, not each process's. On Postgres each limit is a table of numbered
 slots (`kf_leases`, one row per slot): a task or a request takes a free slot with one UPDATE
 (`FOR UPDATE SKIP LOCKED` picks it, so concurrent takers never wait on each other or collide),
-and gives it back when the task is seen to finish or the answer arrives. The client's own
+and gives it back when the task is seen to finish or the answer arrives. A process looks for
+the next free slot after the one it took last, wrapping round to slot 0 (a second UPDATE) only
+past the limit: a request slot stays busy 60 s after its answer, and a search from slot 0
+walked past every one of them, thousands at a few hundred requests a second. The client's own
 throttle interface is kept: `LeasedRequests` and `LeasedTasks` stand in for
 `AsyncRequestThrottle` and `AsyncTaskSlots` (see `AsyncPiAPI.share_limits`).
 
@@ -29,12 +32,13 @@ import contextlib
 import logging
 import uuid
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
 
+from klingflow.workflows.group_commit import GroupCommit, Write
 from klingflow.workflows.schema import create_tables, leases
 from klingflow.workflows.transactions import transaction
 
@@ -44,6 +48,8 @@ logger = logging.getLogger("klingflow.leases")
 
 RETRY_PAUSES_SECONDS = (0.02, 0.05, 0.1, 0.2, 0.5)
 """Pauses between attempts to take a slot while all are taken (then 0.5 s each)."""
+DRAIN_ROUNDS = 4
+"""`Leases.drain`'s rounds: a take, then the give-back it starts, with room to spare."""
 
 
 def _freed(*, ended_at: Any) -> dict[str, Any]:
@@ -58,7 +64,7 @@ _TAKE = sa.text(
         ended_at = NULL, expires_at = clock_timestamp() + make_interval(secs => :lease)
     WHERE kind = :kind AND slot = (
         SELECT slot FROM kf_leases
-        WHERE kind = :kind AND slot < :limit
+        WHERE kind = :kind AND slot >= :start AND slot < :limit
           AND CASE WHEN holder IS NULL
                 THEN ended_at IS NULL
                      OR ended_at < clock_timestamp() - make_interval(secs => :window)
@@ -67,8 +73,8 @@ _TAKE = sa.text(
     RETURNING slot
     """
 )
-"""Take one free slot: never taken, lease run out (a dead holder), or answered long enough
-ago. One round trip; returns no row when every slot is busy."""
+"""Take one free slot in [start, limit): never taken, lease run out (a dead holder), or answered
+long enough ago. One round trip; returns no row when every slot there is busy."""
 
 _COUNT_SLOTS = sa.text("SELECT count(*) FROM kf_leases WHERE kind = :kind AND slot < :count")
 _ADD_SLOTS = sa.text(
@@ -79,6 +85,58 @@ _ADD_SLOTS = sa.text(
     """
 )
 """The slots 0..count-1 of a kind, made where missing (processes may add them at once)."""
+
+_BIND = sa.text(
+    """
+    UPDATE kf_leases AS l SET task_id = v.task_id
+    FROM unnest(CAST(:slots AS integer[]), CAST(:lease_ids AS text[]), CAST(:task_ids AS text[]))
+        AS v(slot, lease_id, task_id)
+    WHERE l.kind = 'task' AND l.slot = v.slot AND l.lease_id = v.lease_id
+    """
+)
+"""Tie task slots to their tasks (a restart reclaims them by this); one statement for many."""
+
+_GIVE_BACK = sa.text(
+    """
+    UPDATE kf_leases AS l SET holder = NULL, lease_id = NULL, task_id = NULL,
+        expires_at = NULL, ended_at = CASE WHEN v.answered THEN clock_timestamp() END
+    FROM unnest(CAST(:kinds AS text[]), CAST(:slots AS integer[]), CAST(:lease_ids AS text[]),
+                CAST(:answered AS boolean[])) AS v(kind, slot, lease_id, answered)
+    WHERE l.kind = v.kind AND l.slot = v.slot AND l.lease_id = v.lease_id
+    """
+)
+"""Free slots (a request's stays counted in its window from now: `ended_at`); one statement
+for many. Both are idempotent: a lease given back no longer matches its lease id."""
+
+_RENEW = sa.text(
+    """
+    UPDATE kf_leases SET expires_at = clock_timestamp() + make_interval(secs => :lease)
+    WHERE (kind, slot) IN (
+        SELECT kind, slot FROM kf_leases WHERE holder = :holder FOR UPDATE SKIP LOCKED)
+    """
+)
+"""Extend a holder's leases, but for the rows another transaction has locked."""
+
+_Return = tuple[str, int, str, bool]
+"""A give-back: kind, slot, lease id, whether a request was answered (counts on 60 s)."""
+
+
+def _write_back(
+    connection: sa.Connection, binds: list[tuple[int, str, str]], returns: list[_Return]
+) -> None:
+    """Binds, then give-backs (a task bound and freed in one batch ends free)."""
+    if binds:
+        slots, lease_ids, task_ids = zip(*binds, strict=True)
+        connection.execute(
+            _BIND, {"slots": list(slots), "lease_ids": list(lease_ids), "task_ids": list(task_ids)}
+        )
+    if returns:
+        kinds, slots, lease_ids, answered = zip(*returns, strict=True)
+        connection.execute(
+            _GIVE_BACK,
+            {"kinds": list(kinds), "slots": list(slots), "lease_ids": list(lease_ids),
+             "answered": list(answered)},
+        )  # fmt: skip
 
 
 @dataclass
@@ -94,13 +152,30 @@ class _Queue:
 class Leases:
     """One engine's leases on a Postgres database, under its executor id."""
 
-    def __init__(self, engine: sa.Engine, holder: str, *, lease_seconds: float) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        holder: str,
+        *,
+        lease_seconds: float,
+        group: GroupCommit | None = None,
+    ) -> None:
         self.engine = engine
         self.holder = holder
         self.lease_seconds = lease_seconds
-        self._background: set[asyncio.Task[Any]] = set()
+        self.group = group or GroupCommit(engine, grouped=True, alone=transaction)
+        """Where the event loop's takes and give-backs commit, with the others queued at the
+        same moment (the engine's: the run log's writes too): a transaction, a pooled
+        connection and its ping each cost more than the UPDATE itself."""
+        self._background: set[asyncio.Future[Any]] = set()
         self._queues: dict[str, _Queue] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._binds: list[tuple[int, str, str]] = []
+        self._returns: list[_Return] = []
+        """Binds and give-backs waiting for this process's next write-back (`_write_soon`)."""
+        self._writing: asyncio.Task[None] | None = None
+        self._next: dict[str, int] = {}
+        """Per kind, the slot after the one taken last: where the next take starts looking."""
         create_tables(engine)
 
     def queue(self, kind: str) -> _Queue:
@@ -123,6 +198,13 @@ class Leases:
 
     def take(self, kind: str, limit: int, *, window_seconds: float = 0.0) -> tuple[int, str] | None:
         """A free slot of `kind` among the first `limit`, leased to this holder; else None."""
+        write = self.take_write(kind, limit, window_seconds=window_seconds)
+        return transaction(self.engine, write.body, committed=write.committed)
+
+    def take_write(
+        self, kind: str, limit: int, *, window_seconds: float = 0.0
+    ) -> Write[tuple[int, str] | None]:
+        """`take` as a write for a group commit (a cut COMMIT is settled by its lease id)."""
         lease_id = uuid.uuid4().hex
         params = {
             "holder": self.holder,
@@ -133,43 +215,46 @@ class Leases:
             "window": window_seconds,
         }
         mine = sa.select(leases.c.slot).where(leases.c.lease_id == lease_id)
-        row = transaction(  # a cut COMMIT that took the slot: that slot is ours
-            self.engine,
-            lambda connection: connection.execute(_TAKE, params).first(),
-            committed=lambda connection: connection.execute(mine).first() is not None,
-        )
-        return None if row is None else (int(row[0]), lease_id)
+
+        def body(connection: sa.Connection) -> tuple[int, str] | None:
+            start = self._next.get(kind, 0)
+            start = start if start < limit else 0
+            row = connection.execute(_TAKE, {**params, "start": start}).first()
+            if row is None and start > 0:  # none free from there on: from slot 0 up to it
+                row = connection.execute(_TAKE, {**params, "start": 0, "limit": start}).first()
+            if row is None:
+                return None
+            self._next[kind] = int(row[0]) + 1
+            return int(row[0]), lease_id
+
+        # A cut COMMIT that took the slot: that slot is ours.
+        return Write(body, committed=lambda c: c.execute(mine).first() is not None)
 
     def give_back(self, kind: str, slot: int, lease_id: str, *, answered: bool) -> None:
         """Free a slot (a request's stays counted in its window from now: `ended_at`)."""
-        ended = sa.func.clock_timestamp() if answered else None
-        statement = (
-            leases.update()
-            .where(leases.c.kind == kind, leases.c.slot == slot, leases.c.lease_id == lease_id)
-            .values(**_freed(ended_at=ended))
-        )
-        transaction(self.engine, lambda connection: connection.execute(statement), idempotent=True)
+        returns = [(kind, slot, lease_id, answered)]
+        transaction(self.engine, lambda c: _write_back(c, [], returns), idempotent=True)
 
-    def bind_task(self, slot: int, lease_id: str, task_id: str) -> None:
-        """Count the slot's task until it is seen finished (a restart reclaims it by this)."""
-        statement = (
-            leases.update()
-            .where(leases.c.kind == "task", leases.c.slot == slot, leases.c.lease_id == lease_id)
-            .values(task_id=task_id)
-        )
-        transaction(self.engine, lambda connection: connection.execute(statement), idempotent=True)
+    def give_back_soon(self, kind: str, slot: int, lease_id: str, *, answered: bool) -> None:
+        """`give_back` off the event loop, with the others of the moment in one statement; a
+        late give-back only over-counts."""
+        self._returns.append((kind, slot, lease_id, answered))
+        self._write_soon()
+
+    def bind_task_soon(self, slot: int, lease_id: str, task_id: str) -> None:
+        """Count the slot's task until it is seen finished (a restart reclaims it by this),
+        off the event loop like `give_back_soon`."""
+        self._binds.append((slot, lease_id, task_id))
+        self._write_soon()
 
     def renew(self) -> None:
-        """Extend every lease this holder has: one UPDATE, from the heartbeat."""
+        """Extend every lease this holder has: one UPDATE, from the heartbeat.
+
+        Rows a write-back of this process has locked are skipped (it is giving them back or
+        tying them to a task; the next beat extends them): a write-back gives several slots
+        back in one statement, and waiting for it in another order could deadlock."""
         with self.engine.begin() as connection:
-            connection.execute(
-                leases.update()
-                .where(leases.c.holder == self.holder)
-                .values(
-                    expires_at=sa.func.clock_timestamp()
-                    + sa.func.make_interval(0, 0, 0, 0, 0, 0, self.lease_seconds)
-                )
-            )
+            connection.execute(_RENEW, {"holder": self.holder, "lease": self.lease_seconds})
 
     def reclaim(self) -> list[tuple[int, str, str]]:
         """At start, the leases already under this executor id: a restarted worker's, from
@@ -201,38 +286,54 @@ class Leases:
                 .values(**_freed(ended_at=sa.func.clock_timestamp()))
             )
 
-    def in_background(self, work: Callable[[], None], *, frees: str | None = None) -> None:
-        """Run a give-back off the event loop; a late give-back only over-counts. `frees`: the
-        kind of slot it makes free at once (this process's waiter for one asks again)."""
-        queue = None if frees is None else self.queue(frees)
+    def _write_soon(self) -> None:
+        """One write-back at a time, of everything queued while the last one committed (it
+        rides the group commit); a kind's slot freed wakes this process's waiter for one."""
+        loop = asyncio.get_running_loop()
+        writing = self._writing
+        if writing is not None and not writing.done() and writing.get_loop() is loop:
+            return
 
-        async def run() -> None:
-            try:
-                await asyncio.to_thread(work)
-            except Exception as error:  # the lease runs out by itself
-                logger.warning("could not give a lease back: %s", error)
-            else:
-                if queue is not None:
-                    queue.freed.set()
+        async def write_back() -> None:
+            while self._binds or self._returns:
+                binds, returns, self._binds, self._returns = self._binds, self._returns, [], []
+                write = Write(partial(_write_back, binds=binds, returns=returns), idempotent=True)
+                try:
+                    await self.group.run(write)
+                except Exception as error:  # the leases run out by themselves
+                    logger.warning("could not give %d leases back: %s", len(returns), error)
+                    continue
+                for kind in {kind for kind, _, _, answered in returns if not answered}:
+                    self.queue(kind).freed.set()
 
-        task = asyncio.get_running_loop().create_task(run())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._writing = loop.create_task(write_back())
+        self.track(self._writing)
+
+    def track(self, work: asyncio.Future[Any]) -> None:
+        """Count `work` (a take or a give-back on its way) among what `drain` waits for."""
+        self._background.add(work)
+        work.add_done_callback(self._background.discard)
 
     async def drain(self) -> None:
-        """Wait for the give-backs still on their way, so a closing engine leaves no slot held."""
-        await asyncio.gather(*self._background, return_exceptions=True)
+        """Wait for the takes and give-backs still on their way, so a closing engine leaves
+        no slot held: a take that lands after its caller was cancelled starts a give-back,
+        which the next round waits for (a few rounds at most, should requests go on)."""
+        for _ in range(DRAIN_ROUNDS):
+            if not self._background:
+                return
+            await asyncio.gather(*self._background, return_exceptions=True)
 
 
 async def _take_once(
     leases_: Leases, kind: str, limit: int, window: float
 ) -> tuple[int, str] | None:
     """One attempt to take a slot. A caller cancelled meanwhile (a stopping engine) gets
-    nothing, so the slot its thread may still take is given back when the thread ends:
+    nothing, so the slot its write may still take is given back when the write lands:
     else the heartbeat would renew it for as long as the process lives."""
     taking = asyncio.ensure_future(
-        asyncio.to_thread(leases_.take, kind, limit, window_seconds=window)
+        leases_.group.run(leases_.take_write(kind, limit, window_seconds=window))
     )
+    leases_.track(taking)
     try:
         return await asyncio.shield(taking)
     except asyncio.CancelledError:
@@ -240,9 +341,7 @@ async def _take_once(
         def give_back(done: asyncio.Future[tuple[int, str] | None]) -> None:
             if not done.cancelled() and done.exception() is None and (taken := done.result()):
                 slot, lease_id = taken
-                leases_.in_background(
-                    lambda: leases_.give_back(kind, slot, lease_id, answered=False)
-                )
+                leases_.give_back_soon(kind, slot, lease_id, answered=False)
 
         taking.add_done_callback(give_back)
         raise
@@ -310,9 +409,7 @@ class LeasedRequests:
         """Give a request slot back once the request is answered (it still counts for 60 s)."""
         # Our held request slots are interchangeable: give back the oldest.
         slot, lease_id = self._held.popleft()
-        self.leases.in_background(
-            lambda: self.leases.give_back("request", slot, lease_id, answered=True)
-        )
+        self.leases.give_back_soon("request", slot, lease_id, answered=True)
 
 
 class LeasedTasks:
@@ -349,13 +446,10 @@ class LeasedTasks:
         """Tie the reserved slot to the task PiAPI made, or free it when nothing was made."""
         slot, lease_id = self._reserved.popleft()
         if task_id is None:  # the submit created nothing
-            self.leases.in_background(
-                lambda: self.leases.give_back("task", slot, lease_id, answered=False),
-                frees="task",
-            )
+            self.leases.give_back_soon("task", slot, lease_id, answered=False)
             return
         self._running[task_id] = (slot, lease_id)
-        self.leases.in_background(lambda: self.leases.bind_task(slot, lease_id, task_id))
+        self.leases.bind_task_soon(slot, lease_id, task_id)
 
     def adopt(self, task_ids: list[str]) -> None:
         """Nothing more to count: this executor's own tasks from before a restart were
@@ -368,6 +462,4 @@ class LeasedTasks:
         if held is None:
             return
         slot, lease_id = held
-        self.leases.in_background(
-            lambda: self.leases.give_back("task", slot, lease_id, answered=False), frees="task"
-        )
+        self.leases.give_back_soon("task", slot, lease_id, answered=False)

@@ -273,7 +273,12 @@ class Engine(RunStarter):
 
     def _share_limits(self, engine: sa.Engine) -> None:
         """On Postgres, the account's limits are held by all workers together (leases.py)."""
-        self.leases = Leases(engine, self.executor_id, lease_seconds=self.settings.lease_seconds)
+        self.leases = Leases(
+            engine,
+            self.executor_id,
+            lease_seconds=self.settings.lease_seconds,
+            group=self.runlog.group,  # a take or give-back commits with the run log's writes
+        )
         self.client.share_limits(
             throttle=LeasedRequests(self.leases, self.settings.requests_per_minute),
             slots=LeasedTasks(self.leases, self.settings.concurrency),
