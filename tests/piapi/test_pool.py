@@ -10,7 +10,7 @@ import httpx
 
 from klingflow.emulator import EmulatorServer
 from klingflow.piapi import AsyncPiAPI
-from klingflow.piapi._pool import _KeptSocketStream, async_transport
+from klingflow.piapi._pool import _KeptSocketStream, _LeanPool, async_transport
 from klingflow.piapi.tls import default_ssl_context
 
 ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok"
@@ -104,6 +104,8 @@ def test_the_pool_reuses_opens_waits_and_trims_its_connections_as_httpcore_does(
         url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
         limits = httpx.Limits(max_connections=2, max_keepalive_connections=1)
         transport = async_transport(verify=default_ssl_context(), limits=limits)
+        # The pinned httpcore's decisions are copied (a new httpcore: check them, then the pin)
+        assert isinstance(transport._pool, _LeanPool)
         async with server, httpx.AsyncClient(transport=transport) as http:
             answers = await asyncio.gather(*(http.get(url) for _ in range(4)))
             await asyncio.sleep(0.05)  # the surplus connection's close reaches the server

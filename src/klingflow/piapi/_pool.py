@@ -28,8 +28,10 @@ def async_transport(*, verify: ssl.SSLContext, limits: httpx.Limits) -> httpx.As
     # httpx has no public way to give its pool a network backend (httpcore has one), as
     # workflows/nodes/egress.py says too; tests/piapi/test_pool.py checks it is in use.
     transport._pool._network_backend = _KeptSocketBackend()
-    # Nor a pool class: the same object, its bookkeeping linear (`_LeanPool`; no state added).
-    transport._pool.__class__ = _LeanPool
+    # Nor a pool class: the same object, its bookkeeping linear (`_LeanPool`; no state added),
+    # on the httpcore whose decisions it copies (another keeps its own).
+    if httpcore.__version__.startswith("1.0."):
+        transport._pool.__class__ = _LeanPool
     return transport
 
 
