@@ -10,7 +10,7 @@ import httpx
 
 from klingflow.emulator import EmulatorServer
 from klingflow.piapi import AsyncPiAPI
-from klingflow.piapi._pool import _KeptSocketStream, async_transport
+from klingflow.piapi._pool import _KeptSocketStream, _LeanPool, async_transport
 from klingflow.piapi.tls import default_ssl_context
 
 ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok"
@@ -71,3 +71,47 @@ def test_the_async_client_sends_through_it(emulator: EmulatorServer, api_key: st
             return response.extensions["network_stream"]
 
     assert isinstance(asyncio.run(main()), _KeptSocketStream)
+
+
+def test_the_pool_reuses_opens_waits_and_trims_its_connections_as_httpcore_does() -> None:
+    """With room for two connections and one kept alive, four requests at once are all
+    answered, never over more than two connections at a time; each connection freed
+    beyond the one kept alive is closed and a new one opened for the next request
+    (httpcore 1.0's decisions), and one stays open afterwards."""
+
+    async def main() -> tuple[list[str], int, int, int]:
+        connections = 0
+        open_now = 0
+        most_open = 0
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections, open_now, most_open
+            connections += 1
+            open_now += 1
+            most_open = max(most_open, open_now)
+            try:
+                while await reader.readuntil(b"\r\n\r\n"):
+                    await asyncio.sleep(0.05)  # the others arrive meanwhile and must wait
+                    writer.write(ANSWER)
+                    await writer.drain()
+            except asyncio.IncompleteReadError:
+                pass  # the client closed it
+            finally:
+                open_now -= 1
+                writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        limits = httpx.Limits(max_connections=2, max_keepalive_connections=1)
+        transport = async_transport(verify=default_ssl_context(), limits=limits)
+        # The pinned httpcore's decisions are copied (a new httpcore: check them, then the pin)
+        assert isinstance(transport._pool, _LeanPool)
+        async with server, httpx.AsyncClient(transport=transport) as http:
+            answers = await asyncio.gather(*(http.get(url) for _ in range(4)))
+            await asyncio.sleep(0.05)  # the surplus connection's close reaches the server
+            kept = open_now
+        return [answer.text for answer in answers], connections, most_open, kept
+
+    bodies, connections, most_open, kept = asyncio.run(main())
+    assert bodies == ["ok"] * 4
+    assert (connections, most_open, kept) == (4, 2, 1)

@@ -28,7 +28,53 @@ def async_transport(*, verify: ssl.SSLContext, limits: httpx.Limits) -> httpx.As
     # httpx has no public way to give its pool a network backend (httpcore has one), as
     # workflows/nodes/egress.py says too; tests/piapi/test_pool.py checks it is in use.
     transport._pool._network_backend = _KeptSocketBackend()
+    # Nor a pool class: the same object, its bookkeeping linear (`_LeanPool`; no state added),
+    # on the httpcore whose decisions it copies (another keeps its own).
+    if httpcore.__version__.startswith("1.0."):
+        transport._pool.__class__ = _LeanPool
     return transport
+
+
+class _LeanPool(httpcore.AsyncConnectionPool):
+    """httpcore's pool, deciding exactly as httpcore 1.0 does in linear time.
+
+    On each request's start and end httpcore walks its connections, and for every idle one
+    counts the pool again (`len([c.is_idle() for c in connections])`, which is the pool's
+    length): quadratic in the connections kept alive. With the 32 a client keeps
+    (`max_in_flight_requests`) a walk cost about 0.13 ms, 1.2-1.35 ms of CPU a video in
+    `bench/engine.py`; 0.55-0.61 here (bench/notes.md, session 14). The count is the length,
+    and the first available and first idle connection are found without building both lists.
+    """
+
+    def _assign_requests_to_connections(self) -> list[httpcore.AsyncConnectionInterface]:
+        closing: list[httpcore.AsyncConnectionInterface] = []
+        connections = self._connections
+        # Closed, expired (the server closed it: `_KeptSocketStream`), or beyond keep-alive.
+        for connection in list(connections):
+            if connection.is_closed():
+                connections.remove(connection)
+            elif connection.has_expired() or (
+                connection.is_idle() and len(connections) > self._max_keepalive_connections
+            ):
+                connections.remove(connection)
+                closing.append(connection)
+        for pool_request in [request for request in self._requests if request.is_queued()]:
+            origin = pool_request.request.url.origin
+            available = next(
+                (c for c in connections if c.can_handle_request(origin) and c.is_available()),
+                None,
+            )
+            if available is None:
+                if len(connections) >= self._max_connections:
+                    idle = next((c for c in connections if c.is_idle()), None)
+                    if idle is None:
+                        continue  # it waits for a connection to be released
+                    connections.remove(idle)
+                    closing.append(idle)
+                available = self.create_connection(origin)
+                connections.append(available)
+            pool_request.assign_to_connection(available)
+        return closing
 
 
 class _KeptSocketBackend(httpcore.AnyIOBackend):
