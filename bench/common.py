@@ -88,10 +88,11 @@ def rss_mb(pid: int | None = None) -> float:
     return 0.0
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (Linux /proc)."""
+def cpu_seconds(pid: int | str, *, reaped: bool = False) -> float:
+    """User + system CPU of a process so far (Linux /proc); `reaped`: with its children's
+    that it waited for."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(int(value) for value in fields[11 : 15 if reaped else 13]) / os.sysconf("SC_CLK_TCK")
 
 
 def table(header: list[str], rows: list[list[Any]]) -> str:

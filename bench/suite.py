@@ -21,7 +21,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from common import ROOT, Options, Section, Target, ratio, table
+from common import ROOT, Options, Section, Target, cpu_seconds, ratio, table
 
 TARGET_SECONDS = 240.0
 SLOWEST = re.compile(r"^([\d.]+)s (setup|call|teardown)\s+(\S+)$")
@@ -30,16 +30,14 @@ SUMMARY = re.compile(r"^(\d+) passed.* in ([\d.]+)s")
 
 def postgres_cpu_seconds() -> float:
     """User + system CPU of this machine's postgres processes and the children they reaped."""
-    total = 0
+    total = 0.0
     for entry in Path("/proc").iterdir():
         try:
-            if not entry.name.isdigit() or (entry / "comm").read_text().strip() != "postgres":
-                continue
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == "postgres":
+                total += cpu_seconds(entry.name, reaped=True)
         except OSError:  # gone meanwhile
             continue
-        total += sum(int(value) for value in fields[11:15])
-    return total / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def children_cpu_seconds() -> float:
