@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -58,11 +57,10 @@ def _new_run(runlog: RunLog, budget: str | None = None) -> str:
 
 
 @pytest.fixture
-def grouped_runlog(postgres_url: str) -> Iterator[RunLog]:
-    """A run log whose writes are grouped: Postgres (SQLite commits each write alone)."""
-    engine = make_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
-    yield RunLog(engine)
-    engine.dispose()
+def grouped_runlog(engine: sa.Engine) -> RunLog:
+    """A run log on SQLite (writes grouped on the event loop), then on Postgres (in a
+    thread)."""
+    return RunLog(engine)
 
 
 def test_a_loop_of_videos_commits_far_fewer_transactions_than_it_writes_rows(
@@ -71,8 +69,6 @@ def test_a_loop_of_videos_commits_far_fewer_transactions_than_it_writes_rows(
     """Each video writes six or seven run-log rows or updates; in flight together, the
     videos share their transactions instead of paying a COMMIT for each (the database's
     load, and on Postgres the event loop's waits). Everything is still recorded."""
-    if harness.database_url is None:
-        pytest.skip("SQLite commits each write alone (workflows/group_commit.py says why)")
     spec = load_workflow_text(video_loop("group-commit", concurrency=VIDEOS))
     prompts = [f"video {n}" for n in range(VIDEOS)]
 

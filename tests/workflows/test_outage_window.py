@@ -37,13 +37,16 @@ def database_url(postgres_url: str) -> str:
     return postgres_url
 
 
-def cut_for(postgres_url: str, seconds: float) -> threading.Thread:
+def cut_for(postgres_url: str, seconds: float) -> tuple[threading.Thread, float]:
     """Cut the database now; it comes back after `seconds` on its own clock (the engine may
-    block its event loop meanwhile). Join the thread to wait for the end of the outage."""
+    block its event loop meanwhile). Join the thread to wait for the end of the outage; the
+    float is when it began (`time.monotonic`, read as the cut was made, not once the event
+    loop got round to it)."""
     cut(postgres_url, is_cut=True)
+    began = time.monotonic()
     back = threading.Timer(seconds, cut, (postgres_url,), {"is_cut": False})
     back.start()
-    return back
+    return back, began
 
 
 async def until_two_task_ids_recorded(harness: Harness, run_id: str) -> None:
@@ -91,8 +94,9 @@ def test_a_60_second_outage_with_the_default_window_delivers_every_video_once(
     async def work(engine: Engine) -> RunRecord | None:
         run = await engine.start_run(WORKFLOW, {"prompts": PROMPTS})
         await until_two_task_ids_recorded(harness, run.run_id)
-        back = await asyncio.to_thread(cut_for, postgres_url, DEFAULT_OUTAGE_SECONDS)
-        outage["began"] = time.monotonic()
+        back, outage["began"] = await asyncio.to_thread(
+            cut_for, postgres_url, DEFAULT_OUTAGE_SECONDS
+        )
         # Read nothing until it is over: a read on this loop would block the engine too.
         await asyncio.to_thread(back.join)
         outage["ended"] = time.monotonic()
@@ -128,7 +132,7 @@ def test_a_run_crashed_by_an_outage_beyond_the_window_sends_nothing_more(
     async def work(engine: Engine) -> RunRecord | None:
         run = await engine.start_run(WORKFLOW, {"prompts": PROMPTS})
         await until_two_task_ids_recorded(harness, run.run_id)
-        back = await asyncio.to_thread(cut_for, postgres_url, 8)
+        back, _ = await asyncio.to_thread(cut_for, postgres_url, 8)
         await asyncio.to_thread(back.join)  # reading nothing meanwhile, as above
         crashed = await settle(engine, postgres_url, run.run_id, timeout_seconds=60)
         seen["when crashed"] = emulator.stats()["creates"]

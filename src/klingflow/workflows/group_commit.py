@@ -3,13 +3,13 @@
 A loop with 100 videos in flight writes about six rows per video (the node, the intent at
 each step of its life, the attempt). Each in a transaction of its own costs a BEGIN, a
 COMMIT and a pooled connection per row, and on Postgres every round trip of them stalls the
-event loop that also drives the HTTP requests. Here a write is queued and awaited: the writes
-queued while the event loop ran other coroutines commit together, in one transaction, in a
-worker thread, one batch after another, so the event loop never waits on the network and
-writes queue up while the previous batch commits. That is Postgres (`grouped=True`). On
-SQLite each write commits alone, on the event loop: a local commit costs less than a thread
-hand-off (measured: no CPU gain from grouping there), and a full disk, which fails writes at
-random points of a batch, hung a run in one of three tries when writes were grouped.
+event loop that also drives the HTTP requests. Here a write is queued and awaited, and the
+writes queued together commit in one transaction:
+- on Postgres (`grouped=True`) in a worker thread, one batch after another, so the event
+  loop never waits on the network and writes queue up while the previous batch commits;
+- on SQLite on the event loop, `WINDOW_SECONDS` after the first write of a batch: a local
+  commit costs less than a thread hand-off, and a turn of the loop alone gathered about two
+  writes (bench/notes.md, session 15: 6.5 -> 1.1 transactions a video, 6.5 -> 5.6 ms of CPU).
 
 A caller continues only once its own write committed, so every promise the intent journal
 makes (recorded before the POST, the task id kept once it is known) holds as it did with a
@@ -37,6 +37,9 @@ T = TypeVar("T")
 
 MAX_BATCH = 500
 """Writes per shared transaction at most (a long one would hold SQLite's lock for long)."""
+WINDOW_SECONDS = 0.005
+"""SQLite: how long the writes of a batch gather before they commit. Each write waits this
+long at most, about 30 ms over a video's life, against minutes of rendering."""
 
 Outcome = tuple[bool, Any]
 """(True, the write's answer) or (False, the exception it raised)."""
@@ -75,29 +78,47 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         if self._loop is None or self._loop.is_closed():  # its pending writes died with it
             self._loop, self._queue, self._drain = loop, [], None
-        if not self.grouped or loop is not self._loop:  # alone (another loop: its thread)
+        if loop is not self._loop:  # another event loop, in its own thread: alone
             answer: T = _result(self._alone(write))
             return answer
         future: asyncio.Future[T] = loop.create_future()
         self._queue.append((write, future))
-        if self._drain is None or self._drain.done():
+        if not self.grouped:
+            if len(self._queue) == 1:
+                loop.call_later(WINDOW_SECONDS, self._drain_here)
+        elif self._drain is None or self._drain.done():
             self._drain = loop.create_task(self._drain_in_thread())
         return await future
 
     async def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`function` (run-log transactions of its own, off the hot path) where this group's
-        writes commit: in a thread on Postgres, on the event loop on SQLite (the module
-        says why)."""
+        writes commit: in a thread on Postgres, on the event loop on SQLite."""
         if not self.grouped:
             return function(*args, **kwargs)
         return await asyncio.to_thread(function, *args, **kwargs)
 
     async def idle(self) -> None:
         """Wait until the writes under way have been committed (a closing engine)."""
+        if not self.grouped and self._queue and self._loop is asyncio.get_running_loop():
+            self._drain_here()  # now, not at the end of the window
         while (drain := self._drain) is not None and not drain.done():
             if drain.get_loop() is not asyncio.get_running_loop():
                 return
             await asyncio.gather(drain, return_exceptions=True)
+
+    def _drain_here(self) -> None:
+        """SQLite: the writes queued in the window, committed on the event loop."""
+        batch: list[tuple[Write[Any], asyncio.Future[Any]]] = []
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                _settle(batch, self._commit(batch))
+        except BaseException as error:
+            for _, future in batch + self._queue:
+                if not future.done():
+                    future.set_exception(RuntimeError(f"the run log's writer stopped: {error!r}"))
+            self._queue = []
+            raise
 
     async def _drain_in_thread(self) -> None:
         batch: list[tuple[Write[Any], asyncio.Future[Any]]] = []
