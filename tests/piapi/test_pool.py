@@ -18,7 +18,9 @@ ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\
 
 def test_a_connection_the_server_closed_is_seen_closed_and_not_used_again() -> None:
     """The server answers one request per connection, keeps it open until told, then
-    closes it, as a server closing an idle kept-alive connection does."""
+    closes it, as a server closing an idle kept-alive connection does. The rounds come
+    within one `SWEEP_SECONDS`: the pool asks the connection a request is about to get,
+    not only the idle ones at its sweep."""
 
     async def main() -> tuple[list[tuple[bool, bool]], list[str], int]:
         connections = 0
