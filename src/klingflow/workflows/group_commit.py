@@ -5,7 +5,7 @@ each step of its life, the attempt). Each in a transaction of its own costs a BE
 COMMIT and a pooled connection per row, and on Postgres every round trip of them stalls the
 event loop that also drives the HTTP requests. Here a write is queued and awaited, and the
 writes queued together commit in one transaction:
-- on Postgres (`grouped=True`) in a worker thread, one batch after another, so the event
+- on Postgres (`off_loop=True`) in a worker thread, one batch after another, so the event
   loop never waits on the network and writes queue up while the previous batch commits;
 - on SQLite on the event loop, `WINDOW_SECONDS` after the first write of a batch: a local
   commit costs less than a thread hand-off, and a turn of the loop alone gathered about two
@@ -60,9 +60,9 @@ class Write(Generic[T]):
 class GroupCommit:
     """Queues writes and commits those queued together in one transaction (see the module)."""
 
-    def __init__(self, engine: sa.Engine, *, grouped: bool, alone: Alone) -> None:
+    def __init__(self, engine: sa.Engine, *, off_loop: bool, alone: Alone) -> None:
         self.engine = engine
-        self.grouped = grouped
+        self.off_loop = off_loop
         self._transaction = alone
         self.transactions = 0
         """Transactions committed so far (shared or alone): for tests and the bench."""
@@ -83,7 +83,7 @@ class GroupCommit:
             return answer
         future: asyncio.Future[T] = loop.create_future()
         self._queue.append((write, future))
-        if not self.grouped:
+        if not self.off_loop:
             if len(self._queue) == 1:
                 loop.call_later(WINDOW_SECONDS, self._drain_here)
         elif self._drain is None or self._drain.done():
@@ -93,13 +93,13 @@ class GroupCommit:
     async def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`function` (run-log transactions of its own, off the hot path) where this group's
         writes commit: in a thread on Postgres, on the event loop on SQLite."""
-        if not self.grouped:
+        if not self.off_loop:
             return function(*args, **kwargs)
         return await asyncio.to_thread(function, *args, **kwargs)
 
     async def idle(self) -> None:
         """Wait until the writes under way have been committed (a closing engine)."""
-        if not self.grouped and self._queue and self._loop is asyncio.get_running_loop():
+        if not self.off_loop and self._queue and self._loop is asyncio.get_running_loop():
             self._drain_here()  # now, not at the end of the window
         while (drain := self._drain) is not None and not drain.done():
             if drain.get_loop() is not asyncio.get_running_loop():
@@ -113,11 +113,8 @@ class GroupCommit:
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 _settle(batch, self._commit(batch))
-        except BaseException as error:
-            for _, future in batch + self._queue:
-                if not future.done():
-                    future.set_exception(RuntimeError(f"the run log's writer stopped: {error!r}"))
-            self._queue = []
+        except BaseException as error:  # the loop closing, or a bug: none waits for ever
+            self._fail_waiting(batch, error)
             raise
 
     async def _drain_in_thread(self) -> None:
@@ -133,11 +130,17 @@ class GroupCommit:
                     raise
                 _settle(batch, outcomes)
         except BaseException as error:  # cancelled with the loop: nobody waits for an answer
-            for _, future in batch + self._queue:
-                if not future.done():
-                    future.set_exception(RuntimeError(f"the run log's writer stopped: {error!r}"))
-            self._queue = []
+            self._fail_waiting(batch, error)
             raise
+
+    def _fail_waiting(
+        self, batch: list[tuple[Write[Any], asyncio.Future[Any]]], error: BaseException
+    ) -> None:
+        """The writer stopped: every write still waiting, in `batch` or queued, fails."""
+        for _, future in batch + self._queue:
+            if not future.done():
+                future.set_exception(RuntimeError(f"the run log's writer stopped: {error!r}"))
+        self._queue = []
 
     def _commit(self, batch: list[tuple[Write[Any], asyncio.Future[Any]]]) -> list[Outcome]:
         """Every write of `batch` in one transaction; alone, each, if that fails."""

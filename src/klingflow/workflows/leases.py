@@ -163,7 +163,7 @@ class Leases:
         self.engine = engine
         self.holder = holder
         self.lease_seconds = lease_seconds
-        self.group = group or GroupCommit(engine, grouped=True, alone=transaction)
+        self.group = group or GroupCommit(engine, off_loop=True, alone=transaction)
         """Where the event loop's takes and give-backs commit, with the others queued at the
         same moment (the engine's: the run log's writes too): a transaction, a pooled
         connection and its ping each cost more than the UPDATE itself."""

@@ -78,7 +78,9 @@ class Transactions:
     def __init__(self, engine: sa.Engine, *, secrets: tuple[str, ...] = ()) -> None:
         self.engine = engine
         self._secrets = tuple(s for s in secrets if len(s) >= MIN_SECRET_LENGTH)
-        self.group = GroupCommit(engine, grouped=engine.dialect.name != "sqlite", alone=transaction)
+        self.group = GroupCommit(
+            engine, off_loop=engine.dialect.name != "sqlite", alone=transaction
+        )
         """The hot path's writes, committed together (workflows/group_commit.py)."""
         create_tables(engine)
 
