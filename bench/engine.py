@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Self
+from unittest import mock
 
 import httpx
 import sqlalchemy as sa
@@ -50,7 +51,7 @@ import typer
 import yaml
 
 from klingflow.emulator import EmulatorConfig
-from klingflow.piapi import AsyncPiAPI, WaitPolicy
+from klingflow.piapi import WaitPolicy
 from klingflow.settings import Settings
 from klingflow.workflows import Workflow, load_workflow_text
 from klingflow.workflows.engine import Engine
@@ -422,14 +423,16 @@ async def engine_batches(
         max_runs=4,
     )
     spec = workflow(concurrency=concurrency, download=download)
-    client = AsyncPiAPI(api_key=API_KEY, base_url=emulator.url, max_concurrent_tasks=concurrency)
+    # The engine's own client, made as `klingflow run`, `worker` and `serve` make it: its
+    # transport checks where downloads connect, and on Postgres its limits are leases shared
+    # with the other workers (the bench passed a client of its own until session 16, which
+    # measured neither).
+    with mock.patch.dict(os.environ, {"PIAPI_API_KEY": API_KEY, "PIAPI_BASE_URL": emulator.url}):
+        engine = Engine(settings, wait_policy=WAIT_POLICY, chunk_size=chunk_size)
     if profile is not None:
         profile.enable()
     meter = Meter(emulator, cpu_of)
-    async with (
-        client,
-        Engine(settings, client=client, wait_policy=WAIT_POLICY, chunk_size=chunk_size) as engine,
-    ):
+    async with engine:
         launch = meter.result("engine launch", 0)
         commits = [0]
 

@@ -5,13 +5,18 @@ the server closed is never used again (a create sent on it would come back uncer
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
+import pytest
 
 from klingflow.emulator import EmulatorServer
 from klingflow.piapi import AsyncPiAPI
+from klingflow.piapi._gate import DEFAULT_MAX_IN_FLIGHT
 from klingflow.piapi._pool import _KeptSocketStream, _LeanPool, async_transport
 from klingflow.piapi.tls import default_ssl_context
+from klingflow.settings import Settings
+from klingflow.workflows.engine import Engine
 
 ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok"
 
@@ -117,3 +122,49 @@ def test_the_pool_reuses_opens_waits_and_trims_its_connections_as_httpcore_does(
     bodies, connections, most_open, kept = asyncio.run(main())
     assert bodies == ["ok"] * 4
     assert (connections, most_open, kept) == (4, 2, 1)
+
+
+def test_the_engines_client_keeps_a_connection_for_each_request_its_gate_lets_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`klingflow run`, `worker` and `serve` send through the engine's client, whose
+    transport checks where a download connects (workflows/nodes/egress.py). It is this pool
+    too, at the client's limits (httpx takes them from a transport it is given, not from the
+    client): two waves of 32 requests at once go over 32 connections. On httpx's defaults
+    (20 kept alive) the second wave opened 12 more, and every request walked the pool."""
+    monkeypatch.setenv("PIAPI_API_KEY", "pool-test-key")
+
+    async def main() -> tuple[int, list[bool]]:
+        connections = 0
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            try:
+                while await reader.readuntil(b"\r\n\r\n"):
+                    await asyncio.sleep(0.05)  # the whole wave is in flight at once
+                    writer.write(ANSWER)
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionResetError):
+                pass  # the client closed it
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        client = Engine(Settings(home=tmp_path)).client
+        kept: list[bool] = []
+
+        async def get() -> None:
+            async with client._http.stream("GET", url) as response:
+                await response.aread()
+                kept.append(isinstance(response.extensions["network_stream"], _KeptSocketStream))
+
+        async with server, client:
+            for _ in range(2):
+                await asyncio.gather(*(get() for _ in range(DEFAULT_MAX_IN_FLIGHT)))
+        return connections, kept
+
+    connections, kept = asyncio.run(main())
+    assert kept == [True] * 2 * DEFAULT_MAX_IN_FLIGHT
+    assert connections == DEFAULT_MAX_IN_FLIGHT

@@ -20,6 +20,7 @@ from klingflow.piapi import _wire
 from klingflow.piapi._auth import KeyAuth, api_key_from, origin_of, user_agent
 from klingflow.piapi._config import base_url_from, rate_limit_from, retry_policy_from
 from klingflow.piapi._hooks import ProgressHook, RequestInput, RetryCallback
+from klingflow.piapi._pool import pool_limits
 from klingflow.piapi._retries import RetryPolicy, retry_delay
 from klingflow.piapi.downloads import Download
 from klingflow.piapi.kling import KlingRequest, parse_task_request
@@ -40,9 +41,6 @@ from klingflow.piapi.waiting import (
 __all__ = ["BaseClient"]
 
 logger = logging.getLogger("klingflow.piapi")
-
-DEFAULT_MAX_CONNECTIONS = 100
-"""httpx's own default cap on a pool's connections, kept for downloads (not gated)."""
 
 
 class BaseClient:
@@ -102,18 +100,14 @@ class BaseClient:
         return self.retry_policy.max_retries if max_retries is None else max_retries
 
     def _client_options(self, max_in_flight_requests: int) -> dict[str, Any]:
-        """httpx's options; its pool keeps alive a connection for each request the gate lets
-        out at once (downloads, not gated, share the rest of the pool)."""
+        """httpx's options (`pool_limits`: the pool's, for the gate's requests at once)."""
         return {
             "base_url": self.base_url,
             "auth": self._auth,
             "timeout": self._timeout(None),
             "headers": {"user-agent": user_agent()},
             "verify": default_ssl_context(),
-            "limits": httpx.Limits(
-                max_connections=max(DEFAULT_MAX_CONNECTIONS, max_in_flight_requests),
-                max_keepalive_connections=max_in_flight_requests,
-            ),
+            "limits": pool_limits(max_in_flight_requests),
         }
 
     def _retry_pause(

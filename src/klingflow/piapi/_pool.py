@@ -20,10 +20,23 @@ from typing import Any
 import httpcore
 import httpx
 
-__all__ = ["async_transport"]
+from klingflow.piapi._gate import DEFAULT_MAX_IN_FLIGHT
 
+__all__ = ["async_transport", "pool_limits"]
+
+DEFAULT_MAX_CONNECTIONS = 100
+"""httpx's own default cap on a pool's connections, kept for downloads (not gated)."""
 SWEEP_SECONDS = 1.0
 """How often every idle connection is asked whether the server closed it (`_LeanPool`)."""
+
+
+def pool_limits(max_in_flight_requests: int = DEFAULT_MAX_IN_FLIGHT) -> httpx.Limits:
+    """The pool's limits: a connection kept alive for each request the client's gate lets out
+    at once (downloads, not gated, share the rest of the pool)."""
+    return httpx.Limits(
+        max_connections=max(DEFAULT_MAX_CONNECTIONS, max_in_flight_requests),
+        max_keepalive_connections=max_in_flight_requests,
+    )
 
 
 def async_transport(*, verify: ssl.SSLContext, limits: httpx.Limits) -> httpx.AsyncHTTPTransport:

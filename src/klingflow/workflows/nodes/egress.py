@@ -32,6 +32,7 @@ import httpcore
 import httpx
 
 from klingflow.errors import DownloadError
+from klingflow.piapi._pool import async_transport, pool_limits
 from klingflow.piapi.tls import default_ssl_context
 
 if TYPE_CHECKING:
@@ -206,10 +207,11 @@ async def _checked_address(host: str, port: int) -> str:
 
 
 def egress_transport() -> httpx.AsyncHTTPTransport:
-    """An httpx transport whose connections follow the current `egress_rule`."""
-    transport = httpx.AsyncHTTPTransport(verify=default_ssl_context())
+    """The async client's own transport (piapi/_pool.py: its pool, at the client's default
+    limits), its connections following the current `egress_rule`."""
+    transport = async_transport(verify=default_ssl_context(), limits=pool_limits())
     # httpx has no public way to give its pool a network backend (httpcore has one):
-    # the pool made above is given ours in place of its default.
+    # the pool made above is given ours around its own.
     pool = transport._pool
     pool._network_backend = _CheckedBackend(pool._network_backend)
     return transport
