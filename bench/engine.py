@@ -11,10 +11,11 @@ process then does, in order:
 1. a warm-up of the emulator (a few naive videos; renders the one shared MP4);
 2. **naive**, `--repeat` times: an httpx.AsyncClient script making the same requests (POST
    create, GET until completed, GET the file) for N videos, C at a time, nothing durable;
-3. **engine**: `klingflow.workflows.engine.Engine` on SQLite in a temporary home, launched,
-   then one run of a workflow with a single `loop` over N items (concurrency C) whose body is
-   one `kling.video` node (the first run: it includes DBOS's first queue scans), then
-   `--repeat` more identical runs in the same process (the state a long-lived worker is in).
+3. **engine**: `klingflow.workflows.engine.Engine` on SQLite in a temporary home, with the
+   client it makes itself (as `klingflow run` has), launched, then one run of a workflow with
+   a single `loop` over N items (concurrency C) whose body is one `kling.video` node (the
+   first run: it includes DBOS's first queue scans), then `--repeat` more identical runs in
+   the same process (the state a long-lived worker is in).
 
 Repeated phases are reported by their median run (by wall time), as this machine is shared.
 

@@ -257,7 +257,9 @@ def measure(quick: bool, options: Options) -> Section:
     text = (
         f"{videos} videos, {CONCURRENCY} in flight, loop chunks of {CHUNK_SIZE}, downloads on, "
         "emulator with no latency in its own process; the engine's first run in a freshly "
-        "launched process (DBOS's first queue scans included). CPU counts this process and, "
+        "launched process (DBOS's first queue scans included). Every engine makes its own "
+        "client, as `klingflow run` and `klingflow worker` do: on Postgres its limits are the "
+        "leases all workers share, one worker included. CPU counts this process and, "
         "for 3 workers, the two worker processes; the emulator's is apart. On 2 cores, three "
         "engine processes plus the emulator and Postgres share two CPUs: 3 workers cannot reach "
         "2.5x one here, whatever the engine does.\n\n"
