@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from klingflow.settings import Settings
 from klingflow.workflows.database import make_engine
+from klingflow.workflows.engine import Engine
 from klingflow.workflows.leases import LeasedRequests, LeasedTasks, Leases
 
 
@@ -197,4 +200,42 @@ def test_the_heartbeat_renews_past_slots_a_write_back_has_locked(postgres_url: s
         assert after[second[0]] > before[second[0]]  # type: ignore[operator]
     finally:
         leases.release_all()
+        engine.dispose()
+
+
+def test_a_restarted_worker_gives_back_the_slot_of_a_task_that_finished_before_it_died(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker saw a task finish and died before that slot's release was written. Restarted,
+    it reclaimed the slot with its tasks in flight and held it, renewed by its heartbeat, for
+    as long as it ran: one task fewer for the whole account. A reclaimed slot whose task the
+    run log no longer has in flight is given back at start; one still running is kept."""
+    monkeypatch.setenv("PIAPI_API_KEY", "leases-test-key")
+    engine = make_engine(postgres_url)
+
+    def worker() -> Leases:
+        return Leases(engine, "worker-1", lease_seconds=300)
+
+    async def died_after_a_task_finished() -> None:
+        leases = worker()
+        slots = LeasedTasks(leases, 5)
+        for task_id in ("task-finished", "task-running"):
+            assert await slots.reserve(5)
+            slots.bind(task_id)
+        await leases.drain()  # then the process died: no release
+
+    async def restarted_engine() -> int:
+        settings = Settings(home=tmp_path, database_url=postgres_url)
+        async with Engine(settings, executor_id="worker-1"):
+            return _held(engine)
+
+    try:
+        asyncio.run(died_after_a_task_finished())
+        assert _held(engine) == 2
+        slots = LeasedTasks(worker(), 5)  # restarted: "task-running" is still in flight
+        slots.adopt(["task-running"])
+        assert (slots.running(), _held(engine)) == (["task-running"], 1)
+        # The engine adopts what its run log has in flight: here nothing is.
+        assert asyncio.run(restarted_engine()) == 0
+    finally:
         engine.dispose()

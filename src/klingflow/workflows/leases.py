@@ -452,9 +452,15 @@ class LeasedTasks:
         self.leases.bind_task_soon(slot, lease_id, task_id)
 
     def adopt(self, task_ids: list[str]) -> None:
-        """Nothing more to count: this executor's own tasks from before a restart were
-        reclaimed at start; another dead worker's hold its leases until they run out
-        (`KLINGFLOW_LEASE_SECONDS`), then stop counting, done at PiAPI or not."""
+        """`task_ids`: every task the run log has in flight, at start. This executor's own
+        from before a restart were reclaimed then; one not among them finished before its
+        slot's release was written (a crash between the two), and its slot is given back:
+        else it was held, and renewed, for this worker's whole life. Another dead worker's
+        tasks hold its leases until they run out (`KLINGFLOW_LEASE_SECONDS`)."""
+        in_flight = set(task_ids)
+        for task_id in [t for t in self._running if t not in in_flight]:
+            slot, lease_id = self._running.pop(task_id)
+            self.leases.give_back("task", slot, lease_id, answered=False)
 
     def finish(self, task_id: str) -> None:
         """Free the slot of a task seen finished at PiAPI."""
