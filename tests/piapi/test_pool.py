@@ -130,8 +130,9 @@ def test_the_engines_client_keeps_a_connection_for_each_request_its_gate_lets_ou
     """`klingflow run`, `worker` and `serve` send through the engine's client, whose
     transport checks where a download connects (workflows/nodes/egress.py). It is this pool
     too, at the client's limits (httpx takes them from a transport it is given, not from the
-    client): two waves of 32 requests at once go over 32 connections. On httpx's defaults
-    (20 kept alive) the second wave opened 12 more, and every request walked the pool."""
+    client): two waves of 32 requests at once go over 32 connections, on kept sockets. On
+    httpx's default transport (20 kept alive, httpcore's own pool) the second wave opened 12
+    more."""
     monkeypatch.setenv("PIAPI_API_KEY", "pool-test-key")
 
     async def main() -> tuple[int, list[bool]]:
