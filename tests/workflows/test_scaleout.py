@@ -134,6 +134,16 @@ class Fleet:
     def signal(self, executor_id: str, number: signal.Signals) -> None:
         self.processes[executor_id].send_signal(number)
 
+    def pause(self) -> None:
+        """Stop every worker (SIGSTOP): none can send a create, or take over another."""
+        for executor_id in self.processes:
+            self.signal(executor_id, signal.SIGSTOP)
+
+    def resume(self, *, but: str | None = None) -> None:
+        for executor_id in self.processes:
+            if executor_id != but:
+                self.signal(executor_id, signal.SIGCONT)
+
     def kill(self, executor_id: str) -> None:
         self.processes[executor_id].send_signal(signal.SIGKILL)
         self.processes[executor_id].wait(timeout=30)
@@ -149,6 +159,25 @@ class Fleet:
 def _sql(url: str, query: str) -> list[tuple[object, ...]]:
     with psycopg.connect(url, autocommit=True) as connection:
         return connection.execute(query).fetchall()
+
+
+def _statements_done(url: str, *, within: float) -> bool:
+    """Whether every statement the (stopped) workers sent has been answered by Postgres: a
+    COMMIT marking a create sent, sent just before the stop, can take a moment to land under
+    load (a slow WAL flush), and its create must be seen before the look at the intents."""
+    deadline = time.monotonic() + within
+    while True:
+        active = _sql(
+            url,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+            "AND state = 'active'",
+        )
+        if active[0][0] == 0:
+            return True
+        if time.monotonic() > deadline:  # waiting on a lock a stopped worker holds
+            return False
+        time.sleep(0.02)
 
 
 def _batch_with_a_killed_worker(
@@ -191,12 +220,14 @@ def _batch_with_a_killed_worker(
     try:
         deadline = time.monotonic() + 120
         dead = None
+        looks: list[tuple[str, float, bool, bool]] = []  # candidate, stopped s, done, sent
         # A worker holding a chunk, once some videos are done, at a moment when no
         # submission is on the wire: the generations are slowed down so that every item in
-        # flight is waiting for its task, and the worker is stopped (SIGSTOP) before the
-        # look, so that it cannot send a create between the look and the kill. (A kill
+        # flight is waiting for its task, and the workers are stopped (SIGSTOP) before the
+        # look, so that none can send a create between the look and the kill. (A kill
         # between sending a create and recording its answer leaves an uncertain submission,
-        # which pauses for a human by design.)
+        # which pauses for a human by design.) All of them are stopped, not only the
+        # candidate, so that its silence during the look cannot make another take it over.
         while (kill or cut_connections) and dead is None:
             assert time.monotonic() < deadline, "the workers never got going"
             done = len(runlog.finished_nodes(run_id, 0))
@@ -213,16 +244,22 @@ def _batch_with_a_killed_worker(
                 time.sleep(0.02)
                 continue
             candidate = str(owners[0][0])
-            fleet.signal(candidate, signal.SIGSTOP)
-            # A COMMIT the worker sent just before the stop (a create marked sent, its POST
-            # waiting for that answer) lands on the server a moment later: looked at at once,
-            # it was missed once, and the kill left an uncertain submission.
+            fleet.pause()
+            stopped_at = time.monotonic()
+            # A COMMIT a worker sent just before the stop (a create marked sent, its POST
+            # waiting for that answer) reaches the server a moment later, and may take longer
+            # to land: looked at before it had, it was missed twice, and the kill left an
+            # uncertain submission.
             time.sleep(0.2)
-            if any(i.state == IntentState.SENT for i in runlog.intents(run_id)):
-                fleet.signal(candidate, signal.SIGCONT)
-                time.sleep(0.02)
+            done = _statements_done(url, within=2.0)
+            sent = any(i.state == IntentState.SENT for i in runlog.intents(run_id))
+            looks.append((candidate, round(time.monotonic() - stopped_at, 3), done, sent))
+            if sent or not done:
+                fleet.resume()
+                time.sleep(2 * HEARTBEAT_SECONDS)  # each beats before the next stop
             else:
                 dead = candidate
+                fleet.resume(but=dead)
         if cut_connections:  # every backend of the workers' database, mid-batch
             assert dead is not None
             fleet.signal(dead, signal.SIGCONT)  # cut, not killed
@@ -249,7 +286,14 @@ def _batch_with_a_killed_worker(
         fleet.stop()
         runlog.engine.dispose()
     stats = emulator.stats()
-    assert run.status == RunStatus.COMPLETED, run.message
+    takeovers = [
+        line for log in fleet.logs.values() for line in log.read_text().splitlines()
+        if "took over" in line
+    ]  # fmt: skip
+    assert run.status == RunStatus.COMPLETED, (
+        f"{run.message}\nlooks (worker, seconds stopped, statements done, a create sent): "
+        f"{looks}\nkilled: {dead}\ntakeovers: {takeovers}"
+    )
     assert len(items) == VIDEOS
     assert stats["creates"] == VIDEOS  # every video paid exactly once
     assert stats["peak_concurrency"] <= C
@@ -270,8 +314,10 @@ def test_live_workers_take_over_a_killed_worker_by_themselves(
     tmp_path: Path,
 ) -> None:
     """With automatic takeover on, the batch finishes without a human after a SIGKILL."""
+    # Ten beats of silence: at five, a live worker starved of CPU for a second on a loaded CI
+    # host could be taken over while it still ran (its sent create would then pause).
     _batch_with_a_killed_worker(
-        postgres_url, emulator, api_key, tmp_path, takeover_after_seconds=1.0
+        postgres_url, emulator, api_key, tmp_path, takeover_after_seconds=10 * HEARTBEAT_SECONDS
     )
 
 
