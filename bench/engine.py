@@ -398,6 +398,15 @@ def db_size(url: str) -> int:
     )
 
 
+def users_engine(settings: Settings, emulator: EmulatorProcess, **options: Any) -> Engine:
+    """The engine with its own client, made as `klingflow run`, `worker` and `serve` make
+    it: its transport checks where downloads connect, and on Postgres its limits are leases
+    shared with the other workers (the bench passed a client of its own until session 16,
+    which measured neither)."""
+    with mock.patch.dict(os.environ, {"PIAPI_API_KEY": API_KEY, "PIAPI_BASE_URL": emulator.url}):
+        return Engine(settings, **options)
+
+
 async def engine_batches(
     emulator: EmulatorProcess,
     videos: int,
@@ -424,12 +433,7 @@ async def engine_batches(
         max_runs=4,
     )
     spec = workflow(concurrency=concurrency, download=download)
-    # The engine's own client, made as `klingflow run`, `worker` and `serve` make it: its
-    # transport checks where downloads connect, and on Postgres its limits are leases shared
-    # with the other workers (the bench passed a client of its own until session 16, which
-    # measured neither).
-    with mock.patch.dict(os.environ, {"PIAPI_API_KEY": API_KEY, "PIAPI_BASE_URL": emulator.url}):
-        engine = Engine(settings, wait_policy=WAIT_POLICY, chunk_size=chunk_size)
+    engine = users_engine(settings, emulator, wait_policy=WAIT_POLICY, chunk_size=chunk_size)
     if profile is not None:
         profile.enable()
     meter = Meter(emulator, cpu_of)

@@ -47,7 +47,6 @@ from typing import Any
 import engine as eng
 from common import DOCS, Options, Section, Target, plot, ratio, rss_mb, save, table
 
-from klingflow.piapi import AsyncPiAPI
 from klingflow.settings import Settings
 from klingflow.workflows.engine import Engine
 
@@ -101,8 +100,7 @@ async def inflight(count: int, folder: Path) -> dict[str, Any]:
             requests_per_minute=1_000_000,
             max_runs=runs,
         )
-        client = AsyncPiAPI(api_key=eng.API_KEY, base_url=emulator.url, max_concurrent_tasks=count)
-        async with client, Engine(settings, client=client, chunk_size=CHUNK_SIZE) as engine:
+        async with eng.users_engine(settings, emulator, chunk_size=CHUNK_SIZE) as engine:
             launched = rss_mb()
             spec = eng.workflow(concurrency=LOOP_LIMIT, download=False)
             started = time.monotonic()
@@ -140,15 +138,12 @@ async def large_batch(count: int, folder: Path) -> dict[str, Any]:
         settings = Settings(
             home=home, database_url=None, concurrency=100, requests_per_minute=1_000_000, max_runs=4
         )
-        client = AsyncPiAPI(api_key=eng.API_KEY, base_url=emulator.url, max_concurrent_tasks=100)
         samples: list[dict[str, float]] = []
         db = Path(settings.resolved_database_url().removeprefix("sqlite:///"))
-        async with (
-            client,
-            Engine(
-                settings, client=client, wait_policy=eng.WAIT_POLICY, chunk_size=CHUNK_SIZE
-            ) as engine,
-        ):
+        engine = eng.users_engine(
+            settings, emulator, wait_policy=eng.WAIT_POLICY, chunk_size=CHUNK_SIZE
+        )
+        async with engine:
             # Outputs that count the videos: holding every item's output is the user's choice
             # (`"{{ nodes.each.output }}"`, `--batch-outputs all`), measured apart.
             spec = eng.workflow(
