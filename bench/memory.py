@@ -324,7 +324,9 @@ def section(held: dict[str, Any], large: dict[str, Any]) -> Section:
         held_note += f"; only {held['in_flight']} of {tasks} submitted in 300 s"
     samples = large["samples"]
     later = [s["rss_mb"] for s in samples if s["videos"] >= videos / 4]
-    growth = round(max(later) - min(later), 1) if later else None
+    # How far the RSS rose above its level at a quarter of the batch: not the range, whose
+    # minimum was the last sample, taken once the finished run had let its memory go.
+    growth = round(max(later) - later[0], 1) if later else None
     # Flat: the last 3/4 of the batch grow the RSS by under a tenth (noise, no leak per video).
     flat = None if growth is None else ratio(growth, max(later) / 10, at_most=True)
     text = (
