@@ -95,23 +95,37 @@ def test_a_small_run_shows_every_value(harness: Harness) -> None:
     assert detail.loops[0].counts == {"succeeded": 3, "skipped": 2}
 
 
-def test_a_run_log_made_before_the_item_index_gets_it_when_opened(harness: Harness) -> None:
-    """An older klingflow's database lacks `ix_kf_node_runs_item`: opening the run log adds
-    it (a loop's page is then read by item, not by scanning every item)."""
+def test_a_run_log_made_before_the_covering_indexes_gets_them_when_opened(
+    harness: Harness,
+) -> None:
+    """An older klingflow's database has the indexes of before: opening the run log adds
+    the ones that count a loop's items and a run's submissions from the index alone, and
+    drops the one its successor replaces (both would be written on every update)."""
     run = harness.run(BIG, {"rows": ROWS[:3]})
     engine = make_engine(harness.settings().resolved_database_url())
     try:
         with engine.begin() as connection:
-            connection.execute(sa.text("DROP INDEX ix_kf_node_runs_item"))
-        assert "ix_kf_node_runs_item" not in indexes(engine)
+            connection.execute(sa.text("DROP INDEX ix_kf_node_runs_item_status"))
+            connection.execute(sa.text("DROP INDEX ix_kf_intents_run_state"))
+            connection.execute(
+                sa.text(
+                    "CREATE INDEX ix_kf_node_runs_item ON kf_node_runs (run_id, epoch, item_index)"
+                )
+            )
         assert RunLog(engine).get_run(run.run_id) is not None
-        assert "ix_kf_node_runs_item" in indexes(engine)
+        assert "ix_kf_intents_run_state" in indexes(engine, "kf_intents")
+        found = indexes(engine, "kf_node_runs")
+        assert "ix_kf_node_runs_item_status" in found
+        assert "ix_kf_node_runs_item" not in found
+        detail = run_detail(RunLog(engine), run.run_id)
+        assert detail is not None
+        assert sum(detail.loops[0].counts.values()) == 3
     finally:
         engine.dispose()
 
 
-def indexes(engine: sa.Engine) -> set[str]:
-    return {index["name"] or "" for index in sa.inspect(engine).get_indexes("kf_node_runs")}
+def indexes(engine: sa.Engine, table: str) -> set[str]:
+    return {index["name"] or "" for index in sa.inspect(engine).get_indexes(table)}
 
 
 FAILING = """\

