@@ -220,7 +220,7 @@ def _batch_with_a_killed_worker(
     try:
         deadline = time.monotonic() + 120
         dead = None
-        looks: list[tuple[str, float, bool, bool]] = []  # candidate, stopped s, done, sent
+        looks: list[tuple[str, float, bool, bool]] = []  # candidate, stopped s, answered, sent
         # A worker holding a chunk, once some videos are done, at a moment when no
         # submission is on the wire: the generations are slowed down so that every item in
         # flight is waiting for its task, and the workers are stopped (SIGSTOP) before the
@@ -248,13 +248,13 @@ def _batch_with_a_killed_worker(
             stopped_at = time.monotonic()
             # A COMMIT a worker sent just before the stop (a create marked sent, its POST
             # waiting for that answer) reaches the server a moment later, and may take longer
-            # to land: looked at before it had, it was missed twice, and the kill left an
-            # uncertain submission.
+            # to land: looked at before it had, it was missed (once for certain), and the kill
+            # left an uncertain submission.
             time.sleep(0.2)
-            done = _statements_done(url, within=2.0)
+            answered = _statements_done(url, within=2.0)
             sent = any(i.state == IntentState.SENT for i in runlog.intents(run_id))
-            looks.append((candidate, round(time.monotonic() - stopped_at, 3), done, sent))
-            if sent or not done:
+            looks.append((candidate, round(time.monotonic() - stopped_at, 3), answered, sent))
+            if sent or not answered:
                 fleet.resume()
                 time.sleep(2 * HEARTBEAT_SECONDS)  # each beats before the next stop
             else:
