@@ -291,8 +291,11 @@ def test_auth_errors_stop_at_once_without_retrying(
 
 
 def test_a_batch_never_trips_the_account_limits(harness: Harness, emulator: EmulatorServer) -> None:
-    """With the account's limits configured, the emulator rejects nothing and never sees more."""
-    emulator.configure(concurrency_limit=2, over_concurrency="reject")
+    """With the account's limits configured, the emulator rejects nothing and never sees more,
+    and the batch uses both slots. Each render takes 0.3 s (300 emulated seconds), so the
+    second create lands while the first renders even on a loaded machine: with 62 ms renders
+    the first once ended before the second began, under a profiler, and the peak read 1."""
+    emulator.configure(concurrency_limit=2, over_concurrency="reject", processing_seconds=300)
     text = (EXAMPLES / "batch-from-csv.yaml").read_text()
     run = harness.run(text, {"rows": rows()}, client_limits={"max_concurrent_tasks": 2})
     assert run.status == RunStatus.COMPLETED, run.message
