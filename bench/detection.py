@@ -3,18 +3,30 @@
     .venv/bin/python bench/run.py --only detection [--quick] [--no-postgres]
 
 The batch of `makespan.py` (`batch.measure`) with webhooks on SQLite and on Postgres, and
-polling on SQLite. Per video: the emulator's `ended_at` (its emulated clock mapped to wall
-time) to the run log's record of the node's end; p50 and p99 over the batch, and their CDF.
+polling on SQLite, side by side in processes of their own. Per video: the emulator's
+`ended_at` (its emulated clock mapped to wall time) to the run log's record of the node's
+end; p50 and p99 over the batch, and their CDF.
 """
 
 from __future__ import annotations
 
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import batch
-from common import Options, Section, Target, fresh_postgres, plot, ratio, save, table
+from common import (
+    Options,
+    Section,
+    Target,
+    fresh_postgres,
+    plot,
+    ratio,
+    save,
+    side_by_side,
+    table,
+)
 from makespan import scenario
 
 
@@ -34,7 +46,7 @@ def measure(quick: bool, options: Options) -> Section:
     plan = [("webhooks", "sqlite"), ("polling", "sqlite")]
     if options.postgres:
         plan.insert(1, ("webhooks", "postgres"))
-    results = [run_mode(mode, database, s, options) for mode, database in plan]
+    results = side_by_side([partial(run_mode, mode, db, s, options) for mode, db in plan])
     pyplot = plot()
     figure, axes = pyplot.subplots(figsize=(6, 3))
     for r in results:

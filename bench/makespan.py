@@ -5,13 +5,13 @@
 N videos against an emulator account running C at once, each taking T seconds (time-scaled):
 nothing finishes sooner than ceil(N / C) x T. The full run measures issue 17's own scenario
 (time scale 2: T = 16 s, 20 videos, C = 5, default settings: ideal 64 s). Measured in one
-run, each on a fresh emulator: klingflow polling (an `Engine`, what `klingflow run` does) on
-a fresh home (no render time learned: the first wave probes) and again in the same home
-(learned), with webhooks (the service with a public URL and secret; `batch.py`), a naive
-sequential loop (create, poll every few seconds, next; on fewer videos, a multiple of C, so
-its ratio is the same as for N) and a naive asyncio httpx script (create all, poll each
-every few seconds). The naive scripts poll at klingflow's default first-poll pace (5 s,
-divided by the rate scale).
+run, each on a fresh emulator, side by side in processes of their own: klingflow polling (an
+`Engine`, what `klingflow run` does) on a fresh home (no render time learned: the first wave
+probes) and again in the same home (learned), with webhooks (the service with a public URL
+and secret; `batch.py`), a naive sequential loop (create, poll every few seconds, next; on
+fewer videos, a multiple of C, so its ratio is the same as for N) and a naive asyncio httpx
+script (create all, poll each every few seconds). The naive scripts poll at klingflow's
+default first-poll pace (5 s, divided by the rate scale).
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ import math
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import batch
 import httpx
-from common import Options, Section, Target, bar_chart, ratio, table
+from common import Options, Section, Target, bar_chart, ratio, side_by_side, table
 
 from klingflow.emulator import EmulatorConfig, EmulatorServer
 
@@ -160,12 +161,15 @@ def measure_klingflow(mode: str, s: dict[str, Any], *, batches: int = 1) -> list
 
 def measure(quick: bool, options: Options) -> Section:
     s = scenario(quick)
-    results = [
-        *measure_klingflow("polling", s, batches=2),
-        *measure_klingflow("webhooks", s),
-        measure_naive("sequential", s),
-        measure_naive("asyncio", s),
-    ]
+    polling, webhooks, sequential, naive = side_by_side(
+        [
+            partial(measure_klingflow, "polling", s, batches=2),
+            partial(measure_klingflow, "webhooks", s),
+            partial(measure_naive, "sequential", s),
+            partial(measure_naive, "asyncio", s),
+        ]
+    )
+    results = [*polling, *webhooks, sequential, naive]
     rows = [
         [
             r["mode"],

@@ -6,8 +6,9 @@ The emulator (its own process, zero latency) limits the key to R requests per 60
 window and answers 429 beyond. klingflow gets `KLINGFLOW_REQUESTS_PER_MINUTE` = R and far more
 videos than R allows, so the limit binds all along. Over exactly one window (60 s from the
 run's start) the emulator counts the requests it served: achieved / R (target >= 0.95) and the
-429s klingflow caused (target 0). 1 worker: this process's engine on SQLite. 3 workers: this
-process plus two engines in subprocesses on one Postgres database, sharing R through leases.
+429s klingflow caused (target 0). 1 worker: an engine on SQLite. 3 workers: an engine plus two
+in subprocesses on one Postgres database, sharing R through leases. The two measurements run
+side by side, each in a process of its own with an emulator of its own.
 """
 
 from __future__ import annotations
@@ -16,11 +17,22 @@ import asyncio
 import os
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import engine as eng
-from common import Options, Section, Target, fresh_postgres, plot, ratio, save, table
+from common import (
+    Options,
+    Section,
+    Target,
+    fresh_postgres,
+    plot,
+    ratio,
+    save,
+    side_by_side,
+    table,
+)
 from overhead import CHUNK_SIZE, CONCURRENCY, extra_workers
 
 from klingflow.settings import Settings
@@ -95,7 +107,7 @@ def run_config(workers: int, limit: int, options: Options) -> dict[str, Any]:
 def measure(quick: bool, options: Options) -> Section:
     limit = 300 if quick else 600
     plan = [1] if quick or not options.postgres else [1, 3]
-    results = [run_config(workers, limit, options) for workers in plan]
+    results = side_by_side([partial(run_config, workers, limit, options) for workers in plan])
     pyplot = plot()
     figure, axes = pyplot.subplots(figsize=(6, 3))
     for r in results:

@@ -8,7 +8,8 @@ time scale so it expects PiAPI-typical times divided by it); the video asked for
 whose PiAPI-typical render is about 8 minutes. Next to it, replayed against the emulator with
 the same sleeps in emulated seconds: PiAPI's official CLI (first GET at once, then 1 s growing
 x1.5, capped at 30 s) and the n8n community node (a GET every 3 s). Counts come from the
-emulator's stats: status GETs plus create requests, per video (no download).
+emulator's stats: status GETs plus create requests, per video (no download). Each contender
+has an emulator of its own, all side by side in processes of their own.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import batch
 import httpx
-from common import Options, Section, Target, bar_chart, ratio, table
+from common import Options, Section, Target, bar_chart, ratio, side_by_side, table
 from makespan import BODY, TERMINAL
 
 from klingflow.emulator import EmulatorConfig, EmulatorServer
@@ -114,11 +116,13 @@ def measure_klingflow(mode: str, videos: int, scale: float) -> dict[str, Any]:
 
 def measure(quick: bool, options: Options) -> Section:
     videos, scale = (3, 120.0) if quick else (5, 60.0)
-    results = [
-        measure_klingflow("webhooks", videos, scale),
-        measure_klingflow("polling", videos, scale),
-    ]
-    results += [measure_replay(name, videos, scale) for name in SCHEDULES]
+    results = side_by_side(
+        [
+            partial(measure_klingflow, "webhooks", videos, scale),
+            partial(measure_klingflow, "polling", videos, scale),
+            *(partial(measure_replay, name, videos, scale) for name in SCHEDULES),
+        ]
+    )
     by_name = {r["contender"]: r for r in results}
     webhooks = by_name["klingflow webhooks"]["requests_per_video"]
     polling = by_name["klingflow polling"]["requests_per_video"]

@@ -23,13 +23,22 @@ import sys
 import time
 import traceback
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
-from common import DEFAULT_POSTGRES, DOCS, LoadSampler, Options, git_commit, machine
+from common import (
+    DEFAULT_POSTGRES,
+    DOCS,
+    LoadSampler,
+    Options,
+    git_commit,
+    machine,
+    side_by_side,
+)
 
 MEASUREMENTS = [
     "makespan",
@@ -42,6 +51,11 @@ MEASUREMENTS = [
     "suite",
 ]
 """Module names under bench/, in the issue's order (items 1 to 7, then the test suite)."""
+
+SIDE_BY_SIDE = ("makespan", "request_counts", "detection", "ratelimit")
+"""The sections that mostly wait on the emulator's clock, a fraction of a core between them:
+they run first, side by side, each in a process of its own (and so do their contenders). The
+others measure CPU, memory or throughput and would feel each other: they run after, alone."""
 
 
 def run_one(name: str, quick: bool, options: Options) -> dict[str, Any]:
@@ -70,6 +84,12 @@ def run_one(name: str, quick: bool, options: Options) -> dict[str, Any]:
         "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
     return result
+
+
+def run_section(name: str, quick: bool, options: Options, images: Path) -> dict[str, Any]:
+    """`run_one` in a process of its own (`side_by_side`), its plots where the parent's go."""
+    common.IMAGES = images
+    return run_one(name, quick, options)
 
 
 def off_by(target: dict[str, Any]) -> str:
@@ -181,9 +201,15 @@ def main(argv: list[str] | None = None) -> int:
         (args.docs / "benchmarks.md").write_text(render(results))
         return 0
     results["machine"] = machine(postgres)
+    waiting = [name for name in names if name in SIDE_BY_SIDE]
+    done: dict[str, dict[str, Any]] = {}
+    if waiting:
+        print(f"== {', '.join(waiting)}: side by side", flush=True)
+        run = [partial(run_section, n, args.quick, options, common.IMAGES) for n in waiting]
+        done = dict(zip(waiting, side_by_side(run), strict=True))
     for name in names:
         print(f"== {name}", flush=True)
-        section = run_one(name, args.quick, options)
+        section = done[name] if name in done else run_one(name, args.quick, options)
         if json_path.exists():  # another run may have written a section meanwhile
             results["sections"] = json.loads(json_path.read_text())["sections"]
         results["sections"][name] = section
