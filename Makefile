@@ -68,7 +68,7 @@ unit: $(STAMP)
 packaging: $(STAMP)
 	$(BIN)/pytest -q -m packaging
 
-# The benchmarks of issue 16 against the emulator on loopback (about 17 minutes on 2 cores):
+# The benchmarks of issue 16 against the emulator on loopback (about 10 minutes on 2 cores):
 # rewrites docs/benchmarks.md, docs/benchmarks.json and docs/images/bench/*.png.
 # `make bench BENCH_FLAGS=--quick` is a 1-2 minute smoke run; `BENCH_FLAGS="--only memory"`
 # redoes one section (bench/README.md lists them and their flags).

@@ -216,17 +216,24 @@ def fresh_postgres(admin_url: str | None) -> Iterator[str | None]:
 T = TypeVar("T")
 
 
-def side_by_side(calls: Sequence[Callable[[], T]]) -> list[T]:
+def side_by_side(calls: Sequence[Callable[[], T]], *, stagger_seconds: float = 0.0) -> list[T]:
     """Run each call (a module-level function, or a `functools.partial` of one) in a fresh
-    process of its own, all at once; their results in order.
+    process of its own, the n-th `stagger_seconds` x n after the first; their results in order.
 
     For measurements that mostly wait on the emulator's clock: side by side they take the
     longest one's time, not the sum, and each keeps an interpreter of its own, so no GIL or
-    event loop is shared that could skew another's latencies."""
+    event loop is shared that could skew another's latencies. Batches on the same clock end
+    their waves at the same moments: staggered, their detections do not queue behind each
+    other's."""
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=len(calls), mp_context=spawn) as pool:
-        futures = [pool.submit(call) for call in calls]
+        futures = [pool.submit(_after, n * stagger_seconds, call) for n, call in enumerate(calls)]
         return [future.result() for future in futures]
+
+
+def _after(seconds: float, call: Callable[[], T]) -> T:
+    time.sleep(seconds)
+    return call()
 
 
 def wait_for(condition: Any, *, timeout_seconds: float, every_seconds: float = 0.05) -> bool:

@@ -3,7 +3,8 @@
     .venv/bin/python bench/run.py --only detection [--quick] [--no-postgres]
 
 The batch of `makespan.py` (`batch.measure`) with webhooks on SQLite and on Postgres, and
-polling on SQLite, side by side in processes of their own. Per video: the emulator's
+polling on SQLite, side by side in processes of their own, their starts a third of a video's
+time apart so that their waves end at different moments. Per video: the emulator's
 `ended_at` (its emulated clock mapped to wall time) to the run log's record of the node's
 end; p50 and p99 over the batch, and their CDF.
 """
@@ -27,7 +28,7 @@ from common import (
     side_by_side,
     table,
 )
-from makespan import scenario
+from makespan import scenario, wave_seconds
 
 
 def run_mode(mode: str, database: str, s: dict[str, Any], options: Options) -> dict[str, Any]:
@@ -46,7 +47,8 @@ def measure(quick: bool, options: Options) -> Section:
     plan = [("webhooks", "sqlite"), ("polling", "sqlite")]
     if options.postgres:
         plan.insert(1, ("webhooks", "postgres"))
-    results = side_by_side([partial(run_mode, mode, db, s, options) for mode, db in plan])
+    runs = [partial(run_mode, mode, database, s, options) for mode, database in plan]
+    results = side_by_side(runs, stagger_seconds=wave_seconds(s) / len(runs))
     pyplot = plot()
     figure, axes = pyplot.subplots(figsize=(6, 3))
     for r in results:

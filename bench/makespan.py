@@ -5,7 +5,8 @@
 N videos against an emulator account running C at once, each taking T seconds (time-scaled):
 nothing finishes sooner than ceil(N / C) x T. The full run measures issue 17's own scenario
 (time scale 2: T = 16 s, 20 videos, C = 5, default settings: ideal 64 s). Measured in one
-run, each on a fresh emulator, side by side in processes of their own: klingflow polling (an
+run, each on a fresh emulator, side by side in processes of their own (their starts a quarter
+of T apart, so that their waves end at different moments): klingflow polling (an
 `Engine`, what `klingflow run` does) on a fresh home (no render time learned: the first wave
 probes) and again in the same home (learned), with webhooks (the service with a public URL
 and secret; `batch.py`), a naive sequential loop (create, poll every few seconds, next; on
@@ -139,9 +140,13 @@ def measure_naive(kind: str, s: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def wave_seconds(s: dict[str, Any]) -> float:
+    """T: one video's wall time, pending and processing, at the time scale."""
+    return (batch.PENDING_SECONDS + s["processing_seconds"]) / s["time_scale"]
+
+
 def ideal_seconds(s: dict[str, Any]) -> float:
-    one = (batch.PENDING_SECONDS + s["processing_seconds"]) / s["time_scale"]
-    return math.ceil(s["videos"] / s["account_concurrency"]) * one
+    return math.ceil(s["videos"] / s["account_concurrency"]) * wave_seconds(s)
 
 
 def measure_klingflow(mode: str, s: dict[str, Any], *, batches: int = 1) -> list[dict[str, Any]]:
@@ -161,14 +166,14 @@ def measure_klingflow(mode: str, s: dict[str, Any], *, batches: int = 1) -> list
 
 def measure(quick: bool, options: Options) -> Section:
     s = scenario(quick)
-    polling, webhooks, sequential, naive = side_by_side(
-        [
-            partial(measure_klingflow, "polling", s, batches=2),
-            partial(measure_klingflow, "webhooks", s),
-            partial(measure_naive, "sequential", s),
-            partial(measure_naive, "asyncio", s),
-        ]
-    )
+    contenders = [
+        partial(measure_klingflow, "polling", s, batches=2),
+        partial(measure_klingflow, "webhooks", s),
+        partial(measure_naive, "sequential", s),
+        partial(measure_naive, "asyncio", s),
+    ]
+    stagger = wave_seconds(s) / len(contenders)
+    polling, webhooks, sequential, naive = side_by_side(contenders, stagger_seconds=stagger)
     results = [*polling, *webhooks, sequential, naive]
     rows = [
         [
@@ -193,7 +198,7 @@ def measure(quick: bool, options: Options) -> Section:
         "makespan / ideal (lower is better; 1 = the account's limit)",
         marks={"the limit": 1.0, "target 1.05": 1.05},
     )
-    one = (batch.PENDING_SECONDS + s["processing_seconds"]) / s["time_scale"]
+    one = wave_seconds(s)
     waves = [
         [r["mode"], number, w["start"], w["late"]]
         for r in results

@@ -10,7 +10,8 @@ ran and the git commit into docs/benchmarks.json, then renders docs/benchmarks.m
 JSON (PNG plots in docs/images/bench/). With `--only`, the other sections keep their last
 results, each with its own commit and load, so one slow measurement can be redone alone.
 `--quick` is a smoke run (1-2 minutes): smaller batches, faster time scales; its figures
-are marked as such. A full run takes about 17 minutes on 2 cores, 4 of them the test suite.
+are marked as such. A full run takes about 10 minutes on 2 cores, 4 of them the test suite:
+the sections that wait on the emulator's clock run side by side (`SIDE_BY_SIDE`).
 """
 
 from __future__ import annotations
@@ -52,10 +53,12 @@ MEASUREMENTS = [
 ]
 """Module names under bench/, in the issue's order (items 1 to 7, then the test suite)."""
 
-SIDE_BY_SIDE = ("makespan", "request_counts", "detection", "ratelimit")
-"""The sections that mostly wait on the emulator's clock, a fraction of a core between them:
-they run first, side by side, each in a process of its own (and so do their contenders). The
-others measure CPU, memory or throughput and would feel each other: they run after, alone."""
+SIDE_BY_SIDE = ("makespan", "request_counts", "ratelimit")
+"""The sections that mostly wait on the emulator's clock, a fraction of a core between them,
+and whose figures are counts and ratios that a few ms of delay do not move: they run first,
+side by side, each in a process of its own (and so do their contenders). The others run after,
+alone: detection's latencies would queue behind the other batches' work, and overhead, memory,
+downloads and the suite measure CPU, memory or throughput."""
 
 
 def run_one(name: str, quick: bool, options: Options) -> dict[str, Any]:
@@ -121,7 +124,7 @@ def render(results: dict[str, Any]) -> str:
         "     hand; change bench/run.py or the measurement modules instead. -->",
         "",
         "Speed targets are measured here, never asserted in tests. `make bench` runs every",
-        "measurement of issue 16 against the emulator on loopback (about 17 minutes on 2 cores)",
+        "measurement of issue 16 against the emulator on loopback (about 10 minutes on 2 cores)",
         "and rewrites this file; `.venv/bin/python bench/run.py --quick` is a 1-2 minute smoke",
         "run and `--only NAME` redoes one section. Each comparison is a ratio measured in the",
         "same run. Earlier measurements and profiles are in",
@@ -136,7 +139,9 @@ def render(results: dict[str, Any]) -> str:
         "",
         "Each section says the commit it ran on and the 1-minute load average during its run",
         "(min / mean / max): the machine may be shared, and above about 1.0 per core the",
-        "figures are provisional.",
+        "figures are provisional. Sections 1, 2 and 6 mostly wait on the emulator's clock and",
+        "run side by side, each contender in a process of its own: their load average counts",
+        "one another's processes.",
         "",
         "## Targets",
         "",
