@@ -1,17 +1,23 @@
 """`make bench` writes docs/benchmarks.md from its JSON: the template keeps working.
 
 The measurements themselves take minutes and assert nothing about time (issue 16: no timing
-assertions in tests); this checks only that `bench/run.py --render` turns a results file into
+assertions in tests); this checks that `bench/run.py --render` turns a results file into
 the document, with the machine, the targets table, a missed target's margin and each
-section's command, commit and load average.
+section's command, commit and load average, and that the sections that wait side by side
+really run in processes of their own.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,3 +77,17 @@ def test_render_writes_the_document_from_the_json(tmp_path: Path) -> None:
     assert "load average 0.5 / 0.7 / 0.9" in document
     assert "| klingflow polling | 1.2 |" in document
     assert "![makespan](images/bench/makespan.png)" in document
+
+
+def test_side_by_side_runs_each_call_in_a_process_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The waiting sections' contenders (bench/common.py): each in a fresh process, so none
+    shares an interpreter with another, and their results come back in the calls' order."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    common = importlib.import_module("common")
+    first, second, power = common.side_by_side(
+        [os.getpid, os.getpid, partial(pow, 2, 10)], stagger_seconds=0.05
+    )
+    assert len({first, second, os.getpid()}) == 3
+    assert power == 1024
