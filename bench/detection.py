@@ -17,17 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import batch
-from common import (
-    Options,
-    Section,
-    Target,
-    fresh_postgres,
-    plot,
-    ratio,
-    save,
-    side_by_side,
-    table,
-)
+import common
+from common import Options, Section, Target, fresh_postgres, plot, ratio, save, table
 from makespan import scenario, wave_seconds
 
 
@@ -48,7 +39,7 @@ def measure(quick: bool, options: Options) -> Section:
     if options.postgres:
         plan.insert(1, ("webhooks", "postgres"))
     runs = [partial(run_mode, mode, database, s, options) for mode, database in plan]
-    results = side_by_side(runs, stagger_seconds=wave_seconds(s) / len(runs))
+    results = common.side_by_side(runs, stagger_seconds=wave_seconds(s) / len(runs))
     pyplot = plot()
     figure, axes = pyplot.subplots(figsize=(6, 3))
     for r in results:

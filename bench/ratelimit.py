@@ -21,18 +21,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import common
 import engine as eng
-from common import (
-    Options,
-    Section,
-    Target,
-    fresh_postgres,
-    plot,
-    ratio,
-    save,
-    side_by_side,
-    table,
-)
+from common import Options, Section, Target, fresh_postgres, plot, ratio, save, table
 from overhead import CHUNK_SIZE, CONCURRENCY, extra_workers
 
 from klingflow.settings import Settings
@@ -107,7 +98,8 @@ def run_config(workers: int, limit: int, options: Options) -> dict[str, Any]:
 def measure(quick: bool, options: Options) -> Section:
     limit = 300 if quick else 600
     plan = [1] if quick or not options.postgres else [1, 3]
-    results = side_by_side([partial(run_config, workers, limit, options) for workers in plan])
+    runs = [partial(run_config, workers, limit, options) for workers in plan]
+    results = common.side_by_side(runs)
     pyplot = plot()
     figure, axes = pyplot.subplots(figsize=(6, 3))
     for r in results:
