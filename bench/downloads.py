@@ -35,6 +35,9 @@ from engine import _free_port
 from klingflow.piapi import PiAPI
 
 CHUNK = 256 * 1024
+RAW_BUFFER = 1 << 20
+"""The raw socket's reads: as large as the client's largest (piapi/_pool.py, `READ_BYTES_MAX`),
+so the ceiling is not held back by smaller reads than the client makes."""
 ROUNDS = 5
 """Each figure is the best of 5: loopback on a shared machine varies by 2x run to run."""
 
@@ -164,7 +167,7 @@ def socket_fsync(port: int, dest: Path, size: int) -> None:
             head += sock.recv(4096)
         body = head.partition(b"\r\n\r\n")[2]
         file.write(body)
-        received, view = len(body), memoryview(bytearray(CHUNK))
+        received, view = len(body), memoryview(bytearray(RAW_BUFFER))
         while received < size:
             count = sock.recv_into(view)
             if not count:
@@ -260,7 +263,8 @@ def measure(quick: bool, options: Options) -> Section:
         f"another process that sends it with `os.sendfile`; best of {ROUNDS}. CPU is the "
         "downloading process's (user + system), the least of the rounds. The raw socket row "
         "is the loopback's own ceiling: the same GET with no HTTP library, the body read "
-        "with `recv_into` into one buffer.\n\n"
+        f"with `recv_into` into one buffer of {RAW_BUFFER >> 20} MiB (the most the client "
+        "reads at a time).\n\n"
         + table(
             ["how", "seconds", "MB/s", "/ plain copy", "/ bare httpx", "CPU s"],
             rows,

@@ -1,19 +1,31 @@
-"""The async client's pool (piapi/_pool.py): it answers httpcore's "has the server closed this
-idle connection?" from the socket it kept, and must answer it right: a kept-alive connection
-the server closed is never used again (a create sent on it would come back uncertain)."""
+"""The clients' pools (piapi/_pool.py). The async one answers httpcore's "has the server closed
+this idle connection?" from the socket it kept, and must answer it right: a kept-alive
+connection the server closed is never used again (a create sent on it would come back
+uncertain). Both read a body that streams in in growing pieces."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from klingflow.emulator import EmulatorServer
-from klingflow.piapi import AsyncPiAPI
+from klingflow.piapi import AsyncPiAPI, PiAPI
 from klingflow.piapi._gate import DEFAULT_MAX_IN_FLIGHT
-from klingflow.piapi._pool import _KeptSocketStream, _LeanPool, async_transport
+from klingflow.piapi._pool import (
+    READ_BYTES_MAX,
+    _GrowingReadStream,
+    _KeptSocketStream,
+    _LeanPool,
+    async_transport,
+)
 from klingflow.piapi.tls import default_ssl_context
 from klingflow.settings import Settings
 from klingflow.workflows.engine import Engine
@@ -169,3 +181,55 @@ def test_the_engines_client_keeps_a_connection_for_each_request_its_gate_lets_ou
     connections, kept = asyncio.run(main())
     assert kept == [True] * 2 * DEFAULT_MAX_IN_FLIGHT
     assert connections == DEFAULT_MAX_IN_FLIGHT
+
+
+BODY = os.urandom(4 << 20)
+
+
+@pytest.fixture
+def body_url() -> Iterator[str]:
+    """A server that answers each GET with `BODY` as fast as the socket takes it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            with connection:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += connection.recv(4096)
+                head = f"HTTP/1.1 200 OK\r\ncontent-length: {len(BODY)}\r\n\r\n".encode()
+                connection.sendall(head + BODY)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/video.mp4"
+    listener.close()
+    server.join(timeout=5)
+
+
+def test_both_clients_read_a_streaming_body_in_growing_pieces(body_url: str) -> None:
+    """httpcore reads 64 KiB at a time; while a body fills every read, the clients' streams
+    ask for more (up to `READ_BYTES_MAX`): the chunks a download gets grow past 64 KiB, and
+    the bytes are the server's, in order."""
+
+    def sync_chunks() -> list[bytes]:
+        with PiAPI(api_key="k") as client, client._http.stream("GET", body_url) as response:
+            assert isinstance(response.extensions["network_stream"], _GrowingReadStream)
+            time.sleep(0.1)  # let the body fill the socket's buffer
+            return list(response.iter_raw())
+
+    async def async_chunks() -> list[bytes]:
+        async with (
+            AsyncPiAPI(api_key="k") as client,
+            client._http.stream("GET", body_url) as response,
+        ):
+            await asyncio.sleep(0.1)
+            return [chunk async for chunk in response.aiter_raw()]
+
+    for chunks in (sync_chunks(), asyncio.run(async_chunks())):
+        assert b"".join(chunks) == BODY
+        assert 64 * 1024 < max(map(len, chunks)) <= READ_BYTES_MAX

@@ -25,7 +25,7 @@ from klingflow.piapi._base import BaseClient
 from klingflow.piapi._config import DEFAULT_MAX_RESUMES, DEFAULT_TIMEOUT_SECONDS
 from klingflow.piapi._gate import DEFAULT_MAX_IN_FLIGHT, AsyncRequestGate, RequestGate
 from klingflow.piapi._hooks import ProgressHook, RequestInput, RetryCallback, SendingHook
-from klingflow.piapi._pool import async_transport
+from klingflow.piapi._pool import async_transport, grow_reads
 from klingflow.piapi._retries import RetryPolicy
 from klingflow.piapi.downloads import (
     Download,
@@ -104,6 +104,8 @@ class PiAPI(BaseClient):
         self._http = httpx.Client(
             transport=transport, **self._client_options(max_in_flight_requests)
         )
+        if transport is None:
+            grow_reads(self._http)
 
     def share_limits(self, *, throttle: RequestThrottle | None, slots: TaskSlots | None) -> None:
         """Count requests and tasks with limiters shared with other clients (one account,
