@@ -164,7 +164,7 @@ class _KeptSocketBackend(httpcore.AnyIOBackend):
 
 class _KeptSocketStream(httpcore.AsyncNetworkStream):
     """anyio's stream, answering `is_readable` from the socket it was opened on (TLS keeps
-    the same socket underneath)."""
+    the same socket underneath), its reads growing while a body fills them (`READ_BYTES_MAX`)."""
 
     def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
         self._stream = stream
