@@ -141,6 +141,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=expected, reverse=True)
 
 
+_FASTAPI_CALLABLE_CACHES = (
+    "_is_gen_callable_cached",
+    "_is_async_gen_callable_cached",
+    "_is_coroutine_callable_cached",
+)
+"""FastAPI's caches of endpoint callables (`fastapi.dependencies.models`), cleared per test."""
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item: pytest.Item) -> None:
     """Let the test's web apps go once its fixtures have stopped them.
@@ -156,13 +164,6 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
         cached = getattr(models, name, None)
         if cached is not None:
             cached.cache_clear()
-
-
-_FASTAPI_CALLABLE_CACHES = (
-    "_is_gen_callable_cached",
-    "_is_async_gen_callable_cached",
-    "_is_coroutine_callable_cached",
-)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
