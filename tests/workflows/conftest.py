@@ -23,7 +23,13 @@ import sqlalchemy as sa
 from klingflow.emulator import EmulatorServer
 from klingflow.workflows.database import make_engine
 
-from ..databases import copy_sqlite_template, empty_database_wanted, postgres_template
+from ..databases import (
+    PostgresCopies,
+    copy_sqlite_template,
+    empty_database_wanted,
+    postgres_template,
+    url_for_database,
+)
 from .harness import POSTGRES_ENV, Harness
 
 
@@ -42,44 +48,41 @@ def _connect_admin(admin_url: str) -> psycopg.Connection[tuple[object, ...]]:
         pytest.skip(f"Postgres at {POSTGRES_ENV} is not reachable: {error}")
 
 
-def _database(template: str | None = None) -> Iterator[str]:
-    """A new database of a random name (so pytest-xdist workers never share one), empty or a
-    copy of `template`; dropped after the test."""
-    admin_url = _admin_url()
-    admin = _connect_admin(admin_url)
-    name = f"kf_test_{uuid.uuid4().hex[:12]}"
-    with admin:
-        copy = f' TEMPLATE "{template}"' if template else ""
-        admin.execute(f'CREATE DATABASE "{name}"{copy}')
-        try:
-            yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """A fresh, empty database on the server named by KLINGFLOW_TEST_POSTGRES_URL."""
-    yield from _database()
+    """A fresh, empty database of a random name (so pytest-xdist workers never share one) on
+    the server named by KLINGFLOW_TEST_POSTGRES_URL; dropped after the test."""
+    admin_url = _admin_url()
+    name = f"kf_test_{uuid.uuid4().hex[:12]}"
+    with _connect_admin(admin_url) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield url_for_database(admin_url, name)
+        finally:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
-def postgres_schema() -> Iterator[str]:
-    """The name of a database with the schema and nothing else, made once a worker
-    (tests/databases.py): the switched engine tests start on copies of it."""
+def postgres_schema() -> Iterator[PostgresCopies]:
+    """A database with the schema and nothing else, made once a worker (tests/databases.py),
+    and the copies of it the switched engine tests start on."""
     admin_url = _admin_url()
     with _connect_admin(admin_url) as admin:
-        name = postgres_template(admin, admin_url)
+        copies = PostgresCopies(admin, admin_url, postgres_template(admin, admin_url))
         try:
-            yield name
+            yield copies
         finally:
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            copies.drop_all()
 
 
 @pytest.fixture
-def postgres_schema_url(postgres_schema: str) -> Iterator[str]:
-    """A new database on the test server that is a copy of `postgres_schema`."""
-    yield from _database(template=postgres_schema)
+def postgres_schema_url(postgres_schema: PostgresCopies) -> Iterator[str]:
+    """A database on the test server equal to the template: the schema and no test's rows."""
+    name = postgres_schema.take()
+    try:
+        yield url_for_database(postgres_schema.admin_url, name)
+    finally:
+        postgres_schema.give_back(name)
 
 
 DATABASE_SWITCH = "KLINGFLOW_TEST_DATABASE"
