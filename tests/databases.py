@@ -94,7 +94,7 @@ class PostgresCopies:
     admin_url: str
     template: str
     spare: list[str] = field(default_factory=list)
-    _rows_tables: list[sql.Identifier] = field(default_factory=list)
+    _tables_to_empty: list[sql.Identifier] = field(default_factory=list)
     _sequences: list[sql.Identifier] = field(default_factory=list)
 
     def take(self) -> str:
@@ -103,7 +103,7 @@ class PostgresCopies:
             return self.spare.pop()
         name = f"kf_test_{uuid.uuid4().hex[:12]}"
         self.admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
-        if not self._rows_tables:
+        if not self._tables_to_empty:
             self._learn(name)
         return name
 
@@ -123,13 +123,14 @@ class PostgresCopies:
         self.spare.clear()
 
     def _learn(self, name: str) -> None:
-        """Note what a test may write to: every table the template has no rows in (those
-        that refer to others first, for their foreign keys), and every sequence."""
+        """Note what a test may write to: every table the template has no rows in (those a
+        foreign key refers to last, after the rows that refer to them), and every sequence."""
         with psycopg.connect(url_for_database(self.admin_url, name)) as db:
             referred = set(db.execute(_REFERRED))
             tables = sorted(db.execute(_TABLES), key=lambda row: row in referred)
             named = [sql.Identifier(*row) for row in tables]
-            self._rows_tables = [t for t in named if not db.execute(_ANY_ROW.format(t)).fetchone()]
+            empty = [t for t in named if not db.execute(_ANY_ROW.format(t)).fetchone()]
+            self._tables_to_empty = empty
             self._sequences = [sql.Identifier(*row) for row in db.execute(_SEQUENCES)]
 
     def _empty(self, name: str) -> None:
@@ -141,7 +142,7 @@ class PostgresCopies:
                 raise TimeoutError(f"sessions on {name} did not end")
             time.sleep(0.01)
         with psycopg.connect(url_for_database(self.admin_url, name)) as db:
-            for table in self._rows_tables:
+            for table in self._tables_to_empty:
                 db.execute(sql.SQL("DELETE FROM {}").format(table))
             for sequence in self._sequences:
                 db.execute(sql.SQL("ALTER SEQUENCE {} RESTART").format(sequence))
