@@ -15,9 +15,11 @@ emptied after a test (`PostgresCopies`), a copy costs the server a twentieth of 
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +80,39 @@ def postgres_template(admin: psycopg.Connection[object], admin_url: str) -> str:
 def url_for_database(admin_url: str, name: str) -> str:
     """The URL of database `name` on the server of `admin_url`."""
     return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+POSTGRES_ENV = "KLINGFLOW_TEST_POSTGRES_URL"
+"""The admin URL of the Postgres server the tests may create databases on (unset: skip)."""
+
+
+def postgres_admin_url() -> str:
+    """The admin URL of the test server (skip the test when there is none)."""
+    admin_url = os.environ.get(POSTGRES_ENV)
+    if not admin_url:
+        pytest.skip(f"{POSTGRES_ENV} is not set: no Postgres server to test against")
+    return admin_url
+
+
+def connect_admin(admin_url: str) -> psycopg.Connection[tuple[object, ...]]:
+    """An autocommit connection to the test server (skip the test when it does not answer)."""
+    try:
+        return psycopg.connect(admin_url, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as error:
+        pytest.skip(f"Postgres at {POSTGRES_ENV} is not reachable: {error}")
+
+
+def new_postgres_database() -> Iterator[str]:
+    """The URL of a fresh, empty database of a random name (so pytest-xdist workers never
+    share one) on the test server; dropped after the test. For a fixture to `yield from`."""
+    admin_url = postgres_admin_url()
+    name = f"kf_test_{uuid.uuid4().hex[:12]}"
+    with connect_admin(admin_url) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield url_for_database(admin_url, name)
+        finally:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @dataclass

@@ -4,10 +4,8 @@ answer, CLI output, page, run-log row or DBOS row holds the value (issue #15, po
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,11 +22,11 @@ from klingflow.workflows.schema import run_secrets
 from klingflow.workflows.secret_inputs import SecretInputsUnreadable, open_run
 from klingflow.workflows.spec import Workflow
 
+from ..databases import new_postgres_database
 from ..workflows.recorder import Recorder, recorder
 from .conftest import StartService
 
 TOKEN = "s3cr3t-token-7f2b9c41"  # a test value
-POSTGRES_ENV = "KLINGFLOW_TEST_POSTGRES_URL"
 
 
 def workflow(url: str) -> str:
@@ -83,16 +81,7 @@ def postgres_rows(url: str) -> str:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh database on KLINGFLOW_TEST_POSTGRES_URL's server (skipped without one)."""
-    admin_url = os.environ.get(POSTGRES_ENV)
-    if not admin_url:
-        pytest.skip(f"{POSTGRES_ENV} is not set")
-    name = f"kf_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=3) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    yield from new_postgres_database()
 
 
 def received(local: Recorder) -> list[str]:

@@ -12,11 +12,9 @@ for a test marked `empty_database`; `postgres_url` is always empty.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -25,49 +23,29 @@ from klingflow.workflows.database import make_engine
 
 from ..databases import (
     PostgresCopies,
+    connect_admin,
     copy_sqlite_template,
     empty_database_wanted,
+    new_postgres_database,
+    postgres_admin_url,
     postgres_template,
     url_for_database,
 )
-from .harness import POSTGRES_ENV, Harness
-
-
-def _admin_url() -> str:
-    """The admin URL of the test server (skip the test when there is none)."""
-    admin_url = os.environ.get(POSTGRES_ENV)
-    if not admin_url:
-        pytest.skip(f"{POSTGRES_ENV} is not set: no Postgres server to test against")
-    return admin_url
-
-
-def _connect_admin(admin_url: str) -> psycopg.Connection[tuple[object, ...]]:
-    try:
-        return psycopg.connect(admin_url, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as error:
-        pytest.skip(f"Postgres at {POSTGRES_ENV} is not reachable: {error}")
+from .harness import Harness
 
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """A fresh, empty database of a random name (so pytest-xdist workers never share one) on
-    the server named by KLINGFLOW_TEST_POSTGRES_URL; dropped after the test."""
-    admin_url = _admin_url()
-    name = f"kf_test_{uuid.uuid4().hex[:12]}"
-    with _connect_admin(admin_url) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield url_for_database(admin_url, name)
-        finally:
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    """A fresh, empty database on the server named by KLINGFLOW_TEST_POSTGRES_URL."""
+    yield from new_postgres_database()
 
 
 @pytest.fixture(scope="session")
 def postgres_schema() -> Iterator[PostgresCopies]:
     """A database with the schema and nothing else, made once a worker (tests/databases.py),
     and the copies of it the switched engine tests start on."""
-    admin_url = _admin_url()
-    with _connect_admin(admin_url) as admin:
+    admin_url = postgres_admin_url()
+    with connect_admin(admin_url) as admin:
         copies = PostgresCopies(admin, admin_url, postgres_template(admin, admin_url))
         try:
             yield copies

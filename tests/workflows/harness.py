@@ -25,9 +25,6 @@ from ..policies import FAST_RETRY, FAST_WAIT
 
 T = TypeVar("T")
 
-POSTGRES_ENV = "KLINGFLOW_TEST_POSTGRES_URL"
-"""The admin URL of the Postgres server the tests may create databases on (unset: skip)."""
-
 
 @dataclass
 class Harness:

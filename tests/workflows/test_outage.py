@@ -21,7 +21,8 @@ from klingflow.workflows.engine import Engine
 from klingflow.workflows.records import RunRecord, RunStatus
 from klingflow.workflows.steering import Action, Command
 
-from .harness import POSTGRES_ENV, Harness, video_loop
+from ..databases import POSTGRES_ENV
+from .harness import Harness, video_loop
 
 LOOP = video_loop("outage")
 PROMPTS = ["outage clip 1", "outage clip 2", "outage clip 3"]
