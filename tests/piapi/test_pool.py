@@ -24,7 +24,7 @@ from klingflow.piapi._pool import (
     _GrowingReadStream,
     _KeptSocketStream,
     _LeanPool,
-    async_transport,
+    tune_transport,
 )
 from klingflow.piapi.tls import default_ssl_context
 from klingflow.settings import Settings
@@ -57,10 +57,11 @@ def test_a_connection_the_server_closed_is_seen_closed_and_not_used_again() -> N
 
         server = await asyncio.start_server(serve, "127.0.0.1", 0)
         url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
-        transport = async_transport(verify=default_ssl_context(), limits=httpx.Limits())
+        http = httpx.AsyncClient(verify=default_ssl_context())
+        tune_transport(http)
         seen: list[tuple[bool, bool]] = []  # is_readable: (open and idle, closed by the server)
         bodies: list[str] = []
-        async with server, httpx.AsyncClient(transport=transport) as http:
+        async with server, http:
             for _ in range(3):
                 close_now.clear()
                 closed.clear()
@@ -122,10 +123,11 @@ def test_the_pool_reuses_opens_waits_and_trims_its_connections_as_httpcore_does(
         server = await asyncio.start_server(serve, "127.0.0.1", 0)
         url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
         limits = httpx.Limits(max_connections=2, max_keepalive_connections=1)
-        transport = async_transport(verify=default_ssl_context(), limits=limits)
+        http = httpx.AsyncClient(verify=default_ssl_context(), limits=limits)
+        tune_transport(http)
         # The pinned httpcore's decisions are copied (a new httpcore: check them, then the pin)
-        assert isinstance(transport._pool, _LeanPool)
-        async with server, httpx.AsyncClient(transport=transport) as http:
+        assert isinstance(http._transport._pool, _LeanPool)  # type: ignore[attr-defined]
+        async with server, http:
             answers = await asyncio.gather(*(http.get(url) for _ in range(4)))
             await asyncio.sleep(0.05)  # the surplus connection's close reaches the server
             kept = open_now

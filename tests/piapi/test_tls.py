@@ -12,7 +12,7 @@ import pytest
 from klingflow.emulator import EmulatorServer
 from klingflow.piapi import AsyncPiAPI, PiAPI
 from klingflow.piapi.tls import default_ssl_context
-from klingflow.workflows.nodes.egress import egress_transport
+from klingflow.workflows.nodes.http_request import node_client
 
 
 def _context_of(transport: object) -> ssl.SSLContext:
@@ -31,7 +31,8 @@ def test_clients_and_http_request_transports_share_one_verifying_context() -> No
         assert _context_of(sync_client._http._transport) is shared
     async_client = AsyncPiAPI(api_key="k")
     assert _context_of(async_client._http._transport) is shared
-    assert _context_of(egress_transport()) is _context_of(egress_transport()) is shared
+    for checked in (True, False):  # http.request's and ai.chat's
+        assert _context_of(node_client(30, checked=checked)._transport) is shared
 
 
 def test_the_emulators_control_client_shares_it_too() -> None:

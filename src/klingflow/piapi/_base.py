@@ -20,7 +20,7 @@ from klingflow.piapi import _wire
 from klingflow.piapi._auth import KeyAuth, api_key_from, origin_of, user_agent
 from klingflow.piapi._config import base_url_from, rate_limit_from, retry_policy_from
 from klingflow.piapi._hooks import ProgressHook, RequestInput, RetryCallback
-from klingflow.piapi._pool import pool_limits
+from klingflow.piapi._pool import LOOPBACK_DIRECT, pool_limits
 from klingflow.piapi._retries import RetryPolicy, retry_delay
 from klingflow.piapi.downloads import Download
 from klingflow.piapi.kling import KlingRequest, parse_task_request
@@ -100,7 +100,8 @@ class BaseClient:
         return self.retry_policy.max_retries if max_retries is None else max_retries
 
     def _client_options(self, max_in_flight_requests: int) -> dict[str, Any]:
-        """httpx's options (`pool_limits`: the pool's, for the gate's requests at once)."""
+        """httpx's options (`pool_limits`: the pool's, for the gate's requests at once). A
+        proxy the environment names is used as httpx uses it, but never for loopback."""
         return {
             "base_url": self.base_url,
             "auth": self._auth,
@@ -108,6 +109,7 @@ class BaseClient:
             "headers": {"user-agent": user_agent()},
             "verify": default_ssl_context(),
             "limits": pool_limits(max_in_flight_requests),
+            "mounts": LOOPBACK_DIRECT,
         }
 
     def _retry_pause(

@@ -18,7 +18,8 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import httpcore
@@ -26,7 +27,7 @@ import httpx
 
 from klingflow.piapi._gate import DEFAULT_MAX_IN_FLIGHT
 
-__all__ = ["async_transport", "grow_reads", "pool_limits"]
+__all__ = ["LOOPBACK_DIRECT", "pool_limits", "tune_transport"]
 
 DEFAULT_MAX_CONNECTIONS = 100
 """httpx's own default cap on a pool's connections, kept for downloads (not gated)."""
@@ -49,26 +50,28 @@ def pool_limits(max_in_flight_requests: int = DEFAULT_MAX_IN_FLIGHT) -> httpx.Li
     )
 
 
-def grow_reads(client: httpx.Client) -> None:
-    """Give the sync client's own transport (the one httpx makes when handed none; proxies
-    named in the environment keep theirs) streams that read more of a body that streams in
-    (`READ_BYTES_MAX`)."""
+LOOPBACK_DIRECT: Mapping[str, None] = MappingProxyType(
+    {"all://127.0.0.1": None, "all://localhost": None, "all://[::1]": None}
+)
+"""httpx `mounts` that reach this machine's loopback directly whatever proxy the environment
+names (`HTTP_PROXY`...): a proxy elsewhere cannot reach it (browsers bypass it alike)."""
+
+
+def tune_transport(client: httpx.Client | httpx.AsyncClient) -> None:
+    """Give the client's own transport (the one httpx makes when handed none) the streams
+    and pool of this module. A proxy named in the environment gets a transport of its own
+    from httpx, left as it is: its pool speaks to the proxy."""
     transport = client._transport
-    if isinstance(transport, httpx.HTTPTransport):
-        transport._pool._network_backend = _GrowingReadBackend()  # as in `async_transport`
-
-
-def async_transport(*, verify: ssl.SSLContext, limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
-    """httpx's default transport for these options, its pool on `_KeptSocketBackend`."""
-    transport = httpx.AsyncHTTPTransport(verify=verify, limits=limits)
     # httpx has no public way to give its pool a network backend (httpcore has one), as
     # workflows/nodes/egress.py says too; tests/piapi/test_pool.py checks it is in use.
-    transport._pool._network_backend = _KeptSocketBackend()
-    # Nor a pool class: the same object, its bookkeeping linear (`_LeanPool`; no state added),
-    # on the httpcore whose decisions it copies (another keeps its own).
-    if httpcore.__version__.startswith("1.0."):
-        transport._pool.__class__ = _LeanPool
-    return transport
+    if isinstance(transport, httpx.HTTPTransport):
+        transport._pool._network_backend = _GrowingReadBackend()
+    elif isinstance(transport, httpx.AsyncHTTPTransport):
+        transport._pool._network_backend = _KeptSocketBackend()
+        # Nor a pool class: the same object, its bookkeeping linear (`_LeanPool`; no state
+        # added), on the httpcore whose decisions it copies (another keeps its own).
+        if httpcore.__version__.startswith("1.0."):
+            transport._pool.__class__ = _LeanPool
 
 
 class _LeanPool(httpcore.AsyncConnectionPool):

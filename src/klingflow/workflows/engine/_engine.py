@@ -41,7 +41,7 @@ from klingflow.workflows.engine._queue import create_queues, queue_options
 from klingflow.workflows.executor_slots import ExecutorSlot, recover_abandoned_slots, slot_prefix
 from klingflow.workflows.leases import LeasedRequests, LeasedTasks, Leases
 from klingflow.workflows.lifecycle import RunLife
-from klingflow.workflows.nodes.egress import egress_transport
+from klingflow.workflows.nodes.egress import check_connections
 from klingflow.workflows.nodes.runtime import Services
 from klingflow.workflows.records import TERMINAL_RUN_STATUSES, IntentState, RunRecord, RunStatus
 from klingflow.workflows.render_times import load_render_times, save_render_times
@@ -90,8 +90,9 @@ class Engine(RunStarter):
         self.client = client or AsyncPiAPI(
             max_concurrent_tasks=self.settings.concurrency,
             requests_per_minute=self.settings.requests_per_minute,
-            transport=egress_transport(),  # a download connects only where it was checked
         )
+        if self._own_client:
+            check_connections(self.client)  # a download connects only where it was checked
         self.wait_policy = wait_policy or WaitPolicy(
             initial_interval_seconds=self.settings.poll_seconds
         )
@@ -159,8 +160,7 @@ class Engine(RunStarter):
             self._slot = ExecutorSlot.claim(self.settings.home, slot_prefix(self.database_url))
             self.executor_id = self._slot.executor_id
         if not is_sqlite(self.database_url) and self._own_client:
-            # Before DBOS launches: a run it starts at once must take and give back its
-            # request and task slots on the same limiter.
+            # Before DBOS launches: a run it starts at once takes slots from these limiters.
             self._share_limits(engine)
         self._adopt_tasks_in_flight()
         for handler in logging.getLogger("dbos").handlers:

@@ -10,11 +10,13 @@ file URLs download, but never its `/_emulator/*` control API. A node opts out wi
 
 Checking a name, then letting httpx resolve it again to connect, would let a DNS server
 answer a public address to the check and a private one to the connection (DNS rebinding).
-So the connection itself is checked: `egress_transport` (http.request's, and the engine's
-client's, for downloads) resolves the host once when it opens a connection, refuses any
+So the connection itself is checked: `check_connections` (on http.request's client, and
+the engine's, for downloads) resolves the host once when it opens a connection, refuses any
 private answer, and connects to the address it checked; TLS and the `Host` header still use
-the name. The rule a connection follows is the node's (`egress_rule`, a context variable
-set around the request); connections opened outside a node (PiAPI's own calls) are free.
+the name. Through a proxy the environment names (`HTTPS_PROXY`...) the proxy resolves and
+connects, so only the name is checked: the deployment chose that proxy. The rule a
+connection follows is the node's (`egress_rule`, a context variable set around the
+request); connections opened outside a node (PiAPI's own calls) are free.
 """
 
 from __future__ import annotations
@@ -32,8 +34,7 @@ import httpcore
 import httpx
 
 from klingflow.errors import DownloadError
-from klingflow.piapi._pool import async_transport, pool_limits
-from klingflow.piapi.tls import default_ssl_context
+from klingflow.piapi import AsyncPiAPI
 
 if TYPE_CHECKING:
     from klingflow.workflows.nodes.runtime import Runtime
@@ -42,9 +43,9 @@ __all__ = [
     "EMULATOR_CONTROL_PREFIX",
     "EgressRefusedError",
     "EgressRule",
+    "check_connections",
     "egress_refusal",
     "egress_rule",
-    "egress_transport",
     "node_egress_refusal",
 ]
 
@@ -206,12 +207,15 @@ async def _checked_address(host: str, port: int) -> str:
     return addresses[0]
 
 
-def egress_transport() -> httpx.AsyncHTTPTransport:
-    """The async client's own transport (piapi/_pool.py: its pool, at the client's default
-    limits), its connections following the current `egress_rule`."""
-    transport = async_transport(verify=default_ssl_context(), limits=pool_limits())
-    # httpx has no public way to give its pool a network backend (httpcore has one):
-    # the pool made above is given ours around its own.
+def check_connections(client: AsyncPiAPI | httpx.AsyncClient) -> None:
+    """Make the direct connections of `client` (made without a transport of its own) follow
+    the current `egress_rule`. A proxy the environment names connects for us, so there only
+    the name is checked (`egress_refusal`, before the request)."""
+    http = client._http if isinstance(client, AsyncPiAPI) else client
+    transport = http._transport
+    if not isinstance(transport, httpx.AsyncHTTPTransport):
+        raise TypeError(f"cannot check the connections of a {type(transport).__name__}")
+    # httpx has no public way to give its pool a network backend (httpcore has one): the
+    # client's pool is given ours around its own.
     pool = transport._pool
     pool._network_backend = _CheckedBackend(pool._network_backend)
-    return transport

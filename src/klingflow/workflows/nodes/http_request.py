@@ -13,19 +13,21 @@ import httpx
 from pydantic import Field, field_validator
 
 from klingflow.errors import HTTPNodeError
+from klingflow.piapi._pool import LOOPBACK_DIRECT
+from klingflow.piapi.tls import default_ssl_context
 from klingflow.piapi.urls import check_url
 from klingflow.workflows.nodes.base import Node, NodeParams
 from klingflow.workflows.nodes.egress import (
     EgressRefusedError,
+    check_connections,
     egress_rule,
-    egress_transport,
     node_egress_refusal,
 )
 
 if TYPE_CHECKING:
     from klingflow.workflows.nodes.runtime import Runtime
 
-__all__ = ["HTTPRequestNode", "HTTPRequestParams", "raise_for_status", "send"]
+__all__ = ["HTTPRequestNode", "HTTPRequestParams", "node_client", "raise_for_status", "send"]
 
 
 class HTTPRequestParams(NodeParams):
@@ -72,6 +74,17 @@ def raise_for_status(response: httpx.Response, what: str) -> None:
 _PERMANENT = (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL)
 
 
+def node_client(timeout_seconds: float, *, checked: bool) -> httpx.AsyncClient:
+    """A node's client: the process's TLS context, the environment's proxy but for loopback,
+    and with `checked` its direct connections following the current `egress_rule`."""
+    http = httpx.AsyncClient(
+        timeout=timeout_seconds, verify=default_ssl_context(), mounts=LOOPBACK_DIRECT
+    )
+    if checked:
+        check_connections(http)
+    return http
+
+
 async def send(
     method: str,
     url: str,
@@ -82,13 +95,13 @@ async def send(
     headers: Mapping[str, str],
     json_body: Any,
     permanent: tuple[type[Exception], ...] = (),
-    transport: httpx.AsyncBaseTransport | None = None,
+    checked: bool = False,
 ) -> httpx.Response:
     """Send a node's one HTTP request: a transport failure is a retryable `HTTPNodeError`
     (`unreachable: <error class>`), an error answer one from `raise_for_status` naming
     `what`, and an exception in `permanent` (a request that can never be sent) one that is
-    not retryable."""
-    async with httpx.AsyncClient(timeout=timeout_seconds, transport=transport) as http:
+    not retryable. `checked`: connect only where the current `egress_rule` allows."""
+    async with node_client(timeout_seconds, checked=checked) as http:
         try:
             response = await http.request(method, url, headers=headers, json=json_body)
         except permanent as error:
@@ -128,7 +141,7 @@ class HTTPRequestNode(Node[HTTPRequestParams]):
                         headers=params.headers,
                         json_body=params.json_body,
                         permanent=_PERMANENT,
-                        transport=egress_transport(),
+                        checked=True,
                     )
             except EgressRefusedError as error:
                 raise HTTPNodeError(str(error), status_code=None, retryable=False) from None
