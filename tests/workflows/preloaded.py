@@ -155,7 +155,10 @@ class Command:
             os.kill(self.pid, number)
 
     def terminate(self) -> None:
+        """SIGTERM, then SIGCONT, as a shell's `kill` does: a process a test stopped (SIGSTOP)
+        acts on it too, where it would otherwise wait, stopped, for ever."""
         self.send_signal(signal.SIGTERM)
+        self.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
@@ -213,6 +216,9 @@ def finish(
 def stop() -> None:
     """Stop this process's forkserver, if one started, and wait for it: its CPU (and its
     commands') is then counted with this process's children, as a subprocess's would be."""
+    for child in multiprocessing.active_children():  # a failed test's, left running
+        child.kill()
+        child.join(10)
     server: Any = multiprocessing.forkserver._forkserver
     if server._forkserver_pid is not None:
         server._stop()
