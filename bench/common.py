@@ -226,7 +226,9 @@ def side_by_side(calls: Sequence[Callable[[], T]], *, stagger_seconds: float = 0
     their waves at the same moments: staggered, their detections do not queue behind each
     other's."""
     spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=len(calls), mp_context=spawn) as pool:
+    # One call a process: a pool reuses a process that is idle by the time the next call
+    # is submitted (a quick first call, on a busy machine), so two would share it in turn.
+    with ProcessPoolExecutor(len(calls), mp_context=spawn, max_tasks_per_child=1) as pool:
         futures = [pool.submit(_after, n * stagger_seconds, call) for n, call in enumerate(calls)]
         return [future.result() for future in futures]
 
