@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import importlib.util
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +26,13 @@ from klingflow.piapi import AsyncPiAPI, PiAPI
 
 FAR = "http://piapi.test"
 """PiAPI's address in these tests: a name only the proxy knows what to do with."""
+FOX = """\
+name: fox
+nodes:
+  - id: video
+    type: kling.video
+    with: {prompt: "a fox", duration: 5, name: "fox.mp4"}
+"""
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authorization", "te"}
 
@@ -72,12 +80,16 @@ class _Proxy(ThreadingHTTPServer):
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
 
 
-@pytest.fixture
-def proxy(monkeypatch: pytest.MonkeyPatch, emulator: EmulatorServer) -> Iterator[_Proxy]:
-    """The proxy, named in the environment for plain HTTP (the emulator's scheme)."""
+def _without_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
+
+
+@pytest.fixture
+def proxy(monkeypatch: pytest.MonkeyPatch, emulator: EmulatorServer) -> Iterator[_Proxy]:
+    """The proxy, named in the environment for plain HTTP (the emulator's scheme)."""
+    _without_proxies(monkeypatch)
     with _Proxy(urlsplit(emulator.url).netloc) as server:
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
@@ -117,6 +129,47 @@ def test_loopback_is_reached_directly(
     assert proxy.seen == []
 
 
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("socks5://user:s3cret@127.0.0.1:1080", "a SOCKS proxy needs `pip install 'httpx[socks]'`"),
+        ("ftp://user:s3cret@proxy.test:21", "Unknown scheme for proxy URL"),
+        ("http://user:s3cret@proxy.test:notaport", "Invalid port: 'notaport'"),
+    ],
+    ids=["socks-without-socksio", "unknown-scheme", "bad-port"],
+)
+def test_a_proxy_httpx_cannot_use_is_named_before_anything_is_paid(
+    value: str, problem: str, emulator: EmulatorServer, api_key: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Both clients refuse it at construction with the variable's name, and `klingflow run`
+    says so in one line (exit 2, as any bad setting), its password nowhere."""
+    if value.startswith("socks") and importlib.util.find_spec("socksio") is not None:
+        pytest.skip("socksio is installed here: httpx can use a SOCKS proxy")
+    _without_proxies(monkeypatch)
+    monkeypatch.setenv("HTTPS_PROXY", value)
+    for make in (PiAPI, AsyncPiAPI):
+        with pytest.raises(ValueError, match="HTTPS_PROXY") as raised:
+            make(api_key=api_key, base_url=FAR)
+        assert problem in str(raised.value)
+        assert "s3cret" not in str(raised.value)
+    for name, setting in {
+        "PIAPI_BASE_URL": emulator.url,
+        "PIAPI_API_KEY": api_key,
+        "KLINGFLOW_HOME": str(tmp_path / "home"),
+    }.items():
+        monkeypatch.setenv(name, setting)
+    monkeypatch.delenv("KLINGFLOW_DATABASE_URL", raising=False)
+    flow = tmp_path / "fox.yaml"
+    flow.write_text(FOX)
+    result = CliRunner().invoke(cli_app, ["run", str(flow)])
+    assert result.exit_code == 2, result.output
+    assert f"the proxy in HTTPS_PROXY cannot be used: {problem}" in result.output
+    assert "Traceback" not in result.output
+    assert "s3cret" not in result.output
+    assert emulator.stats()["creates"] == 0
+
+
 def test_a_workflow_run_pays_waits_and_downloads_through_the_proxy(
     proxy: _Proxy, emulator: EmulatorServer, api_key: str, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -132,13 +185,7 @@ def test_a_workflow_run_pays_waits_and_downloads_through_the_proxy(
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("KLINGFLOW_DATABASE_URL", raising=False)
     flow = tmp_path / "fox.yaml"
-    flow.write_text("""\
-name: fox
-nodes:
-  - id: video
-    type: kling.video
-    with: {prompt: "a fox", duration: 5, name: "fox.mp4"}
-""")
+    flow.write_text(FOX)
     result = CliRunner().invoke(cli_app, ["run", str(flow)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert emulator.stats()["creates"] == 1

@@ -25,7 +25,7 @@ from klingflow.piapi._base import BaseClient
 from klingflow.piapi._config import DEFAULT_MAX_RESUMES, DEFAULT_TIMEOUT_SECONDS
 from klingflow.piapi._gate import DEFAULT_MAX_IN_FLIGHT, AsyncRequestGate, RequestGate
 from klingflow.piapi._hooks import ProgressHook, RequestInput, RetryCallback, SendingHook
-from klingflow.piapi._pool import tune_transport
+from klingflow.piapi._pool import new_client
 from klingflow.piapi._retries import RetryPolicy
 from klingflow.piapi.downloads import (
     Download,
@@ -101,11 +101,9 @@ class PiAPI(BaseClient):
         self._slots: TaskSlots | None = (
             TaskSlots(max_concurrent_tasks) if max_concurrent_tasks else None
         )
-        self._http = httpx.Client(
-            transport=transport, **self._client_options(max_in_flight_requests)
+        self._http = new_client(
+            httpx.Client, transport, **self._client_options(max_in_flight_requests)
         )
-        if transport is None:
-            tune_transport(self._http)
 
     def share_limits(self, *, throttle: RequestThrottle | None, slots: TaskSlots | None) -> None:
         """Count requests and tasks with limiters shared with other clients (one account,
@@ -486,11 +484,9 @@ class AsyncPiAPI(BaseClient):
         self._slots: AsyncTaskLimiter | None = (
             AsyncTaskSlots(max_concurrent_tasks) if max_concurrent_tasks else None
         )
-        self._http = httpx.AsyncClient(
-            transport=transport, **self._client_options(max_in_flight_requests)
+        self._http = new_client(
+            httpx.AsyncClient, transport, **self._client_options(max_in_flight_requests)
         )
-        if transport is None:
-            tune_transport(self._http)
         self.poller: StatusPoller | None = None
         """The process's status poller, when one looks after this client's tasks."""
 

@@ -18,16 +18,19 @@ import socket
 import ssl
 import sys
 import time
+import urllib.request
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpcore
 import httpx
 
 from klingflow.piapi._gate import DEFAULT_MAX_IN_FLIGHT
 
-__all__ = ["LOOPBACK_DIRECT", "pool_limits", "tune_transport"]
+__all__ = ["LOOPBACK_DIRECT", "new_client", "pool_limits", "tune_transport"]
+
+C = TypeVar("C", httpx.Client, httpx.AsyncClient)
 
 DEFAULT_MAX_CONNECTIONS = 100
 """httpx's own default cap on a pool's connections, kept for downloads (not gated)."""
@@ -55,6 +58,29 @@ LOOPBACK_DIRECT: Mapping[str, None] = MappingProxyType(
 )
 """httpx `mounts` that reach this machine's loopback directly whatever proxy the environment
 names (`HTTP_PROXY`...): a proxy elsewhere cannot reach it (browsers bypass it alike)."""
+
+
+def new_client(kind: type[C], transport: Any, **options: Any) -> C:
+    """`kind(transport=transport, **options)`, its own transport tuned (`tune_transport`)
+    when httpx made it. A proxy variable httpx cannot use (a SOCKS proxy without `socksio`,
+    a malformed URL) is a ValueError naming the variable, not httpx's bare error."""
+    try:
+        client = kind(transport=transport, **options)
+    except (ImportError, ValueError, httpx.InvalidURL) as error:
+        named = sorted(
+            name.upper() + "_PROXY" for name in urllib.request.getproxies() if name != "no"
+        )
+        if not named:
+            raise
+        problem = (
+            "a SOCKS proxy needs `pip install 'httpx[socks]'`"
+            if isinstance(error, ImportError)
+            else str(error)  # httpx shows no password (`[secure]`)
+        )
+        raise ValueError(f"the proxy in {' / '.join(named)} cannot be used: {problem}") from None
+    if transport is None:
+        tune_transport(client)
+    return client
 
 
 def tune_transport(client: httpx.Client | httpx.AsyncClient) -> None:
