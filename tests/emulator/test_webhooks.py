@@ -25,7 +25,7 @@ from starlette.routing import Route
 from klingflow.emulator import EmulatorServer, FaultRule
 from klingflow.piapi.models import Task
 
-from ..loopback import LoopbackServer
+from ..loopback import LoopbackServer, loopback_client
 
 WAIT_SECONDS = 10.0  # an upper bound for slow machines, never a timing assertion
 
@@ -368,17 +368,44 @@ def test_retries_follow_the_emulated_clock(
     assert len(receiver.wait_for(task_id, 2)) == 2
 
 
+def test_a_proxy_in_the_environment_is_not_used_for_loopback(
+    receiver: Receiver,
+    emulator: EmulatorServer,
+    api_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Behind a company's proxy (HTTP_PROXY set, loopback not in NO_PROXY), an emulator
+    still reaches itself and delivers to a receiver on loopback: no proxy elsewhere could."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    with (
+        EmulatorServer(emulator.config) as fresh,  # its control client made under it
+        loopback_client(fresh.url, headers={"x-api-key": api_key}, trust_env=False) as client,
+    ):
+        task_id = _create(client, receiver.url)["task_id"]
+        _wait_status(client, task_id, "completed")
+        [*_, last] = receiver.wait_for(task_id, 1)
+        assert last.status == "completed"
+        assert fresh.stats()["tasks"][task_id]["webhook_deliveries"] >= 1
+
+
 def test_reset_cancels_deliveries_in_flight(
     emulator: EmulatorServer, client: httpx.Client, receiver: Receiver
 ) -> None:
-    """A reset drops pending deliveries: they never arrive, and the new stats don't count them."""
-    emulator.configure(webhook_faults={"delay_seconds": 1000.0})  # 1 s of real time at x1000
+    """A reset drops pending deliveries: they never arrive, and the new stats don't count them.
+
+    The old delivery is due 3 s (real) after its task completed: the reset must come before,
+    which took more than the 1 s this test first allowed in a loaded full run."""
+    emulator.configure(webhook_faults={"delay_seconds": 3000.0})  # 3 s of real time at x1000
     old_path = receiver.path + "-before-reset"
     old = _create(client, receiver.base_url + old_path)["task_id"]
     _wait_status(client, old, "completed")
+    due = time.monotonic() + 3.0  # at the latest: it completed before this look saw it
     emulator.reset()
     new = _create(client, receiver.url)["task_id"]
     receiver.wait_for(new, 1)
-    time.sleep(1.3)  # past the moment the old delivery was due
+    time.sleep(max(0.0, due + 0.3 - time.monotonic()))  # past the moment it was due
     assert receiver.got(old, path=old_path) == []
     assert emulator.stats()["webhook_deliveries"] == 1

@@ -104,8 +104,11 @@ class EmulatorServer:
                 raise RuntimeError(f"the emulator did not start on {self.url}")
             time.sleep(0.005)
         # The process's TLS context: httpx would otherwise load a CA bundle (~25 ms of CPU)
-        # for this plain-HTTP client, on every emulator start.
-        self._control = httpx.Client(base_url=self.url, timeout=30.0, verify=default_ssl_context())
+        # for this plain-HTTP client, on every emulator start. It talks to this server
+        # only: never through a proxy the environment names.
+        self._control = httpx.Client(
+            base_url=self.url, timeout=30.0, verify=default_ssl_context(), trust_env=False
+        )
         return self
 
     def stop(self) -> None:
