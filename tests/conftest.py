@@ -181,5 +181,5 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     # A skipped test keeps its last figure: a run without Postgres once left every Postgres
     # test at 0 s, so the next run started them all together at its end, past the server's
     # 100 connections ("too many clients").
-    ran = {nodeid: s for nodeid, s in _durations.items() if nodeid not in _skipped}
+    ran = {nodeid: took for nodeid, took in _durations.items() if nodeid not in _skipped}
     cache.set(DURATIONS, {**cache.get(DURATIONS, {}), **ran})

@@ -70,7 +70,7 @@ def new_client(kind: type[C], transport: Any, **options: Any) -> C:
         named = sorted(
             name.upper() + "_PROXY" for name in urllib.request.getproxies() if name != "no"
         )
-        if not named:
+        if not named or transport is not None:  # given a transport, httpx reads none
             raise
         problem = (
             "a SOCKS proxy needs `pip install 'httpx[socks]'`"
