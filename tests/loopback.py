@@ -14,10 +14,19 @@ import time
 from typing import Any, Literal
 
 import httpx
+import pytest
 import uvicorn
 
 from klingflow.piapi.tls import default_ssl_context
 from klingflow.settings import KEEP_ALIVE_SECONDS, STOP_GRACE_SECONDS
+
+
+def without_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No proxy variable in the environment for the rest of the test (a test then sets its
+    own): `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`, in either case."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
 
 
 def loopback_client(url: str, **options: Any) -> httpx.Client:

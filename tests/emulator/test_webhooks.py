@@ -25,7 +25,7 @@ from starlette.routing import Route
 from klingflow.emulator import EmulatorServer, FaultRule
 from klingflow.piapi.models import Task
 
-from ..loopback import LoopbackServer, loopback_client
+from ..loopback import LoopbackServer, loopback_client, without_proxies
 
 WAIT_SECONDS = 10.0  # an upper bound for slow machines, never a timing assertion
 
@@ -376,9 +376,7 @@ def test_a_proxy_in_the_environment_is_not_used_for_loopback(
 ) -> None:
     """Behind a company's proxy (HTTP_PROXY set, loopback not in NO_PROXY), an emulator
     still reaches itself and delivers to a receiver on loopback: no proxy elsewhere could."""
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
+    without_proxies(monkeypatch)
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
     with (
         EmulatorServer(emulator.config) as fresh,  # its control client made under it

@@ -24,6 +24,8 @@ from klingflow.cli import app as cli_app
 from klingflow.emulator import EmulatorServer
 from klingflow.piapi import AsyncPiAPI, PiAPI
 
+from ..loopback import without_proxies
+
 FAR = "http://piapi.test"
 """PiAPI's address in these tests: a name only the proxy knows what to do with."""
 FOX = """\
@@ -80,16 +82,10 @@ class _Proxy(ThreadingHTTPServer):
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
 
 
-def _without_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
-
-
 @pytest.fixture
 def proxy(monkeypatch: pytest.MonkeyPatch, emulator: EmulatorServer) -> Iterator[_Proxy]:
     """The proxy, named in the environment for plain HTTP (the emulator's scheme)."""
-    _without_proxies(monkeypatch)
+    without_proxies(monkeypatch)
     with _Proxy(urlsplit(emulator.url).netloc) as server:
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
@@ -146,7 +142,7 @@ def test_a_proxy_httpx_cannot_use_is_named_before_anything_is_paid(
     says so in one line (exit 2, as any bad setting), its password nowhere."""
     if value.startswith("socks") and importlib.util.find_spec("socksio") is not None:
         pytest.skip("socksio is installed here: httpx can use a SOCKS proxy")
-    _without_proxies(monkeypatch)
+    without_proxies(monkeypatch)
     monkeypatch.setenv("HTTPS_PROXY", value)
     for make in (PiAPI, AsyncPiAPI):
         with pytest.raises(ValueError, match="HTTPS_PROXY") as raised:

@@ -25,9 +25,8 @@ import httpx
 
 from klingflow.emulator.clock import Clock
 from klingflow.emulator.config import EmulatorConfig
-from klingflow.piapi._pool import LOOPBACK_DIRECT
+from klingflow.piapi._pool import new_client
 from klingflow.piapi.models import TERMINAL_STATUSES
-from klingflow.piapi.tls import default_ssl_context
 
 __all__ = ["WebhookSender"]
 
@@ -101,11 +100,8 @@ class WebhookSender:
         await self._sleep_until(due)
         config = self.config()
         if self._client is None:
-            self._client = httpx.AsyncClient(  # a receiver on loopback: never a proxy's
-                timeout=config.webhook_timeout_seconds,
-                verify=default_ssl_context(),
-                mounts=LOOPBACK_DIRECT,
-            )
+            # A receiver on loopback is reached directly, whatever proxy is set.
+            self._client = new_client(httpx.AsyncClient, timeout=config.webhook_timeout_seconds)
         headers = {"content-type": "application/json"}
         if delivery.secret:
             headers["x-webhook-secret"] = delivery.secret

@@ -20,7 +20,7 @@ from klingflow.piapi import _wire
 from klingflow.piapi._auth import KeyAuth, api_key_from, origin_of, user_agent
 from klingflow.piapi._config import base_url_from, rate_limit_from, retry_policy_from
 from klingflow.piapi._hooks import ProgressHook, RequestInput, RetryCallback
-from klingflow.piapi._pool import LOOPBACK_DIRECT, pool_limits
+from klingflow.piapi._pool import pool_limits
 from klingflow.piapi._retries import RetryPolicy, retry_delay
 from klingflow.piapi.downloads import Download
 from klingflow.piapi.kling import KlingRequest, parse_task_request
@@ -28,7 +28,6 @@ from klingflow.piapi.models import Task, TaskStatus
 from klingflow.piapi.pricing import DEFAULT_PRICES, PriceTable
 from klingflow.piapi.pricing import estimate_cost as _estimate_cost
 from klingflow.piapi.throttle import AsyncTaskLimiter, RateLimit, TaskSlots
-from klingflow.piapi.tls import default_ssl_context
 from klingflow.piapi.waiting import (
     DEFAULT_WAIT_POLICY,
     TYPICAL_RENDER_SECONDS,
@@ -100,16 +99,14 @@ class BaseClient:
         return self.retry_policy.max_retries if max_retries is None else max_retries
 
     def _client_options(self, max_in_flight_requests: int) -> dict[str, Any]:
-        """httpx's options (`pool_limits`: the pool's, for the gate's requests at once). A
-        proxy the environment names is used as httpx uses it, but never for loopback."""
+        """httpx's options (`pool_limits`: the pool's, for the gate's requests at once);
+        `new_client` adds the TLS context and the proxy rule."""
         return {
             "base_url": self.base_url,
             "auth": self._auth,
             "timeout": self._timeout(None),
             "headers": {"user-agent": user_agent()},
-            "verify": default_ssl_context(),
             "limits": pool_limits(max_in_flight_requests),
-            "mounts": LOOPBACK_DIRECT,
         }
 
     def _retry_pause(

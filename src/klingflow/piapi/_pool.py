@@ -27,8 +27,9 @@ import httpcore
 import httpx
 
 from klingflow.piapi._gate import DEFAULT_MAX_IN_FLIGHT
+from klingflow.piapi.tls import default_ssl_context
 
-__all__ = ["LOOPBACK_DIRECT", "new_client", "pool_limits", "tune_transport"]
+__all__ = ["new_client", "pool_limits", "tune_transport"]
 
 C = TypeVar("C", httpx.Client, httpx.AsyncClient)
 
@@ -53,19 +54,26 @@ def pool_limits(max_in_flight_requests: int = DEFAULT_MAX_IN_FLIGHT) -> httpx.Li
     )
 
 
-LOOPBACK_DIRECT: Mapping[str, None] = MappingProxyType(
+_LOOPBACK_DIRECT: Mapping[str, None] = MappingProxyType(
     {"all://127.0.0.1": None, "all://localhost": None, "all://[::1]": None}
 )
 """httpx `mounts` that reach this machine's loopback directly whatever proxy the environment
 names (`HTTP_PROXY`...): a proxy elsewhere cannot reach it (browsers bypass it alike)."""
 
 
-def new_client(kind: type[C], transport: Any, **options: Any) -> C:
-    """`kind(transport=transport, **options)`, its own transport tuned (`tune_transport`)
-    when httpx made it. A proxy variable httpx cannot use (a SOCKS proxy without `socksio`,
-    a malformed URL) is a ValueError naming the variable, not httpx's bare error."""
+def new_client(kind: type[C], transport: Any = None, **options: Any) -> C:
+    """`kind(transport=transport, **options)` on the process's TLS context, through the
+    proxy the environment names but never for loopback (`_LOOPBACK_DIRECT`), its own
+    transport tuned (`tune_transport`) when httpx made it. A proxy variable httpx cannot use
+    (a SOCKS proxy without `socksio`, a malformed URL) is a ValueError naming the variable,
+    not httpx's bare error."""
     try:
-        client = kind(transport=transport, **options)
+        client = kind(
+            transport=transport,
+            verify=default_ssl_context(),
+            mounts=_LOOPBACK_DIRECT,
+            **options,
+        )
     except (ImportError, ValueError, httpx.InvalidURL) as error:
         named = sorted(
             name.upper() + "_PROXY" for name in urllib.request.getproxies() if name != "no"

@@ -13,8 +13,7 @@ import httpx
 from pydantic import Field, field_validator
 
 from klingflow.errors import HTTPNodeError
-from klingflow.piapi._pool import LOOPBACK_DIRECT, new_client
-from klingflow.piapi.tls import default_ssl_context
+from klingflow.piapi._pool import new_client
 from klingflow.piapi.urls import check_url
 from klingflow.workflows.nodes.base import Node, NodeParams
 from klingflow.workflows.nodes.egress import (
@@ -77,13 +76,7 @@ _PERMANENT = (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.Invalid
 def node_client(timeout_seconds: float, *, checked: bool) -> httpx.AsyncClient:
     """A node's client: the process's TLS context, the environment's proxy but for loopback,
     and with `checked` its direct connections following the current `egress_rule`."""
-    http = new_client(
-        httpx.AsyncClient,
-        None,
-        timeout=timeout_seconds,
-        verify=default_ssl_context(),
-        mounts=LOOPBACK_DIRECT,
-    )
+    http = new_client(httpx.AsyncClient, timeout=timeout_seconds)
     if checked:
         check_connections(http)
     return http
